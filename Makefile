@@ -1,0 +1,42 @@
+# airlock: the two commands a newcomer needs are `make demo` and `make test`.
+GO      ?= go
+PKGS    := ./...
+TIMEOUT ?= 25m
+
+.PHONY: all build deps demo test fmt-check vet unit e2e clean
+
+all: build
+
+build:
+	$(GO) build -o bin/airlock ./cmd/airlock
+
+# deps installs what the demo and the tests run: Debian packages for the
+# real servers and clients, and the Go modules.
+deps:
+	scripts/install-deps.sh
+
+# demo starts a throwaway PostgreSQL with a sample schema and the gateway
+# with its embedded JetStream recorder, and prints how to connect.
+demo: deps
+	scripts/demo.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+# test: formatting, vet, then every package's tests (unit and end-to-end,
+# against real PostgreSQL, NATS and psql) with the race detector.
+test: deps fmt-check vet
+	$(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+e2e:
+	$(GO) test -count=1 -v -timeout $(TIMEOUT) ./e2e/...
+
+clean:
+	rm -rf bin demo

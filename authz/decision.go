@@ -1,0 +1,38 @@
+package authz
+
+// Decision is the verdict on one statement.
+type Decision struct {
+	// Text is the statement as the client sent it (one statement of a
+	// possibly multi-statement message).
+	Text  string `json:"text"`
+	Allow bool   `json:"allow"`
+	// Rule names what decided, e.g. "access-level", "unparseable",
+	// "batch" (refused because another statement of the message was).
+	Rule string `json:"rule"`
+	// Reason is written for the agent: what was refused, what the grant
+	// allows, and what to ask for instead. Empty when allowed.
+	Reason string         `json:"reason,omitempty"`
+	Class  Classification `json:"class"`
+}
+
+// Classification is what the authorizer read from a statement.
+type Classification struct {
+	// Kind is the statement's kind in upper case, e.g. "SELECT", "DELETE",
+	// "CREATE TABLE".
+	Kind string `json:"kind"`
+	// Required is the least access level that may run the statement.
+	Required Access `json:"required"`
+	// Why says what made Required what it is when that is not obvious from
+	// Kind, e.g. "DELETE inside a WITH clause".
+	Why           string   `json:"why,omitempty"`
+	TablesRead    []string `json:"tables_read,omitempty"`
+	TablesWritten []string `json:"tables_written,omitempty"`
+	Functions     []string `json:"functions,omitempty"`
+}
+
+// Verdict is the decision on a whole client message. It is all or nothing:
+// Allow is true only if every statement is allowed.
+type Verdict struct {
+	Allow      bool       `json:"allow"`
+	Statements []Decision `json:"statements"`
+}

@@ -1,0 +1,127 @@
+// Package authz decides whether a statement may run under a task grant.
+// It is pure: statement text and grant in, decision out. It knows nothing of
+// sockets, wire protocols or storage.
+package authz
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/airlockhq/airlock/credential"
+)
+
+// Access is what a database grant allows, ordered: read < write < ddl < admin.
+type Access int
+
+// The access levels, in increasing order. AccessNone is the zero value and
+// allows nothing.
+const (
+	AccessNone Access = iota
+	AccessRead
+	AccessWrite
+	AccessDDL
+	AccessAdmin
+)
+
+var accessNames = [...]string{"none", "read", "write", "ddl", "admin"}
+
+func (a Access) String() string {
+	if a < 0 || int(a) >= len(accessNames) {
+		return fmt.Sprintf("access(%d)", int(a))
+	}
+	return accessNames[a]
+}
+
+// ParseAccess reads one of read, write, ddl, admin.
+func ParseAccess(s string) (Access, error) {
+	for i, n := range accessNames {
+		if i > 0 && strings.EqualFold(s, n) {
+			return Access(i), nil
+		}
+	}
+	return AccessNone, fmt.Errorf("unknown access level %q (want read, write, ddl or admin)", s)
+}
+
+// MarshalText encodes the level by name, so JSON carries "read", not 1.
+func (a Access) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText is the inverse of MarshalText.
+func (a *Access) UnmarshalText(b []byte) error {
+	v, err := ParseAccess(string(b))
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
+}
+
+// State is where a grant is in its life.
+type State string
+
+// Grant states. A request is a grant in StatePending. StateExpired is never
+// stored: it is what an active grant reads as once its expiry has passed.
+const (
+	StatePending State = "pending"
+	StateActive  State = "active"
+	StateDenied  State = "denied"
+	StateRevoked State = "revoked"
+	StateExpired State = "expired"
+)
+
+// Grant is one approved (or awaiting approval) task: which agent may reach
+// which resource, for what, at what access level, until when.
+type Grant struct {
+	ID       string `json:"id"`
+	Agent    string `json:"agent"`
+	Resource string `json:"resource"`
+	Task     string `json:"task"`
+	Access   Access `json:"access"`
+
+	State       State     `json:"state"`
+	RequestedBy string    `json:"requested_by"`
+	RequestedAt time.Time `json:"requested_at"`
+	// DecidedBy and DecidedAt name who approved or denied the request.
+	DecidedBy string    `json:"decided_by,omitempty"`
+	DecidedAt time.Time `json:"decided_at,omitzero"`
+	// RevokedBy and RevokedAt are set when an active grant is revoked.
+	RevokedBy string    `json:"revoked_by,omitempty"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// TTL is how long the grant lasts once approved; ExpiresAt is set at
+	// approval (or creation, for a pre-approved grant).
+	TTL       Duration  `json:"ttl"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+
+	// Verifier checks the grant's connection token. The token itself is
+	// shown once, when the grant is created, and never stored.
+	Verifier *credential.Verifier `json:"verifier,omitempty"`
+}
+
+// EffectiveState is the grant's state at now: an active grant past its
+// expiry reads as expired.
+func (g *Grant) EffectiveState(now time.Time) State {
+	if g.State == StateActive && !g.ExpiresAt.IsZero() && !now.Before(g.ExpiresAt) {
+		return StateExpired
+	}
+	return g.State
+}
+
+// Approver is who made the grant active: the approver of a request, or the
+// creator of a pre-approved grant.
+func (g *Grant) Approver() string { return g.DecidedBy }
+
+// Duration is a time.Duration that reads and writes as "1h30m" in JSON.
+type Duration time.Duration
+
+// MarshalText writes the duration as Go duration text.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText reads Go duration text such as "15m".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/airlockhq/airlock/config"
+	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/natsconn"
+	"github.com/airlockhq/airlock/protocols/postgres"
+	"github.com/airlockhq/airlock/proxy"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+func gatewayCmd() *cobra.Command {
+	var path, logLevel string
+	cmd := &cobra.Command{
+		Use:   "gateway --config FILE",
+		Short: "Run the gateway (operator)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			cfg, err := config.Load(path)
+			if err != nil {
+				return err
+			}
+			return runGateway(cmd.Context(), cfg, log)
+		},
+	}
+	cmd.Flags().StringVar(&path, "config", "", "gateway configuration file (YAML)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	_ = cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+// runGateway wires the gateway's parts together and serves until ctx ends.
+func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	host, _ := os.Hostname()
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+
+	nc, err := natsconn.Connect(startCtx, natsconn.Options{
+		URL: cfg.Recorder.NATSURL, CredentialsFile: cfg.Recorder.CredentialsFile,
+		DataDir: cfg.DataDir, EmbeddedListen: cfg.Recorder.EmbeddedListen,
+		Name: "airlock-gateway " + host, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	rec, err := recorder.New(startCtx, nc.JS, recorder.Options{
+		Stream: cfg.Recorder.Stream, Replicas: cfg.Recorder.Replicas,
+		PublishTimeout: cfg.Recorder.PublishTimeout, Gateway: host, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	store, err := control.OpenStore(startCtx, nc.NC, nc.JS, control.StoreOptions{
+		Bucket: cfg.Grants.Bucket, Replicas: cfg.Recorder.Replicas, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	tlsCfg, err := proxy.LoadTLS(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+
+	srv := &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host}
+	api := &control.API{
+		Service:  &control.Service{Store: store, Config: cfg},
+		Sessions: recorder.NewReader(nc.JS, rec.Stream(), rec.SubjectPrefix()),
+		Log:      log,
+	}
+	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
+	if err != nil {
+		return fmt.Errorf("listen.http: %w", err)
+	}
+	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 4)
+	go func() {
+		log.Info("HTTP API listening", "addr", httpLn.Addr().String())
+		if err := hs.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	var listeners []net.Listener
+	if cfg.Listen.Postgres != "" {
+		l, err := net.Listen("tcp", cfg.Listen.Postgres)
+		if err != nil {
+			return fmt.Errorf("listen.postgres: %w", err)
+		}
+		listeners = append(listeners, l)
+		pg := &postgres.Protocol{TLS: tlsCfg, AllowPlaintext: cfg.Listen.AllowPlaintext}
+		go func() {
+			if err := srv.Serve(l, pg); err != nil {
+				errc <- fmt.Errorf("postgres listener: %w", err)
+			}
+		}()
+	}
+	log.Info("gateway ready", "recorder", recorderDesc(cfg, nc), "stream", rec.Stream(), "data_dir", cfg.DataDir)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-errc:
+		log.Error("gateway failing", "err", err)
+	}
+	for _, l := range listeners {
+		l.Close()
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	_ = hs.Shutdown(sctx)
+	_ = srv.Shutdown(sctx)
+	return err
+}
+
+func recorderDesc(cfg *config.Config, nc *natsconn.Conn) string {
+	if nc.Embedded() {
+		return "embedded JetStream in " + cfg.DataDir
+	}
+	return cfg.Recorder.NATSURL
+}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/control"
+)
+
+// specFlags are what a request or a pre-approved grant asks for.
+func specFlags(cmd *cobra.Command, spec *control.GrantSpec) {
+	cmd.Flags().StringVar(&spec.Resource, "resource", "", "resource name from the gateway config (required)")
+	cmd.Flags().StringVar(&spec.Task, "task", "", "what the access is for (required)")
+	cmd.Flags().StringVar(&spec.Access, "access", "read", "read, write, ddl or admin")
+	cmd.Flags().StringVar(&spec.TTL, "ttl", "", "how long the grant lasts once approved (default: the gateway's, 1h)")
+	_ = cmd.MarkFlagRequired("resource")
+	_ = cmd.MarkFlagRequired("task")
+}
+
+func requestCmd(g *globals) *cobra.Command {
+	var spec control.GrantSpec
+	cmd := &cobra.Command{
+		Use:   "request --resource R --task TEXT [--access LEVEL] [--ttl DUR]",
+		Short: "Ask for access (agent); prints the request id and a connection token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			iss, err := c.Request(cmd.Context(), spec)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(iss)
+			}
+			fmt.Printf("request: %s\n", iss.Grant.ID)
+			fmt.Printf("state:   %s (an approver must run: airlock grants approve %s)\n", iss.Grant.State, iss.Grant.ID)
+			fmt.Printf("token:   %s\n", iss.Token)
+			fmt.Printf("\nThe token is shown only now. Use it as the password once the request is approved.\n")
+			return nil
+		},
+	}
+	specFlags(cmd, &spec)
+	return cmd
+}
+
+func grantsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "grants", Short: "List, approve, deny, revoke and create task grants (approver)"}
+	var state, agent string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List grants and requests",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if state != "" {
+				q.Set("state", state)
+			}
+			if agent != "" {
+				q.Set("agent", agent)
+			}
+			gs, err := c.Grants(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(gs)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATE\tAGENT\tRESOURCE\tACCESS\tEXPIRES\tTASK")
+			for _, x := range gs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.State, x.Agent, x.Resource, x.Access, when(x.ExpiresAt), clip(x.Task, 60))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&state, "state", "", "only grants in this state (pending, active, denied, revoked, expired)")
+	list.Flags().StringVar(&agent, "agent", "", "only this agent's grants")
+
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one grant",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			x, err := c.Grant(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(x)
+			}
+			printGrant(x)
+			return nil
+		},
+	}
+	cmd.AddCommand(list, show, decideCmd(g, "approve", "Approve a pending request"),
+		decideCmd(g, "deny", "Deny a pending request"), decideCmd(g, "revoke", "Revoke an active grant; its live sessions end at once"),
+		createCmd(g))
+	return cmd
+}
+
+func decideCmd(g *globals, action, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   action + " ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			x, err := c.Decide(cmd.Context(), args[0], action)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(x)
+			}
+			fmt.Printf("grant %s is now %s\n", x.ID, x.State)
+			if action == "approve" {
+				fmt.Printf("agent %s may connect to %s until %s\n", x.Agent, x.Resource, when(x.ExpiresAt))
+			}
+			return nil
+		},
+	}
+}
+
+func createCmd(g *globals) *cobra.Command {
+	var spec control.GrantSpec
+	cmd := &cobra.Command{
+		Use:   "create --agent A --resource R --task TEXT [--access LEVEL] [--ttl DUR]",
+		Short: "Create a pre-approved grant for an agent; prints its connection token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			iss, err := c.CreateGrant(cmd.Context(), spec)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(iss)
+			}
+			fmt.Printf("grant:   %s (active until %s)\n", iss.Grant.ID, when(iss.Grant.ExpiresAt))
+			fmt.Printf("token:   %s\n", iss.Token)
+			fmt.Printf("\nThe token is shown only now; hand it to agent %s.\n", iss.Grant.Agent)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&spec.Agent, "agent", "", "agent the grant is for (required)")
+	_ = cmd.MarkFlagRequired("agent")
+	specFlags(cmd, &spec)
+	return cmd
+}
+
+func printGrant(x *authz.Grant) {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("id", x.ID)
+	row("state", string(x.State))
+	row("agent", x.Agent)
+	row("resource", x.Resource)
+	row("access", x.Access.String())
+	row("task", x.Task)
+	row("requested", x.RequestedBy+" at "+when(x.RequestedAt))
+	if x.DecidedBy != "" {
+		row("decided", x.DecidedBy+" at "+when(x.DecidedAt))
+	}
+	if x.RevokedBy != "" {
+		row("revoked", x.RevokedBy+" at "+when(x.RevokedAt))
+	}
+	row("ttl", time.Duration(x.TTL).String())
+	row("expires", when(x.ExpiresAt))
+	_ = tw.Flush()
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}

@@ -1,0 +1,78 @@
+// Command airlock is the airlock gateway and its command-line client.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/airlockhq/airlock/control"
+)
+
+// globals are the flags every client command shares.
+type globals struct {
+	server string
+	json   bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		var ae *control.APIError
+		if errors.As(err, &ae) {
+			fmt.Fprintln(os.Stderr, "airlock:", ae.Msg)
+		} else {
+			fmt.Fprintln(os.Stderr, "airlock:", err)
+		}
+		var ex exitError
+		if errors.As(err, &ex) {
+			os.Exit(int(ex))
+		}
+		os.Exit(1)
+	}
+}
+
+// exitError asks main for a specific exit status.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "airlock",
+		Short:         "Access gateway for AI agents: per-statement authorization and tamper-evident recording",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.server, "server", os.Getenv("AIRLOCK_SERVER"), "gateway HTTP API URL (env AIRLOCK_SERVER)")
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON")
+	root.AddCommand(gatewayCmd(), requestCmd(g), grantsCmd(g), sessionsCmd(g))
+	return root
+}
+
+// client builds the API client from the flags and AIRLOCK_TOKEN.
+func (g *globals) client() (*control.Client, error) {
+	if g.server == "" {
+		return nil, errors.New("no gateway address: pass --server URL or set AIRLOCK_SERVER")
+	}
+	tok := os.Getenv("AIRLOCK_TOKEN")
+	if tok == "" {
+		return nil, errors.New("no API token: set AIRLOCK_TOKEN to your identity's token")
+	}
+	return &control.Client{Server: g.server, Token: tok}, nil
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+func sessionsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "sessions", Short: "List and read recorded sessions (reviewer)"}
+	var since, agent, resource string
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List sessions, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			for k, v := range map[string]string{"since": since, "agent": agent, "resource": resource} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			if limit > 0 {
+				q.Set("limit", strconv.Itoa(limit))
+			}
+			ss, err := c.Sessions(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(ss)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SESSION\tSTARTED\tSTATUS\tAGENT\tRESOURCE\tGRANT\tSTMTS\tDENIED\tCLIENT")
+			for _, s := range ss {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.Session, when(s.Start), s.Status, s.Agent, s.Resource, dash(s.Grant), s.Statements, s.Denied, s.Client)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&since, "since", "", "only sessions started since a time (RFC 3339) or a duration ago (2h)")
+	list.Flags().StringVar(&agent, "agent", "", "only this agent's sessions")
+	list.Flags().StringVar(&resource, "resource", "", "only sessions to this resource")
+	list.Flags().IntVar(&limit, "limit", 0, "at most this many sessions (newest)")
+
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a session: who, why, every statement with its decision and result",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			d, err := c.Session(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(d)
+			}
+			printSession(os.Stdout, d)
+			return nil
+		},
+	}
+	cmd.AddCommand(list, show)
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// printSession writes a session for a reviewer: its header, then one line
+// per statement with its decision and result.
+func printSession(w io.Writer, d *control.SessionDetail) {
+	s := d.Summary
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "session:\t%s (%s)\n", s.Session, s.Status)
+	fmt.Fprintf(tw, "agent:\t%s\n", s.Agent)
+	fmt.Fprintf(tw, "task:\t%s\n", dash(s.Task))
+	fmt.Fprintf(tw, "grant:\t%s (%s access, approved by %s)\n", dash(s.Grant), dash(s.Access), dash(s.Approver))
+	fmt.Fprintf(tw, "resource:\t%s (%s)\n", s.Resource, s.Protocol)
+	fmt.Fprintf(tw, "client:\t%s\n", s.Client)
+	fmt.Fprintf(tw, "started:\t%s\n", when(s.Start))
+	if s.End != nil {
+		fmt.Fprintf(tw, "ended:\t%s (%s)\n", when(*s.End), s.EndReason)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+
+	results := map[uint64]*recorder.Result{}
+	for _, e := range d.Events {
+		if e.Result != nil {
+			results[e.Result.ID] = e.Result
+		}
+	}
+	for _, e := range d.Events {
+		ts := e.Time.Local().Format("15:04:05.000")
+		switch e.Type {
+		case recorder.TypeSessionStart:
+			fmt.Fprintf(w, "%s  session start\n", ts)
+		case recorder.TypeAuthFailed:
+			fmt.Fprintf(w, "%s  login refused for %s: %s\n", ts, e.Auth.User, e.Auth.Reason)
+		case recorder.TypeStatement:
+			st := e.Statement
+			fmt.Fprintf(w, "%s  #%d %-5s %-6s %s\n", ts, st.ID, strings.ToUpper(st.Decision), st.Class.Required, oneLine(st.Text))
+			if st.Decision != "allow" {
+				fmt.Fprintf(w, "%15s rule %s: %s\n", "", st.Rule, st.Reason)
+			} else if r := results[st.ID]; r != nil {
+				fmt.Fprintf(w, "%15s %s\n", "", resultLine(r))
+			}
+		case recorder.TypeSessionEnd:
+			fmt.Fprintf(w, "%s  session end: %s (%d statements, %d denied)\n", ts, e.End.Reason, e.End.Statements, e.End.Denied)
+		}
+	}
+}
+
+func resultLine(r *recorder.Result) string {
+	var parts []string
+	if !r.Executed {
+		parts = append(parts, "not executed")
+	}
+	if r.Tag != "" {
+		parts = append(parts, r.Tag)
+	}
+	if r.Rows != nil {
+		parts = append(parts, fmt.Sprintf("rows=%d", *r.Rows))
+	}
+	if r.Executed {
+		parts = append(parts, (time.Duration(r.DurationUS) * time.Microsecond).String())
+	}
+	if r.Error != "" {
+		e := "error: " + r.Error
+		if r.SQLState != "" {
+			e += " (" + r.SQLState + ")"
+		}
+		parts = append(parts, e)
+	}
+	return "-> " + strings.Join(parts, ", ")
+}
+
+func oneLine(s string) string {
+	return clip(strings.Join(strings.Fields(s), " "), 120)
+}

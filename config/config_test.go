@@ -1,0 +1,56 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := Load("../examples/airlock.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Recorder.Mode != "strict" || c.Recorder.PublishTimeout != 2*time.Second || c.Grants.DefaultTTL != time.Hour {
+		t.Errorf("defaults: %+v %+v", c.Recorder, c.Grants)
+	}
+	if r := c.Resource("demo-pg"); r == nil || r.Protocol != "postgres" || r.TLS.Mode != "prefer" {
+		t.Errorf("resource demo-pg: %+v", r)
+	}
+}
+
+const base = `
+listen: { postgres: 127.0.0.1:15432, http: 127.0.0.1:8080 }
+identities:
+  - { name: agent-1, role: agent, token_sha256: "0000000000000000000000000000000000000000000000000000000000000001" }
+resources:
+  - { name: demo-pg, protocol: postgres, address: "127.0.0.1:5432", database: app, user: postgres, auth: { type: password, password_env: X } }
+`
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	cases := []struct {
+		name, yaml, want string
+	}{
+		{"unknown key", base + "bogus: 1\n", "field bogus not found"},
+		{"bad mode", base + "recorder: { mode: lax }\n", "recorder.mode"},
+		{"no http", strings.Replace(base, ", http: 127.0.0.1:8080", "", 1), "listen.http: required"},
+		{"bad token hash", strings.Replace(base, `"0000000000000000000000000000000000000000000000000000000000000001"`, "abc", 1), "identities[0].token_sha256"},
+		{"bad role", strings.Replace(base, "role: agent", "role: boss", 1), "identities[0].role"},
+		{"rds without region", strings.Replace(base, "auth: { type: password, password_env: X }", "auth: { type: rds-iam }", 1), "resources[0].auth.region: required"},
+		{"bad protocol", strings.Replace(base, "protocol: postgres", "protocol: oracle", 1), "resources[0].protocol"},
+		{"bad address", strings.Replace(base, `"127.0.0.1:5432"`, "nowhere", 1), "resources[0].address"},
+		{"ttl above max", base + "grants: { default_ttl: 48h }\n", "grants"},
+		{"duplicate resource", base + "  - { name: demo-pg, protocol: postgres, address: \"h:1\", database: a, user: u, auth: { type: password, password_env: X } }\n", "resources[1].name"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.yaml))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+	if _, err := Parse([]byte(base)); err != nil {
+		t.Fatalf("base config: %v", err)
+	}
+}

@@ -1,0 +1,291 @@
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/config"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+// SessionReader reads recorded sessions; recorder.Reader is one.
+type SessionReader interface {
+	Sessions(ctx context.Context, o recorder.ListOptions) ([]recorder.Summary, error)
+	Events(ctx context.Context, session string) ([]recorder.Event, error)
+}
+
+// SessionDetail is one session: its summary and every event.
+type SessionDetail struct {
+	Summary recorder.Summary `json:"summary"`
+	Events  []recorder.Event `json:"events"`
+}
+
+// API serves the HTTP API under /v1.
+type API struct {
+	Service  *Service
+	Sessions SessionReader
+	Log      *slog.Logger
+}
+
+// Handler returns the API's routes.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.Handle("GET /v1/whoami", a.auth(nil, a.whoami))
+	mux.Handle("POST /v1/requests", a.auth(roles(config.RoleAgent), a.request))
+	mux.Handle("POST /v1/grants", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.createGrant))
+	mux.Handle("GET /v1/grants", a.auth(nil, a.listGrants))
+	mux.Handle("GET /v1/grants/{id}", a.auth(nil, a.getGrant))
+	mux.Handle("POST /v1/grants/{id}/{action}", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.decide))
+	mux.Handle("GET /v1/sessions", a.auth(roles(config.RoleReviewer, config.RoleAdmin), a.listSessions))
+	mux.Handle("GET /v1/sessions/{id}", a.auth(roles(config.RoleReviewer, config.RoleAdmin), a.getSession))
+	return mux
+}
+
+type handler func(w http.ResponseWriter, r *http.Request, who *config.Identity)
+
+func roles(rs ...config.Role) []config.Role { return rs }
+
+// auth finds the caller by API token and checks the route's roles (nil:
+// any identity). Every identity's hash is compared, in constant time, so
+// timing says nothing about which one matched.
+func (a *API) auth(allowed []config.Role, h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			writeError(w, http.StatusUnauthorized, "missing API token: set AIRLOCK_TOKEN")
+			return
+		}
+		sum := sha256.Sum256([]byte(tok))
+		var who *config.Identity
+		ids := a.Service.Config.Identities
+		for i := range ids {
+			want, _ := hex.DecodeString(ids[i].TokenSHA256)
+			if subtle.ConstantTimeCompare(sum[:], want) == 1 {
+				who = &ids[i]
+			}
+		}
+		if who == nil {
+			writeError(w, http.StatusUnauthorized, "unknown API token")
+			return
+		}
+		if allowed != nil && !containsRole(allowed, who.Role) {
+			writeError(w, http.StatusForbidden, who.Name+" has role "+string(who.Role)+"; this needs "+roleList(allowed))
+			return
+		}
+		h(w, r, who)
+	})
+}
+
+func containsRole(rs []config.Role, r config.Role) bool {
+	for _, x := range rs {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+func roleList(rs []config.Role) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = string(r)
+	}
+	return strings.Join(s, " or ")
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := a.Service.Store.Ready(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (a *API) whoami(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	writeJSON(w, http.StatusOK, map[string]string{"name": who.Name, "role": string(who.Role)})
+}
+
+func (a *API) request(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	var spec GrantSpec
+	if !readJSON(w, r, &spec) {
+		return
+	}
+	if spec.Agent != "" && spec.Agent != who.Name {
+		writeError(w, http.StatusForbidden, "an agent requests access for itself only")
+		return
+	}
+	iss, err := a.Service.Request(r.Context(), who.Name, spec)
+	a.reply(w, http.StatusCreated, publicIssued(iss), err)
+}
+
+func (a *API) createGrant(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	var spec GrantSpec
+	if !readJSON(w, r, &spec) {
+		return
+	}
+	iss, err := a.Service.CreateActive(r.Context(), who.Name, spec)
+	a.reply(w, http.StatusCreated, publicIssued(iss), err)
+}
+
+func (a *API) listGrants(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	q := r.URL.Query()
+	now := a.Service.now()
+	gs := a.Service.Store.List(func(g *authz.Grant) bool {
+		if who.Role == config.RoleAgent && g.Agent != who.Name {
+			return false
+		}
+		if v := q.Get("agent"); v != "" && g.Agent != v {
+			return false
+		}
+		if v := q.Get("state"); v != "" && string(g.EffectiveState(now)) != v {
+			return false
+		}
+		return true
+	})
+	out := make([]*authz.Grant, len(gs))
+	for i, g := range gs {
+		out[i] = public(g, now)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) getGrant(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	g, err := a.Service.Store.Get(r.PathValue("id"))
+	if err != nil || (who.Role == config.RoleAgent && g.Agent != who.Name) {
+		writeError(w, http.StatusNotFound, "no grant "+r.PathValue("id"))
+		return
+	}
+	writeJSON(w, http.StatusOK, public(g, a.Service.now()))
+}
+
+func (a *API) decide(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	g, err := a.Service.Decide(r.Context(), r.PathValue("id"), r.PathValue("action"), who.Name)
+	if err == nil {
+		a.Log.Info("grant decided", "grant", g.ID, "action", r.PathValue("action"), "by", who.Name, "agent", g.Agent, "resource", g.Resource)
+	}
+	a.reply(w, http.StatusOK, public(g, a.Service.now()), err)
+}
+
+func (a *API) listSessions(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	q := r.URL.Query()
+	o := recorder.ListOptions{Agent: q.Get("agent"), Resource: q.Get("resource")}
+	if v := q.Get("since"); v != "" {
+		t, err := parseSince(v, a.Service.now())
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		o.Since = t
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "limit must be a non-negative number")
+			return
+		}
+		o.Limit = n
+	}
+	ss, err := a.Sessions.Sessions(r.Context(), o)
+	if ss == nil {
+		ss = []recorder.Summary{}
+	}
+	a.reply(w, http.StatusOK, ss, err)
+}
+
+func (a *API) getSession(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	id := r.PathValue("id")
+	evs, err := a.Sessions.Events(r.Context(), id)
+	if errors.Is(err, recorder.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "no session "+id)
+		return
+	}
+	if err != nil {
+		a.reply(w, 0, nil, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, SessionDetail{Summary: recorder.Summarize(evs), Events: evs})
+}
+
+// parseSince reads an RFC 3339 time or a duration back from now ("2h").
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(v); err == nil {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, errors.New("since must be a duration (2h) or an RFC 3339 time")
+	}
+	return t, nil
+}
+
+// public is the grant as callers see it: the stored state made effective,
+// and without the token verifier.
+func public(g *authz.Grant, now time.Time) *authz.Grant {
+	if g == nil {
+		return nil
+	}
+	c := *g
+	c.Verifier = nil
+	c.State = g.EffectiveState(now)
+	return &c
+}
+
+func publicIssued(iss *Issued) *Issued {
+	if iss == nil {
+		return nil
+	}
+	return &Issued{Grant: public(iss.Grant, iss.Grant.RequestedAt), Token: iss.Token}
+}
+
+func (a *API) reply(w http.ResponseWriter, status int, v any, err error) {
+	var ue *UserError
+	switch {
+	case err == nil:
+		writeJSON(w, status, v)
+	case errors.As(err, &ue):
+		writeError(w, ue.Status, ue.Msg)
+	case errors.Is(err, ErrNotSynced):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		a.Log.Error("api request failed", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error: "+err.Error())
+	}
+}
+
+// apiError is the body of every error response.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, apiError{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
+		return false
+	}
+	return true
+}

@@ -1,0 +1,121 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+// Client calls the HTTP API; the CLI is built on it.
+type Client struct {
+	Server string // base URL, e.g. http://127.0.0.1:8080
+	Token  string // the caller's API token
+	HTTP   *http.Client
+}
+
+// Request files a request for access.
+func (c *Client) Request(ctx context.Context, spec GrantSpec) (*Issued, error) {
+	var out Issued
+	return &out, c.do(ctx, "POST", "/v1/requests", spec, &out)
+}
+
+// CreateGrant creates a pre-approved grant.
+func (c *Client) CreateGrant(ctx context.Context, spec GrantSpec) (*Issued, error) {
+	var out Issued
+	return &out, c.do(ctx, "POST", "/v1/grants", spec, &out)
+}
+
+// Grants lists grants; query may filter by state and agent.
+func (c *Client) Grants(ctx context.Context, query url.Values) ([]authz.Grant, error) {
+	var out []authz.Grant
+	return out, c.do(ctx, "GET", "/v1/grants?"+query.Encode(), nil, &out)
+}
+
+// Grant returns one grant.
+func (c *Client) Grant(ctx context.Context, id string) (*authz.Grant, error) {
+	var out authz.Grant
+	return &out, c.do(ctx, "GET", "/v1/grants/"+url.PathEscape(id), nil, &out)
+}
+
+// Decide approves, denies or revokes a grant.
+func (c *Client) Decide(ctx context.Context, id, action string) (*authz.Grant, error) {
+	var out authz.Grant
+	return &out, c.do(ctx, "POST", "/v1/grants/"+url.PathEscape(id)+"/"+action, nil, &out)
+}
+
+// Sessions lists recorded sessions; query may hold since, agent, resource
+// and limit.
+func (c *Client) Sessions(ctx context.Context, query url.Values) ([]recorder.Summary, error) {
+	var out []recorder.Summary
+	return out, c.do(ctx, "GET", "/v1/sessions?"+query.Encode(), nil, &out)
+}
+
+// Session returns one session with its events.
+func (c *Client) Session(ctx context.Context, id string) (*SessionDetail, error) {
+	var out SessionDetail
+	return &out, c.do(ctx, "GET", "/v1/sessions/"+url.PathEscape(id), nil, &out)
+}
+
+// APIError is an error answer from the gateway.
+type APIError struct {
+	Status int
+	Msg    string
+}
+
+func (e *APIError) Error() string { return e.Msg }
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	if c.Server == "" {
+		return fmt.Errorf("no gateway address: set --server or AIRLOCK_SERVER")
+	}
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.Server, "/")+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("reaching the gateway at %s: %w", c.Server, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("reading the gateway's answer: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var e apiError
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return &APIError{Status: resp.StatusCode, Msg: e.Error}
+		}
+		return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("gateway answered %s", resp.Status)}
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("gateway answer unreadable: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,193 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/config"
+	"github.com/airlockhq/airlock/credential"
+)
+
+// GrantSpec is what an agent asks for, or what an approver grants directly.
+type GrantSpec struct {
+	Agent    string `json:"agent,omitempty"`
+	Resource string `json:"resource"`
+	Task     string `json:"task"`
+	Access   string `json:"access,omitempty"`
+	// TTL is Go duration text ("30m"); empty means the configured default.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// Issued is a new grant with its connection token, which is shown only
+// here and never stored.
+type Issued struct {
+	Grant *authz.Grant `json:"grant"`
+	Token string       `json:"token"`
+}
+
+// Service applies the grant life-cycle rules on top of a Store.
+type Service struct {
+	Store  *Store
+	Config *config.Config
+	Now    func() time.Time
+}
+
+// UserError is a refusal whose text is meant for the caller.
+type UserError struct {
+	Status int // HTTP status
+	Msg    string
+}
+
+func (e *UserError) Error() string { return e.Msg }
+
+func userErr(status int, format string, args ...any) error {
+	return &UserError{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now().UTC()
+}
+
+// newGrant validates spec and builds a grant in state pending, with a fresh
+// token.
+func (s *Service) newGrant(spec GrantSpec, by string) (*authz.Grant, string, error) {
+	id := s.Config.Identity(spec.Agent)
+	if id == nil || id.Role != config.RoleAgent {
+		return nil, "", userErr(400, "agent %q is not an identity with role agent in the gateway config", spec.Agent)
+	}
+	res := s.Config.Resource(spec.Resource)
+	if res == nil {
+		return nil, "", userErr(400, "unknown resource %q (see the gateway config's resources)", spec.Resource)
+	}
+	task := strings.TrimSpace(spec.Task)
+	if task == "" {
+		return nil, "", userErr(400, "a task is required: say what the access is for (e.g. a ticket and a sentence)")
+	}
+	if len(task) > 1000 {
+		return nil, "", userErr(400, "the task is longer than 1000 characters")
+	}
+	access := authz.AccessRead
+	if spec.Access != "" {
+		a, err := authz.ParseAccess(spec.Access)
+		if err != nil {
+			return nil, "", userErr(400, "%v", err)
+		}
+		access = a
+	}
+	ttl := s.Config.Grants.DefaultTTL
+	if spec.TTL != "" {
+		d, err := time.ParseDuration(spec.TTL)
+		if err != nil || d <= 0 {
+			return nil, "", userErr(400, "ttl %q is not a positive duration such as 30m or 2h", spec.TTL)
+		}
+		ttl = d
+	}
+	if ttl > s.Config.Grants.MaxTTL {
+		return nil, "", userErr(400, "ttl %s is longer than the gateway's maximum %s", ttl, s.Config.Grants.MaxTTL)
+	}
+	token := credential.NewToken()
+	g := &authz.Grant{
+		ID:          newID("gr_"),
+		Agent:       spec.Agent,
+		Resource:    res.Name,
+		Task:        task,
+		Access:      access,
+		State:       authz.StatePending,
+		RequestedBy: by,
+		RequestedAt: s.now(),
+		TTL:         authz.Duration(ttl),
+		Verifier:    credential.NewVerifier(spec.Agent, token),
+	}
+	return g, token, nil
+}
+
+// Request files an agent's request: a pending grant.
+func (s *Service) Request(ctx context.Context, agent string, spec GrantSpec) (*Issued, error) {
+	spec.Agent = agent
+	g, token, err := s.newGrant(spec, agent)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Store.Create(ctx, g); err != nil {
+		return nil, err
+	}
+	return &Issued{Grant: g, Token: token}, nil
+}
+
+// CreateActive makes a pre-approved grant on an approver's word.
+func (s *Service) CreateActive(ctx context.Context, approver string, spec GrantSpec) (*Issued, error) {
+	g, token, err := s.newGrant(spec, approver)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	g.State = authz.StateActive
+	g.DecidedBy, g.DecidedAt = approver, now
+	g.ExpiresAt = now.Add(time.Duration(g.TTL))
+	if err := s.Store.Create(ctx, g); err != nil {
+		return nil, err
+	}
+	return &Issued{Grant: g, Token: token}, nil
+}
+
+// Decide applies action (approve, deny or revoke) by who.
+func (s *Service) Decide(ctx context.Context, id, action, who string) (*authz.Grant, error) {
+	g, err := s.Store.Update(ctx, id, func(g *authz.Grant) error {
+		now := s.now()
+		state := g.EffectiveState(now)
+		switch action {
+		case "approve", "deny":
+			if g.State != authz.StatePending {
+				return userErr(409, "grant %s is %s, not pending; only a pending request can be %s", g.ID, state, pastTense(action))
+			}
+			g.DecidedBy, g.DecidedAt = who, now
+			if action == "deny" {
+				g.State = authz.StateDenied
+				return nil
+			}
+			g.State = authz.StateActive
+			g.ExpiresAt = now.Add(time.Duration(g.TTL))
+		case "revoke":
+			if g.State != authz.StateActive {
+				return userErr(409, "grant %s is %s; only an active grant can be revoked (deny a pending request instead)", g.ID, state)
+			}
+			g.State = authz.StateRevoked
+			g.RevokedBy, g.RevokedAt = who, now
+		default:
+			return userErr(400, "unknown action %q (approve, deny or revoke)", action)
+		}
+		return nil
+	})
+	if errors.Is(err, ErrNoGrant) {
+		return nil, userErr(404, "no grant %s", id)
+	}
+	return g, err
+}
+
+func pastTense(action string) string {
+	if action == "deny" {
+		return "denied"
+	}
+	return action + "d"
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID returns prefix and 80 random bits, safe in a NATS subject token and
+// a KV key.
+func newID(prefix string) string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("control: no randomness: " + err.Error())
+	}
+	return prefix + idEncoding.EncodeToString(b[:])
+}

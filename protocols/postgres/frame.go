@@ -1,0 +1,111 @@
+package postgres
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// Limits on what a peer may claim. A frame's body is read incrementally,
+// never allocated at the size a peer announces.
+const (
+	// maxMessage is the protocol's own limit: PostgreSQL refuses any
+	// message of 1 GiB or more.
+	maxMessage = 1<<30 - 1
+	// maxDecoded caps the messages the gateway must hold whole to read
+	// (Query, Parse, and the server's small control messages).
+	maxDecoded = 256 << 20
+	// maxStartup caps a startup packet, as PostgreSQL does (10000 bytes).
+	maxStartup = 10000
+)
+
+// frameError is a malformed frame; its text names the message and what was
+// wrong with it.
+type frameError struct{ msg string }
+
+func (e *frameError) Error() string { return "postgres: " + e.msg }
+
+// readHeader reads a typed frame's header: type byte and body length.
+func readHeader(r *bufio.Reader) (byte, int, error) {
+	var h [5]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, 0, err
+	}
+	n := int(binary.BigEndian.Uint32(h[1:])) - 4
+	if n < 0 || n > maxMessage {
+		return 0, 0, &frameError{fmt.Sprintf("message %q claims length %d, outside 4..%d", h[0], n+4, maxMessage+4)}
+	}
+	return h[0], n, nil
+}
+
+// readBody reads n bytes into buf (grown as bytes arrive, so a false length
+// costs the liar, not the gateway) and returns it.
+func readBody(r *bufio.Reader, buf []byte, n int, what byte) ([]byte, error) {
+	if n > maxDecoded {
+		return nil, &frameError{fmt.Sprintf("message %q of %d bytes is larger than the gateway reads whole (%d)", what, n, maxDecoded)}
+	}
+	buf = buf[:0]
+	for len(buf) < n {
+		chunk := min(n-len(buf), 64<<10)
+		if cap(buf)-len(buf) < chunk {
+			buf = append(buf, make([]byte, chunk)...)[:len(buf)]
+		}
+		m, err := io.ReadFull(r, buf[len(buf):len(buf)+chunk])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// writeHeader writes a typed frame's header for a body of n bytes.
+func writeHeader(w *bufio.Writer, typ byte, n int) error {
+	var h [5]byte
+	h[0] = typ
+	binary.BigEndian.PutUint32(h[1:], uint32(n+4))
+	_, err := w.Write(h[:])
+	return err
+}
+
+// writeFrame writes a whole typed frame.
+func writeFrame(w *bufio.Writer, typ byte, body []byte) error {
+	if err := writeHeader(w, typ, len(body)); err != nil {
+		return err
+	}
+	_, err := w.Write(body)
+	return err
+}
+
+// copyBody streams n body bytes from r to w without holding them.
+func copyBody(w *bufio.Writer, r *bufio.Reader, n int) error {
+	_, err := io.CopyN(w, r, int64(n))
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// encoder is what pgproto3's messages implement.
+type encoder interface {
+	Encode(dst []byte) ([]byte, error)
+}
+
+// send encodes msgs to w.
+func send(w *bufio.Writer, msgs ...encoder) error {
+	var buf []byte
+	for _, m := range msgs {
+		var err error
+		if buf, err = m.Encode(buf[:0]); err != nil {
+			return err
+		}
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,541 @@
+package postgres
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/proxy"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+// refusedSQL replaces a refused statement on its way upstream (as a Query
+// or Parse; as the portal name of a refused Execute). It fails, so the upstream answers with an error in exactly the place the
+// refused statement's answer would be (and aborts an open transaction, as a
+// real error would); the gateway swaps that error for its own refusal. The
+// refused statement itself never leaves the gateway.
+const refusedSQL = "airlock_refused_statement"
+
+// pending is a client message whose answer the upstream still owes.
+type pending struct {
+	kind    byte // the client message type: Q, F, P, B, D, E, C, S
+	adm     *proxy.Admitted
+	refusal *proxy.Refusal
+	// next is, for a simple query, the index of the statement whose
+	// completion comes next.
+	next   int
+	failed bool
+}
+
+// session relays one authorized client connection.
+type session struct {
+	sess *proxy.Session
+	cl   *client
+	up   *upstream
+	ur   *bufio.Reader
+	uw   *bufio.Writer
+
+	cwMu sync.Mutex // guards cl.w: the upstream reader and the ender write to it
+
+	qmu   sync.Mutex
+	queue []*pending
+
+	// Client-goroutine state: what each prepared statement and portal was
+	// admitted as, so an Execute's outcome is recorded against it.
+	stmts   map[string]*authz.Verdict
+	portals map[string]*authz.Verdict
+	buf     []byte
+}
+
+// relay runs the session until either side stops or the session's context
+// ends it, and returns why it ended.
+func relay(sess *proxy.Session, cl *client, up *upstream) string {
+	s := &session{
+		sess: sess, cl: cl, up: up,
+		ur:    bufio.NewReaderSize(up.conn, 64<<10),
+		uw:    bufio.NewWriterSize(up.conn, 64<<10),
+		stmts: map[string]*authz.Verdict{}, portals: map[string]*authz.Verdict{},
+	}
+	var once sync.Once
+	var reason string
+	end := func(why string) {
+		once.Do(func() {
+			reason = why
+			cl.conn.Close()
+			up.conn.Close()
+		})
+	}
+	// A revoked or expired grant, or shutdown, ends the session: tell the
+	// client why, then close both sides.
+	stop := context.AfterFunc(sess.Context(), func() {
+		cause := context.Cause(sess.Context())
+		s.cwMu.Lock()
+		_ = send(cl.w, errorResponse("FATAL", stateAdminShutdown, "airlock: terminating connection: "+strings.TrimPrefix(cause.Error(), proxy.ErrGrantEnded.Error()+": ")))
+		_ = cl.w.Flush()
+		s.cwMu.Unlock()
+		end(cause.Error())
+	})
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		end(s.upstreamToClient())
+	}()
+	end(s.clientToUpstream())
+	<-done
+	return reason
+}
+
+func (s *session) push(p *pending) {
+	s.qmu.Lock()
+	s.queue = append(s.queue, p)
+	s.qmu.Unlock()
+}
+
+func (s *session) head() *pending {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if len(s.queue) == 0 {
+		return nil
+	}
+	return s.queue[0]
+}
+
+func (s *session) pop() *pending {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if len(s.queue) == 0 {
+		return nil
+	}
+	p := s.queue[0]
+	s.queue[0] = nil
+	s.queue = s.queue[1:]
+	return p
+}
+
+// clientToUpstream reads client messages, authorizes and records what needs
+// it, and forwards. It returns why the session should end.
+func (s *session) clientToUpstream() string {
+	r := s.cl.r
+	for {
+		if r.Buffered() == 0 {
+			if err := s.uw.Flush(); err != nil {
+				return "upstream write failed: " + err.Error()
+			}
+		}
+		typ, n, err := readHeader(r)
+		if err != nil {
+			return s.clientReadEnded(err)
+		}
+		switch typ {
+		case 'Q':
+			err = s.query(n)
+		case 'P':
+			err = s.parse(n)
+		case 'B':
+			err = s.bind(n)
+		case 'E':
+			err = s.execute(n)
+		case 'C':
+			err = s.close(n)
+		case 'D':
+			err = s.forwardExpecting('D', n)
+		case 'S':
+			err = s.forwardExpecting('S', n)
+		case 'H', 'd', 'c', 'f':
+			// Flush, and COPY data for a COPY that was authorized when
+			// its statement was; outside COPY the server rejects them.
+			err = s.forward(typ, n)
+		case 'F':
+			err = s.functionCall(n)
+		case 'X':
+			_ = s.forward(typ, n)
+			_ = s.uw.Flush()
+			return "client terminated"
+		default:
+			s.protocolViolation(fmt.Sprintf("unsupported message type %q", typ))
+			return fmt.Sprintf("protocol violation: message type %q", typ)
+		}
+		if err != nil {
+			var fe *frameError
+			if errors.As(err, &fe) {
+				s.protocolViolation(fe.msg)
+				return "protocol violation: " + fe.msg
+			}
+			return "relay ended: " + err.Error()
+		}
+	}
+}
+
+func (s *session) clientReadEnded(err error) string {
+	var fe *frameError
+	switch {
+	case errors.As(err, &fe):
+		s.protocolViolation(fe.msg)
+		return "protocol violation: " + fe.msg
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return "client disconnected"
+	}
+	return "client read failed: " + err.Error()
+}
+
+// protocolViolation records the attempt, tells the client and lets the
+// caller end the session.
+func (s *session) protocolViolation(msg string) {
+	_, _ = s.sess.Admit(authz.Verdict{Statements: []authz.Decision{{
+		Text: "<protocol message>", Rule: "protocol", Reason: msg,
+		Class: authz.Classification{Kind: "PROTOCOL", Required: authz.AccessAdmin},
+	}}})
+	s.cwMu.Lock()
+	_ = send(s.cl.w, errorResponse("FATAL", stateProtocolViolation, "airlock: protocol violation: "+msg))
+	_ = s.cl.w.Flush()
+	s.cwMu.Unlock()
+}
+
+func (s *session) body(n int, typ byte) ([]byte, error) {
+	b, err := readBody(s.cl.r, s.buf, n, typ)
+	if cap(b) <= 1<<20 {
+		s.buf = b // keep small buffers for reuse
+	}
+	return b, err
+}
+
+// query handles a simple-protocol Query: every statement of it is
+// authorized before any is forwarded.
+func (s *session) query(n int) error {
+	body, err := s.body(n, 'Q')
+	if err != nil {
+		return err
+	}
+	sql, _, ok := cstring(body)
+	if !ok {
+		return &frameError{"Query message without its terminating zero byte"}
+	}
+	v := authz.Postgres(s.sess.Grant(), sql)
+	adm, err := s.sess.Admit(v)
+	if err != nil {
+		return s.refuse('Q', err, func() error { return send(s.uw, &pgproto3.Query{String: refusedSQL}) })
+	}
+	s.push(&pending{kind: 'Q', adm: adm})
+	return writeFrame(s.uw, 'Q', body)
+}
+
+// parse handles an extended-protocol Parse. Nothing runs at Parse, so an
+// allowed statement is only remembered under its name; its Executes are
+// what get recorded. A refused one is recorded here, where the client
+// learns of it.
+func (s *session) parse(n int) error {
+	body, err := s.body(n, 'P')
+	if err != nil {
+		return err
+	}
+	var p pgproto3.Parse
+	if err := p.Decode(body); err != nil {
+		return &frameError{"malformed Parse: " + err.Error()}
+	}
+	v := authz.Postgres(s.sess.Grant(), p.Query)
+	if len(v.Statements) > 1 {
+		v = authz.Verdict{Statements: []authz.Decision{{Text: p.Query, Rule: "multi-statement-parse",
+			Reason: "a prepared statement must hold exactly one statement"}}}
+	}
+	if !v.Allow {
+		delete(s.stmts, p.Name)
+		_, err := s.sess.Admit(v)
+		return s.refuse('P', err, func() error {
+			return send(s.uw, &pgproto3.Parse{Name: p.Name, Query: refusedSQL})
+		})
+	}
+	s.stmts[p.Name] = &v
+	s.push(&pending{kind: 'P'})
+	return writeFrame(s.uw, 'P', body)
+}
+
+func (s *session) bind(n int) error {
+	body, err := s.body(n, 'B')
+	if err != nil {
+		return err
+	}
+	portal, rest, ok := cstring(body)
+	stmt, _, ok2 := cstring(rest)
+	if !ok || !ok2 {
+		return &frameError{"malformed Bind"}
+	}
+	s.portals[portal] = s.stmts[stmt]
+	s.push(&pending{kind: 'B'})
+	return writeFrame(s.uw, 'B', body)
+}
+
+// execute re-uses the decision made at Parse for the portal's statement,
+// and records the execution before forwarding it.
+func (s *session) execute(n int) error {
+	body, err := s.body(n, 'E')
+	if err != nil {
+		return err
+	}
+	portal, _, ok := cstring(body)
+	if !ok {
+		return &frameError{"malformed Execute"}
+	}
+	v := s.portals[portal]
+	if v == nil {
+		// Bound to a statement this session did not Parse through us
+		// (e.g. one made with SQL PREPARE): we cannot say what it runs.
+		v = &authz.Verdict{Statements: []authz.Decision{{Text: "<execute portal " + strconv.Quote(portal) + ">", Rule: "unknown-statement",
+			Reason: "the portal is bound to a statement the gateway did not authorize; prepare it with a Parse message"}}}
+	}
+	adm, err := s.sess.Admit(*v)
+	if err != nil {
+		return s.refuse('E', err, func() error { return send(s.uw, &pgproto3.Execute{Portal: refusedSQL}) })
+	}
+	s.push(&pending{kind: 'E', adm: adm})
+	return writeFrame(s.uw, 'E', body)
+}
+
+func (s *session) close(n int) error {
+	body, err := s.body(n, 'C')
+	if err != nil {
+		return err
+	}
+	if len(body) < 2 {
+		return &frameError{"malformed Close"}
+	}
+	name, _, _ := cstring(body[1:])
+	if body[0] == 'S' {
+		delete(s.stmts, name)
+	} else {
+		delete(s.portals, name)
+	}
+	s.push(&pending{kind: 'C'})
+	return writeFrame(s.uw, 'C', body)
+}
+
+// functionCall refuses the FunctionCall message: it calls a function by
+// OID, outside any statement the authorizer could read.
+func (s *session) functionCall(n int) error {
+	if _, err := s.body(n, 'F'); err != nil {
+		return err
+	}
+	_, err := s.sess.Admit(authz.Verdict{Statements: []authz.Decision{{
+		Text: "<FunctionCall message>", Rule: "function-call",
+		Reason: "the FunctionCall protocol message is not allowed through airlock; call the function in a SELECT instead",
+		Class:  authz.Classification{Kind: "FUNCTION CALL", Required: authz.AccessAdmin},
+	}}})
+	return s.refuse('F', err, func() error { return send(s.uw, &pgproto3.Query{String: refusedSQL}) })
+}
+
+// refuse sends the stand-in whose error the upstream reader will replace
+// with the refusal.
+func (s *session) refuse(kind byte, err error, standIn func() error) error {
+	var ref *proxy.Refusal
+	if !errors.As(err, &ref) {
+		ref = &proxy.Refusal{Kind: "recorder", Msg: err.Error()}
+	}
+	s.push(&pending{kind: kind, refusal: ref})
+	return standIn()
+}
+
+func (s *session) forwardExpecting(kind byte, n int) error {
+	s.push(&pending{kind: kind})
+	return s.forward(kind, n)
+}
+
+func (s *session) forward(typ byte, n int) error {
+	if err := writeHeader(s.uw, typ, n); err != nil {
+		return err
+	}
+	return copyBody(s.uw, s.cl.r, n)
+}
+
+// upstreamToClient relays the upstream's messages, reading only the few
+// that close a statement (to record its outcome) and replacing the stand-in
+// errors of refused messages. It returns why the session should end.
+func (s *session) upstreamToClient() string {
+	var buf []byte
+	w := s.cl.w
+	for {
+		if s.ur.Buffered() == 0 {
+			s.cwMu.Lock()
+			err := w.Flush()
+			s.cwMu.Unlock()
+			if err != nil {
+				return "client write failed: " + err.Error()
+			}
+		}
+		typ, n, err := readHeader(s.ur)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return "upstream closed the connection"
+			}
+			return "upstream read failed: " + err.Error()
+		}
+		switch typ {
+		case 'C', 'I', 's', 'E', 'Z', '1', '2', '3', 'n', 'T':
+			if typ == 'T' && n > 64<<10 {
+				// A huge RowDescription is only ever relayed.
+				if h := s.head(); h != nil && h.kind == 'D' {
+					s.pop()
+				}
+				break
+			}
+			if buf, err = readBody(s.ur, buf, n, typ); err != nil {
+				return "upstream read failed: " + err.Error()
+			}
+			out := s.observe(typ, buf)
+			s.cwMu.Lock()
+			if out != nil {
+				err = send(w, out)
+			} else {
+				err = writeFrame(w, typ, buf)
+			}
+			s.cwMu.Unlock()
+			if err != nil {
+				return "client write failed: " + err.Error()
+			}
+			continue
+		}
+		s.cwMu.Lock()
+		err = writeHeader(w, typ, n)
+		if err == nil {
+			err = copyBody(w, s.ur, n)
+		}
+		s.cwMu.Unlock()
+		if err != nil {
+			return "relay failed: " + err.Error()
+		}
+	}
+}
+
+// observe records what an upstream message says about the pending client
+// messages. It returns a replacement message, or nil to relay as is.
+func (s *session) observe(typ byte, body []byte) encoder {
+	h := s.head()
+	switch typ {
+	case 'C': // CommandComplete
+		tag, _, _ := cstring(body)
+		res := recorder.Result{Executed: true, Tag: tag, Rows: rowsOf(tag)}
+		if h == nil {
+			return nil
+		}
+		switch h.kind {
+		case 'Q':
+			if h.adm != nil {
+				h.adm.Done(h.next, res)
+				h.adm.Restart()
+			}
+			h.next++
+		case 'E':
+			s.pop()
+			if h.adm != nil {
+				h.adm.Done(0, res)
+			}
+		}
+	case 'I': // EmptyQueryResponse
+		if h != nil && h.kind == 'E' {
+			s.pop()
+		}
+	case 's': // PortalSuspended
+		if h != nil && h.kind == 'E' {
+			s.pop()
+			if h.adm != nil {
+				h.adm.Done(0, recorder.Result{Executed: true, Tag: "(portal suspended)"})
+			}
+		}
+	case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
+		s.pop()
+	case 'n', 'T': // NoData, RowDescription
+		if h != nil && h.kind == 'D' {
+			s.pop()
+		}
+	case 'E':
+		return s.observeError(h, body)
+	case 'Z': // ReadyForQuery ends a Query, FunctionCall or Sync
+		for h := s.pop(); h != nil; h = s.pop() {
+			if h.kind == 'Q' || h.kind == 'F' || h.kind == 'S' {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func (s *session) observeError(h *pending, body []byte) encoder {
+	if h == nil {
+		return nil
+	}
+	var e pgproto3.ErrorResponse
+	_ = e.Decode(body)
+	if h.refusal != nil {
+		code := stateInsufficientPrivilege
+		if h.refusal.Kind == "recorder" {
+			code = stateSystemError
+		}
+		out := errorResponse("ERROR", code, h.refusal.Msg)
+		if h.kind != 'Q' && h.kind != 'F' {
+			s.pop()
+			s.skipToSync()
+		}
+		return out
+	}
+	res := recorder.Result{Executed: true, Error: e.Message, SQLState: e.Code}
+	switch h.kind {
+	case 'Q', 'F':
+		if h.adm != nil && !h.failed {
+			h.adm.Done(h.next, res)
+			for i := h.next + 1; i < h.adm.Len(); i++ {
+				h.adm.Done(i, recorder.Result{Error: "not executed: an earlier statement of the message failed"})
+			}
+		}
+		h.failed = true
+	default:
+		s.pop()
+		if h.kind == 'E' && h.adm != nil {
+			h.adm.Done(0, res)
+		}
+		s.skipToSync()
+	}
+	return nil
+}
+
+// skipToSync drops what the server will skip after an error in the
+// extended protocol: everything up to the next Sync.
+func (s *session) skipToSync() {
+	for h := s.head(); h != nil && h.kind != 'S'; h = s.head() {
+		s.pop()
+		if h.kind == 'E' && h.adm != nil {
+			h.adm.Done(0, recorder.Result{Error: "not executed: an earlier message of the pipeline failed"})
+		}
+	}
+}
+
+// cstring splits a zero-terminated string off b.
+func cstring(b []byte) (string, []byte, bool) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return "", nil, false
+	}
+	return string(b[:i]), b[i+1:], true
+}
+
+// rowsOf reads the row count from a completion tag such as "SELECT 3" or
+// "INSERT 0 5".
+func rowsOf(tag string) *int64 {
+	i := strings.LastIndexByte(tag, ' ')
+	if i < 0 {
+		return nil
+	}
+	n, err := strconv.ParseInt(tag[i+1:], 10, 64)
+	if err != nil {
+		return nil
+	}
+	return &n
+}

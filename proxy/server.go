@@ -1,0 +1,189 @@
+// Package proxy owns the session lifecycle that every protocol listener
+// shares: accept, authenticate the agent against its grants, record the
+// session's start, admit each statement (authorized and recorded before it
+// is forwarded), record results, end the session when either side stops or
+// the grant is revoked or expires. It knows no wire format.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/config"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+// Grants is the control plane as the proxy needs it.
+type Grants interface {
+	// ForAgent returns every grant of agent; it fails while the store
+	// cannot confirm it is current.
+	ForAgent(agent string) ([]*authz.Grant, error)
+	// Ready fails while the store cannot confirm it is current.
+	Ready() error
+	// OnChange registers a callback for every changed grant.
+	OnChange(func(*authz.Grant))
+}
+
+// Recorder opens the event log of a session.
+type Recorder interface {
+	Open(session string, meta recorder.Meta) *recorder.Log
+}
+
+// Protocol is one listener's wire protocol.
+type Protocol interface {
+	// Name is the protocol's name in events and logs ("postgres").
+	Name() string
+	// Serve runs one client connection until it ends. The server closes
+	// the client connection after Serve returns.
+	Serve(ctx context.Context, c *Conn)
+}
+
+// Server accepts connections for the protocol listeners and tracks their
+// sessions, so revocations and shutdown reach every live one.
+type Server struct {
+	Config   *config.Config
+	Grants   Grants
+	Recorder Recorder
+	Log      *slog.Logger
+	// Gateway names this gateway instance in every event.
+	Gateway string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	once     sync.Once
+	mu       sync.Mutex
+	sessions map[*Session]struct{}
+	conns    sync.WaitGroup
+	baseCtx  context.Context
+	stop     context.CancelCauseFunc
+}
+
+// ErrShutdown is the cause given to sessions ended by Shutdown.
+var ErrShutdown = errors.New("gateway shutting down")
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		s.sessions = map[*Session]struct{}{}
+		// The server's own context: sessions outlive the request that
+		// started the listener and end only through Shutdown or their
+		// own cause.
+		s.baseCtx, s.stop = context.WithCancelCause(context.Background())
+		s.Grants.OnChange(s.grantChanged)
+	})
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// Serve accepts connections on l until l is closed, handing each to p.
+func (s *Server) Serve(l net.Listener, p Protocol) error {
+	s.init()
+	log := s.Log.With("proto", p.Name())
+	log.Info("listening", "addr", l.Addr().String())
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		if s.baseCtx.Err() != nil {
+			nc.Close()
+			continue
+		}
+		c := &Conn{
+			Conn:   nc,
+			ID:     NewSessionID(),
+			Proto:  p.Name(),
+			Remote: nc.RemoteAddr().String(),
+			srv:    s,
+		}
+		c.log = log.With("session", c.ID, "remote", c.Remote)
+		s.conns.Add(1)
+		go func() {
+			defer s.conns.Done()
+			defer nc.Close()
+			p.Serve(s.baseCtx, c)
+		}()
+	}
+}
+
+// Shutdown ends every session with ErrShutdown and waits for their
+// connections to finish, or for ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.stop(ErrShutdown)
+	done := make(chan struct{})
+	go func() { s.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// grantChanged ends the live sessions of a grant that is no longer
+// active and hands the others the new copy.
+func (s *Server) grantChanged(g *authz.Grant) {
+	s.mu.Lock()
+	var hit []*Session
+	for ss := range s.sessions {
+		if ss.grantID == g.ID {
+			hit = append(hit, ss)
+		}
+	}
+	s.mu.Unlock()
+	for _, ss := range hit {
+		ss.setGrant(g)
+	}
+}
+
+func (s *Server) track(ss *Session) {
+	s.mu.Lock()
+	s.sessions[ss] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Server) untrack(ss *Session) {
+	s.mu.Lock()
+	delete(s.sessions, ss)
+	s.mu.Unlock()
+}
+
+// Sessions is the number of live sessions.
+func (s *Server) Sessions() int {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// NewSessionID returns a fresh session id: "ses_" and 80 random bits, safe
+// in a NATS subject.
+func NewSessionID() string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("proxy: no randomness: " + err.Error())
+	}
+	return "ses_" + idEncoding.EncodeToString(b[:])
+}

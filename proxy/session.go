@@ -1,0 +1,270 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/config"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+// Session is an authenticated connection under one grant.
+type Session struct {
+	ID string
+
+	conn     *Conn
+	srv      *Server
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	grantID  string
+	resource *config.Resource
+	started  time.Time
+	events   *recorder.Log
+	log      *slog.Logger
+
+	mu         sync.Mutex
+	grant      *authz.Grant
+	expiry     *time.Timer
+	nextStmt   uint64
+	statements int
+	denied     int
+	ended      bool
+}
+
+// Context is cancelled, with the reason as its cause, when the session must
+// end: grant revoked or expired, gateway shutting down.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// Grant returns the current copy of the session's grant.
+func (s *Session) Grant() *authz.Grant {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grant
+}
+
+// Resource is the upstream this session reaches.
+func (s *Session) Resource() *config.Resource { return s.resource }
+
+// Logger carries session, proto, remote, agent, resource and grant.
+func (s *Session) Logger() *slog.Logger { return s.log }
+
+// ErrGrantEnded is the cause of a session ended because its grant was
+// revoked or expired.
+var ErrGrantEnded = errors.New("grant no longer active")
+
+// setGrant installs a newer copy of the grant and ends the session if it
+// is no longer active.
+func (s *Session) setGrant(g *authz.Grant) {
+	s.mu.Lock()
+	s.grant = g
+	s.mu.Unlock()
+	if err := s.grantError(); err != nil {
+		s.cancel(err)
+	}
+}
+
+func (s *Session) watchExpiry() {
+	g := s.Grant()
+	if g.ExpiresAt.IsZero() {
+		return
+	}
+	d := g.ExpiresAt.Sub(s.srv.now())
+	s.mu.Lock()
+	s.expiry = time.AfterFunc(d, func() {
+		if err := s.grantError(); err != nil {
+			s.cancel(err)
+		}
+	})
+	s.mu.Unlock()
+}
+
+// grantError says why the grant no longer allows this session, or nil.
+func (s *Session) grantError() error {
+	g := s.Grant()
+	switch g.EffectiveState(s.srv.now()) {
+	case authz.StateActive:
+		return nil
+	case authz.StateRevoked:
+		return fmt.Errorf("%w: grant %s was revoked by %s", ErrGrantEnded, g.ID, g.RevokedBy)
+	case authz.StateExpired:
+		return fmt.Errorf("%w: grant %s expired at %s", ErrGrantEnded, g.ID, g.ExpiresAt.UTC().Format(time.RFC3339))
+	default:
+		return fmt.Errorf("%w: grant %s is %s", ErrGrantEnded, g.ID, g.State)
+	}
+}
+
+// Refusal is why a client message was not forwarded. Msg is written for
+// the agent.
+type Refusal struct {
+	// Kind is "policy" (the grant does not allow it), "recorder" (it could
+	// not be recorded) or "grant" (the grant is no longer active, or cannot
+	// be confirmed).
+	Kind string
+	Msg  string
+}
+
+func (r *Refusal) Error() string { return r.Msg }
+
+var errNATSLost = &Refusal{Kind: "recorder", Msg: "airlock: recording unavailable and grant unconfirmed (the gateway lost its NATS connection); statement not executed"}
+
+var errUnrecorded = &Refusal{Kind: "recorder", Msg: "airlock: recording unavailable; statement not executed (airlock runs nothing it cannot record)"}
+
+// Admitted is a client message that was authorized, recorded and may be
+// forwarded. Report each statement's outcome with Done.
+type Admitted struct {
+	s     *Session
+	ids   []uint64
+	start time.Time
+}
+
+// Len is the number of statements admitted.
+func (a *Admitted) Len() int { return len(a.ids) }
+
+// Admit records the statements of one client message with their decisions
+// and, when all are allowed, waits for the recorder to acknowledge them. It
+// returns nil error only when the message may be forwarded. Denials are
+// recorded too; the returned *Refusal says what to tell the client.
+func (s *Session) Admit(v authz.Verdict) (*Admitted, error) {
+	unconfirmed := false
+	if err := s.srv.Grants.Ready(); err != nil {
+		unconfirmed = true
+		v = denyAll(v, "grant-unconfirmed", "the gateway cannot confirm your grant right now (control plane unavailable); nothing was executed")
+	} else if err := s.grantError(); err != nil {
+		v = denyAll(v, "grant-ended", strings.TrimPrefix(err.Error(), ErrGrantEnded.Error()+": ")+"; nothing was executed")
+	}
+	now := s.srv.now()
+	ids := make([]uint64, len(v.Statements))
+	s.mu.Lock()
+	for i, d := range v.Statements {
+		s.nextStmt++
+		ids[i] = s.nextStmt
+		s.statements++
+		decision := "allow"
+		if !d.Allow {
+			decision = "deny"
+			s.denied++
+		}
+		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: &recorder.Statement{
+			ID: ids[i], Index: i, Count: len(v.Statements), Text: d.Text,
+			Decision: decision, Rule: d.Rule, Reason: d.Reason, Class: d.Class,
+		}})
+	}
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.publishTimeout())
+	defer cancel()
+	err := s.events.Commit(ctx)
+	if !v.Allow {
+		if err != nil {
+			s.log.Warn("refusal not yet recorded; it stays queued", "err", err)
+			if unconfirmed {
+				// Losing NATS takes both the grant store and the
+				// recorder.
+				return nil, errNATSLost
+			}
+		}
+		return nil, refusalFor(v)
+	}
+	if err != nil {
+		s.log.Error("statement not recorded; refused", "err", err)
+		a := &Admitted{s: s, ids: ids, start: now}
+		for i := range ids {
+			a.Done(i, recorder.Result{Executed: false, Error: "recording unavailable; statement not executed"})
+		}
+		return nil, errUnrecorded
+	}
+	return &Admitted{s: s, ids: ids, start: s.srv.now()}, nil
+}
+
+func denyAll(v authz.Verdict, rule, reason string) authz.Verdict {
+	out := authz.Verdict{Statements: make([]authz.Decision, len(v.Statements))}
+	for i, d := range v.Statements {
+		d.Allow, d.Rule, d.Reason = false, rule, reason
+		out.Statements[i] = d
+	}
+	if len(out.Statements) == 0 {
+		out.Statements = []authz.Decision{{Rule: rule, Reason: reason}}
+	}
+	return out
+}
+
+// refusalFor writes one message for the client from the denied statements
+// of a verdict.
+func refusalFor(v authz.Verdict) *Refusal {
+	kind := "policy"
+	var parts []string
+	for i, d := range v.Statements {
+		if d.Allow || d.Rule == "batch" {
+			continue
+		}
+		if strings.HasPrefix(d.Rule, "grant-") {
+			kind = "grant"
+		}
+		msg := d.Reason
+		if len(v.Statements) > 1 {
+			msg = fmt.Sprintf("statement %d of %d refused: %s", i+1, len(v.Statements), d.Reason)
+		}
+		parts = append(parts, msg)
+		if len(parts) == 3 {
+			break
+		}
+	}
+	msg := "airlock: " + strings.Join(parts, "; ")
+	if len(v.Statements) > 1 {
+		msg += " (nothing in this message was executed)"
+	}
+	return &Refusal{Kind: kind, Msg: msg}
+}
+
+// Done records the outcome of statement i of the message. It does not wait
+// for the recorder: the next Admit does.
+func (a *Admitted) Done(i int, r recorder.Result) {
+	if i < 0 || i >= len(a.ids) {
+		return
+	}
+	r.ID = a.ids[i]
+	if r.DurationUS == 0 && r.Executed {
+		r.DurationUS = a.s.srv.now().Sub(a.start).Microseconds()
+	}
+	a.s.events.Append(recorder.Event{Type: recorder.TypeStatementResult, Result: &r})
+}
+
+// Restart marks now as the start of the next statement's duration, for
+// messages whose statements run one after another.
+func (a *Admitted) Restart() { a.start = a.s.srv.now() }
+
+// End records the session's end with reason and stops tracking it. It is
+// safe to call more than once; only the first call counts.
+func (s *Session) End(reason string) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	end := &recorder.End{
+		Reason: reason, Statements: s.statements, Denied: s.denied,
+		DurationMS: s.srv.now().Sub(s.started).Milliseconds(),
+	}
+	s.mu.Unlock()
+	s.srv.untrack(s)
+	s.cancel(errors.New("session ended: " + reason))
+	s.events.Append(recorder.Event{Type: recorder.TypeSessionEnd, End: end})
+	// The session's own context is done; the end event still gets its
+	// full publish timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.publishTimeout())
+	defer cancel()
+	if err := s.events.Commit(ctx); err != nil {
+		s.log.Error("session end not recorded", "err", err, "pending", s.events.Pending())
+	}
+	s.log.Info("session ended", "reason", reason, "statements", end.Statements, "denied", end.Denied)
+}

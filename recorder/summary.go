@@ -1,0 +1,55 @@
+package recorder
+
+// summarizer folds a session's start, auth and end events into a Summary.
+type summarizer struct {
+	s               Summary
+	started, authed bool
+}
+
+func (a *summarizer) add(ev *Event) {
+	a.s.Session = ev.Session
+	switch ev.Type {
+	case TypeSessionStart:
+		a.started = true
+		a.s.Meta, a.s.Start = ev.Meta, ev.Time
+	case TypeAuthFailed:
+		if !a.started {
+			a.s.Meta, a.s.Start = ev.Meta, ev.Time
+		}
+		a.authed = true
+	case TypeSessionEnd:
+		t := ev.Time
+		a.s.End = &t
+		if ev.End != nil {
+			a.s.EndReason = ev.End.Reason
+			a.s.Statements = ev.End.Statements
+			a.s.Denied = ev.End.Denied
+		}
+	}
+}
+
+// summary returns the Summary, and false when the events held neither a
+// start nor a refused login (the session began before what was read).
+func (a *summarizer) summary() (Summary, bool) {
+	switch {
+	case a.authed && !a.started:
+		a.s.Status = StatusAuthFailed
+	case !a.started:
+		return a.s, false
+	case a.s.End != nil:
+		a.s.Status = StatusEnded
+	default:
+		a.s.Status = StatusOpen
+	}
+	return a.s, true
+}
+
+// Summarize is the Summary of one session's events.
+func Summarize(evs []Event) Summary {
+	var a summarizer
+	for i := range evs {
+		a.add(&evs[i])
+	}
+	s, _ := a.summary()
+	return s
+}
