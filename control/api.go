@@ -37,6 +37,13 @@ type API struct {
 	Log      *slog.Logger
 }
 
+func (a *API) logger() *slog.Logger {
+	if a.Log == nil {
+		return slog.Default()
+	}
+	return a.Log
+}
+
 // Handler returns the API's routes.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -172,7 +179,7 @@ func (a *API) getGrant(w http.ResponseWriter, r *http.Request, who *config.Ident
 func (a *API) decide(w http.ResponseWriter, r *http.Request, who *config.Identity) {
 	g, err := a.Service.Decide(r.Context(), r.PathValue("id"), r.PathValue("action"), who.Name)
 	if err == nil {
-		a.Log.Info("grant decided", "grant", g.ID, "action", r.PathValue("action"), "by", who.Name, "agent", g.Agent, "resource", g.Resource)
+		a.logger().Info("grant decided", "grant", g.ID, "action", r.PathValue("action"), "by", who.Name, "agent", g.Agent, "resource", g.Resource)
 	}
 	a.reply(w, http.StatusOK, public(g, a.Service.now()), err)
 }
@@ -258,7 +265,7 @@ func (a *API) reply(w http.ResponseWriter, status int, v any, err error) {
 	case errors.Is(err, ErrNotSynced):
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 	default:
-		a.Log.Error("api request failed", "err", err)
+		a.logger().Error("api request failed", "err", err)
 		writeError(w, http.StatusInternalServerError, "internal error: "+err.Error())
 	}
 }

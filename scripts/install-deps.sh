@@ -1,26 +1,42 @@
 #!/usr/bin/env bash
-# Installs what airlock's demo and tests need on a Debian machine with Go:
-# the PostgreSQL server and client, then the Go modules. Safe to re-run.
+# Installs what `make demo` and `make test` run: the Debian packages of the
+# real servers and clients, and the Go modules. Only what is missing is
+# installed, so running it again is quick. Without root it installs
+# nothing and prints the apt-get command to run instead.
 set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-need=()
-have_pg_bin() { command -v "$1" >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null; }
-have_pg_bin initdb || need+=(postgresql)
-have_pg_bin pg_ctl || need+=(postgresql)
-command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+# command Debian-package pairs. initdb is looked up in Debian's versioned
+# directory too, which is not on PATH.
+deps=(
+	"initdb postgresql"
+	"psql postgresql-client"
+	"openssl openssl"
+)
 
-if [ ${#need[@]} -gt 0 ]; then
-	pkgs=$(printf '%s\n' "${need[@]}" | sort -u | tr '\n' ' ')
+have() {
+	command -v "$1" >/dev/null && return
+	[ "$1" = initdb ] && compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+missing=()
+for d in "${deps[@]}"; do
+	read -r cmd pkg <<<"$d"
+	have "$cmd" || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
-		echo "missing packages: run as root: apt-get update && apt-get install -y $pkgs" >&2
+		echo "missing packages: ${missing[*]}; install with: sudo apt-get install -y ${missing[*]}" >&2
 		exit 1
 	fi
-	echo "installing: $pkgs"
-	apt-get update -qq
-	# shellcheck disable=SC2086
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
+	echo "==> installing ${missing[*]}" >&2
+	# A fresh machine may have no package lists: update only if needed.
+	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; then
+		apt-get update
+		DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+	fi
 fi
 
+command -v go >/dev/null || { echo "missing go: install the Go toolchain named in go.mod" >&2; exit 1; }
 go mod download

@@ -1,0 +1,29 @@
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+// lockFile takes an exclusive lock on path, waiting for another process
+// that holds it. Test binaries of several packages run at once; the lock
+// lets one build nats-server while the others wait for the result.
+func lockFile(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil // closing the file releases the lock
+}
+
+// dieWithParent makes the kernel kill the child if the test process dies
+// without running its cleanups (a crash, a timeout panic, kill -9), so no
+// server outlives it holding a port.
+func dieWithParent(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}

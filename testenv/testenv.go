@@ -1,0 +1,34 @@
+// Package testenv starts throwaway real servers for tests: PostgreSQL and
+// NATS with JetStream as separate processes on free loopback ports, in
+// temporary directories, stopped and removed by t.Cleanup.
+//
+// Missing programs are installed with apt-get when the test runs as root
+// (as CI does on a fresh Debian machine); otherwise the test fails with the
+// exact install command. Nothing is skipped silently.
+package testenv
+
+import (
+	_ "embed"
+	"net"
+	"testing"
+)
+
+// SampleSchema creates and fills the sample shop tables customers and
+// orders; see sample_schema.sql for the exact numbers tests can rely on.
+// scripts/demo.sh loads the same file.
+//
+//go:embed sample_schema.sql
+var SampleSchema string
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// Another process may take it before the caller binds it, so the Start
+// functions retry with a new port when the server reports it in use.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testenv: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
