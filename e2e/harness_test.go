@@ -43,6 +43,9 @@ type gateway struct {
 type gatewayOptions struct {
 	// PublishTimeout is recorder.publish_timeout (default 1s).
 	PublishTimeout time.Duration
+	// ReplicaOf makes this gateway a second replica of another: same
+	// upstream, same NATS, same identities and tokens.
+	ReplicaOf *gateway
 }
 
 func startGateway(t *testing.T, o gatewayOptions) *gateway {
@@ -52,8 +55,12 @@ func startGateway(t *testing.T, o gatewayOptions) *gateway {
 	}
 	testenv.RequireBinary(t, "psql", "postgresql-client")
 	g := &gateway{t: t, bin: testenv.BuildAirlock(t), dir: t.TempDir(), tokens: map[string]string{}, exitedCh: make(chan struct{})}
-	g.pg = testenv.StartPostgres(t, testenv.PostgresOptions{Database: "app", InitSQL: testenv.SampleSchema})
-	g.nats = testenv.StartNATS(t, testenv.NATSOptions{})
+	if p := o.ReplicaOf; p != nil {
+		g.pg, g.nats = p.pg, p.nats
+	} else {
+		g.pg = testenv.StartPostgres(t, testenv.PostgresOptions{Database: "app", InitSQL: testenv.SampleSchema})
+		g.nats = testenv.StartNATS(t, testenv.NATSOptions{})
+	}
 	pgPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	g.pgAddr = fmt.Sprintf("127.0.0.1:%d", pgPort)
 	g.httpURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
@@ -63,6 +70,9 @@ func startGateway(t *testing.T, o gatewayOptions) *gateway {
 		{"agent-1", "agent"}, {"agent-2", "agent"}, {"alice", "approver"}, {"rita", "reviewer"},
 	} {
 		tok := randomToken()
+		if o.ReplicaOf != nil {
+			tok = o.ReplicaOf.tokens[id.name]
+		}
 		g.tokens[id.name] = tok
 		sum := sha256.Sum256([]byte(tok))
 		fmt.Fprintf(&ids, "  - { name: %s, role: %s, token_sha256: %q }\n", id.name, id.role, hex.EncodeToString(sum[:]))

@@ -59,13 +59,19 @@ delete from orders;
 select 'still usable' as marker;
 with d as (delete from orders returning *) select * from d;
 select 'after cte' as marker;
+begin;
+delete from orders;
+select 'in failed tx' as marker;
+rollback;
+select 'after rollback' as marker;
 `
 	out, err = g.psql("agent-1", iss.Token, "demo-pg", script, "-At")
 	if err != nil {
 		t.Fatalf("script: %v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"first", "still usable", "after cte",
+		"first", "still usable", "after cte", "after rollback",
+		"current transaction is aborted",
 		"ERROR:  42501: airlock: DELETE requires write access",
 		"grant " + iss.Grant.ID,
 		"allows read",
@@ -76,8 +82,11 @@ select 'after cte' as marker;
 			t.Errorf("psql output lacks %q:\n%s", want, out)
 		}
 	}
-	if n := strings.Count(out, "ERROR:  42501"); n != 2 {
-		t.Errorf("want 2 refusals, got %d:\n%s", n, out)
+	if n := strings.Count(out, "ERROR:  42501"); n != 3 {
+		t.Errorf("want 3 refusals, got %d:\n%s", n, out)
+	}
+	if strings.Contains(out, "in failed tx") {
+		t.Errorf("a statement ran in a transaction aborted by a refusal:\n%s", out)
 	}
 
 	// All statements of one message are authorized before any runs.
@@ -94,14 +103,14 @@ select 'after cte' as marker;
 	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 	var scriptSession *recorder.Summary
 	for i := range list {
-		if list[i].Statements == 5 && list[i].Status == "ended" {
+		if list[i].Statements == 10 && list[i].Status == "ended" {
 			scriptSession = &list[i]
 		}
 	}
 	if scriptSession == nil {
-		t.Fatalf("no ended session with 5 statements in:\n%+v", list)
+		t.Fatalf("no ended session with 10 statements in:\n%+v", list)
 	}
-	if scriptSession.Denied != 2 || scriptSession.Task != task || scriptSession.Grant != iss.Grant.ID ||
+	if scriptSession.Denied != 3 || scriptSession.Task != task || scriptSession.Grant != iss.Grant.ID ||
 		scriptSession.Approver != "alice" || scriptSession.Resource != "demo-pg" || !strings.HasPrefix(scriptSession.Client, "127.0.0.1:") {
 		t.Errorf("session summary: %+v", scriptSession)
 	}
@@ -176,7 +185,14 @@ func checkScriptEvents(t *testing.T, evs []recorder.Event, grant string) {
 		switch st.Decision {
 		case "allow":
 			r := results[st.ID]
-			if r == nil || !r.Executed || r.Rows == nil || *r.Rows != 1 {
+			switch {
+			case r == nil || !r.Executed:
+				t.Errorf("allowed statement %q: result %+v", st.Text, r)
+			case strings.Contains(st.Text, "in failed tx"):
+				if r.SQLState != "25P02" {
+					t.Errorf("statement in the aborted transaction: result %+v", r)
+				}
+			case st.Class.Kind == "SELECT" && (r.Rows == nil || *r.Rows != 1 || r.Tag != "SELECT 1"):
 				t.Errorf("allowed statement %q: result %+v", st.Text, r)
 			}
 		case "deny":
@@ -188,7 +204,7 @@ func checkScriptEvents(t *testing.T, evs []recorder.Event, grant string) {
 			}
 		}
 	}
-	want := "allow:SELECT deny:DELETE allow:SELECT deny:SELECT allow:SELECT"
+	want := "allow:SELECT deny:DELETE allow:SELECT deny:SELECT allow:SELECT allow:BEGIN deny:DELETE allow:SELECT allow:ROLLBACK allow:SELECT"
 	if got := strings.Join(decisions, " "); got != want {
 		t.Errorf("decisions: got %s, want %s", got, want)
 	}
@@ -233,7 +249,11 @@ func TestPostgresLoginRefusals(t *testing.T) {
 			t.Errorf("%s: err=%v, want %q in:\n%s", c.name, err, c.want, out)
 		}
 	}
+	live := connectPgx(t, g, "agent-1", iss.Token)
 	time.Sleep(time.Until(iss.Grant.ExpiresAt) + 200*time.Millisecond)
+	if _, err := live.Exec(context.Background(), "select 1"); err == nil {
+		t.Errorf("a session outlived its grant's expiry")
+	}
 	out, err := g.psql("agent-1", iss.Token, "demo-pg", "select 1;")
 	if err == nil || !strings.Contains(out, "expired") {
 		t.Errorf("expired grant: err=%v\n%s", err, out)
@@ -336,5 +356,33 @@ func TestPostgresRecorderDown(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("the refused insert is not in the record")
+	}
+}
+
+// TestPostgresRevocationReachesReplicas: two gateways share the NATS
+// cluster; a revocation made through one ends the session on the other.
+func TestPostgresRevocationReachesReplicas(t *testing.T) {
+	a := startGateway(t, gatewayOptions{})
+	b := startGateway(t, gatewayOptions{ReplicaOf: a})
+	var iss control.Issued
+	a.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-3: replica check")
+	conn := connectPgx(t, b, "agent-1", iss.Token)
+	if _, err := conn.Exec(context.Background(), "select 1"); err != nil {
+		t.Fatalf("session on replica b: %v", err)
+	}
+	hc, err := conn.PgConn().Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Conn.Close()
+	a.mustCLI("alice", "grants", "revoke", iss.Grant.ID)
+	revoked := time.Now()
+	_ = hc.Conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	rest, err := io.ReadAll(hc.Conn)
+	if elapsed := time.Since(revoked); err != nil || elapsed > time.Second || !strings.Contains(string(rest), "revoked") {
+		t.Fatalf("session on replica b after revoking on a: closed after %v, err %v, got %q", elapsed, err, rest)
+	}
+	if out, err := b.psql("agent-1", iss.Token, "demo-pg", "select 1;"); err == nil || !strings.Contains(out, "revoked") {
+		t.Fatalf("replica b accepts a revoked token: %v\n%s", err, out)
 	}
 }
