@@ -46,8 +46,13 @@ func ParseAccess(s string) (Access, error) {
 // MarshalText encodes the level by name, so JSON carries "read", not 1.
 func (a Access) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
 
-// UnmarshalText is the inverse of MarshalText.
+// UnmarshalText is the inverse of MarshalText. Unlike ParseAccess it takes
+// "none", which a recorded refusal may carry.
 func (a *Access) UnmarshalText(b []byte) error {
+	if string(b) == "none" {
+		*a = AccessNone
+		return nil
+	}
 	v, err := ParseAccess(string(b))
 	if err != nil {
 		return err

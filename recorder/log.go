@@ -1,0 +1,381 @@
+package recorder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var (
+	// appendStall is how long Append lets the JetStream context stall when
+	// its async window (shared by all sessions) is full. Append must not
+	// wait on the network; a publish refused here stays queued and the
+	// next Commit republishes it.
+	appendStall = jetstream.WithStallWait(time.Millisecond)
+	// commitStall is the same for a republish in Commit, which runs under
+	// the Log's lock, so it is kept short too.
+	commitStall = jetstream.WithStallWait(10 * time.Millisecond)
+)
+
+// Log is one session's ordered event writer. It is safe for concurrent
+// use: a proxy session appends from its client-reading and its
+// upstream-reading goroutines.
+//
+// Every appended event stays in the outbox until JetStream acknowledges
+// it, so a publish that fails is never forgotten: Commit republishes it
+// with the same Nats-Msg-Id (the stream drops the copy if the first one
+// was stored after all) and reports failure until it is acknowledged.
+type Log struct {
+	r        *Recorder
+	session  string
+	meta     Meta
+	log      *slog.Logger
+	subjects [len(kinds)]string
+
+	mu      sync.Mutex
+	seq     uint64
+	outbox  []*entry // in seq order; acknowledged entries are removed by compactLocked
+	unacked int      // entries in outbox not yet acknowledged
+	// broken is set when an event can never be published (an invalid
+	// session id, an event that does not encode). The log can then never
+	// be complete, so Commit fails for the rest of the session.
+	broken error
+}
+
+// entry is one appended event.
+type entry struct {
+	seq   uint64
+	msg   *nats.Msg // kept for republishing, with its Nats-Msg-Id header
+	att   *attempt  // the latest publish; earlier ones are no longer watched
+	acked bool
+}
+
+// attempt is one publish of an entry. Its future's Ok and Err channels
+// deliver one value to one receiver only, so whoever receives it records
+// the outcome here and closes done, which wakes any other Commit waiting
+// on the same attempt.
+type attempt struct {
+	ok      <-chan *jetstream.PubAck
+	errc    <-chan error
+	sent    time.Time
+	first   bool // the entry's first publish; see ackResult
+	done    chan struct{}
+	settled bool  // under Log.mu; done is closed when set
+	err     error // valid once settled; nil means acknowledged
+}
+
+// Session is the id this log writes.
+func (l *Log) Session() string { return l.session }
+
+// Append fills the event's envelope (V, Session, Seq, Time when zero, Meta),
+// starts publishing it and returns its seq. Seqs are 1, 2, 3, ... with no
+// gaps, even when publishing fails. It does not wait for the network.
+func (l *Log) Append(ev Event) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq++
+	seq := l.seq
+	ev.V = Version
+	ev.Session = l.session
+	ev.Seq = seq
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	ev.Meta = l.meta
+	if l.broken != nil {
+		l.unacked++
+		return seq
+	}
+	data, err := json.Marshal(&ev)
+	if err != nil {
+		l.broken = fmt.Errorf("event %d (%s): encode: %w", seq, ev.Type, err)
+		l.unacked++
+		return seq
+	}
+	e := &entry{
+		seq: seq,
+		msg: &nats.Msg{
+			Subject: l.subjectFor(ev.Type),
+			Data:    data,
+			Header:  nats.Header{jetstream.MsgIDHeader: []string{l.session + "-" + strconv.FormatUint(seq, 10)}},
+		},
+	}
+	l.outbox = append(l.outbox, e)
+	l.unacked++
+	l.publishLocked(e, appendStall)
+	return seq
+}
+
+func (l *Log) subjectFor(eventType string) string {
+	k := Kind(eventType)
+	for i, kk := range kinds {
+		if kk == k {
+			return l.subjects[i]
+		}
+	}
+	return l.subjects[len(kinds)-1]
+}
+
+// publishLocked starts a new attempt for e. A synchronous failure (closed
+// connection, full reconnect buffer, stalled window) settles the attempt
+// at once with that error.
+func (l *Log) publishLocked(e *entry, stall jetstream.PublishOpt) {
+	a := &attempt{sent: time.Now(), first: e.att == nil, done: make(chan struct{})}
+	e.att = a
+	fut, err := l.r.js.PublishMsgAsync(e.msg, stall)
+	if err != nil {
+		a.settled, a.err = true, err
+		close(a.done)
+		return
+	}
+	// Ask for both channels now: the future only buffers the outcome for
+	// channels that exist, and we want to poll without blocking later.
+	a.ok, a.errc = fut.Ok(), fut.Err()
+}
+
+// settle records the outcome of a; the first outcome wins.
+func (l *Log) settle(e *entry, a *attempt, err error) {
+	l.mu.Lock()
+	l.settleLocked(e, a, err)
+	l.mu.Unlock()
+}
+
+// errSessionReused marks an event the stream dropped as a duplicate of
+// another log's event with the same session id and seq.
+var errSessionReused = errors.New("session id already used in the stream")
+
+// ackResult is the outcome an ack means. A duplicate ack on an entry's
+// first publish means the stream already held another event with this
+// session id and seq (a session id reused within the duplicate window):
+// ours was dropped, not stored. Later publishes are republishes, whose
+// duplicate ack means our own earlier copy was stored.
+func (a *attempt) ackResult(session string, seq uint64, pa *jetstream.PubAck) error {
+	if a.first && pa != nil && pa.Duplicate {
+		return fmt.Errorf("event %d dropped as a duplicate of %s-%d: %w", seq, session, seq, errSessionReused)
+	}
+	return nil
+}
+
+func (l *Log) settleLocked(e *entry, a *attempt, err error) {
+	if a.settled {
+		return
+	}
+	a.settled, a.err = true, err
+	close(a.done)
+	if errors.Is(err, errSessionReused) && l.broken == nil {
+		// Republishing cannot help: the stream keeps dropping the id.
+		l.broken = err
+	}
+	// An ack from any attempt proves the event is stored, and a duplicate
+	// ack (PubAck.Duplicate) means an earlier attempt stored it: both count.
+	if err == nil && !e.acked {
+		e.acked = true
+		l.unacked--
+	}
+}
+
+// pollLocked settles a if its outcome has arrived, without blocking.
+func (l *Log) pollLocked(e *entry, a *attempt) {
+	if a.settled {
+		return
+	}
+	select {
+	case pa := <-a.ok:
+		l.settleLocked(e, a, a.ackResult(l.session, e.seq, pa))
+	case err := <-a.errc:
+		l.settleLocked(e, a, err)
+	default:
+	}
+}
+
+// compactLocked drops acknowledged entries, keeping seq order.
+func (l *Log) compactLocked() {
+	n := 0
+	for _, e := range l.outbox {
+		if !e.acked {
+			l.outbox[n] = e
+			n++
+		}
+	}
+	clear(l.outbox[n:])
+	l.outbox = l.outbox[:n]
+}
+
+// Pending reports how many appended events are not yet acknowledged.
+func (l *Log) Pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.outbox {
+		if !e.acked {
+			l.pollLocked(e, e.att)
+		}
+	}
+	l.compactLocked()
+	return l.unacked
+}
+
+// waitItem is an attempt Commit waits on, with its entry.
+type waitItem struct {
+	e *entry
+	a *attempt
+}
+
+// Commit waits until every event appended before the call is acknowledged,
+// or until ctx is done or the PublishTimeout passes. Events whose publish
+// failed are republished first, in seq order, with the same Nats-Msg-Id;
+// an event whose republish fails again in the same Commit stays queued for
+// the next one. On failure the error wraps ErrUnavailable and the cause.
+func (l *Log) Commit(ctx context.Context) error {
+	l.mu.Lock()
+	if l.broken != nil {
+		err := l.failLocked(l.broken)
+		l.mu.Unlock()
+		return err
+	}
+	if l.unacked == 0 {
+		l.mu.Unlock()
+		return nil
+	}
+	if l.unacked > MaxUnacknowledged {
+		// Acks may have arrived that nobody has looked at yet.
+		for _, e := range l.outbox {
+			if !e.acked {
+				l.pollLocked(e, e.att)
+			}
+		}
+		l.compactLocked()
+		if l.unacked > MaxUnacknowledged {
+			err := l.failLocked(fmt.Errorf("more than %d events unacknowledged", MaxUnacknowledged))
+			l.mu.Unlock()
+			return err
+		}
+	}
+	target := l.seq
+	l.mu.Unlock()
+
+	timer := time.NewTimer(l.r.timeout)
+	defer timer.Stop()
+	var (
+		buf     [4]waitItem
+		retried map[*entry]bool
+	)
+	for {
+		waits, err := l.prepare(target, buf[:0], &retried)
+		if err != nil {
+			return l.fail(err)
+		}
+		if len(waits) == 0 {
+			return nil
+		}
+		for _, w := range waits {
+			select {
+			case <-w.a.done:
+			case pa := <-w.a.ok:
+				l.settle(w.e, w.a, w.a.ackResult(l.session, w.e.seq, pa))
+			case err := <-w.a.errc:
+				l.settle(w.e, w.a, err)
+			case <-ctx.Done():
+				return l.fail(context.Cause(ctx))
+			case <-timer.C:
+				return l.fail(l.timeoutCause())
+			}
+			// done is closed by now, so a.err is safe to read. On a
+			// failure go back to prepare, which republishes it (and any
+			// other failed event) in seq order before waiting again.
+			if w.a.err != nil {
+				break
+			}
+		}
+	}
+}
+
+// prepare returns the attempts to wait for so that every event up to
+// target is acknowledged, republishing first those that need it: a failed
+// attempt, or one unanswered for longer than the publish timeout while the
+// connection is up (its ack was lost, or the JetStream context has no ack
+// timeout). An event republished once already by this Commit that fails
+// again ends the Commit with that failure.
+func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]bool) ([]waitItem, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	defer l.compactLocked()
+	if l.broken != nil {
+		return nil, l.broken
+	}
+	var now time.Time
+	connected := -1 // unknown; asked at most once
+	for _, e := range l.outbox {
+		if e.seq > target {
+			break
+		}
+		if e.acked {
+			continue
+		}
+		a := e.att
+		l.pollLocked(e, a)
+		if e.acked {
+			continue
+		}
+		again := (*retried)[e]
+		republish := a.settled
+		if !republish && !again {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if now.Sub(a.sent) >= l.r.timeout {
+				if connected < 0 {
+					connected = 0
+					if l.r.js.Conn().IsConnected() {
+						connected = 1
+					}
+				}
+				// While disconnected a republish would only queue another
+				// copy in the reconnect buffer behind the first.
+				republish = connected == 1
+			}
+		}
+		if republish {
+			if again {
+				return nil, fmt.Errorf("event %d: %w", e.seq, a.err)
+			}
+			if *retried == nil {
+				*retried = make(map[*entry]bool)
+			}
+			(*retried)[e] = true
+			l.publishLocked(e, commitStall)
+			a = e.att
+			if a.settled {
+				return nil, fmt.Errorf("event %d: republish: %w", e.seq, a.err)
+			}
+		}
+		waits = append(waits, waitItem{e, a})
+	}
+	return waits, nil
+}
+
+func (l *Log) timeoutCause() error {
+	nc := l.r.js.Conn()
+	if !nc.IsConnected() {
+		return fmt.Errorf("no acknowledgement within %s (nats connection %s)", l.r.timeout, nc.Status())
+	}
+	return fmt.Errorf("no acknowledgement within %s", l.r.timeout)
+}
+
+func (l *Log) fail(cause error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failLocked(cause)
+}
+
+func (l *Log) failLocked(cause error) error {
+	l.log.Debug("recording unavailable", "pending", l.unacked, "err", cause)
+	return fmt.Errorf("%w: session %s: %d events unacknowledged: %w", ErrUnavailable, l.session, l.unacked, cause)
+}

@@ -1,0 +1,228 @@
+package recorder
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrNotFound is returned by Events for a session with no events.
+var ErrNotFound = errors.New("session not found")
+
+// Session statuses in a Summary.
+const (
+	StatusOpen       = "open"
+	StatusEnded      = "ended"
+	StatusAuthFailed = "auth.failed"
+)
+
+const (
+	// defaultReadTimeout bounds a read whose ctx has no deadline: a read
+	// against an unreachable server would otherwise retry forever.
+	defaultReadTimeout = 30 * time.Second
+	// consumerIdle lets the server remove a read's consumer if our
+	// explicit delete is lost (the server's default is 5 minutes, which
+	// piles up consumers under a console that refreshes a list).
+	consumerIdle = 30 * time.Second
+	// readBatch is how many messages a read pulls per request.
+	readBatch = 512
+)
+
+// Reader reads recorded events back from the stream.
+type Reader struct {
+	js     jetstream.JetStream
+	stream string
+	prefix string
+}
+
+// NewReader reads stream, whose event subjects start with subjectPrefix
+// (empty means DefaultSubjectPrefix).
+func NewReader(js jetstream.JetStream, stream, subjectPrefix string) *Reader {
+	if subjectPrefix == "" {
+		subjectPrefix = DefaultSubjectPrefix
+	}
+	return &Reader{js: js, stream: stream, prefix: subjectPrefix}
+}
+
+// Summary is one session as listed: who, where, when and how it ended.
+type Summary struct {
+	Session string `json:"session"`
+	Meta
+	Start time.Time  `json:"start"`
+	End   *time.Time `json:"end,omitempty"`
+	// Status is StatusOpen (started, no end yet), StatusEnded or
+	// StatusAuthFailed (refused before it started).
+	Status    string `json:"status"`
+	EndReason string `json:"end_reason,omitempty"`
+	// Statements and Denied are the counts from the end event.
+	Statements int `json:"statements"`
+	Denied     int `json:"denied"`
+}
+
+// ListOptions narrows Sessions.
+type ListOptions struct {
+	// Since: only sessions started (or refused) at or after it.
+	Since time.Time
+	// Agent and Resource, when set, must equal the session's.
+	Agent, Resource string
+	// Limit keeps the newest Limit sessions; 0 keeps all.
+	Limit int
+}
+
+// Sessions lists sessions newest first. It reads only the start, auth and
+// end subjects, so its cost grows with the number of sessions, not
+// statements. Sessions that started before Since are left out even when
+// they ended after it.
+func (r *Reader) Sessions(ctx context.Context, o ListOptions) ([]Summary, error) {
+	filters := []string{
+		r.prefix + ".*." + KindStart,
+		r.prefix + ".*." + KindAuth,
+		r.prefix + ".*." + KindEnd,
+	}
+	var since *time.Time
+	if !o.Since.IsZero() {
+		since = &o.Since
+	}
+	byID := make(map[string]*summarizer)
+	err := r.read(ctx, filters, since, func(ev *Event) {
+		a := byID[ev.Session]
+		if a == nil {
+			a = &summarizer{s: Summary{Session: ev.Session}}
+			byID[ev.Session] = a
+		}
+		a.add(ev)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Summary, 0, len(byID))
+	for _, a := range byID {
+		// Without its start (it began before Since) a session has no
+		// meta to filter on or show.
+		s, ok := a.summary()
+		if !ok {
+			continue
+		}
+		if since != nil && s.Start.Before(*since) {
+			continue
+		}
+		if o.Agent != "" && s.Agent != o.Agent {
+			continue
+		}
+		if o.Resource != "" && s.Resource != o.Resource {
+			continue
+		}
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b Summary) int {
+		if c := b.Start.Compare(a.Start); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.Session, a.Session)
+	})
+	if o.Limit > 0 && len(out) > o.Limit {
+		out = out[:o.Limit]
+	}
+	return out, nil
+}
+
+// Events returns every event of one session ordered by Seq. A seq stored
+// twice (a republish after the stream's duplicate window) is returned
+// once, as first stored; gaps are left for the verifier to report.
+func (r *Reader) Events(ctx context.Context, session string) ([]Event, error) {
+	if !ValidSessionID(session) {
+		return nil, fmt.Errorf("recorder: %w: invalid session id %q", ErrNotFound, session)
+	}
+	var evs []Event
+	err := r.read(ctx, []string{r.prefix + "." + session + ".>"}, nil, func(ev *Event) {
+		evs = append(evs, *ev)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, fmt.Errorf("recorder: %w: %s", ErrNotFound, session)
+	}
+	slices.SortStableFunc(evs, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) })
+	return slices.CompactFunc(evs, func(a, b Event) bool { return a.Seq == b.Seq }), nil
+}
+
+// read delivers every message matching filters (from since, if set) that
+// is in the stream when the read starts, in stream order. It stops at the
+// count the consumer reported on creation, so it terminates on an empty
+// result and does not chase events appended while it reads.
+func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, fn func(*Event)) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultReadTimeout)
+		defer cancel()
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects:    filters,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: consumerIdle,
+	}
+	if since != nil {
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		cfg.OptStartTime = since
+	}
+	cons, err := r.js.OrderedConsumer(ctx, r.stream, cfg)
+	if err != nil {
+		return fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+	}
+	defer r.deleteConsumer(ctx, cons)
+	info := cons.CachedInfo()
+	if info == nil {
+		return fmt.Errorf("recorder: read stream %s: no consumer info", r.stream)
+	}
+	left := info.NumPending
+	if left == 0 {
+		return nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(readBatch))
+	if err != nil {
+		return fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+	}
+	defer it.Stop()
+	for left > 0 {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+		}
+		var ev Event
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			// A record we cannot read is reported, not skipped: skipping
+			// would hide exactly the kind of damage a reviewer looks for.
+			return fmt.Errorf("recorder: stream %s seq %d (%s): decode event: %w",
+				r.stream, md.Sequence.Stream, msg.Subject(), err)
+		}
+		fn(&ev)
+		left--
+		if md.NumPending == 0 {
+			break
+		}
+	}
+	return nil
+}
+
+// deleteConsumer removes the read's consumer now rather than after
+// consumerIdle; best effort, since a reviewer may not be allowed to.
+func (r *Reader) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = r.js.DeleteConsumer(ctx, r.stream, info.Name)
+}
