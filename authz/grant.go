@@ -97,6 +97,11 @@ type Grant struct {
 	TTL       Duration  `json:"ttl"`
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 
+	// Database scope and guardrails; see Scope.
+	Scope Scope `json:"scope,omitzero"`
+	// SSH is what an SSH grant allows; nothing when empty.
+	SSH SSHPolicy `json:"ssh,omitzero"`
+
 	// Verifier checks the grant's connection token. The token itself is
 	// shown once, when the grant is created, and never stored.
 	Verifier *credential.Verifier `json:"verifier,omitempty"`
@@ -129,4 +134,39 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// Scope narrows a database grant beyond its access level.
+type Scope struct {
+	// Tables the statements may read or write, as SCHEMA.TABLE (or
+	// DATABASE.TABLE for MySQL) with * wildcards; empty means any.
+	Tables []string `json:"tables,omitempty"`
+	// Functions are extra functions allowed at read access, beyond the
+	// built-in list of side-effect-free ones.
+	Functions []string `json:"functions,omitempty"`
+	// AllowDrop lets DDL drop (DROP, TRUNCATE); refused by default.
+	AllowDrop bool `json:"allow_drop,omitempty"`
+	// AllowUnfiltered lets UPDATE and DELETE run without WHERE; refused by
+	// default.
+	AllowUnfiltered bool `json:"allow_unfiltered,omitempty"`
+	// MaxTables refuses statements touching more tables; 0 means no limit.
+	MaxTables int `json:"max_tables,omitempty"`
+	// AllowFileLoad lets MySQL LOAD DATA LOCAL INFILE read client files.
+	AllowFileLoad bool `json:"allow_file_load,omitempty"`
+	// AllowServerFiles lets admin grants use server-side files and
+	// programs (COPY ... TO/FROM 'file' or PROGRAM, LOAD DATA INFILE).
+	AllowServerFiles bool `json:"allow_server_files,omitempty"`
+}
+
+// SSHPolicy is what an SSH grant allows. Nothing is allowed by default.
+type SSHPolicy struct {
+	// Commands are argv patterns with * wildcards per word, e.g.
+	// "systemctl status *".
+	Commands []string `json:"commands,omitempty"`
+	// Shell allows an interactive shell (and its pty).
+	Shell bool `json:"shell,omitempty"`
+	// Files is "", "read" or "read-write": scp and sftp.
+	Files string `json:"files,omitempty"`
+	// Forwards are HOST:PORT destinations for port forwarding.
+	Forwards []string `json:"forwards,omitempty"`
 }

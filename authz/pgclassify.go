@@ -1,0 +1,324 @@
+package authz
+
+import (
+	"reflect"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+const executeRefusal = "EXECUTE of a prepared statement by name is not supported yet; use the extended protocol"
+
+// classify reads one top-level statement.
+func classify(stmt *pg_query.Node) (Classification, string) {
+	var a analysis
+	kind, base, why := a.statement(stmt, scope{})
+	c := Classification{Kind: kind, Required: base, Why: why}
+	if a.eff > base {
+		c.Required, c.Why = a.eff, a.effWhy
+	}
+	c.TablesRead = sortedSet(a.read)
+	c.TablesWritten = sortedSet(a.written)
+	c.Functions = sortedSet(a.funcs)
+	return c, a.indirect
+}
+
+// nodeMessage unwraps a Node to the statement or expression it holds. Each
+// member of the Node oneof is a struct with the message as its only field;
+// reading that field with reflect avoids the allocations of protoreflect's
+// oneof accessors, which matters on the per-statement path.
+func nodeMessage(n *pg_query.Node) protoreflect.Message {
+	if n == nil || n.Node == nil {
+		return nil
+	}
+	w := reflect.ValueOf(n.Node).Elem()
+	if w.NumField() != 1 {
+		return nil
+	}
+	pm, ok := w.Field(0).Interface().(protoreflect.ProtoMessage)
+	if !ok || reflect.ValueOf(pm).IsNil() {
+		return nil
+	}
+	return pm.ProtoReflect()
+}
+
+// statement gives a statement's kind and its own level, and walks it so
+// that a collects what is nested inside. Statements that wrap another one
+// (EXPLAIN, PREPARE, DECLARE, COPY, CREATE TABLE AS) classify the inner one
+// as a statement of its own.
+func (a *analysis) statement(stmt *pg_query.Node, sc scope) (kind string, level Access, why string) {
+	m := nodeMessage(stmt)
+	if m == nil {
+		return "UNKNOWN", AccessAdmin, "empty statement node"
+	}
+	kind, level, why, walked := a.wrapper(m, sc)
+	if !walked {
+		kind, level, why = a.plain(m)
+		a.walk(m, sc)
+	}
+	return kind, level, why
+}
+
+// wrapper handles the statements whose level depends on a statement inside
+// them, and those that need a look at their options. It walks what it
+// handles; walked is false when m is not one of them.
+func (a *analysis) wrapper(m protoreflect.Message, sc scope) (kind string, level Access, why string, walked bool) {
+	switch n := m.Interface().(type) {
+	case *pg_query.ExplainStmt:
+		analyze := explainAnalyze(n.Options)
+		isc := sc
+		isc.planOnly = sc.planOnly || !analyze
+		ik, il, _ := a.statement(n.Query, isc)
+		a.children(m, sc, "query")
+		if isc.planOnly || il <= AccessRead {
+			return "EXPLAIN", AccessRead, "", true
+		}
+		return "EXPLAIN", il, "EXPLAIN ANALYZE executes " + ik, true
+
+	case *pg_query.PrepareStmt:
+		ik, il, _ := a.statement(n.Query, sc)
+		a.children(m, sc, "query")
+		if il <= AccessRead {
+			return "PREPARE", AccessRead, "", true
+		}
+		return "PREPARE", il, "PREPARE of " + ik, true
+
+	case *pg_query.DeclareCursorStmt:
+		ik, il, _ := a.statement(n.Query, sc)
+		if il <= AccessRead {
+			return "DECLARE CURSOR", AccessRead, "", true
+		}
+		return "DECLARE CURSOR", il, "DECLARE CURSOR of " + ik, true
+
+	case *pg_query.CreateTableAsStmt:
+		kind = "CREATE TABLE AS"
+		if n.Objtype == pg_query.ObjectType_OBJECT_MATVIEW {
+			kind = "CREATE MATERIALIZED VIEW"
+		}
+		if n.Into != nil {
+			a.markWritten(n.Into.Rel)
+		}
+		a.statement(n.Query, sc)
+		a.children(m, sc.inside("a subquery"), "query")
+		return kind, AccessDDL, "", true
+
+	case *pg_query.CopyStmt:
+		return a.copyStmt(n, sc)
+
+	case *pg_query.ExecuteStmt:
+		if !sc.planOnly {
+			a.indirect = executeRefusal
+		}
+		// EXPLAIN EXECUTE plans without running, but it does evaluate the
+		// parameters.
+		psc := sc.inside("a subquery")
+		psc.planOnly = false
+		a.children(m, psc, "")
+		return "EXECUTE", AccessAdmin, executeRefusal, true
+	}
+	return "", 0, "", false
+}
+
+func (a *analysis) copyStmt(n *pg_query.CopyStmt, sc scope) (kind string, level Access, why string, walked bool) {
+	level = AccessRead
+	if n.Query != nil {
+		ik, il, _ := a.statement(n.Query, sc)
+		if il > AccessRead {
+			level, why = il, "COPY of "+ik
+		}
+	} else if n.IsFrom {
+		a.markWritten(n.Relation)
+		level = AccessWrite
+	}
+	switch {
+	case n.IsProgram:
+		level, why = AccessAdmin, "COPY PROGRAM runs a command on the database server"
+	case n.Filename != "" && n.IsFrom:
+		level, why = AccessAdmin, "COPY FROM a file reads the database server's files"
+	case n.Filename != "":
+		level, why = AccessAdmin, "COPY TO a file writes the database server's files"
+	}
+	a.children(n.ProtoReflect(), sc.inside("a subquery"), "query")
+	return "COPY", level, why, true
+}
+
+// explainAnalyze reports whether EXPLAIN's options ask it to execute. An
+// option value it cannot read counts as yes.
+func explainAnalyze(opts []*pg_query.Node) bool {
+	analyze := false
+	for _, o := range opts {
+		d := o.GetDefElem()
+		if d == nil || !strings.EqualFold(d.Defname, "analyze") {
+			continue
+		}
+		analyze = defElemTrue(d.Arg)
+	}
+	return analyze
+}
+
+func defElemTrue(arg *pg_query.Node) bool {
+	if arg == nil {
+		return true
+	}
+	if s := arg.GetString_(); s != nil {
+		switch strings.ToLower(s.Sval) {
+		case "false", "off", "no", "0":
+			return false
+		}
+		return true
+	}
+	if i := arg.GetInteger(); i != nil {
+		return i.Ival != 0
+	}
+	if b := arg.GetBoolean(); b != nil {
+		return b.Boolval
+	}
+	if c := arg.GetAConst(); c != nil {
+		if c.GetBoolval() != nil {
+			return c.GetBoolval().Boolval
+		}
+		if c.GetIval() != nil {
+			return c.GetIval().Ival != 0
+		}
+		if c.GetSval() != nil {
+			return defElemTrue(&pg_query.Node{Node: &pg_query.Node_String_{String_: c.GetSval()}})
+		}
+	}
+	return true
+}
+
+// plain gives the kind and level of a statement that stands on its own. It
+// marks the RangeVars a statement writes before the walk reaches them.
+func (a *analysis) plain(m protoreflect.Message) (kind string, level Access, why string) {
+	switch n := m.Interface().(type) {
+	case *pg_query.SelectStmt:
+		if len(n.ValuesLists) > 0 {
+			return "VALUES", AccessRead, ""
+		}
+		return "SELECT", AccessRead, ""
+	case *pg_query.InsertStmt:
+		return "INSERT", AccessWrite, ""
+	case *pg_query.UpdateStmt:
+		return "UPDATE", AccessWrite, ""
+	case *pg_query.DeleteStmt:
+		return "DELETE", AccessWrite, ""
+	case *pg_query.MergeStmt:
+		return "MERGE", AccessWrite, ""
+
+	case *pg_query.VariableSetStmt:
+		return setStmt(n)
+	case *pg_query.VariableShowStmt:
+		return "SHOW", AccessRead, ""
+	case *pg_query.TransactionStmt:
+		return transactionStmt(n)
+	case *pg_query.ConstraintsSetStmt:
+		return "SET CONSTRAINTS", AccessRead, ""
+	case *pg_query.FetchStmt:
+		if n.Ismove {
+			return "MOVE", AccessRead, ""
+		}
+		return "FETCH", AccessRead, ""
+	case *pg_query.ClosePortalStmt:
+		return "CLOSE", AccessRead, ""
+	case *pg_query.DeallocateStmt:
+		return "DEALLOCATE", AccessRead, ""
+	case *pg_query.DiscardStmt:
+		if n.Target == pg_query.DiscardMode_DISCARD_ALL {
+			// DISCARD ALL includes RESET ALL and SET SESSION
+			// AUTHORIZATION DEFAULT, and those are admin on their own.
+			return "DISCARD", AccessAdmin, "DISCARD ALL also resets the role and every setting"
+		}
+		return "DISCARD", AccessRead, ""
+	case *pg_query.ListenStmt:
+		return "LISTEN", AccessRead, ""
+	case *pg_query.UnlistenStmt:
+		return "UNLISTEN", AccessRead, ""
+	case *pg_query.NotifyStmt:
+		return "NOTIFY", AccessWrite, ""
+	case *pg_query.LockStmt:
+		a.markNodes(n.Relations)
+		return "LOCK", AccessWrite, ""
+	}
+	if kind, level, why, ok := a.ddl(m); ok {
+		return kind, level, why
+	}
+	if kind, level, why, ok := admin(m); ok {
+		return kind, level, why
+	}
+	name := string(m.Descriptor().Name())
+	return strings.ToUpper(name), AccessAdmin, "unrecognized statement type " + name
+}
+
+func (a *analysis) markNodes(nodes []*pg_query.Node) {
+	for _, r := range nodes {
+		a.markWritten(r.GetRangeVar())
+	}
+}
+
+func transactionStmt(n *pg_query.TransactionStmt) (string, Access, string) {
+	switch n.Kind {
+	case pg_query.TransactionStmtKind_TRANS_STMT_BEGIN:
+		return "BEGIN", AccessRead, ""
+	case pg_query.TransactionStmtKind_TRANS_STMT_START:
+		return "START TRANSACTION", AccessRead, ""
+	case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT:
+		return "COMMIT", AccessRead, ""
+	case pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK:
+		return "ROLLBACK", AccessRead, ""
+	case pg_query.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
+		return "SAVEPOINT", AccessRead, ""
+	case pg_query.TransactionStmtKind_TRANS_STMT_RELEASE:
+		return "RELEASE", AccessRead, ""
+	case pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+		return "ROLLBACK TO", AccessRead, ""
+	case pg_query.TransactionStmtKind_TRANS_STMT_PREPARE:
+		// A prepared transaction outlives the session and keeps its locks.
+		return "PREPARE TRANSACTION", AccessAdmin, "a prepared transaction outlives the session"
+	case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT_PREPARED:
+		return "COMMIT PREPARED", AccessAdmin, "it finishes a transaction of another session"
+	case pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK_PREPARED:
+		return "ROLLBACK PREPARED", AccessAdmin, "it finishes a transaction of another session"
+	}
+	return "TRANSACTION", AccessAdmin, "unrecognized transaction statement " + n.Kind.String()
+}
+
+// setStmt classifies SET and RESET. Transaction characteristics (SET
+// TRANSACTION READ WRITE, ISOLATION LEVEL) are read: they allow nothing by
+// themselves, and every statement of the transaction is still checked.
+func setStmt(n *pg_query.VariableSetStmt) (string, Access, string) {
+	kind := "SET"
+	if n.Kind == pg_query.VariableSetKind_VAR_RESET || n.Kind == pg_query.VariableSetKind_VAR_RESET_ALL {
+		kind = "RESET"
+	}
+	name := strings.ToLower(n.Name)
+	switch n.Kind {
+	case pg_query.VariableSetKind_VAR_SET_MULTI:
+		return kind, AccessRead, ""
+	case pg_query.VariableSetKind_VAR_RESET_ALL:
+		return kind, AccessAdmin, "RESET ALL also resets the role"
+	}
+	switch name {
+	case "role", "session_authorization":
+		return kind, AccessAdmin, kind + " " + strings.ToUpper(strings.ReplaceAll(name, "_", " ")) + " switches the role"
+	case "transaction_isolation", "default_transaction_isolation":
+		return kind, AccessRead, ""
+	}
+	toDefault := n.Kind != pg_query.VariableSetKind_VAR_SET_VALUE
+	if harmlessSetting(name, n.Args, toDefault) {
+		return kind, AccessRead, ""
+	}
+	if name == "client_encoding" {
+		return kind, AccessAdmin, "client_encoding " + setValue(n.Args) + " could make the server read text differently from airlock"
+	}
+	return kind, AccessAdmin, kind + " " + name + " changes a setting that is not allow-listed"
+}
+
+func setValue(args []*pg_query.Node) string {
+	if len(args) == 1 {
+		if v, ok := stringConst(args[0]); ok {
+			return v
+		}
+	}
+	return "(computed)"
+}

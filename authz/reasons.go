@@ -1,0 +1,93 @@
+package authz
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Reasons are read by the agent, usually inside a client's error message:
+// one line that says what was refused, what the grant allows, and the
+// command that would get the access it needs.
+
+func accessReason(g *Grant, c Classification) string {
+	what := c.Kind + " requires " + c.Required.String() + " access"
+	if c.Why != "" {
+		what += " (" + c.Why + ")"
+	}
+	return fmt.Sprintf("%s; grant %s (%s) allows %s. To run it, request a grant with --access %s: %s",
+		what, g.ID, displayTask(g.Task), g.Access, c.Required, requestCommand(g, c.Required))
+}
+
+func noGrantReason(g *Grant, c Classification) string {
+	need := max(c.Required, AccessRead)
+	switch {
+	case g == nil:
+		return "no active grant for this session; request one: " + requestCommand(nil, need)
+	case g.State != "" && g.State != StateActive:
+		return fmt.Sprintf("grant %s is %s, not active; request one: %s", g.ID, g.State, requestCommand(g, need))
+	}
+	return fmt.Sprintf("grant %s allows no statements; request one: %s", g.ID, requestCommand(g, need))
+}
+
+func unparseableReason(err error) string {
+	msg := err.Error()
+	var pe *parseError
+	if errors.As(err, &pe) {
+		msg = pe.msg
+		if pe.cursor > 0 {
+			msg += fmt.Sprintf(" at position %d", pe.cursor)
+		}
+	}
+	return "airlock could not parse this message as Postgres SQL (" + oneLine(msg) + "), so none of it was run"
+}
+
+// requestCommand is the airlock request command line that asks for access
+// at level for the same task.
+func requestCommand(g *Grant, level Access) string {
+	resource, task := "RESOURCE", ""
+	if g != nil {
+		if g.Resource != "" {
+			resource = g.Resource
+		}
+		task = oneLine(g.Task)
+	}
+	if task == "" {
+		task = "..."
+	}
+	return fmt.Sprintf("airlock request --resource %s --task %s --access %s", shellQuote(resource), shellQuote(task), level)
+}
+
+// displayTask quotes a task for a reason, cut short so the reason stays
+// readable.
+func displayTask(task string) string {
+	task = oneLine(task)
+	const limit = 80
+	if utf8.RuneCountInString(task) > limit {
+		task = string([]rune(task)[:limit]) + "…"
+	}
+	return fmt.Sprintf("%q", task)
+}
+
+// oneLine collapses every run of white space and control characters into
+// one space, so text from a grant or the parser cannot break the reason
+// across lines.
+func oneLine(s string) string {
+	return strings.Join(strings.FieldsFunc(s, func(r rune) bool {
+		return r < 0x20 || r == 0x7f || r == ' ' || r == '\u2028' || r == '\u2029' || r == 0x85
+	}), " ")
+}
+
+// shellQuote quotes s for a POSIX shell, in double quotes when nothing in
+// it is special there (the common case, and it reads best), else in single
+// quotes.
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsAny(s, " \t\"'$`\\!&|;<>()*?[]#~{}") {
+		return s
+	}
+	if !strings.ContainsAny(s, "\"$`\\!") {
+		return `"` + s + `"`
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
