@@ -150,3 +150,8 @@ func decide(g *Grant, s Statement) Decision {
 	}
 	return d
 }
+
+// SafePostgresEncoding reports whether a client encoding keeps the
+// authorizer's reading of statement text the same as the server's. A
+// gateway must not let a session use any other.
+func SafePostgresEncoding(enc string) bool { return asciiSafeEncoding(enc) }

@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -22,6 +23,9 @@ type GrantSpec struct {
 	Access   string `json:"access,omitempty"`
 	// TTL is Go duration text ("30m"); empty means the configured default.
 	TTL string `json:"ttl,omitempty"`
+	// Scope narrows a database grant; SSH says what an SSH grant allows.
+	Scope authz.Scope     `json:"scope,omitzero"`
+	SSH   authz.SSHPolicy `json:"ssh,omitzero"`
 }
 
 // Issued is a new grant with its connection token, which is shown only
@@ -94,6 +98,9 @@ func (s *Service) newGrant(spec GrantSpec, by string) (*authz.Grant, string, err
 	if ttl > s.Config.Grants.MaxTTL {
 		return nil, "", userErr(400, "ttl %s is longer than the gateway's maximum %s", ttl, s.Config.Grants.MaxTTL)
 	}
+	if err := checkShape(res.Protocol, spec); err != nil {
+		return nil, "", err
+	}
 	token := credential.NewToken()
 	g := &authz.Grant{
 		ID:          newID("gr_"),
@@ -105,6 +112,8 @@ func (s *Service) newGrant(spec GrantSpec, by string) (*authz.Grant, string, err
 		RequestedBy: by,
 		RequestedAt: s.now(),
 		TTL:         authz.Duration(ttl),
+		Scope:       spec.Scope,
+		SSH:         spec.SSH,
 		Verifier:    credential.NewVerifier(spec.Agent, token),
 	}
 	return g, token, nil
@@ -171,6 +180,50 @@ func (s *Service) Decide(ctx context.Context, id, action, who string) (*authz.Gr
 		return nil, userErr(404, "no grant %s", id)
 	}
 	return g, err
+}
+
+// checkShape refuses options that do not fit the resource's protocol.
+func checkShape(protocol string, spec GrantSpec) error {
+	ssh := spec.SSH
+	hasSSH := len(ssh.Commands) > 0 || ssh.Shell || ssh.Files != "" || len(ssh.Forwards) > 0
+	if protocol != "ssh" && hasSSH {
+		return userErr(400, "--command, --shell, --files and --forward are for ssh resources; this one is %s", protocol)
+	}
+	if protocol == "ssh" {
+		if spec.Access != "" && spec.Access != "read" {
+			return userErr(400, "--access is for database resources; for ssh say --command, --shell, --files or --forward")
+		}
+		if len(spec.Scope.Tables) > 0 || len(spec.Scope.Functions) > 0 {
+			return userErr(400, "--table and --function are for database resources")
+		}
+		if !hasSSH {
+			return userErr(400, "an ssh grant allows nothing by default: say --command PATTERN, --shell, --files read|read-write or --forward HOST:PORT")
+		}
+	}
+	switch ssh.Files {
+	case "", "read", "read-write":
+	default:
+		return userErr(400, "--files %q: want read or read-write", ssh.Files)
+	}
+	for _, f := range ssh.Forwards {
+		if _, port, err := net.SplitHostPort(f); err != nil || port == "" {
+			return userErr(400, "--forward %q: want HOST:PORT", f)
+		}
+	}
+	for _, c := range ssh.Commands {
+		if strings.TrimSpace(c) == "" {
+			return userErr(400, "--command may not be empty")
+		}
+	}
+	if spec.Scope.MaxTables < 0 {
+		return userErr(400, "--max-tables must be positive")
+	}
+	for _, t := range spec.Scope.Tables {
+		if strings.TrimSpace(t) == "" || strings.Count(t, ".") > 1 {
+			return userErr(400, "--table %q: want SCHEMA.TABLE or TABLE, with * wildcards", t)
+		}
+	}
+	return nil
 }
 
 func pastTense(action string) string {

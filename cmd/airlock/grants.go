@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,8 +18,20 @@ import (
 func specFlags(cmd *cobra.Command, spec *control.GrantSpec) {
 	cmd.Flags().StringVar(&spec.Resource, "resource", "", "resource name from the gateway config (required)")
 	cmd.Flags().StringVar(&spec.Task, "task", "", "what the access is for (required)")
-	cmd.Flags().StringVar(&spec.Access, "access", "read", "read, write, ddl or admin")
+	cmd.Flags().StringVar(&spec.Access, "access", "", "database: read, write, ddl or admin (default read)")
 	cmd.Flags().StringVar(&spec.TTL, "ttl", "", "how long the grant lasts once approved (default: the gateway's, 1h)")
+	f := cmd.Flags()
+	f.StringArrayVar(&spec.Scope.Tables, "table", nil, "database: only this SCHEMA.TABLE (repeatable, * wildcards)")
+	f.StringArrayVar(&spec.Scope.Functions, "function", nil, "database: also allow this function at read access (repeatable)")
+	f.BoolVar(&spec.Scope.AllowDrop, "allow-drop", false, "database: let DDL drop (DROP, TRUNCATE)")
+	f.BoolVar(&spec.Scope.AllowUnfiltered, "allow-unfiltered", false, "database: let UPDATE and DELETE run without WHERE")
+	f.IntVar(&spec.Scope.MaxTables, "max-tables", 0, "database: refuse statements touching more tables (0: no limit)")
+	f.BoolVar(&spec.Scope.AllowFileLoad, "allow-file-load", false, "mysql: allow LOAD DATA LOCAL INFILE")
+	f.BoolVar(&spec.Scope.AllowServerFiles, "allow-server-files", false, "database, admin: allow server-side files and programs (COPY ... PROGRAM)")
+	f.StringArrayVar(&spec.SSH.Commands, "command", nil, "ssh: allow commands matching this argv pattern, * per word (repeatable)")
+	f.BoolVar(&spec.SSH.Shell, "shell", false, "ssh: allow an interactive shell")
+	f.StringVar(&spec.SSH.Files, "files", "", "ssh: allow scp and sftp: read or read-write")
+	f.StringArrayVar(&spec.SSH.Forwards, "forward", nil, "ssh: allow forwarding to HOST:PORT (repeatable)")
 	_ = cmd.MarkFlagRequired("resource")
 	_ = cmd.MarkFlagRequired("task")
 }
@@ -183,6 +196,13 @@ func printGrant(x *authz.Grant) {
 	row("agent", x.Agent)
 	row("resource", x.Resource)
 	row("access", x.Access.String())
+	row("tables", strings.Join(x.Scope.Tables, ", "))
+	row("commands", strings.Join(x.SSH.Commands, " | "))
+	if x.SSH.Shell {
+		row("shell", "allowed")
+	}
+	row("files", x.SSH.Files)
+	row("forwards", strings.Join(x.SSH.Forwards, ", "))
 	row("task", x.Task)
 	row("requested", x.RequestedBy+" at "+when(x.RequestedAt))
 	if x.DecidedBy != "" {

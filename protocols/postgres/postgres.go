@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/credential"
 	"github.com/airlockhq/airlock/proxy"
 )
@@ -190,6 +191,9 @@ func (p *Protocol) checkStartup(cl *client, version uint32) error {
 	}
 	if v, ok := cl.params["replication"]; ok && !isFalse(v) {
 		return &fatal{stateInsufficientPrivilege, "airlock: replication connections are not allowed"}
+	}
+	if enc, ok := cl.params["client_encoding"]; ok && !authz.SafePostgresEncoding(enc) {
+		return &fatal{stateInsufficientPrivilege, fmt.Sprintf("airlock: client_encoding %s is not allowed (its multi-byte characters can hide quotes); use UTF8", enc)}
 	}
 	if strings.TrimSpace(cl.params["options"]) != "" {
 		return &fatal{stateInsufficientPrivilege, "airlock: the startup options parameter is not allowed; use SET statements instead"}

@@ -68,6 +68,9 @@ func dialUpstream(ctx context.Context, res *config.Resource, clientParams map[st
 			cfg.RuntimeParams[k] = v
 		}
 	}
+	// The authorizer reads string literals as the SQL standard says; the
+	// server must too, whatever its configured default.
+	cfg.RuntimeParams["standard_conforming_strings"] = "on"
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	pc, err := pgconn.ConnectConfig(ctx, cfg)
