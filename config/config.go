@@ -71,6 +71,11 @@ type Recorder struct {
 	// PublishTimeout bounds the wait for an acknowledgement; past it the
 	// statement is refused. Default 2s.
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// ParamMaxBytes caps each recorded statement parameter (default 1024);
+	// longer values are cut and marked truncated.
+	ParamMaxBytes int `yaml:"param_max_bytes"`
+	// RedactParams records parameters' sizes but not their values.
+	RedactParams bool `yaml:"redact_params"`
 	// SigningKeyFile is the gateway's ed25519 key. Empty: generated in
 	// DataDir.
 	SigningKeyFile string `yaml:"signing_key_file"`
@@ -210,6 +215,9 @@ func (c *Config) setDefaults() {
 	if r.PublishTimeout == 0 {
 		r.PublishTimeout = 2 * time.Second
 	}
+	if r.ParamMaxBytes == 0 {
+		r.ParamMaxBytes = 1024
+	}
 	g := &c.Grants
 	if g.DefaultTTL == 0 {
 		g.DefaultTTL = time.Hour
@@ -258,6 +266,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Recorder.Replicas < 1 || c.Recorder.Replicas > 5 {
 		bad("recorder.replicas", "%d is out of range 1..5", c.Recorder.Replicas)
+	}
+	if c.Recorder.ParamMaxBytes < 0 {
+		bad("recorder.param_max_bytes", "must be positive")
 	}
 	if c.Recorder.PublishTimeout < 0 {
 		bad("recorder.publish_timeout", "must be positive")

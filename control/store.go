@@ -35,10 +35,14 @@ type Store struct {
 	nc  *nats.Conn
 	log *slog.Logger
 
-	mu      sync.RWMutex
-	grants  map[string]*authz.Grant
-	revs    map[string]uint64
-	synced  bool
+	mu     sync.RWMutex
+	grants map[string]*authz.Grant
+	revs   map[string]uint64
+	synced bool
+	// epoch is the connection's reconnect count when the cache was last
+	// synchronized. Any reconnect since may have hidden changes, so the
+	// cache counts as current only while the count is unchanged.
+	epoch   uint64
 	watchFn []func(*authz.Grant)
 
 	cancel context.CancelFunc
@@ -117,6 +121,7 @@ func (s *Store) watchOnce(ctx context.Context, onSync func()) error {
 	if !s.nc.IsConnected() {
 		return errors.New("not connected")
 	}
+	epoch := s.nc.Stats().Reconnects
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w, err := s.kv.WatchAll(wctx)
@@ -134,7 +139,7 @@ func (s *Store) watchOnce(ctx context.Context, onSync func()) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-check.C:
-			if !s.nc.IsConnected() {
+			if !s.nc.IsConnected() || s.nc.Stats().Reconnects != epoch {
 				return errors.New("connection lost")
 			}
 		case e, ok := <-w.Updates():
@@ -149,7 +154,7 @@ func (s *Store) watchOnce(ctx context.Context, onSync func()) error {
 						delete(s.revs, id)
 					}
 				}
-				s.synced = true
+				s.synced, s.epoch = true, epoch
 				s.mu.Unlock()
 				onSync()
 				continue
@@ -202,9 +207,9 @@ func (s *Store) OnChange(fn func(*authz.Grant)) {
 // Ready returns ErrNotSynced unless the cache is known to be current.
 func (s *Store) Ready() error {
 	s.mu.RLock()
-	ok := s.synced
+	ok, epoch := s.synced, s.epoch
 	s.mu.RUnlock()
-	if !ok || !s.nc.IsConnected() {
+	if !ok || !s.nc.IsConnected() || s.nc.Stats().Reconnects != epoch {
 		return ErrNotSynced
 	}
 	return nil

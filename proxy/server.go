@@ -9,11 +9,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/config"
@@ -186,4 +188,31 @@ func NewSessionID() string {
 		panic("proxy: no randomness: " + err.Error())
 	}
 	return "ses_" + idEncoding.EncodeToString(b[:])
+}
+
+// Param is a bound parameter as the recorder keeps it: cut to
+// recorder.param_max_bytes, binary values base64-encoded, and values left
+// out when recorder.redact_params is set. null marks an SQL NULL.
+func (s *Server) Param(v []byte, binary, null bool) recorder.Param {
+	if null {
+		return recorder.Param{Null: true}
+	}
+	p := recorder.Param{Size: len(v), Format: "text"}
+	if s.Config.Recorder.RedactParams {
+		p.Format, p.Redacted = "", true
+		return p
+	}
+	if max := s.Config.Recorder.ParamMaxBytes; max > 0 && len(v) > max {
+		v, p.Truncated = v[:max], true
+		// Do not split the last character of a text value.
+		for i := 0; i < utf8.UTFMax-1 && !binary && len(v) > 0 && !utf8.Valid(v); i++ {
+			v = v[:len(v)-1]
+		}
+	}
+	if binary || !utf8.Valid(v) {
+		p.Format, p.Value = "base64", base64.StdEncoding.EncodeToString(v)
+	} else {
+		p.Value = string(v)
+	}
+	return p
 }

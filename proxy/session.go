@@ -54,6 +54,9 @@ func (s *Session) Resource() *config.Resource { return s.resource }
 // Logger carries session, proto, remote, agent, resource and grant.
 func (s *Session) Logger() *slog.Logger { return s.log }
 
+// Param is Server.Param: a bound parameter as the recorder keeps it.
+func (s *Session) Param(v []byte, binary, null bool) recorder.Param { return s.srv.Param(v, binary, null) }
+
 // ErrGrantEnded is the cause of a session ended because its grant was
 // revoked or expired.
 var ErrGrantEnded = errors.New("grant no longer active")
@@ -130,7 +133,10 @@ func (a *Admitted) Len() int { return len(a.ids) }
 // and, when all are allowed, waits for the recorder to acknowledge them. It
 // returns nil error only when the message may be forwarded. Denials are
 // recorded too; the returned *Refusal says what to tell the client.
-func (s *Session) Admit(v authz.Verdict) (*Admitted, error) {
+//
+// params, if any, are the bound parameters of a single-statement execution
+// (see Server.Param).
+func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, error) {
 	unconfirmed := false
 	if err := s.srv.Grants.Ready(); err != nil {
 		unconfirmed = true
@@ -150,10 +156,14 @@ func (s *Session) Admit(v authz.Verdict) (*Admitted, error) {
 			decision = "deny"
 			s.denied++
 		}
-		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: &recorder.Statement{
+		st := &recorder.Statement{
 			ID: ids[i], Index: i, Count: len(v.Statements), Text: d.Text,
 			Decision: decision, Rule: d.Rule, Reason: d.Reason, Class: d.Class,
-		}})
+		}
+		if len(v.Statements) == 1 {
+			st.Params = params
+		}
+		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
 	}
 	s.mu.Unlock()
 

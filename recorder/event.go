@@ -65,6 +65,20 @@ type Statement struct {
 	Reason   string `json:"reason,omitempty"`
 
 	Class authz.Classification `json:"class"`
+	// Params are the bound parameters of a prepared statement's execution.
+	Params []Param `json:"params,omitempty"`
+}
+
+// Param is one bound parameter as recorded: text as sent, binary as
+// base64, cut to the configured cap, or redacted.
+type Param struct {
+	Value string `json:"value,omitempty"`
+	// Format is "text" or "base64".
+	Format    string `json:"format,omitempty"`
+	Null      bool   `json:"null,omitempty"`
+	Size      int    `json:"size,omitempty"` // bytes as sent
+	Truncated bool   `json:"truncated,omitempty"`
+	Redacted  bool   `json:"redacted,omitempty"`
 }
 
 // Result is what happened to an allowed statement.

@@ -30,8 +30,7 @@ type Protocol struct {
 	TLS *tls.Config
 	// AllowPlaintext lets clients connect without TLS.
 	AllowPlaintext bool
-	// Dialer connects to upstreams; nil uses a default with a 10s timeout.
-	Dialer *net.Dialer
+	cancels        cancels
 }
 
 // Name implements proxy.Protocol.
@@ -75,7 +74,9 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 		if errors.As(err, &fe) {
 			cl.sendFatal(fe.code, fe.msg)
 			c.Refuse(cl.params["user"], cl.params["database"], nil, &proxy.AuthError{Kind: "protocol", Msg: fe.msg})
-		} else if !errors.Is(err, errCancelRequest) && !errors.Is(err, io.EOF) {
+		} else if cr, ok := err.(cancelPacket); ok {
+			p.cancelRequest(cr, c)
+		} else if !errors.Is(err, io.EOF) {
 			log.Debug("startup failed", "err", err)
 		}
 		return
@@ -97,7 +98,11 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 		sess.End("upstream connection failed: " + err.Error())
 		return
 	}
-	if err := cl.sendReady(up); err != nil {
+	// The client gets its own backend key, not the upstream's, so it
+	// cannot cancel another session's queries by guessing.
+	ct := &cancelTarget{sess: sess, addr: sess.Resource().Address, pid: up.pid, key: up.key}
+	defer p.cancels.add(ct)()
+	if err := cl.sendReady(up, ct); err != nil {
 		up.conn.Close()
 		sess.End("client gone before ready: " + err.Error())
 		return
@@ -112,7 +117,10 @@ type fatal struct{ code, msg string }
 
 func (f *fatal) Error() string { return f.msg }
 
-var errCancelRequest = errors.New("cancel request")
+// cancelPacket ends startup: the connection carried a CancelRequest.
+type cancelPacket []byte
+
+func (cancelPacket) Error() string { return "cancel request" }
 
 // startup negotiates TLS and reads the StartupMessage.
 func (p *Protocol) startup(c *proxy.Conn) (*client, error) {
@@ -159,7 +167,7 @@ func (p *Protocol) startup(c *proxy.Conn) (*client, error) {
 				return cl, err
 			}
 		case code == codeCancelRequest:
-			return cl, errCancelRequest
+			return cl, cancelPacket(body)
 		case code>>16 == 3:
 			var sm pgproto3.StartupMessage
 			if code != pgproto3.ProtocolVersion30 && code != pgproto3.ProtocolVersion32 {
@@ -352,7 +360,7 @@ func (cl *client) readPassword() ([]byte, error) {
 
 // sendReady completes the client's startup with the upstream's parameters
 // and the gateway's own backend key.
-func (cl *client) sendReady(up *upstream) error {
+func (cl *client) sendReady(up *upstream, ct *cancelTarget) error {
 	msgs := []encoder{&pgproto3.AuthenticationOk{}}
 	keys := make([]string, 0, len(up.params))
 	for k := range up.params {
@@ -362,7 +370,7 @@ func (cl *client) sendReady(up *upstream) error {
 	for _, k := range keys {
 		msgs = append(msgs, &pgproto3.ParameterStatus{Name: k, Value: up.params[k]})
 	}
-	msgs = append(msgs, &pgproto3.BackendKeyData{ProcessID: up.clientPID, SecretKey: up.clientKey}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	msgs = append(msgs, &pgproto3.BackendKeyData{ProcessID: ct.clientPID, SecretKey: ct.clientKey}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
 	if err := send(cl.w, msgs...); err != nil {
 		return err
 	}

@@ -50,10 +50,11 @@ type session struct {
 	qmu   sync.Mutex
 	queue []*pending
 
-	// Client-goroutine state: what each prepared statement and portal was
-	// admitted as, so an Execute's outcome is recorded against it.
+	// Client-goroutine state: the decision on each prepared statement, and
+	// what each portal runs with which parameters, so an Execute is
+	// authorized and recorded as what it really runs.
 	stmts   map[string]*authz.Verdict
-	portals map[string]*authz.Verdict
+	portals map[string]*bound
 	buf     []byte
 }
 
@@ -64,7 +65,7 @@ func relay(sess *proxy.Session, cl *client, up *upstream) string {
 		sess: sess, cl: cl, up: up,
 		ur:    bufio.NewReaderSize(up.conn, 64<<10),
 		uw:    bufio.NewWriterSize(up.conn, 64<<10),
-		stmts: map[string]*authz.Verdict{}, portals: map[string]*authz.Verdict{},
+		stmts: map[string]*authz.Verdict{}, portals: map[string]*bound{},
 	}
 	var once sync.Once
 	var reason string
@@ -260,17 +261,35 @@ func (s *session) parse(n int) error {
 	return writeFrame(s.uw, 'P', body)
 }
 
+// bound is a portal: the statement it runs and the parameters it was
+// bound with.
+type bound struct {
+	v      *authz.Verdict
+	params []recorder.Param
+}
+
 func (s *session) bind(n int) error {
 	body, err := s.body(n, 'B')
 	if err != nil {
 		return err
 	}
-	portal, rest, ok := cstring(body)
-	stmt, _, ok2 := cstring(rest)
-	if !ok || !ok2 {
-		return &frameError{"malformed Bind"}
+	var b pgproto3.Bind
+	if err := b.Decode(body); err != nil {
+		return &frameError{"malformed Bind: " + err.Error()}
 	}
-	s.portals[portal] = s.stmts[stmt]
+	params := make([]recorder.Param, len(b.Parameters))
+	for i, v := range b.Parameters {
+		binary := false
+		switch len(b.ParameterFormatCodes) {
+		case 0:
+		case 1:
+			binary = b.ParameterFormatCodes[0] == 1
+		default:
+			binary = i < len(b.ParameterFormatCodes) && b.ParameterFormatCodes[i] == 1
+		}
+		params[i] = s.sess.Param(v, binary, v == nil)
+	}
+	s.portals[b.DestinationPortal] = &bound{v: s.stmts[b.PreparedStatement], params: params}
 	s.push(&pending{kind: 'B'})
 	return writeFrame(s.uw, 'B', body)
 }
@@ -286,14 +305,18 @@ func (s *session) execute(n int) error {
 	if !ok {
 		return &frameError{"malformed Execute"}
 	}
-	v := s.portals[portal]
+	var v *authz.Verdict
+	var params []recorder.Param
+	if b := s.portals[portal]; b != nil {
+		v, params = b.v, b.params
+	}
 	if v == nil {
 		// Bound to a statement this session did not Parse through us
 		// (e.g. one made with SQL PREPARE): we cannot say what it runs.
 		v = &authz.Verdict{Statements: []authz.Decision{{Text: "<execute portal " + strconv.Quote(portal) + ">", Rule: "unknown-statement",
 			Reason: "the portal is bound to a statement the gateway did not authorize; prepare it with a Parse message"}}}
 	}
-	adm, err := s.sess.Admit(*v)
+	adm, err := s.sess.Admit(*v, params...)
 	if err != nil {
 		return s.refuse('E', err, func() error { return send(s.uw, &pgproto3.Execute{Portal: refusedSQL}) })
 	}

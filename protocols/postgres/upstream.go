@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/url"
@@ -28,11 +26,6 @@ type upstream struct {
 	params map[string]string
 	pid    uint32
 	key    []byte
-	// clientPID and clientKey are what the client is told; they are not
-	// the upstream's, so a client cannot cancel queries of other
-	// sessions by guessing.
-	clientPID uint32
-	clientKey []byte
 }
 
 // dialUpstream connects to the resource with the gateway's credentials,
@@ -82,10 +75,5 @@ func dialUpstream(ctx context.Context, res *config.Resource, clientParams map[st
 		pc.Close(ctx)
 		return nil, err
 	}
-	up := &upstream{conn: hc.Conn, params: hc.ParameterStatuses, pid: hc.PID, key: hc.SecretKey, clientKey: make([]byte, 4)}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	_, _ = rand.Read(up.clientKey)
-	up.clientPID = binary.BigEndian.Uint32(b[:]) & 0x7fffffff
-	return up, nil
+	return &upstream{conn: hc.Conn, params: hc.ParameterStatuses, pid: hc.PID, key: hc.SecretKey}, nil
 }

@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+// grantFor creates a pre-approved grant for agent-1 and returns its token.
+func grantFor(t *testing.T, g *gateway, access string, extra ...string) (string, string) {
+	t.Helper()
+	var iss control.Issued
+	args := append([]string{"grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", t.Name(), "--access", access}, extra...)
+	g.cliJSON(&iss, "alice", args...)
+	return iss.Grant.ID, iss.Token
+}
+
+// sessionEvents returns the events of the newest session of agent-1 that
+// satisfies keep.
+func sessionEvents(t *testing.T, g *gateway, keep func([]recorder.Event) bool) []recorder.Event {
+	t.Helper()
+	var list []recorder.Summary
+	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+	for _, s := range list {
+		var d control.SessionDetail
+		g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+		if keep(d.Events) {
+			return d.Events
+		}
+	}
+	t.Fatalf("no session of agent-1 matches")
+	return nil
+}
+
+// TestPostgresCancel: a driver's cancel (pgx on context timeout) and
+// psql's Ctrl-C from another process stop a running pg_sleep, through the
+// gateway's own backend keys.
+func TestPostgresCancel(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	_, tok := grantFor(t, g, "write")
+	conn := connectPgx(t, g, "agent-1", tok)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := conn.Exec(ctx, "select pg_sleep(30)")
+	var pgErr *pgconn.PgError
+	if took := time.Since(start); err == nil || took > 10*time.Second {
+		t.Fatalf("pg_sleep(30) with a 1s context: err %v after %v", err, took)
+	}
+	if errors.As(err, &pgErr) && pgErr.Code != "57014" {
+		t.Errorf("cancelled query: %v", err)
+	}
+
+	// psql, interrupted by SIGINT as a terminal's Ctrl-C would.
+	host, port, _ := strings.Cut(g.pgAddr, ":")
+	cmd := exec.Command("psql", fmt.Sprintf("host=%s port=%s user=agent-1 dbname=demo-pg sslmode=require", host, port), "-X", "-c", "select pg_sleep(30)")
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+tok)
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("psql still running 10s after SIGINT:\n%s", out)
+	}
+	if !strings.Contains(out.String(), "canceling statement due to user request") {
+		t.Errorf("psql after SIGINT:\n%s", out)
+	}
+	evs := sessionEvents(t, g, func(evs []recorder.Event) bool {
+		for _, e := range evs {
+			if e.Statement != nil && e.Statement.Class.Kind == "CANCEL" {
+				return true
+			}
+		}
+		return false
+	})
+	if len(evs) == 0 {
+		t.Fatal("cancel not recorded")
+	}
+}
+
+// TestPostgresBoundParameters: the parameters of an extended-protocol
+// execution are recorded with it.
+func TestPostgresBoundParameters(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	_, tok := grantFor(t, g, "read")
+	conn := connectPgx(t, g, "agent-1", tok)
+	var n int64
+	long := strings.Repeat("é", 1000)
+	if err := conn.QueryRow(context.Background(), "select count(*) from orders where status = $1 and $2::text <> $3::text and $4::int > 0", "failed", long, nil, 7).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(context.Background())
+	evs := sessionEvents(t, g, func(evs []recorder.Event) bool {
+		for _, e := range evs {
+			if e.Statement != nil && len(e.Statement.Params) > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	var params []recorder.Param
+	for _, e := range evs {
+		if e.Statement != nil && len(e.Statement.Params) > 0 {
+			params = e.Statement.Params
+		}
+	}
+	if len(params) != 4 || params[0].Value != "failed" || params[0].Format != "text" {
+		t.Fatalf("params: %+v", params)
+	}
+	if p := params[1]; !p.Truncated || p.Size != 2000 || len(p.Value) > 1024 || !strings.HasPrefix(long, p.Value) {
+		t.Errorf("long parameter: truncated=%v size=%d len=%d", p.Truncated, p.Size, len(p.Value))
+	}
+	if !params[2].Null {
+		t.Errorf("NULL parameter: %+v", params[2])
+	}
+	if p := params[3]; p.Format != "base64" && p.Value != "7" {
+		t.Errorf("int parameter: %+v", p)
+	}
+}
+
+// TestPostgresLargeResultStreams: a 1 GiB result passes through with the
+// gateway's resident memory growing by less than 50 MB.
+func TestPostgresLargeResultStreams(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	_, tok := grantFor(t, g, "read")
+	conn := connectPgx(t, g, "agent-1", tok)
+	pid := g.cmd.Process.Pid
+	// Reset the peak so it measures this query only.
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+	before := procStatusKB(t, pid, "VmRSS")
+	const rows, width = 1 << 20, 1024
+	res := conn.PgConn().Exec(context.Background(), fmt.Sprintf("select repeat('x', %d) from generate_series(1, %d)", width, rows))
+	var got, bytes int64
+	for res.NextResult() {
+		rr := res.ResultReader()
+		for rr.NextRow() {
+			got++
+			bytes += int64(len(rr.Values()[0]))
+		}
+		if _, err := rr.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := res.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got != rows || bytes != rows*width {
+		t.Fatalf("read %d rows, %d bytes", got, bytes)
+	}
+	peak := procStatusKB(t, pid, "VmHWM")
+	growthMB := float64(peak-before) / 1024
+	t.Logf("1 GiB result: gateway RSS before %d kB, peak %d kB, growth %.1f MB", before, peak, growthMB)
+	if growthMB > 50 {
+		t.Errorf("gateway memory grew by %.1f MB for a streamed result", growthMB)
+	}
+}
+
+func procStatusKB(t *testing.T, pid int, field string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
+
+// TestPostgresMalformedInput: malformed and truncated input gets a
+// protocol error and a closed connection; the gateway keeps serving and
+// the attempt is recorded.
+func TestPostgresMalformedInput(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	_, tok := grantFor(t, g, "read")
+
+	raw := func(payload []byte) string {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", g.pgAddr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	huge := binary.BigEndian.AppendUint32(nil, 0x7ffffff0)
+	for name, payload := range map[string][]byte{
+		"absurd startup length": append(huge, 0, 3, 0, 0),
+		"http request":          []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+		"short startup":         {0, 0, 0, 2},
+		"unknown protocol":      {0, 0, 0, 8, 0, 9, 0, 0},
+	} {
+		if out := raw(payload); !strings.Contains(out, "08P01") {
+			t.Errorf("%s: got %q, want a protocol violation error", name, out)
+		}
+	}
+
+	// Inside an authenticated session: an absurd length and an unknown
+	// message type.
+	for name, frame := range map[string][]byte{
+		"absurd message length": append([]byte{'Q'}, huge...),
+		"unknown message type":  {'z', 0, 0, 0, 4},
+		"truncated query":       {'Q', 0, 0, 0, 9, 's', 'e', 'l'},
+	} {
+		conn := connectPgx(t, g, "agent-1", tok)
+		hc, err := conn.PgConn().Hijack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = hc.Conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := hc.Conn.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		// A truncated message's rest never comes: the client hangs up
+		// mid-message, and the gateway must simply end the session.
+		if name != "truncated query" {
+			b, _ := io.ReadAll(bufio.NewReader(hc.Conn))
+			if !strings.Contains(string(b), "08P01") {
+				t.Errorf("%s: got %q", name, b)
+			}
+		}
+		hc.Conn.Close()
+	}
+	if out, err := g.psql("agent-1", tok, "demo-pg", "select 'alive';", "-At"); err != nil || strings.TrimSpace(out) != "alive" {
+		t.Fatalf("gateway after malformed input: %v\n%s", err, out)
+	}
+	// The violations inside sessions are recorded as refused messages.
+	sessionEvents(t, g, func(evs []recorder.Event) bool {
+		for _, e := range evs {
+			if e.Statement != nil && e.Statement.Rule == "protocol" && e.Statement.Decision == "deny" {
+				return true
+			}
+		}
+		return false
+	})
+	var list []recorder.Summary
+	g.cliJSON(&list, "rita", "sessions", "list")
+	failed := 0
+	for _, s := range list {
+		if s.Status == "auth.failed" {
+			failed++
+		}
+	}
+	if failed < 3 {
+		t.Errorf("malformed startups recorded: %d auth.failed sessions, want at least 3", failed)
+	}
+}
