@@ -68,7 +68,7 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 	log := c.Logger()
 	// Startup must finish promptly; the relay clears the deadline.
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	cl, err := p.startup(c)
+	cl, err := p.startup(c.Conn)
 	if err != nil {
 		var fe *fatal
 		if errors.As(err, &fe) {
@@ -123,8 +123,8 @@ type cancelPacket []byte
 func (cancelPacket) Error() string { return "cancel request" }
 
 // startup negotiates TLS and reads the StartupMessage.
-func (p *Protocol) startup(c *proxy.Conn) (*client, error) {
-	cl := &client{conn: c.Conn, r: bufio.NewReaderSize(c.Conn, 8<<10), w: bufio.NewWriterSize(c.Conn, 8<<10), params: map[string]string{}}
+func (p *Protocol) startup(conn net.Conn) (*client, error) {
+	cl := &client{conn: conn, r: bufio.NewReaderSize(conn, 8<<10), w: bufio.NewWriterSize(conn, 8<<10), params: map[string]string{}}
 	// PostgreSQL 17's direct TLS starts with a TLS ClientHello (0x16)
 	// instead of an SSLRequest.
 	if b, err := cl.r.Peek(1); err == nil && b[0] == 0x16 {

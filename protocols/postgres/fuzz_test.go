@@ -1,0 +1,200 @@
+package postgres
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+func startupPacket(code uint32, rest ...byte) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(8+len(rest)))
+	b = binary.BigEndian.AppendUint32(b, code)
+	return append(b, rest...)
+}
+
+// FuzzStartup feeds arbitrary bytes to the startup handshake: it must never
+// panic, never hang once the client stops sending, and end in a client, a
+// cancel packet or an error.
+func FuzzStartup(f *testing.F) {
+	sm, _ := (&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": "agent-1", "database": "demo-pg"}}).Encode(nil)
+	f.Add(sm)
+	f.Add(startupPacket(codeSSLRequest))
+	f.Add(startupPacket(codeGSSENCRequest))
+	f.Add(append(startupPacket(codeCancelRequest, 0, 0, 0, 1), 1, 2, 3, 4))
+	f.Add([]byte{0, 0, 0, 8, 0, 4, 0, 0})
+	f.Add([]byte{0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0})
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Add([]byte{0x16, 3, 1, 0, 5})
+	p := &Protocol{AllowPlaintext: true}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		server, client := net.Pipe()
+		defer server.Close()
+		go func() {
+			_, _ = client.Write(in)
+			client.Close()
+		}()
+		go io.Copy(io.Discard, client) //nolint:errcheck // drain replies
+		_ = server.SetDeadline(time.Now().Add(5 * time.Second))
+		cl, err := p.startup(server)
+		if err == nil && (cl == nil || cl.params["user"] == "") {
+			t.Fatalf("startup succeeded without a user: %+v", cl)
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("startup hung: %v", err)
+		}
+	})
+}
+
+// FuzzClientFrames runs arbitrary bytes through the frame reader and the
+// decoders of the messages the gateway reads: no panic, and no allocation
+// beyond what was actually sent.
+func FuzzClientFrames(f *testing.F) {
+	q, _ := (&pgproto3.Query{String: "select 1"}).Encode(nil)
+	pa, _ := (&pgproto3.Parse{Name: "s", Query: "select $1"}).Encode(nil)
+	bi, _ := (&pgproto3.Bind{DestinationPortal: "", PreparedStatement: "s", ParameterFormatCodes: []int16{1}, Parameters: [][]byte{{0, 0, 0, 7}}}).Encode(nil)
+	f.Add(append(append(q, pa...), bi...))
+	f.Add([]byte{'Q', 0x7f, 0xff, 0xff, 0xff})
+	f.Add([]byte{'B', 0, 0, 0, 6, 0, 0})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bufio.NewReader(bytes.NewReader(in))
+		var buf []byte
+		for {
+			typ, n, err := readHeader(r)
+			if err != nil {
+				return
+			}
+			if n > len(in) {
+				// The body cannot be there; readBody must fail without
+				// allocating n bytes.
+				if _, err := readBody(r, nil, n, typ); err == nil {
+					t.Fatalf("read a %d-byte body out of %d bytes of input", n, len(in))
+				}
+				return
+			}
+			if buf, err = readBody(r, buf, n, typ); err != nil {
+				return
+			}
+			switch typ {
+			case 'Q':
+				_, _, _ = cstring(buf)
+			case 'P':
+				_ = (&pgproto3.Parse{}).Decode(buf)
+			case 'B':
+				_ = (&pgproto3.Bind{}).Decode(buf)
+			case 'E':
+				_, _, _ = cstring(buf)
+			}
+		}
+	})
+}
+
+// FuzzSCRAM: the SCRAM parser never panics on client messages.
+func FuzzSCRAM(f *testing.F) {
+	f.Add("n,,n=,r=abc", "c=biws,r=abcXYZ,p=AAAA")
+	f.Add("y,,n=,r=", "p=")
+	f.Add("p=tls-server-end-point,,n=,r=x", "")
+	f.Fuzz(func(t *testing.T, first, final string) {
+		s := &scramServer{salt: []byte("salt")}
+		if _, err := s.first(first); err != nil {
+			return
+		}
+		_, _ = s.final(final)
+	})
+}
+
+// TestStartupRefusals: what the gateway refuses before authentication.
+func TestStartupRefusals(t *testing.T) {
+	sm := func(params map[string]string) []byte {
+		b, _ := (&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: params}).Encode(nil)
+		return b
+	}
+	cases := []struct {
+		name  string
+		p     *Protocol
+		in    []byte
+		want  string
+		code  string
+		ok    bool
+		reply []byte
+	}{
+		{name: "plaintext refused", p: &Protocol{}, in: sm(map[string]string{"user": "a", "database": "r"}), want: "requires TLS", code: stateInvalidAuthSpec},
+		{name: "replication refused", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "replication": "database"}), want: "replication", code: stateInsufficientPrivilege},
+		{name: "replication=false fine", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "replication": "false"}), ok: true},
+		{name: "options refused", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "options": "-c role=postgres"}), want: "options", code: stateInsufficientPrivilege},
+		{name: "unsafe encoding refused", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "client_encoding": "SJIS"}), want: "client_encoding", code: stateInsufficientPrivilege},
+		{name: "no user", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"database": "r"}), want: "no user", code: stateInvalidAuthSpec},
+		{name: "SSLRequest without TLS configured", p: &Protocol{AllowPlaintext: true}, in: append(startupPacket(codeSSLRequest), sm(map[string]string{"user": "a"})...), ok: true, reply: []byte("N")},
+		{name: "GSSENCRequest answered N", p: &Protocol{AllowPlaintext: true}, in: append(startupPacket(codeGSSENCRequest), sm(map[string]string{"user": "a"})...), ok: true, reply: []byte("N")},
+		{name: "protocol 4 refused", p: &Protocol{AllowPlaintext: true}, in: startupPacket(4 << 16), want: "unsupported frontend protocol", code: stateProtocolViolation},
+		{name: "SSLRequest with trailing plaintext", p: &Protocol{TLS: &tls.Config{}}, in: append(startupPacket(codeSSLRequest), 'x'), want: "unencrypted data after SSLRequest", code: stateProtocolViolation},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			server, client := net.Pipe()
+			defer server.Close()
+			go func() { _, _ = client.Write(c.in) }()
+			replies := make(chan []byte, 1)
+			go func() { b, _ := io.ReadAll(client); replies <- b }()
+			_ = server.SetDeadline(time.Now().Add(5 * time.Second))
+			_, err := c.p.startup(server)
+			if c.ok {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+			} else {
+				var fe *fatal
+				if !errors.As(err, &fe) || fe.code != c.code || !bytes.Contains([]byte(fe.msg), []byte(c.want)) {
+					t.Fatalf("got %v, want %s %q", err, c.code, c.want)
+				}
+			}
+			server.Close()
+			client.Close()
+			if got := <-replies; c.reply != nil && !bytes.HasPrefix(got, c.reply) {
+				t.Errorf("replied %q, want %q", got, c.reply)
+			}
+		})
+	}
+}
+
+// TestProtocolVersionNegotiation: a 3.2 client or _pq_ options get a
+// NegotiateProtocolVersion for 3.0 naming the options not understood.
+func TestProtocolVersionNegotiation(t *testing.T) {
+	in, _ := (&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion32, Parameters: map[string]string{"user": "a", "_pq_.foo": "1"}}).Encode(nil)
+	server, client := net.Pipe()
+	defer client.Close()
+	go func() { _, _ = client.Write(in) }()
+	got := make(chan []byte, 1)
+	go func() {
+		r := bufio.NewReader(client)
+		typ, n, err := readHeader(r)
+		if err != nil || typ != 'v' {
+			got <- nil
+			return
+		}
+		b, _ := readBody(r, nil, n, typ)
+		got <- b
+	}()
+	_ = server.SetDeadline(time.Now().Add(5 * time.Second))
+	p := &Protocol{AllowPlaintext: true}
+	cl, err := p.startup(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var npv pgproto3.NegotiateProtocolVersion
+	b := <-got
+	if b == nil || npv.Decode(b) != nil || npv.NewestMinorProtocol != 0 || len(npv.UnrecognizedOptions) != 1 || npv.UnrecognizedOptions[0] != "_pq_.foo" {
+		t.Fatalf("NegotiateProtocolVersion: %q %+v", b, npv)
+	}
+}
