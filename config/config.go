@@ -39,6 +39,9 @@ type Listen struct {
 	MySQL    string `yaml:"mysql"`
 	SSH      string `yaml:"ssh"`
 	HTTP     string `yaml:"http"`
+	// Metrics serves Prometheus metrics on /metrics and Go profiles on
+	// /debug/pprof/. Empty: off. Keep it on a private address.
+	Metrics string `yaml:"metrics"`
 	// AllowPlaintext lets database clients connect without TLS. Off by
 	// default: the grant token is a password.
 	AllowPlaintext bool `yaml:"allow_plaintext"`
@@ -243,7 +246,7 @@ func (c *Config) Validate() error {
 	}
 	for _, l := range []struct{ key, addr string }{
 		{"listen.postgres", c.Listen.Postgres}, {"listen.mysql", c.Listen.MySQL},
-		{"listen.ssh", c.Listen.SSH}, {"listen.http", c.Listen.HTTP},
+		{"listen.ssh", c.Listen.SSH}, {"listen.http", c.Listen.HTTP}, {"listen.metrics", c.Listen.Metrics},
 	} {
 		if l.addr == "" {
 			continue

@@ -278,3 +278,27 @@ func TestPostgresMalformedInput(t *testing.T) {
 		t.Errorf("malformed startups recorded: %d auth.failed sessions, want at least 3", failed)
 	}
 }
+
+// TestPostgresDirectTLS: PostgreSQL 17's direct TLS (no SSLRequest, ALPN
+// "postgresql") works; plaintext is refused with a clear error.
+func TestPostgresDirectTLS(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	_, tok := grantFor(t, g, "read")
+	host, port, _ := strings.Cut(g.pgAddr, ":")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=require sslnegotiation=direct", host, port, tok))
+	if err != nil {
+		t.Fatalf("direct TLS: %v", err)
+	}
+	res, err := conn.Exec(ctx, "select 'direct'").ReadAll()
+	if err != nil || len(res) != 1 || string(res[0].Rows[0][0]) != "direct" {
+		t.Fatalf("query over direct TLS: %v %+v", err, res)
+	}
+	conn.Close(ctx)
+
+	_, err = pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=disable", host, port, tok))
+	if err == nil || !strings.Contains(err.Error(), "requires TLS") {
+		t.Fatalf("plaintext: %v", err)
+	}
+}

@@ -108,6 +108,7 @@ func (c *Conn) Refuse(user, resource string, g *authz.Grant, why *AuthError) {
 	if err := log.Commit(ctx); err != nil {
 		c.log.Error("auth failure not recorded", "err", err)
 	}
+	c.srv.Observer.AuthFailed(c.Proto, why.Kind)
 	c.log.Info("login refused", "agent", user, "resource", resource, "why", why.Kind)
 }
 
@@ -146,6 +147,7 @@ func (c *Conn) start(ctx context.Context, g *authz.Grant) (*Session, error) {
 		return nil, &AuthError{"recorder", "recording unavailable; session not started (nothing runs unrecorded)"}
 	}
 	srv.track(ss)
+	srv.Observer.SessionStarted(c.Proto)
 	ss.watchExpiry()
 	// The grant may have changed between lookup and tracking.
 	if cur, err := srv.Grants.ForAgent(g.Agent); err == nil {

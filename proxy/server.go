@@ -38,6 +38,23 @@ type Recorder interface {
 	Open(session string, meta recorder.Meta) *recorder.Log
 }
 
+// Observer is told what sessions do, for metrics. metrics.Metrics is one.
+type Observer interface {
+	SessionStarted(proto string)
+	SessionEnded(proto string)
+	AuthFailed(proto, reason string)
+	Statements(proto string, allowed, denied int)
+	Committed(d time.Duration, err error)
+}
+
+type noObserver struct{}
+
+func (noObserver) SessionStarted(string)          {}
+func (noObserver) SessionEnded(string)            {}
+func (noObserver) AuthFailed(string, string)      {}
+func (noObserver) Statements(string, int, int)    {}
+func (noObserver) Committed(time.Duration, error) {}
+
 // Protocol is one listener's wire protocol.
 type Protocol interface {
 	// Name is the protocol's name in events and logs ("postgres").
@@ -58,6 +75,8 @@ type Server struct {
 	Gateway string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Observer receives counts for metrics; nil discards them.
+	Observer Observer
 
 	once     sync.Once
 	mu       sync.Mutex
@@ -77,6 +96,9 @@ func (s *Server) init() {
 		// started the listener and end only through Shutdown or their
 		// own cause.
 		s.baseCtx, s.stop = context.WithCancelCause(context.Background())
+		if s.Observer == nil {
+			s.Observer = noObserver{}
+		}
 		s.Grants.OnChange(s.grantChanged)
 	})
 }

@@ -167,9 +167,16 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 	}
 	s.mu.Unlock()
 
+	allowed := len(v.Statements)
+	if !v.Allow {
+		allowed = 0
+	}
+	s.srv.Observer.Statements(s.conn.Proto, allowed, len(v.Statements)-allowed)
 	ctx, cancel := context.WithTimeout(s.ctx, s.srv.publishTimeout())
 	defer cancel()
+	waited := time.Now()
 	err := s.events.Commit(ctx)
+	s.srv.Observer.Committed(time.Since(waited), err)
 	if !v.Allow {
 		if err != nil {
 			s.log.Warn("refusal not yet recorded; it stays queued", "err", err)
@@ -267,6 +274,7 @@ func (s *Session) End(reason string) {
 	}
 	s.mu.Unlock()
 	s.srv.untrack(s)
+	s.srv.Observer.SessionEnded(s.conn.Proto)
 	s.cancel(errors.New("session ended: " + reason))
 	s.events.Append(recorder.Event{Type: recorder.TypeSessionEnd, End: end})
 	// The session's own context is done; the end event still gets its

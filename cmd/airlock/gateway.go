@@ -14,6 +14,7 @@ import (
 
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/metrics"
 	"github.com/airlockhq/airlock/natsconn"
 	"github.com/airlockhq/airlock/protocols/postgres"
 	"github.com/airlockhq/airlock/proxy"
@@ -82,7 +83,8 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 		return err
 	}
 
-	srv := &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host}
+	mx := metrics.New()
+	srv := &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host, Observer: mx}
 	api := &control.API{
 		Service:  &control.Service{Store: store, Config: cfg},
 		Sessions: recorder.NewReader(nc.JS, rec.Stream(), rec.SubjectPrefix()),
@@ -100,6 +102,16 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 			errc <- fmt.Errorf("http: %w", err)
 		}
 	}()
+	if cfg.Listen.Metrics != "" {
+		ml, err := net.Listen("tcp", cfg.Listen.Metrics)
+		if err != nil {
+			return fmt.Errorf("listen.metrics: %w", err)
+		}
+		ms := &http.Server{Handler: mx.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = ms.Serve(ml) }()
+		defer ms.Close()
+		log.Info("metrics listening", "addr", ml.Addr().String())
+	}
 	var listeners []net.Listener
 	if cfg.Listen.Postgres != "" {
 		l, err := net.Listen("tcp", cfg.Listen.Postgres)
