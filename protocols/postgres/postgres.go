@@ -240,7 +240,12 @@ func (p *Protocol) startTLS(cl *client, direct bool) error {
 		cfg = cfg.Clone()
 		cfg.NextProtos = []string{"postgresql"}
 	}
-	tc := tls.Server(cl.conn, cfg)
+	var raw net.Conn = cl.conn
+	if direct {
+		// The ClientHello's first bytes were peeked into the reader.
+		raw = &peekedConn{Conn: cl.conn, r: cl.r}
+	}
+	tc := tls.Server(raw, cfg)
 	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
@@ -252,6 +257,14 @@ func (p *Protocol) startTLS(cl *client, direct bool) error {
 	cl.w = bufio.NewWriterSize(tc, 8<<10)
 	return nil
 }
+
+// peekedConn reads first what a bufio.Reader already took off the wire.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // readStartupPacket reads an untyped startup packet: length, then body.
 func readStartupPacket(r *bufio.Reader) ([]byte, error) {
