@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 TIMEOUT ?= 25m
 
-.PHONY: all build deps demo test fmt-check vet unit e2e clean
+.PHONY: all build deps demo test fmt-check vet unit e2e bench clean
 
 all: build
 
@@ -40,3 +40,9 @@ e2e:
 
 clean:
 	rm -rf bin demo
+
+# bench: not part of test. Measures airlock against a direct connection and
+# PgBouncer in one run and writes docs/benchmarks.md, docs/benchmarks.png
+# and CPU profiles under docs/profiles/.
+bench: deps
+	$(GO) test -run '^$$' -bench Suite -benchtime 1x -timeout 60m -v ./bench

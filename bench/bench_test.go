@@ -1,0 +1,423 @@
+// Package bench measures airlock against a direct connection and PgBouncer
+// in one run, alternating the contenders so machine drift cancels out.
+// Run with `make bench`; it writes docs/benchmarks.md, docs/benchmarks.png
+// and CPU profiles of the gateway under docs/profiles/.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/airlockhq/airlock/testenv"
+)
+
+// target is one contender a client can connect to.
+type target struct {
+	name     string
+	addr     string
+	user     string
+	password string
+	db       string
+}
+
+func (t target) dsn() string {
+	host, port, _ := strings.Cut(t.addr, ":")
+	return fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=%s sslmode=require", host, port, t.user, t.password, t.db)
+}
+
+// env is everything the suite measures against.
+type env struct {
+	pg       *testenv.Postgres
+	direct   target
+	bouncer  target
+	airlock  target // strict, embedded R1 recorder
+	gw       *gateway
+	idle     target // airlock in front of PgBouncer (transaction pooling), for the idle-session count
+	profiles string
+}
+
+// BenchmarkSuite runs every measurement once and writes the report. Run it
+// with -benchtime 1x.
+func BenchmarkSuite(b *testing.B) {
+	if b.N > 1 {
+		b.Skip("the suite runs once; use -benchtime 1x")
+	}
+	raiseFileLimit(b)
+	testenv.RequireBinary(b, "pgbench", "postgresql-contrib")
+	e := setup(b)
+	r := &report{started: time.Now()}
+	r.machine()
+	rounds := envInt("AIRLOCK_BENCH_ROUNDS", 3)
+	secs := envInt("AIRLOCK_BENCH_SECONDS", 5)
+
+	benchPgbench(b, e, r, rounds, secs)
+	benchLatency(b, e, r)
+	benchLargeResult(b, e, r)
+	benchConnect(b, e, r)
+	benchIdle(b, e, r, envInt("AIRLOCK_BENCH_IDLE", 5000))
+
+	root := moduleRoot(b)
+	if err := r.write(filepath.Join(root, "docs", "benchmarks.md"), filepath.Join(root, "docs", "benchmarks.png")); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("wrote docs/benchmarks.md\n%s", r.table())
+}
+
+func setup(b *testing.B) *env {
+	e := &env{profiles: filepath.Join(moduleRoot(b), "docs", "profiles")}
+	_ = os.MkdirAll(e.profiles, 0o755)
+	e.pg = testenv.StartPostgres(b, testenv.PostgresOptions{Database: "app"})
+	pgbenchInit(b, e.pg)
+	e.direct = target{"direct", e.pg.Addr(), e.pg.User, e.pg.Password, e.pg.Database}
+	bouncer := testenv.StartPgBouncer(b, e.pg, testenv.PgBouncerOptions{PoolMode: "session"})
+	e.bouncer = target{"pgbouncer", bouncer.Addr(), e.pg.User, e.pg.Password, e.pg.Database}
+	pool := testenv.StartPgBouncer(b, e.pg, testenv.PgBouncerOptions{PoolMode: "transaction", MaxClientConn: 10000, PoolSize: 10})
+	e.gw = startGateway(b, "", 1,
+		resource{"bench-pg", e.pg.Addr(), e.pg.Database, e.pg.User, "BENCH_PG_PASSWORD", e.pg.Password},
+		resource{"pooled-pg", pool.Addr(), e.pg.Database, e.pg.User, "BENCH_PG_PASSWORD", e.pg.Password},
+	)
+	e.airlock = target{"airlock", e.gw.pgAddr, "agent-1", e.gw.grant(b, "bench-pg", "read"), "bench-pg"}
+	e.idle = target{"airlock", e.gw.pgAddr, "agent-1", e.gw.grant(b, "pooled-pg", "read"), "pooled-pg"}
+	return e
+}
+
+func pgbenchInit(b *testing.B, pg *testenv.Postgres) {
+	cmd := exec.Command("pgbench", "-i", "-q", "-s", "10", "-h", pg.Host, "-p", strconv.Itoa(pg.Port), "-U", pg.User, pg.Database)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+pg.Password)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+}
+
+var (
+	tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	latRE = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+)
+
+// pgbench runs pgbench -S against t and returns its TPS and mean latency.
+func pgbench(b *testing.B, t target, clients int, mode string, secs int) (tps, latMS float64) {
+	host, port, _ := strings.Cut(t.addr, ":")
+	threads := min(clients, 2)
+	cmd := exec.Command("pgbench", "-n", "-S", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(threads),
+		"-T", strconv.Itoa(secs), "-M", mode, "-h", host, "-p", port, "-U", t.user, t.db)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+t.password, "PGSSLMODE=require")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("pgbench against %s: %v\n%s", t.name, err, out)
+	}
+	m, l := tpsRE.FindSubmatch(out), latRE.FindSubmatch(out)
+	if m == nil || l == nil {
+		b.Fatalf("pgbench output without tps/latency:\n%s", out)
+	}
+	tps, _ = strconv.ParseFloat(string(m[1]), 64)
+	latMS, _ = strconv.ParseFloat(string(l[1]), 64)
+	return tps, latMS
+}
+
+// benchPgbench runs pgbench -S for each client count and protocol mode,
+// rotating the order of the contenders every round.
+func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
+	contenders := []target{e.direct, e.bouncer, e.airlock}
+	for _, clients := range []int{1, 8} {
+		for _, mode := range []string{"simple", "prepared"} {
+			tps := map[string][]float64{}
+			lat := map[string][]float64{}
+			for round := range rounds {
+				for i := range contenders {
+					c := contenders[(i+round)%len(contenders)]
+					var profile chan struct{}
+					if c.name == "airlock" && clients == 8 && round == 0 {
+						profile = e.cpuProfile(b, fmt.Sprintf("pgbench-S-%dc-%s.pprof", clients, mode), secs-1)
+					}
+					t, l := pgbench(b, c, clients, mode, secs)
+					if profile != nil {
+						<-profile
+					}
+					tps[c.name] = append(tps[c.name], t)
+					lat[c.name] = append(lat[c.name], l)
+				}
+			}
+			name := fmt.Sprintf("pgbench -S, %d client(s), %s", clients, mode)
+			base := median(tps["direct"])
+			target := ""
+			if clients == 8 && mode == "simple" {
+				target = ">= 0.72"
+			}
+			r.add(row{section: "Postgres", metric: name + ": TPS", unit: "tps", baseline: base,
+				others: []value{{"pgbouncer", median(tps["pgbouncer"])}, {"airlock R1", median(tps["airlock"])}}, target: target, higherBetter: true})
+			r.add(row{section: "Postgres", metric: name + ": mean latency", unit: "ms", baseline: median(lat["direct"]),
+				others: []value{{"pgbouncer", median(lat["pgbouncer"])}, {"airlock R1", median(lat["airlock"])}}})
+		}
+	}
+}
+
+// benchLatency measures per-statement latency at one client, direct and
+// through airlock, interleaved in blocks.
+func benchLatency(b *testing.B, e *env, r *report) {
+	ctx := context.Background()
+	conns := map[string]*pgx.Conn{}
+	for _, t := range []target{e.direct, e.airlock} {
+		cfg, err := pgx.ParseConfig(t.dsn())
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			b.Fatalf("%s: %v", t.name, err)
+		}
+		defer c.Close(ctx)
+		conns[t.name] = c
+	}
+	samples := map[string][]time.Duration{}
+	const blocks, per = 10, 500
+	for blk := range blocks {
+		for _, name := range []string{"direct", "airlock"} {
+			c := conns[name]
+			for i := range per {
+				q := fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d", 1+(blk*per+i)*97%1000000)
+				start := time.Now()
+				var v int
+				if err := c.QueryRow(ctx, q).Scan(&v); err != nil {
+					b.Fatalf("%s: %v", name, err)
+				}
+				samples[name] = append(samples[name], time.Since(start))
+			}
+		}
+	}
+	for _, p := range []float64{50, 99} {
+		d, a := percentile(samples["direct"], p), percentile(samples["airlock"], p)
+		target := ""
+		if p == 50 {
+			target = "<= 150 µs added"
+		}
+		r.add(row{section: "Postgres", metric: fmt.Sprintf("point select at 1 client, p%.0f latency", p), unit: "µs",
+			baseline: us(d), others: []value{{"airlock R1", us(a)}}, note: fmt.Sprintf("added %.0f µs", us(a-d)), target: target,
+			met: metPtr(p == 50, us(a-d) <= 150)})
+	}
+}
+
+// benchLargeResult reads about 1 GiB directly and through airlock, and the
+// gateway's peak memory growth while it streams.
+func benchLargeResult(b *testing.B, e *env, r *report) {
+	const rows, width = 1 << 20, 1024
+	q := fmt.Sprintf("select repeat('x', %d) from generate_series(1, %d)", width, rows)
+	mbps := map[string][]float64{}
+	var growth float64
+	for round := range 2 {
+		for _, t := range []target{e.direct, e.airlock} {
+			if t.name == "airlock" && round == 0 {
+				_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", e.gw.pid()), []byte("5"), 0)
+			}
+			before := procKB(b, e.gw.pid(), "VmRSS")
+			ctx := context.Background()
+			c, err := pgconn.Connect(ctx, t.dsn())
+			if err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			var n int64
+			res := c.Exec(ctx, q)
+			for res.NextResult() {
+				rr := res.ResultReader()
+				for rr.NextRow() {
+					n += int64(len(rr.Values()[0]))
+				}
+				if _, err := rr.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := res.Close(); err != nil {
+				b.Fatal(err)
+			}
+			el := time.Since(start)
+			c.Close(ctx)
+			if n != rows*width {
+				b.Fatalf("%s: read %d bytes", t.name, n)
+			}
+			mbps[t.name] = append(mbps[t.name], float64(n)/el.Seconds()/1e6)
+			if t.name == "airlock" && round == 0 {
+				growth = float64(procKB(b, e.gw.pid(), "VmHWM")-before) / 1024
+			}
+		}
+	}
+	r.add(row{section: "Postgres", metric: "1 GiB result, throughput", unit: "MB/s", baseline: median(mbps["direct"]),
+		others: []value{{"airlock R1", median(mbps["airlock"])}}, target: ">= 0.9", higherBetter: true})
+	r.add(row{section: "Postgres", metric: "1 GiB result, gateway peak memory growth", unit: "MB", baseline: 0,
+		others: []value{{"airlock R1", growth}}, target: "< 50 MB", met: metPtr(true, growth < 50)})
+}
+
+// benchConnect times connect-and-close: TLS, authentication, and through
+// airlock the token check, the upstream login and the recorded start.
+func benchConnect(b *testing.B, e *env, r *report) {
+	const n = 50
+	ms := map[string][]float64{}
+	ctx := context.Background()
+	for i := range n {
+		for _, t := range []target{e.direct, e.airlock} {
+			if i%2 == 1 {
+				t = map[string]target{"direct": e.airlock, "airlock": e.direct}[t.name]
+			}
+			start := time.Now()
+			c, err := pgconn.Connect(ctx, t.dsn())
+			if err != nil {
+				b.Fatalf("%s: %v", t.name, err)
+			}
+			ms[t.name] = append(ms[t.name], float64(time.Since(start).Microseconds())/1000)
+			c.Close(ctx)
+		}
+	}
+	r.add(row{section: "Postgres", metric: "new connection (TLS + auth + ready)", unit: "ms", baseline: median(ms["direct"]),
+		others: []value{{"airlock R1", median(ms["airlock"])}}})
+}
+
+// benchIdle opens n idle sessions through airlock (in front of a
+// transaction-pooling PgBouncer, so the database is not the limit) and
+// reports the gateway's resident memory per session.
+func benchIdle(b *testing.B, e *env, r *report, n int) {
+	ctx := context.Background()
+	before := procKB(b, e.gw.pid(), "VmRSS")
+	conns := make([]*pgconn.PgConn, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 32)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			c, err := pgconn.Connect(ctx, e.idle.dsn())
+			if err != nil {
+				errs <- err
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatalf("opening %d sessions: %v", n, err)
+	}
+	time.Sleep(2 * time.Second) // let the runtime settle
+	after := procKB(b, e.gw.pid(), "VmRSS")
+	perKiB := float64(after-before) / float64(n)
+	for _, c := range conns {
+		c.Close(ctx)
+	}
+	r.add(row{section: "Postgres", metric: fmt.Sprintf("idle session memory (%d sessions)", n), unit: "KiB/session", baseline: 0,
+		others: []value{{"airlock R1", perKiB}}, target: "<= 64 KiB", met: metPtr(true, perKiB <= 64)})
+}
+
+// cpuProfile fetches a CPU profile of the gateway for secs seconds into
+// docs/profiles/name; the channel closes when it is written.
+func (e *env) cpuProfile(b *testing.B, name string, secs int) chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.gw.metrics, secs))
+		if err != nil {
+			b.Logf("profile %s: %v", name, err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(e.profiles, name))
+		if err != nil {
+			b.Logf("profile %s: %v", name, err)
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	return done
+}
+
+func raiseFileLimit(b *testing.B) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+func procKB(b *testing.B, pid int, field string) int64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	b.Fatalf("no %s for pid %d", field, pid)
+	return 0
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p / 100)
+	return s[i]
+}
+
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
+
+func metPtr(applies, ok bool) *bool {
+	if !applies {
+		return nil
+	}
+	return &ok
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func moduleRoot(b testing.TB) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			b.Fatal("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
