@@ -143,7 +143,9 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 					c := contenders[(i+round)%len(contenders)]
 					var profile chan struct{}
 					if c.name == "airlock" && clients == 8 && round == 0 {
-						profile = e.cpuProfile(b, fmt.Sprintf("pgbench-S-%dc-%s.pprof", clients, mode), secs-1)
+						name := fmt.Sprintf("pgbench-S-%dc-%s.pprof", clients, mode)
+						profile = e.cpuProfile(b, name, secs-1)
+						r.profiles = append(r.profiles, filepath.Join(e.profiles, name))
 					}
 					t, l := pgbench(b, c, clients, mode, secs)
 					if profile != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -36,9 +37,10 @@ type row struct {
 }
 
 type report struct {
-	started time.Time
-	host    []string
-	rows    []row
+	started  time.Time
+	host     []string
+	rows     []row
+	profiles []string
 }
 
 func (r *report) add(x row) {
@@ -145,7 +147,15 @@ func (r *report) write(mdPath, pngPath string) error {
 	sb.WriteString("\n")
 	sb.WriteString(r.table())
 	sb.WriteString("\n![ratios to direct](benchmarks.png)\n\n")
-	sb.WriteString("CPU profiles of the gateway during pgbench at 8 clients are in [profiles/](profiles/) (`go tool pprof -top bin/airlock docs/profiles/FILE`).\n")
+	sb.WriteString("## Where the gateway's time goes\n\n")
+	sb.WriteString("CPU profiles of the gateway (and its embedded JetStream server, which runs in the same process) during pgbench at 8 clients are in [profiles/](profiles/); read them with `go tool pprof -top docs/profiles/FILE`. The heaviest functions, cumulative:\n\n")
+	for _, prof := range r.profiles {
+		out, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount", "25", prof).Output()
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&sb, "### %s\n\n```\n%s```\n\n", filepath.Base(prof), out)
+	}
 	if err := os.WriteFile(mdPath, []byte(sb.String()), 0o644); err != nil {
 		return err
 	}
