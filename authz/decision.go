@@ -7,7 +7,10 @@ type Decision struct {
 	Text  string `json:"text"`
 	Allow bool   `json:"allow"`
 	// Rule names what decided, e.g. "access-level", "unparseable",
-	// "batch" (refused because another statement of the message was).
+	// "batch" (refused because another statement of the message was),
+	// "table-scope", "unfiltered", "max-tables", "drop", "server-files",
+	// "file-load", "database", "indirection", "lexical"; the list is in
+	// docs/authorization.md.
 	Rule string `json:"rule"`
 	// Reason is written for the agent: what was refused, what the grant
 	// allows, and what to ask for instead. Empty when allowed.

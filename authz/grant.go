@@ -139,10 +139,14 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // Scope narrows a database grant beyond its access level.
 type Scope struct {
 	// Tables the statements may read or write, as SCHEMA.TABLE (or
-	// DATABASE.TABLE for MySQL) with * wildcards; empty means any.
+	// DATABASE.TABLE for MySQL) with * wildcards; empty means any. A name
+	// without a schema names the session's default schema (public) or
+	// current database. See docs/authorization.md.
 	Tables []string `json:"tables,omitempty"`
 	// Functions are extra functions allowed at read access, beyond the
-	// built-in list of side-effect-free ones.
+	// built-in list of side-effect-free ones ([SCHEMA.]NAME, * wildcards).
+	// Under a table scope they are also the functions trusted not to read
+	// other tables. Admin functions stay admin.
 	Functions []string `json:"functions,omitempty"`
 	// AllowDrop lets DDL drop (DROP, TRUNCATE); refused by default.
 	AllowDrop bool `json:"allow_drop,omitempty"`
@@ -154,7 +158,9 @@ type Scope struct {
 	// AllowFileLoad lets MySQL LOAD DATA LOCAL INFILE read client files.
 	AllowFileLoad bool `json:"allow_file_load,omitempty"`
 	// AllowServerFiles lets admin grants use server-side files and
-	// programs (COPY ... TO/FROM 'file' or PROGRAM, LOAD DATA INFILE).
+	// programs (COPY ... TO/FROM 'file' or PROGRAM, pg_read_file and the
+	// other file functions, LOAD DATA INFILE, SELECT ... INTO OUTFILE,
+	// LOAD_FILE).
 	AllowServerFiles bool `json:"allow_server_files,omitempty"`
 }
 

@@ -8,20 +8,15 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-const executeRefusal = "EXECUTE of a prepared statement by name is not supported yet; use the extended protocol"
-
-// classify reads one top-level statement.
-func classify(stmt *pg_query.Node) (Classification, string) {
-	var a analysis
-	kind, base, why := a.statement(stmt, scope{})
-	c := Classification{Kind: kind, Required: base, Why: why}
-	if a.eff > base {
-		c.Required, c.Why = a.eff, a.effWhy
+// classify reads one top-level statement: its kind, its own level and why,
+// and in the analysis what is inside.
+func classify(stmt *pg_query.Node) (kind string, a *analysis) {
+	a = &analysis{}
+	kind, a.f.own, a.f.ownWhy = a.statement(stmt, scope{})
+	if dropKind(kind) && a.f.drops == "" {
+		a.f.drops = kind + " drops it and everything in it"
 	}
-	c.TablesRead = sortedSet(a.read)
-	c.TablesWritten = sortedSet(a.written)
-	c.Functions = sortedSet(a.funcs)
-	return c, a.indirect
+	return kind, a
 }
 
 // nodeMessage unwraps a Node to the statement or expression it holds. Each
@@ -79,6 +74,7 @@ func (a *analysis) wrapper(m protoreflect.Message, sc scope) (kind string, level
 	case *pg_query.PrepareStmt:
 		ik, il, _ := a.statement(n.Query, sc)
 		a.children(m, sc, "query")
+		a.prepName, a.prepKind, a.prepOwn = n.Name, ik, il
 		if il <= AccessRead {
 			return "PREPARE", AccessRead, "", true
 		}
@@ -107,15 +103,17 @@ func (a *analysis) wrapper(m protoreflect.Message, sc scope) (kind string, level
 		return a.copyStmt(n, sc)
 
 	case *pg_query.ExecuteStmt:
+		// What the prepared statement needs is added by the session, which
+		// knows it; without one, the statement is refused.
 		if !sc.planOnly {
-			a.indirect = executeRefusal
+			a.exec, a.execWhere = n.Name, sc.where
 		}
 		// EXPLAIN EXECUTE plans without running, but it does evaluate the
 		// parameters.
 		psc := sc.inside("a subquery")
 		psc.planOnly = false
 		a.children(m, psc, "")
-		return "EXECUTE", AccessAdmin, executeRefusal, true
+		return "EXECUTE", AccessRead, "", true
 	}
 	return "", 0, "", false
 }
@@ -138,6 +136,9 @@ func (a *analysis) copyStmt(n *pg_query.CopyStmt, sc scope) (kind string, level 
 		level, why = AccessAdmin, "COPY FROM a file reads the database server's files"
 	case n.Filename != "":
 		level, why = AccessAdmin, "COPY TO a file writes the database server's files"
+	}
+	if n.IsProgram || n.Filename != "" {
+		a.f.serverFiles = why
 	}
 	a.children(n.ProtoReflect(), sc.inside("a subquery"), "query")
 	return "COPY", level, why, true
@@ -222,9 +223,11 @@ func (a *analysis) plain(m protoreflect.Message) (kind string, level Access, why
 	case *pg_query.ClosePortalStmt:
 		return "CLOSE", AccessRead, ""
 	case *pg_query.DeallocateStmt:
+		a.dealloc, a.deallocAll = n.Name, n.Isall || n.Name == ""
 		return "DEALLOCATE", AccessRead, ""
 	case *pg_query.DiscardStmt:
 		if n.Target == pg_query.DiscardMode_DISCARD_ALL {
+			a.deallocAll = true
 			// DISCARD ALL includes RESET ALL and SET SESSION
 			// AUTHORIZATION DEFAULT, and those are admin on their own.
 			return "DISCARD", AccessAdmin, "DISCARD ALL also resets the role and every setting"
@@ -243,7 +246,7 @@ func (a *analysis) plain(m protoreflect.Message) (kind string, level Access, why
 	if kind, level, why, ok := a.ddl(m); ok {
 		return kind, level, why
 	}
-	if kind, level, why, ok := admin(m); ok {
+	if kind, level, why, ok := a.admin(m); ok {
 		return kind, level, why
 	}
 	name := string(m.Descriptor().Name())

@@ -25,7 +25,10 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 		a.markWritten(n.Relation)
 		kind = "ALTER " + objName(n.Objtype)
 		for _, c := range n.Cmds {
-			if c.GetAlterTableCmd().GetSubtype() == pg_query.AlterTableType_AT_ChangeOwner {
+			switch c.GetAlterTableCmd().GetSubtype() {
+			case pg_query.AlterTableType_AT_DropColumn:
+				a.f.drops = "ALTER " + objName(n.Objtype) + " DROP COLUMN drops a column and its values"
+			case pg_query.AlterTableType_AT_ChangeOwner:
 				return kind, AccessAdmin, "changing an owner changes privileges", true
 			}
 		}
@@ -52,8 +55,11 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 		kind = "DROP " + objName(n.RemoveType)
 		if isRelation(n.RemoveType) {
 			for _, o := range n.Objects {
-				a.written = append(a.written, dottedName(o.GetList().GetItems()))
+				a.rels = append(a.rels, relFromParts(o.GetList().GetItems()))
 			}
+		}
+		if n.RemoveType == pg_query.ObjectType_OBJECT_SCHEMA {
+			a.f.unresolved = "DROP SCHEMA drops every table in the schema"
 		}
 		if adminObject(n.RemoveType) {
 			return kind, AccessAdmin, "", true
@@ -69,8 +75,14 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 		a.markWritten(n.Relation)
 		return objectLevel("ALTER "+objName(n.ObjectType), n.ObjectType)
 	case *pg_query.CommentStmt:
+		if isRelation(n.Objtype) || n.Objtype == pg_query.ObjectType_OBJECT_COLUMN {
+			a.f.unresolved = "COMMENT names its table as an object, not as a table"
+		}
 		return objectLevel("COMMENT", n.Objtype)
 	case *pg_query.CreateSchemaStmt:
+		if len(n.SchemaElts) > 0 {
+			a.f.unresolved = "CREATE SCHEMA creates its tables in the new schema"
+		}
 		return d("CREATE SCHEMA")
 	case *pg_query.CreateTrigStmt:
 		a.markWritten(n.Relation)
@@ -129,10 +141,14 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 	case *pg_query.CreateTransformStmt:
 		return d("CREATE TRANSFORM")
 	case *pg_query.ImportForeignSchemaStmt:
+		a.f.unresolved = "IMPORT FOREIGN SCHEMA creates tables it does not name"
 		return d("IMPORT FOREIGN SCHEMA")
 	case *pg_query.VacuumStmt:
 		for _, r := range n.Rels {
 			a.markWritten(r.GetVacuumRelation().GetRelation())
+		}
+		if len(n.Rels) == 0 {
+			a.f.unresolved = "without a table list it acts on every table"
 		}
 		if n.IsVacuumcmd {
 			return d("VACUUM")
@@ -140,9 +156,15 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 		return d("ANALYZE")
 	case *pg_query.ClusterStmt:
 		a.markWritten(n.Relation)
+		if n.Relation == nil {
+			a.f.unresolved = "without a table it acts on every clustered table"
+		}
 		return d("CLUSTER")
 	case *pg_query.ReindexStmt:
 		a.markWritten(n.Relation)
+		if n.Relation == nil {
+			a.f.unresolved = "REINDEX of a schema, database or system acts on every table in it"
+		}
 		return d("REINDEX")
 	}
 	return "", 0, "", false
@@ -150,10 +172,13 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 
 // admin classifies statements that act on the server, on roles and
 // privileges, or run code airlock cannot inspect.
-func admin(m protoreflect.Message) (kind string, level Access, why string, ok bool) {
+func (a *analysis) admin(m protoreflect.Message) (kind string, level Access, why string, ok bool) {
 	ad := func(kind string) (string, Access, string, bool) { return kind, AccessAdmin, "", true }
 	switch n := m.Interface().(type) {
 	case *pg_query.GrantStmt:
+		if n.Targtype != pg_query.GrantTargetType_ACL_TARGET_OBJECT {
+			a.f.unresolved = "it acts on every table of a schema"
+		}
 		if n.IsGrant {
 			return ad("GRANT")
 		}
@@ -194,6 +219,7 @@ func admin(m protoreflect.Message) (kind string, level Access, why string, ok bo
 	case *pg_query.AlterTableSpaceOptionsStmt:
 		return ad("ALTER TABLESPACE")
 	case *pg_query.AlterTableMoveAllStmt:
+		a.f.unresolved = "it moves every table of a tablespace"
 		return ad("ALTER TABLE")
 	case *pg_query.CreateSubscriptionStmt:
 		return ad("CREATE SUBSCRIPTION")
@@ -232,8 +258,10 @@ func admin(m protoreflect.Message) (kind string, level Access, why string, ok bo
 	case *pg_query.AlterOwnerStmt:
 		return "ALTER " + objName(n.ObjectType), AccessAdmin, "changing an owner changes privileges", true
 	case *pg_query.DropOwnedStmt:
+		a.f.unresolved = "it drops every object a role owns"
 		return ad("DROP OWNED")
 	case *pg_query.ReassignOwnedStmt:
+		a.f.unresolved = "it acts on every object a role owns"
 		return ad("REASSIGN OWNED")
 	case *pg_query.AlterSystemStmt:
 		return ad("ALTER SYSTEM")
@@ -242,8 +270,10 @@ func admin(m protoreflect.Message) (kind string, level Access, why string, ok bo
 	case *pg_query.CheckPointStmt:
 		return ad("CHECKPOINT")
 	case *pg_query.DoStmt:
+		a.f.unresolved = "a DO block may touch any table"
 		return "DO", AccessAdmin, "a DO block runs code airlock cannot inspect", true
 	case *pg_query.CallStmt:
+		a.f.unresolved = "a procedure may touch any table"
 		return "CALL", AccessAdmin, "CALL runs a procedure airlock cannot inspect", true
 	}
 	return "", 0, "", false
@@ -314,10 +344,22 @@ func objName(t pg_query.ObjectType) string {
 	return strings.ReplaceAll(strings.TrimPrefix(t.String(), "OBJECT_"), "_", " ")
 }
 
-func dottedName(parts []*pg_query.Node) string {
+// relFromParts reads a dotted name of a relation (DROP TABLE s.t) as
+// written to.
+func relFromParts(parts []*pg_query.Node) pgRel {
 	names := make([]string, 0, len(parts))
 	for _, p := range parts {
 		names = append(names, p.GetString_().GetSval())
 	}
-	return strings.Join(names, ".")
+	r := pgRel{written: true}
+	switch len(names) {
+	case 0:
+	case 1:
+		r.name = names[0]
+	case 2:
+		r.schema, r.name = names[0], names[1]
+	default:
+		r.catalog, r.schema, r.name = strings.Join(names[:len(names)-2], "."), names[len(names)-2], names[len(names)-1]
+	}
+	return r
 }

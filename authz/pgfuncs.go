@@ -137,7 +137,22 @@ type funcEffect struct {
 	// marks stable or immutable, or one airlock does not know (which could
 	// be declared either), counts under plain EXPLAIN too.
 	plannerMayRun bool
+	// opaque is set when airlock cannot see what the function touches; see
+	// funcUse.
+	opaque bool
+	// serverFiles is set for functions that reach the server's files.
+	serverFiles bool
 }
+
+// serverFileFuncs and serverFilePrefixes reach the database server's file
+// system; like COPY to or from a file they need --allow-server-files.
+var serverFileFuncs = setOf(
+	"pg_read_file", "pg_read_file_old", "pg_read_binary_file", "pg_stat_file", "lo_import",
+	"lo_export", "pg_logdir_ls", "pg_hba_file_rules", "pg_ident_file_mappings",
+	"pg_show_all_file_settings",
+)
+
+var serverFilePrefixes = []string{"pg_ls_", "pg_file_"}
 
 // funcCallEffect classifies a call. name is the function's name with any
 // pg_catalog qualification removed; schema is the other qualification, if
@@ -147,12 +162,12 @@ func funcCallEffect(schema, name string, args []*pg_query.Node) funcEffect {
 	if schema != "" {
 		display = schema + "." + name
 	}
-	unknown := funcEffect{AccessWrite, "calls " + display + ", which is not known to be read-only", true}
+	unknown := funcEffect{level: AccessWrite, why: "calls " + display + ", which is not known to be read-only", plannerMayRun: true, opaque: true}
 	switch schema {
 	case "":
 	case "information_schema":
 		if _, ok := infoSchemaFuncs[name]; ok {
-			return funcEffect{AccessRead, "", false}
+			return funcEffect{level: AccessRead}
 		}
 		return unknown
 	default:
@@ -168,42 +183,57 @@ func funcCallEffect(schema, name string, args []*pg_query.Node) funcEffect {
 // builtinEffect classifies a call of a function that is unqualified or
 // qualified with pg_catalog.
 func builtinEffect(name string, args []*pg_query.Node) funcEffect {
-	unknown := funcEffect{AccessWrite, "calls " + name + ", which is not known to be read-only", true}
+	unknown := funcEffect{level: AccessWrite, why: "calls " + name + ", which is not known to be read-only", plannerMayRun: true, opaque: true}
+	admin := funcEffect{level: AccessAdmin, why: "calls " + name + ", which needs admin access"}
+	sqlText := funcEffect{level: AccessAdmin, why: "calls " + name + ", which runs SQL given as text", opaque: true}
 	if name == "set_config" {
 		return setConfigEffect(args)
 	}
 	if name == "ts_rewrite" && len(args) == 2 {
 		// The two-argument form runs its second argument as a query.
-		return funcEffect{AccessAdmin, "calls ts_rewrite, which runs SQL given as text", false}
+		return sqlText
+	}
+	if _, ok := serverFileFuncs[name]; ok {
+		return funcEffect{level: AccessAdmin, why: "calls " + name + ", which reaches the database server's files", serverFiles: true}
+	}
+	for _, p := range serverFilePrefixes {
+		if strings.HasPrefix(name, p) {
+			return funcEffect{level: AccessAdmin, why: "calls " + name + ", which reaches the database server's files", serverFiles: true}
+		}
 	}
 	if _, ok := adminFuncs[name]; ok {
-		return funcEffect{AccessAdmin, "calls " + name + ", which needs admin access", false}
+		return admin
 	}
 	if _, ok := sqlTextFuncs[name]; ok {
-		return funcEffect{AccessAdmin, "calls " + name + ", which runs SQL given as text", false}
+		return sqlText
+	}
+	if strings.HasPrefix(name, "dblink") {
+		// Another server, reached with SQL in a string.
+		admin.opaque = true
+		return admin
 	}
 	for _, p := range adminPrefixes {
 		if strings.HasPrefix(name, p) {
-			return funcEffect{AccessAdmin, "calls " + name + ", which needs admin access", false}
+			return admin
 		}
 	}
 	if what, ok := writeFuncs[name]; ok {
-		return funcEffect{AccessWrite, "calls " + name + ", which " + what, false}
+		return funcEffect{level: AccessWrite, why: "calls " + name + ", which " + what}
 	}
 	for _, p := range writePrefixes {
 		if strings.HasPrefix(name, p.prefix) {
-			return funcEffect{AccessWrite, "calls " + name + ", which " + p.what, false}
+			return funcEffect{level: AccessWrite, why: "calls " + name + ", which " + p.what}
 		}
 	}
 	if _, ok := catalogReadOnly[name]; ok {
-		return funcEffect{AccessRead, "", false}
+		return funcEffect{level: AccessRead}
 	}
 	if _, ok := readFuncs[name]; ok {
-		return funcEffect{AccessRead, "", false}
+		return funcEffect{level: AccessRead}
 	}
 	for _, p := range readPrefixes {
 		if strings.HasPrefix(name, p) {
-			return funcEffect{AccessRead, "", false}
+			return funcEffect{level: AccessRead}
 		}
 	}
 	return unknown
@@ -234,16 +264,16 @@ func setConfigEffect(args []*pg_query.Node) funcEffect {
 	}
 	setting, ok := stringConst(nameArg)
 	if !ok {
-		return funcEffect{AccessAdmin, "calls set_config with a setting name that is not a literal", false}
+		return funcEffect{level: AccessAdmin, why: "calls set_config with a setting name that is not a literal"}
 	}
 	setting = strings.ToLower(setting)
 	switch {
 	case setting == "role" || setting == "session_authorization":
-		return funcEffect{AccessAdmin, "calls set_config('" + setting + "'), which switches the role", false}
+		return funcEffect{level: AccessAdmin, why: "calls set_config('" + setting + "'), which switches the role"}
 	case harmlessSetting(setting, []*pg_query.Node{valueArg}, false):
-		return funcEffect{AccessWrite, "calls set_config, which changes a setting", false}
+		return funcEffect{level: AccessWrite, why: "calls set_config, which changes a setting"}
 	default:
-		return funcEffect{AccessAdmin, "calls set_config('" + setting + "'), which is not an allow-listed setting", false}
+		return funcEffect{level: AccessAdmin, why: "calls set_config('" + setting + "'), which is not an allow-listed setting"}
 	}
 }
 

@@ -14,19 +14,34 @@ import (
 // for the function calls and data-modifying statements inside it; only the
 // handful of node types that decide a level are named here.
 type analysis struct {
-	// eff and effWhy are the highest level something inside the statement
-	// needs (a nested DELETE, a function call, a row lock) and why; the
+	// f collects what the policy needs: the requirements found inside the
+	// statement (a nested DELETE, a function call, a row lock), guardrail
+	// facts, and the refusal of what airlock cannot see into. The
 	// statement's own level is kept by the caller.
-	eff    Access
-	effWhy string
-
-	read, written, funcs []string
+	f facts
+	// rels are the relations named, before resolution against the
+	// default schema.
+	rels []pgRel
 	// writtenRV are the RangeVars that name a statement's target; every
 	// other RangeVar is read.
 	writtenRV []*pg_query.RangeVar
-	// indirect, when set, refuses the statement whatever the grant: it runs
-	// something airlock cannot see, such as a prepared statement by name.
-	indirect string
+
+	// exec names the prepared statement an EXECUTE runs ("" for none);
+	// execWhere is where it sits ("" at the top level).
+	exec, execWhere string
+	// prepName, prepKind and prepOwn describe what a PREPARE prepares.
+	prepName, prepKind string
+	prepOwn            Access
+	// dealloc names what a DEALLOCATE drops; deallocAll is DEALLOCATE ALL
+	// (or DISCARD ALL).
+	dealloc    string
+	deallocAll bool
+}
+
+// pgRel is a relation as a statement names it.
+type pgRel struct {
+	catalog, schema, name string
+	written               bool
 }
 
 // scope is where in the tree a node sits.
@@ -56,8 +71,16 @@ func (sc scope) inside(where string) scope {
 
 // need records that something inside the statement requires level.
 func (a *analysis) need(level Access, why string) {
-	if level > a.eff {
-		a.eff, a.effWhy = level, why
+	if level > AccessRead {
+		a.f.needs = append(a.f.needs, need{level: level, why: why, fn: -1})
+	}
+}
+
+// refuse refuses the statement under every grant, for the first reason
+// found.
+func (a *analysis) refuse(why string) {
+	if a.f.refusal == "" {
+		a.f.refusal, a.f.refusalRule = why, "indirection"
 	}
 }
 
@@ -79,6 +102,12 @@ func (a *analysis) walk(m protoreflect.Message, sc scope) {
 		return
 	case *pg_query.RangeVar:
 		a.table(n, sc)
+		return
+	case *pg_query.A_Const, *pg_query.String, *pg_query.Integer, *pg_query.Float, *pg_query.Boolean,
+		*pg_query.BitString, *pg_query.A_Star, *pg_query.ParamRef, *pg_query.ColumnRef:
+		// Leaves: nothing below them calls a function or names a table
+		// (a ColumnRef's fields are names), and skipping them saves most
+		// of the walk's reflection.
 		return
 	case *pg_query.FuncCall:
 		a.funcCall(n, sc)
@@ -109,12 +138,14 @@ func (a *analysis) walk(m protoreflect.Message, sc scope) {
 		}
 	case *pg_query.UpdateStmt:
 		a.dml("UPDATE", n.Relation, sc)
+		a.filtered("UPDATE", n.WhereClause, sc)
 		if n.WithClause != nil {
 			a.withStmt(m, n.WithClause, sc)
 			return
 		}
 	case *pg_query.DeleteStmt:
 		a.dml("DELETE", n.Relation, sc)
+		a.filtered("DELETE", n.WhereClause, sc)
 		if n.WithClause != nil {
 			a.withStmt(m, n.WithClause, sc)
 			return
@@ -130,7 +161,7 @@ func (a *analysis) walk(m protoreflect.Message, sc scope) {
 		// EXPLAIN, CREATE TABLE AS); anywhere else, refuse rather than guess
 		// what the prepared statement does.
 		if !sc.planOnly {
-			a.indirect = executeRefusal
+			a.refuse("EXECUTE " + n.Name + " where airlock does not expect it")
 		}
 	}
 	a.children(m, sc.inside("a subquery"), "")
@@ -199,6 +230,51 @@ func (a *analysis) dml(kind string, target *pg_query.RangeVar, sc scope) {
 	}
 }
 
+// filtered notes an UPDATE or DELETE that changes every row: no WHERE
+// clause, or one that reads no column (WHERE true, WHERE 1 = 1), which
+// filters all rows or none. WHERE CURRENT OF changes one row.
+func (a *analysis) filtered(kind string, where *pg_query.Node, sc scope) {
+	if sc.planOnly || a.f.unfiltered != "" {
+		return
+	}
+	switch {
+	case where == nil:
+		a.f.unfiltered = kind + " without WHERE"
+	case !readsColumn(nodeMessage(where)):
+		a.f.unfiltered = kind + " whose WHERE clause reads no column"
+	}
+}
+
+// readsColumn reports whether an expression refers to a column (or is
+// WHERE CURRENT OF).
+func readsColumn(m protoreflect.Message) bool {
+	if m == nil {
+		return false
+	}
+	switch n := m.Interface().(type) {
+	case *pg_query.ColumnRef, *pg_query.CurrentOfExpr:
+		return true
+	case *pg_query.Node:
+		return readsColumn(nodeMessage(n))
+	}
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind {
+			return true
+		}
+		if fd.IsList() {
+			l := v.List()
+			for i := 0; i < l.Len() && !found; i++ {
+				found = readsColumn(l.Get(i).Message())
+			}
+		} else if !fd.IsMap() {
+			found = readsColumn(v.Message())
+		}
+		return !found
+	})
+	return found
+}
+
 func (a *analysis) selectEffects(n *pg_query.SelectStmt, sc scope) {
 	if n.IntoClause != nil {
 		a.markWritten(n.IntoClause.Rel)
@@ -230,17 +306,16 @@ func lockName(s pg_query.LockClauseStrength) string {
 }
 
 func (a *analysis) table(rv *pg_query.RangeVar, sc scope) {
-	name := rangeVarName(rv)
 	for _, w := range a.writtenRV {
 		if w == rv {
-			a.written = append(a.written, name)
+			a.rels = append(a.rels, pgRel{rv.Catalogname, rv.Schemaname, rv.Relname, true})
 			return
 		}
 	}
 	if rv.Schemaname == "" && rv.Catalogname == "" && slices.Contains(sc.ctes, rv.Relname) {
 		return
 	}
-	a.read = append(a.read, name)
+	a.rels = append(a.rels, pgRel{rv.Catalogname, rv.Schemaname, rv.Relname, false})
 }
 
 func rangeVarName(rv *pg_query.RangeVar) string {
@@ -255,16 +330,19 @@ func rangeVarName(rv *pg_query.RangeVar) string {
 
 func (a *analysis) funcCall(fc *pg_query.FuncCall, sc scope) {
 	schema, name := splitFuncName(fc.Funcname)
-	display := name
-	if schema != "" {
-		display = schema + "." + name
-	}
-	a.funcs = append(a.funcs, display)
 	e := funcCallEffect(schema, name, fc.Args)
-	if sc.planOnly && !e.plannerMayRun {
-		return
+	counts := !sc.planOnly || e.plannerMayRun
+	use := funcUse{schema: schema, name: name, level: AccessRead, opaque: e.opaque, lowerable: e.level == AccessWrite}
+	if counts {
+		use.level = e.level
+		if e.serverFiles {
+			a.f.serverFiles = e.why
+		}
 	}
-	a.need(e.level, e.why)
+	a.f.funcs = append(a.f.funcs, use)
+	if counts && e.level > AccessRead {
+		a.f.needs = append(a.f.needs, need{level: e.level, why: e.why, fn: len(a.f.funcs) - 1})
+	}
 }
 
 // splitFuncName splits a qualified function name, dropping pg_catalog: it is
@@ -300,10 +378,15 @@ func (a *analysis) operator(parts []*pg_query.Node) {
 	if _, ok := builtinOperators[name]; ok && schema == "" {
 		return
 	}
+	display := name
 	if schema != "" {
-		name = "OPERATOR(" + schema + "." + name + ")"
+		display = "OPERATOR(" + schema + "." + name + ")"
 	}
-	a.need(AccessWrite, "uses operator "+name+", which is not known to be read-only")
+	// An operator is a function call in disguise: one airlock does not
+	// know may read any table, like an unknown function. It cannot be
+	// listed with --function.
+	a.f.funcs = append(a.f.funcs, funcUse{name: display, level: AccessWrite, opaque: true})
+	a.f.needs = append(a.f.needs, need{level: AccessWrite, why: "uses operator " + display + ", which is not known to be read-only", fn: len(a.f.funcs) - 1})
 }
 
 // sortedSet sorts and deduplicates in place.

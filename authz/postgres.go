@@ -29,16 +29,19 @@ type Statement struct {
 	// whitespace.
 	Text  string
 	Class Classification
-	// refusal, when set, refuses the statement under every grant: it would
-	// run SQL airlock cannot see, such as a prepared statement by name.
-	refusal string
+	// f is what the grant's scope and guardrails act on.
+	f facts
 }
 
-// ClassifyPostgres parses a message of Postgres SQL with the Postgres parser
-// and classifies each of its statements. A message of only whitespace and
-// comments has no statements. The error is the parser's, for text it cannot
-// read.
-func ClassifyPostgres(sql string) ([]Statement, error) {
+// pgStmt is one statement as the classifier read it, before the session's
+// default schema and state are applied.
+type pgStmt struct {
+	text, kind string
+	a          *analysis
+}
+
+// classifyPG parses a message and classifies each statement.
+func classifyPG(sql string) ([]pgStmt, error) {
 	// The parser takes a C string, so it would read only up to a NUL byte
 	// and judge a prefix of what the server is sent.
 	if i := strings.IndexByte(sql, 0); i >= 0 {
@@ -52,16 +55,41 @@ func ClassifyPostgres(sql string) ([]Statement, error) {
 		}
 		return nil, pe
 	}
-	if len(tree.Stmts) == 0 {
-		return nil, nil
-	}
-	out := make([]Statement, 0, len(tree.Stmts))
+	out := make([]pgStmt, 0, len(tree.Stmts))
 	for _, raw := range tree.Stmts {
-		class, refusal := classify(raw.Stmt)
-		out = append(out, Statement{Text: stmtText(sql, raw), Class: class, refusal: refusal})
+		kind, a := classify(raw.Stmt)
+		out = append(out, pgStmt{text: stmtText(sql, raw), kind: kind, a: a})
 	}
 	return out, nil
 }
+
+// ClassifyPostgres parses a message of Postgres SQL with the Postgres parser
+// and classifies each of its statements, resolving unqualified table names
+// against public. A message of only whitespace and comments has no
+// statements. The error is the parser's, for text it cannot read.
+func ClassifyPostgres(sql string) ([]Statement, error) {
+	stmts, err := classifyPG(sql)
+	if err != nil || len(stmts) == 0 {
+		return nil, err
+	}
+	out := make([]Statement, len(stmts))
+	for i, m := range stmts {
+		out[i] = *m.resolve(defaultPGSchema)
+	}
+	return out, nil
+}
+
+const defaultPGSchema = "public"
+
+// pgCatalogData are the pg_catalog relations that hold data or secrets
+// rather than a description of the schema: a table scope covers them like
+// any table.
+var pgCatalogData = setOf("pg_largeobject", "pg_authid", "pg_shadow", "pg_statistic", "pg_user_mapping",
+	"pg_user_mappings", "pg_statistic_ext_data")
+
+// pgCatalogFileViews read the server's configuration files, as the
+// functions of the same names do.
+var pgCatalogFileViews = setOf("pg_hba_file_rules", "pg_ident_file_mappings", "pg_file_settings")
 
 // stmtText cuts a statement out of the message by the parser's byte
 // offsets. StmtLen 0 means "to the end". The offsets come from C; they are
@@ -90,7 +118,9 @@ func trimSQLSpace(s string) string {
 }
 
 // Postgres decides on one client message of Postgres SQL (possibly several
-// statements separated by ';') under grant g.
+// statements separated by ';') under grant g, without session state:
+// unqualified names resolve against public, and EXECUTE of a prepared
+// statement is refused. A gateway should use a PGSession.
 //
 // Every statement gets a Decision, and the verdict is all or nothing: a
 // message of several statements runs as one unit on the server (an implicit
@@ -100,55 +130,62 @@ func trimSQLSpace(s string) string {
 // Decision with Rule "unparseable" for the whole message. A message of only
 // whitespace and comments is allowed with no statements.
 func Postgres(g *Grant, sql string) Verdict {
-	stmts, err := ClassifyPostgres(sql)
-	if err != nil {
-		return Verdict{Statements: []Decision{{
-			Text:   sql,
-			Rule:   "unparseable",
-			Reason: unparseableReason(err),
-			Class:  Classification{Kind: "UNPARSEABLE", Required: AccessAdmin},
-		}}}
-	}
-	if len(stmts) == 0 {
-		return Verdict{Allow: true}
-	}
-	v := Verdict{Allow: true, Statements: make([]Decision, len(stmts))}
-	refused := 0
-	for i, s := range stmts {
-		d := decide(g, s)
-		if !d.Allow && refused == 0 {
-			refused = i + 1
-		}
-		v.Statements[i] = d
-	}
-	if refused == 0 {
-		return v
-	}
-	v.Allow = false
-	for i := range v.Statements {
-		d := &v.Statements[i]
-		if d.Allow {
-			d.Allow, d.Rule = false, "batch"
-			d.Reason = fmt.Sprintf("not executed: statement %d of this message was refused", refused)
-		}
-	}
-	return v
+	s := PGSession{stateless: true}
+	return s.message(g, "", sql, false)
 }
 
-// decide applies g to one statement, ignoring the rest of its message.
-func decide(g *Grant, s Statement) Decision {
-	d := Decision{Text: s.Text, Class: s.Class}
-	switch {
-	case g == nil || g.Access <= AccessNone || g.State != "" && g.State != StateActive:
-		d.Rule, d.Reason = "no-grant", noGrantReason(g, s.Class)
-	case s.refusal != "":
-		d.Rule, d.Reason = "indirection", s.refusal
-	case s.Class.Required <= g.Access:
-		d.Allow, d.Rule = true, "access-level"
-	default:
-		d.Rule, d.Reason = "access-level", accessReason(g, s.Class)
+// unparseablePG refuses a message the parser could not read.
+func unparseablePG(sql string, err error) Verdict {
+	return Verdict{Statements: []Decision{{
+		Text:   sql,
+		Rule:   "unparseable",
+		Reason: unparseableReason(err),
+		Class:  Classification{Kind: "UNPARSEABLE", Required: AccessAdmin},
+	}}}
+}
+
+// resolve applies the default schema to a classified statement.
+func (m *pgStmt) resolve(defSchema string) *Statement {
+	a := m.a
+	st := &Statement{Text: m.text, f: a.f}
+	f := &st.f
+	f.tables = make([]tableRef, 0, len(a.rels))
+	var read, written, funcs []string
+	for _, r := range a.rels {
+		ref := tableRef{schema: r.schema, name: r.name, written: r.written}
+		switch {
+		case r.catalog != "":
+			if f.unresolved == "" {
+				f.unresolved = "it names " + r.catalog + "." + r.schema + "." + r.name + " with a database"
+			}
+			ref.schema = r.catalog + "." + r.schema
+		case r.schema == "":
+			ref.schema = defSchema
+			if _, ok := pgCatalogRelations[r.name]; ok {
+				ref.schema = "pg_catalog"
+			}
+		}
+		ref.system = ref.schema == "information_schema" || ref.schema == "pg_catalog" && !has(pgCatalogData, ref.name)
+		if ref.schema == "pg_catalog" && has(pgCatalogFileViews, ref.name) && !r.written {
+			why := "reads " + ref.name + ", which shows the database server's files"
+			f.serverFiles = why
+			f.needs = append(f.needs, need{level: AccessAdmin, why: why, fn: -1})
+		}
+		f.tables = append(f.tables, ref)
+		if r.written {
+			written = append(written, ref.String())
+		} else {
+			read = append(read, ref.String())
+		}
 	}
-	return d
+	for i := range f.funcs {
+		if !strings.HasPrefix(f.funcs[i].name, "OPERATOR(") && f.funcs[i].name != "" {
+			funcs = append(funcs, f.funcs[i].display())
+		}
+	}
+	st.Class = Classification{Kind: m.kind, TablesRead: sortedSet(read), TablesWritten: sortedSet(written), Functions: sortedSet(funcs)}
+	st.Class.Required, st.Class.Why = f.required()
+	return st
 }
 
 // SafePostgresEncoding reports whether a client encoding keeps the

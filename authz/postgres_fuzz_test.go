@@ -12,7 +12,7 @@ import (
 // the grant's level is allowed, and every statement's text is a piece of
 // the message.
 func FuzzPostgres(f *testing.F) {
-	for _, tc := range postgresCases {
+	for _, tc := range readCorpus(f, "postgres.tsv") {
 		f.Add(tc.sql)
 	}
 	readGrant := testGrant(AccessRead)

@@ -3,6 +3,7 @@ package authz
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -44,8 +45,34 @@ func unparseableReason(err error) string {
 }
 
 // requestCommand is the airlock request command line that asks for access
-// at level for the same task.
-func requestCommand(g *Grant, level Access) string {
+// at level for the same task, keeping the narrowing flags of g and adding
+// extra (a new --max-tables replaces the old one).
+func requestCommand(g *Grant, level Access, extra ...string) string {
+	var flags []string
+	if g != nil {
+		flags = scopeFlags(g)
+	}
+	for _, e := range extra {
+		if strings.HasPrefix(e, "--max-tables ") {
+			flags = withoutFlag(flags, "--max-tables")
+		}
+		if !slices.Contains(flags, e) {
+			flags = append(flags, e)
+		}
+	}
+	return requestLine(g, level, flags)
+}
+
+// requestCommandWithout is requestCommand without any of g's flag.
+func requestCommandWithout(g *Grant, level Access, flag string) string {
+	var flags []string
+	if g != nil {
+		flags = withoutFlag(scopeFlags(g), flag)
+	}
+	return requestLine(g, level, flags)
+}
+
+func requestLine(g *Grant, level Access, flags []string) string {
 	resource, task := "RESOURCE", ""
 	if g != nil {
 		if g.Resource != "" {
@@ -56,7 +83,11 @@ func requestCommand(g *Grant, level Access) string {
 	if task == "" {
 		task = "..."
 	}
-	return fmt.Sprintf("airlock request --resource %s --task %s --access %s", shellQuote(resource), shellQuote(task), level)
+	line := fmt.Sprintf("airlock request --resource %s --task %s --access %s", shellQuote(resource), shellQuote(task), level)
+	if len(flags) > 0 {
+		line += " " + strings.Join(flags, " ")
+	}
+	return line
 }
 
 // displayTask quotes a task for a reason, cut short so the reason stays

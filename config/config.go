@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -31,6 +33,29 @@ type Config struct {
 	Grants     Grants     `yaml:"grants"`
 	Identities []Identity `yaml:"identities"`
 	Resources  []Resource `yaml:"resources"`
+	// AWS is how the gateway reaches AWS for rds-iam and
+	// ec2-instance-connect resources; see docs/aws.md.
+	AWS AWS `yaml:"aws"`
+}
+
+// AWS holds the gateway-wide AWS settings. The identity itself comes from
+// the default credential chain (environment, shared config, web identity,
+// container or instance role), never from this file.
+type AWS struct {
+	// EndpointURL sends every AWS API call (STS, EC2, EC2 Instance Connect)
+	// to this URL instead of the regional endpoints: a proxy, or emulators
+	// in tests. Empty: the SDK's regional endpoints (and AWS_ENDPOINT_URL).
+	EndpointURL string `yaml:"endpoint_url"`
+	// CAFile is a PEM bundle trusted, besides the system roots, for TLS to
+	// the AWS APIs and to EC2 Instance Connect Endpoints (a TLS-inspecting
+	// proxy's CA, or an emulator's). RDS certificates are verified with
+	// the resource's tls.ca_file or the embedded RDS bundle instead.
+	CAFile string `yaml:"ca_file"`
+	// RDSConnectRate caps the new IAM-authenticated connections this
+	// gateway opens per second to one RDS endpoint (default 100). RDS
+	// recommends staying under 200 per second per instance, all clients
+	// together: divide it among gateway replicas.
+	RDSConnectRate float64 `yaml:"rds_connect_rate"`
 }
 
 // Listen is where each listener binds. An empty address disables it.
@@ -45,6 +70,9 @@ type Listen struct {
 	// AllowPlaintext lets database clients connect without TLS. Off by
 	// default: the grant token is a password.
 	AllowPlaintext bool `yaml:"allow_plaintext"`
+	// SSHHostKeyFile is the SSH listener's host key (a private key file).
+	// Empty: an ed25519 key generated in DataDir (ssh_host_ed25519_key).
+	SSHHostKeyFile string `yaml:"ssh_host_key_file"`
 }
 
 // TLS names a certificate and key in PEM files.
@@ -79,9 +107,26 @@ type Recorder struct {
 	ParamMaxBytes int `yaml:"param_max_bytes"`
 	// RedactParams records parameters' sizes but not their values.
 	RedactParams bool `yaml:"redact_params"`
-	// SigningKeyFile is the gateway's ed25519 key. Empty: generated in
-	// DataDir.
+	// MaxOutputBytes is how much of one SSH exec's data (stdout, stderr
+	// and stdin together) is recorded as data events; past it the bytes
+	// are only counted. Terminal sessions (shells, pty) are recorded in
+	// full. Default 1 MiB.
+	MaxOutputBytes int64 `yaml:"max_output_bytes"`
+	// SigningKeyFile is the gateway's ed25519 key (PKCS#8 PEM, e.g. from
+	// openssl genpkey -algorithm ed25519). Empty: DataDir/signing.key,
+	// generated on first start. Gateway replicas writing one stream share
+	// a key file so reviewers trust one published key.
 	SigningKeyFile string `yaml:"signing_key_file"`
+	// MaxAge, MaxBytes and MaxMsgs are retention limits for the stream,
+	// none by default: events are kept until the operator decides
+	// otherwise. Set, they are applied when the stream is created and an
+	// existing stream may not remove events sooner than they allow.
+	MaxAge   time.Duration `yaml:"max_age"`
+	MaxBytes int64         `yaml:"max_bytes"`
+	MaxMsgs  int64         `yaml:"max_msgs"`
+	// EmbeddedSyncAlways makes the embedded server fsync every event before
+	// acknowledging it (JetStream sync_interval: always).
+	EmbeddedSyncAlways bool `yaml:"embedded_sync_always"`
 }
 
 // Grants configures the control plane.
@@ -124,6 +169,9 @@ type Resource struct {
 	Auth     Auth   `yaml:"auth"`
 	TLS      UpTLS  `yaml:"tls"`
 	HostKey  string `yaml:"host_key"`
+	// KnownHostsFile is an OpenSSH known_hosts file to verify an ssh
+	// resource's host key with, instead of or besides HostKey.
+	KnownHostsFile string `yaml:"known_hosts_file"`
 }
 
 // Auth is how the gateway authenticates to a resource.
@@ -133,9 +181,32 @@ type Auth struct {
 	// PasswordEnv names the environment variable holding the password
 	// (type password), so no secret sits in the file.
 	PasswordEnv string `yaml:"password_env"`
-	Region      string `yaml:"region"`
-	InstanceID  string `yaml:"instance_id"`
-	KeyFile     string `yaml:"key_file"`
+	// Region is the AWS region of an rds-iam or ec2-instance-connect
+	// resource.
+	Region     string `yaml:"region"`
+	InstanceID string `yaml:"instance_id"`
+	KeyFile    string `yaml:"key_file"`
+	// AssumeRoleARN (rds-iam, ec2-instance-connect) is a role the gateway
+	// assumes with its own identity before minting the credential, e.g. a
+	// role in the account that owns the database or instance.
+	AssumeRoleARN string `yaml:"assume_role_arn"`
+	// AvailabilityZone (ec2-instance-connect) is sent with the key. AWS
+	// no longer requires it; set it only where a policy conditions on it.
+	AvailabilityZone string `yaml:"availability_zone"`
+	// Endpoint (ec2-instance-connect) reaches an instance in a private
+	// subnet through an EC2 Instance Connect Endpoint.
+	Endpoint *Endpoint `yaml:"endpoint"`
+}
+
+// Endpoint is the way to an instance without a reachable address.
+type Endpoint struct {
+	// Type is eice: an EC2 Instance Connect Endpoint.
+	Type string `yaml:"type"`
+	// ID is the endpoint's id (eice-0123456789abcdef0).
+	ID string `yaml:"id"`
+	// DNSName is the endpoint's DNS name. Empty: looked up once with
+	// ec2:DescribeInstanceConnectEndpoints.
+	DNSName string `yaml:"dns_name"`
 }
 
 // UpTLS is how the gateway protects its connection to a resource.
@@ -218,6 +289,9 @@ func (c *Config) setDefaults() {
 	if r.PublishTimeout == 0 {
 		r.PublishTimeout = 2 * time.Second
 	}
+	if r.MaxOutputBytes == 0 {
+		r.MaxOutputBytes = 1 << 20
+	}
 	if r.ParamMaxBytes == 0 {
 		r.ParamMaxBytes = 1024
 	}
@@ -234,7 +308,15 @@ func (c *Config) setDefaults() {
 	for i := range c.Resources {
 		if c.Resources[i].TLS.Mode == "" {
 			c.Resources[i].TLS.Mode = "prefer"
+			if c.Resources[i].Auth.Type == "rds-iam" {
+				// The token is a password: it goes only to a server whose
+				// certificate and name are verified.
+				c.Resources[i].TLS.Mode = "verify-full"
+			}
 		}
+	}
+	if c.AWS.RDSConnectRate == 0 {
+		c.AWS.RDSConnectRate = 100
 	}
 }
 
@@ -275,6 +357,23 @@ func (c *Config) Validate() error {
 	}
 	if c.Recorder.PublishTimeout < 0 {
 		bad("recorder.publish_timeout", "must be positive")
+	}
+	if c.Recorder.MaxOutputBytes < 0 {
+		bad("recorder.max_output_bytes", "must be positive")
+	}
+	if c.Recorder.MaxAge < 0 {
+		bad("recorder.max_age", "must be positive (omit it for no limit)")
+	} else if c.Recorder.MaxAge > 0 && c.Recorder.MaxAge < time.Hour {
+		bad("recorder.max_age", "%s is shorter than an hour; events would be gone before anyone reviews them", c.Recorder.MaxAge)
+	}
+	if c.Recorder.MaxBytes < 0 {
+		bad("recorder.max_bytes", "must be positive (omit it for no limit)")
+	}
+	if c.Recorder.MaxMsgs < 0 {
+		bad("recorder.max_msgs", "must be positive (omit it for no limit)")
+	}
+	if c.Recorder.EmbeddedSyncAlways && c.Recorder.NATSURL != "" {
+		bad("recorder.embedded_sync_always", "applies to the embedded server only; set sync_interval: always in the cluster's JetStream configuration")
 	}
 	if !isToken(c.Recorder.Stream) {
 		bad("recorder.stream", "%q may hold only letters, digits, - and _", c.Recorder.Stream)
@@ -337,6 +436,12 @@ func (c *Config) Validate() error {
 				if r.Auth.Region == "" {
 					bad(key+".auth.region", "required for auth type rds-iam")
 				}
+				if r.Auth.PasswordEnv != "" {
+					bad(key+".auth.password_env", "not used with auth type rds-iam: the gateway mints an IAM token for each connection")
+				}
+				if r.TLS.Mode != "verify-full" {
+					bad(key+".tls.mode", "%q: auth type rds-iam sends its token as a password, only over TLS with the server's certificate and name verified (verify-full)", r.TLS.Mode)
+				}
 			default:
 				bad(key+".auth.type", "%q is not supported for %s (password or rds-iam)", r.Auth.Type, r.Protocol)
 			}
@@ -356,14 +461,86 @@ func (c *Config) Validate() error {
 				if r.Auth.Region == "" {
 					bad(key+".auth.region", "required for auth type ec2-instance-connect")
 				}
+				if r.Auth.KeyFile != "" {
+					bad(key+".auth.key_file", "not used with auth type ec2-instance-connect: the gateway makes a key for each session")
+				}
 			default:
 				bad(key+".auth.type", "%q is not supported for ssh (private_key or ec2-instance-connect)", r.Auth.Type)
+			}
+			if strings.TrimSpace(r.HostKey) == "" && r.KnownHostsFile == "" {
+				bad(key+".host_key", "required for ssh (or known_hosts_file): the gateway verifies the target's host key")
 			}
 		default:
 			bad(key+".protocol", "%q is not postgres, mysql or ssh", r.Protocol)
 		}
+		validateAWSAuth(r, key, bad)
+	}
+	if u := c.AWS.EndpointURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+			bad("aws.endpoint_url", "%q is not an http(s) URL", u)
+		}
+	}
+	if c.AWS.RDSConnectRate < 0 {
+		bad("aws.rds_connect_rate", "must be positive")
 	}
 	return errors.Join(errs...)
+}
+
+var (
+	reRegion     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+	reInstanceID = regexp.MustCompile(`^i-[0-9a-f]{8,17}$`)
+	reEICEID     = regexp.MustCompile(`^eice-[0-9a-f]{8,17}$`)
+	reRoleARN    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$`)
+)
+
+// validateAWSAuth checks the AWS keys of a resource's auth: their form,
+// and that each is set only where it means something.
+func validateAWSAuth(r *Resource, key string, bad func(key, format string, args ...any)) {
+	a := &r.Auth
+	isAWS := a.Type == "rds-iam" || a.Type == "ec2-instance-connect"
+	if a.Region != "" && !reRegion.MatchString(a.Region) {
+		bad(key+".auth.region", "%q is not an AWS region (like us-east-1)", a.Region)
+	}
+	if a.Region != "" && !isAWS {
+		bad(key+".auth.region", "only used with auth type rds-iam or ec2-instance-connect")
+	}
+	if a.AssumeRoleARN != "" {
+		if !isAWS {
+			bad(key+".auth.assume_role_arn", "only used with auth type rds-iam or ec2-instance-connect")
+		} else if !reRoleARN.MatchString(a.AssumeRoleARN) {
+			bad(key+".auth.assume_role_arn", "%q is not a role ARN (arn:aws:iam::123456789012:role/NAME)", a.AssumeRoleARN)
+		}
+	}
+	if a.Type != "ec2-instance-connect" {
+		for _, k := range []struct {
+			name string
+			set  bool
+		}{{"instance_id", a.InstanceID != ""}, {"availability_zone", a.AvailabilityZone != ""}, {"endpoint", a.Endpoint != nil}} {
+			if k.set {
+				bad(key+".auth."+k.name, "only used with auth type ec2-instance-connect")
+			}
+		}
+		return
+	}
+	if a.InstanceID != "" && !reInstanceID.MatchString(a.InstanceID) {
+		bad(key+".auth.instance_id", "%q is not an instance id (i-0123456789abcdef0)", a.InstanceID)
+	}
+	if a.AvailabilityZone != "" && a.Region != "" && !strings.HasPrefix(a.AvailabilityZone, a.Region) {
+		bad(key+".auth.availability_zone", "%q is not in region %s", a.AvailabilityZone, a.Region)
+	}
+	if e := a.Endpoint; e != nil {
+		if e.Type != "eice" {
+			bad(key+".auth.endpoint.type", "%q is not supported (eice)", e.Type)
+		}
+		if !reEICEID.MatchString(e.ID) {
+			bad(key+".auth.endpoint.id", "%q is not an EC2 Instance Connect Endpoint id (eice-0123456789abcdef0)", e.ID)
+		}
+		if e.DNSName != "" {
+			if _, err := url.Parse("wss://" + e.DNSName + "/"); err != nil || strings.ContainsAny(e.DNSName, "/?#@ ") {
+				bad(key+".auth.endpoint.dns_name", "%q is not a host name", e.DNSName)
+			}
+		}
+	}
 }
 
 func isToken(s string) bool {

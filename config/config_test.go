@@ -40,6 +40,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad protocol", strings.Replace(base, "protocol: postgres", "protocol: oracle", 1), "resources[0].protocol"},
 		{"bad address", strings.Replace(base, `"127.0.0.1:5432"`, "nowhere", 1), "resources[0].address"},
 		{"ttl above max", base + "grants: { default_ttl: 48h }\n", "grants"},
+		{"short max_age", base + "recorder: { max_age: 10m }\n", "recorder.max_age"},
+		{"negative max_bytes", base + "recorder: { max_bytes: -1 }\n", "recorder.max_bytes"},
+		{"negative max_msgs", base + "recorder: { max_msgs: -5 }\n", "recorder.max_msgs"},
+		{"sync_always with a cluster", base + "recorder: { nats_url: \"nats://h:4222\", embedded_sync_always: true }\n", "recorder.embedded_sync_always"},
 		{"duplicate resource", base + "  - { name: demo-pg, protocol: postgres, address: \"h:1\", database: a, user: u, auth: { type: password, password_env: X } }\n", "resources[1].name"},
 	}
 	for _, c := range cases {

@@ -22,6 +22,7 @@ import (
 type SessionReader interface {
 	Sessions(ctx context.Context, o recorder.ListOptions) ([]recorder.Summary, error)
 	Events(ctx context.Context, session string) ([]recorder.Event, error)
+	RawEvents(ctx context.Context, session string) ([]json.RawMessage, error)
 }
 
 // SessionDetail is one session: its summary and every event.
@@ -34,7 +35,12 @@ type SessionDetail struct {
 type API struct {
 	Service  *Service
 	Sessions SessionReader
-	Log      *slog.Logger
+	// Keys are the public keys events are signed with, published on
+	// GET /v1/keys and put in export files.
+	Keys []recorder.PublicKey
+	// Stream is the recorder's stream, named in export files.
+	Stream string
+	Log    *slog.Logger
 }
 
 func (a *API) logger() *slog.Logger {
@@ -56,6 +62,9 @@ func (a *API) Handler() http.Handler {
 	mux.Handle("POST /v1/grants/{id}/{action}", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.decide))
 	mux.Handle("GET /v1/sessions", a.auth(roles(config.RoleReviewer, config.RoleAdmin), a.listSessions))
 	mux.Handle("GET /v1/sessions/{id}", a.auth(roles(config.RoleReviewer, config.RoleAdmin), a.getSession))
+	mux.Handle("GET /v1/sessions/{id}/export", a.auth(roles(config.RoleReviewer, config.RoleAdmin), a.exportSession))
+	// The signing key is public: anyone holding a record may check it.
+	mux.HandleFunc("GET /v1/keys", a.keys)
 	return mux
 }
 
@@ -222,6 +231,31 @@ func (a *API) getSession(w http.ResponseWriter, r *http.Request, who *config.Ide
 		return
 	}
 	writeJSON(w, http.StatusOK, SessionDetail{Summary: recorder.Summarize(evs), Events: evs})
+}
+
+func (a *API) exportSession(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	id := r.PathValue("id")
+	raws, err := a.Sessions.RawEvents(r.Context(), id)
+	if errors.Is(err, recorder.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "no session "+id)
+		return
+	}
+	if err != nil {
+		a.reply(w, 0, nil, err)
+		return
+	}
+	x := recorder.NewExport(id, a.Stream, raws, a.Keys, a.Service.now())
+	w.Header().Set("Content-Type", "application/json")
+	_ = x.Write(w)
+}
+
+// Keys is the answer of GET /v1/keys.
+type Keys struct {
+	Keys []recorder.PublicKey `json:"keys"`
+}
+
+func (a *API) keys(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, Keys{Keys: a.Keys})
 }
 
 // parseSince reads an RFC 3339 time or a duration back from now ("2h").

@@ -64,6 +64,19 @@ func (c *Client) Session(ctx context.Context, id string) (*SessionDetail, error)
 	return &out, c.do(ctx, "GET", "/v1/sessions/"+url.PathEscape(id), nil, &out)
 }
 
+// Export returns a session's export: its events as stored and the
+// gateway's public keys.
+func (c *Client) Export(ctx context.Context, id string) (*recorder.Export, error) {
+	var out recorder.Export
+	return &out, c.do(ctx, "GET", "/v1/sessions/"+url.PathEscape(id)+"/export", nil, &out)
+}
+
+// Keys returns the public keys the gateway signs events with.
+func (c *Client) Keys(ctx context.Context) ([]recorder.PublicKey, error) {
+	var out Keys
+	return out.Keys, c.do(ctx, "GET", "/v1/keys", nil, &out)
+}
+
 // APIError is an error answer from the gateway.
 type APIError struct {
 	Status int

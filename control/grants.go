@@ -211,8 +211,8 @@ func checkShape(protocol string, spec GrantSpec) error {
 		}
 	}
 	for _, c := range ssh.Commands {
-		if strings.TrimSpace(c) == "" {
-			return userErr(400, "--command may not be empty")
+		if err := authz.CheckSSHCommandPattern(c); err != nil {
+			return userErr(400, "--command %q: %v", c, err)
 		}
 	}
 	if spec.Scope.MaxTables < 0 {

@@ -13,6 +13,7 @@ import (
 	"crypto/hmac"
 	"crypto/pbkdf2"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base32"
@@ -44,6 +45,15 @@ type Verifier struct {
 	Iterations int    `json:"iterations"`
 	StoredKey  []byte `json:"stored_key"`
 	ServerKey  []byte `json:"server_key"`
+
+	// MySQLNative is SHA1(SHA1(token)), what mysql_native_password checks
+	// a client's scramble against. MySQLSHA2 is SHA256(SHA256(token)),
+	// what caching_sha2_password's fast path checks against. Neither lets
+	// its holder answer a challenge: that takes SHA1(token) or
+	// SHA256(token). Grants made before MySQL support lack them; their
+	// tokens still pass as a clear password inside TLS (CheckToken).
+	MySQLNative []byte `json:"mysql_native,omitempty"`
+	MySQLSHA2   []byte `json:"mysql_sha2,omitempty"`
 }
 
 // Salt is the SCRAM salt of every token issued to agent.
@@ -57,12 +67,54 @@ func NewVerifier(agent, token string) *Verifier {
 	salted := saltedPassword(token, Salt(agent), Iterations)
 	clientKey := mac(salted, "Client Key")
 	stored := sha256.Sum256(clientKey)
+	sha1Once := sha1.Sum([]byte(token))
+	sha1Twice := sha1.Sum(sha1Once[:])
+	sha2Once := sha256.Sum256([]byte(token))
+	sha2Twice := sha256.Sum256(sha2Once[:])
 	return &Verifier{
-		Salt:       Salt(agent),
-		Iterations: Iterations,
-		StoredKey:  stored[:],
-		ServerKey:  mac(salted, "Server Key"),
+		Salt:        Salt(agent),
+		Iterations:  Iterations,
+		StoredKey:   stored[:],
+		ServerKey:   mac(salted, "Server Key"),
+		MySQLNative: sha1Twice[:],
+		MySQLSHA2:   sha2Twice[:],
 	}
+}
+
+// CheckMySQLNative reports whether scramble is a mysql_native_password
+// answer to the 20-byte challenge made with the token of v:
+// SHA1(token) XOR SHA1(challenge + SHA1(SHA1(token))).
+func (v *Verifier) CheckMySQLNative(challenge, scramble []byte) bool {
+	if len(scramble) != sha1.Size || len(v.MySQLNative) != sha1.Size {
+		return false
+	}
+	h := sha1.New()
+	h.Write(challenge)
+	h.Write(v.MySQLNative)
+	stage1 := h.Sum(nil)
+	for i := range stage1 {
+		stage1[i] ^= scramble[i]
+	}
+	got := sha1.Sum(stage1)
+	return subtle.ConstantTimeCompare(got[:], v.MySQLNative) == 1
+}
+
+// CheckMySQLSHA2 reports whether scramble is a caching_sha2_password
+// fast-path answer to the challenge made with the token of v:
+// SHA256(token) XOR SHA256(SHA256(SHA256(token)) + challenge).
+func (v *Verifier) CheckMySQLSHA2(challenge, scramble []byte) bool {
+	if len(scramble) != sha256.Size || len(v.MySQLSHA2) != sha256.Size {
+		return false
+	}
+	h := sha256.New()
+	h.Write(v.MySQLSHA2)
+	h.Write(challenge)
+	stage1 := h.Sum(nil)
+	for i := range stage1 {
+		stage1[i] ^= scramble[i]
+	}
+	got := sha256.Sum256(stage1)
+	return subtle.ConstantTimeCompare(got[:], v.MySQLSHA2) == 1
 }
 
 // CheckToken reports whether token is the one v was made from.

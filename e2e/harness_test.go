@@ -25,18 +25,26 @@ import (
 // gateway is a running `airlock gateway` process with its upstream and
 // recorder.
 type gateway struct {
-	t        *testing.T
-	bin      string
-	dir      string
-	pgAddr   string
-	httpURL  string
-	tokens   map[string]string // identity -> API token
-	pg       *testenv.Postgres
-	nats     *testenv.NATS
-	cmd      *exec.Cmd
-	logMu    sync.Mutex
-	log      bytes.Buffer
-	exitedCh chan struct{}
+	t         testing.TB
+	bin       string
+	dir       string
+	pgAddr    string
+	httpURL   string
+	tokens    map[string]string // identity -> API token
+	pg        *testenv.Postgres
+	nats      *testenv.NATS
+	my        *testenv.MariaDB // with gatewayOptions.MySQL
+	myAddr    string           // the MySQL listener, with gatewayOptions.MySQL
+	ssh       *sshSide         // with gatewayOptions.SSH (ssh_test.go)
+	natsURL   string           // recorder.nats_url
+	natsCreds string           // recorder.credentials_file
+	replicas  int              // recorder.replicas
+	cfgPath   string
+	env       []string
+	cmd       *exec.Cmd
+	logMu     sync.Mutex
+	log       bytes.Buffer
+	exitedCh  chan struct{}
 }
 
 // gatewayOptions shape a test's gateway.
@@ -46,23 +54,49 @@ type gatewayOptions struct {
 	// ReplicaOf makes this gateway a second replica of another: same
 	// upstream, same NATS, same identities and tokens.
 	ReplicaOf *gateway
+	// MySQL also starts a MariaDB server with testenv.SampleSchemaMySQL,
+	// the MySQL listener and its resource shop-mysql (database app).
+	MySQL bool
+	// SSH also starts an OpenSSH sshd, the SSH listener and its resource
+	// box; agent-1 gets a registered public key (see ssh_test.go).
+	SSH bool
+	// NATSURL records to an external NATS (e.g. a testenv.NATSCluster's
+	// URL) instead of a NATS server of the gateway's own; NATSCredentials
+	// is then recorder.credentials_file and Replicas recorder.replicas.
+	NATSURL         string
+	NATSCredentials string
+	Replicas        int
+	// PostgresListen is listen.postgres; empty: a free loopback port.
+	PostgresListen string
 }
 
-func startGateway(t *testing.T, o gatewayOptions) *gateway {
+func startGateway(t testing.TB, o gatewayOptions) *gateway {
 	t.Helper()
 	if o.PublishTimeout == 0 {
 		o.PublishTimeout = time.Second
 	}
 	testenv.RequireBinary(t, "psql", "postgresql-client")
 	g := &gateway{t: t, bin: testenv.BuildAirlock(t), dir: t.TempDir(), tokens: map[string]string{}, exitedCh: make(chan struct{})}
+	natsURL := o.NATSURL
 	if p := o.ReplicaOf; p != nil {
-		g.pg, g.nats = p.pg, p.nats
+		g.pg, g.nats, natsURL = p.pg, p.nats, p.natsURL
+		o.NATSCredentials, o.Replicas = p.natsCreds, p.replicas
 	} else {
 		g.pg = testenv.StartPostgres(t, testenv.PostgresOptions{Database: "app", InitSQL: testenv.SampleSchema})
-		g.nats = testenv.StartNATS(t, testenv.NATSOptions{})
+		if natsURL == "" {
+			g.nats = testenv.StartNATS(t, testenv.NATSOptions{})
+			natsURL = g.nats.URL
+		}
 	}
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
+	g.natsURL, g.natsCreds, g.replicas = natsURL, o.NATSCredentials, o.Replicas
 	pgPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	g.pgAddr = fmt.Sprintf("127.0.0.1:%d", pgPort)
+	if o.PostgresListen != "" {
+		g.pgAddr = o.PostgresListen
+	}
 	g.httpURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 
 	var ids strings.Builder
@@ -84,6 +118,9 @@ listen:
 recorder:
   nats_url: %s
   publish_timeout: %s
+  replicas: %d
+  credentials_file: %q
+  signing_key_file: %q
 identities:
 %sresources:
   - name: demo-pg
@@ -92,19 +129,36 @@ identities:
     database: %s
     user: %s
     auth: { type: password, password_env: DEMO_PG_PASSWORD }
-`, filepath.Join(g.dir, "data"), g.pgAddr, httpPort, g.nats.URL, o.PublishTimeout, ids.String(), g.pg.Addr(), g.pg.Database, g.pg.User)
+`, filepath.Join(g.dir, "data"), g.pgAddr, httpPort, natsURL, o.PublishTimeout, o.Replicas, o.NATSCredentials, g.signingKey(o), ids.String(), g.pg.Addr(), g.pg.Database, g.pg.User)
+	if o.MySQL {
+		if p := o.ReplicaOf; p != nil {
+			g.my = p.my
+		} else {
+			g.my = testenv.StartMariaDB(t, testenv.MariaDBOptions{Database: "app", InitSQL: testenv.SampleSchemaMySQL})
+		}
+		g.myAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		cfg = strings.Replace(cfg, "listen:\n", "listen:\n  mysql: "+g.myAddr+"\n", 1)
+		cfg += fmt.Sprintf(`  - name: shop-mysql
+    protocol: mysql
+    address: %s
+    database: %s
+    user: %s
+    auth: { type: password, password_env: SHOP_MYSQL_PASSWORD }
+`, g.my.Addr(), g.my.Database, g.my.User)
+	}
+	if o.SSH {
+		cfg = g.addSSH(t, cfg)
+	}
 	cfgPath := filepath.Join(g.dir, "airlock.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g.cmd = exec.Command(g.bin, "gateway", "--config", cfgPath, "--log-level", "debug")
-	g.cmd.Env = append(os.Environ(), "DEMO_PG_PASSWORD="+g.pg.Password)
-	g.cmd.Stdout = g.logWriter()
-	g.cmd.Stderr = g.logWriter()
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
+	g.cfgPath = cfgPath
+	g.env = append(os.Environ(), "DEMO_PG_PASSWORD="+g.pg.Password)
+	if g.my != nil {
+		g.env = append(g.env, "SHOP_MYSQL_PASSWORD="+g.my.Password)
 	}
-	go func() { _ = g.cmd.Wait(); close(g.exitedCh) }()
+	g.spawn()
 	t.Cleanup(func() {
 		_ = g.cmd.Process.Signal(os.Interrupt)
 		select {
@@ -119,6 +173,48 @@ identities:
 	})
 	g.waitHealthy()
 	return g
+}
+
+// spawn starts the gateway process on g's configuration.
+func (g *gateway) spawn() {
+	g.t.Helper()
+	g.cmd = exec.Command(g.bin, "gateway", "--config", g.cfgPath, "--log-level", "debug")
+	g.cmd.Env = g.env
+	g.cmd.Stdout = g.logWriter()
+	g.cmd.Stderr = g.logWriter()
+	if err := g.cmd.Start(); err != nil {
+		g.t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	g.exitedCh = exited
+	cmd := g.cmd
+	go func() { _ = cmd.Wait(); close(exited) }()
+}
+
+// kill stops the gateway with SIGKILL, as a crash would: no session is
+// ended, nothing is drained.
+func (g *gateway) kill() {
+	g.t.Helper()
+	_ = g.cmd.Process.Kill()
+	<-g.exitedCh
+}
+
+// restart starts a killed or stopped gateway again with the same
+// configuration (and so the same data dir and signing key).
+func (g *gateway) restart() {
+	g.t.Helper()
+	g.spawn()
+	g.waitHealthy()
+}
+
+// signingKey is recorder.signing_key_file: a replica signs with the key of
+// the gateway it replicates, as replicas sharing one stream should, so a
+// reviewer trusts one published key.
+func (g *gateway) signingKey(o gatewayOptions) string {
+	if o.ReplicaOf != nil {
+		return filepath.Join(o.ReplicaOf.dir, "data", "signing.key")
+	}
+	return ""
 }
 
 type lockedWriter struct{ g *gateway }

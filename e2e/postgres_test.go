@@ -357,6 +357,10 @@ func TestPostgresRecorderDown(t *testing.T) {
 	if !found {
 		t.Errorf("the refused insert is not in the record")
 	}
+	// Events republished after the outage keep the chain whole.
+	if out, err := g.cli("rita", "sessions", "verify", "--all"); err != nil {
+		t.Errorf("verify after the outage: %v\n%s", err, out)
+	}
 }
 
 // TestPostgresRevocationReachesReplicas: two gateways share the NATS

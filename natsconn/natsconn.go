@@ -3,11 +3,13 @@
 package natsconn
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -59,7 +61,10 @@ type Options struct {
 	// URL of the NATS cluster (comma-separated for several seeds). Empty:
 	// run an embedded JetStream server in DataDir.
 	URL string
-	// CredentialsFile is a NATS .creds file (JWT and seed) for URL mode.
+	// CredentialsFile authenticates to URL: a NATS .creds file (user JWT
+	// and seed, for servers in operator mode) or a file holding only a
+	// user nkey seed ("SU..."; for users listed by nkey in the server
+	// configuration, as in deploy/nats).
 	CredentialsFile string
 	// DataDir of an embedded server; its JetStream store goes in
 	// DataDir/jetstream. Required when URL is empty.
@@ -69,6 +74,12 @@ type Options struct {
 	// the events. Empty: in-process connections only, nothing listens.
 	// Port 0 picks a free port (see ClientURL).
 	EmbeddedListen string
+	// SyncAlways makes the embedded server fsync every write before it
+	// acknowledges it (JetStream sync_interval: always). Off, an
+	// acknowledged event is in the OS page cache and reaches the disk
+	// within the server's sync interval (2 minutes by default): it
+	// survives the gateway process dying, not the machine losing power.
+	SyncAlways bool
 	// Name is the connection name shown by the server (nats server report).
 	Name string
 	// AckTimeout is the JetStream async publish ack timeout; zero means
@@ -138,7 +149,11 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 		c.embedded = s
 		opts = append(opts, nats.InProcessServer(s))
 	} else if o.CredentialsFile != "" {
-		opts = append(opts, nats.UserCredentials(o.CredentialsFile))
+		opt, err := credentials(o.CredentialsFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, opt)
 	}
 
 	nc, err := nats.Connect(url, opts...)
@@ -171,6 +186,26 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 	return c, nil
 }
 
+// credentials picks the nats.go option for a credentials file by its
+// content: a JWT means a .creds file, a bare seed an nkey user.
+func credentials(path string) (nats.Option, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("natsconn: credentials: %w", err)
+	}
+	if bytes.Contains(b, []byte("BEGIN NATS USER JWT")) {
+		return nats.UserCredentials(path), nil
+	}
+	if s := bytes.TrimSpace(b); bytes.HasPrefix(s, []byte("SU")) && !bytes.ContainsAny(s, " \n") {
+		opt, err := nats.NkeyOptionFromSeed(path)
+		if err != nil {
+			return nil, fmt.Errorf("natsconn: credentials %s: %w", path, err)
+		}
+		return opt, nil
+	}
+	return nil, fmt.Errorf("natsconn: credentials %s: neither a .creds file (user JWT and seed) nor a user nkey seed (SU...)", path)
+}
+
 // startEmbedded runs a JetStream server storing in o.DataDir/jetstream.
 func startEmbedded(o Options, log *slog.Logger) (*server.Server, error) {
 	if o.DataDir == "" {
@@ -185,7 +220,8 @@ func startEmbedded(o Options, log *slog.Logger) (*server.Server, error) {
 		Port:     server.RANDOM_PORT,
 		// The gateway is the only process that owns this server; signals
 		// belong to the gateway.
-		NoSigs: true,
+		NoSigs:     true,
+		SyncAlways: o.SyncAlways,
 	}
 	if o.EmbeddedListen == "" {
 		sopts.DontListen = true

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,5 +147,33 @@ func TestConnectErrors(t *testing.T) {
 	l.Close()
 	if _, err := Connect(ctx, Options{URL: "nats://" + addr}); err == nil {
 		t.Error("connect to a closed port succeeded")
+	}
+}
+
+// TestCredentialsFile: recorder.credentials_file takes a .creds file or a
+// bare nkey seed, and names the file when it is neither.
+func TestCredentialsFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	seed := write("user.nk", "SUAIBDPBAUTWCWBKIO6XHQNINK5FWJW4OHLXC3HQ2KFE4PEJUA44CNHTC4\n")
+	if _, err := credentials(seed); err != nil {
+		t.Errorf("nkey seed: %v", err)
+	}
+	creds := write("user.creds", "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1Qi\n------END NATS USER JWT------\n")
+	if _, err := credentials(creds); err != nil {
+		t.Errorf(".creds file: %v", err)
+	}
+	junk := write("junk", "password123\n")
+	if _, err := credentials(junk); err == nil || !strings.Contains(err.Error(), junk) {
+		t.Errorf("junk credentials: %v", err)
+	}
+	if _, err := credentials(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing credentials file accepted")
 	}
 }

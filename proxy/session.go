@@ -55,7 +55,9 @@ func (s *Session) Resource() *config.Resource { return s.resource }
 func (s *Session) Logger() *slog.Logger { return s.log }
 
 // Param is Server.Param: a bound parameter as the recorder keeps it.
-func (s *Session) Param(v []byte, binary, null bool) recorder.Param { return s.srv.Param(v, binary, null) }
+func (s *Session) Param(v []byte, binary, null bool) recorder.Param {
+	return s.srv.Param(v, binary, null)
+}
 
 // ErrGrantEnded is the cause of a session ended because its grant was
 // revoked or expired.

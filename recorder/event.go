@@ -8,8 +8,10 @@ import (
 	"github.com/airlockhq/airlock/authz"
 )
 
-// Version is the event schema version written into every event.
-const Version = 1
+// Version is the event format version written into every event. Version 2
+// added the hash chain and signatures (Prev, Hash, Key, Sig); see
+// docs/events.md.
+const Version = 2
 
 // Event types.
 const (
@@ -18,6 +20,9 @@ const (
 	TypeStatementResult = "statement.result"
 	TypeAuthFailed      = "auth.failed"
 	TypeSessionEnd      = "session.end"
+	// TypeData is a chunk of an SSH channel's data: terminal I/O of a
+	// shell, output and input of an exec (up to a cap).
+	TypeData = "data"
 )
 
 // Event is one recorded fact. Every event carries who (agent), why (task,
@@ -29,12 +34,22 @@ type Event struct {
 	Session string    `json:"session"`
 	Seq     uint64    `json:"seq"`
 	Time    time.Time `json:"time"`
+	// Prev is the Hash of the session's previous event ("" for seq 1),
+	// Hash the hex SHA-256 of this event's canonical encoding (see
+	// Canonical), Key the fingerprint of the gateway key that signed it
+	// and Sig its ed25519 signature; events covered by a later signature
+	// carry no Key or Sig (see Signed). Format v2.
+	Prev string `json:"prev,omitempty"`
+	Hash string `json:"hash,omitempty"`
+	Key  string `json:"key,omitempty"`
+	Sig  string `json:"sig,omitempty"`
 	Meta
 
 	Statement *Statement   `json:"statement,omitempty"`
 	Result    *Result      `json:"result,omitempty"`
 	Auth      *AuthFailure `json:"auth,omitempty"`
 	End       *End         `json:"end,omitempty"`
+	Data      *Data        `json:"data,omitempty"`
 }
 
 // Meta is what every event of a session repeats.
@@ -72,6 +87,9 @@ type Statement struct {
 // Param is one bound parameter as recorded: text as sent, binary as
 // base64, cut to the configured cap, or redacted.
 type Param struct {
+	// Type is the parameter's wire type where the protocol sends one
+	// (MySQL: "LONGLONG", "VAR_STRING", ...).
+	Type  string `json:"type,omitempty"`
 	Value string `json:"value,omitempty"`
 	// Format is "text" or "base64".
 	Format    string `json:"format,omitempty"`
@@ -95,6 +113,21 @@ type Result struct {
 	DurationUS int64  `json:"duration_us"`
 	Error      string `json:"error,omitempty"`
 	SQLState   string `json:"sqlstate,omitempty"`
+	// FileBytes is how many bytes of a client file the statement sent
+	// upstream (MySQL LOAD DATA LOCAL INFILE).
+	FileBytes int64 `json:"file_bytes,omitempty"`
+
+	// SSH: how an exec, shell or subsystem ended (exit status, or the
+	// signal that killed it), and the bytes its channel carried: In from
+	// the agent (stdin, uploads), Out and Err to it (stdout, downloads;
+	// stderr). OutputCapped is set when the channel's data was recorded
+	// only up to recorder.max_output_bytes.
+	ExitStatus   *int   `json:"exit_status,omitempty"`
+	ExitSignal   string `json:"exit_signal,omitempty"`
+	BytesIn      int64  `json:"bytes_in,omitempty"`
+	BytesOut     int64  `json:"bytes_out,omitempty"`
+	BytesErr     int64  `json:"bytes_err,omitempty"`
+	OutputCapped bool   `json:"output_capped,omitempty"`
 }
 
 // AuthFailure is a refused connection attempt.
@@ -109,4 +142,32 @@ type End struct {
 	Statements int    `json:"statements"`
 	Denied     int    `json:"denied"`
 	DurationMS int64  `json:"duration_ms"`
+}
+
+// Data is a chunk of an SSH channel's data, in the order it was relayed.
+// The event's time is when the gateway relayed it, which is what a replay
+// plays back.
+type Data struct {
+	// ID is the statement (exec, shell, subsystem) whose channel carried
+	// the data.
+	ID uint64 `json:"id"`
+	// Stream is "stdout", "stderr" (to the agent), "stdin" (from the
+	// agent), or "resize" (the terminal's size changed, or was set by the
+	// pty request: Cols, Rows and, the first time, Term).
+	Stream string `json:"stream"`
+	// Text holds the bytes when they are valid UTF-8; B64 otherwise. A
+	// chunk never splits a UTF-8 sequence that the next chunk completes.
+	Text string `json:"text,omitempty"`
+	B64  []byte `json:"b64,omitempty"`
+	Cols int    `json:"cols,omitempty"`
+	Rows int    `json:"rows,omitempty"`
+	Term string `json:"term,omitempty"`
+}
+
+// Bytes returns the chunk's bytes, whichever field holds them.
+func (d *Data) Bytes() []byte {
+	if d.B64 != nil {
+		return d.B64
+	}
+	return []byte(d.Text)
 }

@@ -24,6 +24,7 @@ type harness struct {
 	js   jetstream.JetStream
 	rec  *Recorder
 	rd   *Reader
+	keys Keyring // trusts rec's signer
 }
 
 type harnessOptions struct {
@@ -33,6 +34,8 @@ type harnessOptions struct {
 	PublishTimeout time.Duration
 	// AckTimeout of the JetStream context; zero: the natsconn default.
 	AckTimeout time.Duration
+	// Replicas of the stream; zero: 1.
+	Replicas int
 }
 
 func newHarness(tb testing.TB, o harnessOptions) *harness {
@@ -52,12 +55,27 @@ func newHarness(tb testing.TB, o harnessOptions) *harness {
 	rec, err := New(ctx, conn.JS, Options{
 		Stream:         testStream,
 		PublishTimeout: o.PublishTimeout,
+		Replicas:       o.Replicas,
 		Gateway:        "gw-test",
+		Signer:         testSigner(tb),
 	})
 	if err != nil {
 		tb.Fatalf("recorder: %v", err)
 	}
-	return &harness{conn: conn, js: conn.JS, rec: rec, rd: NewReader(conn.JS, testStream, "")}
+	keys, err := NewKeyring(rec.Signer().Public())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &harness{conn: conn, js: conn.JS, rec: rec, rd: NewReader(conn.JS, testStream, ""), keys: keys}
+}
+
+func testSigner(tb testing.TB) *Signer {
+	tb.Helper()
+	s, err := GenerateSigner()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }
 
 // streamMsgs is how many messages the stream holds.
@@ -147,7 +165,7 @@ func checkGapless(tb testing.TB, session string, evs []Event, n int) {
 		tb.Fatalf("session %s: %d events, want %d", session, len(evs), n)
 	}
 	for i, ev := range evs {
-		if ev.Seq != uint64(i+1) || ev.Session != session || ev.V != Version {
+		if ev.Seq != uint64(i+1) || ev.Session != session || ev.V != Version || ev.Hash == "" {
 			tb.Fatalf("session %s: event %d: seq %d session %q v %d", session, i, ev.Seq, ev.Session, ev.V)
 		}
 	}

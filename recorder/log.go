@@ -1,7 +1,10 @@
 package recorder
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +45,7 @@ type Log struct {
 
 	mu      sync.Mutex
 	seq     uint64
+	prev    string   // Hash of the event with seq
 	outbox  []*entry // in seq order; acknowledged entries are removed by compactLocked
 	unacked int      // entries in outbox not yet acknowledged
 	// broken is set when an event can never be published (an invalid
@@ -76,8 +80,10 @@ type attempt struct {
 func (l *Log) Session() string { return l.session }
 
 // Append fills the event's envelope (V, Session, Seq, Time when zero, Meta),
-// starts publishing it and returns its seq. Seqs are 1, 2, 3, ... with no
-// gaps, even when publishing fails. It does not wait for the network.
+// chains it to the previous event (Prev, Hash) and signs it when Signed
+// says so, starts publishing it and returns its seq. Seqs are 1, 2, 3, ...
+// with no gaps, even when publishing fails. It does not wait for the
+// network.
 func (l *Log) Append(ev Event) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -87,31 +93,87 @@ func (l *Log) Append(ev Event) uint64 {
 	ev.Session = l.session
 	ev.Seq = seq
 	if ev.Time.IsZero() {
-		ev.Time = time.Now().UTC()
+		ev.Time = time.Now()
 	}
+	ev.Time = ev.Time.UTC()
 	ev.Meta = l.meta
 	if l.broken != nil {
 		l.unacked++
 		return seq
 	}
-	data, err := json.Marshal(&ev)
+	data, err := l.sealLocked(&ev)
 	if err != nil {
 		l.broken = fmt.Errorf("event %d (%s): encode: %w", seq, ev.Type, err)
 		l.unacked++
 		return seq
 	}
+	hdr := nats.Header{jetstream.MsgIDHeader: []string{l.session + "-" + strconv.FormatUint(seq, 10)}}
+	if seq == 1 {
+		// The session's subjects must be empty when it starts: a second
+		// writer under the same session id is refused by the stream, not
+		// just detected by the verifier. Later events do not carry it; see
+		// docs/recorder.md for why.
+		hdr[jetstream.ExpectedLastSubjSeqHeader] = []string{"0"}
+		hdr[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{l.r.prefix + "." + l.session + ".>"}
+	}
 	e := &entry{
 		seq: seq,
-		msg: &nats.Msg{
-			Subject: l.subjectFor(ev.Type),
-			Data:    data,
-			Header:  nats.Header{jetstream.MsgIDHeader: []string{l.session + "-" + strconv.FormatUint(seq, 10)}},
-		},
+		msg: &nats.Msg{Subject: l.subjectFor(ev.Type), Data: data, Header: hdr},
 	}
 	l.outbox = append(l.outbox, e)
 	l.unacked++
 	l.publishLocked(e, appendStall)
 	return seq
+}
+
+// invalidUTF8 is how encoding/json writes an invalid UTF-8 byte. The
+// sequence also matches an escaped backslash followed by "ufffd", which
+// only costs a needless normalize.
+var invalidUTF8 = []byte(`\ufffd`)
+
+// normalize replaces ev by the decoding of its canonical encoding and
+// returns the encoding of that.
+func normalize(ev *Event, canon []byte) ([]byte, error) {
+	var n Event
+	if err := json.Unmarshal(canon, &n); err != nil {
+		return nil, err
+	}
+	*ev = n
+	return Canonical(ev)
+}
+
+// sealLocked links ev to the chain, signs it when Signed says so and
+// returns the message body.
+func (l *Log) sealLocked(ev *Event) ([]byte, error) {
+	ev.Prev, ev.Hash, ev.Key, ev.Sig = l.prev, "", "", ""
+	signed := Signed(ev) || l.r.signAll
+	if signed {
+		ev.Key = l.r.signer.Fingerprint()
+	}
+	canon, err := Canonical(ev)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Contains(canon, invalidUTF8) {
+		// A string held invalid UTF-8, which encoding/json writes as the
+		// escape \ufffd but decodes to U+FFFD, which it writes as is: the
+		// event would not encode the same after a read. Record what a
+		// reader will see.
+		if canon, err = normalize(ev, canon); err != nil {
+			return nil, err
+		}
+	}
+	sum := sha256.Sum256(canon)
+	ev.Hash = hex.EncodeToString(sum[:])
+	if signed {
+		ev.Sig = l.r.signer.sign(&sum)
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	l.prev = ev.Hash
+	return data, nil
 }
 
 func (l *Log) subjectFor(eventType string) string {
@@ -164,6 +226,19 @@ func (a *attempt) ackResult(session string, seq uint64, pa *jetstream.PubAck) er
 	return nil
 }
 
+// errResult is the outcome a publish error means. The stream refusing a
+// session's first event for its expected last sequence means the session's
+// subjects already hold events: another writer uses this session id.
+func (a *attempt) errResult(session string, seq uint64, err error) error {
+	var apiErr *jetstream.APIError
+	if a.first && seq == 1 && errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("event 1 refused: the stream already holds events of session %s: %w", session, errSessionReused)
+	}
+	return err
+}
+
 func (l *Log) settleLocked(e *entry, a *attempt, err error) {
 	if a.settled {
 		return
@@ -191,7 +266,7 @@ func (l *Log) pollLocked(e *entry, a *attempt) {
 	case pa := <-a.ok:
 		l.settleLocked(e, a, a.ackResult(l.session, e.seq, pa))
 	case err := <-a.errc:
-		l.settleLocked(e, a, err)
+		l.settleLocked(e, a, a.errResult(l.session, e.seq, err))
 	default:
 	}
 }
@@ -281,7 +356,7 @@ func (l *Log) Commit(ctx context.Context) error {
 			case pa := <-w.a.ok:
 				l.settle(w.e, w.a, w.a.ackResult(l.session, w.e.seq, pa))
 			case err := <-w.a.errc:
-				l.settle(w.e, w.a, err)
+				l.settle(w.e, w.a, w.a.errResult(l.session, w.e.seq, err))
 			case <-ctx.Done():
 				return l.fail(context.Cause(ctx))
 			case <-timer.C:
@@ -350,6 +425,9 @@ func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]bool)
 				*retried = make(map[*entry]bool)
 			}
 			(*retried)[e] = true
+			if e.seq == 1 {
+				e.msg = withoutExpectation(e.msg)
+			}
 			l.publishLocked(e, commitStall)
 			a = e.att
 			if a.settled {
@@ -359,6 +437,25 @@ func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]bool)
 		waits = append(waits, waitItem{e, a})
 	}
 	return waits, nil
+}
+
+// withoutExpectation is m without the expected-last-sequence headers of a
+// session's first event. A republish goes without them: on a single
+// server the stream checks them before the Nats-Msg-Id, so the republish
+// of a first event that was stored after all would be refused as "wrong
+// last sequence" instead of acknowledged as a duplicate. The Msg-Id still
+// catches a copy within the duplicate window.
+func withoutExpectation(m *nats.Msg) *nats.Msg {
+	if m.Header.Get(jetstream.ExpectedLastSubjSeqHeader) == "" {
+		return m
+	}
+	h := nats.Header{}
+	for k, v := range m.Header {
+		if k != jetstream.ExpectedLastSubjSeqHeader && k != jetstream.ExpectedLastSubjSeqSubjHeader {
+			h[k] = v
+		}
+	}
+	return &nats.Msg{Subject: m.Subject, Data: m.Data, Header: h}
 }
 
 func (l *Log) timeoutCause() error {

@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -90,7 +91,7 @@ func (r *Reader) Sessions(ctx context.Context, o ListOptions) ([]Summary, error)
 		since = &o.Since
 	}
 	byID := make(map[string]*summarizer)
-	err := r.read(ctx, filters, since, func(ev *Event) {
+	err := r.read(ctx, filters, since, func(_ []byte, ev *Event) {
 		a := byID[ev.Session]
 		if a == nil {
 			a = &summarizer{s: Summary{Session: ev.Session}}
@@ -133,31 +134,78 @@ func (r *Reader) Sessions(ctx context.Context, o ListOptions) ([]Summary, error)
 }
 
 // Events returns every event of one session ordered by Seq. A seq stored
-// twice (a republish after the stream's duplicate window) is returned
-// once, as first stored; gaps are left for the verifier to report.
+// twice with the same content (a republish after the stream's duplicate
+// window) is returned once, as first stored; two different events with one
+// seq are both returned, and gaps are left, for the verifier to report.
 func (r *Reader) Events(ctx context.Context, session string) ([]Event, error) {
-	if !ValidSessionID(session) {
-		return nil, fmt.Errorf("recorder: %w: invalid session id %q", ErrNotFound, session)
-	}
 	var evs []Event
-	err := r.read(ctx, []string{r.prefix + "." + session + ".>"}, nil, func(ev *Event) {
+	err := r.session(ctx, session, func(_ []byte, ev *Event) {
 		evs = append(evs, *ev)
 	})
 	if err != nil {
 		return nil, err
 	}
-	if len(evs) == 0 {
-		return nil, fmt.Errorf("recorder: %w: %s", ErrNotFound, session)
-	}
 	slices.SortStableFunc(evs, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) })
-	return slices.CompactFunc(evs, func(a, b Event) bool { return a.Seq == b.Seq }), nil
+	return slices.CompactFunc(evs, func(a, b Event) bool { return a.Seq == b.Seq && sameEvent(&a, &b) }), nil
+}
+
+// sameEvent compares two events with one seq by their whole encoding, not
+// their hash field, so an altered copy under the original's hash is kept
+// for the verifier to see.
+func sameEvent(a, b *Event) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
+
+// RawEvents returns one session's message bodies exactly as stored,
+// ordered by seq, with byte-identical copies of a seq returned once: what
+// an export file holds and VerifyRaw checks.
+func (r *Reader) RawEvents(ctx context.Context, session string) ([]json.RawMessage, error) {
+	type raw struct {
+		seq  uint64
+		data json.RawMessage
+	}
+	var out []raw
+	err := r.session(ctx, session, func(data []byte, ev *Event) {
+		out = append(out, raw{ev.Seq, slices.Clone(data)})
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(out, func(a, b raw) int { return cmp.Compare(a.seq, b.seq) })
+	out = slices.CompactFunc(out, func(a, b raw) bool { return a.seq == b.seq && bytes.Equal(a.data, b.data) })
+	raws := make([]json.RawMessage, len(out))
+	for i := range out {
+		raws[i] = out[i].data
+	}
+	return raws, nil
+}
+
+// session reads every message of one session in stream order.
+func (r *Reader) session(ctx context.Context, session string, fn func([]byte, *Event)) error {
+	if !ValidSessionID(session) {
+		return fmt.Errorf("recorder: %w: invalid session id %q", ErrNotFound, session)
+	}
+	n := 0
+	err := r.read(ctx, []string{r.prefix + "." + session + ".>"}, nil, func(data []byte, ev *Event) {
+		n++
+		fn(data, ev)
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("recorder: %w: %s", ErrNotFound, session)
+	}
+	return nil
 }
 
 // read delivers every message matching filters (from since, if set) that
 // is in the stream when the read starts, in stream order. It stops at the
 // count the consumer reported on creation, so it terminates on an empty
 // result and does not chase events appended while it reads.
-func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, fn func(*Event)) error {
+func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, fn func([]byte, *Event)) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultReadTimeout)
@@ -206,7 +254,7 @@ func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, f
 			return fmt.Errorf("recorder: stream %s seq %d (%s): decode event: %w",
 				r.stream, md.Sequence.Stream, msg.Subject(), err)
 		}
-		fn(&ev)
+		fn(msg.Data(), &ev)
 		left--
 		if md.NumPending == 0 {
 			break

@@ -42,6 +42,7 @@ const (
 	KindResult = "result"
 	KindAuth   = "auth"
 	KindEnd    = "end"
+	KindData   = "data"
 	// KindOther is used for an event type this version does not know, so
 	// the event is still recorded (the stream takes <prefix>.>) rather
 	// than dropped.
@@ -61,6 +62,8 @@ func Kind(eventType string) string {
 		return KindAuth
 	case TypeSessionEnd:
 		return KindEnd
+	case TypeData:
+		return KindData
 	}
 	return KindOther
 }
@@ -114,6 +117,14 @@ type Options struct {
 	PublishTimeout time.Duration
 	// Gateway is written into Meta.Gateway of every event.
 	Gateway string
+	// Signer signs events (see Signed); required.
+	Signer *Signer
+	// MaxAge, MaxBytes and MaxMsgs are retention limits the operator chose
+	// (recorder.max_age, max_bytes, max_msgs); zero means none, the
+	// default. An existing stream may not drop events sooner than these.
+	MaxAge   time.Duration
+	MaxBytes int64
+	MaxMsgs  int64
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -125,14 +136,21 @@ type Recorder struct {
 	prefix  string
 	timeout time.Duration
 	gateway string
+	signer  *Signer
 	log     *slog.Logger
+	// signAll signs every event, not only those Signed names; benchmarks
+	// use it to measure what per-event signing would cost.
+	signAll bool
 }
 
 // StreamConfig is the configuration New creates the stream with.
 // DenyDelete and DenyPurge make the stream append-only through the API, so
-// a compromised gateway credential cannot erase evidence; there is no age
-// or count limit because retention is a decision for the operator, made
-// explicitly on the stream, not a default that silently drops records.
+// a compromised gateway credential cannot erase evidence; there is no age,
+// size or count limit unless the operator configured one, because
+// retention is a decision for the operator, not a default that silently
+// drops records. Discard new: a stream full to a size or count limit
+// refuses new events (and so, in strict mode, new statements) rather than
+// deleting old ones.
 func StreamConfig(o Options) jetstream.StreamConfig {
 	o = o.withDefaults()
 	return jetstream.StreamConfig{
@@ -142,16 +160,24 @@ func StreamConfig(o Options) jetstream.StreamConfig {
 		Retention:         jetstream.LimitsPolicy,
 		Storage:           jetstream.FileStorage,
 		Replicas:          o.Replicas,
-		Discard:           jetstream.DiscardOld,
-		MaxMsgs:           -1,
-		MaxBytes:          -1,
+		Discard:           jetstream.DiscardNew,
+		MaxMsgs:           limit(o.MaxMsgs),
+		MaxBytes:          limit(o.MaxBytes),
 		MaxMsgsPerSubject: -1,
-		MaxAge:            0,
+		MaxAge:            o.MaxAge,
 		Duplicates:        duplicateWindow,
 		DenyDelete:        true,
 		DenyPurge:         true,
 		AllowRollup:       false,
 	}
+}
+
+// limit is n as a JetStream limit, where -1 means none.
+func limit(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 func (o Options) withDefaults() Options {
@@ -179,6 +205,9 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 	if o.Stream == "" {
 		return nil, errors.New("recorder: stream name required")
 	}
+	if o.Signer == nil {
+		return nil, errors.New("recorder: signing key required")
+	}
 	if !validPrefix(o.Subjects) {
 		return nil, fmt.Errorf("recorder: subject prefix %q: want dot-separated literal tokens", o.Subjects)
 	}
@@ -202,11 +231,9 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 		return nil, fmt.Errorf("recorder: stream %s exists with subjects %v, want %v (%s)",
 			o.Stream, have.Subjects, want.Subjects, d)
 	}
-	if !have.DenyDelete || !have.DenyPurge {
-		// Not fatal: the operator may have chosen it, and refusing to start
-		// would take every session down. But it weakens the evidence.
-		o.Logger.Warn("recorder stream allows deleting or purging events", "stream", o.Stream,
-			"deny_delete", have.DenyDelete, "deny_purge", have.DenyPurge)
+	if problems := weaknesses(have, want); len(problems) > 0 {
+		return nil, fmt.Errorf("recorder: stream %s is weaker than airlock requires: %s (fix the stream with the nats CLI, e.g. nats stream edit %s, or set the recorder limits it was given on purpose; see docs/recorder.md)",
+			o.Stream, strings.Join(problems, "; "), o.Stream)
 	}
 	if have.Duplicates < time.Second {
 		o.Logger.Warn("recorder stream has a short duplicate window; a republished event may be stored twice",
@@ -218,8 +245,71 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 		prefix:  o.Subjects,
 		timeout: o.PublishTimeout,
 		gateway: o.Gateway,
+		signer:  o.Signer,
 		log:     o.Logger,
 	}, nil
+}
+
+// weaknesses lists how an existing stream's configuration protects events
+// less than want, the configuration New would create. Stronger is fine:
+// more replicas, a longer limit, no limit where one was allowed.
+func weaknesses(have, want jetstream.StreamConfig) []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	if have.Storage != jetstream.FileStorage {
+		add("storage is %s, want file (events must survive a restart)", have.Storage)
+	}
+	if have.Replicas < want.Replicas {
+		add("%d replicas, recorder.replicas asks for %d", have.Replicas, want.Replicas)
+	}
+	if !have.DenyDelete {
+		add("deny_delete is off (events could be deleted through the JetStream API)")
+	}
+	if !have.DenyPurge {
+		add("deny_purge is off (the stream or a session could be purged)")
+	}
+	if have.AllowRollup {
+		add("allow_rollup_hdrs is on (a publisher could erase a session with a rollup header)")
+	}
+	if have.AllowMsgTTL {
+		add("allow_msg_ttl is on (a publisher could make events expire)")
+	}
+	if have.NoAck {
+		add("no_ack is on (publishes would never be acknowledged)")
+	}
+	if have.Retention != jetstream.LimitsPolicy {
+		add("retention is %s, want limits (other policies delete consumed events)", have.Retention)
+	}
+	if have.Mirror != nil {
+		add("it is a mirror (it takes no publishes)")
+	}
+	if have.Sealed {
+		add("it is sealed (it takes no publishes)")
+	}
+	if have.MaxMsgsPerSubject > 0 {
+		add("max_msgs_per_subject is %d (it would drop a session's earlier events)", have.MaxMsgsPerSubject)
+	}
+	shorter := func(have, want int64) bool { return have > 0 && (want <= 0 || have < want) }
+	if shorter(int64(have.MaxAge), int64(want.MaxAge)) {
+		add("max_age is %s but recorder.max_age is %s (events would be removed sooner than configured)", have.MaxAge, orNone(want.MaxAge > 0, want.MaxAge))
+	}
+	if shorter(have.MaxBytes, want.MaxBytes) {
+		add("max_bytes is %d but recorder.max_bytes is %s", have.MaxBytes, orNone(want.MaxBytes > 0, want.MaxBytes))
+	}
+	if shorter(have.MaxMsgs, want.MaxMsgs) {
+		add("max_msgs is %d but recorder.max_msgs is %s", have.MaxMsgs, orNone(want.MaxMsgs > 0, want.MaxMsgs))
+	}
+	if (have.MaxBytes > 0 || have.MaxMsgs > 0) && have.Discard != jetstream.DiscardNew {
+		add("discard is old with a size or count limit (a full stream would delete the oldest events; want discard new)")
+	}
+	return out
+}
+
+func orNone(set bool, v any) string {
+	if !set {
+		return "not set"
+	}
+	return fmt.Sprint(v)
 }
 
 // subjectDiff describes how have differs from want as sets; "" if equal.
@@ -244,6 +334,9 @@ func subjectDiff(have, want []string) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// Signer is the key events are signed with.
+func (r *Recorder) Signer() *Signer { return r.signer }
 
 // Stream is the name of the stream events go to.
 func (r *Recorder) Stream() string { return r.stream }
@@ -275,4 +368,4 @@ func (r *Recorder) Open(session string, meta Meta) *Log {
 }
 
 // kinds indexes Log.subjects; see subjectFor.
-var kinds = [...]string{KindStart, KindStmt, KindResult, KindAuth, KindEnd, KindOther}
+var kinds = [...]string{KindStart, KindStmt, KindResult, KindAuth, KindEnd, KindData, KindOther}

@@ -272,7 +272,7 @@ func TestStreamConfig(t *testing.T) {
 	}
 	cfg := st.CachedInfo().Config
 	if !cfg.DenyDelete || !cfg.DenyPurge || cfg.AllowRollup || cfg.Storage != jetstream.FileStorage ||
-		cfg.Discard != jetstream.DiscardOld || cfg.MaxAge != 0 || cfg.Duplicates != 2*time.Minute ||
+		cfg.Discard != jetstream.DiscardNew || cfg.MaxAge != 0 || cfg.MaxBytes != -1 || cfg.MaxMsgs != -1 || cfg.Duplicates != 2*time.Minute ||
 		len(cfg.Subjects) != 1 || cfg.Subjects[0] != "airlock.events.>" || cfg.Replicas != 1 {
 		t.Fatalf("stream config: %+v", cfg)
 	}
@@ -290,17 +290,17 @@ func TestStreamConfig(t *testing.T) {
 	}
 
 	// A second gateway on the same stream uses it as it is.
-	if _, err := New(ctx, h.js, Options{Stream: testStream}); err != nil {
+	if _, err := New(ctx, h.js, Options{Stream: testStream, Signer: h.rec.Signer()}); err != nil {
 		t.Fatalf("New on existing stream: %v", err)
 	}
 	// One with another prefix would record where nothing reads.
-	_, err = New(ctx, h.js, Options{Stream: testStream, Subjects: "other.events"})
+	_, err = New(ctx, h.js, Options{Stream: testStream, Subjects: "other.events", Signer: h.rec.Signer()})
 	if err == nil || !strings.Contains(err.Error(), testStream) || !strings.Contains(err.Error(), "missing other.events.>") ||
 		!strings.Contains(err.Error(), "extra airlock.events.>") {
 		t.Fatalf("New with another prefix: %v", err)
 	}
 	for _, bad := range []string{"a.*", "a..b", "a.>", "a b"} {
-		if _, err := New(ctx, h.js, Options{Stream: "X", Subjects: bad}); err == nil {
+		if _, err := New(ctx, h.js, Options{Stream: "X", Subjects: bad, Signer: h.rec.Signer()}); err == nil {
 			t.Errorf("prefix %q accepted", bad)
 		}
 	}

@@ -16,7 +16,9 @@ import (
 	"github.com/airlockhq/airlock/control"
 	"github.com/airlockhq/airlock/metrics"
 	"github.com/airlockhq/airlock/natsconn"
+	"github.com/airlockhq/airlock/protocols/mysql"
 	"github.com/airlockhq/airlock/protocols/postgres"
+	sshproto "github.com/airlockhq/airlock/protocols/ssh"
 	"github.com/airlockhq/airlock/proxy"
 	"github.com/airlockhq/airlock/recorder"
 )
@@ -55,10 +57,18 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 
+	signer, created, err := recorder.LoadSigningKey(cfg.Recorder.SigningKeyFile, cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("recorder.signing_key_file: %w", err)
+	}
+	// Reviewers compare this fingerprint with the key of what they verify.
+	log.Info("event signing key", "fingerprint", signer.Fingerprint(), "public_key", signer.Public().Key, "generated", created)
+
 	nc, err := natsconn.Connect(startCtx, natsconn.Options{
 		URL: cfg.Recorder.NATSURL, CredentialsFile: cfg.Recorder.CredentialsFile,
 		DataDir: cfg.DataDir, EmbeddedListen: cfg.Recorder.EmbeddedListen,
-		Name: "airlock-gateway " + host, Logger: log,
+		SyncAlways: cfg.Recorder.EmbeddedSyncAlways,
+		Name:       "airlock-gateway " + host, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -67,6 +77,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 	rec, err := recorder.New(startCtx, nc.JS, recorder.Options{
 		Stream: cfg.Recorder.Stream, Replicas: cfg.Recorder.Replicas,
 		PublishTimeout: cfg.Recorder.PublishTimeout, Gateway: host, Logger: log,
+		Signer: signer, MaxAge: cfg.Recorder.MaxAge, MaxBytes: cfg.Recorder.MaxBytes, MaxMsgs: cfg.Recorder.MaxMsgs,
 	})
 	if err != nil {
 		return err
@@ -88,6 +99,8 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 	api := &control.API{
 		Service:  &control.Service{Store: store, Config: cfg},
 		Sessions: recorder.NewReader(nc.JS, rec.Stream(), rec.SubjectPrefix()),
+		Keys:     []recorder.PublicKey{signer.Public()},
+		Stream:   rec.Stream(),
 		Log:      log,
 	}
 	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
@@ -123,6 +136,38 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 		go func() {
 			if err := srv.Serve(l, pg); err != nil {
 				errc <- fmt.Errorf("postgres listener: %w", err)
+			}
+		}()
+	}
+	if cfg.Listen.MySQL != "" {
+		l, err := net.Listen("tcp", cfg.Listen.MySQL)
+		if err != nil {
+			return fmt.Errorf("listen.mysql: %w", err)
+		}
+		listeners = append(listeners, l)
+		my := &mysql.Protocol{TLS: tlsCfg, AllowPlaintext: cfg.Listen.AllowPlaintext, Resources: cfg.Resources, Log: log.With("proto", "mysql")}
+		// The greeting announces the upstream's version; learn it before
+		// the first client arrives.
+		go my.Probe()
+		go func() {
+			if err := srv.Serve(l, my); err != nil {
+				errc <- fmt.Errorf("mysql listener: %w", err)
+			}
+		}()
+	}
+	if cfg.Listen.SSH != "" {
+		sp, err := sshproto.New(cfg, log)
+		if err != nil {
+			return err
+		}
+		l, err := net.Listen("tcp", cfg.Listen.SSH)
+		if err != nil {
+			return fmt.Errorf("listen.ssh: %w", err)
+		}
+		listeners = append(listeners, l)
+		go func() {
+			if err := srv.Serve(l, sp); err != nil {
+				errc <- fmt.Errorf("ssh listener: %w", err)
 			}
 		}()
 	}

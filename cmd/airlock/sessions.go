@@ -78,7 +78,8 @@ func sessionsCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(list, show)
+	cmd.AddCommand(list, show, verifyCmd(g), exportCmd(g))
+	cmd.AddCommand(replayCmd(g))
 	return cmd
 }
 

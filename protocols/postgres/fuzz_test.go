@@ -130,6 +130,7 @@ func TestStartupRefusals(t *testing.T) {
 		{name: "replication refused", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "replication": "database"}), want: "replication", code: stateInsufficientPrivilege},
 		{name: "replication=false fine", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "replication": "false"}), ok: true},
 		{name: "options refused", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "options": "-c role=postgres"}), want: "options", code: stateInsufficientPrivilege},
+		{name: "search_path refused", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "search_path": "evil"}), want: "search_path", code: stateInsufficientPrivilege},
 		{name: "unsafe encoding refused", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "client_encoding": "SJIS"}), want: "client_encoding", code: stateInsufficientPrivilege},
 		{name: "no user", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"database": "r"}), want: "no user", code: stateInvalidAuthSpec},
 		{name: "SSLRequest without TLS configured", p: &Protocol{AllowPlaintext: true}, in: append(startupPacket(codeSSLRequest), sm(map[string]string{"user": "a"})...), ok: true, reply: []byte("N")},

@@ -15,6 +15,7 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -30,7 +31,17 @@ type Protocol struct {
 	TLS *tls.Config
 	// AllowPlaintext lets clients connect without TLS.
 	AllowPlaintext bool
-	cancels        cancels
+
+	cancels   cancels
+	cacheOnce sync.Once
+	cache     *authz.DecisionCache
+}
+
+// decisions is the decision cache shared by the listener's sessions, keyed
+// by exact statement text and grant.
+func (p *Protocol) decisions() *authz.DecisionCache {
+	p.cacheOnce.Do(func() { p.cache = authz.NewDecisionCache(0) })
+	return p.cache
 }
 
 // Name implements proxy.Protocol.
@@ -108,7 +119,7 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	reason := relay(sess, cl, up)
+	reason := relay(sess, cl, up, p.decisions())
 	sess.End(reason)
 }
 
@@ -202,6 +213,9 @@ func (p *Protocol) checkStartup(cl *client, version uint32) error {
 	}
 	if enc, ok := cl.params["client_encoding"]; ok && !authz.SafePostgresEncoding(enc) {
 		return &fatal{stateInsufficientPrivilege, fmt.Sprintf("airlock: client_encoding %s is not allowed (its multi-byte characters can hide quotes); use UTF8", enc)}
+	}
+	if _, ok := cl.params["search_path"]; ok {
+		return &fatal{stateInsufficientPrivilege, "airlock: the search_path startup parameter is not allowed (it can shadow functions); qualify names with their schema instead"}
 	}
 	if strings.TrimSpace(cl.params["options"]) != "" {
 		return &fatal{stateInsufficientPrivilege, "airlock: the startup options parameter is not allowed; use SET statements instead"}

@@ -35,6 +35,11 @@ type pending struct {
 	// completion comes next.
 	next   int
 	failed bool
+	// name is the statement a Parse names, or the portal a Bind or an
+	// Execute names; stmt is the statement a Bind binds. They tie a
+	// server error at Parse or Bind to the Execute it fails (see
+	// skipToSync).
+	name, stmt string
 }
 
 // session relays one authorized client connection.
@@ -44,6 +49,9 @@ type session struct {
 	up   *upstream
 	ur   *bufio.Reader
 	uw   *bufio.Writer
+
+	// az is the session's authorizer: it remembers what was prepared.
+	az *authz.PGSession
 
 	cwMu sync.Mutex // guards cl.w: the upstream reader and the ender write to it
 
@@ -56,13 +64,22 @@ type session struct {
 	stmts   map[string]*authz.Verdict
 	portals map[string]*bound
 	buf     []byte
+	// dataRows counts the DataRows since the last message that ended a
+	// result: a PortalSuspended's tag carries no row count (upstream
+	// goroutine only).
+	dataRows int64
+	// refusedBeforeSync is set when a Parse or Execute was refused since
+	// the client's last Sync: the stand-in's error makes the server skip
+	// every message up to that Sync.
+	refusedBeforeSync bool
 }
 
 // relay runs the session until either side stops or the session's context
 // ends it, and returns why it ended.
-func relay(sess *proxy.Session, cl *client, up *upstream) string {
+func relay(sess *proxy.Session, cl *client, up *upstream, cache *authz.DecisionCache) string {
 	s := &session{
 		sess: sess, cl: cl, up: up,
+		az:    authz.NewPGSession(authz.PGOptions{Cache: cache}),
 		ur:    bufio.NewReaderSize(up.conn, 64<<10),
 		uw:    bufio.NewWriterSize(up.conn, 64<<10),
 		stmts: map[string]*authz.Verdict{}, portals: map[string]*bound{},
@@ -152,6 +169,7 @@ func (s *session) clientToUpstream() string {
 		case 'D':
 			err = s.forwardExpecting('D', n)
 		case 'S':
+			s.refusedBeforeSync = false
 			err = s.forwardExpecting('S', n)
 		case 'H', 'd', 'c', 'f':
 			// Flush, and COPY data for a COPY that was authorized when
@@ -222,7 +240,7 @@ func (s *session) query(n int) error {
 	if !ok {
 		return &frameError{"Query message without its terminating zero byte"}
 	}
-	v := authz.Postgres(s.sess.Grant(), sql)
+	v := s.az.Postgres(s.sess.Grant(), sql)
 	adm, err := s.sess.Admit(v)
 	if err != nil {
 		return s.refuse('Q', err, func() error { return send(s.uw, &pgproto3.Query{String: refusedSQL}) })
@@ -244,20 +262,18 @@ func (s *session) parse(n int) error {
 	if err := p.Decode(body); err != nil {
 		return &frameError{"malformed Parse: " + err.Error()}
 	}
-	v := authz.Postgres(s.sess.Grant(), p.Query)
-	if len(v.Statements) > 1 {
-		v = authz.Verdict{Statements: []authz.Decision{{Text: p.Query, Rule: "multi-statement-parse",
-			Reason: "a prepared statement must hold exactly one statement"}}}
-	}
+	v := s.az.Parse(s.sess.Grant(), p.Name, p.Query)
 	if !v.Allow {
-		delete(s.stmts, p.Name)
+		// Kept under the name so that an Execute of it is refused with
+		// this reason, not as a statement the gateway never saw.
+		s.stmts[p.Name] = &v
 		_, err := s.sess.Admit(v)
 		return s.refuse('P', err, func() error {
 			return send(s.uw, &pgproto3.Parse{Name: p.Name, Query: refusedSQL})
 		})
 	}
 	s.stmts[p.Name] = &v
-	s.push(&pending{kind: 'P'})
+	s.push(&pending{kind: 'P', name: p.Name})
 	return writeFrame(s.uw, 'P', body)
 }
 
@@ -289,8 +305,15 @@ func (s *session) bind(n int) error {
 		}
 		params[i] = s.sess.Param(v, binary, v == nil)
 	}
-	s.portals[b.DestinationPortal] = &bound{v: s.stmts[b.PreparedStatement], params: params}
-	s.push(&pending{kind: 'B'})
+	v := s.stmts[b.PreparedStatement]
+	if v == nil {
+		// A statement made with SQL PREPARE: decided as its EXECUTE.
+		if pv, ok := s.az.Prepared(s.sess.Grant(), b.PreparedStatement); ok {
+			v = &pv
+		}
+	}
+	s.portals[b.DestinationPortal] = &bound{v: v, params: params}
+	s.push(&pending{kind: 'B', name: b.DestinationPortal, stmt: b.PreparedStatement})
 	return writeFrame(s.uw, 'B', body)
 }
 
@@ -310,6 +333,16 @@ func (s *session) execute(n int) error {
 	if b := s.portals[portal]; b != nil {
 		v, params = b.v, b.params
 	}
+	if v != nil && !v.Allow && s.refusedBeforeSync {
+		// Its statement was refused at Parse in this same pipeline (as
+		// drivers send Parse, Bind, Execute, Sync at once): that refusal
+		// is recorded and answered, and the server skips everything up
+		// to the Sync. Recording this Execute too would count one refused
+		// statement twice. A stand-in all the same, so that nothing the
+		// client named is ever forwarded.
+		s.push(&pending{kind: 'E', name: portal})
+		return send(s.uw, &pgproto3.Execute{Portal: refusedSQL})
+	}
 	if v == nil {
 		// Bound to a statement this session did not Parse through us
 		// (e.g. one made with SQL PREPARE): we cannot say what it runs.
@@ -320,7 +353,7 @@ func (s *session) execute(n int) error {
 	if err != nil {
 		return s.refuse('E', err, func() error { return send(s.uw, &pgproto3.Execute{Portal: refusedSQL}) })
 	}
-	s.push(&pending{kind: 'E', adm: adm})
+	s.push(&pending{kind: 'E', adm: adm, name: portal})
 	return writeFrame(s.uw, 'E', body)
 }
 
@@ -335,6 +368,7 @@ func (s *session) close(n int) error {
 	name, _, _ := cstring(body[1:])
 	if body[0] == 'S' {
 		delete(s.stmts, name)
+		s.az.CloseStatement(name)
 	} else {
 		delete(s.portals, name)
 	}
@@ -362,6 +396,9 @@ func (s *session) refuse(kind byte, err error, standIn func() error) error {
 	var ref *proxy.Refusal
 	if !errors.As(err, &ref) {
 		ref = &proxy.Refusal{Kind: "recorder", Msg: err.Error()}
+	}
+	if kind == 'P' || kind == 'E' {
+		s.refusedBeforeSync = true
 	}
 	s.push(&pending{kind: kind, refusal: ref})
 	return standIn()
@@ -402,6 +439,8 @@ func (s *session) upstreamToClient() string {
 			return "upstream read failed: " + err.Error()
 		}
 		switch typ {
+		case 'D':
+			s.dataRows++
 		case 'C', 'I', 's', 'E', 'Z', '1', '2', '3', 'n', 'T':
 			if typ == 'T' && n > 64<<10 {
 				// A huge RowDescription is only ever relayed.
@@ -414,6 +453,9 @@ func (s *session) upstreamToClient() string {
 				return "upstream read failed: " + err.Error()
 			}
 			out := s.observe(typ, buf)
+			if typ == 'C' || typ == 'I' || typ == 's' || typ == 'E' || typ == 'Z' {
+				s.dataRows = 0 // a result ended
+			}
 			s.cwMu.Lock()
 			if out != nil {
 				err = send(w, out)
@@ -470,7 +512,10 @@ func (s *session) observe(typ byte, body []byte) encoder {
 		if h != nil && h.kind == 'E' {
 			s.pop()
 			if h.adm != nil {
-				h.adm.Done(0, recorder.Result{Executed: true, Tag: "(portal suspended)"})
+				// An Execute with a row limit (JDBC's fetch size):
+				// record the rows it returned.
+				rows := s.dataRows
+				h.adm.Done(0, recorder.Result{Executed: true, Tag: "(portal suspended)", Rows: &rows})
 			}
 		}
 	case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
@@ -505,7 +550,7 @@ func (s *session) observeError(h *pending, body []byte) encoder {
 		out := errorResponse("ERROR", code, h.refusal.Msg)
 		if h.kind != 'Q' && h.kind != 'F' {
 			s.pop()
-			s.skipToSync()
+			s.skipToSync(nil, recorder.Result{})
 		}
 		return out
 	}
@@ -524,17 +569,32 @@ func (s *session) observeError(h *pending, body []byte) encoder {
 		if h.kind == 'E' && h.adm != nil {
 			h.adm.Done(0, res)
 		}
-		s.skipToSync()
+		s.skipToSync(h, res)
 	}
 	return nil
 }
 
 // skipToSync drops what the server will skip after an error in the
-// extended protocol: everything up to the next Sync.
-func (s *session) skipToSync() {
+// extended protocol: everything up to the next Sync. When the failed
+// message is a Parse or a Bind, the Executes it was for (of portals bound
+// from that statement, or of that portal) failed with its error: an
+// unknown table fails at Parse, and 1/0 at Bind, where the planner folds
+// it. They are recorded with that error, as the same statement is over
+// the simple protocol; other Executes as not executed.
+func (s *session) skipToSync(failed *pending, res recorder.Result) {
+	own := map[string]bool{} // portals whose Execute failed with res
+	if failed != nil && failed.kind == 'B' {
+		own[failed.name] = true
+	}
 	for h := s.head(); h != nil && h.kind != 'S'; h = s.head() {
 		s.pop()
-		if h.kind == 'E' && h.adm != nil {
+		switch {
+		case h.kind == 'B' && failed != nil && failed.kind == 'P' && h.stmt == failed.name:
+			own[h.name] = true
+		case h.kind == 'E' && h.adm != nil && own[h.name]:
+			delete(own, h.name) // a second Execute of it is only skipped
+			h.adm.Done(0, res)
+		case h.kind == 'E' && h.adm != nil:
 			h.adm.Done(0, recorder.Result{Error: "not executed: an earlier message of the pipeline failed"})
 		}
 	}

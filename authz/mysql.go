@@ -1,0 +1,631 @@
+package authz
+
+// The MySQL authorizer. The MySQL listener calls, for every COM_QUERY:
+//
+//	func MySQL(g *Grant, sql string, o MySQLOptions) Verdict
+//
+// or, to follow PREPARE/EXECUTE, USE and HANDLER within one client
+// session (recommended), the same on one value per client session:
+//
+//	func NewMySQLSession(o MySQLOptions) *MySQLSession
+//	func (s *MySQLSession) MySQL(g *Grant, sql string) Verdict   // COM_QUERY
+//	func (s *MySQLSession) Prepare(g *Grant, sql string) Verdict // COM_STMT_PREPARE
+//	func (s *MySQLSession) InitDB(g *Grant, db string) Verdict   // COM_INIT_DB
+//	func (s *MySQLSession) SetDatabase(db string)                // the server confirmed the current database
+//
+// and refuses COM_CHANGE_USER itself. SafeMySQLCharset says which
+// handshake character sets the listener may accept.
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/pingcap/tidb/pkg/parser"
+	"github.com/pingcap/tidb/pkg/parser/ast"
+	"github.com/pingcap/tidb/pkg/parser/mysql"
+	// The parser needs a driver for literal values; this is the one its
+	// documentation names for users outside TiDB.
+	_ "github.com/pingcap/tidb/pkg/parser/test_driver"
+)
+
+// MySQLOptions is what the MySQL authorizer needs to know about the
+// resource and the session.
+type MySQLOptions struct {
+	// Database is the session's current database: unqualified table names
+	// resolve against it. Empty means none is selected; a statement
+	// naming an unqualified table then cannot be held to a table scope.
+	Database string
+	// Databases are the databases of the resource: tables, USE and
+	// COM_INIT_DB may reach only these (and information_schema). Empty
+	// means Database alone; both empty means no restriction.
+	Databases []string
+	// SQLMode is the session's sql_mode as the server reports it
+	// (SELECT @@SESSION.sql_mode once connected). ANSI_QUOTES and
+	// NO_BACKSLASH_ESCAPES change where strings end, so airlock must read
+	// with the same; empty means the default (neither).
+	SQLMode string
+	// ServerVersion is the version string of the server's handshake
+	// ("8.0.36", "5.5.5-10.11.6-MariaDB"). Executable comments
+	// (/*!NNNNN ... */, /*M! ... */) run or not depending on it; when it
+	// is empty, those whose effect differs between servers are refused.
+	ServerVersion string
+	// Cache, when set, keeps decisions on whole messages (see
+	// DecisionCache); share one across sessions.
+	Cache *DecisionCache
+}
+
+// mySettings are MySQLOptions read once per session.
+type mySettings struct {
+	lex        myLexOpts
+	parserMode mysql.SQLMode
+	// badMode, when set, refuses every message: the session's sql_mode
+	// makes the server read statements in a way airlock does not.
+	badMode   string
+	databases []string
+	cacheKey  string
+}
+
+func readMySQLOptions(o *MySQLOptions) mySettings {
+	s := mySettings{lex: myLexOpts{server: parseServerVersion(o.ServerVersion)}}
+	for _, m := range strings.Split(strings.ToUpper(o.SQLMode), ",") {
+		switch m = strings.TrimSpace(m); m {
+		case "ORACLE":
+			s.badMode = "sql_mode ORACLE switches MariaDB to a grammar airlock does not read"
+		case "ANSI_QUOTES", "ANSI", "MSSQL", "DB2", "POSTGRESQL", "MAXDB":
+			s.lex.ansiQuotes = true
+			s.parserMode |= mysql.ModeANSIQuotes
+		case "NO_BACKSLASH_ESCAPES":
+			s.lex.noBackslashEscapes = true
+			s.parserMode |= mysql.ModeNoBackslashEscapes
+		case "IGNORE_SPACE":
+			s.parserMode |= mysql.ModeIgnoreSpace
+		case "PIPES_AS_CONCAT":
+			s.parserMode |= mysql.ModePipesAsConcat
+		case "HIGH_NOT_PRECEDENCE":
+			s.parserMode |= mysql.ModeHighNotPrecedence
+		}
+		if m == "ANSI" || m == "MSSQL" || m == "DB2" || m == "POSTGRESQL" || m == "MAXDB" {
+			s.parserMode |= mysql.ModePipesAsConcat | mysql.ModeIgnoreSpace
+		}
+	}
+	s.databases = o.Databases
+	if len(s.databases) == 0 && o.Database != "" {
+		s.databases = []string{o.Database}
+	}
+	if o.Cache != nil {
+		s.cacheKey = fmt.Sprintf("mysql|%q|%d|%v|%v|%v|%q", s.databases, s.parserMode, s.lex.server, s.lex.ansiQuotes, s.lex.noBackslashEscapes, s.badMode)
+	}
+	return s
+}
+
+// MySQLSession authorizes the statements of one MySQL client session and
+// keeps the state that later statements depend on: what each prepared
+// statement runs, the current database, the open HANDLERs. The listener
+// must use one per client session and give it every COM_QUERY, so the
+// state follows the server's. State changes only when a whole message is
+// allowed. It is safe for concurrent use, though a session's messages
+// arrive in order on one connection.
+type MySQLSession struct {
+	mu sync.Mutex
+	o  MySQLOptions
+	s  mySettings
+	st myState
+}
+
+// myState is what a session's statements leave behind.
+type myState struct {
+	// dbs are the databases that may be current, the most likely first:
+	// after a USE the server may have refused, both the old and the new
+	// one. Unqualified names must be allowed in each.
+	dbs []string
+	// prepared maps a name to what it may run: MySQL replaces a prepared
+	// statement of the same name, but a PREPARE after a failed statement
+	// of its message never runs, so the old one may still be there. An
+	// EXECUTE must be allowed as every candidate.
+	prepared map[string][]*myPrepared
+	// handlers maps an open HANDLER's name to its table.
+	handlers map[string]myTable
+}
+
+// myPrepared is a statement prepared with PREPARE.
+type myPrepared struct {
+	stmt *myStmt
+	// dbs were the possible current databases at PREPARE.
+	dbs []string
+}
+
+// maxPossibleDBs bounds how many databases a session keeps as possibly
+// current before it resolves unqualified names against none.
+const maxPossibleDBs = 8
+
+// NewMySQLSession starts the authorizer's state for one client session.
+func NewMySQLSession(o MySQLOptions) *MySQLSession {
+	s := &MySQLSession{o: o, s: readMySQLOptions(&o)}
+	if o.Database != "" {
+		s.st.dbs = []string{o.Database}
+	}
+	return s
+}
+
+// MySQL decides on one client message of MySQL SQL (possibly several
+// statements separated by ';') under grant g, without session state:
+// EXECUTE of a prepared statement is refused, and HANDLER READ names a
+// table, not a handler. Listeners should prefer a MySQLSession.
+func MySQL(g *Grant, sql string, o MySQLOptions) Verdict {
+	return NewMySQLSession(o).MySQL(g, sql)
+}
+
+// MySQL decides on one COM_QUERY message under g. Every statement gets a
+// Decision and the verdict is all or nothing, as for Postgres: the server
+// runs the statements of a multi-statement message one after the other
+// and stops at the first error, so when any is refused none is sent.
+func (s *MySQLSession) MySQL(g *Grant, sql string) Verdict {
+	return s.message(g, sql, false)
+}
+
+// Prepare decides on a COM_STMT_PREPARE. It must hold exactly one
+// statement, and one that changes session state (USE, PREPARE, EXECUTE,
+// DEALLOCATE, HANDLER) is refused: its effect would come at
+// COM_STMT_EXECUTE, where airlock does not see it. The listener keeps the
+// verdict under the statement id and re-uses it for each
+// COM_STMT_EXECUTE, as the Postgres relay does for Parse.
+func (s *MySQLSession) Prepare(g *Grant, sql string) Verdict {
+	return s.message(g, sql, true)
+}
+
+// InitDB decides on COM_INIT_DB: the database must be one of the
+// resource's. Once allowed, db may be current; call SetDatabase when the
+// server's OK confirms it.
+func (s *MySQLSession) InitDB(g *Grant, db string) Verdict {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &Statement{Text: db, Class: Classification{Kind: "USE", Required: AccessRead}}
+	if !s.databaseAllowed(db) {
+		st.f.database, st.f.databaseWhat = db, "switches to"
+	}
+	d := decide(g, st, s.decideOptsFor(&s.st))
+	if d.Allow {
+		s.st.dbs = addPossible(s.st.dbs, db)
+	}
+	return Verdict{Allow: d.Allow, Statements: []Decision{d}}
+}
+
+// SetDatabase records the current database as the server reports it
+// (after COM_INIT_DB, or from session-state tracking), ending any doubt a
+// USE left.
+func (s *MySQLSession) SetDatabase(db string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.dbs = nil
+	if db != "" {
+		s.st.dbs = []string{db}
+	}
+}
+
+func addPossible(dbs []string, db string) []string {
+	out := append([]string{db}, slices.DeleteFunc(slices.Clone(dbs), func(d string) bool { return d == db })...)
+	if len(out) > maxPossibleDBs {
+		out = out[:maxPossibleDBs]
+	}
+	return out
+}
+
+func (s *MySQLSession) databaseAllowed(db string) bool {
+	return len(s.s.databases) == 0 || slices.Contains(s.s.databases, db) || strings.EqualFold(db, "information_schema")
+}
+
+// cacheKey is the cache's key for a message in the session's present
+// state: unqualified names resolve against the possible databases.
+func (s *MySQLSession) cacheKey(g *Grant, sql string, prepare bool) cacheKey {
+	return cacheKey{settings: s.s.cacheKey + "|" + strings.Join(s.st.dbs, "\x00"), text: sql, grant: grantID(g), prepare: prepare}
+}
+
+// myStmt is one statement as the classifier read it, before session
+// state and grant are applied.
+type myStmt struct {
+	text string
+	kind string
+	a    *myAnalysis
+}
+
+// classifyMySQL lexes, parses and classifies a message.
+func classifyMySQL(sql string, set *mySettings) ([]*myStmt, *myLexError, error) {
+	if set.badMode != "" {
+		return nil, &myLexError{rule: "lexical", msg: set.badMode}, nil
+	}
+	segs, lerr := myLex(sql, set.lex)
+	if lerr != nil {
+		return nil, lerr, nil
+	}
+	out := make([]*myStmt, 0, len(segs))
+	for i, seg := range segs {
+		a := &myAnalysis{}
+		var kind string
+		if isHandler(seg.clean) {
+			var err error
+			kind, err = a.handler(seg.clean, set)
+			if err != nil {
+				return nil, nil, statementError(len(segs), i, err)
+			}
+		} else {
+			stmt, err := parseMySQL(seg.clean, set.parserMode)
+			if err != nil {
+				return nil, nil, statementError(len(segs), i, err)
+			}
+			kind = a.statement(stmt)
+		}
+		if seg.setVarHint {
+			a.need(AccessAdmin, "a SET_VAR optimizer hint sets a server variable")
+		}
+		out = append(out, &myStmt{text: sql[seg.start:seg.end], kind: kind, a: a})
+	}
+	return out, nil, nil
+}
+
+func statementError(n, i int, err error) error {
+	if n > 1 {
+		return fmt.Errorf("statement %d: %w", i+1, err)
+	}
+	return err
+}
+
+var parserPool = sync.Pool{New: func() any { return parser.New() }}
+
+// parseMySQL parses one statement with the TiDB parser.
+func parseMySQL(text string, mode mysql.SQLMode) (ast.StmtNode, error) {
+	p := parserPool.Get().(*parser.Parser)
+	defer parserPool.Put(p)
+	p.SetSQLMode(mode)
+	stmts, _, err := p.ParseSQL(text)
+	if err != nil {
+		return nil, err
+	}
+	if len(stmts) != 1 {
+		return nil, fmt.Errorf("expected one statement, found %d", len(stmts))
+	}
+	return stmts[0], nil
+}
+
+// message authorizes a COM_QUERY (or, with prepare, a COM_STMT_PREPARE).
+func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var key cacheKey
+	if s.o.Cache != nil {
+		key = s.cacheKey(g, sql, prepare)
+		if v, ok := s.o.Cache.get(key, g); ok {
+			return v
+		}
+	}
+	stmts, lerr, err := classifyMySQL(sql, &s.s)
+	switch {
+	case lerr != nil:
+		return refuseMessage(sql, lerr.rule, myLexReason(lerr))
+	case err != nil:
+		return refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL ("+oneLine(err.Error())+"), so none of it was run")
+	case len(stmts) == 0:
+		return Verdict{Allow: true}
+	}
+	if prepare && len(stmts) > 1 {
+		return refuseMessage(sql, "multi-statement-parse", "a prepared statement must hold exactly one statement")
+	}
+	next := s.st.clone()
+	decisions := make([]Decision, len(stmts))
+	stateful := false
+	for i, m := range stmts {
+		st := s.resolve(m, &next, prepare)
+		stateful = stateful || m.a.op != myOpNone
+		decisions[i] = decide(g, st, s.decideOptsFor(&next))
+		if decisions[i].Allow {
+			s.apply(m, &next)
+		}
+	}
+	v := batch(decisions)
+	if v.Allow && !prepare {
+		// After a USE the server may still be on the old database (it may
+		// have refused the USE): keep both possible until the listener
+		// says which (SetDatabase).
+		dbs := s.st.dbs
+		for i, m := range stmts {
+			if m.a.op == myOpUse && decisions[i].Allow {
+				dbs = addPossible(dbs, m.a.opDB)
+			}
+		}
+		next.dbs = dbs
+		s.st = next
+	}
+	if s.o.Cache != nil && !stateful {
+		s.o.Cache.put(key, g, v)
+	}
+	return v
+}
+
+func (s *MySQLSession) decideOptsFor(st *myState) *decideOpts {
+	def := ""
+	if len(st.dbs) > 0 {
+		def = st.dbs[0]
+	}
+	return &decideOpts{dialect: "mysql", defaultSchema: def, databases: s.s.databases}
+}
+
+func (st myState) clone() myState {
+	return myState{dbs: slices.Clone(st.dbs), prepared: st.prepared, handlers: st.handlers}
+}
+
+// refuseMessage refuses a whole message with one decision.
+func refuseMessage(sql, rule, reason string) Verdict {
+	return Verdict{Statements: []Decision{{
+		Text: sql, Rule: rule, Reason: reason,
+		Class: Classification{Kind: "UNPARSEABLE", Required: AccessAdmin},
+	}}}
+}
+
+func myLexReason(e *myLexError) string {
+	if e.rule == "lexical" {
+		return "airlock cannot tell how the server would read this message (" + e.msg + fmt.Sprintf(" at position %d", e.pos+1) + "), so none of it was run"
+	}
+	return "airlock could not parse this message as MySQL SQL (" + e.msg + fmt.Sprintf(" at position %d", e.pos+1) + "), so none of it was run"
+}
+
+// batch makes a verdict all or nothing; see Postgres.
+func batch(ds []Decision) Verdict {
+	v := Verdict{Allow: true, Statements: ds}
+	refused := 0
+	for i, d := range ds {
+		if !d.Allow {
+			refused = i + 1
+			break
+		}
+	}
+	if refused == 0 {
+		return v
+	}
+	v.Allow = false
+	for i := range v.Statements {
+		d := &v.Statements[i]
+		if d.Allow {
+			d.Allow, d.Rule = false, "batch"
+			d.Reason = fmt.Sprintf("not executed: statement %d of this message was refused", refused)
+		}
+	}
+	return v
+}
+
+// resolve turns a classified statement into one the policy can decide on,
+// with the session's state: its tables resolved against the possible
+// current databases, EXECUTE replaced by what was prepared.
+func (s *MySQLSession) resolve(m *myStmt, st *myState, prepare bool) *Statement {
+	a := m.a
+	out := &Statement{Text: m.text}
+	if prepare && a.op != myOpNone {
+		out.f = a.f
+		out.f.refusal, out.f.refusalRule = m.kind+" cannot be prepared through airlock; send it as a plain query", "indirection"
+		out.Class = s.classOf(m.kind, out, a, st.dbs)
+		return out
+	}
+	switch a.op {
+	case myOpPrepare:
+		inner, why := s.prepareInner(a.opText)
+		if inner != nil && len(st.prepared[a.opName]) >= maxCandidates {
+			inner, why = nil, "PREPARE "+a.opName+": prepared "+strconv.Itoa(maxCandidates)+" times without DEALLOCATE; deallocate it first"
+		}
+		if inner == nil {
+			out.f = a.f
+			out.f.refusal, out.f.refusalRule = why, "indirection"
+			out.Class = s.classOf(m.kind, out, a, st.dbs)
+			return out
+		}
+		out.f = inner.a.f
+		if out.f.own > AccessRead {
+			out.f.ownWhy = "PREPARE of " + inner.kind
+		}
+		out.Class = s.classOf(m.kind, out, inner.a, st.dbs)
+		return out
+	case myOpExecute:
+		p := combinePrepared(st.prepared[a.opName])
+		if p == nil {
+			out.f = a.f
+			out.f.refusal, out.f.refusalRule = "EXECUTE "+a.opName+": no statement of that name was prepared in this session through airlock, so airlock cannot tell what it runs; PREPARE it again", "indirection"
+			out.Class = s.classOf(m.kind, out, a, st.dbs)
+			return out
+		}
+		dbs := slices.Clone(p.dbs)
+		for _, d := range st.dbs {
+			if !slices.Contains(dbs, d) {
+				dbs = append(dbs, d)
+			}
+		}
+		out.f = p.stmt.a.f
+		out.f.needs = append(slices.Clone(out.f.needs), a.f.needs...)
+		if out.f.own > AccessRead {
+			out.f.ownWhy = "EXECUTE of " + p.stmt.kind
+		}
+		out.Class = s.classOf(m.kind, out, p.stmt.a, dbs)
+		return out
+	case myOpHandlerRead:
+		t, ok := st.handlers[a.opName]
+		if !ok && a.handlerTable != nil {
+			t = *a.handlerTable
+		}
+		cp := *a
+		cp.tables = append([]myTable{t}, a.tables...)
+		a = &cp
+	}
+	out.f = a.f
+	out.Class = s.classOf(m.kind, out, a, st.dbs)
+	return out
+}
+
+// prepareInner classifies the text of PREPARE ... FROM '...'.
+func (s *MySQLSession) prepareInner(text string) (*myStmt, string) {
+	stmts, lerr, err := classifyMySQL(text, &s.s)
+	switch {
+	case lerr != nil:
+		return nil, "PREPARE: " + myLexReason(lerr)
+	case err != nil:
+		return nil, "PREPARE: airlock could not parse the prepared statement (" + oneLine(err.Error()) + ")"
+	case len(stmts) != 1:
+		return nil, "PREPARE: a prepared statement must hold exactly one statement"
+	case stmts[0].a.op != myOpNone:
+		return nil, "PREPARE: " + stmts[0].kind + " cannot be prepared through airlock"
+	}
+	return stmts[0], ""
+}
+
+// combinePrepared merges the candidates of a name into one statement
+// that needs what any of them needs and touches what any of them touches.
+func combinePrepared(cands []*myPrepared) *myPrepared {
+	switch len(cands) {
+	case 0:
+		return nil
+	case 1:
+		return cands[0]
+	}
+	a := &myAnalysis{}
+	var kinds, dbs []string
+	for _, c := range cands {
+		ca := c.stmt.a
+		off := len(a.f.funcs)
+		a.f.funcs = append(a.f.funcs, ca.f.funcs...)
+		for _, n := range ca.f.needs {
+			if n.fn >= 0 {
+				n.fn += off
+			}
+			a.f.needs = append(a.f.needs, n)
+		}
+		if ca.f.own > a.f.own {
+			a.f.own = ca.f.own
+		}
+		a.tables = append(a.tables, ca.tables...)
+		a.dbs = append(a.dbs, ca.dbs...)
+		for _, x := range []struct {
+			dst *string
+			src string
+		}{
+			{&a.f.unresolved, ca.f.unresolved}, {&a.f.unfiltered, ca.f.unfiltered}, {&a.f.drops, ca.f.drops},
+			{&a.f.serverFiles, ca.f.serverFiles}, {&a.f.fileLoad, ca.f.fileLoad},
+		} {
+			if *x.dst == "" {
+				*x.dst = x.src
+			}
+		}
+		if !slices.Contains(kinds, c.stmt.kind) {
+			kinds = append(kinds, c.stmt.kind)
+		}
+		for _, d := range c.dbs {
+			if !slices.Contains(dbs, d) {
+				dbs = append(dbs, d)
+			}
+		}
+	}
+	return &myPrepared{stmt: &myStmt{kind: strings.Join(kinds, " or "), a: a}, dbs: dbs}
+}
+
+// classOf fills the statement's resolved tables and database checks from
+// the analysis, and gives its Classification.
+func (s *MySQLSession) classOf(kind string, out *Statement, a *myAnalysis, dbs []string) Classification {
+	f := &out.f
+	f.tables = nil
+	var read, written, funcs []string
+	for _, t := range a.tables {
+		candidates := []string{t.db}
+		if t.db == "" {
+			candidates = dbs
+			if len(dbs) == 0 {
+				if f.unresolved == "" {
+					f.unresolved = "no database is selected, so " + t.name + " names no table"
+				}
+				continue
+			}
+		}
+		for i, db := range candidates {
+			ref := tableRef{schema: db, name: t.name, written: t.written, system: strings.EqualFold(db, "information_schema")}
+			f.tables = append(f.tables, ref)
+			if !s.databaseAllowed(db) && f.database == "" {
+				f.database = db
+				f.databaseWhat = "reads a table in"
+				if t.written {
+					f.databaseWhat = "writes a table in"
+				}
+			}
+			if i == 0 {
+				if t.written {
+					written = append(written, ref.String())
+				} else {
+					read = append(read, ref.String())
+				}
+			}
+		}
+	}
+	for _, db := range a.dbs {
+		if !s.databaseAllowed(db) && f.database == "" {
+			f.database, f.databaseWhat = db, "reaches"
+			if a.op == myOpUse {
+				f.databaseWhat = "switches to"
+			}
+		}
+	}
+	for i := range f.funcs {
+		funcs = append(funcs, f.funcs[i].display())
+	}
+	c := Classification{Kind: kind, TablesRead: sortedSet(read), TablesWritten: sortedSet(written), Functions: sortedSet(funcs)}
+	c.Required, c.Why = f.required()
+	return c
+}
+
+// apply records what an allowed statement changes in the session.
+func (s *MySQLSession) apply(m *myStmt, st *myState) {
+	a := m.a
+	switch a.op {
+	case myOpUse:
+		// Within the message the statements after a USE run only if it
+		// succeeded; after it, the server may still be on the old one.
+		st.dbs = []string{a.opDB}
+	case myOpPrepare:
+		inner, _ := s.prepareInner(a.opText)
+		if inner != nil {
+			st.prepared = maps1(st.prepared)
+			st.prepared[a.opName] = append(slices.Clone(st.prepared[a.opName]), &myPrepared{stmt: inner, dbs: slices.Clone(st.dbs)})
+		}
+	case myOpDeallocate:
+		if _, ok := st.prepared[a.opName]; ok {
+			st.prepared = maps1(st.prepared)
+			delete(st.prepared, a.opName)
+		}
+	case myOpHandlerOpen:
+		if a.handlerTable != nil {
+			st.handlers = mapsT(st.handlers)
+			t := *a.handlerTable
+			if t.db == "" && len(st.dbs) > 0 {
+				t.db = st.dbs[0]
+			}
+			st.handlers[a.opName] = t
+		}
+	case myOpHandlerClose:
+		if _, ok := st.handlers[a.opName]; ok {
+			st.handlers = mapsT(st.handlers)
+			delete(st.handlers, a.opName)
+		}
+	}
+}
+
+// maps1 and mapsT copy a map before a change, so a refused message leaves
+// the session's maps as they were.
+func maps1(m map[string][]*myPrepared) map[string][]*myPrepared {
+	out := make(map[string][]*myPrepared, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func mapsT(m map[string]myTable) map[string]myTable {
+	out := make(map[string]myTable, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,248 @@
+package authz
+
+import (
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+)
+
+// PGOptions is what the Postgres authorizer needs to know about the
+// resource and the session.
+type PGOptions struct {
+	// DefaultSchema is where unqualified table names resolve (after the
+	// pg_catalog relations, which Postgres searches first); "public" when
+	// empty. SET search_path is admin, so it stays true for the session.
+	DefaultSchema string
+	// Cache, when set, keeps decisions on whole messages (see
+	// DecisionCache); share one across sessions.
+	Cache *DecisionCache
+}
+
+// PGSession authorizes the statements of one Postgres client session and
+// keeps what later statements depend on: what each prepared statement
+// (SQL PREPARE, or a named Parse message) runs, so that EXECUTE inherits
+// the decision on what was prepared. The gateway must use one per client
+// session and give it every Query and Parse of that session, in order. The
+// state changes only when a whole message is allowed. It is safe for
+// concurrent use.
+type PGSession struct {
+	mu sync.Mutex
+	o  PGOptions
+	// prepared maps a prepared statement's name to what it may run. A
+	// name prepared again without DEALLOCATE has more than one candidate:
+	// the server refuses the second PREPARE (or Parse) unless the first
+	// failed, and airlock does not see which, so an EXECUTE must be
+	// allowed as every candidate.
+	prepared map[string][]*pgPrepared
+	// stateless is set for the package-level Postgres, which has no
+	// session to remember statements in.
+	stateless bool
+}
+
+// maxCandidates bounds the statements one name may stand for; see
+// PGSession.prepared.
+const maxCandidates = 4
+
+// pgPrepared is what a prepared statement runs, resolved.
+type pgPrepared struct {
+	kind string
+	// text is the PREPARE (or the Parse's query) that made it.
+	text string
+	f    facts
+}
+
+// NewPGSession starts the authorizer's state for one client session.
+func NewPGSession(o PGOptions) *PGSession { return &PGSession{o: o} }
+
+// Postgres decides on one Query message under g; see the package-level
+// Postgres for the verdict's shape. PREPARE, EXECUTE and DEALLOCATE follow
+// the session: EXECUTE of a statement this session prepared is decided as
+// that statement (with the grant in force now), EXECUTE of any other name
+// is refused.
+func (s *PGSession) Postgres(g *Grant, sql string) Verdict {
+	return s.message(g, "", sql, false)
+}
+
+// Parse decides on an extended-protocol Parse message: one statement,
+// remembered under name (when not empty and allowed) so that a later SQL
+// EXECUTE of that name is decided as it.
+func (s *PGSession) Parse(g *Grant, name, sql string) Verdict {
+	return s.message(g, name, sql, true)
+}
+
+// CloseStatement forgets a named statement, for a Close message that
+// closes it; forward the Close, then call this.
+func (s *PGSession) CloseStatement(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.prepared[name]; ok {
+		s.prepared = maps.Clone(s.prepared)
+		delete(s.prepared, name)
+	}
+}
+
+// Prepared decides, under g, on running the statement prepared under
+// name, as an EXECUTE of it would be decided: for a Bind of a statement
+// made with SQL PREPARE, which the gateway did not see as a Parse. ok is
+// false when this session prepared nothing under that name.
+func (s *PGSession) Prepared(g *Grant, name string) (v Verdict, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cands := s.prepared[name]
+	if len(cands) == 0 {
+		return Verdict{}, false
+	}
+	st := &Statement{Text: cands[len(cands)-1].text, Class: Classification{Kind: "EXECUTE"}}
+	st.f.own = AccessRead
+	for _, c := range cands {
+		st.mergeExecuted(c)
+	}
+	d := decide(g, st, &decideOpts{dialect: "postgres", defaultSchema: s.schema()})
+	return Verdict{Allow: d.Allow, Statements: []Decision{d}}, true
+}
+
+func (s *PGSession) schema() string {
+	if s.o.DefaultSchema != "" {
+		return s.o.DefaultSchema
+	}
+	return defaultPGSchema
+}
+
+func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	opts := &decideOpts{dialect: "postgres", defaultSchema: s.schema()}
+	var key cacheKey
+	cache := s.o.Cache
+	if cache != nil && !(parse && name != "") {
+		key = cacheKey{settings: "postgres|" + opts.defaultSchema, text: sql, grant: grantID(g), prepare: parse}
+		if v, ok := cache.get(key, g); ok {
+			return v
+		}
+	}
+	stmts, err := classifyPG(sql)
+	if err != nil {
+		return unparseablePG(sql, err)
+	}
+	if len(stmts) == 0 {
+		return Verdict{Allow: true}
+	}
+	if parse && len(stmts) > 1 {
+		return Verdict{Statements: []Decision{{Text: sql, Rule: "multi-statement-parse",
+			Reason: "a prepared statement must hold exactly one statement",
+			Class:  Classification{Kind: "UNPARSEABLE", Required: AccessAdmin}}}}
+	}
+	prepared := s.prepared // copied before any change
+	changed := false
+	stateful := false
+	decisions := make([]Decision, len(stmts))
+	resolved := make([]*Statement, len(stmts))
+	for i := range stmts {
+		m := &stmts[i]
+		a := m.a
+		st := m.resolve(opts.defaultSchema)
+		if a.exec != "" || a.prepName != "" || a.dealloc != "" || a.deallocAll {
+			stateful = true
+		}
+		if a.exec != "" {
+			p, ok := prepared[a.exec]
+			ok = ok && len(p) > 0
+			switch {
+			case s.stateless && !ok:
+				st.f.refusal, st.f.refusalRule = "EXECUTE "+a.exec+": airlock cannot tell what a prepared statement runs without the session's state; "+
+					"PREPARE and EXECUTE it in one session through airlock, or use the extended protocol", "indirection"
+			case !ok:
+				st.f.refusal, st.f.refusalRule = "EXECUTE "+a.exec+": no statement of that name was prepared in this session through airlock, so airlock cannot tell what it runs; PREPARE it again", "indirection"
+			default:
+				for _, c := range p {
+					st.mergeExecuted(c)
+				}
+			}
+		}
+		for _, n := range []string{a.prepName, name} {
+			if n != "" && len(prepared[n]) >= maxCandidates {
+				st.f.refusal, st.f.refusalRule = "prepared statement "+n+" was prepared "+strconv.Itoa(maxCandidates)+" times without DEALLOCATE or Close; deallocate it first", "indirection"
+			}
+		}
+		resolved[i] = st
+		decisions[i] = decide(g, st, opts)
+		if !decisions[i].Allow {
+			continue
+		}
+		// Apply what the statement leaves behind, for the statements after
+		// it in this message.
+		if !changed && (a.prepName != "" || a.dealloc != "" || a.deallocAll || parse && name != "") {
+			prepared = maps.Clone(prepared)
+			if prepared == nil {
+				prepared = map[string][]*pgPrepared{}
+			}
+			changed = true
+		}
+		switch {
+		case a.deallocAll:
+			clear(prepared)
+		case a.dealloc != "":
+			delete(prepared, a.dealloc)
+		case a.prepName != "":
+			f := st.f
+			f.own, f.ownWhy = a.prepOwn, ""
+			prepared[a.prepName] = append(slices.Clone(prepared[a.prepName]), &pgPrepared{kind: a.prepKind, text: m.text, f: f})
+		}
+		if parse && name != "" {
+			prepared[name] = append(slices.Clone(prepared[name]), &pgPrepared{kind: m.kind, text: m.text, f: st.f})
+		}
+	}
+	v := batch(decisions)
+	if v.Allow && changed {
+		s.prepared = prepared
+	}
+	if cache != nil && !stateful && !(parse && name != "") {
+		cache.put(key, g, v)
+	}
+	return v
+}
+
+// mergeExecuted adds to an EXECUTE (or EXPLAIN ANALYZE EXECUTE, or CREATE
+// TABLE AS EXECUTE) what the prepared statement needs.
+func (st *Statement) mergeExecuted(p *pgPrepared) {
+	f := &st.f
+	off := len(f.funcs)
+	f.funcs = append(slices.Clone(f.funcs), p.f.funcs...)
+	needs := slices.Clone(f.needs)
+	if p.f.own > AccessRead {
+		needs = append(needs, need{level: p.f.own, why: "EXECUTE of " + p.kind, fn: -1})
+	}
+	for _, n := range p.f.needs {
+		if n.fn >= 0 {
+			n.fn += off
+		}
+		needs = append(needs, n)
+	}
+	f.needs = needs
+	f.tables = append(slices.Clone(f.tables), p.f.tables...)
+	for _, x := range []struct {
+		dst *string
+		src string
+	}{
+		{&f.unresolved, p.f.unresolved}, {&f.unfiltered, p.f.unfiltered}, {&f.drops, p.f.drops},
+		{&f.serverFiles, p.f.serverFiles},
+	} {
+		if *x.dst == "" {
+			*x.dst = x.src
+		}
+	}
+	var read, written, funcs []string
+	for _, t := range f.tables {
+		if t.written {
+			written = append(written, t.String())
+		} else {
+			read = append(read, t.String())
+		}
+	}
+	for i := range f.funcs {
+		funcs = append(funcs, f.funcs[i].display())
+	}
+	st.Class.TablesRead, st.Class.TablesWritten, st.Class.Functions = sortedSet(read), sortedSet(written), sortedSet(funcs)
+	st.Class.Required, st.Class.Why = f.required()
+}

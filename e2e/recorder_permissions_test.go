@@ -1,0 +1,316 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/natsconn"
+	"github.com/airlockhq/airlock/recorder"
+	"github.com/airlockhq/airlock/testenv"
+)
+
+// natsUsers are nkeys for the users of deploy/nats/accounts.conf: seed
+// files to connect with and the environment the servers read the public
+// keys from.
+type natsUsers struct {
+	seedFiles map[string]string // user -> seed file
+	env       []string
+}
+
+func newNATSUsers(t *testing.T) *natsUsers {
+	t.Helper()
+	u := &natsUsers{seedFiles: map[string]string{}}
+	dir := t.TempDir()
+	for _, name := range []string{"gateway", "reviewer", "admin", "sys"} {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := kp.PublicKey()
+		seed, _ := kp.Seed()
+		p := filepath.Join(dir, name+".nk")
+		if err := os.WriteFile(p, seed, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		u.seedFiles[name] = p
+		u.env = append(u.env, "AIRLOCK_NATS_"+strings.ToUpper(name)+"_NKEY="+pub)
+	}
+	return u
+}
+
+func (u *natsUsers) option(t *testing.T, user string) nats.Option {
+	t.Helper()
+	opt, err := nats.NkeyOptionFromSeed(u.seedFiles[user])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opt
+}
+
+// startDeployCluster runs a 3-node cluster with the users and permissions
+// of deploy/nats/accounts.conf.
+func startDeployCluster(t *testing.T, u *natsUsers) *testenv.NATSCluster {
+	t.Helper()
+	return testenv.StartNATSCluster(t, testenv.NATSClusterOptions{
+		Include:       filepath.Join("..", "deploy", "nats", "accounts.conf"),
+		Env:           u.env,
+		ClientOptions: []nats.Option{u.option(t, "admin")},
+	})
+}
+
+// violations collects the permission errors the server sends a
+// connection, which is how a refused publish or subscribe is reported.
+type violations struct {
+	mu   sync.Mutex
+	errs []string
+}
+
+func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.errs = append(v.errs, err.Error())
+}
+
+// wait returns once a permissions violation naming subject has arrived.
+func (v *violations) wait(t *testing.T, subject string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		v.mu.Lock()
+		for _, e := range v.errs {
+			if strings.Contains(strings.ToLower(e), "permissions violation") && strings.Contains(e, subject) {
+				v.mu.Unlock()
+				return
+			}
+		}
+		v.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	t.Fatalf("no permissions violation for %s; got %q", subject, v.errs)
+}
+
+func connectAs(t *testing.T, c *testenv.NATSCluster, u *natsUsers, user string, v *violations, extra ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	opts := append([]nats.Option{u.option(t, user), nats.ErrorHandler(v.handler)}, extra...)
+	nc, err := nats.Connect(c.URL, opts...)
+	if err != nil {
+		t.Fatalf("connect as %s: %v", user, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// TestRecorderNATSPermissions runs the gateway's recorder and grant store
+// as the gateway user of deploy/nats against a real 3-node cluster with
+// that configuration, then proves that the gateway, the reviewer and the
+// operator are each refused what they must not do to the events stream.
+func TestRecorderNATSPermissions(t *testing.T) {
+	u := newNATSUsers(t)
+	c := startDeployCluster(t, u)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// The gateway, connected the way the gateway connects (natsconn with
+	// an nkey seed as recorder.credentials_file), does its whole job.
+	gw, err := natsconn.Connect(ctx, natsconn.Options{URL: c.URL, CredentialsFile: u.seedFiles["gateway"], Name: "perm-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Close)
+	signer, err := recorder.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := recorder.New(ctx, gw.JS, recorder.Options{Stream: "AIRLOCK_EVENTS", Replicas: 3, Signer: signer})
+	if err != nil {
+		t.Fatalf("recorder as the gateway user: %v", err)
+	}
+	l := rec.Open("ses_perm", recorder.Meta{Agent: "a", Resource: "r", Protocol: "postgres", Client: "c"})
+	l.Append(recorder.Event{Type: recorder.TypeSessionStart})
+	l.Append(recorder.Event{Type: recorder.TypeSessionEnd, End: &recorder.End{Reason: "done"}})
+	if err := l.Commit(ctx); err != nil {
+		t.Fatalf("publish as the gateway user: %v", err)
+	}
+	if _, err := recorder.NewReader(gw.JS, "AIRLOCK_EVENTS", "").Events(ctx, "ses_perm"); err != nil {
+		t.Fatalf("read as the gateway user: %v", err)
+	}
+	if _, err := recorder.NewReader(gw.JS, "AIRLOCK_EVENTS", "").Sessions(ctx, recorder.ListOptions{}); err != nil {
+		t.Fatalf("list as the gateway user: %v", err)
+	}
+	store, err := control.OpenStore(ctx, gw.NC, gw.JS, control.StoreOptions{Bucket: "airlock_grants", Replicas: 3})
+	if err != nil {
+		t.Fatalf("grant store as the gateway user: %v", err)
+	}
+	store.Close()
+
+	// The reviewer reads.
+	var rv violations
+	_, rjs := connectAs(t, c, u, "reviewer", &rv, nats.CustomInboxPrefix("_INBOX_reviewer"))
+	evs, err := recorder.NewReader(rjs, "AIRLOCK_EVENTS", "").Events(ctx, "ses_perm")
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("read as the reviewer: %d events, %v", len(evs), err)
+	}
+
+	var gv, av violations
+	gnc, gjs := connectAs(t, c, u, "gateway", &gv)
+	_, ajs := connectAs(t, c, u, "admin", &av)
+	rnc, _ := connectAs(t, c, u, "reviewer", &rv, nats.CustomInboxPrefix("_INBOX_reviewer"))
+
+	st, err := ajs.Stream(ctx, "AIRLOCK_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	weaker := st.CachedInfo().Config
+	weaker.MaxAge = time.Hour
+
+	type who struct {
+		name string
+		js   jetstream.JetStream
+		v    *violations
+	}
+	gateway, reviewer, admin := who{"gateway", gjs, &gv}, who{"reviewer", rjs, &rv}, who{"admin", ajs, &av}
+	cases := []struct {
+		name    string
+		who     who
+		subject string // the refused subject the server names
+		try     func(ctx context.Context, js jetstream.JetStream) error
+	}{
+		{"gateway deletes the stream", gateway, "$JS.API.STREAM.DELETE.AIRLOCK_EVENTS",
+			func(ctx context.Context, js jetstream.JetStream) error { return js.DeleteStream(ctx, "AIRLOCK_EVENTS") }},
+		{"gateway purges the stream", gateway, "$JS.API.STREAM.PURGE.AIRLOCK_EVENTS",
+			func(ctx context.Context, js jetstream.JetStream) error { return jsPurge(ctx, js) }},
+		{"gateway updates the stream", gateway, "$JS.API.STREAM.UPDATE.AIRLOCK_EVENTS",
+			func(ctx context.Context, js jetstream.JetStream) error {
+				_, err := js.UpdateStream(ctx, weaker)
+				return err
+			}},
+		{"gateway deletes an event", gateway, "$JS.API.STREAM.MSG.DELETE.AIRLOCK_EVENTS",
+			func(ctx context.Context, js jetstream.JetStream) error { return jsDeleteMsg(ctx, js) }},
+		{"gateway publishes outside its subjects", gateway, "other.subject",
+			func(ctx context.Context, js jetstream.JetStream) error {
+				_, err := js.Publish(ctx, "other.subject", []byte("x"))
+				return err
+			}},
+		{"gateway creates another stream", gateway, "$JS.API.STREAM.CREATE.SHADOW",
+			func(ctx context.Context, js jetstream.JetStream) error {
+				_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SHADOW", Subjects: []string{"shadow.>"}})
+				return err
+			}},
+		{"reviewer publishes an event", reviewer, "airlock.events.ses_forged.start",
+			func(ctx context.Context, js jetstream.JetStream) error {
+				_, err := js.Publish(ctx, "airlock.events.ses_forged.start", []byte(`{"v":2}`))
+				return err
+			}},
+		{"reviewer deletes the stream", reviewer, "$JS.API.STREAM.DELETE.AIRLOCK_EVENTS",
+			func(ctx context.Context, js jetstream.JetStream) error { return js.DeleteStream(ctx, "AIRLOCK_EVENTS") }},
+		{"reviewer purges the stream", reviewer, "$JS.API.STREAM.PURGE.AIRLOCK_EVENTS",
+			func(ctx context.Context, js jetstream.JetStream) error { return jsPurge(ctx, js) }},
+		{"reviewer updates the stream", reviewer, "$JS.API.STREAM.UPDATE.AIRLOCK_EVENTS",
+			func(ctx context.Context, js jetstream.JetStream) error {
+				_, err := js.UpdateStream(ctx, weaker)
+				return err
+			}},
+		{"reviewer deletes an event", reviewer, "$JS.API.STREAM.MSG.DELETE.AIRLOCK_EVENTS",
+			func(ctx context.Context, js jetstream.JetStream) error { return jsDeleteMsg(ctx, js) }},
+		{"admin deletes the stream", admin, "$JS.API.STREAM.DELETE.AIRLOCK_EVENTS",
+			func(ctx context.Context, js jetstream.JetStream) error { return js.DeleteStream(ctx, "AIRLOCK_EVENTS") }},
+		{"admin purges the stream", admin, "$JS.API.STREAM.PURGE.AIRLOCK_EVENTS",
+			func(ctx context.Context, js jetstream.JetStream) error { return jsPurge(ctx, js) }},
+		{"admin publishes an event", admin, "airlock.events.ses_forged.start",
+			func(ctx context.Context, js jetstream.JetStream) error {
+				_, err := js.Publish(ctx, "airlock.events.ses_forged.start", []byte(`{"v":2}`))
+				return err
+			}},
+	}
+	// The subtests run in parallel: each refused request waits out its
+	// timeout. The group returns when all have.
+	t.Run("refusals", func(t *testing.T) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				// A refused request gets no answer, only the violation: the
+				// call fails when its context ends.
+				tctx, tcancel := context.WithTimeout(ctx, 2*time.Second)
+				defer tcancel()
+				if err := tc.try(tctx, tc.who.js); err == nil {
+					t.Fatalf("%s: allowed", tc.name)
+				}
+				tc.who.v.wait(t, tc.subject)
+			})
+		}
+	})
+
+	// The stream the operator cannot break either: deny_delete and
+	// deny_purge cannot be turned off by an update.
+	loosened := st.CachedInfo().Config
+	loosened.DenyDelete, loosened.DenyPurge = false, false
+	if _, err := ajs.UpdateStream(ctx, loosened); err == nil {
+		t.Error("admin turned deny_delete and deny_purge off")
+	}
+
+	// A reviewer cannot listen to the gateway's replies, which carry grants.
+	if _, err := rnc.SubscribeSync("_INBOX.>"); err == nil {
+		rv.wait(t, "_INBOX.>")
+	}
+	// Nor can the gateway subscribe to the events directly (it reads
+	// through consumers only).
+	if _, err := gnc.SubscribeSync("airlock.events.>"); err == nil {
+		gv.wait(t, "airlock.events.>")
+	}
+
+	// After all of it the stream still holds exactly the session's events.
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 || info.Config.MaxAge != 0 || !info.Config.DenyDelete || !info.Config.DenyPurge {
+		t.Fatalf("stream after the attempts: %d messages, config %+v", info.State.Msgs, info.Config)
+	}
+}
+
+func jsPurge(ctx context.Context, js jetstream.JetStream) error {
+	st, err := js.Stream(ctx, "AIRLOCK_EVENTS")
+	if err != nil {
+		// Not even allowed to look: also a refusal, but the purge itself
+		// must be tried to prove it is refused.
+		return jsRaw(ctx, js, "$JS.API.STREAM.PURGE.AIRLOCK_EVENTS")
+	}
+	return st.Purge(ctx)
+}
+
+func jsDeleteMsg(ctx context.Context, js jetstream.JetStream) error {
+	st, err := js.Stream(ctx, "AIRLOCK_EVENTS")
+	if err != nil {
+		return jsRaw(ctx, js, "$JS.API.STREAM.MSG.DELETE.AIRLOCK_EVENTS")
+	}
+	return st.DeleteMsg(ctx, 1)
+}
+
+// jsRaw sends an API request directly.
+func jsRaw(ctx context.Context, js jetstream.JetStream, subject string) error {
+	msg, err := js.Conn().RequestWithContext(ctx, subject, []byte(`{"seq":1}`))
+	if err != nil {
+		return err
+	}
+	if strings.Contains(string(msg.Data), `"error"`) {
+		return errors.New(string(msg.Data))
+	}
+	return nil
+}

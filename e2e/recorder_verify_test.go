@@ -1,0 +1,229 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+// cliRun runs the airlock CLI as identity and returns stdout, stderr and
+// the exit status, for commands whose status carries meaning.
+func (g *gateway) cliRun(identity string, args ...string) (stdout, stderr string, code int) {
+	g.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, g.bin, args...)
+	cmd.Env = append(os.Environ(), "AIRLOCK_SERVER="+g.httpURL, "AIRLOCK_TOKEN="+g.tokens[identity])
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		g.t.Fatalf("airlock %s: %v", strings.Join(args, " "), err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// publishedKeys reads GET /v1/keys without a token: the key is public.
+func (g *gateway) publishedKeys(t *testing.T) []recorder.PublicKey {
+	t.Helper()
+	resp, err := http.Get(g.httpURL + "/v1/keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var k control.Keys
+	if err := json.NewDecoder(resp.Body).Decode(&k); err != nil || resp.StatusCode != 200 || len(k.Keys) != 1 {
+		t.Fatalf("GET /v1/keys: %d %+v %v", resp.StatusCode, k, err)
+	}
+	return k.Keys
+}
+
+// TestRecorderVerifyAndExport runs a psql session through the gateway,
+// then verifies it through the API and offline from an export file, with
+// the published key pinned, and checks that an altered copy of the file
+// fails with the seq of the change.
+func TestRecorderVerifyAndExport(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	var iss control.Issued
+	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-9: check the chain", "--access", "read")
+	out, err := g.psql("agent-1", iss.Token, "demo-pg", "select count(*) from orders;\ndelete from orders;\nselect 1; select 2;\n")
+	if err != nil && !strings.Contains(out, "airlock") {
+		t.Fatalf("psql: %v\n%s", err, out)
+	}
+	var list []recorder.Summary
+	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+	if len(list) != 1 || list[0].Status != recorder.StatusEnded {
+		t.Fatalf("sessions: %+v", list)
+	}
+	id := list[0].Session
+
+	// The key is published, and is the one the gateway logged at start.
+	keys := g.publishedKeys(t)
+	fp := keys[0].Fingerprint
+	if !strings.Contains(g.logText(), fp) {
+		t.Fatalf("the gateway's log does not name its key %s", fp)
+	}
+
+	stdout, stderr, code := g.cliRun("rita", "sessions", "verify", id)
+	if code != 0 || !strings.Contains(stdout, id+": ok: ") || !strings.Contains(stdout, fp) {
+		t.Fatalf("verify %s: exit %d\n%s%s", id, code, stdout, stderr)
+	}
+	var rep recorder.Report
+	g.cliJSON(&rep, "rita", "sessions", "verify", id)
+	if !rep.OK() || rep.Key != fp || rep.Events < 8 {
+		t.Fatalf("verify --json: %+v", rep)
+	}
+	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", "--all", "--since", "1h"); code != 0 || !strings.Contains(stdout, "1 sessions: 1 verified") {
+		t.Fatalf("verify --all: exit %d\n%s%s", code, stdout, stderr)
+	}
+	// Only reviewers read sessions.
+	if _, _, code := g.cliRun("agent-1", "sessions", "verify", id); code != 1 {
+		t.Fatalf("an agent verified a session: exit %d", code)
+	}
+
+	file := filepath.Join(t.TempDir(), id+".json")
+	if _, stderr, code := g.cliRun("rita", "sessions", "export", id, "-o", file); code != 0 {
+		t.Fatalf("export: exit %d: %s", code, stderr)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var x recorder.Export
+	if err := json.Unmarshal(b, &x); err != nil || x.Session != id || len(x.Keys) != 1 || x.Keys[0].Fingerprint != fp || len(x.Events) != rep.Events {
+		t.Fatalf("export file: %v\n%s", err, b)
+	}
+	// Offline: no server, no token.
+	offline := func(args ...string) (string, string, int) {
+		cmd := exec.Command(g.bin, append([]string{"sessions", "verify", "--file", file}, args...)...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return o.String(), e.String(), cmd.ProcessState.ExitCode()
+	}
+	if stdout, stderr, code := offline(); code != 0 || !strings.Contains(stdout, id+": ok") || !strings.Contains(stderr, fp) {
+		t.Fatalf("verify --file: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if stdout, stderr, code := offline("--key", fp); code != 0 {
+		t.Fatalf("verify --file --key %s: exit %d\n%s%s", fp, code, stdout, stderr)
+	}
+	pub := filepath.Join(t.TempDir(), "gw.pub")
+	if err := os.WriteFile(pub, []byte(keys[0].SSH+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if stdout, stderr, code := offline("--key", pub); code != 0 {
+		t.Fatalf("verify --file --key %s: exit %d\n%s%s", pub, code, stdout, stderr)
+	}
+	if _, stderr, code := offline("--key", "SHA256:somebodyelse"); code != 1 || !strings.Contains(stderr, "no such key") {
+		t.Fatalf("verify --file with another pinned key: exit %d\n%s", code, stderr)
+	}
+
+	// Alter the denied DELETE into a SELECT in the file: caught at its seq.
+	var seq uint64
+	for _, raw := range x.Events {
+		var ev recorder.Event
+		_ = json.Unmarshal(raw, &ev)
+		if ev.Statement != nil && strings.HasPrefix(ev.Statement.Text, "delete") {
+			seq = ev.Seq
+		}
+	}
+	altered := bytes.Replace(b, []byte(`"text":"delete from orders"`), []byte(`"text":"select from orders"`), 1)
+	if seq == 0 || bytes.Equal(altered, b) {
+		t.Fatalf("no delete statement in the export:\n%s", b)
+	}
+	if err := os.WriteFile(file, altered, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantLine := id + ": FAILED at seq " + strconv.FormatUint(seq, 10) + ": hash does not match"
+	if stdout, stderr, code := offline(); code != 1 || !strings.Contains(stdout, wantLine) || !strings.Contains(stderr, "failed verification") {
+		t.Fatalf("verify of an altered file: exit %d, want 1 and %q\n%s%s", code, wantLine, stdout, stderr)
+	}
+}
+
+// TestRecorderGatewayKilled kills the gateway with SIGKILL in the middle of
+// a session. After a restart the session is listed as open, not missing,
+// and verify reports it unterminated (exit 3), not tampered.
+func TestRecorderGatewayKilled(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	var iss control.Issued
+	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-11: crash", "--access", "write")
+	conn := connectPgx(t, g, "agent-1", iss.Token)
+	ctx := context.Background()
+	for _, q := range []string{"select 1", "insert into customers(name, email) values ('Kim', 'kim@example.com')"} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	g.kill()
+	if _, err := conn.Exec(ctx, "select 2"); err == nil {
+		t.Fatal("the session outlived the gateway")
+	}
+	g.restart()
+
+	var list []recorder.Summary
+	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+	if len(list) != 1 || list[0].Status != recorder.StatusOpen || list[0].End != nil {
+		t.Fatalf("sessions after the crash: %+v", list)
+	}
+	id := list[0].Session
+	stdout, stderr, code := g.cliRun("rita", "sessions", "verify", id)
+	if code != 3 || !strings.Contains(stdout, id+": UNTERMINATED") || strings.Contains(stdout, "FAILED") {
+		t.Fatalf("verify of the cut session: exit %d, want 3\n%s%s", code, stdout, stderr)
+	}
+	var rep recorder.Report
+	_ = json.Unmarshal([]byte(mustCLIJSONRaw(t, g, "sessions", "verify", id)), &rep)
+	if rep.Status != recorder.VerifyUnterminated || rep.FirstBad != 0 || rep.LastSeq < 5 {
+		t.Fatalf("verify --json: %+v", rep)
+	}
+	if _, _, code := g.cliRun("rita", "sessions", "verify", "--all"); code != 3 {
+		t.Fatalf("verify --all with only an unterminated session: exit %d, want 3", code)
+	}
+
+	// New sessions on the restarted gateway verify.
+	conn2 := connectPgx(t, g, "agent-1", iss.Token)
+	if _, err := conn2.Exec(ctx, "select 3"); err != nil {
+		t.Fatal(err)
+	}
+	conn2.Close(ctx)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+		if len(list) == 2 && list[0].Status == recorder.StatusEnded || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", list[0].Session); code != 0 {
+		t.Fatalf("verify of a session after the restart: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// mustCLIJSONRaw runs a CLI command with --json whose exit status may be
+// non-zero and returns its stdout.
+func mustCLIJSONRaw(t *testing.T, g *gateway, args ...string) string {
+	t.Helper()
+	stdout, _, _ := g.cliRun("rita", append(args, "--json")...)
+	return stdout
+}

@@ -1,0 +1,673 @@
+package mysql
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/config"
+	"github.com/airlockhq/airlock/proxy"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+// Commands (COM_*).
+const (
+	comSleep            = 0x00
+	comQuit             = 0x01
+	comInitDB           = 0x02
+	comQuery            = 0x03
+	comFieldList        = 0x04
+	comStatistics       = 0x09
+	comProcessKill      = 0x0c
+	comPing             = 0x0e
+	comChangeUser       = 0x11
+	comBinlogDump       = 0x12
+	comTableDump        = 0x13
+	comRegisterSlave    = 0x15
+	comStmtPrepare      = 0x16
+	comStmtExecute      = 0x17
+	comStmtSendLongData = 0x18
+	comStmtClose        = 0x19
+	comStmtReset        = 0x1a
+	comSetOption        = 0x1b
+	comStmtFetch        = 0x1c
+	comBinlogDumpGTID   = 0x1e
+	comResetConnection  = 0x1f
+)
+
+// session relays one authorized client connection. One goroutine runs it:
+// MySQL is a request-response protocol, so the gateway reads a command,
+// decides, forwards it and relays its whole response before reading the
+// next. A client that pipelines simply waits in the socket buffer.
+type session struct {
+	sess *proxy.Session
+	log  *slog.Logger
+	res  *config.Resource
+	az   Authorizer
+	// fileLoads is whether the upstream leg has the local-files capability.
+	fileLoads bool
+
+	cl net.Conn
+	cr *bufio.Reader
+	cw *bufio.Writer
+	up net.Conn
+	ur *bufio.Reader
+	uw *bufio.Writer
+
+	// cwMu guards cw, clientSeq and idle: the ender writes a last error to
+	// the client from another goroutine.
+	cwMu      sync.Mutex
+	clientSeq byte // the sequence id of the next packet to the client
+	idle      bool // waiting for the client's next command
+
+	stmts    map[uint32]*stmt
+	lastStmt uint32
+	buf      []byte // client packets read whole
+	ubuf     []byte // upstream packets read whole
+}
+
+// relay runs the session until either side stops or the session's context
+// ends it, and returns why it ended.
+func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
+	res := sess.Resource()
+	s := &session{
+		sess: sess, log: sess.Logger(), res: res,
+		az: p.newAuthorizer(authz.MySQLOptions{
+			Database: res.Database, Databases: []string{res.Database},
+			SQLMode: up.sqlMode, ServerVersion: up.version,
+		}),
+		fileLoads: up.caps&capLocalFiles != 0,
+		cl:        cl.conn, cr: cl.r, cw: cl.w,
+		up: up.conn, ur: bufio.NewReaderSize(up.conn, 64<<10), uw: bufio.NewWriterSize(up.conn, 64<<10),
+		stmts: map[uint32]*stmt{},
+	}
+	var (
+		mu     sync.Mutex
+		reason string
+		closed bool
+	)
+	setReason := func(why string) {
+		mu.Lock()
+		if reason == "" {
+			reason = why
+		}
+		mu.Unlock()
+	}
+	end := func(why string) {
+		setReason(why)
+		mu.Lock()
+		defer mu.Unlock()
+		if !closed {
+			closed = true
+			s.cl.Close()
+			s.up.Close()
+		}
+	}
+	// A revoked or expired grant, or shutdown, ends the session: tell the
+	// client why, then close both sides.
+	fired := make(chan struct{})
+	stop := context.AfterFunc(sess.Context(), func() {
+		defer close(fired)
+		cause := context.Cause(sess.Context())
+		setReason(cause.Error())
+		// Closing the upstream first frees a relay blocked reading it; the
+		// deadline frees one blocked writing to a client that does not
+		// read.
+		s.up.Close()
+		_ = s.cl.SetWriteDeadline(time.Now().Add(time.Second))
+		s.cwMu.Lock()
+		seq := s.clientSeq
+		if s.idle {
+			// The answer to the client's next command comes with 1.
+			seq = 1
+		}
+		_ = s.cl.SetWriteDeadline(time.Now().Add(time.Second))
+		msg := "airlock: terminating connection: " + strings.TrimPrefix(cause.Error(), proxy.ErrGrantEnded.Error()+": ")
+		_, _ = writePacket(s.cw, seq, errPacket(erConnectionKilled, "70100", msg))
+		_ = s.cw.Flush()
+		s.cwMu.Unlock()
+		end(cause.Error())
+	})
+	end(s.run())
+	if !stop() {
+		<-fired // it ran: let it finish writing before the connection goes
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return reason
+}
+
+// run reads and handles client commands until the session should end, and
+// returns why.
+func (s *session) run() string {
+	for {
+		if err := s.flushClient(); err != nil {
+			return "client write failed: " + err.Error()
+		}
+		s.setIdle(true)
+		h, err := readHeader(s.cr)
+		s.setIdle(false)
+		if err != nil {
+			return s.clientReadEnded(err)
+		}
+		if h.seq != 0 {
+			return s.violation(h, fmt.Sprintf("command packet with sequence id %d, want 0", h.seq))
+		}
+		if h.n == 0 {
+			return s.violation(h, "empty command packet")
+		}
+		b, err := s.cr.Peek(1)
+		if err != nil {
+			return s.clientReadEnded(err)
+		}
+		cmd := b[0]
+		switch cmd {
+		case comQuit:
+			_ = s.discardClient(h)
+			_ = s.forwardEmpty(comQuit)
+			return "client quit"
+		case comStmtSendLongData:
+			err = s.sendLongData(h)
+		default:
+			var body []byte
+			body, err = s.readCommand(h)
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return s.violation(h, fmt.Sprintf("truncated command packet: the header announced %d bytes", h.n))
+			}
+			if err == nil {
+				err = s.command(cmd, h, body)
+			}
+		}
+		if err != nil {
+			var fe *frameError
+			if errors.As(err, &fe) {
+				if fe.tooLong {
+					return s.violationCode(h, fe.msg, erNetPacketTooLarge, "08S01")
+				}
+				return s.violation(h, fe.msg)
+			}
+			if errors.Is(err, errUpstreamGone) {
+				return err.Error()
+			}
+			var ue *upstreamError
+			if errors.As(err, &ue) {
+				return ue.Error()
+			}
+			return s.clientReadEnded(err)
+		}
+	}
+}
+
+// errUpstreamGone ends a session whose upstream closed its connection.
+var errUpstreamGone = errors.New("upstream closed the connection")
+
+// upstreamError is a failure on the upstream side of the relay.
+type upstreamError struct{ err error }
+
+func (e *upstreamError) Error() string {
+	if errors.Is(e.err, io.EOF) || errors.Is(e.err, io.ErrUnexpectedEOF) || errors.Is(e.err, net.ErrClosed) {
+		return "upstream closed the connection"
+	}
+	return "upstream failed: " + e.err.Error()
+}
+
+func (s *session) readCommand(h header) ([]byte, error) {
+	b, _, err := readPayload(s.cr, h, s.buf, maxCommand, "command")
+	if cap(b) <= 1<<20 {
+		s.buf = b // keep small buffers for reuse
+	}
+	return b, err
+}
+
+// command handles one command read whole.
+func (s *session) command(cmd byte, h header, body []byte) error {
+	g := s.sess.Grant()
+	switch cmd {
+	case comQuery:
+		sql := string(body[1:])
+		return s.query(h, body, s.az.MySQL(g, sql), false)
+	case comInitDB:
+		return s.initDB(h, body)
+	case comFieldList:
+		table, rest, ok := cstring(body[1:])
+		if !ok {
+			table, rest = string(body[1:]), nil
+		}
+		sql := "SHOW COLUMNS FROM " + quoteIdent(table)
+		if len(rest) > 0 {
+			sql += " LIKE '" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(string(rest)) + "'"
+		}
+		v := s.az.MySQL(g, sql)
+		for i := range v.Statements {
+			v.Statements[i].Text = "COM_FIELD_LIST " + table
+		}
+		adm, err := s.sess.Admit(v)
+		if err != nil {
+			return s.refuse(h, err)
+		}
+		if err := s.forward(body); err != nil {
+			return err
+		}
+		t := &tracker{adm: adm, v: v}
+		return s.relayFieldList(t)
+	case comStatistics:
+		adm, err := s.sess.Admit(commandVerdict(g, "COM_STATISTICS", "STATISTICS", authz.AccessRead))
+		if err != nil {
+			return s.refuse(h, err)
+		}
+		if err := s.forward(body); err != nil {
+			return err
+		}
+		// The answer is one packet of text.
+		uh, err := s.upHeader()
+		if err != nil {
+			return err
+		}
+		if err := s.relayLogical(uh); err != nil {
+			return err
+		}
+		adm.Done(0, recorder.Result{Executed: true, Tag: "STATISTICS"})
+		return nil
+	case comProcessKill:
+		if len(body) < 5 {
+			return &frameError{msg: "malformed COM_PROCESS_KILL"}
+		}
+		id := binary.LittleEndian.Uint32(body[1:])
+		v := s.az.MySQL(g, fmt.Sprintf("KILL CONNECTION %d", id))
+		return s.query(h, body, v, false)
+	case comPing, comSetOption, comStmtReset, comResetConnection:
+		if cmd == comStmtReset {
+			if id, ok := stmtID(body); ok {
+				if st := s.stmts[s.resolve(id)]; st != nil {
+					st.long = nil
+				}
+			}
+		}
+		if err := s.forward(body); err != nil {
+			return err
+		}
+		o, err := s.relayStatus()
+		if err == nil && cmd == comResetConnection && o {
+			s.stmts, s.lastStmt = map[uint32]*stmt{}, 0
+		}
+		return err
+	case comStmtPrepare:
+		return s.prepare(h, body)
+	case comStmtExecute:
+		return s.execute(h, body)
+	case comStmtClose:
+		if id, ok := stmtID(body); ok {
+			delete(s.stmts, s.resolve(id))
+		}
+		// No answer comes.
+		return s.forward(body)
+	case comStmtFetch:
+		if err := s.forward(body); err != nil {
+			return err
+		}
+		_, _, err := s.relayRows(&tracker{})
+		return err
+	case comChangeUser:
+		return s.deny(h, "COM_CHANGE_USER", "change-user", "CHANGE USER",
+			"changing the user is not allowed through airlock: a session keeps the agent and grant it authenticated with; reconnect instead")
+	case comBinlogDump, comBinlogDumpGTID, comRegisterSlave, comTableDump:
+		return s.deny(h, fmt.Sprintf("%s (command 0x%02x)", commandName(cmd), cmd), "replication", "REPLICATION",
+			"replication and binary log commands are not allowed through airlock")
+	}
+	return s.deny(h, fmt.Sprintf("%s (command 0x%02x)", commandName(cmd), cmd), "unsupported-command", "COMMAND",
+		fmt.Sprintf("the %s protocol command is not allowed through airlock; use the SQL statement instead", commandName(cmd)))
+}
+
+func commandName(cmd byte) string {
+	switch cmd {
+	case comSleep:
+		return "COM_SLEEP"
+	case 0x05:
+		return "COM_CREATE_DB"
+	case 0x06:
+		return "COM_DROP_DB"
+	case 0x07:
+		return "COM_REFRESH"
+	case 0x08:
+		return "COM_SHUTDOWN"
+	case 0x0a:
+		return "COM_PROCESS_INFO"
+	case 0x0d:
+		return "COM_DEBUG"
+	case comBinlogDump:
+		return "COM_BINLOG_DUMP"
+	case comTableDump:
+		return "COM_TABLE_DUMP"
+	case comRegisterSlave:
+		return "COM_REGISTER_SLAVE"
+	case comBinlogDumpGTID:
+		return "COM_BINLOG_DUMP_GTID"
+	case 0xfa:
+		return "COM_STMT_BULK_EXECUTE"
+	}
+	return "unknown"
+}
+
+// commandVerdict decides a protocol command that runs no SQL but needs
+// the given access.
+func commandVerdict(g *authz.Grant, text, kind string, need authz.Access) authz.Verdict {
+	d := authz.Decision{Text: text, Rule: "access-level", Class: authz.Classification{Kind: kind, Required: need}}
+	if g.Access >= need {
+		d.Allow = true
+	} else {
+		d.Reason = fmt.Sprintf("%s requires %s access; grant %s allows %s", kind, need, g.ID, g.Access)
+	}
+	return authz.Verdict{Allow: d.Allow, Statements: []authz.Decision{d}}
+}
+
+// deny records a refused command and answers it with an error; the
+// session goes on.
+func (s *session) deny(h header, text, rule, kind, reason string) error {
+	_, err := s.sess.Admit(authz.Verdict{Statements: []authz.Decision{{
+		Text: text, Rule: rule, Reason: reason,
+		Class: authz.Classification{Kind: kind, Required: authz.AccessAdmin},
+	}}})
+	return s.refuse(h, err)
+}
+
+// refuse answers the command of header h with the refusal err.
+func (s *session) refuse(h header, err error) error {
+	var ref *proxy.Refusal
+	if !errors.As(err, &ref) {
+		ref = &proxy.Refusal{Kind: "recorder", Msg: err.Error()}
+	}
+	code, state := uint16(erTableAccessDenied), "42000"
+	if ref.Kind == "recorder" {
+		code, state = erUnknown, "HY000"
+	}
+	return s.writeClient(h.seq+1, errPacket(code, state, ref.Msg))
+}
+
+// query authorizes and runs a COM_QUERY (or a command decided as SQL):
+// every statement is decided before any is forwarded, and each result the
+// upstream sends is recorded against its statement.
+func (s *session) query(h header, body []byte, v authz.Verdict, binary bool) error {
+	adm, err := s.sess.Admit(v)
+	if err != nil {
+		return s.refuse(h, err)
+	}
+	if err := s.forward(body); err != nil {
+		return err
+	}
+	return s.relayResults(&tracker{adm: adm, v: v}, binary)
+}
+
+func (s *session) initDB(h header, body []byte) error {
+	db := string(body[1:])
+	// The client knows the database by the resource's name.
+	if db == s.res.Name {
+		db = s.res.Database
+		body = append([]byte{comInitDB}, db...)
+	}
+	v := s.az.InitDB(s.sess.Grant(), db)
+	adm, err := s.sess.Admit(v)
+	if err != nil {
+		return s.refuse(h, err)
+	}
+	if err := s.forward(body); err != nil {
+		return err
+	}
+	ok, err := s.relayStatus()
+	if ok {
+		s.az.SetDatabase(db)
+		adm.Done(0, recorder.Result{Executed: true, Tag: "OK"})
+	} else if err == nil {
+		adm.Done(0, recorder.Result{Executed: true, Error: "the server refused the database"})
+	}
+	return err
+}
+
+func stmtID(body []byte) (uint32, bool) {
+	if len(body) < 5 {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint32(body[1:]), true
+}
+
+func (s *session) resolve(id uint32) uint32 {
+	if id == lastPrepared {
+		return s.lastStmt
+	}
+	return id
+}
+
+// prepare authorizes a COM_STMT_PREPARE. Nothing runs at prepare, so an
+// allowed statement is only remembered under its id; its executions are
+// what get recorded. A refused one is recorded here, where the client
+// learns of it.
+func (s *session) prepare(h header, body []byte) error {
+	sql := string(body[1:])
+	v := s.az.Prepare(s.sess.Grant(), sql)
+	if len(v.Statements) > 1 {
+		v = authz.Verdict{Statements: []authz.Decision{{Text: sql, Rule: "multi-statement-prepare",
+			Reason: "a prepared statement must hold exactly one statement"}}}
+	}
+	if !v.Allow {
+		_, err := s.sess.Admit(v)
+		return s.refuse(h, err)
+	}
+	if err := s.forward(body); err != nil {
+		return err
+	}
+	uh, err := s.upHeader()
+	if err != nil {
+		return err
+	}
+	if s.peek(uh) != hdrOK {
+		return s.relayLogical(uh)
+	}
+	p, seq, err := s.readUp(uh)
+	if err != nil {
+		return err
+	}
+	if len(p) < 12 {
+		return &upstreamError{fmt.Errorf("malformed COM_STMT_PREPARE answer of %d bytes", len(p))}
+	}
+	id := binary.LittleEndian.Uint32(p[1:])
+	cols, params := int(binary.LittleEndian.Uint16(p[5:])), int(binary.LittleEndian.Uint16(p[7:]))
+	s.stmts[id] = &stmt{verdict: v, params: params}
+	s.lastStmt = id
+	if err := s.writeClient(seq, p); err != nil {
+		return err
+	}
+	for _, n := range []int{params, cols} {
+		if n == 0 {
+			continue
+		}
+		if _, err := s.relayColumns(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// execute records a COM_STMT_EXECUTE with its parameters under the
+// decision made at prepare, then forwards it.
+func (s *session) execute(h header, body []byte) error {
+	id, ok := executeHeader(body)
+	if !ok {
+		return &frameError{msg: "malformed COM_STMT_EXECUTE"}
+	}
+	st := s.stmts[s.resolve(id)]
+	if st == nil {
+		return s.deny(h, fmt.Sprintf("COM_STMT_EXECUTE of statement %d", id), "unknown-statement", "EXECUTE",
+			"the statement was not prepared through airlock in this session (or was closed); prepare it with COM_STMT_PREPARE")
+	}
+	vals, err := parseExecute(body, st)
+	if err != nil {
+		return err
+	}
+	params := make([]recorder.Param, len(vals))
+	for i, v := range vals {
+		p := s.sess.Param(v.value, v.binary, v.null)
+		if v.long != nil {
+			p.Size = int(v.long.size)
+			p.Truncated = p.Truncated || v.long.size > int64(len(v.long.head))
+		}
+		p.Type = v.typ
+		params[i] = p
+	}
+	st.long = nil
+	adm, err := s.sess.Admit(st.verdict, params...)
+	if err != nil {
+		return s.refuse(h, err)
+	}
+	if err := s.forward(body); err != nil {
+		return err
+	}
+	return s.relayResults(&tracker{adm: adm, v: st.verdict}, true)
+}
+
+// sendLongData streams a COM_STMT_SEND_LONG_DATA to the upstream, keeping
+// its size and first bytes for the record of the execution. No answer
+// comes.
+func (s *session) sendLongData(h header) error {
+	if h.n < 7 {
+		return &frameError{msg: "malformed COM_STMT_SEND_LONG_DATA"}
+	}
+	b, err := s.cr.Peek(7)
+	if err != nil {
+		return err
+	}
+	id, param := binary.LittleEndian.Uint32(b[1:]), int(binary.LittleEndian.Uint16(b[5:]))
+	var ld *longData
+	if st := s.stmts[s.resolve(id)]; st != nil && param < st.params {
+		if st.long == nil {
+			st.long = map[int]*longData{}
+		}
+		if ld = st.long[param]; ld == nil {
+			ld = &longData{}
+			st.long[param] = ld
+		}
+	}
+	const keep = 64 << 10 // at least the recorder's cap; the rest is counted
+	first := true
+	for {
+		if err := writeHeader(s.uw, h); err != nil {
+			return &upstreamError{err}
+		}
+		n := h.n
+		if first {
+			hdr, _ := s.cr.Peek(7)
+			if _, err := s.uw.Write(hdr); err != nil {
+				return &upstreamError{err}
+			}
+			_, _ = s.cr.Discard(7)
+			n -= 7
+			first = false
+		}
+		for n > 0 {
+			chunk, err := s.cr.Peek(min(n, s.cr.Size()))
+			if len(chunk) == 0 && err != nil {
+				return eofIsUnexpected(err)
+			}
+			if ld != nil {
+				ld.size += int64(len(chunk))
+				if len(ld.head) < keep {
+					ld.head = append(ld.head, chunk[:min(len(chunk), keep-len(ld.head))]...)
+				}
+			}
+			if _, err := s.uw.Write(chunk); err != nil {
+				return &upstreamError{err}
+			}
+			_, _ = s.cr.Discard(len(chunk))
+			n -= len(chunk)
+		}
+		if h.last() {
+			return nil
+		}
+		if h, err = readHeader(s.cr); err != nil {
+			return eofIsUnexpected(err)
+		}
+	}
+}
+
+// violation records a malformed command, tells the client and ends the
+// session.
+func (s *session) violation(h header, msg string) string {
+	return s.violationCode(h, msg, erMalformedPacket, "HY000")
+}
+
+func (s *session) violationCode(h header, msg string, code uint16, state string) string {
+	_, _ = s.sess.Admit(authz.Verdict{Statements: []authz.Decision{{
+		Text: "<protocol packet>", Rule: "protocol", Reason: msg,
+		Class: authz.Classification{Kind: "PROTOCOL", Required: authz.AccessAdmin},
+	}}})
+	_ = s.writeClient(h.seq+1, errPacket(code, state, "airlock: protocol violation: "+msg))
+	_ = s.flushClient()
+	return "protocol violation: " + msg
+}
+
+func (s *session) clientReadEnded(err error) string {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return "client disconnected"
+	}
+	return "client read failed: " + err.Error()
+}
+
+func (s *session) discardClient(h header) error {
+	for {
+		if _, err := s.cr.Discard(h.n); err != nil {
+			return err
+		}
+		if h.last() {
+			return nil
+		}
+		var err error
+		if h, err = readHeader(s.cr); err != nil {
+			return err
+		}
+	}
+}
+
+// forward sends a command upstream as one packet with sequence id 0.
+func (s *session) forward(body []byte) error {
+	if _, err := writePacket(s.uw, 0, body); err != nil {
+		return &upstreamError{err}
+	}
+	if err := s.uw.Flush(); err != nil {
+		return &upstreamError{err}
+	}
+	return nil
+}
+
+func (s *session) forwardEmpty(cmd byte) error { return s.forward([]byte{cmd}) }
+
+func (s *session) setIdle(idle bool) {
+	s.cwMu.Lock()
+	s.idle = idle
+	if idle {
+		s.clientSeq = 1
+	}
+	s.cwMu.Unlock()
+}
+
+func (s *session) flushClient() error {
+	s.cwMu.Lock()
+	defer s.cwMu.Unlock()
+	return s.cw.Flush()
+}
+
+// writeClient writes one logical packet to the client starting at seq.
+func (s *session) writeClient(seq byte, p []byte) error {
+	s.cwMu.Lock()
+	defer s.cwMu.Unlock()
+	next, err := writePacket(s.cw, seq, p)
+	s.clientSeq = next
+	return err
+}

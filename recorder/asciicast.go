@@ -1,0 +1,157 @@
+package recorder
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Terminal sessions as asciicast v2 (https://docs.asciinema.org/manual/asciicast/v2/):
+// a JSON header line, then one [time, code, data] line per event, time in
+// seconds from the start. The terminal channels of a session are its
+// shells and the channels with a pty; their data events become "o"
+// (output), "i" (input) and "r" (resize) events at the time the gateway
+// relayed them.
+
+// ErrNoTerminal is returned for a session that has nothing to replay.
+var ErrNoTerminal = errors.New("the session has no terminal (shell or pty) to replay; see airlock sessions show")
+
+// CastHeader is the asciicast v2 header.
+type CastHeader struct {
+	Version   int               `json:"version"`
+	Width     int               `json:"width"`
+	Height    int               `json:"height"`
+	Timestamp int64             `json:"timestamp,omitempty"`
+	Title     string            `json:"title,omitempty"`
+	Env       map[string]string `json:"env,omitempty"`
+}
+
+// CastEvent is one asciicast event.
+type CastEvent struct {
+	// Time is seconds since the recording's start.
+	Time float64
+	// Code is "o" (output), "i" (input) or "r" (resize, Data "COLSxROWS").
+	Code string
+	Data string
+}
+
+// MarshalJSON writes the event as asciicast's [time, code, data].
+func (e CastEvent) MarshalJSON() ([]byte, error) {
+	return json.Marshal([]any{math.Round(e.Time*1e6) / 1e6, e.Code, e.Data})
+}
+
+// Cast is a terminal recording.
+type Cast struct {
+	Header CastHeader
+	Events []CastEvent
+}
+
+// Terminal builds the recording of a session's terminal channels from its
+// events (in seq order, as Reader.Events returns them). Several terminal
+// channels in one session are merged in time order.
+func Terminal(evs []Event) (*Cast, error) {
+	stmts := map[uint64]*Event{}
+	terminal := map[uint64]bool{}
+	pty := map[uint64]bool{}
+	for i := range evs {
+		e := &evs[i]
+		switch {
+		case e.Statement != nil:
+			stmts[e.Statement.ID] = e
+			if e.Statement.Class.Kind == "SHELL" && e.Statement.Decision == "allow" {
+				terminal[e.Statement.ID] = true
+			}
+		case e.Data != nil && e.Data.Stream == "resize":
+			terminal[e.Data.ID] = true
+			pty[e.Data.ID] = true
+		}
+	}
+	if len(terminal) == 0 {
+		return nil, ErrNoTerminal
+	}
+	var start time.Time
+	for id := range terminal {
+		if st := stmts[id]; st != nil && (start.IsZero() || st.Time.Before(start)) {
+			start = st.Time
+		}
+	}
+	c := &Cast{Header: CastHeader{Version: 2, Width: 80, Height: 24}}
+	sized := false
+	for i := range evs {
+		e := &evs[i]
+		if e.Type != TypeData || e.Data == nil || !terminal[e.Data.ID] {
+			continue
+		}
+		if start.IsZero() {
+			start = e.Time
+		}
+		if c.Header.Title == "" {
+			c.Header.Title = castTitle(e)
+		}
+		d := e.Data
+		at := max(e.Time.Sub(start).Seconds(), 0)
+		switch d.Stream {
+		case "resize":
+			if d.Cols <= 0 || d.Rows <= 0 {
+				continue
+			}
+			if !sized {
+				sized = true
+				c.Header.Width, c.Header.Height = d.Cols, d.Rows
+				if d.Term != "" {
+					c.Header.Env = map[string]string{"TERM": d.Term}
+				}
+				continue
+			}
+			c.Events = append(c.Events, CastEvent{at, "r", fmt.Sprintf("%dx%d", d.Cols, d.Rows)})
+		case "stdout", "stderr":
+			text := string(d.Bytes())
+			if !pty[d.ID] {
+				// Without a pty nothing turned \n into \r\n on the way.
+				text = strings.ReplaceAll(strings.ReplaceAll(text, "\r\n", "\n"), "\n", "\r\n")
+			}
+			c.Events = append(c.Events, CastEvent{at, "o", text})
+		case "stdin":
+			c.Events = append(c.Events, CastEvent{at, "i", string(d.Bytes())})
+		}
+	}
+	sort.SliceStable(c.Events, func(i, j int) bool { return c.Events[i].Time < c.Events[j].Time })
+	if !start.IsZero() {
+		c.Header.Timestamp = start.Unix()
+	}
+	return c, nil
+}
+
+func castTitle(e *Event) string {
+	t := fmt.Sprintf("%s on %s, session %s", e.Agent, e.Resource, e.Session)
+	if e.Task != "" {
+		t += ": " + e.Task
+	}
+	return t
+}
+
+// WriteAsciicast writes the session's terminal recording as an asciicast
+// v2 file, which the asciinema player and `asciinema play` accept.
+func WriteAsciicast(w io.Writer, evs []Event) error {
+	c, err := Terminal(evs)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	if err := enc.Encode(c.Header); err != nil {
+		return err
+	}
+	for _, e := range c.Events {
+		if err := enc.Encode(e); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
