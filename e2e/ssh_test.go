@@ -483,6 +483,15 @@ func TestSSHShellReplay(t *testing.T) {
 	if !strings.Contains(cast.String(), "airlock-42") {
 		t.Errorf("asciicast lacks the output")
 	}
+	// What the reviewer exports with the CLI plays in asciinema.
+	castFile := filepath.Join(t.TempDir(), "session.cast")
+	g.mustCLI("rita", "sessions", "export", d.Summary.Session, "--format", "asciicast", "-o", castFile)
+	player := testenv.RequireBinary(t, "asciinema", "asciinema")
+	script := testenv.RequireBinary(t, "script", "bsdutils")
+	// asciinema wants a terminal; script(1) gives it one.
+	if played, err := exec.Command(script, "-qec", player+" cat "+castFile, "/dev/null").CombinedOutput(); err != nil || !strings.Contains(string(played), "airlock-42") {
+		t.Errorf("asciinema cat of the exported recording: %v\n%s", err, played)
+	}
 
 	// The replay plays the output with the original timing.
 	start := time.Now()
