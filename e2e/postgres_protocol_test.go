@@ -302,3 +302,29 @@ func TestPostgresDirectTLS(t *testing.T) {
 		t.Fatalf("plaintext: %v", err)
 	}
 }
+
+// TestPostgresListenNotify: notifications reach a listening client through
+// the gateway as they arrive, between its own statements.
+func TestPostgresListenNotify(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	_, readTok := grantFor(t, g, "read")
+	_, writeTok := grantFor(t, g, "write")
+	listener := connectPgx(t, g, "agent-1", readTok)
+	notifier := connectPgx(t, g, "agent-1", writeTok)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := listener.Exec(ctx, "listen airlock_events"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := notifier.Exec(ctx, "notify airlock_events, 'hello'"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := listener.WaitForNotification(ctx)
+	if err != nil || n.Channel != "airlock_events" || n.Payload != "hello" {
+		t.Fatalf("notification: %+v, %v", n, err)
+	}
+	// NOTIFY writes: a read grant may listen but not notify.
+	if _, err := listener.Exec(ctx, "notify airlock_events, 'nope'"); err == nil || !strings.Contains(err.Error(), "42501") {
+		t.Fatalf("notify under read: %v", err)
+	}
+}
