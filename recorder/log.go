@@ -396,6 +396,11 @@ func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]bool)
 		}
 		a := e.att
 		l.pollLocked(e, a)
+		if l.broken != nil {
+			// The outcome just polled may be one no republish can mend
+			// (a reused session id): republishing would store it anyway.
+			return nil, l.broken
+		}
 		if e.acked {
 			continue
 		}

@@ -503,7 +503,7 @@ func TestFirstEventExpectation(t *testing.T) {
 		t.Fatalf("commit: %v", err)
 	}
 	if n := h.streamMsgs(t); n != 1 {
-		t.Fatalf("stream holds %d messages, want 1", n)
+		t.Fatalf("stream holds %d messages, want 1 (commit: %v)", n, err)
 	}
 }
 
