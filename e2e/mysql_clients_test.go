@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -285,58 +281,7 @@ func TestMySQLClientConnectorJ(t *testing.T) {
 	checkMySQLClientEvents(t, mysqlGrantSessions(t, g, iss.Grant.ID, 1), iss.Grant.ID, tag, true)
 }
 
-// mysqlNodeModules installs the mysql2 client's locked dependencies (npm
-// ci) once per lockfile into the user's cache and returns the
-// node_modules path.
+// mysqlNodeModules installs the mysql2 client's locked dependencies.
 func mysqlNodeModules(t *testing.T) string {
-	t.Helper()
-	testenv.RequireBinary(t, "node", "nodejs")
-	npm := testenv.RequireBinary(t, "npm", "npm")
-	src := filepath.Join(mysqlClientsDir(t), "node")
-	pkg, err := os.ReadFile(filepath.Join(src, "package.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock, err := os.ReadFile(filepath.Join(src, "package-lock.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(append(pkg, lock...))
-	base, err := os.UserCacheDir()
-	if err != nil {
-		base = os.TempDir()
-	}
-	dir := filepath.Join(base, "airlock", "mysql-node-client-"+hex.EncodeToString(sum[:8]))
-	marker := filepath.Join(dir, "node_modules", "mysql2", "package.json")
-	if _, err := os.Stat(marker); err == nil {
-		return filepath.Join(dir, "node_modules")
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// Install beside, then rename into place, so a concurrent test process
-	// never sees half a tree.
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), "mysql-node-client-tmp-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(tmp)
-	for name, b := range map[string][]byte{"package.json": pkg, "package-lock.json": lock} {
-		if err := os.WriteFile(filepath.Join(tmp, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts")
-	cmd.Dir = tmp
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci for the mysql2 client (e2e/clients/mysql/node): %v\n%s", err, out)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		if _, serr := os.Stat(marker); serr != nil {
-			t.Fatal(err)
-		}
-	}
-	return filepath.Join(dir, "node_modules")
+	return npmModules(t, filepath.Join(mysqlClientsDir(t), "node"), "mysql2")
 }

@@ -1051,13 +1051,18 @@ func TestPostgresClientPsycopg2(t *testing.T) {
 	}
 }
 
-// nodeModules installs the node client's locked dependencies (npm ci) once
-// per lockfile into the user's cache and returns the node_modules path.
+// nodeModules installs the node client's locked dependencies.
 func nodeModules(t *testing.T) string {
+	return npmModules(t, filepath.Join(clientsDir(t), "node"), "pg")
+}
+
+// npmModules installs the locked dependencies of the npm package in src
+// (npm ci) once per lockfile into the user's cache and returns the
+// node_modules path; marker is a module the install must contain.
+func npmModules(t *testing.T, src, marker string) string {
 	t.Helper()
 	testenv.RequireBinary(t, "node", "nodejs")
 	npm := testenv.RequireBinary(t, "npm", "npm")
-	src := filepath.Join(clientsDir(t), "node")
 	pkg, err := os.ReadFile(filepath.Join(src, "package.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -1071,20 +1076,19 @@ func nodeModules(t *testing.T) string {
 	if err != nil {
 		base = os.TempDir()
 	}
-	dir := filepath.Join(base, "airlock", "node-client-"+hex.EncodeToString(sum[:8]))
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "pg", "package.json")); err == nil {
+	dir := filepath.Join(base, "airlock", "npm-"+hex.EncodeToString(sum[:8]))
+	installed := filepath.Join(dir, "node_modules", marker, "package.json")
+	if fileExists(installed) {
 		return filepath.Join(dir, "node_modules")
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	// Install beside, then rename into place, so a concurrent test process
 	// never sees half a tree.
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), "node-client-tmp-")
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "npm-tmp-")
 	if err != nil {
-		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if tmp, err = os.MkdirTemp(filepath.Dir(dir), "node-client-tmp-"); err != nil {
-			t.Fatal(err)
-		}
+		t.Fatal(err)
 	}
 	defer os.RemoveAll(tmp)
 	for name, b := range map[string][]byte{"package.json": pkg, "package-lock.json": lock} {
@@ -1097,9 +1101,9 @@ func nodeModules(t *testing.T) string {
 	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts")
 	cmd.Dir = tmp
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci for the node client (e2e/clients/node): %v\n%s", err, out)
+		t.Fatalf("npm ci in %s: %v\n%s", src, err, out)
 	}
-	if err := os.Rename(tmp, dir); err != nil && !fileExists(filepath.Join(dir, "node_modules", "pg", "package.json")) {
+	if err := os.Rename(tmp, dir); err != nil && !fileExists(installed) {
 		t.Fatal(err)
 	}
 	return filepath.Join(dir, "node_modules")
