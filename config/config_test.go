@@ -45,6 +45,20 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"negative max_msgs", base + "recorder: { max_msgs: -5 }\n", "recorder.max_msgs"},
 		{"sync_always with a cluster", base + "recorder: { nats_url: \"nats://h:4222\", embedded_sync_always: true }\n", "recorder.embedded_sync_always"},
 		{"duplicate resource", base + "  - { name: demo-pg, protocol: postgres, address: \"h:1\", database: a, user: u, auth: { type: password, password_env: X } }\n", "resources[1].name"},
+		{"rds without verify-full", rds("auth: { type: rds-iam, region: us-east-1 }, tls: { mode: require }"), "resources[1].tls.mode"},
+		{"rds with a password", rds("auth: { type: rds-iam, region: us-east-1, password_env: X }"), "resources[1].auth.password_env"},
+		{"rds bad region", rds("auth: { type: rds-iam, region: east }"), "resources[1].auth.region"},
+		{"rds bad role", rds("auth: { type: rds-iam, region: us-east-1, assume_role_arn: admin }"), "resources[1].auth.assume_role_arn"},
+		{"rds with an endpoint", rds("auth: { type: rds-iam, region: us-east-1, endpoint: { type: eice, id: eice-0123456789abcdef0 } }"), "resources[1].auth.endpoint: only used with auth type ec2-instance-connect"},
+		{"role on a password resource", strings.Replace(base, "password_env: X }", "password_env: X, assume_role_arn: \"arn:aws:iam::123456789012:role/r\" }", 1), "resources[0].auth.assume_role_arn: only used"},
+		{"ec2 bad instance", ec2("instance_id: web-1, region: us-east-1"), "resources[1].auth.instance_id"},
+		{"ec2 zone elsewhere", ec2("instance_id: i-0123456789abcdef0, region: us-east-1, availability_zone: eu-west-1a"), "resources[1].auth.availability_zone"},
+		{"ec2 with a key file", ec2("instance_id: i-0123456789abcdef0, region: us-east-1, key_file: /k"), "resources[1].auth.key_file"},
+		{"ec2 endpoint type", ec2("instance_id: i-0123456789abcdef0, region: us-east-1, endpoint: { type: ssm, id: eice-0123456789abcdef0 }"), "resources[1].auth.endpoint.type"},
+		{"ec2 endpoint id", ec2("instance_id: i-0123456789abcdef0, region: us-east-1, endpoint: { type: eice, id: vpce-1 }"), "resources[1].auth.endpoint.id"},
+		{"ec2 endpoint dns name", ec2("instance_id: i-0123456789abcdef0, region: us-east-1, endpoint: { type: eice, id: eice-0123456789abcdef0, dns_name: \"https://x/\" }"), "resources[1].auth.endpoint.dns_name"},
+		{"aws endpoint_url", base + "aws: { endpoint_url: \"localhost:4566\" }\n", "aws.endpoint_url"},
+		{"aws rate", base + "aws: { rds_connect_rate: -1 }\n", "aws.rds_connect_rate"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

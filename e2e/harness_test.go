@@ -68,6 +68,13 @@ type gatewayOptions struct {
 	Replicas        int
 	// PostgresListen is listen.postgres; empty: a free loopback port.
 	PostgresListen string
+	// Resources is appended to the resources list (YAML items indented
+	// "  - name: ..."); Config is appended at the top level (e.g. an aws:
+	// block); Env is added to the gateway's environment (later entries
+	// win).
+	Resources string
+	Config    string
+	Env       []string
 }
 
 func startGateway(t testing.TB, o gatewayOptions) *gateway {
@@ -149,6 +156,7 @@ identities:
 	if o.SSH {
 		cfg = g.addSSH(t, cfg)
 	}
+	cfg += o.Resources + o.Config
 	cfgPath := filepath.Join(g.dir, "airlock.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -158,6 +166,7 @@ identities:
 	if g.my != nil {
 		g.env = append(g.env, "SHOP_MYSQL_PASSWORD="+g.my.Password)
 	}
+	g.env = append(g.env, o.Env...)
 	g.spawn()
 	t.Cleanup(func() {
 		_ = g.cmd.Process.Signal(os.Interrupt)

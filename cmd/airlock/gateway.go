@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/airlockhq/airlock/awsauth"
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
 	"github.com/airlockhq/airlock/metrics"
@@ -94,6 +96,11 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 		return err
 	}
 
+	aws, err := newAWS(ctx, cfg, host, log)
+	if err != nil {
+		return err
+	}
+
 	mx := metrics.New()
 	srv := &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host, Observer: mx}
 	api := &control.API{
@@ -133,6 +140,9 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 		}
 		listeners = append(listeners, l)
 		pg := &postgres.Protocol{TLS: tlsCfg, AllowPlaintext: cfg.Listen.AllowPlaintext}
+		if aws != nil {
+			pg.AWS = aws
+		}
 		go func() {
 			if err := srv.Serve(l, pg); err != nil {
 				errc <- fmt.Errorf("postgres listener: %w", err)
@@ -146,6 +156,9 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 		}
 		listeners = append(listeners, l)
 		my := &mysql.Protocol{TLS: tlsCfg, AllowPlaintext: cfg.Listen.AllowPlaintext, Resources: cfg.Resources, Log: log.With("proto", "mysql")}
+		if aws != nil {
+			my.AWS = aws
+		}
 		// The greeting announces the upstream's version; learn it before
 		// the first client arrives.
 		go my.Probe()
@@ -159,6 +172,9 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 		sp, err := sshproto.New(cfg, log)
 		if err != nil {
 			return err
+		}
+		if aws != nil {
+			sp.UseAWS(aws)
 		}
 		l, err := net.Listen("tcp", cfg.Listen.SSH)
 		if err != nil {
@@ -194,4 +210,52 @@ func recorderDesc(cfg *config.Config, nc *natsconn.Conn) string {
 		return "embedded JetStream in " + cfg.DataDir
 	}
 	return cfg.Recorder.NATSURL
+}
+
+// newAWS makes the AWS credential provider when a resource needs one (nil
+// otherwise), and checks in the background that the gateway has
+// credentials, so a missing identity shows in the log at start rather than
+// only in the first session's error.
+func newAWS(ctx context.Context, cfg *config.Config, host string, log *slog.Logger) (*awsauth.Provider, error) {
+	region := ""
+	for _, r := range cfg.Resources {
+		if r.Auth.Type == "rds-iam" || r.Auth.Type == "ec2-instance-connect" {
+			region = r.Auth.Region
+			break
+		}
+	}
+	if region == "" {
+		return nil, nil
+	}
+	p, err := awsauth.New(awsauth.Options{
+		EndpointURL: cfg.AWS.EndpointURL, CAFile: cfg.AWS.CAFile, RDSConnectRate: cfg.AWS.RDSConnectRate,
+		SessionName: sessionName(host), Log: log.With("component", "aws"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := p.Check(cctx, region); err != nil {
+			log.Warn("AWS resources will refuse sessions until the gateway has credentials", "err", err)
+		}
+	}()
+	return p, nil
+}
+
+// sessionName is the RoleSessionName of roles the gateway assumes, so
+// CloudTrail tells gateway replicas apart: letters, digits and =,.@- only,
+// at most 64 characters.
+func sessionName(host string) string {
+	b := []byte("airlock-")
+	for _, c := range []byte(host) {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("=,.@-", c) >= 0 {
+			b = append(b, c)
+		}
+	}
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return string(b)
 }

@@ -47,6 +47,8 @@ type Protocol struct {
 	NewAuthorizer func(authz.MySQLOptions) Authorizer
 	// Log is for what happens outside a session (version probes).
 	Log *slog.Logger
+	// AWS mints the tokens of rds-iam resources; nil refuses them.
+	AWS RDSAuth
 
 	versions versionCache
 	cache    cacheHolder

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	gomysql "github.com/go-mysql-org/go-mysql/client"
+	gomysqlerr "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/pingcap/tidb/pkg/parser/charset"
 
+	"github.com/airlockhq/airlock/awsauth"
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/proxy"
 )
@@ -39,8 +41,12 @@ func (p *Protocol) dialUpstream(ctx context.Context, sess *proxy.Session, resp *
 	switch res.Auth.Type {
 	case "password":
 		password = res.Password()
+	case "rds-iam":
+		if p.AWS == nil {
+			return nil, fmt.Errorf("resource %s: the gateway has no AWS provider for auth type rds-iam", res.Name)
+		}
 	default:
-		return nil, fmt.Errorf("auth type %q is not supported for mysql yet", res.Auth.Type)
+		return nil, fmt.Errorf("auth type %q is not supported for mysql", res.Auth.Type)
 	}
 	caps := resp.caps & upstreamCaps
 	if !sess.Grant().Scope.AllowFileLoad {
@@ -56,7 +62,7 @@ func (p *Protocol) dialUpstream(ctx context.Context, sess *proxy.Session, resp *
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	connect := func(tlsCfg *tls.Config) (*gomysql.Conn, error) {
+	connect := func(ctx context.Context, tlsCfg *tls.Config, password string) (*gomysql.Conn, error) {
 		return gomysql.ConnectWithDialer(ctx, "tcp", res.Address, res.User, password, res.Database, p.dialer().DialContext,
 			func(c *gomysql.Conn) error {
 				// go-mysql asks for these by default; they change the
@@ -84,9 +90,24 @@ func (p *Protocol) dialUpstream(ctx context.Context, sess *proxy.Session, resp *
 				return c.SetCollation(collation)
 			})
 	}
-	conn, err := connect(tlsCfg)
-	if err != nil && res.TLS.Mode == "prefer" && tlsCfg != nil && strings.Contains(err.Error(), "does not support TLS") {
-		conn, err = connect(nil)
+	var conn *gomysql.Conn
+	if res.Auth.Type == "rds-iam" {
+		// The server switches to mysql_clear_password for an IAM user, and
+		// go-mysql answers with the token in clear: only inside TLS that
+		// verified the server, never on a plaintext fallback.
+		if tlsCfg == nil || tlsCfg.InsecureSkipVerify || res.TLS.Mode != "verify-full" {
+			return nil, fmt.Errorf("resource %s: auth type rds-iam needs tls.mode verify-full: refusing to send an IAM token otherwise", res.Name)
+		}
+		err = p.AWS.ConnectRDS(ctx, res, func(ctx context.Context, token string) (bool, error) {
+			conn, err = connect(ctx, tlsCfg, token)
+			var me *gomysqlerr.MyError
+			return errors.As(err, &me) && me.Code == erAccessDenied, err
+		})
+	} else {
+		conn, err = connect(ctx, tlsCfg, password)
+		if err != nil && res.TLS.Mode == "prefer" && tlsCfg != nil && strings.Contains(err.Error(), "does not support TLS") {
+			conn, err = connect(ctx, nil, password)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -126,6 +147,9 @@ func upstreamTLS(res *config.Resource) (*tls.Config, error) {
 			return nil, fmt.Errorf("resource %s: tls.ca_file %s holds no PEM certificate", res.Name, res.TLS.CAFile)
 		}
 	}
+	if roots == nil && res.Auth.Type == "rds-iam" {
+		roots = awsauth.RDSRoots()
+	}
 	switch res.TLS.Mode {
 	case "disable":
 		return nil, nil
@@ -160,4 +184,10 @@ func upstreamTLS(res *config.Resource) (*tls.Config, error) {
 		return &tls.Config{RootCAs: roots, ServerName: host, MinVersion: tls.VersionTLS12}, nil
 	}
 	return nil, fmt.Errorf("resource %s: tls.mode %q is not supported", res.Name, res.TLS.Mode)
+}
+
+// RDSAuth runs connection attempts to an rds-iam resource, each with a
+// fresh or cached IAM token as the password (awsauth.Provider).
+type RDSAuth interface {
+	ConnectRDS(ctx context.Context, res *config.Resource, attempt func(ctx context.Context, token string) (refused bool, err error)) error
 }

@@ -31,6 +31,8 @@ type Protocol struct {
 	TLS *tls.Config
 	// AllowPlaintext lets clients connect without TLS.
 	AllowPlaintext bool
+	// AWS mints the tokens of rds-iam resources; nil refuses them.
+	AWS RDSAuth
 
 	cancels   cancels
 	cacheOnce sync.Once
@@ -102,7 +104,7 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 		cl.sendFatal(code, "airlock: "+err.Error())
 		return
 	}
-	up, err := dialUpstream(ctx, sess.Resource(), cl.params)
+	up, err := p.dialUpstream(ctx, sess.Resource(), cl.params)
 	if err != nil {
 		log.Error("upstream connection failed", "err", err)
 		cl.sendFatal(stateConnectionFailure, fmt.Sprintf("airlock: cannot connect to resource %s: %v", sess.Resource().Name, err))

@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/airlockhq/airlock/awsauth"
 	"github.com/airlockhq/airlock/config"
 )
 
@@ -28,10 +31,16 @@ type upstream struct {
 	key    []byte
 }
 
+// RDSAuth runs connection attempts to an rds-iam resource, each with a
+// fresh or cached IAM token as the password (awsauth.Provider).
+type RDSAuth interface {
+	ConnectRDS(ctx context.Context, res *config.Resource, attempt func(ctx context.Context, token string) (refused bool, err error)) error
+}
+
 // dialUpstream connects to the resource with the gateway's credentials,
 // using pgconn for the startup and authentication, then takes the raw
 // connection over for the relay.
-func dialUpstream(ctx context.Context, res *config.Resource, clientParams map[string]string) (*upstream, error) {
+func (p *Protocol) dialUpstream(ctx context.Context, res *config.Resource, clientParams map[string]string) (*upstream, error) {
 	host, port, err := net.SplitHostPort(res.Address)
 	if err != nil {
 		return nil, err
@@ -50,8 +59,12 @@ func dialUpstream(ctx context.Context, res *config.Resource, clientParams map[st
 	switch res.Auth.Type {
 	case "password":
 		cfg.Password = res.Password()
+	case "rds-iam":
+		if err := rdsTLS(cfg, res); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, fmt.Errorf("auth type %q is not supported for postgres yet", res.Auth.Type)
+		return nil, fmt.Errorf("auth type %q is not supported for postgres", res.Auth.Type)
 	}
 	// Only what we choose reaches the upstream, whatever PG* variables the
 	// gateway's environment holds.
@@ -66,7 +79,22 @@ func dialUpstream(ctx context.Context, res *config.Resource, clientParams map[st
 	cfg.RuntimeParams["standard_conforming_strings"] = "on"
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	var pc *pgconn.PgConn
+	if res.Auth.Type == "rds-iam" {
+		if p.AWS == nil {
+			return nil, fmt.Errorf("resource %s: the gateway has no AWS provider for auth type rds-iam", res.Name)
+		}
+		err = p.AWS.ConnectRDS(ctx, res, func(ctx context.Context, token string) (bool, error) {
+			cfg.Password = token
+			pc, err = pgconn.ConnectConfig(ctx, cfg)
+			cfg.Password = ""
+			var pe *pgconn.PgError
+			refused := errors.As(err, &pe) && (pe.Code == "28P01" || pe.Code == "28000")
+			return refused, err
+		})
+	} else {
+		pc, err = pgconn.ConnectConfig(ctx, cfg)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -76,4 +104,26 @@ func dialUpstream(ctx context.Context, res *config.Resource, clientParams map[st
 		return nil, err
 	}
 	return &upstream{conn: hc.Conn, params: hc.ParameterStatuses, pid: hc.PID, key: hc.SecretKey}, nil
+}
+
+// rdsTLS makes sure an rds-iam connection's only route is TLS with the
+// server's certificate and name verified, against tls.ca_file or the
+// embedded RDS roots: the token goes in a cleartext password message.
+func rdsTLS(cfg *pgconn.Config, res *config.Resource) error {
+	if res.TLS.Mode != "verify-full" {
+		return fmt.Errorf("resource %s: auth type rds-iam needs tls.mode verify-full, not %q", res.Name, res.TLS.Mode)
+	}
+	routes := []*tls.Config{cfg.TLSConfig}
+	for _, f := range cfg.Fallbacks {
+		routes = append(routes, f.TLSConfig)
+	}
+	for _, t := range routes {
+		if t == nil || t.InsecureSkipVerify {
+			return fmt.Errorf("resource %s: refusing to send an IAM token over a connection that is not verified TLS", res.Name)
+		}
+		if res.TLS.CAFile == "" {
+			t.RootCAs = awsauth.RDSRoots()
+		}
+	}
+	return nil
 }

@@ -22,6 +22,9 @@ import (
 type target struct {
 	res    *config.Resource
 	signer ssh.Signer // auth private_key
+	// aws pushes the per-session key of an ec2-instance-connect resource
+	// and opens EICE tunnels; set by UseAWS.
+	aws InstanceConnect
 	// pinned are the resource's host_key entries; known is the
 	// known_hosts_file check. Either or both may be set.
 	pinned []ssh.PublicKey
@@ -45,7 +48,7 @@ func loadTarget(res *config.Resource, key string) (*target, error) {
 		}
 		t.signer = s
 	case "ec2-instance-connect":
-		// Minted per session; see the EC2 Instance Connect issue.
+		// A key is minted and pushed for each session (dial).
 	default:
 		return nil, fmt.Errorf("config: %s.auth.type: %q is not supported for ssh", key, res.Auth.Type)
 	}
@@ -136,14 +139,47 @@ type upstream struct {
 	reqs  <-chan *ssh.Request
 }
 
+// InstanceConnect is what ec2-instance-connect resources need from AWS
+// (awsauth.Provider).
+type InstanceConnect interface {
+	// PushKey makes a key for one session and pushes its public half to
+	// the instance for the resource's user, valid for 60 seconds.
+	PushKey(ctx context.Context, res *config.Resource) (ssh.Signer, error)
+	// DialEICE opens a tunnel to the resource's address through its EC2
+	// Instance Connect Endpoint.
+	DialEICE(ctx context.Context, res *config.Resource) (net.Conn, error)
+}
+
+// UseAWS gives the ec2-instance-connect targets their AWS provider.
+func (p *Protocol) UseAWS(a InstanceConnect) {
+	for _, t := range p.targets {
+		t.aws = a
+	}
+}
+
 // dial connects to the target as its configured user.
 func (t *target) dial(ctx context.Context, d *net.Dialer) (*upstream, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
 	var auth []ssh.AuthMethod
+	dialTCP := func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", t.res.Address) }
 	switch t.res.Auth.Type {
 	case "private_key":
 		auth = []ssh.AuthMethod{ssh.PublicKeys(t.signer)}
+	case "ec2-instance-connect":
+		if t.aws == nil {
+			return nil, fmt.Errorf("resource %s: the gateway has no AWS provider for auth type ec2-instance-connect", t.res.Name)
+		}
+		signer, err := t.aws.PushKey(ctx, t.res)
+		if err != nil {
+			return nil, err
+		}
+		auth = []ssh.AuthMethod{ssh.PublicKeys(signer)}
+		if t.res.Auth.Endpoint != nil {
+			dialTCP = func(ctx context.Context) (net.Conn, error) { return t.aws.DialEICE(ctx, t.res) }
+		}
 	default:
-		return nil, fmt.Errorf("auth type %q is not supported for ssh yet", t.res.Auth.Type)
+		return nil, fmt.Errorf("auth type %q is not supported for ssh", t.res.Auth.Type)
 	}
 	cfg := &ssh.ClientConfig{
 		User:              t.res.User,
@@ -152,9 +188,7 @@ func (t *target) dial(ctx context.Context, d *net.Dialer) (*upstream, error) {
 		HostKeyAlgorithms: t.algos,
 		ClientVersion:     "SSH-2.0-airlock",
 	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	nc, err := d.DialContext(ctx, "tcp", t.res.Address)
+	nc, err := dialTCP(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -175,6 +209,11 @@ func (t *target) dial(ctx context.Context, d *net.Dialer) (*upstream, error) {
 		var he *HostKeyMismatchError
 		if errors.As(err, &he) {
 			return nil, he
+		}
+		if t.res.Auth.Type == "ec2-instance-connect" && strings.Contains(err.Error(), "unable to authenticate") {
+			return nil, fmt.Errorf("ssh to %s@%s: the instance refused the key pushed with EC2 Instance Connect: "+
+				"it must run the EC2 Instance Connect agent (its sshd's AuthorizedKeysCommand), user %s must exist there, "+
+				"and a pushed key is valid only 60 seconds (%w)", t.res.User, t.res.Address, t.res.User, err)
 		}
 		return nil, fmt.Errorf("ssh to %s@%s: %w", t.res.User, t.res.Address, err)
 	}
