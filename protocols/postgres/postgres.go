@@ -137,7 +137,9 @@ func (cancelPacket) Error() string { return "cancel request" }
 
 // startup negotiates TLS and reads the StartupMessage.
 func (p *Protocol) startup(conn net.Conn) (*client, error) {
-	cl := &client{conn: conn, r: bufio.NewReaderSize(conn, 8<<10), w: bufio.NewWriterSize(conn, 8<<10), params: map[string]string{}}
+	// With TLS (the rule) these serve only the SSLRequest; startTLS
+	// replaces them.
+	cl := &client{conn: conn, r: bufio.NewReaderSize(conn, 8<<10), w: bufio.NewWriterSize(conn, 16<<10), params: map[string]string{}}
 	// PostgreSQL 17's direct TLS starts with a TLS ClientHello (0x16)
 	// instead of an SSLRequest.
 	if b, err := cl.r.Peek(1); err == nil && b[0] == 0x16 {
@@ -270,7 +272,8 @@ func (p *Protocol) startTLS(cl *client, direct bool) error {
 	}
 	cl.conn, cl.tls = tc, true
 	cl.r = bufio.NewReaderSize(tc, 8<<10)
-	cl.w = bufio.NewWriterSize(tc, 8<<10)
+	// A full TLS record per flush when results stream.
+	cl.w = bufio.NewWriterSize(tc, 16<<10)
 	return nil
 }
 

@@ -80,8 +80,11 @@ func relay(sess *proxy.Session, cl *client, up *upstream, cache *authz.DecisionC
 	s := &session{
 		sess: sess, cl: cl, up: up,
 		az:    authz.NewPGSession(authz.PGOptions{Cache: cache}),
-		ur:    bufio.NewReaderSize(up.conn, 64<<10),
-		uw:    bufio.NewWriterSize(up.conn, 64<<10),
+		// One TLS record (16 KiB at most) fills the reader; the other
+		// way carries statements, which are small. Sized so that an idle
+		// session holds little.
+		ur:    bufio.NewReaderSize(up.conn, 16<<10),
+		uw:    bufio.NewWriterSize(up.conn, 8<<10),
 		stmts: map[string]*authz.Verdict{}, portals: map[string]*bound{},
 	}
 	var once sync.Once
