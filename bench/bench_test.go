@@ -1,5 +1,7 @@
-// Package bench measures airlock against a direct connection and PgBouncer
-// in one run, alternating the contenders so machine drift cancels out.
+// Package bench measures airlock against direct connections (PostgreSQL,
+// MariaDB, sshd) and PgBouncer in one run, with its embedded R1 recorder
+// and with a 3-node R3 cluster, alternating the contenders so machine
+// drift cancels out.
 // Run with `make bench`; it writes docs/benchmarks.md, docs/benchmarks.png
 // and CPU profiles of the gateway under docs/profiles/.
 package bench
@@ -24,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/airlockhq/airlock/control"
 	"github.com/airlockhq/airlock/testenv"
 )
 
@@ -43,13 +46,17 @@ func (t target) dsn() string {
 
 // env is everything the suite measures against.
 type env struct {
-	pg       *testenv.Postgres
-	direct   target
-	bouncer  target
-	airlock  target // strict, embedded R1 recorder
-	gw       *gateway
-	idle     target // airlock in front of PgBouncer (transaction pooling), for the idle-session count
-	profiles string
+	pg        *testenv.Postgres
+	direct    target
+	bouncer   target
+	airlock   target // strict, embedded R1 recorder
+	airlockR3 target // strict, recording to a 3-node cluster with replicas 3
+	gw        *gateway
+	gwR3      *gateway
+	idle      target // airlock in front of PgBouncer (transaction pooling), for the idle-session count
+	my        mysqlEnv
+	ssh       sshEnv
+	profiles  string
 }
 
 // BenchmarkSuite runs every measurement once and writes the report. Run it
@@ -60,9 +67,9 @@ func BenchmarkSuite(b *testing.B) {
 	}
 	raiseFileLimit(b)
 	testenv.RequireBinary(b, "pgbench", "postgresql-contrib")
-	e := setup(b)
 	r := &report{started: time.Now()}
-	r.machine()
+	e := setup(b)
+	r.machine(testenv.NATSServerBinary(b))
 	rounds := envInt("AIRLOCK_BENCH_ROUNDS", 3)
 	secs := envInt("AIRLOCK_BENCH_SECONDS", 5)
 
@@ -70,6 +77,11 @@ func BenchmarkSuite(b *testing.B) {
 	benchLatency(b, e, r)
 	benchLargeResult(b, e, r)
 	benchConnect(b, e, r)
+	benchMySQLPointSelect(b, e, r, rounds, secs)
+	benchMySQLLargeResult(b, e, r)
+	benchSSHBulk(b, e, r)
+	benchSSHExec(b, e, r)
+	// Last: the sessions it opens leave the gateway's heap grown.
 	benchIdle(b, e, r, envInt("AIRLOCK_BENCH_IDLE", 5000))
 
 	root := moduleRoot(b)
@@ -88,12 +100,25 @@ func setup(b *testing.B) *env {
 	bouncer := testenv.StartPgBouncer(b, e.pg, testenv.PgBouncerOptions{PoolMode: "session"})
 	e.bouncer = target{"pgbouncer", bouncer.Addr(), e.pg.User, e.pg.Password, e.pg.Database}
 	pool := testenv.StartPgBouncer(b, e.pg, testenv.PgBouncerOptions{PoolMode: "transaction", MaxClientConn: 10000, PoolSize: 10})
-	e.gw = startGateway(b, "", 1,
-		resource{"bench-pg", e.pg.Addr(), e.pg.Database, e.pg.User, "BENCH_PG_PASSWORD", e.pg.Password},
-		resource{"pooled-pg", pool.Addr(), e.pg.Database, e.pg.User, "BENCH_PG_PASSWORD", e.pg.Password},
-	)
-	e.airlock = target{"airlock", e.gw.pgAddr, "agent-1", e.gw.grant(b, "bench-pg", "read"), "bench-pg"}
-	e.idle = target{"airlock", e.gw.pgAddr, "agent-1", e.gw.grant(b, "pooled-pg", "read"), "pooled-pg"}
+	benchPG := resource{name: "bench-pg", protocol: "postgres", addr: e.pg.Addr(), database: e.pg.Database, user: e.pg.User,
+		passwordEnv: "BENCH_PG_PASSWORD", password: e.pg.Password}
+	pooledPG := benchPG
+	pooledPG.name, pooledPG.addr = "pooled-pg", pool.Addr()
+	my, myRes := startMariaDB(b)
+	sshd, sshRes := startSSHD(b)
+
+	e.gw = startGateway(b, gatewayOptions{Resources: []resource{benchPG, pooledPG, myRes, sshRes}})
+	read := func(g *gateway, res string) string {
+		return g.grant(b, control.GrantSpec{Resource: res, Access: "read"})
+	}
+	e.airlock = target{"airlock R1", e.gw.pgAddr, "agent-1", read(e.gw, "bench-pg"), "bench-pg"}
+	e.idle = target{"airlock R1", e.gw.pgAddr, "agent-1", read(e.gw, "pooled-pg"), "pooled-pg"}
+	e.my = newMySQLEnv(my, e.gw, read(e.gw, myRes.name))
+	e.ssh = newSSHEnv(b, sshd, e.gw, sshRes.name)
+
+	cluster, creds := startRecorderCluster(b)
+	e.gwR3 = startGateway(b, gatewayOptions{NATSURL: cluster.URL, NATSCredentials: creds, Replicas: 3, Resources: []resource{benchPG}})
+	e.airlockR3 = target{"airlock R3", e.gwR3.pgAddr, "agent-1", read(e.gwR3, "bench-pg"), "bench-pg"}
 	return e
 }
 
@@ -133,7 +158,7 @@ func pgbench(b *testing.B, t target, clients int, mode string, secs int) (tps, l
 // benchPgbench runs pgbench -S for each client count and protocol mode,
 // rotating the order of the contenders every round.
 func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
-	contenders := []target{e.direct, e.bouncer, e.airlock}
+	contenders := []target{e.direct, e.bouncer, e.airlock, e.airlockR3}
 	for _, clients := range []int{1, 8} {
 		for _, mode := range []string{"simple", "prepared"} {
 			tps := map[string][]float64{}
@@ -141,11 +166,12 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 			for round := range rounds {
 				for i := range contenders {
 					c := contenders[(i+round)%len(contenders)]
+					// Profiles at 8 clients: R1 in both modes, R3 in the simple one.
 					var profile chan struct{}
-					if c.name == "airlock" && clients == 8 && round == 0 {
-						name := fmt.Sprintf("pgbench-S-%dc-%s.pprof", clients, mode)
-						profile = e.cpuProfile(b, name, secs-1)
-						r.profiles = append(r.profiles, filepath.Join(e.profiles, name))
+					if g := e.gatewayOf(c); g != nil && clients == 8 && round == 0 && (g == e.gw || mode == "simple") {
+						name := fmt.Sprintf("pgbench-S-%dc-%s-%s.pprof", clients, mode, strings.Fields(c.name)[1])
+						profile = e.cpuProfile(b, g, name, secs-1)
+						r.profile(filepath.Join(e.profiles, name), fmt.Sprintf("pgbench -S, %d clients, %s protocol, %s", clients, mode, c.name))
 					}
 					t, l := pgbench(b, c, clients, mode, secs)
 					if profile != nil {
@@ -156,25 +182,43 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 				}
 			}
 			name := fmt.Sprintf("pgbench -S, %d client(s), %s", clients, mode)
-			base := median(tps["direct"])
 			target := ""
 			if clients == 8 && mode == "simple" {
 				target = ">= 0.72"
 			}
-			r.add(row{section: "Postgres", metric: name + ": TPS", unit: "tps", baseline: base,
-				others: []value{{"pgbouncer", median(tps["pgbouncer"])}, {"airlock R1", median(tps["airlock"])}}, target: target, higherBetter: true})
+			others := func(m map[string][]float64) []value {
+				var vs []value
+				for _, c := range contenders[1:] {
+					vs = append(vs, value{c.name, median(m[c.name])})
+				}
+				return vs
+			}
+			r.add(row{section: "Postgres", metric: name + ": TPS", unit: "tps", baseline: median(tps["direct"]),
+				others: others(tps), target: target, higherBetter: true, label: fmt.Sprintf("PG %dc %s", clients, mode)})
 			r.add(row{section: "Postgres", metric: name + ": mean latency", unit: "ms", baseline: median(lat["direct"]),
-				others: []value{{"pgbouncer", median(lat["pgbouncer"])}, {"airlock R1", median(lat["airlock"])}}})
+				others: others(lat)})
 		}
 	}
 }
 
+// gatewayOf is the gateway a contender connects to, nil for none.
+func (e *env) gatewayOf(t target) *gateway {
+	switch t.name {
+	case e.airlock.name:
+		return e.gw
+	case e.airlockR3.name:
+		return e.gwR3
+	}
+	return nil
+}
+
 // benchLatency measures per-statement latency at one client, direct and
-// through airlock, interleaved in blocks.
+// through airlock with each recorder, interleaved in blocks.
 func benchLatency(b *testing.B, e *env, r *report) {
 	ctx := context.Background()
+	contenders := []target{e.direct, e.airlock, e.airlockR3}
 	conns := map[string]*pgx.Conn{}
-	for _, t := range []target{e.direct, e.airlock} {
+	for _, t := range contenders {
 		cfg, err := pgx.ParseConfig(t.dsn())
 		if err != nil {
 			b.Fatal(err)
@@ -190,7 +234,8 @@ func benchLatency(b *testing.B, e *env, r *report) {
 	samples := map[string][]time.Duration{}
 	const blocks, per = 10, 500
 	for blk := range blocks {
-		for _, name := range []string{"direct", "airlock"} {
+		for i := range contenders {
+			name := contenders[(i+blk)%len(contenders)].name
 			c := conns[name]
 			for i := range per {
 				q := fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d", 1+(blk*per+i)*97%1000000)
@@ -204,15 +249,41 @@ func benchLatency(b *testing.B, e *env, r *report) {
 		}
 	}
 	for _, p := range []float64{50, 99} {
-		d, a := percentile(samples["direct"], p), percentile(samples["airlock"], p)
-		target := ""
+		x := latencyRow("Postgres", fmt.Sprintf("point select at 1 client, p%.0f latency", p), "µs", samples, p,
+			[]string{e.direct.name, e.airlock.name, e.airlockR3.name})
 		if p == 50 {
-			target = "<= 150 µs added"
+			x.target, x.met = "<= 150 µs added", metPtr(true, x.added(judged) <= 150)
 		}
-		r.add(row{section: "Postgres", metric: fmt.Sprintf("point select at 1 client, p%.0f latency", p), unit: "µs",
-			baseline: us(d), others: []value{{"airlock R1", us(a)}}, note: fmt.Sprintf("added %.0f µs", us(a-d)), target: target,
-			met: metPtr(p == 50, us(a-d) <= 150)})
+		r.add(x)
 	}
+}
+
+// latencyRow is the p-th percentile of each contender's samples in unit
+// (µs or ms), the first contender the baseline, with what the others add
+// to it.
+func latencyRow(section, metric, unit string, samples map[string][]time.Duration, p float64, contenders []string) row {
+	scale := map[string]time.Duration{"µs": time.Microsecond, "ms": time.Millisecond}[unit]
+	in := func(d time.Duration) float64 { return float64(d) / float64(scale) }
+	base := percentile(samples[contenders[0]], p)
+	x := row{section: section, metric: metric, unit: unit, baseline: in(base)}
+	var added []string
+	for _, c := range contenders[1:] {
+		v := percentile(samples[c], p)
+		x.others = append(x.others, value{c, in(v)})
+		added = append(added, fmt.Sprintf("%s %+.*f %s", strings.TrimPrefix(c, "airlock "), map[string]int{"µs": 0, "ms": 2}[unit], in(v-base), unit))
+	}
+	x.note = "added: " + strings.Join(added, ", ")
+	return x
+}
+
+// added is what contender name adds to the baseline of x.
+func (x row) added(name string) float64 {
+	for _, o := range x.others {
+		if o.name == name {
+			return o.v - x.baseline
+		}
+	}
+	return 0
 }
 
 // benchLargeResult reads about 1 GiB directly and through airlock, and the
@@ -222,12 +293,14 @@ func benchLargeResult(b *testing.B, e *env, r *report) {
 	q := fmt.Sprintf("select repeat('x', %d) from generate_series(1, %d)", width, rows)
 	mbps := map[string][]float64{}
 	var growth float64
+	contenders := []target{e.direct, e.airlock}
 	for round := range 2 {
-		for _, t := range []target{e.direct, e.airlock} {
-			if t.name == "airlock" && round == 0 {
-				_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", e.gw.pid()), []byte("5"), 0)
+		for i := range contenders {
+			t := contenders[(i+round)%len(contenders)]
+			var peak func() float64
+			if t.name == e.airlock.name && round == 0 {
+				peak = e.gw.watchPeak(b)
 			}
-			before := procKB(b, e.gw.pid(), "VmRSS")
 			ctx := context.Background()
 			c, err := pgconn.Connect(ctx, t.dsn())
 			if err != nil {
@@ -254,15 +327,24 @@ func benchLargeResult(b *testing.B, e *env, r *report) {
 				b.Fatalf("%s: read %d bytes", t.name, n)
 			}
 			mbps[t.name] = append(mbps[t.name], float64(n)/el.Seconds()/1e6)
-			if t.name == "airlock" && round == 0 {
-				growth = float64(procKB(b, e.gw.pid(), "VmHWM")-before) / 1024
+			if peak != nil {
+				growth = peak()
 			}
 		}
 	}
 	r.add(row{section: "Postgres", metric: "1 GiB result, throughput", unit: "MB/s", baseline: median(mbps["direct"]),
-		others: []value{{"airlock R1", median(mbps["airlock"])}}, target: ">= 0.9", higherBetter: true})
+		others: []value{{e.airlock.name, median(mbps[e.airlock.name])}}, target: ">= 0.9", higherBetter: true, label: "PG 1 GiB result"})
 	r.add(row{section: "Postgres", metric: "1 GiB result, gateway peak memory growth", unit: "MB", baseline: 0,
-		others: []value{{"airlock R1", growth}}, target: "< 50 MB", met: metPtr(true, growth < 50)})
+		others: []value{{e.airlock.name, growth}}, target: "< 50 MB", met: metPtr(true, growth < 50)})
+}
+
+// watchPeak resets the gateway's peak resident memory (VmHWM) to what it
+// holds now; the function it returns reads how far the peak rose since,
+// in MB.
+func (g *gateway) watchPeak(b testing.TB) func() float64 {
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", g.pid()), []byte("5"), 0)
+	before := procKB(b, g.pid(), "VmRSS")
+	return func() float64 { return float64(procKB(b, g.pid(), "VmHWM")-before) / 1024 }
 }
 
 // benchConnect times connect-and-close: TLS, authentication, and through
@@ -271,11 +353,10 @@ func benchConnect(b *testing.B, e *env, r *report) {
 	const n = 50
 	ms := map[string][]float64{}
 	ctx := context.Background()
+	contenders := []target{e.direct, e.airlock, e.airlockR3}
 	for i := range n {
-		for _, t := range []target{e.direct, e.airlock} {
-			if i%2 == 1 {
-				t = map[string]target{"direct": e.airlock, "airlock": e.direct}[t.name]
-			}
+		for j := range contenders {
+			t := contenders[(i+j)%len(contenders)]
 			start := time.Now()
 			c, err := pgconn.Connect(ctx, t.dsn())
 			if err != nil {
@@ -286,7 +367,7 @@ func benchConnect(b *testing.B, e *env, r *report) {
 		}
 	}
 	r.add(row{section: "Postgres", metric: "new connection (TLS + auth + ready)", unit: "ms", baseline: median(ms["direct"]),
-		others: []value{{"airlock R1", median(ms["airlock"])}}})
+		others: []value{{e.airlock.name, median(ms[e.airlock.name])}, {e.airlockR3.name, median(ms[e.airlockR3.name])}}})
 }
 
 // benchIdle opens n idle sessions through airlock (in front of a
@@ -325,16 +406,16 @@ func benchIdle(b *testing.B, e *env, r *report, n int) {
 		c.Close(ctx)
 	}
 	r.add(row{section: "Postgres", metric: fmt.Sprintf("idle session memory (%d sessions)", n), unit: "KiB/session", baseline: 0,
-		others: []value{{"airlock R1", perKiB}}, target: "<= 64 KiB", met: metPtr(true, perKiB <= 64)})
+		others: []value{{e.idle.name, perKiB}}, target: "<= 64 KiB", met: metPtr(true, perKiB <= 64)})
 }
 
-// cpuProfile fetches a CPU profile of the gateway for secs seconds into
+// cpuProfile fetches a CPU profile of gateway g for secs seconds into
 // docs/profiles/name; the channel closes when it is written.
-func (e *env) cpuProfile(b *testing.B, name string, secs int) chan struct{} {
+func (e *env) cpuProfile(b *testing.B, g *gateway, name string, secs int) chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.gw.metrics, secs))
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", g.metrics, max(secs, 1)))
 		if err != nil {
 			b.Logf("profile %s: %v", name, err)
 			return
@@ -360,7 +441,7 @@ func raiseFileLimit(b *testing.B) {
 	}
 }
 
-func procKB(b *testing.B, pid int, field string) int64 {
+func procKB(b testing.TB, pid int, field string) int64 {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)

@@ -138,8 +138,8 @@ func (cancelPacket) Error() string { return "cancel request" }
 // startup negotiates TLS and reads the StartupMessage.
 func (p *Protocol) startup(conn net.Conn) (*client, error) {
 	// With TLS (the rule) these serve only the SSLRequest; startTLS
-	// replaces them.
-	cl := &client{conn: conn, r: bufio.NewReaderSize(conn, 8<<10), w: bufio.NewWriterSize(conn, 16<<10), params: map[string]string{}}
+	// replaces them, and a plaintext session gets its own below.
+	cl := &client{conn: conn, r: bufio.NewReaderSize(conn, 4<<10), w: bufio.NewWriterSize(conn, 512), params: map[string]string{}}
 	// PostgreSQL 17's direct TLS starts with a TLS ClientHello (0x16)
 	// instead of an SSLRequest.
 	if b, err := cl.r.Peek(1); err == nil && b[0] == 0x16 {
@@ -206,6 +206,11 @@ func (p *Protocol) checkStartup(cl *client, version uint32) error {
 	if !cl.tls && !p.AllowPlaintext {
 		return &fatal{stateInvalidAuthSpec, "airlock requires TLS: connect with sslmode=require"}
 	}
+	if !cl.tls {
+		// Nothing is buffered for writing yet; the reader keeps its
+		// buffer, which may hold what the client already sent.
+		cl.w = bufio.NewWriterSize(cl.conn, 8<<10)
+	}
 	if cl.params["user"] == "" {
 		return &fatal{stateInvalidAuthSpec, "no user in the startup message: connect as your agent name"}
 	}
@@ -271,9 +276,8 @@ func (p *Protocol) startTLS(cl *client, direct bool) error {
 		return errors.New("direct TLS without ALPN postgresql")
 	}
 	cl.conn, cl.tls = tc, true
-	cl.r = bufio.NewReaderSize(tc, 8<<10)
-	// A full TLS record per flush when results stream.
-	cl.w = bufio.NewWriterSize(tc, 16<<10)
+	cl.r = bufio.NewReaderSize(tc, 4<<10)
+	cl.w = bufio.NewWriterSize(tc, 8<<10)
 	return nil
 }
 

@@ -80,11 +80,11 @@ func relay(sess *proxy.Session, cl *client, up *upstream, cache *authz.DecisionC
 	s := &session{
 		sess: sess, cl: cl, up: up,
 		az:    authz.NewPGSession(authz.PGOptions{Cache: cache}),
-		// One TLS record (16 KiB at most) fills the reader; the other
-		// way carries statements, which are small. Sized so that an idle
-		// session holds little.
-		ur:    bufio.NewReaderSize(up.conn, 16<<10),
-		uw:    bufio.NewWriterSize(up.conn, 8<<10),
+		// Small, so that an idle session holds little: frames larger
+		// than a buffer are streamed past it (bufio reads and writes
+		// directly once its buffer is empty), so they cost no copy.
+		ur:    bufio.NewReaderSize(up.conn, 4<<10),
+		uw:    bufio.NewWriterSize(up.conn, 4<<10),
 		stmts: map[string]*authz.Verdict{}, portals: map[string]*bound{},
 	}
 	var once sync.Once
