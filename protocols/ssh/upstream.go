@@ -188,6 +188,7 @@ func (t *target) dial(ctx context.Context, d *net.Dialer) (*upstream, error) {
 		HostKeyAlgorithms: t.algos,
 		ClientVersion:     "SSH-2.0-airlock",
 	}
+	cfg.Ciphers = upstreamCiphers
 	nc, err := dialTCP(ctx)
 	if err != nil {
 		return nil, err
