@@ -41,8 +41,9 @@ e2e:
 clean:
 	rm -rf bin demo
 
-# bench: not part of test. Measures airlock against a direct connection and
-# PgBouncer in one run and writes docs/benchmarks.md, docs/benchmarks.png
+# bench: not part of test. Measures airlock (embedded R1 and a 3-node R3
+# recorder) against direct PostgreSQL, MariaDB and sshd and against
+# PgBouncer, in one run, and writes docs/benchmarks.md, docs/benchmarks.png
 # and CPU profiles under docs/profiles/.
 bench: deps
 	$(GO) test -run '^$$' -bench Suite -benchtime 1x -timeout 60m -v ./bench
