@@ -73,12 +73,15 @@ logfile = %s/pgbouncer.log
 pidfile = %s/pgbouncer.pid
 ignore_startup_parameters = extra_float_digits
 `, p.Database, p.Port, p.Database, b.Port, dir, o.PoolMode, o.MaxClientConn, o.PoolSize, data, data, dir, dir), 0o600)
-	args := []string{filepath.Join(dir, "pgbouncer.ini")}
+	// PgBouncer needs a descriptor per client: raise the soft limit to
+	// the hard one, which is what max_client_conn above 1000 needs.
+	script := `ulimit -S -n "$(ulimit -H -n)"; exec "$0" "$@"`
+	args := []string{"-c", script, bin, filepath.Join(dir, "pgbouncer.ini")}
 	var cmd *exec.Cmd
 	if p.owner != nil {
-		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", bin}, args...)...)
+		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", "/bin/sh"}, args...)...)
 	} else {
-		cmd = exec.Command(bin, args...)
+		cmd = exec.Command("/bin/sh", args...)
 	}
 	cmd.Dir = dir
 	dieWithParent(cmd)

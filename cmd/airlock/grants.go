@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"os"
@@ -42,24 +43,15 @@ func requestCmd(g *globals) *cobra.Command {
 		Use:   "request --resource R --task TEXT [--access LEVEL] [--ttl DUR]",
 		Short: "Ask for access (agent); prints the request id and a connection token",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			iss, err := c.Request(cmd.Context(), spec)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(iss)
-			}
+		RunE: call(g, func(ctx context.Context, c *control.Client, _ []string) (*control.Issued, error) {
+			return c.Request(ctx, spec)
+		}, func(iss *control.Issued) error {
 			fmt.Printf("request: %s\n", iss.Grant.ID)
 			fmt.Printf("state:   %s (an approver must run: airlock grants approve %s)\n", iss.Grant.State, iss.Grant.ID)
 			fmt.Printf("token:   %s\n", iss.Token)
 			fmt.Printf("\nThe token is shown only now. Use it as the password once the request is approved.\n")
 			return nil
-		},
+		}),
 	}
 	specFlags(cmd, &spec)
 	return cmd
@@ -72,11 +64,7 @@ func grantsCmd(g *globals) *cobra.Command {
 		Use:   "list",
 		Short: "List grants and requests",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: call(g, func(ctx context.Context, c *control.Client, _ []string) ([]authz.Grant, error) {
 			q := url.Values{}
 			if state != "" {
 				q.Set("state", state)
@@ -84,20 +72,15 @@ func grantsCmd(g *globals) *cobra.Command {
 			if agent != "" {
 				q.Set("agent", agent)
 			}
-			gs, err := c.Grants(cmd.Context(), q)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(gs)
-			}
+			return c.Grants(ctx, q)
+		}, func(gs []authz.Grant) error {
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATE\tAGENT\tRESOURCE\tACCESS\tEXPIRES\tTASK")
 			for _, x := range gs {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.State, x.Agent, x.Resource, x.Access, when(x.ExpiresAt), clip(x.Task, 60))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	list.Flags().StringVar(&state, "state", "", "only grants in this state (pending, active, denied, revoked, expired)")
 	list.Flags().StringVar(&agent, "agent", "", "only this agent's grants")
@@ -106,21 +89,12 @@ func grantsCmd(g *globals) *cobra.Command {
 		Use:   "show ID",
 		Short: "Show one grant",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			x, err := c.Grant(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(x)
-			}
+		RunE: call(g, func(ctx context.Context, c *control.Client, args []string) (*authz.Grant, error) {
+			return c.Grant(ctx, args[0])
+		}, func(x *authz.Grant) error {
 			printGrant(x)
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(list, show, decideCmd(g, "approve", "Approve a pending request"),
 		decideCmd(g, "deny", "Deny a pending request"), decideCmd(g, "revoke", "Revoke an active grant; its live sessions end at once"),
@@ -133,24 +107,15 @@ func decideCmd(g *globals, action, short string) *cobra.Command {
 		Use:   action + " ID",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			x, err := c.Decide(cmd.Context(), args[0], action)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(x)
-			}
+		RunE: call(g, func(ctx context.Context, c *control.Client, args []string) (*authz.Grant, error) {
+			return c.Decide(ctx, args[0], action)
+		}, func(x *authz.Grant) error {
 			fmt.Printf("grant %s is now %s\n", x.ID, x.State)
 			if action == "approve" {
 				fmt.Printf("agent %s may connect to %s until %s\n", x.Agent, x.Resource, when(x.ExpiresAt))
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -160,23 +125,14 @@ func createCmd(g *globals) *cobra.Command {
 		Use:   "create --agent A --resource R --task TEXT [--access LEVEL] [--ttl DUR]",
 		Short: "Create a pre-approved grant for an agent; prints its connection token",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			iss, err := c.CreateGrant(cmd.Context(), spec)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(iss)
-			}
+		RunE: call(g, func(ctx context.Context, c *control.Client, _ []string) (*control.Issued, error) {
+			return c.CreateGrant(ctx, spec)
+		}, func(iss *control.Issued) error {
 			fmt.Printf("grant:   %s (active until %s)\n", iss.Grant.ID, when(iss.Grant.ExpiresAt))
 			fmt.Printf("token:   %s\n", iss.Token)
 			fmt.Printf("\nThe token is shown only now; hand it to agent %s.\n", iss.Grant.Agent)
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&spec.Agent, "agent", "", "agent the grant is for (required)")
 	_ = cmd.MarkFlagRequired("agent")

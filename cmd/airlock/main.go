@@ -71,6 +71,25 @@ func (g *globals) client() (*control.Client, error) {
 	return &control.Client{Server: g.server, Token: tok}, nil
 }
 
+// call is the RunE of a client command: fetch with the API client, then
+// print the answer as JSON under --json, or as text for a person.
+func call[T any](g *globals, fetch func(ctx context.Context, c *control.Client, args []string) (T, error), text func(T) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := g.client()
+		if err != nil {
+			return err
+		}
+		v, err := fetch(cmd.Context(), c, args)
+		if err != nil {
+			return err
+		}
+		if g.json {
+			return printJSON(v)
+		}
+		return text(v)
+	}
+}
+
 func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")

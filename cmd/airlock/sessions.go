@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/url"
@@ -24,11 +25,7 @@ func sessionsCmd(g *globals) *cobra.Command {
 		Use:   "list",
 		Short: "List sessions, newest first",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: call(g, func(ctx context.Context, c *control.Client, _ []string) ([]recorder.Summary, error) {
 			q := url.Values{}
 			for k, v := range map[string]string{"since": since, "agent": agent, "resource": resource} {
 				if v != "" {
@@ -38,20 +35,15 @@ func sessionsCmd(g *globals) *cobra.Command {
 			if limit > 0 {
 				q.Set("limit", strconv.Itoa(limit))
 			}
-			ss, err := c.Sessions(cmd.Context(), q)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(ss)
-			}
+			return c.Sessions(ctx, q)
+		}, func(ss []recorder.Summary) error {
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SESSION\tSTARTED\tSTATUS\tAGENT\tRESOURCE\tGRANT\tSTMTS\tDENIED\tCLIENT")
 			for _, s := range ss {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.Session, when(s.Start), s.Status, s.Agent, s.Resource, dash(s.Grant), s.Statements, s.Denied, s.Client)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	list.Flags().StringVar(&since, "since", "", "only sessions started since a time (RFC 3339) or a duration ago (2h)")
 	list.Flags().StringVar(&agent, "agent", "", "only this agent's sessions")
@@ -62,21 +54,12 @@ func sessionsCmd(g *globals) *cobra.Command {
 		Use:   "show ID",
 		Short: "Show a session: who, why, every statement with its decision and result",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			d, err := c.Session(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(d)
-			}
+		RunE: call(g, func(ctx context.Context, c *control.Client, args []string) (*control.SessionDetail, error) {
+			return c.Session(ctx, args[0])
+		}, func(d *control.SessionDetail) error {
 			printSession(os.Stdout, d)
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(list, show, verifyCmd(g), exportCmd(g))
 	cmd.AddCommand(replayCmd(g))
