@@ -14,8 +14,11 @@ const (
 	// message of 1 GiB or more.
 	maxMessage = 1<<30 - 1
 	// maxDecoded caps the messages the gateway must hold whole to read
-	// (Query, Parse, and the server's small control messages).
-	maxDecoded = 256 << 20
+	// (Query, Parse, Bind, and the server's small control messages). It is
+	// the protocol's own limit, as in PostgreSQL: a statement the server
+	// would take must pass. readBody grows its buffer only as bytes
+	// arrive, so a claimed length costs nothing until it is sent.
+	maxDecoded = maxMessage
 	// maxStartup caps a startup packet, as PostgreSQL does (10000 bytes).
 	maxStartup = 10000
 )

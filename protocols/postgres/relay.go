@@ -79,7 +79,7 @@ type session struct {
 func relay(sess *proxy.Session, cl *client, up *upstream, cache *authz.DecisionCache) string {
 	s := &session{
 		sess: sess, cl: cl, up: up,
-		az:    authz.NewPGSession(authz.PGOptions{Cache: cache}),
+		az: authz.NewPGSession(authz.PGOptions{Cache: cache}),
 		// Small, so that an idle session holds little: frames larger
 		// than a buffer are streamed past it (bufio reads and writes
 		// directly once its buffer is empty), so they cost no copy.
