@@ -101,6 +101,7 @@ func StartMariaDB(t testing.TB, o MariaDBOptions) *MariaDB {
 		"--bind-address=127.0.0.1",
 		"--socket=" + m.socket(),
 		"--pid-file=" + filepath.Join(m.Dir, "mariadbd.pid"),
+		"--tmpdir=" + m.tmpDir(t),
 		"--log-error=" + m.logPath(),
 		"--skip-name-resolve",
 		"--character-set-server=utf8mb4",
@@ -421,6 +422,19 @@ func (m *MariaDB) makeDir(t testing.TB) string {
 	return dir
 }
 
+// tmpDir is the server's own temporary directory, made on first use.
+func (m *MariaDB) tmpDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(m.Dir, "tmp")
+	if _, err := os.Stat(dir); err != nil {
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		m.chown(t, dir)
+	}
+	return dir
+}
+
 func (m *MariaDB) installDB(t testing.TB, installDB string) {
 	t.Helper()
 	args := []string{
@@ -435,6 +449,10 @@ func (m *MariaDB) installDB(t testing.TB, installDB string) {
 	}
 	cmd := exec.Command(installDB, args...)
 	cmd.Dir = m.Dir
+	// Its own temporary directory: bootstrap servers of parallel test
+	// processes otherwise share /tmp and trip over each other's
+	// temporary tables.
+	cmd.Env = append(os.Environ(), "TMPDIR="+m.tmpDir(t))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("testenv: mariadb-install-db: %v\n%s", err, tail(out, 4000))
 	}
