@@ -221,12 +221,7 @@ func (m *MariaDB) Stop(t testing.TB) {
 	if m.cmd == nil {
 		t.Fatalf("testenv: mariadb on port %d is not running", m.Port)
 	}
-	_ = m.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-m.exited:
-	case <-time.After(60 * time.Second):
-		_ = m.cmd.Process.Kill()
-		<-m.exited
+	if terminate(m.cmd, m.exited, 60*time.Second) {
 		t.Errorf("testenv: mariadbd ignored SIGTERM for 60s and was killed")
 	}
 	m.cmd = nil

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -100,12 +99,7 @@ func (n *NATS) Stop(t testing.TB) {
 	if n.cmd == nil {
 		t.Fatalf("testenv: nats-server on port %d is not running", n.Port)
 	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(15 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-n.exited
+	if terminate(n.cmd, n.exited, 15*time.Second) {
 		t.Errorf("testenv: nats-server ignored SIGTERM for 15s and was killed")
 	}
 	n.cmd = nil

@@ -10,7 +10,10 @@ package testenv
 import (
 	_ "embed"
 	"net"
+	"os/exec"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // SampleSchema creates and fills the sample shop tables customers and
@@ -31,4 +34,19 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// terminate stops a server process: SIGTERM, then SIGKILL if it has not
+// exited (exited is closed by whoever waits for it) within grace. It
+// reports whether the kill was needed.
+func terminate(cmd *exec.Cmd, exited <-chan struct{}, grace time.Duration) (killed bool) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+		return false
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-exited
+		return true
+	}
 }
