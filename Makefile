@@ -44,6 +44,9 @@ clean:
 # bench: not part of test. Measures airlock (embedded R1 and a 3-node R3
 # recorder) against direct PostgreSQL, MariaDB and sshd and against
 # PgBouncer, in one run, and writes docs/benchmarks.md, docs/benchmarks.png
-# and CPU profiles under docs/profiles/.
+# and CPU profiles under docs/profiles/. AIRLOCK_BENCH_ONLY=pgbench,latency
+# runs only those parts and writes nothing under docs/ (names in
+# bench/bench_test.go); AIRLOCK_BENCH_ROUNDS and AIRLOCK_BENCH_SECONDS
+# shorten the pgbench runs.
 bench: deps
 	$(GO) test -run '^$$' -bench Suite -benchtime 1x -timeout 60m -v ./bench

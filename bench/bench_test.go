@@ -73,26 +73,46 @@ func BenchmarkSuite(b *testing.B) {
 	rounds := envInt("AIRLOCK_BENCH_ROUNDS", 3)
 	secs := envInt("AIRLOCK_BENCH_SECONDS", 5)
 
-	benchPgbench(b, e, r, rounds, secs)
-	benchLatency(b, e, r)
-	benchLargeResult(b, e, r)
-	benchConnect(b, e, r)
-	benchMySQLPointSelect(b, e, r, rounds, secs)
-	benchMySQLLargeResult(b, e, r)
-	benchSSHBulk(b, e, r)
-	benchSSHExec(b, e, r)
-	// Last: the sessions it opens leave the gateway's heap grown.
-	benchIdle(b, e, r, envInt("AIRLOCK_BENCH_IDLE", 5000))
+	// AIRLOCK_BENCH_ONLY=pgbench,latency runs only the named parts, for
+	// working on one of them; the report then goes to a temporary
+	// directory, not docs/.
+	only := strings.FieldsFunc(os.Getenv("AIRLOCK_BENCH_ONLY"), func(r rune) bool { return r == ',' || r == ' ' })
+	parts := []struct {
+		name string
+		run  func()
+	}{
+		{"pgbench", func() { benchPgbench(b, e, r, rounds, secs) }},
+		{"latency", func() { benchLatency(b, e, r) }},
+		{"large", func() { benchLargeResult(b, e, r) }},
+		{"connect", func() { benchConnect(b, e, r) }},
+		{"mysql", func() { benchMySQLPointSelect(b, e, r, rounds, secs) }},
+		{"mysql-large", func() { benchMySQLLargeResult(b, e, r) }},
+		{"ssh", func() { benchSSHBulk(b, e, r) }},
+		{"ssh-exec", func() { benchSSHExec(b, e, r) }},
+		// Last: the sessions it opens leave the gateway's heap grown.
+		{"idle", func() { benchIdle(b, e, r, envInt("AIRLOCK_BENCH_IDLE", 5000)) }},
+	}
+	for _, p := range parts {
+		if len(only) == 0 || slices.Contains(only, p.name) {
+			p.run()
+		}
+	}
 
-	root := moduleRoot(b)
-	if err := r.write(filepath.Join(root, "docs", "benchmarks.md"), filepath.Join(root, "docs", "benchmarks.png")); err != nil {
+	dir := filepath.Join(moduleRoot(b), "docs")
+	if len(only) > 0 {
+		dir = b.TempDir()
+	}
+	if err := r.write(filepath.Join(dir, "benchmarks.md"), filepath.Join(dir, "benchmarks.png")); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("wrote docs/benchmarks.md\n%s", r.table())
+	b.Logf("wrote %s\n%s", filepath.Join(dir, "benchmarks.md"), r.table())
 }
 
 func setup(b *testing.B) *env {
 	e := &env{profiles: filepath.Join(moduleRoot(b), "docs", "profiles")}
+	if os.Getenv("AIRLOCK_BENCH_ONLY") != "" {
+		e.profiles = filepath.Join(os.TempDir(), "airlock-bench-profiles")
+	}
 	_ = os.MkdirAll(e.profiles, 0o755)
 	e.pg = testenv.StartPostgres(b, testenv.PostgresOptions{Database: "app"})
 	pgbenchInit(b, e.pg)
