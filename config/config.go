@@ -102,6 +102,10 @@ type Recorder struct {
 	// PublishTimeout bounds the wait for an acknowledgement; past it the
 	// statement is refused. Default 2s.
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// SignInterval is the longest a live session's event waits to be
+	// covered by an ed25519 signature (default 500ms); see
+	// docs/recorder.md, "Signing granularity".
+	SignInterval time.Duration `yaml:"sign_interval"`
 	// ParamMaxBytes caps each recorded statement parameter (default 1024);
 	// longer values are cut and marked truncated.
 	ParamMaxBytes int `yaml:"param_max_bytes"`
@@ -289,6 +293,9 @@ func (c *Config) setDefaults() {
 	if r.PublishTimeout == 0 {
 		r.PublishTimeout = 2 * time.Second
 	}
+	if r.SignInterval == 0 {
+		r.SignInterval = 500 * time.Millisecond
+	}
 	if r.MaxOutputBytes == 0 {
 		r.MaxOutputBytes = 1 << 20
 	}
@@ -354,6 +361,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Recorder.ParamMaxBytes < 0 {
 		bad("recorder.param_max_bytes", "must be positive")
+	}
+	if c.Recorder.SignInterval < time.Millisecond || c.Recorder.SignInterval > time.Minute {
+		bad("recorder.sign_interval", "must be between 1ms and 1m")
 	}
 	if c.Recorder.PublishTimeout < 0 {
 		bad("recorder.publish_timeout", "must be positive")

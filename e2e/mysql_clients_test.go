@@ -129,8 +129,8 @@ func checkMySQLClientEvents(t *testing.T, sessions [][]recorder.Event, grant, ta
 			if e.Agent != "agent-1" || e.Grant != grant || e.Approver != "alice" || e.Protocol != "mysql" {
 				t.Errorf("event %d lacks who and why: %+v", e.Seq, e.Meta)
 			}
-			if e.Result != nil {
-				results[e.Result.ID] = e.Result
+			for _, r := range e.Outcomes() {
+				results[r.ID] = r
 			}
 		}
 		for _, e := range evs {

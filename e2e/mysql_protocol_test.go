@@ -237,8 +237,10 @@ func TestMySQLMultiResults(t *testing.T) {
 	var fileBytes int64
 	for _, evs := range g.sessionEvents(files.Grant.ID) {
 		for _, e := range evs {
-			if e.Result != nil && e.Result.FileBytes > 0 {
-				fileBytes = e.Result.FileBytes
+			for _, r := range e.Outcomes() {
+				if r.FileBytes > 0 {
+					fileBytes = r.FileBytes
+				}
 			}
 		}
 	}
@@ -252,8 +254,10 @@ func TestMySQLMultiResults(t *testing.T) {
 			if e.Statement != nil && strings.HasPrefix(e.Statement.Text, "call") {
 				ids[e.Statement.ID] = true
 			}
-			if e.Result != nil && ids[e.Result.ID] && e.Result.Rows != nil {
-				callRows = *e.Result.Rows
+			for _, r := range e.Outcomes() {
+				if ids[r.ID] && r.Rows != nil {
+					callRows = *r.Rows
+				}
 			}
 		}
 	}
@@ -310,8 +314,10 @@ func TestMySQLRecorderDown(t *testing.T) {
 	for _, evs := range g.sessionEvents(iss.Grant.ID) {
 		notExecuted := map[uint64]bool{}
 		for _, e := range evs {
-			if e.Result != nil && !e.Result.Executed {
-				notExecuted[e.Result.ID] = true
+			for _, r := range e.Outcomes() {
+				if !r.Executed {
+					notExecuted[r.ID] = true
+				}
 			}
 		}
 		for _, e := range evs {

@@ -134,8 +134,8 @@ select count(*) as n from orders where status = 'failed';
 		if e.Protocol != "mysql" || e.Agent != "agent-1" || e.Grant != iss.Grant.ID || e.Approver != "alice" {
 			t.Errorf("event %d lacks who and why: %+v", e.Seq, e.Meta)
 		}
-		if e.Result != nil {
-			results[e.Result.ID] = e.Result
+		for _, r := range e.Outcomes() {
+			results[r.ID] = r
 		}
 	}
 	for _, e := range evs {

@@ -106,8 +106,8 @@ func grantStatements(sessions [][]recorder.Event) []stmtResult {
 	for _, evs := range sessions {
 		results := map[uint64]*recorder.Result{}
 		for _, e := range evs {
-			if e.Result != nil {
-				results[e.Result.ID] = e.Result
+			for _, r := range e.Outcomes() {
+				results[r.ID] = r
 			}
 		}
 		for _, e := range evs {

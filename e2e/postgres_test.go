@@ -171,8 +171,8 @@ func checkScriptEvents(t *testing.T, evs []recorder.Event, grant string) {
 		if e.Agent != "agent-1" || e.Grant != grant || e.Approver != "alice" || e.Task != task || e.Protocol != "postgres" {
 			t.Errorf("event %d lacks who and why: %+v", e.Seq, e.Meta)
 		}
-		if e.Result != nil {
-			results[e.Result.ID] = e.Result
+		for _, r := range e.Outcomes() {
+			results[r.ID] = r
 		}
 	}
 	var decisions []string
@@ -344,8 +344,10 @@ func TestPostgresRecorderDown(t *testing.T) {
 		g.cliJSON(&d, "rita", "sessions", "show", s.Session)
 		notExecuted := map[uint64]bool{}
 		for _, e := range d.Events {
-			if e.Result != nil && !e.Result.Executed {
-				notExecuted[e.Result.ID] = true
+			for _, r := range e.Outcomes() {
+				if !r.Executed {
+					notExecuted[r.ID] = true
+				}
 			}
 		}
 		for _, e := range d.Events {

@@ -186,9 +186,12 @@ func TestRecorderClusterNodeLoss(t *testing.T) {
 				inserts[st.ID] = true
 			}
 		}
+		var results []*recorder.Result
 		for _, ev := range evs {
-			r := ev.Result
-			if r == nil || !inserts[r.ID] {
+			results = append(results, ev.Outcomes()...)
+		}
+		for _, r := range results {
+			if !inserts[r.ID] {
 				continue
 			}
 			if !r.Executed {

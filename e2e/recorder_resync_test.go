@@ -206,8 +206,10 @@ func TestRecorderGrantResync(t *testing.T) {
 	g.cliJSON(&d, "rita", "sessions", "show", sess.Session)
 	executed := map[uint64]bool{}
 	for _, ev := range d.Events {
-		if ev.Result != nil && ev.Result.Executed {
-			executed[ev.Result.ID] = true
+		for _, r := range ev.Outcomes() {
+			if r.Executed {
+				executed[r.ID] = true
+			}
 		}
 	}
 	refused := 0

@@ -201,8 +201,8 @@ func statements(evs []recorder.Event) ([]*recorder.Statement, map[uint64]*record
 		if e.Statement != nil {
 			st = append(st, e.Statement)
 		}
-		if e.Result != nil {
-			res[e.Result.ID] = e.Result
+		for _, r := range e.Outcomes() {
+			res[r.ID] = r
 		}
 	}
 	return st, res

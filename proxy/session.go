@@ -242,7 +242,8 @@ func refusalFor(v authz.Verdict) *Refusal {
 }
 
 // Done records the outcome of statement i of the message. It does not wait
-// for the recorder: the next Admit does.
+// for the recorder: the outcome rides on the session's next event, which
+// the next Admit waits for.
 func (a *Admitted) Done(i int, r recorder.Result) {
 	if i < 0 || i >= len(a.ids) {
 		return
@@ -251,7 +252,7 @@ func (a *Admitted) Done(i int, r recorder.Result) {
 	if r.DurationUS == 0 && r.Executed {
 		r.DurationUS = a.s.srv.now().Sub(a.start).Microseconds()
 	}
-	a.s.events.Append(recorder.Event{Type: recorder.TypeStatementResult, Result: &r})
+	a.s.events.Result(r)
 }
 
 // Restart marks now as the start of the next statement's duration, for

@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -30,6 +31,50 @@ func Canonical(ev *Event) ([]byte, error) {
 	return json.Marshal(&c)
 }
 
+// sealed is the stored message of ev, whose canonical encoding is canon:
+// the same bytes with hash (after prev, or after time on seq 1) and sig
+// (after key) put in, which is what encoding ev again would give, without
+// its cost. The members before them are the envelope's, so the first
+// `,"name":"` is the member (inside a JSON string a quote is always
+// escaped). Should canon not look as expected, ev is encoded again.
+func sealed(canon []byte, ev *Event) ([]byte, error) {
+	at := func(name string) int {
+		i := bytes.Index(canon, []byte(`,"`+name+`":"`))
+		if i < 0 {
+			return -1
+		}
+		j := i + len(name) + 5
+		k := bytes.IndexByte(canon[j:], '"')
+		if k < 0 {
+			return -1
+		}
+		return j + k + 1
+	}
+	h := at("time")
+	if ev.Prev != "" {
+		h = at("prev")
+	}
+	k := len(canon)
+	if ev.Sig != "" {
+		k = at("key")
+	}
+	if h < 0 || k < h || ev.Hash == "" {
+		return json.Marshal(ev)
+	}
+	out := make([]byte, 0, len(canon)+len(ev.Hash)+len(ev.Sig)+20)
+	out = append(out, canon[:h]...)
+	out = append(out, `,"hash":"`...)
+	out = append(out, ev.Hash...)
+	out = append(out, '"')
+	out = append(out, canon[h:k]...)
+	if ev.Sig != "" {
+		out = append(out, `,"sig":"`...)
+		out = append(out, ev.Sig...)
+		out = append(out, '"')
+	}
+	return append(out, canon[k:]...), nil
+}
+
 // hashEvent returns the SHA-256 of ev's canonical encoding.
 func hashEvent(ev *Event) ([sha256.Size]byte, error) {
 	b, err := Canonical(ev)
@@ -49,18 +94,28 @@ func EventHash(ev *Event) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// Signed reports whether the gateway signs an event like ev. It signs the
-// events a session waits on before going further: session.start,
-// auth.failed, session.end, and the last statement of each client message,
-// which the gateway waits to have acknowledged before it forwards the
-// message. A signature covers the event's hash, which covers Prev, which
-// covers every earlier event, so each result and each earlier statement of
-// a message is covered by the next signed event. What stays unsigned is a
-// session's tail after its last signature, which exists only when the
-// session has no end (the gateway died): the verifier reports it.
-//
-// An event type this version does not know is signed.
-func Signed(ev *Event) bool {
+// MustSign reports whether an event must carry a signature in format v3:
+// the events that open and close a session (session.start, auth.failed,
+// session.end) and checkpoints. Every other event may be signed, and is
+// when its session's oldest unsigned event has waited half of
+// SignInterval (a quiet session gets a checkpoint at the full interval); a
+// signature covers the event's hash, which covers Prev, which covers every
+// earlier event, so unsigned events are covered by the next signature.
+// What stays unsigned is a tail after the last signature, which exists
+// only when the session has no end (the gateway died): the verifier
+// reports it. An event type this version does not know must be signed.
+func MustSign(ev *Event) bool {
+	switch ev.Type {
+	case TypeStatement, TypeStatementResult, TypeData:
+		return false
+	}
+	return true
+}
+
+// signedV2 is the rule of format v2, which signed every event a session
+// waited on: all but results and the earlier statements of a multi-statement
+// message.
+func signedV2(ev *Event) bool {
 	switch ev.Type {
 	case TypeStatementResult:
 		return false

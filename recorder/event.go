@@ -9,9 +9,10 @@ import (
 )
 
 // Version is the event format version written into every event. Version 2
-// added the hash chain and signatures (Prev, Hash, Key, Sig); see
-// docs/events.md.
-const Version = 2
+// added the hash chain and signatures (Prev, Hash, Key, Sig); version 3
+// signs by time rather than at every statement, and adds checkpoint
+// events (see MustSign and docs/events.md). The verifier reads both.
+const Version = 3
 
 // Event types.
 const (
@@ -23,6 +24,10 @@ const (
 	// TypeData is a chunk of an SSH channel's data: terminal I/O of a
 	// shell, output and input of an exec (up to a cap).
 	TypeData = "data"
+	// TypeCheckpoint carries nothing but a signature: the gateway appends
+	// one when a session's unsigned events have waited SignInterval and
+	// no later event was signed (format v3).
+	TypeCheckpoint = "checkpoint"
 )
 
 // Event is one recorded fact. Every event carries who (agent), why (task,
@@ -45,11 +50,30 @@ type Event struct {
 	Sig  string `json:"sig,omitempty"`
 	Meta
 
-	Statement *Statement   `json:"statement,omitempty"`
-	Result    *Result      `json:"result,omitempty"`
-	Auth      *AuthFailure `json:"auth,omitempty"`
-	End       *End         `json:"end,omitempty"`
-	Data      *Data        `json:"data,omitempty"`
+	Statement *Statement `json:"statement,omitempty"`
+	// Result is the outcome a statement.result event carried (format v2).
+	Result *Result `json:"result,omitempty"`
+	// Results are the outcomes of the session's statements that completed
+	// since its previous event (format v3): an outcome rides on the next
+	// event the session writes, a statement, a data chunk, the end, or a
+	// checkpoint when the session goes quiet. Read them with Outcomes.
+	Results []Result     `json:"results,omitempty"`
+	Auth    *AuthFailure `json:"auth,omitempty"`
+	End     *End         `json:"end,omitempty"`
+	Data    *Data        `json:"data,omitempty"`
+}
+
+// Outcomes are the statement outcomes ev carries: its Results (format v3)
+// or the Result of a statement.result event (format v2).
+func (ev *Event) Outcomes() []*Result {
+	out := make([]*Result, 0, len(ev.Results)+1)
+	if ev.Result != nil {
+		out = append(out, ev.Result)
+	}
+	for i := range ev.Results {
+		out = append(out, &ev.Results[i])
+	}
+	return out
 }
 
 // Meta is what every event of a session repeats.

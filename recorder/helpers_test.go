@@ -36,6 +36,8 @@ type harnessOptions struct {
 	AckTimeout time.Duration
 	// Replicas of the stream; zero: 1.
 	Replicas int
+	// SignInterval of the recorder; zero: the default.
+	SignInterval time.Duration
 }
 
 func newHarness(tb testing.TB, o harnessOptions) *harness {
@@ -56,6 +58,7 @@ func newHarness(tb testing.TB, o harnessOptions) *harness {
 		Stream:         testStream,
 		PublishTimeout: o.PublishTimeout,
 		Replicas:       o.Replicas,
+		SignInterval:   o.SignInterval,
 		Gateway:        "gw-test",
 		Signer:         testSigner(tb),
 	})

@@ -52,6 +52,17 @@ type Log struct {
 	// session id, an event that does not encode). The log can then never
 	// be complete, so Commit fails for the rest of the session.
 	broken error
+	// unsignedSince is when the oldest event not yet covered by a
+	// signature was appended; zero when the last event is signed.
+	unsignedSince time.Time
+	// ckpt appends a checkpoint when unsigned events wait too long;
+	// ckptArmed says it is running.
+	ckpt      *time.Timer
+	ckptArmed bool
+	// ended is set by session.end (or auth.failed): no checkpoint after it.
+	ended bool
+	// results are outcomes waiting for the session's next event.
+	results []Result
 }
 
 // entry is one appended event.
@@ -80,13 +91,17 @@ type attempt struct {
 func (l *Log) Session() string { return l.session }
 
 // Append fills the event's envelope (V, Session, Seq, Time when zero, Meta),
-// chains it to the previous event (Prev, Hash) and signs it when Signed
-// says so, starts publishing it and returns its seq. Seqs are 1, 2, 3, ...
-// with no gaps, even when publishing fails. It does not wait for the
-// network.
+// chains it to the previous event (Prev, Hash) and signs it when the
+// signing policy says so (see sealLocked), starts publishing it and returns
+// its seq. Seqs are 1, 2, 3, ... with no gaps, even when publishing fails.
+// It does not wait for the network.
 func (l *Log) Append(ev Event) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.appendLocked(ev)
+}
+
+func (l *Log) appendLocked(ev Event) uint64 {
 	l.seq++
 	seq := l.seq
 	ev.V = Version
@@ -97,6 +112,17 @@ func (l *Log) Append(ev Event) uint64 {
 	}
 	ev.Time = ev.Time.UTC()
 	ev.Meta = l.meta
+	if len(l.results) > 0 {
+		ev.Results = append(ev.Results, l.results...)
+		clear(l.results)
+		l.results = l.results[:0]
+	}
+	if ev.Type == TypeSessionEnd || ev.Type == TypeAuthFailed {
+		l.ended = true
+		if l.ckpt != nil {
+			l.ckpt.Stop()
+		}
+	}
 	if l.broken != nil {
 		l.unacked++
 		return seq
@@ -126,6 +152,56 @@ func (l *Log) Append(ev Event) uint64 {
 	return seq
 }
 
+// Result records the outcome of one of the session's statements. It
+// does not publish anything: the outcome rides on the session's next event
+// (in strict mode, the next statement's, which is acknowledged before that
+// statement runs), or on a checkpoint when the session stays quiet for
+// SignInterval. An outcome after the session's end cannot be recorded; it
+// is logged.
+func (l *Log) Result(r Result) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		l.log.Warn("statement outcome after the session's end not recorded", "statement", r.ID, "executed", r.Executed)
+		return
+	}
+	l.results = append(l.results, r)
+	l.armLocked(l.r.signEvery)
+}
+
+// checkpoint runs when a session's oldest unsigned event has waited
+// SignInterval for a signature and no later event carried one, or an
+// outcome has waited that long for an event to ride on: it appends a
+// signed checkpoint event, which carries the outcomes and covers the
+// unsigned events through the chain. Its acknowledgement is awaited by the
+// session's next Commit.
+func (l *Log) checkpoint() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ckptArmed = false
+	if l.ended || l.broken != nil || l.unsignedSince.IsZero() && len(l.results) == 0 {
+		return
+	}
+	if wait := l.r.signEvery - time.Since(l.unsignedSince); !l.unsignedSince.IsZero() && wait > 0 && len(l.results) == 0 {
+		l.armLocked(wait)
+		return
+	}
+	l.appendLocked(Event{Type: TypeCheckpoint})
+}
+
+// armLocked starts the checkpoint timer unless it runs already.
+func (l *Log) armLocked(d time.Duration) {
+	if l.ckptArmed || l.ended {
+		return
+	}
+	l.ckptArmed = true
+	if l.ckpt == nil {
+		l.ckpt = time.AfterFunc(d, l.checkpoint)
+		return
+	}
+	l.ckpt.Reset(d)
+}
+
 // invalidUTF8 is how encoding/json writes an invalid UTF-8 byte. The
 // sequence also matches an escaped backslash followed by "ufffd", which
 // only costs a needless normalize.
@@ -142,11 +218,20 @@ func normalize(ev *Event, canon []byte) ([]byte, error) {
 	return Canonical(ev)
 }
 
-// sealLocked links ev to the chain, signs it when Signed says so and
-// returns the message body.
+// sealLocked links ev to the chain, signs it when the policy says so and
+// returns the message body. The policy (docs/recorder.md, "Signing"):
+// events that open or close a session and checkpoints are always signed;
+// any other event is signed when the session's oldest event not yet
+// covered by a signature is half of SignInterval old or older. Otherwise the next
+// signature covers it through the chain: a later event's, or a
+// checkpoint's the timer appends when the session goes quiet.
 func (l *Log) sealLocked(ev *Event) ([]byte, error) {
 	ev.Prev, ev.Hash, ev.Key, ev.Sig = l.prev, "", "", ""
-	signed := Signed(ev) || l.r.signAll
+	now := time.Now()
+	// Half the interval, so a busy session signs its own events and the
+	// timer, at the full interval, only fires for a quiet one.
+	signed := MustSign(ev) || l.r.signEvery <= 0 ||
+		!l.unsignedSince.IsZero() && now.Sub(l.unsignedSince) >= l.r.signEvery/2
 	if signed {
 		ev.Key = l.r.signer.Fingerprint()
 	}
@@ -168,11 +253,18 @@ func (l *Log) sealLocked(ev *Event) ([]byte, error) {
 	if signed {
 		ev.Sig = l.r.signer.sign(&sum)
 	}
-	data, err := json.Marshal(ev)
+	data, err := sealed(canon, ev)
 	if err != nil {
 		return nil, err
 	}
 	l.prev = ev.Hash
+	switch {
+	case signed:
+		l.unsignedSince = time.Time{}
+	case l.unsignedSince.IsZero():
+		l.unsignedSince = now
+		l.armLocked(l.r.signEvery)
+	}
 	return data, nil
 }
 

@@ -23,6 +23,8 @@ const (
 	// DefaultPublishTimeout bounds one Commit when Options.PublishTimeout
 	// is zero.
 	DefaultPublishTimeout = 2 * time.Second
+	// DefaultSignInterval is Options.SignInterval when zero.
+	DefaultSignInterval = 500 * time.Millisecond
 	// MaxUnacknowledged is how many events one session may have
 	// unacknowledged before Commit gives up at once: past it the recorder
 	// is clearly not keeping up, and waiting would only grow the backlog.
@@ -37,12 +39,13 @@ const (
 
 // Event kinds: the last token of an event's subject.
 const (
-	KindStart  = "start"
-	KindStmt   = "stmt"
-	KindResult = "result"
-	KindAuth   = "auth"
-	KindEnd    = "end"
-	KindData   = "data"
+	KindStart      = "start"
+	KindStmt       = "stmt"
+	KindResult     = "result"
+	KindAuth       = "auth"
+	KindEnd        = "end"
+	KindData       = "data"
+	KindCheckpoint = "checkpoint"
 	// KindOther is used for an event type this version does not know, so
 	// the event is still recorded (the stream takes <prefix>.>) rather
 	// than dropped.
@@ -64,6 +67,8 @@ func Kind(eventType string) string {
 		return KindEnd
 	case TypeData:
 		return KindData
+	case TypeCheckpoint:
+		return KindCheckpoint
 	}
 	return KindOther
 }
@@ -117,8 +122,14 @@ type Options struct {
 	PublishTimeout time.Duration
 	// Gateway is written into Meta.Gateway of every event.
 	Gateway string
-	// Signer signs events (see Signed); required.
+	// Signer signs events; required.
 	Signer *Signer
+	// SignInterval is the longest an event waits for a signature while
+	// its session is live: an event is signed when its session's oldest
+	// unsigned event is half this old, and a checkpoint is appended when
+	// the session stays quiet this long (see MustSign). Zero means
+	// DefaultSignInterval; negative signs every event.
+	SignInterval time.Duration
 	// MaxAge, MaxBytes and MaxMsgs are retention limits the operator chose
 	// (recorder.max_age, max_bytes, max_msgs); zero means none, the
 	// default. An existing stream may not drop events sooner than these.
@@ -138,9 +149,8 @@ type Recorder struct {
 	gateway string
 	signer  *Signer
 	log     *slog.Logger
-	// signAll signs every event, not only those Signed names; benchmarks
-	// use it to measure what per-event signing would cost.
-	signAll bool
+	// signEvery is Options.SignInterval; <= 0 signs every event.
+	signEvery time.Duration
 }
 
 // StreamConfig is the configuration New creates the stream with.
@@ -189,6 +199,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = DefaultPublishTimeout
+	}
+	if o.SignInterval == 0 {
+		o.SignInterval = DefaultSignInterval
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -240,13 +253,14 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 			"stream", o.Stream, "duplicate_window", have.Duplicates)
 	}
 	return &Recorder{
-		js:      js,
-		stream:  o.Stream,
-		prefix:  o.Subjects,
-		timeout: o.PublishTimeout,
-		gateway: o.Gateway,
-		signer:  o.Signer,
-		log:     o.Logger,
+		js:        js,
+		stream:    o.Stream,
+		prefix:    o.Subjects,
+		timeout:   o.PublishTimeout,
+		gateway:   o.Gateway,
+		signer:    o.Signer,
+		log:       o.Logger,
+		signEvery: o.SignInterval,
 	}, nil
 }
 
@@ -368,4 +382,4 @@ func (r *Recorder) Open(session string, meta Meta) *Log {
 }
 
 // kinds indexes Log.subjects; see subjectFor.
-var kinds = [...]string{KindStart, KindStmt, KindResult, KindAuth, KindEnd, KindData, KindOther}
+var kinds = [...]string{KindStart, KindStmt, KindResult, KindAuth, KindEnd, KindData, KindCheckpoint, KindOther}

@@ -127,8 +127,8 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 			return fail(ev.Seq, "%s", why)
 		}
 		switch {
-		case ev.V < Version:
-			return fail(ev.Seq, "format v%d: recorded before hash chains and signatures (v%d); it cannot be verified", ev.V, Version)
+		case ev.V < 2:
+			return fail(ev.Seq, "format v%d: recorded before hash chains and signatures (v2); it cannot be verified", ev.V)
 		case ev.V > Version:
 			return fail(ev.Seq, "format v%d is newer than this airlock (v%d): upgrade airlock to verify it", ev.V, Version)
 		}
@@ -176,7 +176,7 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 		}
 		switch {
 		case ev.Sig == "" && ev.Key == "":
-			if Signed(ev) {
+			if ev.V >= 3 && MustSign(ev) || ev.V == 2 && signedV2(ev) {
 				return fail(ev.Seq, "%s carries no signature, and the gateway signs every %s: the signature was removed or the event forged", ev.Type, ev.Type)
 			}
 		case ev.Sig == "" || ev.Key == "":

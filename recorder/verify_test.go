@@ -3,6 +3,8 @@ package recorder
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -66,7 +68,9 @@ func TestChainAndSignatures(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkGapless(t, "s-chain", evs, 9)
-	signed := map[uint64]bool{1: true, 2: true, 5: true, 8: true, 9: true}
+	// Recorded within DefaultSignInterval: only the start and the end are
+	// signed; the chain carries the rest to them.
+	signed := map[uint64]bool{1: true, 9: true}
 	fp := h.rec.Signer().Fingerprint()
 	prev := ""
 	for _, ev := range evs {
@@ -186,7 +190,7 @@ func tamperCases(forger *Signer) []tamperCase {
 				out[1] = bytes.Replace(out[1], []byte("SELECT * FROM orders"), []byte("SELECT * FROM invoice"), 1)
 				return out
 			}},
-		{name: "altered result, chain recomputed without the key", seq: 5, problem: "signature does not verify",
+		{name: "altered result, chain recomputed without the key", seq: 9, problem: "signature does not verify",
 			tamper: func(t *testing.T, raws, _ []json.RawMessage) []json.RawMessage {
 				out := slices.Clone(raws)
 				ev := rawEvent(t, out[2])
@@ -197,7 +201,7 @@ func tamperCases(forger *Signer) []tamperCase {
 		{name: "added member", seq: 3, problem: "stored bytes differ",
 			tamper: func(t *testing.T, raws, _ []json.RawMessage) []json.RawMessage {
 				out := slices.Clone(raws)
-				out[2] = bytes.Replace(out[2], []byte(`{"v":2,`), []byte(`{"v":2,"note":"approved by the CEO",`), 1)
+				out[2] = bytes.Replace(out[2], []byte(`{"v":3,`), []byte(`{"v":3,"note":"approved by the CEO",`), 1)
 				return out
 			}},
 		{name: "removed event", seq: 3, problem: "seq 3 missing",
@@ -214,7 +218,7 @@ func tamperCases(forger *Signer) []tamperCase {
 				}
 				return out
 			}},
-		{name: "removed event, renumbered and rechained", seq: 4, problem: "signature does not verify",
+		{name: "removed event, renumbered and rechained", seq: 8, problem: "signature does not verify",
 			tamper: func(t *testing.T, raws, _ []json.RawMessage) []json.RawMessage {
 				out := slices.Delete(slices.Clone(raws), 2, 3)
 				for i := 2; i < len(out); i++ {
@@ -238,7 +242,7 @@ func tamperCases(forger *Signer) []tamperCase {
 				out[2], out[3] = encode(t, b), encode(t, a)
 				return out
 			}},
-		{name: "two events swapped, seqs exchanged and rechained", seq: 5, problem: "signature does not verify",
+		{name: "two events swapped, seqs exchanged and rechained", seq: 9, problem: "signature does not verify",
 			tamper: func(t *testing.T, raws, _ []json.RawMessage) []json.RawMessage {
 				out := slices.Clone(raws)
 				a, b := rawEvent(t, out[2]), rawEvent(t, out[3])
@@ -410,7 +414,7 @@ func TestVerifyUnterminated(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := Verify("", evs, h.keys)
-	if r.Status != VerifyUnterminated || r.Unauthenticated != 1 || r.FirstBad != 0 || r.Session != "s-crash" {
+	if r.Status != VerifyUnterminated || r.Unauthenticated != 2 || r.FirstBad != 0 || r.Session != "s-crash" {
 		t.Fatalf("%+v", r)
 	}
 	if s := Summarize(evs); s.Status != StatusOpen {
@@ -441,9 +445,9 @@ func TestVerifyFormats(t *testing.T) {
 	if r := Verify("x", v1, kr); r.Status != VerifyFailed || !strings.Contains(r.Problem, "format v1") {
 		t.Fatalf("v1: %+v", r)
 	}
-	v3 := []Event{{V: 3, Type: TypeSessionStart, Session: "x", Seq: 1}}
-	if r := Verify("x", v3, kr); r.Status != VerifyFailed || !strings.Contains(r.Problem, "newer") {
-		t.Fatalf("v3: %+v", r)
+	v4 := []Event{{V: Version + 1, Type: TypeSessionStart, Session: "x", Seq: 1}}
+	if r := Verify("x", v4, kr); r.Status != VerifyFailed || !strings.Contains(r.Problem, "newer") {
+		t.Fatalf("v%d: %+v", Version+1, r)
 	}
 	if r := VerifyRaw("x", []json.RawMessage{json.RawMessage(`{"v":2,`)}, kr); r.Status != VerifyFailed || !strings.Contains(r.Problem, "not a readable event") {
 		t.Fatalf("junk: %+v", r)
@@ -536,5 +540,238 @@ func TestSessionsDoNotWaitForEachOther(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("the stuck session's commit returned early: %v", err)
 	default:
+	}
+}
+
+// TestSignInterval checks the format v3 signing policy on a live session:
+// a quiet session's unsigned events get a checkpoint within the interval,
+// a busy session signs an event inline once its oldest unsigned event has
+// waited the interval, nothing is appended after the end, and the result
+// verifies.
+func TestSignInterval(t *testing.T) {
+	const interval = 40 * time.Millisecond
+	h := newHarness(t, harnessOptions{SignInterval: interval})
+	ctx := context.Background()
+	l := h.rec.Open("s-interval", testMeta("a", "r"))
+	commit := func() {
+		t.Helper()
+		if err := l.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Append(Event{Type: TypeSessionStart})
+	l.Append(stmtEvent(1, "SELECT 1"))
+	commit()
+	// Quiet: the timer appends a signed checkpoint after the statement.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		l.mu.Lock()
+		n := l.seq
+		l.mu.Unlock()
+		if n >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint within 5s")
+		}
+	}
+	commit()
+	// Busy: a statement every 5 ms for 10 intervals.
+	for id := uint64(2); id < 80; id++ {
+		l.Append(stmtEvent(id, "SELECT 2"))
+		commit()
+		time.Sleep(5 * time.Millisecond)
+	}
+	l.Append(Event{Type: TypeSessionEnd, End: &End{Reason: "done"}})
+	commit()
+	time.Sleep(3 * interval)
+
+	evs, err := h.rd.Events(ctx, "s-interval")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := Verify("s-interval", evs, h.keys); !r.OK() {
+		t.Fatalf("verify: %+v", r)
+	}
+	if evs[2].Type != TypeCheckpoint || evs[2].Sig == "" {
+		t.Fatalf("seq 3 is %s (signed %v), want a signed checkpoint", evs[2].Type, evs[2].Sig != "")
+	}
+	if last := evs[len(evs)-1]; last.Type != TypeSessionEnd {
+		t.Fatalf("last event %d is %s: something was appended after the end", last.Seq, last.Type)
+	}
+	// Every unsigned event is covered by a signature made within the
+	// interval (plus scheduling slack on a loaded machine).
+	inline := 0
+	for i, ev := range evs {
+		if ev.Sig != "" {
+			if ev.Type == TypeStatement {
+				inline++
+			}
+			continue
+		}
+		j := i + 1
+		for evs[j].Sig == "" {
+			j++
+		}
+		if wait := evs[j].Time.Sub(ev.Time); wait > interval+50*time.Millisecond {
+			t.Errorf("seq %d waited %s for the signature of seq %d, interval %s", ev.Seq, wait, evs[j].Seq, interval)
+		}
+	}
+	if inline == 0 {
+		t.Error("no statement of the busy session was signed inline")
+	}
+	// Far fewer signatures than events: the point of the policy.
+	if signed := countSigned(evs); signed*3 > len(evs) {
+		t.Errorf("%d of %d events signed", signed, len(evs))
+	}
+	t.Logf("%d events, %d signed (%d statements inline)", len(evs), countSigned(evs), inline)
+}
+
+func countSigned(evs []Event) int {
+	n := 0
+	for _, ev := range evs {
+		if ev.Sig != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestVerifyV2Rule: events of format v2 are still held to v2's rule, which
+// signed the last statement of every message.
+func TestVerifyV2Rule(t *testing.T) {
+	s := testSigner(t)
+	kr, _ := NewKeyring(s.Public())
+	var evs []Event
+	prev := ""
+	add := func(ev Event, sign bool) {
+		ev.V, ev.Session, ev.Seq, ev.Prev, ev.Meta = 2, "v2", uint64(len(evs)+1), prev, testMeta("a", "r")
+		if sign {
+			ev.Key = s.Fingerprint()
+		}
+		sum, _ := hashEvent(&ev)
+		ev.Hash = fmt.Sprintf("%x", sum[:])
+		if sign {
+			ev.Sig = s.sign(&sum)
+		}
+		prev = ev.Hash
+		evs = append(evs, ev)
+	}
+	add(Event{Type: TypeSessionStart}, true)
+	add(stmtEvent(1, "SELECT 1"), true)
+	add(resultEvent(1), false)
+	add(Event{Type: TypeSessionEnd, End: &End{Reason: "done"}}, true)
+	if r := Verify("v2", evs, kr); !r.OK() {
+		t.Fatalf("v2 session: %+v", r)
+	}
+	evs, prev = evs[:0], ""
+	add(Event{Type: TypeSessionStart}, true)
+	add(stmtEvent(1, "SELECT 1"), false)
+	add(Event{Type: TypeSessionEnd, End: &End{Reason: "done"}}, true)
+	if r := Verify("v2", evs, kr); r.Status != VerifyFailed || r.FirstBad != 2 || !strings.Contains(r.Problem, "carries no signature") {
+		t.Fatalf("v2 statement without a signature: %+v", r)
+	}
+}
+
+// TestResultsRideOnNextEvent: an outcome is not an event of its own; it
+// is carried by the session's next event (a statement, the end), or by a
+// checkpoint when the session is quiet, and one after the end is dropped
+// rather than appended after it.
+func TestResultsRideOnNextEvent(t *testing.T) {
+	const interval = 30 * time.Millisecond
+	h := newHarness(t, harnessOptions{SignInterval: interval})
+	ctx := context.Background()
+	l := h.rec.Open("s-results", testMeta("a", "r"))
+	commit := func() {
+		t.Helper()
+		if err := l.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows := int64(3)
+	l.Append(Event{Type: TypeSessionStart})
+	l.Append(stmtEvent(1, "SELECT 1"))
+	commit()
+	l.Result(Result{ID: 1, Executed: true, Tag: "SELECT 3", Rows: &rows})
+	if n := h.streamMsgs(t); n != 2 {
+		t.Fatalf("an outcome published %d messages, want none (2 in the stream)", n-2)
+	}
+	l.Append(stmtEvent(2, "SELECT 2"))
+	commit()
+	// Quiet: the outcome of statement 2 goes out on a checkpoint.
+	l.Result(Result{ID: 2, Executed: true, Tag: "SELECT 3", Rows: &rows})
+	for deadline := time.Now().Add(5 * time.Second); h.streamMsgs(t) < 4; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint carried the quiet session's outcome within 5s")
+		}
+	}
+	l.Append(stmtEvent(3, "SELECT 3"))
+	commit()
+	l.Result(Result{ID: 3, Executed: false, Error: "recording unavailable"})
+	l.Append(Event{Type: TypeSessionEnd, End: &End{Reason: "done", Statements: 3}})
+	commit()
+	l.Result(Result{ID: 4, Executed: true})
+	time.Sleep(3 * interval)
+
+	evs, err := h.rd.Events(ctx, "s-results")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs {
+		ids := ""
+		for _, r := range ev.Outcomes() {
+			ids += fmt.Sprintf("+%d", r.ID)
+		}
+		got = append(got, ev.Type+ids)
+	}
+	want := "session.start statement statement+1 checkpoint+2 statement session.end+3"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("events: %s\nwant:   %s", strings.Join(got, " "), want)
+	}
+	if r := Verify("s-results", evs, h.keys); !r.OK() {
+		t.Fatalf("verify: %+v", r)
+	}
+	if r := evs[3].Results[0]; !r.Executed || r.Tag != "SELECT 3" || *r.Rows != 3 {
+		t.Fatalf("outcome 2: %+v", r)
+	}
+}
+
+// TestSealedIsTheEncoding: the stored message Append builds from the
+// canonical bytes is byte for byte what encoding the event gives, for
+// first and later events, signed or not, and strings that look like
+// envelope members.
+func TestSealedIsTheEncoding(t *testing.T) {
+	s := testSigner(t)
+	trick := `x","prev":"y,"key":"z","time":"`
+	for _, tc := range []Event{
+		{Type: TypeSessionStart, Seq: 1},
+		{Type: TypeStatement, Seq: 2, Prev: strings.Repeat("a", 64), Statement: &Statement{ID: 1, Text: trick}},
+		{Type: trick, Seq: 3, Prev: strings.Repeat("b", 64)},
+		{Type: TypeCheckpoint, Seq: 4, Prev: strings.Repeat("c", 64), Results: []Result{{ID: 1, Error: trick}}},
+	} {
+		for _, sign := range []bool{false, true} {
+			ev := tc
+			ev.V, ev.Session, ev.Time, ev.Meta = Version, "s", time.Now().UTC(), testMeta(trick, "r")
+			if sign {
+				ev.Key = s.Fingerprint()
+			}
+			canon, err := Canonical(&ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(canon)
+			ev.Hash = hex.EncodeToString(sum[:])
+			if sign {
+				ev.Sig = s.sign(&sum)
+			}
+			got, err := sealed(canon, &ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := json.Marshal(&ev)
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s signed=%v:\ngot  %s\nwant %s", ev.Type, sign, got, want)
+			}
+		}
 	}
 }

@@ -78,7 +78,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 	defer nc.Close()
 	rec, err := recorder.New(startCtx, nc.JS, recorder.Options{
 		Stream: cfg.Recorder.Stream, Replicas: cfg.Recorder.Replicas,
-		PublishTimeout: cfg.Recorder.PublishTimeout, Gateway: host, Logger: log,
+		PublishTimeout: cfg.Recorder.PublishTimeout, SignInterval: cfg.Recorder.SignInterval, Gateway: host, Logger: log,
 		Signer: signer, MaxAge: cfg.Recorder.MaxAge, MaxBytes: cfg.Recorder.MaxBytes, MaxMsgs: cfg.Recorder.MaxMsgs,
 	})
 	if err != nil {

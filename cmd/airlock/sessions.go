@@ -93,8 +93,8 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 
 	results := map[uint64]*recorder.Result{}
 	for _, e := range d.Events {
-		if e.Result != nil {
-			results[e.Result.ID] = e.Result
+		for _, r := range e.Outcomes() {
+			results[r.ID] = r
 		}
 	}
 	for _, e := range d.Events {

@@ -269,8 +269,10 @@ func TestSSHProxyExecAndSFTP(t *testing.T) {
 	var big *recorder.Result
 	recorded := 0
 	for _, e := range evs {
-		if e.Result != nil && e.Result.BytesOut == 100000 {
-			big = e.Result
+		for _, r := range e.Outcomes() {
+			if r.BytesOut == 100000 {
+				big = r
+			}
 		}
 		if e.Data != nil && e.Data.ID == 2 {
 			recorded += len(e.Data.Bytes())
