@@ -76,7 +76,7 @@ func BenchmarkSuite(b *testing.B) {
 	// AIRLOCK_BENCH_ONLY=pgbench,latency runs only the named parts, for
 	// working on one of them; the report then goes to a temporary
 	// directory, not docs/.
-	only := strings.FieldsFunc(os.Getenv("AIRLOCK_BENCH_ONLY"), func(r rune) bool { return r == ',' || r == ' ' })
+	only := envWords("AIRLOCK_BENCH_ONLY", nil)
 	parts := []struct {
 		name string
 		run  func()
@@ -179,8 +179,8 @@ func pgbench(b *testing.B, t target, clients int, mode string, secs int) (tps, l
 // rotating the order of the contenders every round.
 func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 	contenders := []target{e.direct, e.bouncer, e.airlock, e.airlockR3}
-	for _, clients := range []int{1, 8} {
-		for _, mode := range []string{"simple", "prepared"} {
+	for _, clients := range envInts("AIRLOCK_BENCH_CLIENTS", []int{1, 8}) {
+		for _, mode := range envWords("AIRLOCK_BENCH_MODES", []string{"simple", "prepared"}) {
 			tps := map[string][]float64{}
 			lat := map[string][]float64{}
 			for round := range rounds {
@@ -252,6 +252,7 @@ func benchLatency(b *testing.B, e *env, r *report) {
 		conns[t.name] = c
 	}
 	samples := map[string][]time.Duration{}
+	waitSum, waitN := e.gw.commitWait(b)
 	const blocks, per = 10, 500
 	for blk := range blocks {
 		for i := range contenders {
@@ -268,14 +269,42 @@ func benchLatency(b *testing.B, e *env, r *report) {
 			}
 		}
 	}
+	sum, n := e.gw.commitWait(b)
 	for _, p := range []float64{50, 99} {
 		x := latencyRow("Postgres", fmt.Sprintf("point select at 1 client, p%.0f latency", p), "µs", samples, p,
 			[]string{e.direct.name, e.airlock.name, e.airlockR3.name})
 		if p == 50 {
 			x.target, x.met = "<= 150 µs added", metPtr(true, x.added(judged) <= 150)
+			if n > waitN {
+				x.note += fmt.Sprintf("; R1 waited %.0f µs on average for the recorder's acknowledgement", (sum-waitSum)/(n-waitN)*1e6)
+			}
 		}
 		r.add(x)
 	}
+}
+
+// commitWait reads the gateway's airlock_recorder_commit_seconds sum and
+// count from its metrics endpoint.
+func (g *gateway) commitWait(b *testing.B) (sum, count float64) {
+	resp, err := http.Get("http://" + g.metrics + "/metrics")
+	if err != nil {
+		b.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		switch name {
+		case "airlock_recorder_commit_seconds_sum":
+			sum, _ = strconv.ParseFloat(v, 64)
+		case "airlock_recorder_commit_seconds_count":
+			count, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return sum, count
 }
 
 // latencyRow is the p-th percentile of each contender's samples in unit
@@ -499,6 +528,29 @@ func metPtr(applies, ok bool) *bool {
 		return nil
 	}
 	return &ok
+}
+
+// envInts is the comma-separated integers of $name, or def.
+func envInts(name string, def []int) []int {
+	var out []int
+	for _, w := range envWords(name, nil) {
+		if v, err := strconv.Atoi(w); err == nil && v > 0 {
+			out = append(out, v)
+		}
+	}
+	if len(out) == 0 {
+		return def
+	}
+	return out
+}
+
+// envWords is the comma-separated words of $name, or def.
+func envWords(name string, def []string) []string {
+	w := strings.FieldsFunc(os.Getenv(name), func(r rune) bool { return r == ',' || r == ' ' })
+	if len(w) == 0 {
+		return def
+	}
+	return w
 }
 
 func envInt(name string, def int) int {
