@@ -6,6 +6,8 @@ import (
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pganalyze/pg_query_go/v6/parser"
+
+	"github.com/airlockhq/airlock/authz/pgparse"
 )
 
 // parseError is text the Postgres parser could not read.
@@ -47,7 +49,7 @@ func classifyPG(sql string) ([]pgStmt, error) {
 	if i := strings.IndexByte(sql, 0); i >= 0 {
 		return nil, &parseError{msg: "the message contains a NUL byte", cursor: i + 1}
 	}
-	tree, err := pg_query.Parse(sql)
+	tree, err := pgparse.Parse(sql)
 	if err != nil {
 		pe := &parseError{msg: err.Error()}
 		if perr, ok := err.(*parser.Error); ok {
