@@ -347,8 +347,15 @@ func benchLargeResult(b *testing.B, e *env, r *report) {
 		for i := range contenders {
 			t := contenders[(i+round)%len(contenders)]
 			var peak func() float64
-			if t.name == e.airlock.name && round == 0 {
-				peak = e.gw.watchPeak(b)
+			var profile chan struct{}
+			if t.name == e.airlock.name {
+				if round == 0 {
+					peak = e.gw.watchPeak(b)
+				} else {
+					const name = "pg-1gib-result-R1.pprof"
+					profile = e.cpuProfile(b, e.gw, name, 1)
+					r.profile(filepath.Join(e.profiles, name), "1 GiB result read through airlock R1 (the first second)")
+				}
 			}
 			ctx := context.Background()
 			c, err := pgconn.Connect(ctx, t.dsn())
@@ -378,6 +385,9 @@ func benchLargeResult(b *testing.B, e *env, r *report) {
 			mbps[t.name] = append(mbps[t.name], float64(n)/el.Seconds()/1e6)
 			if peak != nil {
 				growth = peak()
+			}
+			if profile != nil {
+				<-profile
 			}
 		}
 	}

@@ -68,6 +68,11 @@ type session struct {
 	// result: a PortalSuspended's tag carries no row count (upstream
 	// goroutine only).
 	dataRows int64
+	// streamed counts the bytes of rows and COPY data since the last
+	// result ended; past streamThreshold the client writer grows, and
+	// small is the writer it replaced (upstream goroutine only).
+	streamed int64
+	small    *bufio.Writer
 	// refusedBeforeSync is set when a Parse or Execute was refused since
 	// the client's last Sync: the stand-in's error makes the server skip
 	// every message up to that Sync.
@@ -424,14 +429,17 @@ func (s *session) forward(typ byte, n int) error {
 // errors of refused messages. It returns why the session should end.
 func (s *session) upstreamToClient() string {
 	var buf []byte
-	w := s.cl.w
+	defer s.shrinkClientWriter()
 	for {
 		if s.ur.Buffered() == 0 {
 			s.cwMu.Lock()
-			err := w.Flush()
+			err := s.cl.w.Flush()
 			s.cwMu.Unlock()
 			if err != nil {
 				return "client write failed: " + err.Error()
+			}
+			if s.small != nil && s.streamed == 0 {
+				s.shrinkClientWriter()
 			}
 		}
 		typ, n, err := readHeader(s.ur)
@@ -442,8 +450,13 @@ func (s *session) upstreamToClient() string {
 			return "upstream read failed: " + err.Error()
 		}
 		switch typ {
-		case 'D':
-			s.dataRows++
+		case 'D', 'd':
+			if typ == 'D' {
+				s.dataRows++
+			}
+			if s.streamed += int64(n); s.streamed >= streamThreshold && s.small == nil {
+				s.growClientWriter()
+			}
 		case 'C', 'I', 's', 'E', 'Z', '1', '2', '3', 'n', 'T':
 			if typ == 'T' && n > 64<<10 {
 				// A huge RowDescription is only ever relayed.
@@ -457,13 +470,13 @@ func (s *session) upstreamToClient() string {
 			}
 			out := s.observe(typ, buf)
 			if typ == 'C' || typ == 'I' || typ == 's' || typ == 'E' || typ == 'Z' {
-				s.dataRows = 0 // a result ended
+				s.dataRows, s.streamed = 0, 0 // a result ended
 			}
 			s.cwMu.Lock()
 			if out != nil {
-				err = send(w, out)
+				err = send(s.cl.w, out)
 			} else {
-				err = writeFrame(w, typ, buf)
+				err = writeFrame(s.cl.w, typ, buf)
 			}
 			s.cwMu.Unlock()
 			if err != nil {
@@ -472,15 +485,56 @@ func (s *session) upstreamToClient() string {
 			continue
 		}
 		s.cwMu.Lock()
-		err = writeHeader(w, typ, n)
+		err = writeHeader(s.cl.w, typ, n)
 		if err == nil {
-			err = copyBody(w, s.ur, n)
+			err = copyBody(s.cl.w, s.ur, n)
 		}
 		s.cwMu.Unlock()
 		if err != nil {
 			return "relay failed: " + err.Error()
 		}
 	}
+}
+
+// streamThreshold is how many bytes of rows (or COPY data) one result
+// relays before the session's client writer grows to bigWriterSize:
+// fewer, larger TLS records and writes for a large result, while an idle
+// session keeps its small buffer (docs/benchmarks.md: idle memory).
+const (
+	streamThreshold = 256 << 10
+	bigWriterSize   = 64 << 10
+)
+
+// bigWriters are the large client writers of sessions streaming a
+// result, shared so that they cost memory only while in use.
+var bigWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bigWriterSize) }}
+
+// growClientWriter swaps the client writer for a large one. What the
+// small one holds is flushed first, so the order of bytes is kept.
+func (s *session) growClientWriter() {
+	s.cwMu.Lock()
+	defer s.cwMu.Unlock()
+	if s.small != nil || s.cl.w.Flush() != nil {
+		return // a failed flush stays on the small writer and fails again there
+	}
+	big := bigWriters.Get().(*bufio.Writer)
+	big.Reset(s.cl.conn)
+	s.small, s.cl.w = s.cl.w, big
+}
+
+// shrinkClientWriter returns to the small writer once the large one is
+// flushed (when the result has ended and everything is sent, or the
+// relay stops).
+func (s *session) shrinkClientWriter() {
+	s.cwMu.Lock()
+	defer s.cwMu.Unlock()
+	if s.small == nil || s.cl.w.Buffered() > 0 {
+		return
+	}
+	big := s.cl.w
+	big.Reset(nil)
+	bigWriters.Put(big)
+	s.cl.w, s.small = s.small, nil
 }
 
 // observe records what an upstream message says about the pending client
