@@ -177,6 +177,33 @@ func TestPostgresLargeResultStreams(t *testing.T) {
 	if growthMB > 50 {
 		t.Errorf("gateway memory grew by %.1f MB for a streamed result", growthMB)
 	}
+
+	// The gateway's client writer grows while a result streams and shrinks
+	// after it: results of alternating sizes keep every row, in order.
+	for _, n := range []int{3000, 1, 5000, 2, 700} {
+		rows, err := conn.Query(context.Background(), "select i, repeat('y', 500) from generate_series(1, $1) i", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 1
+		for rows.Next() {
+			var i int
+			var pad string
+			if err := rows.Scan(&i, &pad); err != nil {
+				t.Fatal(err)
+			}
+			if i != want || len(pad) != 500 {
+				t.Fatalf("result of %d rows: row %d is %d (%d bytes)", n, want, i, len(pad))
+			}
+			want++
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if want-1 != n {
+			t.Fatalf("result of %d rows: got %d", n, want-1)
+		}
+	}
 }
 
 func procStatusKB(t *testing.T, pid int, field string) int64 {
