@@ -350,6 +350,21 @@ func TestPostgresListenNotify(t *testing.T) {
 	if err != nil || n.Channel != "airlock_events" || n.Payload != "hello" {
 		t.Fatalf("notification: %+v, %v", n, err)
 	}
+	if n.PID == listener.PgConn().PID() {
+		t.Fatalf("another session's notification carries the listener's own pid %d", n.PID)
+	}
+	// A session's own notification carries the pid it was given
+	// (BackendKeyData), not the upstream backend's.
+	if _, err := notifier.Exec(ctx, "listen airlock_events"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := notifier.Exec(ctx, "notify airlock_events, 'self'"); err != nil {
+		t.Fatal(err)
+	}
+	own, err := notifier.WaitForNotification(ctx)
+	if err != nil || own.Payload != "self" || own.PID != notifier.PgConn().PID() {
+		t.Fatalf("own notification: %+v (session pid %d), %v", own, notifier.PgConn().PID(), err)
+	}
 	// NOTIFY writes: a read grant may listen but not notify.
 	if _, err := listener.Exec(ctx, "notify airlock_events, 'nope'"); err == nil || !strings.Contains(err.Error(), "42501") {
 		t.Fatalf("notify under read: %v", err)

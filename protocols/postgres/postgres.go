@@ -121,7 +121,7 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	reason := relay(sess, cl, up, p.decisions())
+	reason := relay(sess, cl, up, ct.clientPID, p.decisions())
 	sess.End(reason)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -47,8 +48,11 @@ type session struct {
 	sess *proxy.Session
 	cl   *client
 	up   *upstream
-	ur   *bufio.Reader
-	uw   *bufio.Writer
+	// clientPID is the backend process id the client was given
+	// (BackendKeyData), in place of the upstream's.
+	clientPID uint32
+	ur        *bufio.Reader
+	uw        *bufio.Writer
 
 	// az is the session's authorizer: it remembers what was prepared.
 	az *authz.PGSession
@@ -81,9 +85,9 @@ type session struct {
 
 // relay runs the session until either side stops or the session's context
 // ends it, and returns why it ended.
-func relay(sess *proxy.Session, cl *client, up *upstream, cache *authz.DecisionCache) string {
+func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cache *authz.DecisionCache) string {
 	s := &session{
-		sess: sess, cl: cl, up: up,
+		sess: sess, cl: cl, up: up, clientPID: clientPID,
 		az: authz.NewPGSession(authz.PGOptions{Cache: cache}),
 		// Small, so that an idle session holds little: frames larger
 		// than a buffer are streamed past it (bufio reads and writes
@@ -457,6 +461,24 @@ func (s *session) upstreamToClient() string {
 			if s.streamed += int64(n); s.streamed >= streamThreshold && s.small == nil {
 				s.growClientWriter()
 			}
+		case 'A':
+			// NotificationResponse. The client knows its backend by the
+			// gateway's pid, so a notification its own session sent
+			// must carry that pid: clients tell their own notifications
+			// from others' by it.
+			if buf, err = readBody(s.ur, buf, n, typ); err != nil {
+				return "upstream read failed: " + err.Error()
+			}
+			if len(buf) >= 4 && binary.BigEndian.Uint32(buf) == s.up.pid {
+				binary.BigEndian.PutUint32(buf, s.clientPID)
+			}
+			s.cwMu.Lock()
+			err = writeFrame(s.cl.w, typ, buf)
+			s.cwMu.Unlock()
+			if err != nil {
+				return "client write failed: " + err.Error()
+			}
+			continue
 		case 'C', 'I', 's', 'E', 'Z', '1', '2', '3', 'n', 'T':
 			if typ == 'T' && n > 64<<10 {
 				// A huge RowDescription is only ever relayed.
