@@ -52,6 +52,7 @@ type Protocol struct {
 
 	versions versionCache
 	cache    cacheHolder
+	kills    killTargets
 }
 
 // Name implements proxy.Protocol.
@@ -187,6 +188,8 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
+	defer p.kills.add(hs.connID, killTarget{agent: sess.Grant().Agent, resource: sess.Resource().Name,
+		thread: up.thread, session: sess.ID})()
 	reason := relay(p, sess, cl, up)
 	sess.End(reason)
 }
@@ -205,6 +208,8 @@ func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 type handshakeState struct {
 	challenge []byte
 	resp      *response
+	// connID is the connection id the greeting gave the client.
+	connID uint32
 }
 
 func (h *handshakeState) user() string {
@@ -224,14 +229,14 @@ func (h *handshakeState) db() string {
 // handshake sends the greeting, negotiates TLS and reads the client's
 // handshake response.
 func (p *Protocol) handshake(ctx context.Context, cl *client) (*handshakeState, error) {
-	hs := &handshakeState{challenge: newChallenge()}
+	hs := &handshakeState{challenge: newChallenge(), connID: randomConnID()}
 	caps := uint32(serverCaps)
 	if p.TLS != nil {
 		caps |= capSSL
 	}
 	g := &greeting{
 		version:   p.versions.announce(ctx, p),
-		connID:    randomConnID(),
+		connID:    hs.connID,
 		challenge: hs.challenge,
 		caps:      caps,
 		collation: 45, // utf8mb4_general_ci

@@ -49,6 +49,7 @@ const (
 // decides, forwards it and relays its whole response before reading the
 // next. A client that pipelines simply waits in the socket buffer.
 type session struct {
+	p    *Protocol
 	sess *proxy.Session
 	log  *slog.Logger
 	res  *config.Resource
@@ -80,7 +81,7 @@ type session struct {
 func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 	res := sess.Resource()
 	s := &session{
-		sess: sess, log: sess.Logger(), res: res,
+		p: p, sess: sess, log: sess.Logger(), res: res,
 		az: p.newAuthorizer(authz.MySQLOptions{
 			Database: res.Database, Databases: []string{res.Database},
 			SQLMode: up.sqlMode, ServerVersion: up.version,
@@ -234,6 +235,9 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 	switch cmd {
 	case comQuery:
 		sql := string(body[1:])
+		if v, upstreamSQL, ok := s.p.ownKill(s.sess, sql); ok {
+			return s.query(h, append([]byte{comQuery}, upstreamSQL...), v, false)
+		}
 		return s.query(h, body, s.az.MySQL(g, sql), false)
 	case comInitDB:
 		return s.initDB(h, body)

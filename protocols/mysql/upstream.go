@@ -29,6 +29,7 @@ type upstream struct {
 	// quotes and backslashes, so the authorizer reads with the same.
 	sqlMode string
 	caps    uint32 // the flags the gateway asked the upstream for
+	thread  uint32 // the upstream's connection id, which its KILL takes
 }
 
 // dialUpstream connects to the resource with the gateway's credentials and
@@ -126,7 +127,7 @@ func (p *Protocol) dialUpstream(ctx context.Context, sess *proxy.Session, resp *
 	// go-mysql's packet reader reads nothing past the final OK of the
 	// handshake (the server sends nothing before a command), so the raw
 	// connection can be taken over as is.
-	return &upstream{conn: conn.Conn.Conn, version: conn.GetServerVersion(), sqlMode: sqlMode, caps: caps}, nil
+	return &upstream{conn: conn.Conn.Conn, version: conn.GetServerVersion(), sqlMode: sqlMode, caps: caps, thread: conn.GetConnectionID()}, nil
 }
 
 // upstreamTLS maps the resource's tls.mode (libpq's sslmode words) to a
