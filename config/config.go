@@ -73,7 +73,20 @@ type Listen struct {
 	// SSHHostKeyFile is the SSH listener's host key (a private key file).
 	// Empty: an ed25519 key generated in DataDir (ssh_host_ed25519_key).
 	SSHHostKeyFile string `yaml:"ssh_host_key_file"`
+	// SSHCiphers are the ciphers the SSH listener offers agents. Empty:
+	// DefaultSSHCiphers. See docs/ssh.md, "Ciphers".
+	SSHCiphers []string `yaml:"ssh_ciphers"`
 }
+
+// DefaultSSHCiphers are the ciphers offered to agents by default: AES-GCM,
+// and AES-CTR for clients without it (paramiko before 3.x).
+// chacha20-poly1305, which OpenSSH prefers, is left out: in Go it runs
+// without hardware help and the gateway handles every byte twice.
+var DefaultSSHCiphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"}
+
+// SupportedSSHCiphers are the ciphers listen.ssh_ciphers may name: the
+// modern ones golang.org/x/crypto/ssh implements.
+var SupportedSSHCiphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"}
 
 // TLS names a certificate and key in PEM files.
 type TLS struct {
@@ -361,6 +374,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Recorder.ParamMaxBytes < 0 {
 		bad("recorder.param_max_bytes", "must be positive")
+	}
+	for _, name := range c.Listen.SSHCiphers {
+		if !slices.Contains(SupportedSSHCiphers, name) {
+			bad("listen.ssh_ciphers", "%q is not one of %s", name, strings.Join(SupportedSSHCiphers, ", "))
+		}
 	}
 	if c.Recorder.SignInterval < time.Millisecond || c.Recorder.SignInterval > time.Minute {
 		bad("recorder.sign_interval", "must be between 1ms and 1m")

@@ -33,6 +33,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	}{
 		{"unknown key", base + "bogus: 1\n", "field bogus not found"},
 		{"bad mode", base + "recorder: { mode: lax }\n", "recorder.mode"},
+		{"bad sign interval", base + "recorder: { sign_interval: 2m }\n", "recorder.sign_interval"},
+		{"bad ssh cipher", strings.Replace(base, "http: 127.0.0.1:8080", "http: 127.0.0.1:8080, ssh_ciphers: [aes128-gcm@openssh.com, 3des-cbc]", 1), "listen.ssh_ciphers"},
 		{"no http", strings.Replace(base, ", http: 127.0.0.1:8080", "", 1), "listen.http: required"},
 		{"bad token hash", strings.Replace(base, `"0000000000000000000000000000000000000000000000000000000000000001"`, "abc", 1), "identities[0].token_sha256"},
 		{"bad role", strings.Replace(base, "role: agent", "role: boss", 1), "identities[0].role"},

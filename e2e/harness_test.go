@@ -75,6 +75,8 @@ type gatewayOptions struct {
 	Resources string
 	Config    string
 	Env       []string
+	// Listen is added to the listen block (lines indented two spaces).
+	Listen string
 }
 
 func startGateway(t testing.TB, o gatewayOptions) *gateway {
@@ -152,6 +154,9 @@ identities:
     user: %s
     auth: { type: password, password_env: SHOP_MYSQL_PASSWORD }
 `, g.my.Addr(), g.my.Database, g.my.User)
+	}
+	if o.Listen != "" {
+		cfg = strings.Replace(cfg, "listen:\n", "listen:\n"+o.Listen, 1)
 	}
 	if o.SSH {
 		cfg = g.addSSH(t, cfg)

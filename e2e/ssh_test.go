@@ -1187,3 +1187,51 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	*c += countWriter(len(p))
 	return len(p), nil
 }
+
+const paramikoEcho = `
+import sys, paramiko
+host, port, known, token = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+c = paramiko.SSHClient()
+c.load_host_keys(known)
+c.set_missing_host_key_policy(paramiko.RejectPolicy())
+c.connect(host, port=port, username="agent-1+box", password=token, allow_agent=False, look_for_keys=False, timeout=10)
+_, out, _ = c.exec_command("echo cipher-ok")
+print(out.read().decode().strip())
+c.close()
+`
+
+// TestSSHCiphers: listen.ssh_ciphers narrows what agents may use. With
+// AES-GCM only, OpenSSH (which prefers chacha20-poly1305, then AES-CTR)
+// uses AES-GCM, and a client that speaks only CTR (paramiko 2.x) is
+// refused at key exchange with the ciphers named; by default OpenSSH gets
+// AES-CTR.
+func TestSSHCiphers(t *testing.T) {
+	py := testenv.RequirePythonModule(t, "paramiko", "python3-paramiko")
+	for _, tc := range []struct {
+		listen, want string
+		paramiko     bool
+	}{
+		{"", "aes128-ctr", true},
+		{"  ssh_ciphers: [aes128-gcm@openssh.com, aes256-gcm@openssh.com]\n", "aes128-gcm@openssh.com", false},
+	} {
+		g := startGateway(t, gatewayOptions{SSH: true, Listen: tc.listen})
+		g.sshReady()
+		iss := g.sshGrant("box", "INC-70: ciphers", "--command", "echo *")
+		r := g.sshAs("box", tokenAuth("password"), iss.Token, "-v", "echo", "cipher-ok")
+		if r.code != 0 || strings.TrimSpace(r.stdout) != "cipher-ok" {
+			t.Fatalf("ssh with %q: exit %d\n%s%s", tc.listen, r.code, r.stdout, r.stderr)
+		}
+		if want := "kex: server->client cipher: " + tc.want; !strings.Contains(r.stderr, want) {
+			t.Errorf("ssh with %q: no %q in\n%s", tc.listen, want, r.stderr)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		out, err := exec.CommandContext(ctx, py, "-c", paramikoEcho, g.ssh.host, g.ssh.port, g.ssh.knownHosts, iss.Token).CombinedOutput()
+		cancel()
+		switch {
+		case tc.paramiko && (err != nil || !strings.Contains(string(out), "cipher-ok")):
+			t.Fatalf("paramiko with the default ciphers: %v\n%s", err, out)
+		case !tc.paramiko && (err == nil || !strings.Contains(string(out), "ncompatible ssh")):
+			t.Fatalf("paramiko (CTR only) against AES-GCM only: %v\n%s", err, out)
+		}
+	}
+}

@@ -137,17 +137,13 @@ func (p *Protocol) serverConfig(l *login) *ssh.ServerConfig {
 		ServerVersion:               "SSH-2.0-airlock",
 		MaxAuthTries:                6,
 	}
-	cfg.Ciphers = agentCiphers
+	cfg.Ciphers = config.DefaultSSHCiphers
+	if len(p.cfg.Listen.SSHCiphers) > 0 {
+		cfg.Ciphers = p.cfg.Listen.SSHCiphers
+	}
 	cfg.AddHostKey(p.hostKey)
 	return cfg
 }
-
-// agentCiphers leaves out chacha20-poly1305, which OpenSSH clients prefer:
-// in Go it runs without hardware help, and the gateway en- and decrypts
-// every byte twice (once per leg), so bulk transfers would be bound by it.
-// AES-GCM runs on the CPU's AES instructions; every OpenSSH since 6.2
-// offers it.
-var agentCiphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"}
 
 // upstreamCiphers put AES-GCM first for the same reason, keeping
 // chacha20-poly1305 for targets that offer nothing else.
