@@ -120,10 +120,13 @@ func sshBulk(b *testing.B, e *env, r *report, opts []string, metric, target, lab
 		for i := range contenders {
 			t := contenders[(i+round)%len(contenders)]
 			var profile chan struct{}
-			if t.name == judged && round == 0 && opts == nil {
-				const name = "ssh-cat.pprof"
+			if t.name == judged && round == 0 {
+				name, what := "ssh-cat.pprof", "1 GiB through `ssh host cat`, airlock R1"
+				if opts != nil {
+					name, what = "ssh-cat-aes-gcm.pprof", "1 GiB through `ssh -c aes128-gcm@openssh.com host cat`, airlock R1"
+				}
 				profile = e.cpuProfile(b, e.gw, name, 2)
-				r.profile(filepath.Join(e.profiles, name), "1 GiB through `ssh host cat`, airlock R1")
+				r.profile(filepath.Join(e.profiles, name), what)
 			}
 			cmd := t.openSSHWith(opts, "cat")
 			cmd.Stdin = io.LimitReader(zeros{}, size)
