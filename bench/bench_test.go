@@ -283,6 +283,25 @@ func benchLatency(b *testing.B, e *env, r *report) {
 	}
 }
 
+// metric reads one unlabelled gauge or counter from the gateway's
+// metrics endpoint.
+func (g *gateway) metric(b *testing.B, name string) float64 {
+	resp, err := http.Get("http://" + g.metrics + "/metrics")
+	if err != nil {
+		b.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	b.Fatalf("metrics: no %s", name)
+	return 0
+}
+
 // commitWait reads the gateway's airlock_recorder_commit_seconds sum and
 // count from its metrics endpoint.
 func (g *gateway) commitWait(b *testing.B) (sum, count float64) {
@@ -434,7 +453,9 @@ func benchConnect(b *testing.B, e *env, r *report) {
 // reports the gateway's resident memory per session.
 func benchIdle(b *testing.B, e *env, r *report, n int) {
 	ctx := context.Background()
+	e.gw.collect(b)
 	before := procKB(b, e.gw.pid(), "VmRSS")
+	heap0, stack0 := e.gw.metric(b, "go_memstats_heap_inuse_bytes"), e.gw.metric(b, "go_memstats_stack_inuse_bytes")
 	conns := make([]*pgconn.PgConn, n)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -458,14 +479,48 @@ func benchIdle(b *testing.B, e *env, r *report, n int) {
 	if err := <-errs; err != nil {
 		b.Fatalf("opening %d sessions: %v", n, err)
 	}
-	time.Sleep(2 * time.Second) // let the runtime settle
+	// What the sessions hold, not the garbage their handshakes left.
+	e.gw.collect(b)
 	after := procKB(b, e.gw.pid(), "VmRSS")
+	heap1, stack1 := e.gw.metric(b, "go_memstats_heap_inuse_bytes"), e.gw.metric(b, "go_memstats_stack_inuse_bytes")
+	e.heapProfile(b, e.gw, "idle-sessions-heap.pprof")
+	r.profile(filepath.Join(e.profiles, "idle-sessions-heap.pprof"), fmt.Sprintf("heap of the gateway holding %d idle sessions (go tool pprof -sample_index=inuse_space)", n))
 	perKiB := float64(after-before) / float64(n)
 	for _, c := range conns {
 		c.Close(ctx)
 	}
 	r.add(row{section: "Postgres", metric: fmt.Sprintf("idle session memory (%d sessions)", n), unit: "KiB/session", baseline: 0,
-		others: []value{{e.idle.name, perKiB}}, target: "<= 64 KiB", met: metPtr(true, perKiB <= 64)})
+		others: []value{{e.idle.name, perKiB}}, target: "<= 64 KiB", met: metPtr(true, perKiB <= 64),
+		note: fmt.Sprintf("resident; of it Go heap in use %.1f KiB, goroutine stacks %.1f KiB", (heap1-heap0)/1024/float64(n), (stack1-stack0)/1024/float64(n))})
+}
+
+// collect has gateway g run a garbage collection (the heap profile
+// endpoint does one first when asked with gc=1), then gives the runtime a
+// moment to return freed pages.
+func (g *gateway) collect(b *testing.B) {
+	resp, err := http.Get("http://" + g.metrics + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		b.Fatalf("gc: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	time.Sleep(2 * time.Second)
+}
+
+// heapProfile saves gateway g's heap profile as name, beside the CPU
+// profiles.
+func (e *env) heapProfile(b *testing.B, g *gateway, name string) {
+	resp, err := http.Get("http://" + g.metrics + "/debug/pprof/heap")
+	if err != nil {
+		b.Fatalf("heap profile: %v", err)
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(filepath.Join(e.profiles, name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
 }
 
 // cpuProfile fetches a CPU profile of gateway g for secs seconds into

@@ -209,7 +209,7 @@ func (p *Protocol) checkStartup(cl *client, version uint32) error {
 	if !cl.tls {
 		// Nothing is buffered for writing yet; the reader keeps its
 		// buffer, which may hold what the client already sent.
-		cl.w = bufio.NewWriterSize(cl.conn, 8<<10)
+		cl.w = bufio.NewWriterSize(cl.conn, 4<<10)
 	}
 	if cl.params["user"] == "" {
 		return &fatal{stateInvalidAuthSpec, "no user in the startup message: connect as your agent name"}
@@ -276,8 +276,8 @@ func (p *Protocol) startTLS(cl *client, direct bool) error {
 		return errors.New("direct TLS without ALPN postgresql")
 	}
 	cl.conn, cl.tls = tc, true
-	cl.r = bufio.NewReaderSize(tc, 4<<10)
-	cl.w = bufio.NewWriterSize(tc, 8<<10)
+	cl.r = bufio.NewReaderSize(tc, 2<<10)
+	cl.w = bufio.NewWriterSize(tc, 4<<10)
 	return nil
 }
 

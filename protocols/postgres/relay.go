@@ -92,8 +92,8 @@ func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cach
 		// Small, so that an idle session holds little: frames larger
 		// than a buffer are streamed past it (bufio reads and writes
 		// directly once its buffer is empty), so they cost no copy.
-		ur:    bufio.NewReaderSize(up.conn, 4<<10),
-		uw:    bufio.NewWriterSize(up.conn, 4<<10),
+		ur:    bufio.NewReaderSize(up.conn, 2<<10),
+		uw:    bufio.NewWriterSize(up.conn, 2<<10),
 		stmts: map[string]*authz.Verdict{}, portals: map[string]*bound{},
 	}
 	var once sync.Once
