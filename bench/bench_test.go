@@ -305,25 +305,7 @@ func (g *gateway) metric(b *testing.B, name string) float64 {
 // commitWait reads the gateway's airlock_recorder_commit_seconds sum and
 // count from its metrics endpoint.
 func (g *gateway) commitWait(b *testing.B) (sum, count float64) {
-	resp, err := http.Get("http://" + g.metrics + "/metrics")
-	if err != nil {
-		b.Fatalf("metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		name, v, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		switch name {
-		case "airlock_recorder_commit_seconds_sum":
-			sum, _ = strconv.ParseFloat(v, 64)
-		case "airlock_recorder_commit_seconds_count":
-			count, _ = strconv.ParseFloat(v, 64)
-		}
-	}
-	return sum, count
+	return g.metric(b, "airlock_recorder_commit_seconds_sum"), g.metric(b, "airlock_recorder_commit_seconds_count")
 }
 
 // latencyRow is the p-th percentile of each contender's samples in unit

@@ -24,12 +24,7 @@ func recordSession(t *testing.T, h *harness, id string) []json.RawMessage {
 	t.Helper()
 	ctx := context.Background()
 	l := h.rec.Open(id, testMeta("agent-1", "orders-db"))
-	commit := func() {
-		t.Helper()
-		if err := l.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	commit := func() { t.Helper(); mustCommit(t, l) }
 	l.Append(Event{Type: TypeSessionStart})
 	commit()
 	l.Append(stmtEvent(1, "SELECT * FROM orders"))
@@ -115,6 +110,14 @@ func TestChainAndSignatures(t *testing.T) {
 	other, _ := NewKeyring(testSigner(t).Public())
 	if r := Verify("s-chain", evs, other); r.Status != VerifyFailed || r.FirstBad != 1 || !strings.Contains(r.Problem, "not trusted") {
 		t.Fatalf("verify with another key: %+v", r)
+	}
+}
+
+// mustCommit commits l's events or fails the test.
+func mustCommit(t *testing.T, l *Log) {
+	t.Helper()
+	if err := l.Commit(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -553,12 +556,7 @@ func TestSignInterval(t *testing.T) {
 	h := newHarness(t, harnessOptions{SignInterval: interval})
 	ctx := context.Background()
 	l := h.rec.Open("s-interval", testMeta("a", "r"))
-	commit := func() {
-		t.Helper()
-		if err := l.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	commit := func() { t.Helper(); mustCommit(t, l) }
 	l.Append(Event{Type: TypeSessionStart})
 	l.Append(stmtEvent(1, "SELECT 1"))
 	commit()
@@ -681,12 +679,7 @@ func TestResultsRideOnNextEvent(t *testing.T) {
 	h := newHarness(t, harnessOptions{SignInterval: interval})
 	ctx := context.Background()
 	l := h.rec.Open("s-results", testMeta("a", "r"))
-	commit := func() {
-		t.Helper()
-		if err := l.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	commit := func() { t.Helper(); mustCommit(t, l) }
 	rows := int64(3)
 	l.Append(Event{Type: TypeSessionStart})
 	l.Append(stmtEvent(1, "SELECT 1"))

@@ -135,32 +135,31 @@ func quoteAll(keys []string) string {
 	return strings.Join(q, ", ")
 }
 
-// scalar is the expression that reads one value of f into a variable of
-// its Go type, and that type.
-func scalar(f protoreflect.FieldDescriptor) (expr string) {
+// scalar is the expression that reads one value of f, and its Go type.
+func scalar(f protoreflect.FieldDescriptor) (expr, typ string) {
 	switch f.Kind() {
 	case protoreflect.BoolKind:
-		return "d.boolean()"
+		return "d.boolean()", "bool"
 	case protoreflect.StringKind:
-		return "d.str()"
+		return "d.str()", "string"
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
-		return "d.int32()"
+		return "d.int32()", "int32"
 	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		return "d.int64()"
+		return "d.int64()", "int64"
 	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
-		return "d.uint32()"
+		return "d.uint32()", "uint32"
 	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		return "d.uint64()"
+		return "d.uint64()", "uint64"
 	case protoreflect.DoubleKind:
-		return "d.float64()"
+		return "d.float64()", "float64"
 	case protoreflect.FloatKind:
-		return "d.float32()"
+		return "d.float32()", "float32"
 	case protoreflect.EnumKind:
 		et := goType(f.Enum().FullName())
-		return fmt.Sprintf("enum[pg_query.%s](d, pg_query.%s_value)", et, et)
+		return fmt.Sprintf("enum[pg_query.%s](d, pg_query.%s_value)", et, et), "pg_query." + et
 	}
 	log.Fatalf("%s: kind %s", f.FullName(), f.Kind())
-	return ""
+	return "", ""
 }
 
 func field(b *bytes.Buffer, md protoreflect.MessageDescriptor, f protoreflect.FieldDescriptor, goName, wrapper string) {
@@ -173,7 +172,8 @@ func field(b *bytes.Buffer, md protoreflect.MessageDescriptor, f protoreflect.Fi
 			et := goType(f.Message().FullName())
 			fmt.Fprintf(b, "\t\t\t\tv := &pg_query.%s{}\n\t\t\t\tm.%s = append(m.%s, v)\n\t\t\t\tif err = dec%s(d, v); err == nil {\n\t\t\t\t\tmore, err = d.nextItem()\n\t\t\t\t}\n", et, goName, goName, et)
 		} else {
-			fmt.Fprintf(b, "\t\t\t\tvar v %s\n\t\t\t\tif v, err = %s; err == nil {\n\t\t\t\t\tm.%s = append(m.%s, v)\n\t\t\t\t\tmore, err = d.nextItem()\n\t\t\t\t}\n", goScalarType(f), scalar(f), goName, goName)
+			expr, typ := scalar(f)
+			fmt.Fprintf(b, "\t\t\t\tvar v %s\n\t\t\t\tif v, err = %s; err == nil {\n\t\t\t\t\tm.%s = append(m.%s, v)\n\t\t\t\t\tmore, err = d.nextItem()\n\t\t\t\t}\n", typ, expr, goName, goName)
 		}
 		fmt.Fprintf(b, "\t\t\t}\n")
 	case f.Message() != nil:
@@ -188,7 +188,8 @@ func field(b *bytes.Buffer, md protoreflect.MessageDescriptor, f protoreflect.Fi
 		if wrapper != "" {
 			log.Fatalf("%s: scalar oneof members are not supported", f.FullName())
 		}
-		fmt.Fprintf(b, "\t\t\tm.%s, err = %s\n", goName, scalar(f))
+		expr, _ := scalar(f)
+		fmt.Fprintf(b, "\t\t\tm.%s, err = %s\n", goName, expr)
 	}
 }
 
@@ -203,30 +204,5 @@ func goNames(md protoreflect.MessageDescriptor, f protoreflect.FieldDescriptor) 
 		}
 	}
 	log.Fatalf("%s: no Go field for oneof %s", md.FullName(), o.Name())
-	return ""
-}
-
-func goScalarType(f protoreflect.FieldDescriptor) string {
-	switch f.Kind() {
-	case protoreflect.BoolKind:
-		return "bool"
-	case protoreflect.StringKind:
-		return "string"
-	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
-		return "int32"
-	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		return "int64"
-	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
-		return "uint32"
-	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		return "uint64"
-	case protoreflect.DoubleKind:
-		return "float64"
-	case protoreflect.FloatKind:
-		return "float32"
-	case protoreflect.EnumKind:
-		return "pg_query." + goType(f.Enum().FullName())
-	}
-	log.Fatalf("%s: kind %s", f.FullName(), f.Kind())
 	return ""
 }
