@@ -91,12 +91,16 @@ func bigInputs(tb testing.TB) (out []string, files int) {
 			out = append(out, s)
 		}
 	}
-	share, err := exec.Command("pg_config", "--sharedir").Output()
-	if err != nil {
-		tb.Fatalf("pg_config --sharedir: %v (apt-get install -y postgresql)", err)
+	share := ""
+	if out, err := exec.Command("pg_config", "--sharedir").Output(); err == nil {
+		share = strings.TrimSpace(string(out))
+	} else if dirs, _ := filepath.Glob("/usr/share/postgresql/*/extension"); len(dirs) > 0 {
+		share = filepath.Dir(dirs[len(dirs)-1])
+	} else {
+		tb.Fatalf("no PostgreSQL share directory (pg_config --sharedir: %v): apt-get install -y postgresql", err)
 	}
-	scripts, _ := filepath.Glob(filepath.Join(strings.TrimSpace(string(share)), "*.sql"))
-	ext, _ := filepath.Glob(filepath.Join(strings.TrimSpace(string(share)), "extension", "*.sql"))
+	scripts, _ := filepath.Glob(filepath.Join(share, "*.sql"))
+	ext, _ := filepath.Glob(filepath.Join(share, "extension", "*.sql"))
 	for _, p := range append(scripts, ext...) {
 		b, err := os.ReadFile(p)
 		if err != nil {
