@@ -56,17 +56,9 @@ func (c *Conn) Authenticate(ctx context.Context, agent, resource string, match f
 }
 
 func (c *Conn) findGrant(agent, resource string, match func(*credential.Verifier) bool) (*authz.Grant, *AuthError) {
-	srv := c.srv
-	id := srv.Config.Identity(agent)
-	if id == nil || id.Role != "agent" {
-		return nil, &AuthError{"no-agent", fmt.Sprintf("authentication failed: %q is not an agent known to this gateway", agent)}
-	}
-	if srv.Config.Resource(resource) == nil {
-		return nil, &AuthError{"no-resource", fmt.Sprintf("authentication failed: no resource %q on this gateway", resource)}
-	}
-	grants, err := srv.Grants.ForAgent(agent)
-	if err != nil {
-		return nil, &AuthError{"unavailable", "the gateway cannot confirm grants right now (control plane unavailable); try again shortly"}
+	grants, aerr := c.agentGrants(agent, resource)
+	if aerr != nil {
+		return nil, aerr
 	}
 	var g *authz.Grant
 	for _, cand := range grants {
@@ -81,20 +73,44 @@ func (c *Conn) findGrant(agent, resource string, match func(*credential.Verifier
 	if g.Resource != resource {
 		return g, &AuthError{"wrong-resource", fmt.Sprintf("grant %s is for resource %s, not %s", g.ID, g.Resource, resource)}
 	}
-	now := srv.now()
-	switch g.EffectiveState(now) {
-	case authz.StateActive:
-		return g, nil
-	case authz.StatePending:
-		return g, &AuthError{"pending", fmt.Sprintf("grant %s pending approval: an approver must run: airlock grants approve %s", g.ID, g.ID)}
-	case authz.StateDenied:
-		return g, &AuthError{"denied", fmt.Sprintf("grant %s was denied by %s", g.ID, g.DecidedBy)}
-	case authz.StateRevoked:
-		return g, &AuthError{"revoked", fmt.Sprintf("grant %s was revoked by %s at %s", g.ID, g.RevokedBy, g.RevokedAt.UTC().Format(time.RFC3339))}
-	case authz.StateExpired:
-		return g, &AuthError{"expired", fmt.Sprintf("grant %s expired at %s; request a new one", g.ID, g.ExpiresAt.UTC().Format(time.RFC3339))}
+	return g, inactive(g, c.srv.now())
+}
+
+// agentGrants are agent's grants, once agent is an agent this gateway
+// knows and resource one of its resources.
+func (c *Conn) agentGrants(agent, resource string) ([]*authz.Grant, *AuthError) {
+	srv := c.srv
+	id := srv.Config.Identity(agent)
+	if id == nil || id.Role != "agent" {
+		return nil, &AuthError{"no-agent", fmt.Sprintf("authentication failed: %q is not an agent known to this gateway", agent)}
 	}
-	return g, &AuthError{"bad-state", fmt.Sprintf("grant %s is in state %q", g.ID, g.State)}
+	if srv.Config.Resource(resource) == nil {
+		return nil, &AuthError{"no-resource", fmt.Sprintf("authentication failed: no resource %q on this gateway", resource)}
+	}
+	grants, err := srv.Grants.ForAgent(agent)
+	if err != nil {
+		return nil, &AuthError{"unavailable", "the gateway cannot confirm grants right now (control plane unavailable); try again shortly"}
+	}
+	return grants, nil
+}
+
+// inactive says why grant g cannot open a session at now; nil when it is
+// active.
+func inactive(g *authz.Grant, now time.Time) *AuthError {
+	switch state := g.EffectiveState(now); state {
+	case authz.StateActive:
+		return nil
+	case authz.StatePending:
+		return &AuthError{"pending", fmt.Sprintf("grant %s pending approval: an approver must run: airlock grants approve %s", g.ID, g.ID)}
+	case authz.StateDenied:
+		return &AuthError{"denied", fmt.Sprintf("grant %s was denied by %s", g.ID, g.DecidedBy)}
+	case authz.StateRevoked:
+		return &AuthError{"revoked", fmt.Sprintf("grant %s was revoked by %s at %s", g.ID, g.RevokedBy, g.RevokedAt.UTC().Format(time.RFC3339))}
+	case authz.StateExpired:
+		return &AuthError{"expired", fmt.Sprintf("grant %s expired at %s; request a new one", g.ID, g.ExpiresAt.UTC().Format(time.RFC3339))}
+	default:
+		return &AuthError{"bad-state", fmt.Sprintf("grant %s is in state %q", g.ID, state)}
+	}
 }
 
 // Refuse records a refused connection attempt. g is the grant the client

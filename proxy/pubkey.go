@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/credential"
@@ -46,19 +45,11 @@ func (c *Conn) AuthenticateKey(ctx context.Context, agent, resource string) (*Se
 }
 
 func (c *Conn) keyGrant(agent, resource string) (*authz.Grant, *AuthError) {
-	srv := c.srv
-	id := srv.Config.Identity(agent)
-	if id == nil || id.Role != "agent" {
-		return nil, &AuthError{"no-agent", fmt.Sprintf("authentication failed: %q is not an agent known to this gateway", agent)}
+	grants, aerr := c.agentGrants(agent, resource)
+	if aerr != nil {
+		return nil, aerr
 	}
-	if srv.Config.Resource(resource) == nil {
-		return nil, &AuthError{"no-resource", fmt.Sprintf("authentication failed: no resource %q on this gateway", resource)}
-	}
-	grants, err := srv.Grants.ForAgent(agent)
-	if err != nil {
-		return nil, &AuthError{"unavailable", "the gateway cannot confirm grants right now (control plane unavailable); try again shortly"}
-	}
-	now := srv.now()
+	now := c.srv.now()
 	var best, latest *authz.Grant
 	for _, g := range grants {
 		if g.Resource != resource {
@@ -81,19 +72,6 @@ func (c *Conn) keyGrant(agent, resource string) (*authz.Grant, *AuthError) {
 	if latest == nil {
 		return nil, &AuthError{"no-grant", fmt.Sprintf("authentication failed for %s: no grant for resource %s; request access with: %s", agent, resource, request)}
 	}
-	g := latest
-	var why string
-	switch state := g.EffectiveState(now); state {
-	case authz.StatePending:
-		why = fmt.Sprintf("grant %s is pending approval: an approver must run: airlock grants approve %s", g.ID, g.ID)
-	case authz.StateDenied:
-		why = fmt.Sprintf("grant %s was denied by %s", g.ID, g.DecidedBy)
-	case authz.StateRevoked:
-		why = fmt.Sprintf("grant %s was revoked by %s at %s", g.ID, g.RevokedBy, g.RevokedAt.UTC().Format(time.RFC3339))
-	case authz.StateExpired:
-		why = fmt.Sprintf("grant %s expired at %s", g.ID, g.ExpiresAt.UTC().Format(time.RFC3339))
-	default:
-		why = fmt.Sprintf("grant %s is in state %q", g.ID, state)
-	}
-	return g, &AuthError{string(g.EffectiveState(now)), fmt.Sprintf("authentication failed for %s: no active grant for resource %s (the latest, %s); request access with: %s", agent, resource, why, request)}
+	why := inactive(latest, now)
+	return latest, &AuthError{why.Kind, fmt.Sprintf("authentication failed for %s: no active grant for resource %s (the latest: %s); request access with: %s", agent, resource, why.Msg, request)}
 }

@@ -174,10 +174,10 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 		allowed = 0
 	}
 	s.srv.Observer.Statements(s.conn.Proto, allowed, len(v.Statements)-allowed)
-	ctx, cancel := context.WithTimeout(s.ctx, s.srv.publishTimeout())
-	defer cancel()
+	// Commit bounds its wait by recorder.publish_timeout itself; the
+	// session's context ends it early when the session ends.
 	waited := time.Now()
-	err := s.events.Commit(ctx)
+	err := s.events.Commit(s.ctx)
 	s.srv.Observer.Committed(time.Since(waited), err)
 	if !v.Allow {
 		if err != nil {
