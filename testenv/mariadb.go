@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	_ "embed"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -290,20 +289,7 @@ func (m *MariaDB) start(first bool) error {
 // waitReady polls with a real client over the Unix socket until the server
 // answers. Before secure runs, root@localhost has no password.
 func (m *MariaDB) waitReady(exited <-chan struct{}, first bool) error {
-	deadline := time.Now().Add(60 * time.Second)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return errors.New("mariadbd exited during start")
-		default:
-		}
-		if last = m.ping(first); last == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("mariadbd not ready after 60s: %v", last)
+	return waitReady("mariadbd", exited, 60*time.Second, func() error { return m.ping(first) })
 }
 
 func (m *MariaDB) socketConfig(first bool) *mysql.Config {

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -139,32 +138,15 @@ func (n *NATS) start() error {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 
-	if err := n.waitReady(exited); err != nil {
+	// An open port does not yet mean JetStream has recovered its store:
+	// wait until a real client is served.
+	if err := waitReady("nats-server", exited, 30*time.Second, n.probe); err != nil {
 		_ = cmd.Process.Kill()
 		<-exited
 		return fmt.Errorf("%v; log:\n%s", err, n.logSince(offset))
 	}
 	n.cmd, n.exited = cmd, exited
 	return nil
-}
-
-// waitReady polls with a real client until the server serves it, because
-// an open port does not yet mean JetStream has recovered its store.
-func (n *NATS) waitReady(exited <-chan struct{}) error {
-	deadline := time.Now().Add(30 * time.Second)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return errors.New("nats-server exited during start")
-		default:
-		}
-		if last = n.probe(); last == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("nats-server not ready after 30s: %v", last)
 }
 
 func (n *NATS) probe() error {

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -185,20 +184,7 @@ func (c *NATSCluster) waitReady(n *NATSNode) error {
 	n.mu.Lock()
 	exited := n.exited
 	n.mu.Unlock()
-	deadline := time.Now().Add(60 * time.Second)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return errors.New("nats-server exited during start")
-		default:
-		}
-		if last = c.probe(n.URL); last == nil {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("not ready after 60s: %v", last)
+	return waitReady("nats-server", exited, 60*time.Second, func() error { return c.probe(n.URL) })
 }
 
 func (c *NATSCluster) probe(url string) error {

@@ -94,21 +94,15 @@ ignore_startup_parameters = extra_float_digits
 		_ = cmd.Process.Kill()
 		<-exited
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	listening := func() error {
 		c, err := net.DialTimeout("tcp", b.Addr(), time.Second)
 		if err == nil {
 			c.Close()
-			return b
 		}
-		select {
-		case <-exited:
-			t.Fatalf("testenv: pgbouncer exited:\n%s", tailFile(filepath.Join(dir, "pgbouncer.log"), 2000))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testenv: pgbouncer not listening after 15s:\n%s", tailFile(filepath.Join(dir, "pgbouncer.log"), 2000))
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err
 	}
+	if err := waitReady("pgbouncer", exited, 15*time.Second, listening); err != nil {
+		t.Fatalf("testenv: %v:\n%s", err, tailFile(filepath.Join(dir, "pgbouncer.log"), 2000))
+	}
+	return b
 }

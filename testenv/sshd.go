@@ -175,24 +175,21 @@ func (s *SSHD) start(bin, conf string) error {
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return fmt.Errorf("sshd exited at start:\n%s", tailFile(s.logPath, 2000))
-		default:
+	greeting := func() error {
+		if !greets(s.Addr()) {
+			return fmt.Errorf("no SSH greeting on %s", s.Addr())
 		}
-		if greets(s.Addr()) {
-			s.mu.Lock()
-			s.cmd, s.exited = cmd, exited
-			s.mu.Unlock()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
 	}
-	_ = cmd.Process.Kill()
-	<-exited
-	return fmt.Errorf("sshd did not greet on %s within 15s:\n%s", s.Addr(), tailFile(s.logPath, 2000))
+	if err := waitReady("sshd", exited, 15*time.Second, greeting); err != nil {
+		_ = cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("%v:\n%s", err, tailFile(s.logPath, 2000))
+	}
+	s.mu.Lock()
+	s.cmd, s.exited = cmd, exited
+	s.mu.Unlock()
+	return nil
 }
 
 // greets reports whether an SSH server answers at addr with its version.

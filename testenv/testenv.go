@@ -9,6 +9,7 @@ package testenv
 
 import (
 	_ "embed"
+	"fmt"
 	"net"
 	"os/exec"
 	"syscall"
@@ -48,5 +49,27 @@ func terminate(cmd *exec.Cmd, exited <-chan struct{}, grace time.Duration) (kill
 		_ = cmd.Process.Kill()
 		<-exited
 		return true
+	}
+}
+
+// waitReady polls ready every 50ms until it succeeds, the server process
+// exits (exited is closed), or timeout passes; the error names what, and
+// the last reason ready gave.
+func waitReady(what string, exited <-chan struct{}, timeout time.Duration, ready func() error) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		select {
+		case <-exited:
+			return fmt.Errorf("%s exited during start", what)
+		default:
+		}
+		if last = ready(); last == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after %s: %v", what, timeout, last)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
