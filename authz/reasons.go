@@ -73,6 +73,12 @@ func requestCommandWithout(g *Grant, level Access, flag string) string {
 }
 
 func requestLine(g *Grant, level Access, flags []string) string {
+	return requestFor(g, strings.Join(append([]string{"--access", level.String()}, flags...), " "))
+}
+
+// requestFor is the airlock request command line asking for the same
+// resource and task as g, with flags.
+func requestFor(g *Grant, flags string) string {
 	resource, task := "RESOURCE", ""
 	if g != nil {
 		if g.Resource != "" {
@@ -83,11 +89,7 @@ func requestLine(g *Grant, level Access, flags []string) string {
 	if task == "" {
 		task = "..."
 	}
-	line := fmt.Sprintf("airlock request --resource %s --task %s --access %s", shellQuote(resource), shellQuote(task), level)
-	if len(flags) > 0 {
-		line += " " + strings.Join(flags, " ")
-	}
-	return line
+	return fmt.Sprintf("airlock request --resource %s --task %s %s", shellQuote(resource), shellQuote(task), flags)
 }
 
 // displayTask quotes a task for a reason, cut short so the reason stays

@@ -150,7 +150,7 @@ func AuthorizeSSHExec(g *Grant, command string) SSHCommand {
 		suggest = RawPrefix + text
 	}
 	if !strings.ContainsFunc(suggest, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		fmt.Fprintf(&why, ". To run it, request a grant with --command %s: %s", shellQuote(suggest), sshRequestCommand(g, "--command "+shellQuote(suggest)))
+		fmt.Fprintf(&why, ". To run it, request a grant with --command %s: %s", shellQuote(suggest), requestFor(g, "--command "+shellQuote(suggest)))
 	} else {
 		why.WriteString(". To run it, request a grant with a raw: --command rule for it")
 	}
@@ -227,7 +227,7 @@ func AuthorizeSSHShell(g *Grant) Decision {
 		return d
 	}
 	d.Reason = fmt.Sprintf("grant %s (%s) allows no interactive shell; it allows %s. To get one, request a grant with --shell: %s",
-		sshGrantName(g), displayTask(sshTaskOf(g)), describeSSH(g), sshRequestCommand(g, "--shell"))
+		sshGrantName(g), displayTask(sshTaskOf(g)), describeSSH(g), requestFor(g, "--shell"))
 	return d
 }
 
@@ -236,7 +236,7 @@ func AuthorizeSSHPty(g *Grant, term string) Decision {
 	d := AuthorizeSSHShell(g)
 	d.Text, d.Class.Kind = "pty "+oneLine(term), SSHPty
 	if !d.Allow {
-		d.Reason = fmt.Sprintf("a terminal (pty) comes only with an interactive shell: grant %s allows none; run commands without -t, or request a grant with --shell: %s", sshGrantName(g), sshRequestCommand(g, "--shell"))
+		d.Reason = fmt.Sprintf("a terminal (pty) comes only with an interactive shell: grant %s allows none; run commands without -t, or request a grant with --shell: %s", sshGrantName(g), requestFor(g, "--shell"))
 	}
 	return d
 }
@@ -315,7 +315,7 @@ func sshFilesDecision(g *Grant, level, text string) Decision {
 		allows = "--files " + have
 	}
 	d.Reason = fmt.Sprintf("%s needs --files %s; grant %s (%s) allows %s. To get it, request a grant with --files %s: %s",
-		what, level, sshGrantName(g), displayTask(sshTaskOf(g)), allows, level, sshRequestCommand(g, "--files "+level))
+		what, level, sshGrantName(g), displayTask(sshTaskOf(g)), allows, level, requestFor(g, "--files "+level))
 	return d
 }
 
@@ -348,7 +348,7 @@ func sshForwardDecision(g *Grant, kind, verb, host string, port uint32) Decision
 		allows = "forwarding to " + strings.Join(g.SSH.Forwards, ", ")
 	}
 	d.Reason = fmt.Sprintf("port forwarding to %s is not allowed (to %s it); grant %s (%s) allows %s. To get it, request a grant with --forward %s: %s",
-		dest, verb, sshGrantName(g), displayTask(sshTaskOf(g)), allows, dest, sshRequestCommand(g, "--forward "+shellQuote(dest)))
+		dest, verb, sshGrantName(g), displayTask(sshTaskOf(g)), allows, dest, requestFor(g, "--forward "+shellQuote(dest)))
 	return d
 }
 
@@ -452,20 +452,4 @@ func sshDisplayCommand(c string) string {
 		c = c[:limit] + "…"
 	}
 	return fmt.Sprintf("%q", c)
-}
-
-// sshRequestCommand is the airlock request command line asking for the
-// same resource and task with flag.
-func sshRequestCommand(g *Grant, flag string) string {
-	resource, task := "RESOURCE", ""
-	if g != nil {
-		if g.Resource != "" {
-			resource = g.Resource
-		}
-		task = oneLine(g.Task)
-	}
-	if task == "" {
-		task = "..."
-	}
-	return fmt.Sprintf("airlock request --resource %s --task %s %s", shellQuote(resource), shellQuote(task), flag)
 }
