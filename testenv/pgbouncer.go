@@ -84,14 +84,14 @@ ignore_startup_parameters = extra_float_digits
 		cmd = exec.Command("/bin/sh", args...)
 	}
 	cmd.Dir = dir
-	dieWithParent(cmd)
+	inOwnGroup(cmd) // killing runuser alone would leave pgbouncer running
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("testenv: start pgbouncer: %v", err)
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		killGroup(cmd)
 		<-exited
 	})
 	listening := func() error {

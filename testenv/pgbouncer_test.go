@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -11,7 +12,29 @@ import (
 
 func TestPgBouncer(t *testing.T) {
 	p := StartPostgres(t, PostgresOptions{})
-	b := StartPgBouncer(t, p, PgBouncerOptions{PoolMode: "transaction"})
+	var addr string
+	t.Run("serves", func(t *testing.T) {
+		b := StartPgBouncer(t, p, PgBouncerOptions{PoolMode: "transaction"})
+		addr = b.Addr()
+		checkPgBouncer(t, p, b)
+	})
+	// Its cleanup ran with the subtest: PgBouncer, not only the runuser
+	// that started it, must be gone.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("pgbouncer still listens on %s after its cleanup", addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func checkPgBouncer(t *testing.T, p *Postgres, b *PgBouncer) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=%s sslmode=require default_query_exec_mode=simple_protocol", b.Host, b.Port, p.User, p.Password, p.Database))

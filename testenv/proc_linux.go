@@ -27,3 +27,16 @@ func lockFile(path string) (unlock func(), err error) {
 func dieWithParent(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
+
+// inOwnGroup is dieWithParent for a server started through a wrapper
+// (runuser, sh) that does not pass its own death on: the child also leads
+// a process group of its own, which killGroup ends whole.
+func inOwnGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+}
+
+// killGroup kills the process group inOwnGroup made: the wrapper and the
+// server it started, which killing the wrapper alone would leave running.
+func killGroup(cmd *exec.Cmd) {
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+}

@@ -9,3 +9,7 @@ import "os/exec"
 func lockFile(string) (func(), error) { return func() {}, nil }
 
 func dieWithParent(*exec.Cmd) {}
+
+func inOwnGroup(*exec.Cmd) {}
+
+func killGroup(cmd *exec.Cmd) { _ = cmd.Process.Kill() }
