@@ -6,6 +6,8 @@ import (
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/airlockhq/airlock/authz/pgparse"
 )
 
 // analysis collects what one top-level statement does while its parse tree
@@ -167,8 +169,14 @@ func (a *analysis) walk(m protoreflect.Message, sc scope) {
 	a.children(m, sc.inside("a subquery"), "")
 }
 
-// children walks every populated message field of m but skip.
+// children walks every populated message field of m but skip: through
+// pgparse's generated lister for the parse tree's messages, with
+// reflection for any other (none today; a message a newer pg_query_go adds
+// before the code is generated again).
 func (a *analysis) children(m protoreflect.Message, sc scope, skip protoreflect.Name) {
+	if pgparse.Children(m.Interface(), skip, func(c protoreflect.Message) { a.walk(c, sc) }) {
+		return
+	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if fd.Name() == skip || fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind {
 			return true

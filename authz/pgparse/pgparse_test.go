@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pganalyze/pg_query_go/v6/parser"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // samples exercise the decoder's corners: escapes, non-ASCII, every
@@ -160,24 +162,125 @@ func TestSameTreeAsProtobuf(t *testing.T) {
 	}
 }
 
-// TestGeneratedIsCurrent: decode_gen.go is what the generator writes for
-// the pg_query_go in go.mod; after an update, run go generate ./authz/pgparse.
+// TestGeneratedIsCurrent: decode_gen.go and children_gen.go are what the
+// generator writes for the pg_query_go in go.mod; after an update, run go
+// generate ./authz/pgparse.
 func TestGeneratedIsCurrent(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "decode_gen.go")
-	if b, err := exec.Command("go", "run", "./gen", "-o", out).CombinedOutput(); err != nil {
+	dir := t.TempDir()
+	gen := exec.Command("go", "run", "./gen", "-o", filepath.Join(dir, "decode_gen.go"), "-children", filepath.Join(dir, "children_gen.go"))
+	if b, err := gen.CombinedOutput(); err != nil {
 		t.Fatalf("go run ./gen: %v\n%s", err, b)
 	}
-	want, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"decode_gen.go", "children_gen.go"} {
+		want, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		have, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(have) != string(want) {
+			t.Fatalf("%s is stale: run go generate ./authz/pgparse", name)
+		}
 	}
-	have, err := os.ReadFile("decode_gen.go")
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestChildrenAsRange: for every message of every parsed input, Children
+// visits exactly the set message fields protoreflect's Range gives (in
+// schema order, where Range promises none), and skipping a field leaves
+// out exactly that field's messages.
+func TestChildrenAsRange(t *testing.T) {
+	small := inputs(t)
+	big, _ := bigInputs(t)
+	nodes := 0
+	for i, sql := range append(small, big...) {
+		tree, err := Parse(sql)
+		if err != nil {
+			continue
+		}
+		var check func(m protoreflect.Message)
+		check = func(m protoreflect.Message) {
+			nodes++
+			var names []protoreflect.Name
+			if i < len(small) {
+				names = setMessageFields(m)
+			}
+			for _, skip := range append([]protoreflect.Name{""}, names...) {
+				want := rangeChildren(m, skip)
+				var got []protoreflect.Message
+				if !Children(m.Interface(), skip, func(c protoreflect.Message) { got = append(got, c) }) {
+					t.Fatalf("%q: Children does not know %s", sql, m.Descriptor().FullName())
+				}
+				if !sameMessages(got, want) {
+					t.Fatalf("%q: %s skipping %q: Children visited %d messages, Range %d, or others", sql, m.Descriptor().FullName(), skip, len(got), len(want))
+				}
+			}
+			for _, c := range rangeChildren(m, "") {
+				check(c)
+			}
+		}
+		check(tree.ProtoReflect())
 	}
-	if string(have) != string(want) {
-		t.Fatal("decode_gen.go is stale: run go generate ./authz/pgparse")
+	t.Logf("%d messages checked", nodes)
+	if nodes < 100000 {
+		t.Fatalf("only %d messages checked: the test lost its corpus", nodes)
 	}
+	if Children(&pg_query.ScanResult{}, "", func(protoreflect.Message) {}) {
+		t.Fatal("Children claims a message outside the parse tree")
+	}
+}
+
+// rangeChildren is the reference: the set message fields Range gives but
+// skip, in field order.
+func rangeChildren(m protoreflect.Message, skip protoreflect.Name) []protoreflect.Message {
+	type child struct {
+		index int
+		m     protoreflect.Message
+	}
+	var cs []child
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Message() == nil || fd.Name() == skip {
+			return true
+		}
+		if fd.IsList() {
+			for i := 0; i < v.List().Len(); i++ {
+				cs = append(cs, child{fd.Index(), v.List().Get(i).Message()})
+			}
+			return true
+		}
+		cs = append(cs, child{fd.Index(), v.Message()})
+		return true
+	})
+	slices.SortStableFunc(cs, func(a, b child) int { return a.index - b.index })
+	out := make([]protoreflect.Message, len(cs))
+	for i, c := range cs {
+		out[i] = c.m
+	}
+	return out
+}
+
+func setMessageFields(m protoreflect.Message) (names []protoreflect.Name) {
+	m.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		if fd.Message() != nil {
+			names = append(names, fd.Name())
+		}
+		return true
+	})
+	return names
+}
+
+// sameMessages: the same messages (not equal copies) in the same order.
+func sameMessages(a, b []protoreflect.Message) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Interface() != b[i].Interface() {
+			return false
+		}
+	}
+	return true
 }
 
 // TestFailsClosed: output the generated code does not know is an error.
