@@ -10,6 +10,10 @@
 // The tests hold the two paths to identical trees; a member or enum value
 // the generated code does not know is an error, so a library update that
 // adds one fails closed until the code is generated again.
+//
+// Children (children_gen.go, from the same generator) lists the messages a
+// tree node holds, which the authorizer's walk would otherwise find with
+// protobuf reflection at several times the cost.
 package pgparse
 
 //go:generate go run ./gen
