@@ -52,6 +52,7 @@ func gatewayCmd() *cobra.Command {
 
 // runGateway wires the gateway's parts together and serves until ctx ends.
 func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	tuneGC(gcHeadroom)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
