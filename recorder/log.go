@@ -235,7 +235,7 @@ func (l *Log) sealLocked(ev *Event) ([]byte, error) {
 	if signed {
 		ev.Key = l.r.signer.Fingerprint()
 	}
-	canon, err := Canonical(ev)
+	canon, err := canonicalFast(ev)
 	if err != nil {
 		return nil, err
 	}
