@@ -138,12 +138,6 @@ func writePacket(w *bufio.Writer, seq byte, payload []byte) (byte, error) {
 	}
 }
 
-// copyPayload streams n payload bytes from r to w without holding them.
-func copyPayload(w *bufio.Writer, r *bufio.Reader, n int) error {
-	_, err := io.CopyN(w, r, int64(n))
-	return eofIsUnexpected(err)
-}
-
 // lenencInt reads a length-encoded integer at the start of b and returns
 // it with the number of bytes it took. ok is false when b is too short or
 // starts with 0xff (no integer); null is the 0xfb NULL marker.

@@ -63,6 +63,8 @@ type session struct {
 	up net.Conn
 	ur *bufio.Reader
 	uw *bufio.Writer
+	// toClient and toUp stream the payloads the gateway does not read.
+	toClient, toUp proxy.Copier
 
 	// cwMu guards cw, clientSeq and idle: the ender writes a last error to
 	// the client from another goroutine.

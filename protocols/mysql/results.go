@@ -131,7 +131,7 @@ func (s *session) relayPhysical(h header) error {
 		return err
 	}
 	s.clientSeq = h.seq + 1
-	if err := copyPayload(s.cw, s.ur, h.n); err != nil {
+	if err := s.toClient.Copy(s.cw, s.ur, h.n); err != nil {
 		return &upstreamError{err}
 	}
 	return nil
@@ -357,7 +357,7 @@ func (s *session) localInfile(h header, t *tracker) error {
 		if err := writeHeader(s.uw, ch); err != nil {
 			return &upstreamError{err}
 		}
-		if err := copyPayload(s.uw, s.cr, ch.n); err != nil {
+		if err := s.toUp.Copy(s.uw, s.cr, ch.n); err != nil {
 			return err
 		}
 		t.file += int64(ch.n)

@@ -84,15 +84,6 @@ func writeFrame(w *bufio.Writer, typ byte, body []byte) error {
 	return err
 }
 
-// copyBody streams n body bytes from r to w without holding them.
-func copyBody(w *bufio.Writer, r *bufio.Reader, n int) error {
-	_, err := io.CopyN(w, r, int64(n))
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
-}
-
 // encoder is what pgproto3's messages implement.
 type encoder interface {
 	Encode(dst []byte) ([]byte, error)

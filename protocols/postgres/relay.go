@@ -53,6 +53,9 @@ type session struct {
 	clientPID uint32
 	ur        *bufio.Reader
 	uw        *bufio.Writer
+	// toUp and toClient stream the bodies the gateway does not read, one
+	// per relaying goroutine.
+	toUp, toClient proxy.Copier
 
 	// az is the session's authorizer: it remembers what was prepared.
 	az *authz.PGSession
@@ -425,7 +428,7 @@ func (s *session) forward(typ byte, n int) error {
 	if err := writeHeader(s.uw, typ, n); err != nil {
 		return err
 	}
-	return copyBody(s.uw, s.cl.r, n)
+	return s.toUp.Copy(s.uw, s.cl.r, n)
 }
 
 // upstreamToClient relays the upstream's messages, reading only the few
@@ -509,7 +512,7 @@ func (s *session) upstreamToClient() string {
 		s.cwMu.Lock()
 		err = writeHeader(s.cl.w, typ, n)
 		if err == nil {
-			err = copyBody(s.cl.w, s.ur, n)
+			err = s.toClient.Copy(s.cl.w, s.ur, n)
 		}
 		s.cwMu.Unlock()
 		if err != nil {
