@@ -183,17 +183,27 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 		for _, mode := range envWords("AIRLOCK_BENCH_MODES", []string{"simple", "prepared"}) {
 			tps := map[string][]float64{}
 			lat := map[string][]float64{}
+			cpu := map[string][]float64{} // gateway CPU per statement, µs
 			for round := range rounds {
 				for i := range contenders {
 					c := contenders[(i+round)%len(contenders)]
+					g := e.gatewayOf(c)
 					// Profiles at 8 clients: R1 in both modes, R3 in the simple one.
 					var profile chan struct{}
-					if g := e.gatewayOf(c); g != nil && clients == 8 && round == 0 && (g == e.gw || mode == "simple") {
+					if g != nil && clients == 8 && round == 0 && (g == e.gw || mode == "simple") {
 						name := fmt.Sprintf("pgbench-S-%dc-%s-%s.pprof", clients, mode, strings.Fields(c.name)[1])
 						profile = e.cpuProfile(b, g, name, secs-1)
 						r.profile(filepath.Join(e.profiles, name), fmt.Sprintf("pgbench -S, %d clients, %s protocol, %s", clients, mode, c.name))
 					}
+					var cpu0 float64
+					if g != nil {
+						cpu0 = cpuSeconds(b, g.cmd.Process.Pid)
+					}
 					t, l := pgbench(b, c, clients, mode, secs)
+					if g != nil && t > 0 {
+						// pgbench -S runs one statement per transaction.
+						cpu[c.name] = append(cpu[c.name], (cpuSeconds(b, g.cmd.Process.Pid)-cpu0)/(t*float64(secs))*1e6)
+					}
 					if profile != nil {
 						<-profile
 					}
@@ -217,6 +227,12 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 				others: others(tps), target: target, higherBetter: true, label: fmt.Sprintf("PG %dc %s", clients, mode)})
 			r.add(row{section: "Postgres", metric: name + ": mean latency", unit: "ms", baseline: median(lat["direct"]),
 				others: others(lat)})
+			var cpuOthers []value
+			for _, c := range contenders[2:] {
+				cpuOthers = append(cpuOthers, value{c.name, median(cpu[c.name])})
+			}
+			r.add(row{section: "Postgres", metric: name + ": gateway CPU per statement", unit: "µs",
+				others: cpuOthers, note: "user and system time of the gateway process over the run, per statement; R1's includes its embedded JetStream server"})
 		}
 	}
 }
@@ -527,6 +543,28 @@ func (e *env) cpuProfile(b *testing.B, g *gateway, name string, secs int) chan s
 	}()
 	time.Sleep(200 * time.Millisecond)
 	return done
+}
+
+// cpuSeconds is the CPU time, user and system, that process pid has used.
+func cpuSeconds(b testing.TB, pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is field 3 of proc(5), utime and stime 14 and 15,
+	// in clock ticks of 1/100 s (USER_HZ).
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		b.Fatalf("/proc/%d/stat: %q", pid, s)
+	}
+	utime, err1 := strconv.ParseFloat(f[11], 64)
+	stime, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("/proc/%d/stat: %q", pid, s)
+	}
+	return (utime + stime) / 100
 }
 
 func raiseFileLimit(b *testing.B) {
