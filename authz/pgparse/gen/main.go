@@ -113,7 +113,7 @@ func Children(m protoreflect.ProtoMessage, skip protoreflect.Name, visit func(pr
 					continue
 				}
 				oneofs[o.Name()] = true
-				fmt.Fprintf(b, "\t\tswitch w := m.%s.(type) {\n", goNames0(md, f))
+				fmt.Fprintf(b, "\t\tswitch w := m.%s.(type) {\n", oneofField(md, f))
 				for j := 0; j < o.Fields().Len(); j++ {
 					of := o.Fields().Get(j)
 					if of.Message() == nil {
@@ -253,7 +253,7 @@ func field(b *bytes.Buffer, md protoreflect.MessageDescriptor, f protoreflect.Fi
 	case f.Message() != nil:
 		et := goType(f.Message().FullName())
 		if wrapper != "" {
-			oneof := goNames0(md, f)
+			oneof := oneofField(md, f)
 			fmt.Fprintf(b, "\t\t\tv := &pg_query.%s{}\n\t\t\tm.%s = &pg_query.%s{%s: v}\n\t\t\terr = dec%s(d, v)\n", et, oneof, wrapper, goName, et)
 		} else {
 			fmt.Fprintf(b, "\t\t\tm.%s = &pg_query.%s{}\n\t\t\terr = dec%s(d, m.%s)\n", goName, et, et, goName)
@@ -267,8 +267,8 @@ func field(b *bytes.Buffer, md protoreflect.MessageDescriptor, f protoreflect.Fi
 	}
 }
 
-// goNames0 is the Go name of f's oneof field: its name in CamelCase.
-func goNames0(md protoreflect.MessageDescriptor, f protoreflect.FieldDescriptor) string {
+// oneofField is the Go name of f's oneof field: its name in CamelCase.
+func oneofField(md protoreflect.MessageDescriptor, f protoreflect.FieldDescriptor) string {
 	o := f.ContainingOneof()
 	mt, _ := protoregistry.GlobalTypes.FindMessageByName(md.FullName())
 	t := reflect.TypeOf(mt.Zero().Interface()).Elem()
