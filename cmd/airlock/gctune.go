@@ -47,9 +47,11 @@ func tuneGC(headroom uint64) {
 }
 
 // gcSentinel is an object nothing references, whose finalizer runs once
-// per collection. It must not be zero-sized: those are not allocated, so
-// their finalizers never run.
-type gcSentinel struct{ _ byte }
+// per collection. It holds a pointer so that it is a heap object of its
+// own: a zero-sized one is not allocated at all, and a small one without
+// pointers goes to the tiny allocator, which packs it into a block with
+// other small objects, so its finalizer waits until they all die.
+type gcSentinel struct{ _ *byte }
 
 // percentFor is the GOGC that lets a heap of live bytes grow by headroom,
 // and never less than Go's default of 100 nor more than 2000.

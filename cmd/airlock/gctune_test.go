@@ -31,7 +31,15 @@ func TestTuneGC(t *testing.T) {
 	t.Setenv("GOGC", "")
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	tuneGC(64 << 20)
-	for range 2 {
+	// Long-lived tiny objects allocated right after the sentinel: were the
+	// sentinel tiny too, the allocator could pack it with them and its
+	// finalizer would never run again while they live.
+	var tiny []*[8]byte
+	for range 64 {
+		tiny = append(tiny, new([8]byte))
+	}
+	defer runtime.KeepAlive(tiny)
+	for range 3 {
 		gcPercent.Store(0)
 		deadline := time.Now().Add(10 * time.Second)
 		for gcPercent.Load() == 0 {
