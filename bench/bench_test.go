@@ -483,13 +483,19 @@ func benchIdle(b *testing.B, e *env, r *report, n int) {
 	heap1, stack1 := e.gw.metric(b, "go_memstats_heap_inuse_bytes"), e.gw.metric(b, "go_memstats_stack_inuse_bytes")
 	e.heapProfile(b, e.gw, "idle-sessions-heap.pprof")
 	r.profile(filepath.Join(e.profiles, "idle-sessions-heap.pprof"), fmt.Sprintf("heap of the gateway holding %d idle sessions (go tool pprof -sample_index=inuse_space)", n))
-	perKiB := float64(after-before) / float64(n)
 	for _, c := range conns {
 		c.Close(ctx)
 	}
+	// Resident growth undercounts when the sessions reuse memory the
+	// gateway had freed but kept (the GC headroom, earlier benchmarks'
+	// peaks); the Go heap and stacks they hold do not depend on that. The
+	// judged figure is the larger of the two.
+	rss := float64(after-before) / float64(n)
+	heap, stack := (heap1-heap0)/1024/float64(n), (stack1-stack0)/1024/float64(n)
+	perKiB := max(rss, heap+stack)
 	r.add(row{section: "Postgres", metric: fmt.Sprintf("idle session memory (%d sessions)", n), unit: "KiB/session", baseline: 0,
 		others: []value{{e.idle.name, perKiB}}, target: "<= 64 KiB", met: metPtr(true, perKiB <= 64),
-		note: fmt.Sprintf("resident; of it Go heap in use %.1f KiB, goroutine stacks %.1f KiB", (heap1-heap0)/1024/float64(n), (stack1-stack0)/1024/float64(n))})
+		note: fmt.Sprintf("the larger of resident growth, %.1f KiB, and Go heap in use plus goroutine stacks, %.1f + %.1f KiB", rss, heap, stack)})
 }
 
 // collect has gateway g run a garbage collection (the heap profile
