@@ -102,6 +102,59 @@ func TestPostgresCancel(t *testing.T) {
 	}
 }
 
+// TestPostgresOutcomeUnknownAtEnd: a statement still running when the
+// client vanishes gets an outcome anyway, on the session's end event:
+// forwarded, so executed, with its end unknown.
+func TestPostgresOutcomeUnknownAtEnd(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	_, tok := grantFor(t, g, "write") // pg_sleep is not on the read allow-list
+	conn := connectPgx(t, g, "agent-1", tok)
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(context.Background(), "select pg_sleep(5)")
+		done <- err
+	}()
+	time.Sleep(700 * time.Millisecond)
+	_ = conn.PgConn().Conn().Close() // gone, without a Terminate or a cancel
+	if err := <-done; err == nil {
+		t.Fatal("pg_sleep(5) finished although its connection was closed")
+	}
+	var evs []recorder.Event
+	deadline := time.Now().Add(15 * time.Second)
+	for evs == nil {
+		evs = sessionEvents(t, g, func(evs []recorder.Event) bool {
+			for _, e := range evs {
+				if e.Statement != nil && e.Statement.Text == "select pg_sleep(5)" {
+					return evs[len(evs)-1].Type == recorder.TypeSessionEnd
+				}
+			}
+			return false
+		})
+		if evs == nil && time.Now().After(deadline) {
+			t.Fatal("the session did not end")
+		}
+	}
+	var id uint64
+	for _, e := range evs {
+		if e.Statement != nil && e.Statement.Text == "select pg_sleep(5)" {
+			if e.Statement.Decision != "allow" {
+				t.Fatalf("pg_sleep(5) was not allowed: %+v", e.Statement)
+			}
+			id = e.Statement.ID
+		}
+	}
+	end := evs[len(evs)-1]
+	for _, r := range end.Outcomes() {
+		if r.ID == id {
+			if !r.Executed || !strings.HasPrefix(r.Error, "outcome unknown: the session ended (client disconnected)") {
+				t.Fatalf("outcome of the interrupted statement: %+v", r)
+			}
+			return
+		}
+	}
+	t.Fatalf("session.end carries no outcome for statement %d: %+v", id, end.Outcomes())
+}
+
 // TestPostgresBoundParameters: the parameters of an extended-protocol
 // execution are recorded with it.
 func TestPostgresBoundParameters(t *testing.T) {

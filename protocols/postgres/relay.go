@@ -126,7 +126,25 @@ func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cach
 	}()
 	end(s.clientToUpstream())
 	<-done
+	s.unanswered(reason)
 	return reason
+}
+
+// unanswered records an outcome for each statement the upstream still
+// owed an answer when the relay ended (the client disconnected during a
+// query, the grant was revoked, the upstream went away). They were
+// forwarded, so they may have run, but nobody will learn how they ended;
+// their outcomes ride on the session's end event. Both relaying goroutines
+// have returned, so the queue is this goroutine's.
+func (s *session) unanswered(reason string) {
+	for h := s.pop(); h != nil; h = s.pop() {
+		if h.adm == nil {
+			continue // not a statement, or a refused one: nothing ran
+		}
+		for i := h.next; i < h.adm.Len(); i++ {
+			h.adm.Done(i, recorder.Result{Executed: true, Error: "outcome unknown: the session ended (" + reason + ") before the server answered"})
+		}
+	}
 }
 
 func (s *session) push(p *pending) {
