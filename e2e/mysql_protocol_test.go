@@ -553,6 +553,58 @@ func procKB(t *testing.T, pid int, key string) int64 {
 	return 0
 }
 
+// TestMySQLOutcomeUnknown: a statement whose upstream connection dies
+// while it runs is on record as executed with its outcome unknown, not as
+// never executed.
+func TestMySQLOutcomeUnknown(t *testing.T) {
+	g := startGateway(t, gatewayOptions{MySQL: true})
+	iss := g.grantMySQL("agent-1", "INC-62: a report cut short", "write")
+	c := g.mysqlRaw("agent-1", iss.Token)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Execute("select sleep(30)")
+		done <- err
+	}()
+	var thread int64
+	for deadline := time.Now().Add(10 * time.Second); thread == 0; time.Sleep(20 * time.Millisecond) {
+		thread = g.my.QueryInt(t, "select coalesce(max(id), 0) from information_schema.processlist where info = 'select sleep(30)'")
+		if thread == 0 && time.Now().After(deadline) {
+			t.Fatal("the statement never started upstream")
+		}
+	}
+	g.my.Exec(t, fmt.Sprintf("KILL CONNECTION %d", thread))
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the statement succeeded although its upstream connection was killed")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the client still waits 15s after its upstream connection was killed")
+	}
+	var found *recorder.Result
+	for deadline := time.Now().Add(15 * time.Second); found == nil; time.Sleep(200 * time.Millisecond) {
+		for _, evs := range g.sessionEvents(iss.Grant.ID) {
+			var id uint64
+			for _, e := range evs {
+				if e.Statement != nil && e.Statement.Text == "select sleep(30)" {
+					id = e.Statement.ID
+				}
+				for _, r := range e.Outcomes() {
+					if id != 0 && r.ID == id {
+						found = r
+					}
+				}
+			}
+		}
+		if found == nil && time.Now().After(deadline) {
+			t.Fatal("no outcome on record for the interrupted statement")
+		}
+	}
+	if !found.Executed || !strings.HasPrefix(found.Error, "outcome unknown:") {
+		t.Fatalf("outcome of the interrupted statement: %+v", found)
+	}
+}
+
 // TestMySQLKillQuery: a client stops its running statement the way
 // mysql's Ctrl-C and JDBC's Statement.cancel do, with KILL QUERY and the
 // connection id of the greeting, sent on a second connection. The gateway

@@ -57,6 +57,18 @@ func (t *tracker) fail(e serverErr) {
 	t.finish("not executed: an earlier statement of the message failed")
 }
 
+// unknown records the statements still owed an answer as executed, with
+// why their outcome is unknown.
+func (t *tracker) unknown(why string) {
+	if t.adm == nil {
+		return
+	}
+	for ; t.next < t.adm.Len(); t.next++ {
+		t.adm.Done(t.next, recorder.Result{Executed: true, Error: why, FileBytes: t.file})
+		t.file = 0
+	}
+}
+
 // finish records the statements the upstream gave no result for.
 func (t *tracker) finish(why string) {
 	if t.adm == nil {
@@ -140,8 +152,16 @@ func (s *session) relayPhysical(h header) error {
 // relayResults relays the answer to a COM_QUERY or COM_STMT_EXECUTE: one
 // or more results (OK, result set, or a LOCAL INFILE exchange), ended by
 // an ERR or by a result without SERVER_MORE_RESULTS_EXISTS.
-func (s *session) relayResults(t *tracker, binary bool) error {
-	defer t.finish("not executed: the server sent no result for it")
+func (s *session) relayResults(t *tracker, binary bool) (err error) {
+	defer func() {
+		if err != nil {
+			// The statements reached the upstream; how they ended was
+			// lost with a connection.
+			t.unknown("outcome unknown: a connection failed before the server's answer was relayed: " + err.Error())
+			return
+		}
+		t.finish("not executed: the server sent no result for it")
+	}()
 	for {
 		h, err := s.upHeader()
 		if err != nil {
