@@ -1,12 +1,6 @@
 package authz
 
-import (
-	"testing"
-
-	pg_query "github.com/pganalyze/pg_query_go/v6"
-
-	"github.com/airlockhq/airlock/authz/pgparse"
-)
+import "testing"
 
 // The pgbench-style point SELECT, the statement a busy agent sends most.
 const (
@@ -88,26 +82,4 @@ func BenchmarkMySQLPointSelectCached(b *testing.B) {
 			b.Fatal(v)
 		}
 	}
-}
-
-// BenchmarkPostgresParserAlone is the floor under the Postgres figures:
-// the parse (in C, through cgo and pgparse's JSON decoder) without
-// airlock; pg_query.Parse, through protobuf, for comparison.
-func BenchmarkPostgresParserAlone(b *testing.B) {
-	b.Run("pgparse", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := pgparse.Parse(pgPointSelect); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("pg_query", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := pg_query.Parse(pgPointSelect); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 }

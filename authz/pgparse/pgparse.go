@@ -112,15 +112,11 @@ func (d *decoder) leave() { d.depth-- }
 // object's first member.
 func (d *decoder) key(first *bool) (string, bool, error) {
 	d.space()
-	if d.i < len(d.s) && d.s[d.i] == '}' && *first {
+	if d.i < len(d.s) && d.s[d.i] == '}' {
 		d.i++
 		return "", false, nil
 	}
 	if !*first {
-		if d.i < len(d.s) && d.s[d.i] == '}' {
-			d.i++
-			return "", false, nil
-		}
 		if err := d.expect(','); err != nil {
 			return "", false, err
 		}

@@ -58,7 +58,11 @@ func (k *killTargets) find(id uint32) (killTarget, bool) {
 // parseKillQuery reads "KILL QUERY n" as mysql and Connector/J send it
 // (any case and spacing, an optional trailing ';'), and nothing else.
 func parseKillQuery(sql string) (uint32, bool) {
-	f := strings.Fields(strings.TrimSuffix(strings.TrimSpace(sql), ";"))
+	sql = strings.TrimSpace(sql)
+	if len(sql) < 4 || !strings.EqualFold(sql[:4], "kill") {
+		return 0, false // every COM_QUERY passes here: no work for the others
+	}
+	f := strings.Fields(strings.TrimSuffix(sql, ";"))
 	if len(f) != 3 || !strings.EqualFold(f[0], "kill") || !strings.EqualFold(f[1], "query") {
 		return 0, false
 	}
