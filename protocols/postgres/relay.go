@@ -482,25 +482,7 @@ func (s *session) upstreamToClient() string {
 			if s.streamed += int64(n); s.streamed >= streamThreshold && s.small == nil {
 				s.growClientWriter()
 			}
-		case 'A':
-			// NotificationResponse. The client knows its backend by the
-			// gateway's pid, so a notification its own session sent
-			// must carry that pid: clients tell their own notifications
-			// from others' by it.
-			if buf, err = readBody(s.ur, buf, n, typ); err != nil {
-				return "upstream read failed: " + err.Error()
-			}
-			if len(buf) >= 4 && binary.BigEndian.Uint32(buf) == s.up.pid {
-				binary.BigEndian.PutUint32(buf, s.clientPID)
-			}
-			s.cwMu.Lock()
-			err = writeFrame(s.cl.w, typ, buf)
-			s.cwMu.Unlock()
-			if err != nil {
-				return "client write failed: " + err.Error()
-			}
-			continue
-		case 'C', 'I', 's', 'E', 'Z', '1', '2', '3', 'n', 'T':
+		case 'C', 'I', 's', 'E', 'Z', '1', '2', '3', 'n', 'T', 'A':
 			if typ == 'T' && n > 64<<10 {
 				// A huge RowDescription is only ever relayed.
 				if h := s.head(); h != nil && h.kind == 'D' {
@@ -581,8 +563,20 @@ func (s *session) shrinkClientWriter() {
 }
 
 // observe records what an upstream message says about the pending client
-// messages. It returns a replacement message, or nil to relay as is.
+// messages, and puts the client's pid into the session's own
+// notifications (in place). It returns a replacement message, or nil to
+// relay the body as is.
 func (s *session) observe(typ byte, body []byte) encoder {
+	if typ == 'A' {
+		// NotificationResponse. The client knows its backend by the
+		// gateway's pid, so a notification its own session sent must
+		// carry that pid: clients tell their own notifications from
+		// others' by it.
+		if len(body) >= 4 && binary.BigEndian.Uint32(body) == s.up.pid {
+			binary.BigEndian.PutUint32(body, s.clientPID)
+		}
+		return nil
+	}
 	h := s.head()
 	switch typ {
 	case 'C': // CommandComplete
