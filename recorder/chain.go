@@ -1,7 +1,6 @@
 package recorder
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -29,50 +28,6 @@ func Canonical(ev *Event) ([]byte, error) {
 	c := *ev
 	c.Hash, c.Sig = "", ""
 	return json.Marshal(&c)
-}
-
-// sealed is the stored message of ev, whose canonical encoding is canon:
-// the same bytes with hash (after prev, or after time on seq 1) and sig
-// (after key) put in, which is what encoding ev again would give, without
-// its cost. The members before them are the envelope's, so the first
-// `,"name":"` is the member (inside a JSON string a quote is always
-// escaped). Should canon not look as expected, ev is encoded again.
-func sealed(canon []byte, ev *Event) ([]byte, error) {
-	at := func(name string) int {
-		i := bytes.Index(canon, []byte(`,"`+name+`":"`))
-		if i < 0 {
-			return -1
-		}
-		j := i + len(name) + 5
-		k := bytes.IndexByte(canon[j:], '"')
-		if k < 0 {
-			return -1
-		}
-		return j + k + 1
-	}
-	h := at("time")
-	if ev.Prev != "" {
-		h = at("prev")
-	}
-	k := len(canon)
-	if ev.Sig != "" {
-		k = at("key")
-	}
-	if h < 0 || k < h || ev.Hash == "" {
-		return json.Marshal(ev)
-	}
-	out := make([]byte, 0, len(canon)+len(ev.Hash)+len(ev.Sig)+20)
-	out = append(out, canon[:h]...)
-	out = append(out, `,"hash":"`...)
-	out = append(out, ev.Hash...)
-	out = append(out, '"')
-	out = append(out, canon[h:k]...)
-	if ev.Sig != "" {
-		out = append(out, `,"sig":"`...)
-		out = append(out, ev.Sig...)
-		out = append(out, '"')
-	}
-	return append(out, canon[k:]...), nil
 }
 
 // hashEvent returns the SHA-256 of ev's canonical encoding.

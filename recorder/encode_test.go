@@ -2,10 +2,13 @@ package recorder
 
 import (
 	"bytes"
+	"encoding/json"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/airlockhq/airlock/authz"
 )
@@ -21,10 +24,10 @@ var awkward = []string{
 // fill sets every exported field reachable from v to a random value, so
 // that a field added to the event types later is encoded by the test's
 // reference and fails it until the encoder writes it too.
-func fill(v reflect.Value, r *rand.Rand) {
+func fill(v reflect.Value, r *rand.Rand, pool []string) {
 	switch v.Kind() {
 	case reflect.String:
-		v.SetString(awkward[r.IntN(len(awkward))])
+		v.SetString(pool[r.IntN(len(pool))])
 	case reflect.Bool:
 		v.SetBool(r.IntN(2) == 0)
 	case reflect.Int, reflect.Int64, reflect.Int32:
@@ -46,7 +49,7 @@ func fill(v reflect.Value, r *rand.Rand) {
 			return
 		}
 		p := reflect.New(v.Type().Elem())
-		fill(p.Elem(), r)
+		fill(p.Elem(), r, pool)
 		v.Set(p)
 	case reflect.Slice:
 		n := r.IntN(4) - 1 // nil, empty or one to two elements
@@ -56,7 +59,7 @@ func fill(v reflect.Value, r *rand.Rand) {
 		}
 		s := reflect.MakeSlice(v.Type(), n, n)
 		for i := range n {
-			fill(s.Index(i), r)
+			fill(s.Index(i), r, pool)
 		}
 		v.Set(s)
 	case reflect.Struct:
@@ -71,7 +74,7 @@ func fill(v reflect.Value, r *rand.Rand) {
 		}
 		for i := range v.NumField() {
 			if v.Type().Field(i).IsExported() {
-				fill(v.Field(i), r)
+				fill(v.Field(i), r, pool)
 			}
 		}
 	case reflect.Uint8:
@@ -83,20 +86,43 @@ func fill(v reflect.Value, r *rand.Rand) {
 
 func TestEncoderMatchesJSON(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
+	// Half the events hold only valid UTF-8 and a valid access level, so
+	// that they can be read back.
+	var valid []string
+	for _, a := range awkward {
+		if utf8.ValidString(a) {
+			valid = append(valid, a)
+		}
+	}
+	readBack := 0
 	for i := range 20000 {
 		var ev Event
-		fill(reflect.ValueOf(&ev).Elem(), r)
-		if i%7 == 0 && ev.Statement != nil {
+		pool := awkward
+		if i%2 == 1 {
+			pool = valid
+		}
+		fill(reflect.ValueOf(&ev).Elem(), r, pool)
+		switch {
+		case ev.Statement != nil && i%2 == 1:
+			ev.Statement.Class.Required = authz.Access(1 + r.IntN(4))
+		case ev.Statement != nil && i%7 == 0:
 			ev.Statement.Class.Required = authz.Access(r.IntN(5))
 		}
-		checkEncoding(t, &ev)
+		if checkEncoding(t, &ev) {
+			readBack++
+		}
+	}
+	if readBack < 5000 {
+		t.Fatalf("the read-back property was checked on only %d events", readBack)
 	}
 	// The events a session writes, as the tests elsewhere make them.
 	checkEncoding(t, &Event{V: Version, Type: TypeSessionStart, Session: "s", Seq: 1, Time: time.Now().UTC(), Meta: Meta{Agent: "a", Resource: "r", Protocol: "postgres", Client: "127.0.0.1:1"}})
 	checkEncoding(t, &Event{V: Version, Type: TypeStatement, Time: time.Now().UTC(), Statement: &Statement{Text: "select 1", Class: authz.Classification{Kind: "SELECT", Required: authz.AccessRead}}})
 }
 
-func checkEncoding(t *testing.T, ev *Event) {
+// checkEncoding holds canonicalFast to encoding/json for ev, and reports
+// whether it could also check the read-back property.
+func checkEncoding(t *testing.T, ev *Event) (readBack bool) {
 	t.Helper()
 	want, err := Canonical(ev)
 	if err != nil {
@@ -106,9 +132,31 @@ func checkEncoding(t *testing.T, ev *Event) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("canonicalFast differs from encoding/json:\n got %s\nwant %s", got, want)
+	if !bytes.Equal(got.b, want) {
+		t.Fatalf("canonicalFast differs from encoding/json:\n got %s\nwant %s", got.b, want)
 	}
+	// The stored message: hash and sig (hex and base64, as the writer
+	// makes them) in their places.
+	sealedEv := *ev
+	sealedEv.Hash, sealedEv.Sig = strings.Repeat("ab", 32), ""
+	if ev.Sig != "" {
+		sealedEv.Sig = "c2lnbmF0dXJl+/=="
+	}
+	sealed := got.sealed(sealedEv.Hash, sealedEv.Sig)
+	if want, _ := json.Marshal(&sealedEv); !bytes.Equal(sealed, want) {
+		t.Fatalf("sealed differs from encoding/json:\n got %s\nwant %s", sealed, want)
+	}
+	// Unless a string was replaced, a reader decodes and encodes the
+	// same bytes again (what sealLocked's normalize relies on). Events
+	// with values no reader takes (a random access level) are left out.
+	var back Event
+	if got.replaced || json.Unmarshal(got.b, &back) != nil {
+		return false
+	}
+	if again, _ := Canonical(&back); !bytes.Equal(again, got.b) {
+		t.Fatalf("not flagged as replaced, but reads back differently:\n got %s\nback %s", got.b, again)
+	}
+	return true
 }
 
 func FuzzEncoderMatchesJSON(f *testing.F) {

@@ -1,7 +1,6 @@
 package recorder
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -202,20 +201,15 @@ func (l *Log) armLocked(d time.Duration) {
 	l.ckpt.Reset(d)
 }
 
-// invalidUTF8 is how encoding/json writes an invalid UTF-8 byte. The
-// sequence also matches an escaped backslash followed by "ufffd", which
-// only costs a needless normalize.
-var invalidUTF8 = []byte(`\ufffd`)
-
 // normalize replaces ev by the decoding of its canonical encoding and
 // returns the encoding of that.
-func normalize(ev *Event, canon []byte) ([]byte, error) {
+func normalize(ev *Event, c canonical) (canonical, error) {
 	var n Event
-	if err := json.Unmarshal(canon, &n); err != nil {
-		return nil, err
+	if err := json.Unmarshal(c.b, &n); err != nil {
+		return canonical{}, err
 	}
 	*ev = n
-	return Canonical(ev)
+	return canonicalFast(ev)
 }
 
 // sealLocked links ev to the chain, signs it when the policy says so and
@@ -239,7 +233,7 @@ func (l *Log) sealLocked(ev *Event) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if bytes.Contains(canon, invalidUTF8) {
+	if canon.replaced {
 		// A string held invalid UTF-8, which encoding/json writes as the
 		// escape \ufffd but decodes to U+FFFD, which it writes as is: the
 		// event would not encode the same after a read. Record what a
@@ -248,15 +242,12 @@ func (l *Log) sealLocked(ev *Event) ([]byte, error) {
 			return nil, err
 		}
 	}
-	sum := sha256.Sum256(canon)
+	sum := sha256.Sum256(canon.b)
 	ev.Hash = hex.EncodeToString(sum[:])
 	if signed {
 		ev.Sig = l.r.signer.sign(&sum)
 	}
-	data, err := sealed(canon, ev)
-	if err != nil {
-		return nil, err
-	}
+	data := canon.sealed(ev.Hash, ev.Sig)
 	l.prev = ev.Hash
 	switch {
 	case signed:
