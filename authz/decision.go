@@ -16,6 +16,20 @@ type Decision struct {
 	// allows, and what to ask for instead. Empty when allowed.
 	Reason string         `json:"reason,omitempty"`
 	Class  Classification `json:"class"`
+	// Syntax is set when Rule is "unparseable": what the dialect's parser
+	// said, so the client can be given the error the server itself would
+	// have given (Postgres 42601 with its position, MySQL 1064).
+	Syntax *SyntaxError `json:"syntax,omitempty"`
+}
+
+// SyntaxError is a parser's complaint about a client message.
+type SyntaxError struct {
+	// Msg is the parser's message as the server would word it, e.g.
+	// `syntax error at or near "SELEC"`.
+	Msg string `json:"msg"`
+	// Pos is the 1-based character (not byte) position in the client's
+	// message where the error was found; 0 when the parser gave none.
+	Pos int `json:"pos,omitempty"`
 }
 
 // Classification is what the authorizer read from a statement.

@@ -107,11 +107,14 @@ func (s *Session) grantError() error {
 // Refusal is why a client message was not forwarded. Msg is written for
 // the agent.
 type Refusal struct {
-	// Kind is "policy" (the grant does not allow it), "recorder" (it could
-	// not be recorded) or "grant" (the grant is no longer active, or cannot
-	// be confirmed).
+	// Kind is "policy" (the grant does not allow it), "syntax" (the
+	// parser could not read it; Syntax says what the parser said),
+	// "recorder" (it could not be recorded) or "grant" (the grant is no
+	// longer active, or cannot be confirmed).
 	Kind string
 	Msg  string
+	// Syntax is the parser's error when Kind is "syntax".
+	Syntax *authz.SyntaxError
 }
 
 func (r *Refusal) Error() string { return r.Msg }
@@ -217,13 +220,19 @@ func denyAll(v authz.Verdict, rule, reason string) authz.Verdict {
 // of a verdict.
 func refusalFor(v authz.Verdict) *Refusal {
 	kind := "policy"
+	var syntax *authz.SyntaxError
 	var parts []string
 	for i, d := range v.Statements {
 		if d.Allow || d.Rule == "batch" {
 			continue
 		}
-		if strings.HasPrefix(d.Rule, "grant-") {
+		switch {
+		case strings.HasPrefix(d.Rule, "grant-"):
 			kind = "grant"
+		case d.Syntax != nil && kind == "policy" && syntax == nil:
+			// The first statement the parser could not read decides
+			// what the client is told, as the server would.
+			kind, syntax = "syntax", d.Syntax
 		}
 		msg := d.Reason
 		if len(v.Statements) > 1 {
@@ -238,7 +247,10 @@ func refusalFor(v authz.Verdict) *Refusal {
 	if len(v.Statements) > 1 {
 		msg += " (nothing in this message was executed)"
 	}
-	return &Refusal{Kind: kind, Msg: msg}
+	if kind != "syntax" {
+		syntax = nil
+	}
+	return &Refusal{Kind: kind, Msg: msg, Syntax: syntax}
 }
 
 // Done records the outcome of statement i of the message. It does not wait
