@@ -279,6 +279,19 @@ func TestSSHPasswordClients(t *testing.T) {
 			t.Errorf("mismatch recorded as %+v", st)
 		}
 	})
+
+	// A user name that names no ssh resource: no password can help
+	// either, so the client is told why and disconnected before any
+	// prompt.
+	t.Run("user name without a resource", func(t *testing.T) {
+		for _, u := range []string{"agent-1", "agent-1+demo-pg"} {
+			args := []string{"-o", "PubkeyAuthentication=no", "-p", g.ssh.port, u + "@" + g.ssh.host, "echo", "in"}
+			r := runBounded(t, "", sshpass, g.sshpassArgs(iss.Token, "ssh", args...)...)
+			if r.code != 255 || !strings.Contains(r.stderr, "authentication failed: ") || strings.Contains(r.stderr, "Permission denied") {
+				t.Errorf("user %s: exit %d, stdout %q, stderr %q", u, r.code, r.stdout, r.stderr)
+			}
+		}
+	})
 }
 
 const paramikoPassword = `

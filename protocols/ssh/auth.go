@@ -99,7 +99,7 @@ func (l *login) keyboardInteractive(meta ssh.ConnMetadata, challenge ssh.Keyboar
 	// A user name that names no agent and resource is refused before the
 	// prompt, and a prompt left unanswered is recorded under the name.
 	if aerr := l.check(meta.User()); aerr != nil {
-		return nil, l.refused(nil, aerr)
+		return nil, l.badUser(aerr)
 	}
 	answers, err := challenge("", "", []string{tokenPrompt}, []bool{false})
 	if err != nil {
@@ -116,7 +116,7 @@ func (l *login) token(user, tok string) (*ssh.Permissions, error) {
 		return nil, errLoginOver
 	}
 	if aerr := l.check(user); aerr != nil {
-		return nil, l.refused(nil, aerr)
+		return nil, l.badUser(aerr)
 	}
 	match := func(v *credential.Verifier) bool { return v.CheckToken(tok) }
 	if g, aerr := l.c.ProbeToken(l.agent, l.resource, match); aerr != nil {
@@ -131,7 +131,7 @@ func (l *login) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permis
 		return nil, errLoginOver
 	}
 	if aerr := l.check(meta.User()); aerr != nil {
-		return nil, l.refused(nil, aerr)
+		return nil, l.badUser(aerr)
 	}
 	kb := key.Marshal()
 	registered := false
@@ -158,7 +158,7 @@ func (l *login) verifiedPublicKey(meta ssh.ConnMetadata, key ssh.PublicKey, perm
 		return nil, errLoginOver
 	}
 	if aerr := l.check(meta.User()); aerr != nil {
-		return nil, l.refused(nil, aerr)
+		return nil, l.badUser(aerr)
 	}
 	sess, err := l.c.AuthenticateKey(l.ctx, l.agent, l.resource)
 	if _, err := l.started(sess, err); err != nil {
@@ -205,6 +205,15 @@ func (l *login) started(sess *proxy.Session, err error) (*ssh.Permissions, error
 	}
 	l.sess, l.up, l.target = sess, up, t
 	return &ssh.Permissions{}, nil
+}
+
+// badUser refuses a user name that names no agent and ssh resource. No
+// credential can succeed with it (OpenSSH keeps one user name per
+// connection), so the connection ends after the banner rather than
+// asking for another password.
+func (l *login) badUser(aerr *proxy.AuthError) error {
+	l.lastErr = aerr
+	return l.over(aerr, aerr.Msg)
 }
 
 // over ends a login that was decided against the client (its session was
