@@ -35,6 +35,10 @@ type Session struct {
 	statements int
 	denied     int
 	ended      bool
+	// exitStatus and exitSignal are how the session's last command ended,
+	// for its end event (see SetExit).
+	exitStatus *int
+	exitSignal string
 }
 
 // Context is cancelled, with the reason as its cause, when the session must
@@ -271,6 +275,16 @@ func (a *Admitted) Done(i int, r recorder.Result) {
 // messages whose statements run one after another.
 func (a *Admitted) Restart() { a.start = a.s.srv.now() }
 
+// SetExit notes how the session's last command ended, as its client was
+// told (SSH: the exit status or signal of a channel that closed); End
+// records the last one noted. A nil status and "" signal note a command
+// that ended without either.
+func (s *Session) SetExit(status *int, signal string) {
+	s.mu.Lock()
+	s.exitStatus, s.exitSignal = status, signal
+	s.mu.Unlock()
+}
+
 // End records the session's end with reason and stops tracking it. It is
 // safe to call more than once; only the first call counts.
 func (s *Session) End(reason string) {
@@ -286,6 +300,7 @@ func (s *Session) End(reason string) {
 	end := &recorder.End{
 		Reason: reason, Statements: s.statements, Denied: s.denied,
 		DurationMS: s.srv.now().Sub(s.started).Milliseconds(),
+		ExitStatus: s.exitStatus, ExitSignal: s.exitSignal,
 	}
 	s.mu.Unlock()
 	s.srv.untrack(s)

@@ -199,6 +199,10 @@ func (e *encoder) event(ev *Event) {
 		e.int("statements", int64(x.Statements))
 		e.int("denied", int64(x.Denied))
 		e.int("duration_ms", x.DurationMS)
+		if x.ExitStatus != nil {
+			e.int("exit_status", int64(*x.ExitStatus))
+		}
+		e.strOmit("exit_signal", x.ExitSignal)
 		e.close()
 	}
 	if d := ev.Data; d != nil {

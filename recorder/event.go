@@ -166,6 +166,15 @@ type End struct {
 	Statements int    `json:"statements"`
 	Denied     int    `json:"denied"`
 	DurationMS int64  `json:"duration_ms"`
+
+	// SSH: how the session's last exec, shell or subsystem channel to
+	// close ended, as the agent's client was told: the exit status
+	// (what `ssh host cmd` exits with; 126 when airlock refused the
+	// request) or the signal that killed it. Neither when that channel
+	// closed without one (e.g. the session was cut short), or the session
+	// ran no command. Each channel's own is in its statement's result.
+	ExitStatus *int   `json:"exit_status,omitempty"`
+	ExitSignal string `json:"exit_signal,omitempty"`
 }
 
 // Data is a chunk of an SSH channel's data, in the order it was relayed.

@@ -113,7 +113,15 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 				fmt.Fprintf(w, "%15s %s\n", "", resultLine(r))
 			}
 		case recorder.TypeSessionEnd:
-			fmt.Fprintf(w, "%s  session end: %s (%d statements, %d denied)\n", ts, e.End.Reason, e.End.Statements, e.End.Denied)
+			x := e.End
+			exit := ""
+			switch {
+			case x.ExitStatus != nil:
+				exit = fmt.Sprintf("; last command: exit %d", *x.ExitStatus)
+			case x.ExitSignal != "":
+				exit = "; last command: signal " + x.ExitSignal
+			}
+			fmt.Fprintf(w, "%s  session end: %s (%d statements, %d denied%s)\n", ts, x.Reason, x.Statements, x.Denied, exit)
 		}
 	}
 }

@@ -42,6 +42,9 @@ type login struct {
 	sess   *proxy.Session
 	up     *upstream
 	target *target
+
+	// pre sends banners outside a callback's reply (see over).
+	pre ssh.ServerPreAuthConn
 }
 
 // splitUser reads AGENT+RESOURCE.
@@ -78,11 +81,27 @@ func (l *login) password(meta ssh.ConnMetadata, pw []byte) (*ssh.Permissions, er
 	return l.token(meta.User(), string(pw))
 }
 
+// tokenPrompt is the keyboard-interactive prompt. OpenSSH tries
+// keyboard-interactive before password, and what answers a password prompt
+// for a program recognises it by its text: sshpass waits for "assword",
+// expect scripts for "assword:" or "password:", pexpect's pxssh, JSch and
+// Apache MINA for "password:" in any case. So the prompt ends in
+// "password: ", as OpenSSH's own "user@host's password: " does, and names
+// the token in the same line. Name and instruction stay empty, as sshd
+// sends them: OpenSSH prints those on stderr, where a script would find an
+// extra line that a direct connection does not print.
+const tokenPrompt = "Grant token as password: "
+
 func (l *login) keyboardInteractive(meta ssh.ConnMetadata, challenge ssh.KeyboardInteractiveChallenge) (*ssh.Permissions, error) {
 	if l.decided {
 		return nil, errLoginOver
 	}
-	answers, err := challenge("", "airlock: the password is your grant token (alk_...)", []string{"Grant token for " + meta.User() + ": "}, []bool{false})
+	// A user name that names no agent and resource is refused before the
+	// prompt, and a prompt left unanswered is recorded under the name.
+	if aerr := l.check(meta.User()); aerr != nil {
+		return nil, l.badUser(aerr)
+	}
+	answers, err := challenge("", "", []string{tokenPrompt}, []bool{false})
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +116,7 @@ func (l *login) token(user, tok string) (*ssh.Permissions, error) {
 		return nil, errLoginOver
 	}
 	if aerr := l.check(user); aerr != nil {
-		return nil, l.refused(nil, aerr)
+		return nil, l.badUser(aerr)
 	}
 	match := func(v *credential.Verifier) bool { return v.CheckToken(tok) }
 	if g, aerr := l.c.ProbeToken(l.agent, l.resource, match); aerr != nil {
@@ -112,7 +131,7 @@ func (l *login) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permis
 		return nil, errLoginOver
 	}
 	if aerr := l.check(meta.User()); aerr != nil {
-		return nil, l.refused(nil, aerr)
+		return nil, l.badUser(aerr)
 	}
 	kb := key.Marshal()
 	registered := false
@@ -139,7 +158,7 @@ func (l *login) verifiedPublicKey(meta ssh.ConnMetadata, key ssh.PublicKey, perm
 		return nil, errLoginOver
 	}
 	if aerr := l.check(meta.User()); aerr != nil {
-		return nil, l.refused(nil, aerr)
+		return nil, l.badUser(aerr)
 	}
 	sess, err := l.c.AuthenticateKey(l.ctx, l.agent, l.resource)
 	if _, err := l.started(sess, err); err != nil {
@@ -159,7 +178,7 @@ func (l *login) started(sess *proxy.Session, err error) (*ssh.Permissions, error
 			l.lastErr = ae
 			msg = ae.Msg
 		}
-		return nil, &ssh.BannerError{Err: err, Message: "airlock: " + msg + "\r\n"}
+		return nil, l.over(err, msg)
 	}
 	res := sess.Resource()
 	t := l.p.targets[res.Name]
@@ -182,10 +201,33 @@ func (l *login) started(sess *proxy.Session, err error) (*ssh.Permissions, error
 		}))
 		sess.Logger().Error("upstream connection failed", "err", err)
 		sess.End("upstream connection failed: " + err.Error())
-		return nil, &ssh.BannerError{Err: err, Message: "airlock: " + msg + "\r\n"}
+		return nil, l.over(err, msg)
 	}
 	l.sess, l.up, l.target = sess, up, t
 	return &ssh.Permissions{}, nil
+}
+
+// badUser refuses a user name that names no agent and ssh resource. No
+// credential can succeed with it (OpenSSH keeps one user name per
+// connection), so the connection ends after the banner rather than
+// asking for another password.
+func (l *login) badUser(aerr *proxy.AuthError) error {
+	l.lastErr = aerr
+	return l.over(aerr, aerr.Msg)
+}
+
+// over ends a login that was decided against the client (its session was
+// refused at start, or its target could not be reached): the banner says
+// why, then the connection is closed. A failure reply instead would have
+// the client ask for another password, which no password can answer on
+// this connection any more, and sshpass would report a wrong password.
+func (l *login) over(err error, msg string) error {
+	banner := "airlock: " + msg + "\r\n"
+	if l.pre == nil || l.pre.SendAuthBanner(banner) != nil {
+		return &ssh.BannerError{Err: err, Message: banner}
+	}
+	_ = l.c.Conn.Close()
+	return err
 }
 
 // handshakeFailed records a connection that ended without a session: one

@@ -92,6 +92,9 @@ type sessionChan struct {
 	exitSignal    string
 	signalPayload []byte // the exit-signal request, relayed as it came
 	relayErr      error
+	// sentStatus and sentSignal are the exit the agent was sent.
+	sentStatus *int
+	sentSignal string
 }
 
 func (c *conn) session(nc ssh.NewChannel) {
@@ -111,6 +114,13 @@ func (c *conn) session(nc ssh.NewChannel) {
 		s.up.Close()
 	}
 	s.finish()
+	if s.kind != "" {
+		// The session's end says how its last command ended.
+		s.exitMu.Lock()
+		status, signal := s.sentStatus, s.sentSignal
+		s.exitMu.Unlock()
+		c.sess.SetExit(status, signal)
+	}
 }
 
 func (s *sessionChan) request(req *ssh.Request) {
@@ -361,8 +371,29 @@ func (s *sessionChan) start(req *ssh.Request, g *authz.Grant) {
 func (s *sessionChan) refused(msg string) {
 	_, _ = io.WriteString(s.agentErr(), msg+"\r\n")
 	s.closeWrite()
-	_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: exitRefused}))
+	s.sendExit(exitRefused, "", nil)
 	_ = s.ch.Close()
+}
+
+// sendExit sends the agent the exit status, or the exit-signal request
+// as the target sent it, and notes what was sent for the session's end.
+func (s *sessionChan) sendExit(status int, signal string, signalPayload []byte) {
+	var err error
+	if signalPayload != nil {
+		_, err = s.ch.SendRequest("exit-signal", false, signalPayload)
+	} else {
+		_, err = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: uint32(status)}))
+	}
+	if err != nil {
+		return // the agent's channel is gone: it was told nothing
+	}
+	s.exitMu.Lock()
+	if signalPayload != nil {
+		s.sentSignal = signal
+	} else {
+		s.sentStatus = &status
+	}
+	s.exitMu.Unlock()
 }
 
 // notify writes msg on the agent's stderr of a running channel.
@@ -398,13 +429,13 @@ func (s *sessionChan) closeAfterOutput() {
 	case <-s.c.done:
 	}
 	s.exitMu.Lock()
-	status, sig := s.exitStatus, s.signalPayload
+	status, sig, payload := s.exitStatus, s.exitSignal, s.signalPayload
 	s.exitMu.Unlock()
 	switch {
 	case status != nil:
-		_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: uint32(*status)}))
-	case sig != nil:
-		_, _ = s.ch.SendRequest("exit-signal", false, sig)
+		s.sendExit(*status, "", nil)
+	case payload != nil:
+		s.sendExit(0, sig, payload)
 	}
 	_ = s.ch.Close()
 }

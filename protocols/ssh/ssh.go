@@ -134,6 +134,7 @@ func (p *Protocol) serverConfig(l *login) *ssh.ServerConfig {
 		KeyboardInteractiveCallback: l.keyboardInteractive,
 		PublicKeyCallback:           l.publicKey,
 		VerifiedPublicKeyCallback:   l.verifiedPublicKey,
+		PreAuthConnCallback:         func(c ssh.ServerPreAuthConn) { l.pre = c },
 		ServerVersion:               "SSH-2.0-airlock",
 		MaxAuthTries:                6,
 	}
