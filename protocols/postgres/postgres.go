@@ -56,17 +56,6 @@ const (
 	codeCancelRequest = 80877102
 )
 
-// SQLSTATEs the gateway sends.
-const (
-	stateInsufficientPrivilege = "42501"
-	stateInvalidAuthSpec       = "28000"
-	stateInvalidPassword       = "28P01"
-	stateProtocolViolation     = "08P01"
-	stateConnectionFailure     = "08006"
-	stateSystemError           = "58000"
-	stateAdminShutdown         = "57P01"
-)
-
 // client is the client side of a connection during startup.
 type client struct {
 	conn   net.Conn
@@ -314,9 +303,6 @@ func (cl *client) sendFatal(code, msg string) {
 	_ = cl.w.Flush()
 }
 
-func errorResponse(severity, code, msg string) *pgproto3.ErrorResponse {
-	return &pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: msg}
-}
 
 // authenticate runs SCRAM-SHA-256 with the grant token as the password.
 func (p *Protocol) authenticate(ctx context.Context, c *proxy.Conn, cl *client, agent, resource string) (*proxy.Session, error) {

@@ -637,11 +637,7 @@ func (s *session) observeError(h *pending, body []byte) encoder {
 	var e pgproto3.ErrorResponse
 	_ = e.Decode(body)
 	if h.refusal != nil {
-		code := stateInsufficientPrivilege
-		if h.refusal.Kind == "recorder" {
-			code = stateSystemError
-		}
-		out := errorResponse("ERROR", code, h.refusal.Msg)
+		out := refusalResponse(h.refusal)
 		if h.kind != 'Q' && h.kind != 'F' {
 			s.pop()
 			s.skipToSync(nil, recorder.Result{})

@@ -1,0 +1,342 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+// Protocol fidelity of the Postgres listener: what a client sees through
+// airlock must be what it sees connected directly, except where airlock
+// must differ (docs/postgres.md).
+
+// psqlRun runs psql with a connection string, extra environment and
+// arguments, feeding script on stdin; it returns stdout and stderr apart.
+func psqlRun(t *testing.T, conn string, env []string, script string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "psql", append([]string{conn, "-X"}, args...)...)
+	cmd.Env = append(os.Environ(), append([]string{"PGCONNECT_TIMEOUT=10"}, env...)...)
+	cmd.Stdin = strings.NewReader(script)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// airlockConn is the psql connection string to the gateway as agent-1.
+func (g *gateway) airlockConn(extra string) string {
+	host, port, _ := strings.Cut(g.pgAddr, ":")
+	return strings.TrimSpace(fmt.Sprintf("host=%s port=%s user=agent-1 dbname=demo-pg sslmode=require %s", host, port, extra))
+}
+
+// withoutAirlockNote drops the DETAIL line airlock adds to a syntax error,
+// which is the one deliberate difference from the server's answer.
+func withoutAirlockNote(s string) string {
+	var keep []string
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if strings.HasPrefix(l, "DETAIL:  airlock ") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "")
+}
+
+// TestPostgresSyntaxErrors: a statement the parser cannot read is refused
+// and recorded, but the client gets what PostgreSQL says about it: SQLSTATE
+// 42601 (or the grammar's own code), the server's message and the position,
+// so psql prints the same ERROR, LINE and caret lines as connected
+// directly; pgx sees the same PgError over the simple and the extended
+// protocol, in a pipeline and in a transaction.
+func TestPostgresSyntaxErrors(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	_, tok := grantFor(t, g, "write")
+	env := []string{"PGPASSWORD=" + tok, "PGCLIENTENCODING=UTF8"}
+	direct := g.pg.DSN()
+
+	// One script on stdin: each statement is its own Query message. The
+	// whole of stderr must match, but for airlock's note.
+	script := `SELEC 1;
+select 'é', 'ü' frm orders;
+select *
+  from orders
+  wher id = 1;
+begin;
+select 1 frm orders;
+select 'in failed tx';
+rollback;
+create assertion a check (true);
+select count(*) over (rows between unbounded following and current row) from orders;
+select 'after' as marker;
+`
+	for _, verbosity := range []string{"default", "verbose"} {
+		args := []string{"-v", "VERBOSITY=" + verbosity}
+		wantOut, wantErr, _ := psqlRun(t, direct, []string{"PGCLIENTENCODING=UTF8"}, script, args...)
+		gotOut, gotErr, _ := psqlRun(t, g.airlockConn(""), env, script, args...)
+		if !strings.Contains(wantErr, "LINE 3:   wher id = 1;") || !strings.Contains(wantErr, "CREATE ASSERTION is not yet implemented") {
+			t.Fatalf("the direct run does not show the errors expected:\n%s", wantErr)
+		}
+		if verbosity == "verbose" {
+			// The LOCATION line names the parser's source line, which
+			// differs between PostgreSQL versions.
+			wantErr, gotErr = withoutLocation(wantErr), withoutLocation(gotErr)
+		}
+		if withoutAirlockNote(gotErr) != wantErr || gotOut != wantOut {
+			t.Errorf("psql (%s) through airlock differs from direct.\ndirect stderr:\n%s\nairlock stderr:\n%s\ndirect stdout:\n%s\nairlock stdout:\n%s", verbosity, wantErr, gotErr, wantOut, gotOut)
+		}
+		if n := strings.Count(gotErr, "DETAIL:  airlock "); n != 6 {
+			t.Errorf("psql (%s): %d syntax errors carry airlock's note, want 6:\n%s", verbosity, n, gotErr)
+		}
+	}
+	// Several statements in one Query: the server parses them all first,
+	// and so nothing runs; the position counts from the message's start.
+	for _, sql := range []string{"select 1; select 2 frm orders", "select 'ü'; selec 'é'", "select 'unterminated"} {
+		_, wantErr, _ := psqlRun(t, direct, []string{"PGCLIENTENCODING=UTF8"}, "", "-c", sql)
+		_, gotErr, _ := psqlRun(t, g.airlockConn(""), env, "", "-c", sql)
+		if withoutAirlockNote(gotErr) != wantErr || !strings.Contains(gotErr, "^") {
+			t.Errorf("psql -c %q: direct\n%s\nthrough airlock\n%s", sql, wantErr, gotErr)
+		}
+	}
+
+	// pgx, over each protocol: the same PgError as the server's.
+	ctx := context.Background()
+	host, port, _ := strings.Cut(g.pgAddr, ":")
+	viaAirlock := fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=require", host, port, tok)
+	connect := func(dsn string, mode pgx.QueryExecMode) *pgx.Conn {
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.DefaultQueryExecMode = mode
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+		t.Cleanup(func() { c.Close(ctx) })
+		return c
+	}
+	pgErr := func(err error) string {
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) {
+			return fmt.Sprintf("not a PgError: %v", err)
+		}
+		return fmt.Sprintf("%s %s %s pos=%d hint=%q", pe.SeverityUnlocalized, pe.Code, pe.Message, pe.Position, pe.Hint)
+	}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec, pgx.QueryExecModeCacheStatement} {
+		d, a := connect(direct, mode), connect(viaAirlock, mode)
+		for _, sql := range []string{"SELEC 1", "select 'é', 'ü' frm orders", "select *\nfrom orders\nwher id = 1", "create assertion a check (true)",
+			`select U&'\00'`, `select E'\u00'`, "select 1 limit 1, 2", "select 1; select 2 frm orders", "select 1; select 2"} {
+			// pgx sends a statement without arguments as a simple Query
+			// whatever the mode; pgconn says which protocol.
+			var derr, aerr error
+			switch mode {
+			case pgx.QueryExecModeSimpleProtocol:
+				_, derr = d.PgConn().Exec(ctx, sql).ReadAll()
+				_, aerr = a.PgConn().Exec(ctx, sql).ReadAll()
+			case pgx.QueryExecModeExec: // unnamed statement
+				derr = d.PgConn().ExecParams(ctx, sql, nil, nil, nil, nil).Read().Err
+				aerr = a.PgConn().ExecParams(ctx, sql, nil, nil, nil, nil).Read().Err
+			default: // a named statement: Parse and Describe, then Sync
+				_, derr = d.PgConn().Prepare(ctx, "stmt", sql, nil)
+				_, aerr = a.PgConn().Prepare(ctx, "stmt", sql, nil)
+				_ = d.PgConn().Deallocate(ctx, "stmt")
+				_ = a.PgConn().Deallocate(ctx, "stmt")
+			}
+			if want, got := pgErr(derr), pgErr(aerr); got != want {
+				t.Errorf("%v %q: through airlock %s, directly %s", mode, sql, got, want)
+			}
+			var pe *pgconn.PgError
+			if errors.As(aerr, &pe) && strings.HasPrefix(pe.Code, "42") && !strings.HasPrefix(pe.Detail, "airlock ") {
+				t.Errorf("%v %q: no airlock note in DETAIL: %+v", mode, sql, pe)
+			}
+		}
+		// In a transaction: the error aborts it, as the server's would.
+		for _, c := range []*pgx.Conn{d, a} {
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// With an argument, so that the extended modes use Parse.
+			_, err1 := tx.Exec(ctx, "selec $1::int", 1)
+			_, err2 := tx.Exec(ctx, "select $1::int", 1)
+			_ = tx.Rollback(ctx)
+			if !strings.Contains(pgErr(err1), "42601") || !strings.Contains(pgErr(err2), "25P02") {
+				t.Errorf("%v: in a transaction: %s, then %s", mode, pgErr(err1), pgErr(err2))
+			}
+		}
+		// In a pipeline (one Sync for the batch): the same results as
+		// directly.
+		batch := func(c *pgx.Conn) []string {
+			b := &pgx.Batch{}
+			b.Queue("select $1::int", 1)
+			b.Queue("selec $1::int", 2)
+			b.Queue("select $1::int", 3)
+			br := c.SendBatch(ctx, b)
+			var res []string
+			for range 3 {
+				_, err := br.Exec()
+				if err != nil {
+					res = append(res, pgErr(err))
+				} else {
+					res = append(res, "ok")
+				}
+			}
+			_ = br.Close()
+			return res
+		}
+		if want, got := batch(d), batch(a); !slices.Equal(got, want) {
+			t.Errorf("%v: batch through airlock %q, directly %q", mode, got, want)
+		}
+		var v int
+		if err := a.QueryRow(ctx, "select 7").Scan(&v); err != nil || v != 7 {
+			t.Errorf("%v: the session is not usable after syntax errors: %v", mode, err)
+		}
+	}
+
+	// Every syntax error is recorded as a refusal: decision deny, rule
+	// unparseable.
+	evs := sessionEvents(t, g, func(evs []recorder.Event) bool {
+		for _, e := range evs {
+			if e.Statement != nil && e.Statement.Text == "SELEC 1" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, e := range evs {
+		if e.Statement != nil && e.Statement.Text == "SELEC 1" {
+			if e.Statement.Decision != "deny" || e.Statement.Rule != "unparseable" {
+				t.Errorf("recorded: %+v", e.Statement)
+			}
+		}
+	}
+}
+
+// withoutLocation drops psql's LOCATION lines (VERBOSITY=verbose).
+func withoutLocation(s string) string {
+	var keep []string
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if !strings.HasPrefix(l, "LOCATION:  ") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "")
+}
+
+// TestPostgresUpstreamTerminated: when the server ends the upstream
+// connection (pg_terminate_backend from another connection), the client's
+// connection is closed at once with the server's FATAL, whether it is idle
+// or running a statement, and session.end says the upstream closed it.
+func TestPostgresUpstreamTerminated(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	_, tok := grantFor(t, g, "write")
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, g.pg.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	terminate := func(pid uint32) {
+		t.Helper()
+		var ok bool
+		if err := admin.QueryRow(ctx, "select pg_terminate_backend($1)", pid).Scan(&ok); err != nil || !ok {
+			t.Fatalf("pg_terminate_backend(%d): %v %v", pid, ok, err)
+		}
+	}
+	upstreamPID := func(c *pgx.Conn) uint32 {
+		t.Helper()
+		var pid uint32
+		if err := c.QueryRow(ctx, "select pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+
+	// Idle: the client reads its connection without sending anything.
+	idle := connectPgx(t, g, "agent-1", tok)
+	pid := upstreamPID(idle)
+	terminate(pid)
+	nc := idle.PgConn().Conn()
+	_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	start := time.Now()
+	b, err := io.ReadAll(nc)
+	if err != nil {
+		t.Fatalf("idle client: the connection is still open %v after the upstream was terminated (read: %v; got %q)", time.Since(start).Round(time.Millisecond), err, b)
+	}
+	if !strings.Contains(string(b), "57P01") || !strings.Contains(string(b), "terminating connection due to administrator command") {
+		t.Errorf("idle client got %q before the close, want the server's FATAL 57P01", b)
+	}
+
+	// Running a statement: it ends at once with the server's error.
+	busy := connectPgx(t, g, "agent-1", tok)
+	pid2 := upstreamPID(busy)
+	done := make(chan error, 1)
+	go func() {
+		_, err := busy.Exec(ctx, "select pg_sleep(30)")
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	terminate(pid2)
+	select {
+	case err := <-done:
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "57P01" {
+			t.Errorf("running statement ended with %v, want the server's 57P01", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pg_sleep(30) still running 5s after its backend was terminated")
+	}
+
+	// session.end records why.
+	for _, sleep := range []bool{false, true} {
+		evs := waitSession(t, g, func(evs []recorder.Event) bool {
+			slept := false
+			for _, e := range evs {
+				slept = slept || e.Statement != nil && e.Statement.Text == "select pg_sleep(30)"
+			}
+			return slept == sleep && evs[len(evs)-1].Type == recorder.TypeSessionEnd
+		})
+		end := evs[len(evs)-1].End
+		if end == nil || !strings.Contains(end.Reason, "upstream closed the connection") || !strings.Contains(end.Reason, "57P01") ||
+			!strings.Contains(end.Reason, "terminating connection due to administrator command") {
+			t.Errorf("session (running a statement: %v) ended with %+v, want the upstream's close with its FATAL", sleep, end)
+		}
+	}
+}
+
+// waitSession waits up to 15s for a session of agent-1 whose events
+// satisfy keep, and returns its events.
+func waitSession(t *testing.T, g *gateway, keep func([]recorder.Event) bool) []recorder.Event {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var list []recorder.Summary
+		g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+		for _, s := range list {
+			var d control.SessionDetail
+			g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+			if len(d.Events) > 0 && keep(d.Events) {
+				return d.Events
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no session of agent-1 matches after 15s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
