@@ -303,7 +303,6 @@ func (cl *client) sendFatal(code, msg string) {
 	_ = cl.w.Flush()
 }
 
-
 // authenticate runs SCRAM-SHA-256 with the grant token as the password.
 func (p *Protocol) authenticate(ctx context.Context, c *proxy.Conn, cl *client, agent, resource string) (*proxy.Session, error) {
 	refuse := func(msg string) error {
