@@ -340,3 +340,255 @@ func waitSession(t *testing.T, g *gateway, keep func([]recorder.Event) bool) []r
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestPostgresStartupParameters: the settings a client asks for when it
+// connects (libpq's PGAPPNAME, PGTZ, PGDATESTYLE, PGOPTIONS with -c and
+// --name=value and backslash escapes, connection-string parameters; pgx's
+// RuntimeParams) take effect through airlock exactly as directly, when the
+// grant may SET them; one it may not refuses the connection with a FATAL
+// naming it. Both are recorded. A read grant's session is read-only by
+// default unless the client asks otherwise.
+func TestPostgresStartupParameters(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	readGrant, readTok := grantFor(t, g, "read")
+	_, adminTok := grantFor(t, g, "admin")
+	direct := fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=%s sslmode=disable", g.pg.Host, g.pg.Port, g.pg.User, g.pg.Password, g.pg.Database)
+	const show = `show application_name; show statement_timeout; show lock_timeout; show "TimeZone"; show "DateStyle";
+show extra_float_digits; show "IntervalStyle"; show client_encoding; show search_path; show work_mem; select now()::date = current_date;
+`
+	settingsEnv := []string{"PGAPPNAME=fidelity app", "PGTZ=Asia/Tokyo", "PGDATESTYLE=SQL, DMY", "PGCLIENTENCODING=LATIN1",
+		`PGOPTIONS=-c statement_timeout=1234 --lock-timeout=2s -c IntervalStyle=iso_8601 -c application_name=from\ options`}
+	cases := []struct {
+		name, token, conn string
+		env               []string
+	}{
+		{"libpq environment", readTok, "", settingsEnv},
+		{"connection string", readTok, `application_name='conn app' options='-c extra_float_digits=1 -c TimeZone=America/New_York'`, nil},
+		{"escaped options", readTok, `options='-capplication_name=two\\ words --statement_timeout=5s'`, nil},
+		// search_path and work_mem are not allow-listed settings: an
+		// admin grant may SET them, so it may ask for them at connect.
+		{"admin settings", adminTok, `options='-c search_path=archive,public -c work_mem=1234kB'`, nil},
+	}
+	for _, c := range cases {
+		want, wantErr, err := psqlRun(t, strings.TrimSpace(direct+" "+c.conn), c.env, show, "-At")
+		if err != nil {
+			t.Fatalf("%s: direct: %v\n%s", c.name, err, wantErr)
+		}
+		got, gotErr, err := psqlRun(t, g.airlockConn(c.conn), append([]string{"PGPASSWORD=" + c.token}, c.env...), show, "-At")
+		if err != nil || got != want {
+			t.Errorf("%s: through airlock (err %v):\n%s%s\ndirectly:\n%s", c.name, err, got, gotErr, want)
+		}
+	}
+
+	// Refused: a setting the grant may not SET, named in a FATAL.
+	for _, c := range []struct {
+		name, options, want string
+	}{
+		{"search_path under read", "-c search_path=evil", "FATAL:  airlock: startup parameter search_path=evil refused: SET requires admin access"},
+		{"a custom setting", "--myapp.tenant=7", "FATAL:  airlock: startup parameter myapp.tenant=7 refused"},
+		{"an unsupported switch", "-e", "FATAL:  airlock: the startup option -e is not supported"},
+	} {
+		_, stderr, err := psqlRun(t, g.airlockConn(""), []string{"PGPASSWORD=" + readTok, "PGOPTIONS=" + c.options}, "select 1;")
+		if err == nil || !strings.Contains(stderr, c.want) {
+			t.Errorf("%s: err %v, want %q in:\n%s", c.name, err, c.want, stderr)
+		}
+	}
+	// What the server itself refuses (a malformed switch, an invalid
+	// value) fails as it does directly.
+	for _, env := range [][]string{{"PGOPTIONS=-c statement_timeout"}, {"PGTZ=Nowhere/Atlantis"}, {"PGOPTIONS=-c statement_timeout=soon"}} {
+		_, wantErr, _ := psqlRun(t, direct, env, "select 1;")
+		_, gotErr, err := psqlRun(t, g.airlockConn(""), append([]string{"PGPASSWORD=" + readTok}, env...), "select 1;")
+		_, wantFatal, _ := strings.Cut(wantErr, "FATAL:")
+		_, gotFatal, _ := strings.Cut(gotErr, "FATAL:")
+		if err == nil || wantFatal == "" || gotFatal != wantFatal {
+			t.Errorf("%v: through airlock (err %v):\n%s\ndirectly:\n%s", env, err, gotErr, wantErr)
+		}
+	}
+
+	// pgx's RuntimeParams, and the ParameterStatus messages the client is
+	// given: the server's.
+	ctx := context.Background()
+	host, port, _ := strings.Cut(g.pgAddr, ":")
+	pgxConnect := func(token string, params map[string]string) (*pgx.Conn, error) {
+		cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=require", host, port, token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range params {
+			cfg.RuntimeParams[k] = v
+		}
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err == nil {
+			t.Cleanup(func() { c.Close(ctx) })
+		}
+		return c, err
+	}
+	showValue := func(c *pgx.Conn, name string) string {
+		var v string
+		if err := c.QueryRow(ctx, "show "+name).Scan(&v); err != nil {
+			t.Fatalf("show %s: %v", name, err)
+		}
+		return v
+	}
+	c, err := pgxConnect(readTok, map[string]string{"application_name": "pgx-rt", "statement_timeout": "4321", "TimeZone": "Europe/Paris"})
+	if err != nil {
+		t.Fatalf("pgx with RuntimeParams: %v", err)
+	}
+	for name, want := range map[string]string{"application_name": "pgx-rt", "statement_timeout": "4321ms", "TimeZone": "Europe/Paris", "default_transaction_read_only": "on"} {
+		if got := showValue(c, name); got != want {
+			t.Errorf("pgx: show %s = %q, want %q", name, got, want)
+		}
+	}
+	for name, want := range map[string]string{"application_name": "pgx-rt", "TimeZone": "Europe/Paris", "default_transaction_read_only": "on", "standard_conforming_strings": "on"} {
+		if got := c.PgConn().ParameterStatus(name); got != want {
+			t.Errorf("pgx: ParameterStatus %s = %q, want %q", name, got, want)
+		}
+	}
+	// The read-only default is defence in depth: the authorizer still
+	// refuses a write with its own reason, and a client that asks for
+	// read-write transactions gets them (every statement still checked).
+	if _, err := c.Exec(ctx, "delete from orders where id = 1"); err == nil || !strings.Contains(err.Error(), "42501") {
+		t.Errorf("delete under read: %v", err)
+	}
+	rw, err := pgxConnect(readTok, map[string]string{"default_transaction_read_only": "off"})
+	if err != nil {
+		t.Fatalf("read grant asking for read-write transactions: %v", err)
+	}
+	if got := showValue(rw, "default_transaction_read_only"); got != "off" {
+		t.Errorf("a read grant's own default_transaction_read_only=off: %q", got)
+	}
+	_, writeTok := grantFor(t, g, "write")
+	wc, err := pgxConnect(writeTok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := showValue(wc, "default_transaction_read_only"); got != "off" {
+		t.Errorf("write grant: default_transaction_read_only = %q", got)
+	}
+	_, err = pgxConnect(readTok, map[string]string{"application_name": "refused-app", "search_path": "evil"})
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" || pe.Severity != "FATAL" || !strings.Contains(pe.Message, "startup parameter search_path=evil refused") {
+		t.Errorf("pgx with search_path under read: %v", err)
+	}
+
+	// Recorded: each setting as a statement with its decision, and its
+	// outcome; the refused connection's end says why.
+	ok := waitSession(t, g, func(evs []recorder.Event) bool {
+		for _, e := range evs {
+			if e.Statement != nil && e.Statement.Text == "<startup parameter application_name=pgx-rt>" {
+				return e.Statement.Decision == "allow" && e.Grant == readGrant
+			}
+		}
+		return false
+	})
+	executed := false
+	for _, e := range ok {
+		for _, r := range e.Outcomes() {
+			executed = executed || r.Executed && r.Tag == "SET"
+		}
+	}
+	if !executed {
+		t.Errorf("the allowed settings have no outcome: %+v", ok)
+	}
+	refused := waitSession(t, g, func(evs []recorder.Event) bool {
+		texts := map[string]bool{}
+		for _, e := range evs {
+			if e.Statement != nil {
+				texts[e.Statement.Text] = true
+			}
+		}
+		return texts["<startup parameter search_path=evil>"] && texts["<startup parameter application_name=refused-app>"] &&
+			evs[len(evs)-1].Type == recorder.TypeSessionEnd
+	})
+	for _, e := range refused {
+		switch {
+		case e.Statement != nil && e.Statement.Text == "<startup parameter search_path=evil>":
+			if e.Statement.Decision != "deny" || e.Statement.Rule != "access-level" {
+				t.Errorf("refused setting recorded as %+v", e.Statement)
+			}
+		case e.Statement != nil:
+			if e.Statement.Decision != "deny" || e.Statement.Rule != "batch" {
+				t.Errorf("the other setting of a refused connection recorded as %+v", e.Statement)
+			}
+		case e.End != nil:
+			if !strings.Contains(e.End.Reason, "refused at startup") || !strings.Contains(e.End.Reason, "search_path") {
+				t.Errorf("refused connection ended with %+v", e.End)
+			}
+		}
+	}
+}
+
+// TestPostgresRefusalCodes: each kind of refusal carries the SQLSTATE a
+// driver branches on (docs/postgres.md lists them): refused logins as the
+// server refuses them, policy 42501, recorder or control plane
+// unavailable 58000 (TestPostgresRecorderDown), protocol violations 08P01
+// (TestPostgresMalformedInput), a revoked grant FATAL 57P01.
+func TestPostgresRefusalCodes(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	grant, tok := grantFor(t, g, "read")
+	var pending struct {
+		Token string `json:"token"`
+	}
+	g.cliJSON(&pending, "agent-1", "request", "--resource", "demo-pg", "--task", "pending", "--access", "read")
+	ctx := context.Background()
+	host, port, _ := strings.Cut(g.pgAddr, ":")
+	connect := func(user, token, db string, params map[string]string) (*pgx.Conn, error) {
+		cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=%s sslmode=require", host, port, user, token, db))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range params {
+			cfg.RuntimeParams[k] = v
+		}
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err == nil {
+			t.Cleanup(func() { c.Close(ctx) })
+		}
+		return c, err
+	}
+	code := func(err error) string {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			return pe.Severity + " " + pe.Code
+		}
+		return fmt.Sprint(err)
+	}
+	for _, c := range []struct {
+		name, user, token, db string
+		params                map[string]string
+		want                  string
+	}{
+		{"bad token", "agent-1", "alk_wrong", "demo-pg", nil, "FATAL 28P01"},
+		{"unknown resource", "agent-1", tok, "no-such-db", nil, "FATAL 3D000"},
+		{"unknown agent", "mallory", tok, "demo-pg", nil, "FATAL 28000"},
+		{"pending grant", "agent-1", pending.Token, "demo-pg", nil, "FATAL 28000"},
+		{"replication", "agent-1", tok, "demo-pg", map[string]string{"replication": "database"}, "FATAL 42501"},
+		{"setting the grant may not SET", "agent-1", tok, "demo-pg", map[string]string{"search_path": "x"}, "FATAL 42501"},
+	} {
+		if _, err := connect(c.user, c.token, c.db, c.params); code(err) != c.want {
+			t.Errorf("%s: %v, want %s", c.name, err, c.want)
+		}
+	}
+	conn, err := connect("agent-1", tok, "demo-pg", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sql, want := range map[string]string{"delete from orders where id = 1": "ERROR 42501", "selec 1": "ERROR 42601"} {
+		if _, err := conn.Exec(ctx, sql); code(err) != want {
+			t.Errorf("%q: %v, want %s", sql, err, want)
+		}
+	}
+	g.mustCLI("alice", "grants", "revoke", grant)
+	_ = conn.PgConn().Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(conn.PgConn().Conn())
+	if !strings.Contains(string(b), "FATAL") || !strings.Contains(string(b), "57P01") || !strings.Contains(string(b), "revoked by alice") {
+		t.Errorf("revoked during the session: the client read %q", b)
+	}
+}
+
+// isStartupSetting reports whether st records a setting the client asked
+// for in its startup message (application_name=psql, ...), rather than a
+// statement it sent.
+func isStartupSetting(st *recorder.Statement) bool {
+	return strings.HasPrefix(st.Text, "<startup parameter ")
+}

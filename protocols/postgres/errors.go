@@ -13,6 +13,7 @@ const (
 	stateInvalidAuthSpec       = "28000"
 	stateInvalidPassword       = "28P01"
 	stateInvalidCatalogName    = "3D000"
+	stateUndefinedObject       = "42704"
 	stateProtocolViolation     = "08P01"
 	stateConnectionFailure     = "08006"
 	stateFeatureNotSupported   = "0A000"
@@ -57,5 +58,32 @@ func refusalResponse(ref *proxy.Refusal) *pgproto3.ErrorResponse {
 		return errorResponse("ERROR", stateSystemError, ref.Msg)
 	default:
 		return errorResponse("ERROR", stateInsufficientPrivilege, ref.Msg)
+	}
+}
+
+// authErrorCode is the SQLSTATE of a refused login, as close as there is
+// to what the server says in the same case.
+func authErrorCode(err error) string {
+	ae, ok := proxy.AsAuthError(err)
+	if !ok {
+		return stateInvalidAuthSpec
+	}
+	switch ae.Kind {
+	case "bad-token":
+		// The server's "password authentication failed".
+		return stateInvalidPassword
+	case "no-resource":
+		// The resource is what the client names as its database.
+		return stateInvalidCatalogName
+	case "unavailable", "recorder":
+		// The gateway cannot take sessions right now (control plane or
+		// recorder unreachable), as a server starting up cannot.
+		return stateCannotConnectNow
+	case "protocol":
+		// A malformed or unexpected SASL message.
+		return stateProtocolViolation
+	default:
+		// no-agent, wrong-resource, pending, denied, revoked, expired.
+		return stateInvalidAuthSpec
 	}
 }

@@ -130,6 +130,12 @@ func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cach
 	}()
 	end(s.clientToUpstream())
 	<-done
+	if s.upstreamFatal != "" && !strings.HasPrefix(reason, "upstream closed") {
+		// The server ended the connection, and the client hung up on
+		// reading its FATAL before the upstream's close was seen: the
+		// server's word is why.
+		reason = "upstream closed the connection: " + s.upstreamFatal
+	}
 	s.unanswered(reason)
 	return reason
 }
