@@ -302,6 +302,26 @@ func TestPostgresUpstreamTerminated(t *testing.T) {
 		t.Fatal("pg_sleep(30) still running 5s after its backend was terminated")
 	}
 
+	// idle_session_timeout, asked for at connect time: the server ends the
+	// idle session (57P05) and the client sees it close.
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=require",
+		strings.Split(g.pgAddr, ":")[0], strings.Split(g.pgAddr, ":")[1], tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["idle_session_timeout"] = "500"
+	timed, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("connect with idle_session_timeout: %v", err)
+	}
+	defer timed.Close(ctx)
+	nc = timed.PgConn().Conn()
+	_ = nc.SetReadDeadline(time.Now().Add(2500 * time.Millisecond))
+	b, err = io.ReadAll(nc)
+	if err != nil || !strings.Contains(string(b), "57P05") {
+		t.Errorf("idle_session_timeout=500: the client read %q, %v; want the server's FATAL 57P05, then the close", b, err)
+	}
+
 	// session.end records why.
 	for _, sleep := range []bool{false, true} {
 		evs := waitSession(t, g, func(evs []recorder.Event) bool {
@@ -309,13 +329,28 @@ func TestPostgresUpstreamTerminated(t *testing.T) {
 			for _, e := range evs {
 				slept = slept || e.Statement != nil && e.Statement.Text == "select pg_sleep(30)"
 			}
-			return slept == sleep && evs[len(evs)-1].Type == recorder.TypeSessionEnd
+			idle := false
+			for _, e := range evs {
+				idle = idle || e.Statement != nil && strings.Contains(e.Statement.Text, "idle_session_timeout")
+			}
+			return slept == sleep && !idle && evs[len(evs)-1].Type == recorder.TypeSessionEnd
 		})
 		end := evs[len(evs)-1].End
 		if end == nil || !strings.Contains(end.Reason, "upstream closed the connection") || !strings.Contains(end.Reason, "57P01") ||
 			!strings.Contains(end.Reason, "terminating connection due to administrator command") {
 			t.Errorf("session (running a statement: %v) ended with %+v, want the upstream's close with its FATAL", sleep, end)
 		}
+	}
+	evs := waitSession(t, g, func(evs []recorder.Event) bool {
+		for _, e := range evs {
+			if e.Statement != nil && e.Statement.Text == "<startup parameter idle_session_timeout=500>" {
+				return evs[len(evs)-1].Type == recorder.TypeSessionEnd
+			}
+		}
+		return false
+	})
+	if end := evs[len(evs)-1].End; end == nil || !strings.Contains(end.Reason, "upstream closed the connection: FATAL 57P05") {
+		t.Errorf("session ended by idle_session_timeout: %+v", end)
 	}
 }
 
