@@ -201,8 +201,3 @@ func (m *pgStmt) resolve(defSchema string) *Statement {
 	st.Class.Required, st.Class.Why = f.required()
 	return st
 }
-
-// SafePostgresEncoding reports whether a client encoding keeps the
-// authorizer's reading of statement text the same as the server's. A
-// gateway must not let a session use any other.
-func SafePostgresEncoding(enc string) bool { return asciiSafeEncoding(enc) }
