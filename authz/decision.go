@@ -30,6 +30,22 @@ type SyntaxError struct {
 	// Pos is the 1-based character (not byte) position in the client's
 	// message where the error was found; 0 when the parser gave none.
 	Pos int `json:"pos,omitempty"`
+	// Code is the error code the server gives for it when that is not the
+	// dialect's plain syntax error: a Postgres SQLSTATE such as 0A000 for
+	// "CREATE ASSERTION is not yet implemented". Empty means 42601 for
+	// Postgres.
+	Code string `json:"code,omitempty"`
+	// Routine, File and Line are where in the parser's source the error
+	// was raised, when the parser says (Postgres: scanner_yyerror,
+	// scan.l), as the server reports them in its error's R, F and L
+	// fields.
+	Routine string `json:"routine,omitempty"`
+	File    string `json:"file,omitempty"`
+	Line    int    `json:"line,omitempty"`
+	// Hint and Detail are what the server adds to this error, when the
+	// parser's message is one it adds them to.
+	Hint   string `json:"hint,omitempty"`
+	Detail string `json:"detail,omitempty"`
 }
 
 // Classification is what the authorizer read from a statement.

@@ -304,7 +304,10 @@ func setStmt(n *pg_query.VariableSetStmt) (string, Access, string) {
 	switch name {
 	case "role", "session_authorization":
 		return kind, AccessAdmin, kind + " " + strings.ToUpper(strings.ReplaceAll(name, "_", " ")) + " switches the role"
-	case "transaction_isolation", "default_transaction_isolation":
+	case "transaction_isolation", "default_transaction_isolation", "transaction_read_only", "default_transaction_read_only",
+		"transaction_deferrable", "default_transaction_deferrable":
+		// Transaction characteristics, as SET TRANSACTION and SET SESSION
+		// CHARACTERISTICS set them.
 		return kind, AccessRead, ""
 	}
 	toDefault := n.Kind != pg_query.VariableSetKind_VAR_SET_VALUE

@@ -129,9 +129,11 @@ func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 		return Verdict{Allow: true}
 	}
 	if parse && len(stmts) > 1 {
+		// The server refuses it too, with this error.
 		return Verdict{Statements: []Decision{{Text: sql, Rule: "multi-statement-parse",
 			Reason: "a prepared statement must hold exactly one statement",
-			Class:  Classification{Kind: "UNPARSEABLE", Required: AccessAdmin}}}}
+			Class:  Classification{Kind: "UNPARSEABLE", Required: AccessAdmin},
+			Syntax: &SyntaxError{Msg: "cannot insert multiple commands into a prepared statement", Routine: "exec_parse_message", File: "postgres.c"}}}}
 	}
 	prepared := s.prepared // copied before any change
 	changed := false

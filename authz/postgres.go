@@ -13,8 +13,13 @@ import (
 // parseError is text the Postgres parser could not read.
 type parseError struct {
 	msg string
-	// cursor is the 1-based byte position of the error, 0 when unknown.
+	// cursor is the 1-based character position of the error, 0 when
+	// unknown.
 	cursor int
+	// syntax is what the server would answer, when the parser itself
+	// refused the text (not for a NUL byte, which the protocol cannot
+	// carry in a statement anyway).
+	syntax *SyntaxError
 }
 
 func (e *parseError) Error() string {
@@ -54,6 +59,7 @@ func classifyPG(sql string) ([]pgStmt, error) {
 		pe := &parseError{msg: err.Error()}
 		if perr, ok := err.(*parser.Error); ok {
 			pe.cursor = perr.Cursorpos
+			pe.syntax = pgSyntaxError(perr)
 		}
 		return nil, pe
 	}
@@ -137,13 +143,19 @@ func Postgres(g *Grant, sql string) Verdict {
 }
 
 // unparseablePG refuses a message the parser could not read.
+// Its Syntax, when the parser gave one, is the error the server would
+// have answered.
 func unparseablePG(sql string, err error) Verdict {
-	return Verdict{Statements: []Decision{{
+	d := Decision{
 		Text:   sql,
 		Rule:   "unparseable",
 		Reason: unparseableReason(err),
 		Class:  Classification{Kind: "UNPARSEABLE", Required: AccessAdmin},
-	}}}
+	}
+	if pe, ok := err.(*parseError); ok {
+		d.Syntax = pe.syntax
+	}
+	return Verdict{Statements: []Decision{d}}
 }
 
 // resolve applies the default schema to a classified statement.
@@ -189,8 +201,3 @@ func (m *pgStmt) resolve(defSchema string) *Statement {
 	st.Class.Required, st.Class.Why = f.required()
 	return st
 }
-
-// SafePostgresEncoding reports whether a client encoding keeps the
-// authorizer's reading of statement text the same as the server's. A
-// gateway must not let a session use any other.
-func SafePostgresEncoding(enc string) bool { return asciiSafeEncoding(enc) }

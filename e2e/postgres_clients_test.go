@@ -100,7 +100,8 @@ type stmtResult struct {
 }
 
 // grantStatements pairs the statement events of sessions with their
-// results, in order.
+// results, in order: the statements the client sent, not the settings it
+// asked for when it connected (isStartupSetting).
 func grantStatements(sessions [][]recorder.Event) []stmtResult {
 	var out []stmtResult
 	for _, evs := range sessions {
@@ -111,7 +112,7 @@ func grantStatements(sessions [][]recorder.Event) []stmtResult {
 			}
 		}
 		for _, e := range evs {
-			if e.Statement != nil {
+			if e.Statement != nil && !isStartupSetting(e.Statement) {
 				out = append(out, stmtResult{e.Statement, results[e.Statement.ID]})
 			}
 		}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/airlockhq/airlock/control"
 	"github.com/airlockhq/airlock/recorder"
@@ -103,12 +105,14 @@ select 'after rollback' as marker;
 	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 	var scriptSession *recorder.Summary
 	for i := range list {
-		if list[i].Statements == 10 && list[i].Status == "ended" {
+		// The script's 10, and the application_name=psql psql asks for
+		// when it connects.
+		if list[i].Statements == 11 && list[i].Status == "ended" {
 			scriptSession = &list[i]
 		}
 	}
 	if scriptSession == nil {
-		t.Fatalf("no ended session with 10 statements in:\n%+v", list)
+		t.Fatalf("no ended session with 11 statements in:\n%+v", list)
 	}
 	if scriptSession.Denied != 3 || scriptSession.Task != task || scriptSession.Grant != iss.Grant.ID ||
 		scriptSession.Approver != "alice" || scriptSession.Resource != "demo-pg" || !strings.HasPrefix(scriptSession.Client, "127.0.0.1:") {
@@ -177,7 +181,7 @@ func checkScriptEvents(t *testing.T, evs []recorder.Event, grant string) {
 	}
 	var decisions []string
 	for _, e := range evs {
-		if e.Statement == nil {
+		if e.Statement == nil || isStartupSetting(e.Statement) {
 			continue
 		}
 		st := e.Statement
@@ -316,6 +320,9 @@ func TestPostgresRecorderDown(t *testing.T) {
 	_, err := conn.Exec(ctx, insert())
 	if err == nil || !strings.Contains(err.Error(), "recording unavailable") {
 		t.Fatalf("insert with the recorder down: %v", err)
+	}
+	if pe := (*pgconn.PgError)(nil); !errors.As(err, &pe) || pe.Code != "58000" {
+		t.Errorf("insert with the recorder down: %v, want SQLSTATE 58000", err)
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("refusal took %v", took)

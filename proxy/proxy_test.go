@@ -50,7 +50,12 @@ func TestRefusalMessage(t *testing.T) {
 	if d.Allow || d.Statements[0].Allow || d.Statements[0].Rule != "grant-ended" {
 		t.Fatalf("denyAll: %+v", d)
 	}
-	if r := refusalFor(d); r.Kind != "grant" {
-		t.Fatalf("a grant refusal reads as %q", r.Kind)
+	if r := refusalFor(d); r.Kind != "grant" || r.Rule != "grant-ended" {
+		t.Fatalf("a grant refusal reads as %q (rule %q)", r.Kind, r.Rule)
+	}
+	se := &authz.SyntaxError{Msg: `syntax error at or near "SELEC"`, Pos: 1}
+	r = refusalFor(authz.Verdict{Statements: []authz.Decision{{Text: "SELEC 1", Rule: "unparseable", Reason: "could not parse", Syntax: se}}})
+	if r.Kind != "syntax" || r.Syntax != se || r.Rule != "unparseable" {
+		t.Fatalf("a syntax refusal reads as %+v", r)
 	}
 }

@@ -119,6 +119,10 @@ type Refusal struct {
 	Msg  string
 	// Syntax is the parser's error when Kind is "syntax".
 	Syntax *authz.SyntaxError
+	// Rule is the rule of the first refused statement (e.g.
+	// "grant-unconfirmed"), for listeners whose error codes tell such
+	// refusals apart.
+	Rule string
 }
 
 func (r *Refusal) Error() string { return r.Msg }
@@ -223,12 +227,15 @@ func denyAll(v authz.Verdict, rule, reason string) authz.Verdict {
 // refusalFor writes one message for the client from the denied statements
 // of a verdict.
 func refusalFor(v authz.Verdict) *Refusal {
-	kind := "policy"
+	kind, rule := "policy", ""
 	var syntax *authz.SyntaxError
 	var parts []string
 	for i, d := range v.Statements {
 		if d.Allow || d.Rule == "batch" {
 			continue
+		}
+		if rule == "" {
+			rule = d.Rule
 		}
 		switch {
 		case strings.HasPrefix(d.Rule, "grant-"):
@@ -254,7 +261,7 @@ func refusalFor(v authz.Verdict) *Refusal {
 	if kind != "syntax" {
 		syntax = nil
 	}
-	return &Refusal{Kind: kind, Msg: msg, Syntax: syntax}
+	return &Refusal{Kind: kind, Msg: msg, Syntax: syntax, Rule: rule}
 }
 
 // Done records the outcome of statement i of the message. It does not wait

@@ -8,10 +8,13 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 func startupPacket(code uint32, rest ...byte) []byte {
@@ -129,13 +132,16 @@ func TestStartupRefusals(t *testing.T) {
 		{name: "plaintext refused", p: &Protocol{}, in: sm(map[string]string{"user": "a", "database": "r"}), want: "requires TLS", code: stateInvalidAuthSpec},
 		{name: "replication refused", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "replication": "database"}), want: "replication", code: stateInsufficientPrivilege},
 		{name: "replication=false fine", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "replication": "false"}), ok: true},
-		{name: "options refused", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "options": "-c role=postgres"}), want: "options", code: stateInsufficientPrivilege},
-		{name: "search_path refused", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "search_path": "evil"}), want: "search_path", code: stateInsufficientPrivilege},
-		{name: "unsafe encoding refused", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "client_encoding": "SJIS"}), want: "client_encoding", code: stateInsufficientPrivilege},
+		// Settings are decided under the grant, after authentication;
+		// options must read as PostgreSQL reads them.
+		{name: "settings decided later", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "options": "-c role=postgres", "search_path": "evil", "client_encoding": "SJIS"}), ok: true},
+		{name: "unsupported switch", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "options": "-B 100"}), want: "the startup option -B is not supported", code: stateFeatureNotSupported},
+		{name: "switch without value", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "options": "-c statement_timeout"}), want: "-c statement_timeout requires a value", code: stateSyntaxError},
+		{name: "stray word in options", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"user": "a", "options": "-c a=b foo"}), want: "invalid command-line argument for server process: foo", code: stateSyntaxError},
 		{name: "no user", p: &Protocol{AllowPlaintext: true}, in: sm(map[string]string{"database": "r"}), want: "no user", code: stateInvalidAuthSpec},
 		{name: "SSLRequest without TLS configured", p: &Protocol{AllowPlaintext: true}, in: append(startupPacket(codeSSLRequest), sm(map[string]string{"user": "a"})...), ok: true, reply: []byte("N")},
 		{name: "GSSENCRequest answered N", p: &Protocol{AllowPlaintext: true}, in: append(startupPacket(codeGSSENCRequest), sm(map[string]string{"user": "a"})...), ok: true, reply: []byte("N")},
-		{name: "protocol 4 refused", p: &Protocol{AllowPlaintext: true}, in: startupPacket(4 << 16), want: "unsupported frontend protocol", code: stateProtocolViolation},
+		{name: "protocol 4 refused", p: &Protocol{AllowPlaintext: true}, in: startupPacket(4 << 16), want: "unsupported frontend protocol 4.0: server supports 3.0 to 3.0", code: stateFeatureNotSupported},
 		{name: "SSLRequest with trailing plaintext", p: &Protocol{TLS: &tls.Config{}}, in: append(startupPacket(codeSSLRequest), 'x'), want: "unencrypted data after SSLRequest", code: stateProtocolViolation},
 	}
 	for _, c := range cases {
@@ -198,4 +204,70 @@ func TestProtocolVersionNegotiation(t *testing.T) {
 	if b == nil || npv.Decode(b) != nil || npv.NewestMinorProtocol != 0 || len(npv.UnrecognizedOptions) != 1 || npv.UnrecognizedOptions[0] != "_pq_.foo" {
 		t.Fatalf("NegotiateProtocolVersion: %q %+v", b, npv)
 	}
+}
+
+// TestParseOptions: the options startup parameter read as PostgreSQL
+// reads it.
+func TestParseOptions(t *testing.T) {
+	for _, c := range []struct {
+		in, want string // want: name=value pairs joined by "|"
+	}{
+		{"", ""},
+		{"  ", ""},
+		{"-c statement_timeout=5s", "statement_timeout=5s"},
+		{"-cstatement_timeout=5s   -c lock_timeout=1s", "statement_timeout=5s|lock_timeout=1s"},
+		{"--lock-timeout=2s --search_path=a,b", "lock_timeout=2s|search_path=a,b"},
+		{`-c application_name=two\ words`, "application_name=two words"},
+		{`-c a=back\\slash\ end`, `a=back\slash end`},
+		{"-c a=", "a="},
+		{"-c a=b=c", "a=b=c"},
+		{"\t-c\na=1\t", "a=1"},
+		{"-c a=1 --", "a=1"},
+	} {
+		got, err := parseOptions(c.in)
+		if err != nil {
+			t.Errorf("%q: %v", c.in, err)
+			continue
+		}
+		var parts []string
+		for _, p := range got {
+			parts = append(parts, p.Name+"="+p.Value)
+		}
+		if s := strings.Join(parts, "|"); s != c.want {
+			t.Errorf("%q: %q, want %q", c.in, s, c.want)
+		}
+	}
+	for _, in := range []string{"-c", "-c a", "--a", "a=1", "-e", "-c a=1 -- b=2", "-", "-c =1", "--=1"} {
+		if _, err := parseOptions(in); err == nil {
+			t.Errorf("%q: read without error", in)
+		}
+	}
+	// The other parameters follow options and win over them.
+	set, err := settings(map[string]string{"user": "u", "database": "d", "options": "-c TimeZone=UTC", "TimeZone": "Asia/Tokyo", "application_name": "x", "_pq_.ext": "1", "replication": "false"})
+	if err != nil || len(set) != 3 || set[0] != (authz.StartupParam{Name: "TimeZone", Value: "UTC"}) ||
+		set[1].Name != "TimeZone" || set[2].Name != "application_name" {
+		t.Errorf("settings: %+v, %v", set, err)
+	}
+	if rp := upstreamParams(&authz.Grant{Access: authz.AccessRead}, set); rp["timezone"] != "Asia/Tokyo" || rp["default_transaction_read_only"] != "on" || rp["standard_conforming_strings"] != "on" {
+		t.Errorf("upstream parameters: %v", rp)
+	}
+}
+
+// FuzzParseOptions: reading the options startup parameter never panics,
+// and every setting it reads has a name.
+func FuzzParseOptions(f *testing.F) {
+	f.Add(`-c statement_timeout=5s --lock-timeout=1s -c application_name=a\ b`)
+	f.Add(`-c`)
+	f.Add(`-- x \\ \`)
+	f.Fuzz(func(t *testing.T, opts string) {
+		set, err := parseOptions(opts)
+		if err != nil {
+			return
+		}
+		for _, p := range set {
+			if p.Name == "" {
+				t.Errorf("%q: a setting without a name: %+v", opts, set)
+			}
+		}
+	})
 }

@@ -56,17 +56,6 @@ const (
 	codeCancelRequest = 80877102
 )
 
-// SQLSTATEs the gateway sends.
-const (
-	stateInsufficientPrivilege = "42501"
-	stateInvalidAuthSpec       = "28000"
-	stateInvalidPassword       = "28P01"
-	stateProtocolViolation     = "08P01"
-	stateConnectionFailure     = "08006"
-	stateSystemError           = "58000"
-	stateAdminShutdown         = "57P01"
-)
-
 // client is the client side of a connection during startup.
 type client struct {
 	conn   net.Conn
@@ -74,6 +63,9 @@ type client struct {
 	w      *bufio.Writer
 	tls    bool
 	params map[string]string
+	// settings are the settings the client asked for at connect time
+	// (startup.go).
+	settings []authz.StartupParam
 }
 
 // Serve implements proxy.Protocol.
@@ -97,17 +89,27 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 	agent, resource := cl.params["user"], cl.params["database"]
 	sess, err := p.authenticate(ctx, c, cl, agent, resource)
 	if err != nil {
-		code := stateInvalidAuthSpec
-		if ae, ok := proxy.AsAuthError(err); ok && ae.Kind == "bad-token" {
-			code = stateInvalidPassword
-		}
-		cl.sendFatal(code, "airlock: "+err.Error())
+		cl.sendFatal(authErrorCode(err), "airlock: "+err.Error())
 		return
 	}
-	up, err := p.dialUpstream(ctx, sess.Resource(), cl.params)
+	adm, fe := admitSettings(sess, cl.settings)
+	if fe != nil {
+		cl.sendFatal(fe.code, fe.msg)
+		sess.End("refused at startup: " + fe.msg)
+		return
+	}
+	up, err := p.dialUpstream(ctx, sess.Resource(), upstreamParams(sess.Grant(), cl.settings))
+	settingsApplied(adm, err)
 	if err != nil {
-		log.Error("upstream connection failed", "err", err)
-		cl.sendFatal(stateConnectionFailure, fmt.Sprintf("airlock: cannot connect to resource %s: %v", sess.Resource().Name, err))
+		if e := upstreamRefusal(err); e != nil {
+			// The server refused what the client asked for: its words.
+			log.Info("upstream refused the connection", "err", err)
+			_ = send(cl.w, e)
+			_ = cl.w.Flush()
+		} else {
+			log.Error("upstream connection failed", "err", err)
+			cl.sendFatal(stateConnectionFailure, fmt.Sprintf("airlock: cannot connect to resource %s: %v", sess.Resource().Name, err))
+		}
 		sess.End("upstream connection failed: " + err.Error())
 		return
 	}
@@ -195,7 +197,8 @@ func (p *Protocol) startup(conn net.Conn) (*client, error) {
 			cl.params = sm.Parameters
 			return cl, p.checkStartup(cl, code)
 		default:
-			return cl, &fatal{stateProtocolViolation, fmt.Sprintf("unsupported frontend protocol %d.%d: airlock speaks 3.0", code>>16, code&0xffff)}
+			// The server's own answer to a protocol it does not speak.
+			return cl, &fatal{stateFeatureNotSupported, fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0 to 3.0", code>>16, code&0xffff)}
 		}
 	}
 }
@@ -220,15 +223,13 @@ func (p *Protocol) checkStartup(cl *client, version uint32) error {
 	if v, ok := cl.params["replication"]; ok && !isFalse(v) {
 		return &fatal{stateInsufficientPrivilege, "airlock: replication connections are not allowed"}
 	}
-	if enc, ok := cl.params["client_encoding"]; ok && !authz.SafePostgresEncoding(enc) {
-		return &fatal{stateInsufficientPrivilege, fmt.Sprintf("airlock: client_encoding %s is not allowed (its multi-byte characters can hide quotes); use UTF8", enc)}
+	// Settings are decided once the grant is known (admitSettings); the
+	// options parameter must at least read as PostgreSQL reads it.
+	set, err := settings(cl.params)
+	if err != nil {
+		return err
 	}
-	if _, ok := cl.params["search_path"]; ok {
-		return &fatal{stateInsufficientPrivilege, "airlock: the search_path startup parameter is not allowed (it can shadow functions); qualify names with their schema instead"}
-	}
-	if strings.TrimSpace(cl.params["options"]) != "" {
-		return &fatal{stateInsufficientPrivilege, "airlock: the startup options parameter is not allowed; use SET statements instead"}
-	}
+	cl.settings = set
 	var unknown []string
 	for k := range cl.params {
 		if strings.HasPrefix(k, "_pq_.") {
@@ -312,10 +313,6 @@ func (cl *client) writeByte(b byte) error {
 func (cl *client) sendFatal(code, msg string) {
 	_ = send(cl.w, errorResponse("FATAL", code, msg))
 	_ = cl.w.Flush()
-}
-
-func errorResponse(severity, code, msg string) *pgproto3.ErrorResponse {
-	return &pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: msg}
 }
 
 // authenticate runs SCRAM-SHA-256 with the grant token as the password.

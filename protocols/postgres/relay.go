@@ -84,6 +84,10 @@ type session struct {
 	// the client's last Sync: the stand-in's error makes the server skip
 	// every message up to that Sync.
 	refusedBeforeSync bool
+	// upstreamFatal is the FATAL (or PANIC) error the server sent before
+	// closing the connection, for the session's end reason (upstream
+	// goroutine only).
+	upstreamFatal string
 }
 
 // relay runs the session until either side stops or the session's context
@@ -126,6 +130,12 @@ func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cach
 	}()
 	end(s.clientToUpstream())
 	<-done
+	if s.upstreamFatal != "" && !strings.HasPrefix(reason, "upstream closed") {
+		// The server ended the connection, and the client hung up on
+		// reading its FATAL before the upstream's close was seen: the
+		// server's word is why.
+		reason = "upstream closed the connection: " + s.upstreamFatal
+	}
 	s.unanswered(reason)
 	return reason
 }
@@ -470,6 +480,9 @@ func (s *session) upstreamToClient() string {
 		typ, n, err := readHeader(s.ur)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				if s.upstreamFatal != "" {
+					return "upstream closed the connection: " + s.upstreamFatal
+				}
 				return "upstream closed the connection"
 			}
 			return "upstream read failed: " + err.Error()
@@ -631,17 +644,21 @@ func (s *session) observe(typ byte, body []byte) encoder {
 }
 
 func (s *session) observeError(h *pending, body []byte) encoder {
-	if h == nil {
-		return nil
-	}
 	var e pgproto3.ErrorResponse
 	_ = e.Decode(body)
+	fatal := e.SeverityUnlocalized == "FATAL" || e.SeverityUnlocalized == "PANIC" ||
+		e.SeverityUnlocalized == "" && (e.Severity == "FATAL" || e.Severity == "PANIC")
+	if fatal {
+		// The server is ending the connection (pg_terminate_backend,
+		// idle_session_timeout, shutdown): the client gets its own
+		// words, and they say why the session ended.
+		s.upstreamFatal = e.Severity + " " + e.Code + ": " + e.Message
+	}
+	if h == nil || fatal && h.refusal != nil {
+		return nil
+	}
 	if h.refusal != nil {
-		code := stateInsufficientPrivilege
-		if h.refusal.Kind == "recorder" {
-			code = stateSystemError
-		}
-		out := errorResponse("ERROR", code, h.refusal.Msg)
+		out := refusalResponse(h.refusal)
 		if h.kind != 'Q' && h.kind != 'F' {
 			s.pop()
 			s.skipToSync(nil, recorder.Result{})

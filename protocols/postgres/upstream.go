@@ -15,14 +15,6 @@ import (
 	"github.com/airlockhq/airlock/config"
 )
 
-// relayedParams are the client's startup parameters passed on to the
-// upstream: harmless session defaults. Anything else the client sent
-// (search_path, role settings, options) is dropped or refused at startup.
-var relayedParams = []string{
-	"application_name", "client_encoding", "DateStyle", "TimeZone",
-	"extra_float_digits", "IntervalStyle", "datestyle", "timezone", "intervalstyle",
-}
-
 // upstream is an established connection to the resource.
 type upstream struct {
 	conn   net.Conn
@@ -40,7 +32,8 @@ type RDSAuth interface {
 // dialUpstream connects to the resource with the gateway's credentials,
 // using pgconn for the startup and authentication, then takes the raw
 // connection over for the relay.
-func (p *Protocol) dialUpstream(ctx context.Context, res *config.Resource, clientParams map[string]string) (*upstream, error) {
+// params are the settings of its startup message (upstreamParams).
+func (p *Protocol) dialUpstream(ctx context.Context, res *config.Resource, params map[string]string) (*upstream, error) {
 	host, port, err := net.SplitHostPort(res.Address)
 	if err != nil {
 		return nil, err
@@ -66,17 +59,9 @@ func (p *Protocol) dialUpstream(ctx context.Context, res *config.Resource, clien
 	default:
 		return nil, fmt.Errorf("auth type %q is not supported for postgres", res.Auth.Type)
 	}
-	// Only what we choose reaches the upstream, whatever PG* variables the
-	// gateway's environment holds.
-	cfg.RuntimeParams = map[string]string{}
-	for _, k := range relayedParams {
-		if v, ok := clientParams[k]; ok {
-			cfg.RuntimeParams[k] = v
-		}
-	}
-	// The authorizer reads string literals as the SQL standard says; the
-	// server must too, whatever its configured default.
-	cfg.RuntimeParams["standard_conforming_strings"] = "on"
+	// Only these reach the upstream, whatever PG* variables the gateway's
+	// environment holds.
+	cfg.RuntimeParams = params
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	var pc *pgconn.PgConn
