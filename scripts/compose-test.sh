@@ -34,8 +34,8 @@
 # ports, its images tagged airlock-compose-test/*, and its secrets in a
 # temporary directory: it does not touch deploy/secrets, the airlock:dev
 # images, or a stack started from docker-compose.yml by hand. Images are
-# kept for the next run (remove with: docker image rm $(docker image ls -q
-# 'airlock-compose-test/*' 'airlock-standin/*')).
+# kept for the next run; remove them with
+#   docker image rm $(docker image ls -q 'airlock-compose-test/*') $(docker image ls -q 'airlock-standin/*')
 #
 # Base images: where golang:1.26-bookworm or debian:bookworm-slim (the
 # Dockerfile's GO_IMAGE and DEBIAN_IMAGE) cannot be pulled, as on a machine
