@@ -77,6 +77,9 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 		return err
 	}
 	defer nc.Close()
+	if err := nc.CheckServer(startCtx); err != nil {
+		return err
+	}
 	rec, err := recorder.New(startCtx, nc.JS, recorder.Options{
 		Stream: cfg.Recorder.Stream, Replicas: cfg.Recorder.Replicas,
 		PublishTimeout: cfg.Recorder.PublishTimeout, SignInterval: cfg.Recorder.SignInterval, Gateway: host, Logger: log,
