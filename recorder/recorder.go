@@ -16,6 +16,17 @@ import (
 // JetStream. In strict mode the proxy refuses the statement on it.
 var ErrUnavailable = errors.New("recording unavailable")
 
+// ErrStreamConfig is wrapped by New's errors about an existing stream that
+// airlock cannot use as it is (other subjects, weaker settings): waiting
+// does not mend it, the operator has to.
+var ErrStreamConfig = errors.New("recorder stream unusable")
+
+// streamConfigError is an ErrStreamConfig with its own text.
+type streamConfigError struct{ msg string }
+
+func (e *streamConfigError) Error() string        { return e.msg }
+func (e *streamConfigError) Is(target error) bool { return target == ErrStreamConfig }
+
 const (
 	// DefaultSubjectPrefix is the subject prefix when Options.Subjects is
 	// empty; events go to <prefix>.<session>.<kind>.
@@ -241,12 +252,12 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 	}
 	have := st.CachedInfo().Config
 	if d := subjectDiff(have.Subjects, want.Subjects); d != "" {
-		return nil, fmt.Errorf("recorder: stream %s exists with subjects %v, want %v (%s)",
-			o.Stream, have.Subjects, want.Subjects, d)
+		return nil, &streamConfigError{fmt.Sprintf("recorder: stream %s exists with subjects %v, want %v (%s)",
+			o.Stream, have.Subjects, want.Subjects, d)}
 	}
 	if problems := weaknesses(have, want); len(problems) > 0 {
-		return nil, fmt.Errorf("recorder: stream %s is weaker than airlock requires: %s (fix the stream with the nats CLI, e.g. nats stream edit %s, or set the recorder limits it was given on purpose; see docs/recorder.md)",
-			o.Stream, strings.Join(problems, "; "), o.Stream)
+		return nil, &streamConfigError{fmt.Sprintf("recorder: stream %s is weaker than airlock requires: %s (fix the stream with the nats CLI, e.g. nats stream edit %s, or set the recorder limits it was given on purpose; see docs/recorder.md)",
+			o.Stream, strings.Join(problems, "; "), o.Stream)}
 	}
 	if have.Duplicates < time.Second {
 		o.Logger.Warn("recorder stream has a short duplicate window; a republished event may be stored twice",
