@@ -57,6 +57,8 @@ const (
 	KindEnd        = "end"
 	KindData       = "data"
 	KindCheckpoint = "checkpoint"
+	// KindInterrupted carries session.interrupted notes.
+	KindInterrupted = "interrupted"
 	// KindOther is used for an event type this version does not know, so
 	// the event is still recorded (the stream takes <prefix>.>) rather
 	// than dropped.
@@ -80,6 +82,8 @@ func Kind(eventType string) string {
 		return KindData
 	case TypeCheckpoint:
 		return KindCheckpoint
+	case TypeSessionInterrupted:
+		return KindInterrupted
 	}
 	return KindOther
 }
@@ -133,6 +137,11 @@ type Options struct {
 	PublishTimeout time.Duration
 	// Gateway is written into Meta.Gateway of every event.
 	Gateway string
+	// Instance is this gateway process's id (NewInstanceID), written into
+	// every session.start (Start.Instance) so that, should the process
+	// stop, another can find its open sessions (see Instances). Empty:
+	// none, as in records written before it.
+	Instance string
 	// Signer signs events; required.
 	Signer *Signer
 	// SignInterval is the longest an event waits for a signature while
@@ -158,8 +167,10 @@ type Recorder struct {
 	prefix  string
 	timeout time.Duration
 	gateway string
-	signer  *Signer
-	log     *slog.Logger
+	// instance is Options.Instance.
+	instance string
+	signer   *Signer
+	log      *slog.Logger
 	// signEvery is Options.SignInterval; <= 0 signs every event.
 	signEvery time.Duration
 }
@@ -269,6 +280,7 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 		prefix:    o.Subjects,
 		timeout:   o.PublishTimeout,
 		gateway:   o.Gateway,
+		instance:  o.Instance,
 		signer:    o.Signer,
 		log:       o.Logger,
 		signEvery: o.SignInterval,
@@ -393,4 +405,4 @@ func (r *Recorder) Open(session string, meta Meta) *Log {
 }
 
 // kinds indexes Log.subjects; see subjectFor.
-var kinds = [...]string{KindStart, KindStmt, KindResult, KindAuth, KindEnd, KindData, KindCheckpoint, KindOther}
+var kinds = [...]string{KindStart, KindStmt, KindResult, KindAuth, KindEnd, KindData, KindCheckpoint, KindInterrupted, KindOther}

@@ -82,6 +82,13 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 		return err
 	}
 	mx := metrics.New()
+	instance := recorder.NewInstanceID()
+	previous, unlock, err := lockInstance(cfg.DataDir, instance)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	log.Info("gateway instance", "instance", instance, "previous", previous)
 
 	// The HTTP listener answers from the start: 503 and what the gateway
 	// waits for, until it is ready.
@@ -115,17 +122,32 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 		log.Info("metrics listening", "addr", ml.Addr().String())
 	}
 
-	nc, rec, store, err := waitForNATS(ctx, cfg, host, signer, status, log)
+	// The heartbeat reports the oldest live session; srv is made once
+	// NATS is there, before the heartbeat starts.
+	var srv *proxy.Server
+	oldest := func() time.Time {
+		if srv == nil {
+			return time.Time{}
+		}
+		return srv.OldestSession()
+	}
+	ns, err := waitForNATS(ctx, cfg, host, instance, previous, oldest, signer, status, log)
 	if err != nil {
 		return err
 	}
+	nc, rec, store, instances, reader := ns.nc, ns.rec, ns.store, ns.instances, ns.reader
 	defer nc.Close()
 	defer store.Close()
+	defer func() {
+		if !ready { // a listener failed: no session was served
+			instances.Close(context.WithoutCancel(ctx), true)
+		}
+	}()
 
-	srv := &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host, Observer: mx}
+	srv = &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host, Observer: mx}
 	api := &control.API{
 		Service:  &control.Service{Store: store, Config: cfg},
-		Sessions: recorder.NewReader(nc.JS, rec.Stream(), rec.SubjectPrefix()),
+		Sessions: reader,
 		Keys:     []recorder.PublicKey{signer.Public()},
 		Stream:   rec.Stream(),
 		Log:      log,
@@ -192,6 +214,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	}
 	status.Ready(api.Handler())
 	ready = true
+	instances.Start()
 	log.Info("gateway ready", "recorder", recorderDesc(cfg, nc), "stream", rec.Stream(), "data_dir", cfg.DataDir)
 
 	select {
@@ -207,13 +230,32 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	_ = hs.Shutdown(sctx)
-	_ = srv.Shutdown(sctx)
+	// Once every session has ended, this process leaves the instances
+	// bucket; if some did not, it stays, and other gateways mark what is
+	// left open interrupted once it has been silent long enough.
+	drained := srv.Shutdown(sctx) == nil
+	instances.Close(sctx, drained)
 	return err
+}
+
+// natsParts is what the gateway keeps in NATS.
+type natsParts struct {
+	nc        *natsconn.Conn
+	rec       *recorder.Recorder
+	reader    *recorder.Reader
+	store     *control.Store
+	instances *recorder.Instances
 }
 
 // waitForNATS connects to NATS and opens what the gateway keeps there,
 // each step waited for with backoff up to recorder.start_timeout.
-func waitForNATS(ctx context.Context, cfg *config.Config, host string, signer *recorder.Signer, status *control.Startup, log *slog.Logger) (nc *natsconn.Conn, rec *recorder.Recorder, store *control.Store, err error) {
+func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previous string, oldest func() time.Time,
+	signer *recorder.Signer, status *control.Startup, log *slog.Logger) (_ natsParts, err error) {
+	var (
+		nc    *natsconn.Conn
+		rec   *recorder.Recorder
+		store *control.Store
+	)
 	timeout := *cfg.Recorder.StartTimeout
 	startCtx, cancel := context.WithCancel(ctx)
 	if timeout > 0 {
@@ -222,6 +264,9 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host string, signer *r
 	defer cancel()
 	st := &starter{status: status, log: log, timeout: timeout}
 	defer func() {
+		if err != nil && store != nil {
+			store.Close()
+		}
 		if err != nil && nc != nil {
 			nc.Close()
 		}
@@ -246,22 +291,23 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host string, signer *r
 		return c, err
 	})
 	if err != nil {
-		return nil, nil, nil, err
+		return natsParts{}, err
 	}
 	if _, err = waitFor(startCtx, st, "JetStream on "+where, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, nc.CheckServer(ctx)
 	}); err != nil {
-		return nc, nil, nil, err
+		return natsParts{}, err
 	}
 	rec, err = waitFor(startCtx, st, "JetStream stream "+cfg.Recorder.Stream, func(ctx context.Context) (*recorder.Recorder, error) {
 		return recorder.New(ctx, nc.JS, recorder.Options{
 			Stream: cfg.Recorder.Stream, Replicas: cfg.Recorder.Replicas,
-			PublishTimeout: cfg.Recorder.PublishTimeout, SignInterval: cfg.Recorder.SignInterval, Gateway: host, Logger: log,
+			PublishTimeout: cfg.Recorder.PublishTimeout, SignInterval: cfg.Recorder.SignInterval,
+			Gateway: host, Instance: instance, Logger: log,
 			Signer: signer, MaxAge: cfg.Recorder.MaxAge, MaxBytes: cfg.Recorder.MaxBytes, MaxMsgs: cfg.Recorder.MaxMsgs,
 		})
 	})
 	if err != nil {
-		return nc, nil, nil, err
+		return natsParts{}, err
 	}
 	store, err = waitFor(startCtx, st, "key-value bucket "+cfg.Grants.Bucket+" (grants)", func(ctx context.Context) (*control.Store, error) {
 		return control.OpenStore(ctx, nc.NC, nc.JS, control.StoreOptions{
@@ -269,9 +315,20 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host string, signer *r
 		})
 	})
 	if err != nil {
-		return nc, nil, nil, err
+		return natsParts{}, err
 	}
-	return nc, rec, store, nil
+	reader := recorder.NewReader(nc.JS, rec.Stream(), rec.SubjectPrefix())
+	instances, err := waitFor(startCtx, st, "key-value bucket "+cfg.Recorder.InstancesBucket+" (gateway heartbeats)", func(ctx context.Context) (*recorder.Instances, error) {
+		return recorder.OpenInstances(ctx, nc.JS, recorder.InstanceOptions{
+			Bucket: cfg.Recorder.InstancesBucket, Replicas: cfg.Recorder.Replicas, Timeout: cfg.Recorder.InstanceTimeout,
+			Instance: instance, Gateway: host, Previous: previous,
+			Recorder: rec, Reader: reader, OldestOpen: oldest, Logger: log,
+		})
+	})
+	if err != nil {
+		return natsParts{}, err
+	}
+	return natsParts{nc: nc, rec: rec, reader: reader, store: store, instances: instances}, nil
 }
 
 func recorderDesc(cfg *config.Config, nc *natsconn.Conn) string {
