@@ -116,6 +116,13 @@ type Instances struct {
 	// seen is, per other instance's key, the revision last seen and when
 	// (on our clock) it was first seen at that revision.
 	seen map[string]sighting
+	// blind is set while this process's own heartbeat fails, and
+	// reachable is when it last succeeded again: silence from others
+	// counts only from then, so that after an outage of NATS itself no
+	// gateway takes the others for stopped (they could not heartbeat
+	// either). seen, blind and reachable belong to the run goroutine.
+	blind     bool
+	reachable time.Time
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -228,6 +235,17 @@ func (in *Instances) beat(ctx context.Context) {
 	rev := in.rev
 	in.mu.Unlock()
 	nrev, err := in.kv.Update(cctx, in.o.Instance, in.record(), rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		// A heartbeat whose acknowledgement was lost (sent just before a
+		// disconnect, delivered after) moved the revision on: the key
+		// still says live and is ours.
+		if e, gerr := in.kv.Get(cctx, in.o.Instance); gerr == nil {
+			var r instanceRecord
+			if json.Unmarshal(e.Value(), &r) == nil && r.Instance == in.o.Instance && r.State == instanceLive {
+				nrev, err = in.kv.Update(cctx, in.o.Instance, in.record(), e.Revision())
+			}
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
 		in.log.Warn("another gateway declared this one stopped (no heartbeat reached NATS within recorder.instance_timeout); its open sessions may carry a session.interrupted note; registering again",
 			"instance", in.o.Instance, "timeout", in.o.Timeout)
@@ -235,7 +253,11 @@ func (in *Instances) beat(ctx context.Context) {
 	}
 	if err != nil {
 		in.log.Debug("heartbeat failed", "instance", in.o.Instance, "err", err)
+		in.blind = true
 		return
+	}
+	if in.blind || in.reachable.IsZero() {
+		in.blind, in.reachable = false, time.Now()
 	}
 	in.mu.Lock()
 	in.rev = nrev
@@ -244,8 +266,11 @@ func (in *Instances) beat(ctx context.Context) {
 
 // watch looks at every other process's key, and claims and notes each one
 // whose revision has not changed for the timeout, by this process's
-// clock.
+// clock, while this process could reach NATS itself.
 func (in *Instances) watch(ctx context.Context) {
+	if in.blind || in.reachable.IsZero() {
+		return // it cannot tell the others' silence from its own
+	}
 	cctx, cancel := context.WithTimeout(ctx, in.o.Timeout)
 	defer cancel()
 	keys, err := in.kv.Keys(cctx)
@@ -272,7 +297,11 @@ func (in *Instances) watch(ctx context.Context) {
 			in.seen[k] = sighting{rev: e.Revision(), since: now}
 			continue
 		}
-		if now.Sub(s.since) < in.o.Timeout {
+		silent := now.Sub(s.since)
+		if s.since.Before(in.reachable) {
+			silent = now.Sub(in.reachable)
+		}
+		if silent < in.o.Timeout {
 			continue
 		}
 		var r instanceRecord
@@ -282,7 +311,7 @@ func (in *Instances) watch(ctx context.Context) {
 		}
 		if r.State == instanceLive {
 			r.Reason = fmt.Sprintf("gateway process %s on %s sent no heartbeat for %s (last at %s)",
-				k, r.Gateway, now.Sub(s.since).Round(time.Second), e.Created().UTC().Format(time.RFC3339))
+				k, r.Gateway, silent.Round(time.Second), e.Created().UTC().Format(time.RFC3339))
 			r.ScanFrom = e.Created().Add(-time.Duration(r.OldestOpenMS)*time.Millisecond - scanMargin)
 		}
 		// A stopped record that stays as it is for the timeout was

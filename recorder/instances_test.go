@@ -144,3 +144,32 @@ func TestInstancesAlive(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestInstancesOutageIsNotAStop: when NATS itself is gone for longer than
+// the timeout, no gateway could heartbeat; once it is back, none takes the
+// others for stopped.
+func TestInstancesOutageIsNotAStop(t *testing.T) {
+	port, dir := freePort(t), t.TempDir()
+	srv := runServer(t, dir, port)
+	h := newHarness(t, harnessOptions{URL: serverURL(port)})
+	// a heartbeats every 600ms; b takes a second of silence for a stop
+	// and looks every 200ms.
+	const timeout = time.Second
+	w := crashedSession(t, h, "s-live")
+	a := openInstances(t, h, w, "gi_writer", "", 3*timeout)
+	a.Start()
+	defer a.Close(context.Background(), true)
+	b := openInstances(t, h, gatewayOn(t, h, "gw-2", "gi_b", h.rec.Signer()), "gi_b", "", timeout)
+	b.Start()
+	defer b.Close(context.Background(), true)
+	time.Sleep(timeout)
+
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	time.Sleep(3 * timeout)
+	runServer(t, dir, port)
+	time.Sleep(4 * timeout)
+	if s := mustSessions(t, h)["s-live"]; s.Status != StatusOpen || s.Interrupted != nil {
+		t.Fatalf("after an outage of NATS the live gateway's session was noted: %+v", s)
+	}
+}
