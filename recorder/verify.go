@@ -147,34 +147,32 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 		r.Status, r.FirstBad, r.Problem = VerifyFailed, seq, fmt.Sprintf(format, args...)
 		return r
 	}
-	// A session.interrupted note is written by another gateway beside the
-	// session's chain, not in it: checked on its own after the chain.
-	var chain, notes []int
-	for i := range evs {
-		if evs[i].Type == TypeSessionInterrupted {
-			notes = append(notes, i)
-		} else {
-			chain = append(chain, i)
-		}
+	// A session.interrupted note is another gateway's, written beside the
+	// session's chain, not in it: the chain is checked without it, the
+	// note after.
+	all := evs
+	evs, bad, notes := splitNotes(evs, bad)
+	if len(evs) == 0 {
+		return fail(all[0].Seq, "only a session.interrupted note, no events of the session")
 	}
-	if len(chain) == 0 {
-		return fail(evs[0].Seq, "only a session.interrupted note, no events of the session")
-	}
-	r.LastSeq = evs[chain[len(chain)-1]].Seq
+	r.LastSeq = evs[len(evs)-1].Seq
 	var (
 		prev       string
 		lastSigned = -1
 		ended      bool
 		endSeq     uint64
 	)
-	for p, i := range chain {
+	for i := range evs {
 		ev := &evs[i]
-		want := uint64(p + 1)
+		want := uint64(i + 1)
 		if why, ok := bad[i]; ok {
 			return fail(ev.Seq, "%s", why)
 		}
-		if f, ok := checkFormat(ev); !ok {
-			return fail(ev.Seq, "%s", f)
+		switch {
+		case ev.V < 2:
+			return fail(ev.Seq, "format v%d: recorded before hash chains and signatures (v2); it cannot be verified", ev.V)
+		case ev.V > Version:
+			return fail(ev.Seq, "format v%d is newer than this airlock (v%d): upgrade airlock to verify it", ev.V, Version)
 		}
 		if ev.Session != r.Session {
 			return fail(ev.Seq, "event of session %s in session %s (replayed from another session)", ev.Session, r.Session)
@@ -182,8 +180,8 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 		switch {
 		case ev.Seq == want:
 		case ev.Seq > want:
-			for _, later := range chain[p+1:] {
-				if evs[later].Seq == want {
+			for _, later := range evs[i+1:] {
+				if later.Seq == want {
 					return fail(want, "seq %d comes after seq %d: events were reordered", want, ev.Seq)
 				}
 			}
@@ -199,10 +197,10 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 		if ended {
 			return fail(ev.Seq, "%s after the session's end at seq %d", ev.Type, want-1)
 		}
-		if p == 0 && ev.Type != TypeSessionStart && ev.Type != TypeAuthFailed {
+		if i == 0 && ev.Type != TypeSessionStart && ev.Type != TypeAuthFailed {
 			return fail(ev.Seq, "the session begins with %s, want session.start or auth.failed", ev.Type)
 		}
-		if p > 0 && (ev.Type == TypeSessionStart || ev.Type == TypeAuthFailed) {
+		if i > 0 && (ev.Type == TypeSessionStart || ev.Type == TypeAuthFailed) {
 			return fail(ev.Seq, "%s in the middle of a session (seq %d)", ev.Type, ev.Seq)
 		}
 		sum, err := hashEvent(ev)
@@ -213,7 +211,7 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 			return fail(ev.Seq, "hash does not match the event's content: the event was altered")
 		}
 		if ev.Prev != prev {
-			if p == 0 {
+			if i == 0 {
 				return fail(ev.Seq, "the first event links to a previous event: events before it were removed")
 			}
 			return fail(ev.Seq, "prev does not match the hash of seq %d: the chain is broken (an event removed, inserted, replaced or swapped)", ev.Seq-1)
@@ -237,20 +235,69 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 				return fail(ev.Seq, "signature does not verify under %s: the event was forged or altered", ev.Key)
 			}
 			r.Key = ev.Key
-			lastSigned = p
+			lastSigned = i
 		}
 		if ev.Type == TypeSessionEnd || ev.Type == TypeAuthFailed {
 			ended, endSeq = true, ev.Seq
 		}
 		prev = ev.Hash
 	}
+	if bad, ok := verifyNotes(&r, evs, notes, ended, endSeq, keys); !ok {
+		return bad
+	}
+	if ended {
+		r.Status = VerifyOK
+		return r
+	}
+	r.Unauthenticated = len(evs) - 1 - lastSigned
+	unterminated(&r)
+	return r
+}
 
-	for k, i := range notes {
-		n := &evs[i]
+// splitNotes sets session.interrupted notes apart from the chain's
+// events, keeping bad's flags with the events they concern.
+func splitNotes(evs []Event, bad map[int]string) (chain []Event, chainBad map[int]string, notes []note) {
+	if !slices.ContainsFunc(evs, func(ev Event) bool { return ev.Type == TypeSessionInterrupted }) {
+		return evs, bad, nil
+	}
+	chain = make([]Event, 0, len(evs))
+	for i := range evs {
+		why, flagged := bad[i]
+		if evs[i].Type == TypeSessionInterrupted {
+			notes = append(notes, note{&evs[i], why})
+			continue
+		}
+		if flagged {
+			if chainBad == nil {
+				chainBad = map[int]string{}
+			}
+			chainBad[len(chain)] = why
+		}
+		chain = append(chain, evs[i])
+	}
+	return chain, chainBad, notes
+}
+
+// note is a session.interrupted event and why its stored bytes are not
+// canonical, if they are not.
+type note struct {
+	ev  *Event
+	bad string
+}
+
+// verifyNotes checks a session's note against its verified chain and
+// records it in r; a failure comes back as the report to return.
+func verifyNotes(r *Report, chain []Event, notes []note, ended bool, endSeq uint64, keys Keyring) (Report, bool) {
+	fail := func(seq uint64, format string, args ...any) (Report, bool) {
+		r.Status, r.FirstBad, r.Problem = VerifyFailed, seq, fmt.Sprintf(format, args...)
+		return *r, false
+	}
+	for k, nt := range notes {
+		n := nt.ev
 		if k > 0 {
 			return fail(n.Seq, "a second session.interrupted note (the stream keeps one per session)")
 		}
-		nr, failed := checkNote(r.Session, n, bad[i], keys)
+		nr, failed := checkNote(r.Session, n, nt.bad, keys)
 		if failed != "" {
 			return fail(n.Seq, "session.interrupted note: %s", failed)
 		}
@@ -258,7 +305,7 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 		case nr.LastSeq > r.LastSeq:
 			return fail(r.LastSeq+1, "truncated: %s marked the session interrupted at %s after seq %d, but the record ends at seq %d: events were removed from its end",
 				noteBy(nr), nr.Time.Format(time.RFC3339), nr.LastSeq, r.LastSeq)
-		case evs[chain[nr.LastSeq-1]].Hash != n.Prev:
+		case chain[nr.LastSeq-1].Hash != n.Prev:
 			return fail(n.Seq, "session.interrupted note: its prev is not the hash of seq %d: the event at seq %d was altered or replaced after %s noted it",
 				nr.LastSeq, nr.LastSeq, noteBy(nr))
 		case ended && nr.LastSeq >= endSeq:
@@ -267,12 +314,13 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 		nr.Resumed = nr.LastSeq < r.LastSeq
 		r.Interrupted = nr
 	}
+	return Report{}, true
+}
 
-	if ended {
-		r.Status = VerifyOK
-		return r
-	}
-	r.Unauthenticated = len(chain) - 1 - lastSigned
+// unterminated fills in the status and problem of a session without an
+// end: interrupted when a note follows its last event, unterminated
+// otherwise; either way with its chained, unsigned tail.
+func unterminated(r *Report) {
 	tail := ""
 	if r.Unauthenticated > 0 {
 		tail = fmt.Sprintf("; chained, unsigned tail: the last %d event(s) (seq %d-%d) come after the gateway's last signature, linked by the hash chain but signed by no gateway",
@@ -292,7 +340,6 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 		r.Problem = fmt.Sprintf("no session.end and no session.interrupted after seq %d: the session is still open, or its gateway stopped and no gateway has noted it yet, or events were removed from its end%s",
 			r.LastSeq, tail)
 	}
-	return r
 }
 
 // checkFormat says why ev's format cannot be verified; ok when it can.
