@@ -120,7 +120,7 @@ type Instances struct {
 	// reachable is when it last succeeded again: silence from others
 	// counts only from then, so that after an outage of NATS itself no
 	// gateway takes the others for stopped (they could not heartbeat
-	// either). seen, blind and reachable belong to the run goroutine.
+	// either). Under mu; seen belongs to the watch goroutine.
 	blind     bool
 	reachable time.Time
 
@@ -190,6 +190,23 @@ func (in *Instances) Start() {
 
 func (in *Instances) run(ctx context.Context) {
 	defer close(in.done)
+	// Heartbeats go on their own, so that noting a stopped gateway's
+	// many sessions never makes this one look stopped.
+	beats := make(chan struct{})
+	go func() {
+		defer close(beats)
+		t := time.NewTicker(in.Interval())
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				in.beat(ctx)
+			}
+		}
+	}()
+	defer func() { <-beats }()
 	if p := in.o.Previous; p != "" && p != in.o.Instance {
 		in.notePrevious(ctx, p)
 	}
@@ -200,9 +217,8 @@ func (in *Instances) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			in.watch(ctx)
 		}
-		in.beat(ctx)
-		in.watch(ctx)
 	}
 }
 
@@ -251,6 +267,8 @@ func (in *Instances) beat(ctx context.Context) {
 			"instance", in.o.Instance, "timeout", in.o.Timeout)
 		nrev, err = in.kv.Put(cctx, in.o.Instance, in.record())
 	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
 	if err != nil {
 		in.log.Debug("heartbeat failed", "instance", in.o.Instance, "err", err)
 		in.blind = true
@@ -259,16 +277,17 @@ func (in *Instances) beat(ctx context.Context) {
 	if in.blind || in.reachable.IsZero() {
 		in.blind, in.reachable = false, time.Now()
 	}
-	in.mu.Lock()
 	in.rev = nrev
-	in.mu.Unlock()
 }
 
 // watch looks at every other process's key, and claims and notes each one
 // whose revision has not changed for the timeout, by this process's
 // clock, while this process could reach NATS itself.
 func (in *Instances) watch(ctx context.Context) {
-	if in.blind || in.reachable.IsZero() {
+	in.mu.Lock()
+	blind, reachable := in.blind || in.reachable.IsZero(), in.reachable
+	in.mu.Unlock()
+	if blind {
 		return // it cannot tell the others' silence from its own
 	}
 	cctx, cancel := context.WithTimeout(ctx, in.o.Timeout)
@@ -298,8 +317,8 @@ func (in *Instances) watch(ctx context.Context) {
 			continue
 		}
 		silent := now.Sub(s.since)
-		if s.since.Before(in.reachable) {
-			silent = now.Sub(in.reachable)
+		if s.since.Before(reachable) {
+			silent = now.Sub(reachable)
 		}
 		if silent < in.o.Timeout {
 			continue
