@@ -210,6 +210,7 @@ func TestRecorderGatewayKilled(t *testing.T) {
 	if !strings.Contains(show, "("+recorder.StatusInterrupted+")") || !strings.Contains(show, "session interrupted after seq") {
 		t.Fatalf("sessions show:\n%s", show)
 	}
+	t.Logf("sessions list:\n%s\nsessions show:\n%s\nsessions verify:\n%s", g.mustCLI("rita", "sessions", "list"), show, stdout)
 
 	// New sessions on the restarted gateway verify.
 	conn2 := connectPgx(t, g, "agent-1", iss.Token)
