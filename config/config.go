@@ -144,7 +144,24 @@ type Recorder struct {
 	// EmbeddedSyncAlways makes the embedded server fsync every event before
 	// acknowledging it (JetStream sync_interval: always).
 	EmbeddedSyncAlways bool `yaml:"embedded_sync_always"`
+	// StartTimeout is how long the gateway waits at start for NATS: the
+	// connection, a JetStream leader, the stream and the buckets (a
+	// cluster that is still electing). Past it the gateway exits, naming
+	// what it waited for. Omitted: 2m; 0s waits forever. See
+	// docs/recorder.md, "Starting".
+	StartTimeout *time.Duration `yaml:"start_timeout"`
+	// InstanceTimeout is how long a gateway process may miss its
+	// heartbeat before another gateway declares it stopped and marks its
+	// open sessions interrupted (default 15s). See docs/recorder.md,
+	// "Interrupted sessions".
+	InstanceTimeout time.Duration `yaml:"instance_timeout"`
+	// InstancesBucket is the JetStream key-value bucket where gateway
+	// processes heartbeat (default airlock_instances).
+	InstancesBucket string `yaml:"instances_bucket"`
 }
+
+// DefaultStartTimeout is recorder.start_timeout when omitted.
+const DefaultStartTimeout = 2 * time.Minute
 
 // Grants configures the control plane.
 type Grants struct {
@@ -315,6 +332,16 @@ func (c *Config) setDefaults() {
 	if r.ParamMaxBytes == 0 {
 		r.ParamMaxBytes = 1024
 	}
+	if r.StartTimeout == nil {
+		d := DefaultStartTimeout
+		r.StartTimeout = &d
+	}
+	if r.InstanceTimeout == 0 {
+		r.InstanceTimeout = 15 * time.Second
+	}
+	if r.InstancesBucket == "" {
+		r.InstancesBucket = "airlock_instances"
+	}
 	g := &c.Grants
 	if g.DefaultTTL == 0 {
 		g.DefaultTTL = time.Hour
@@ -405,6 +432,17 @@ func (c *Config) Validate() error {
 	}
 	if !isToken(c.Recorder.Stream) {
 		bad("recorder.stream", "%q may hold only letters, digits, - and _", c.Recorder.Stream)
+	}
+	if d := c.Recorder.StartTimeout; d != nil && *d < 0 {
+		bad("recorder.start_timeout", "must be positive, or 0 to wait for NATS forever")
+	}
+	if d := c.Recorder.InstanceTimeout; d < 2*time.Second || d > 10*time.Minute {
+		bad("recorder.instance_timeout", "%s is out of range 2s..10m", d)
+	}
+	if !isToken(c.Recorder.InstancesBucket) {
+		bad("recorder.instances_bucket", "%q may hold only letters, digits, - and _", c.Recorder.InstancesBucket)
+	} else if c.Recorder.InstancesBucket == c.Grants.Bucket {
+		bad("recorder.instances_bucket", "%q is also grants.bucket; they must differ", c.Recorder.InstancesBucket)
 	}
 	if !isToken(c.Grants.Bucket) {
 		bad("grants.bucket", "%q may hold only letters, digits, - and _", c.Grants.Bucket)

@@ -61,6 +61,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"ec2 endpoint dns name", ec2("instance_id: i-0123456789abcdef0, region: us-east-1, endpoint: { type: eice, id: eice-0123456789abcdef0, dns_name: \"https://x/\" }"), "resources[1].auth.endpoint.dns_name"},
 		{"aws endpoint_url", base + "aws: { endpoint_url: \"localhost:4566\" }\n", "aws.endpoint_url"},
 		{"aws rate", base + "aws: { rds_connect_rate: -1 }\n", "aws.rds_connect_rate"},
+		{"negative start_timeout", base + "recorder: { start_timeout: -1s }\n", "recorder.start_timeout"},
+		{"short instance_timeout", base + "recorder: { instance_timeout: 500ms }\n", "recorder.instance_timeout"},
+		{"bad instances_bucket", base + "recorder: { instances_bucket: \"a.b\" }\n", "recorder.instances_bucket"},
+		{"instances_bucket is the grants bucket", base + "recorder: { instances_bucket: airlock_grants }\n", "recorder.instances_bucket"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -72,5 +76,19 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	}
 	if _, err := Parse([]byte(base)); err != nil {
 		t.Fatalf("base config: %v", err)
+	}
+}
+
+// TestStartTimeout: omitted is the default, 0s is kept (wait forever).
+func TestStartTimeout(t *testing.T) {
+	c, err := Parse([]byte(base))
+	if err != nil || c.Recorder.StartTimeout == nil || *c.Recorder.StartTimeout != DefaultStartTimeout {
+		t.Fatalf("omitted: %v %v", c.Recorder.StartTimeout, err)
+	}
+	for in, want := range map[string]time.Duration{"0s": 0, "30s": 30 * time.Second} {
+		c, err := Parse([]byte(base + "recorder: { start_timeout: " + in + " }\n"))
+		if err != nil || c.Recorder.StartTimeout == nil || *c.Recorder.StartTimeout != want {
+			t.Fatalf("start_timeout: %s: %v %v", in, c.Recorder.StartTimeout, err)
+		}
 	}
 }

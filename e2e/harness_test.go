@@ -77,6 +77,12 @@ type gatewayOptions struct {
 	Env       []string
 	// Listen is added to the listen block (lines indented two spaces).
 	Listen string
+	// Recorder is added to the recorder block (lines indented two
+	// spaces), e.g. "  start_timeout: 5s\n".
+	Recorder string
+	// NoWait returns as soon as the process runs, without waiting for
+	// /healthz: for tests of the start itself (see waitExit).
+	NoWait bool
 }
 
 func startGateway(t testing.TB, o gatewayOptions) *gateway {
@@ -158,6 +164,9 @@ identities:
 	if o.Listen != "" {
 		cfg = strings.Replace(cfg, "listen:\n", "listen:\n"+o.Listen, 1)
 	}
+	if o.Recorder != "" {
+		cfg = strings.Replace(cfg, "recorder:\n", "recorder:\n"+o.Recorder, 1)
+	}
 	if o.SSH {
 		cfg = g.addSSH(t, cfg)
 	}
@@ -185,7 +194,9 @@ identities:
 			t.Logf("gateway log:\n%s", g.logText())
 		}
 	})
-	g.waitHealthy()
+	if !o.NoWait {
+		g.waitHealthy()
+	}
 	return g
 }
 

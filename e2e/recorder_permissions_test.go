@@ -159,6 +159,48 @@ func TestRecorderNATSPermissions(t *testing.T) {
 		t.Fatalf("grant store as the gateway user: %v", err)
 	}
 	store.Close()
+	// Heartbeats, and noting a stopped gateway's session: a gateway
+	// process that ran before this one on its data directory left
+	// ses_gone open.
+	prev := recorder.NewInstanceID()
+	writer, err := recorder.New(ctx, gw.JS, recorder.Options{Stream: "AIRLOCK_EVENTS", Replicas: 3, Signer: signer, Instance: prev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := writer.Open("ses_gone", recorder.Meta{Agent: "a", Resource: "r", Protocol: "postgres", Client: "c"})
+	gone.Append(recorder.Event{Type: recorder.TypeSessionStart})
+	if err := gone.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rd := recorder.NewReader(gw.JS, "AIRLOCK_EVENTS", "")
+	openInst := func(rec *recorder.Recorder, id, previous string) *recorder.Instances {
+		in, err := recorder.OpenInstances(ctx, gw.JS, recorder.InstanceOptions{
+			Bucket: "airlock_instances", Replicas: 3, Timeout: time.Minute, Instance: id, Previous: previous,
+			Recorder: rec, Reader: rd,
+		})
+		if err != nil {
+			t.Fatalf("instances bucket as the gateway user: %v", err)
+		}
+		return in
+	}
+	openInst(writer, prev, "").Close(ctx, false)
+	next := openInst(rec, recorder.NewInstanceID(), prev)
+	next.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		evs, err := rd.Events(ctx, "ses_gone")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := recorder.Summarize(evs); s.Status == recorder.StatusInterrupted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stopped instance's session was not marked interrupted as the gateway user: %+v", evs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	next.Close(ctx, true)
 
 	// The reviewer reads.
 	var rv violations
@@ -275,12 +317,13 @@ func TestRecorderNATSPermissions(t *testing.T) {
 		gv.wait(t, "airlock.events.>")
 	}
 
-	// After all of it the stream still holds exactly the session's events.
+	// After all of it the stream still holds exactly the sessions' events
+	// (ses_perm's two, ses_gone's start and its note).
 	info, err := st.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.State.Msgs != 2 || info.Config.MaxAge != 0 || !info.Config.DenyDelete || !info.Config.DenyPurge {
+	if info.State.Msgs != 4 || info.Config.MaxAge != 0 || !info.Config.DenyDelete || !info.Config.DenyPurge {
 		t.Fatalf("stream after the attempts: %d messages, config %+v", info.State.Msgs, info.Config)
 	}
 }

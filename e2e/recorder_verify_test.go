@@ -164,8 +164,11 @@ func TestRecorderVerifyAndExport(t *testing.T) {
 }
 
 // TestRecorderGatewayKilled kills the gateway with SIGKILL in the middle of
-// a session. After a restart the session is listed as open, not missing,
-// and verify reports it unterminated (exit 3), not tampered.
+// a session. The restarted gateway knows its previous process stopped (its
+// data directory says so) and marks the session interrupted at once, with
+// a signed note saying who noticed and when: the list shows it
+// interrupted, not open forever, and verify reports it intact but
+// interrupted (exit 3), not tampered.
 func TestRecorderGatewayKilled(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
 	var iss control.Issued
@@ -183,27 +186,31 @@ func TestRecorderGatewayKilled(t *testing.T) {
 	}
 	g.restart()
 
-	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
-	if len(list) != 1 || list[0].Status != recorder.StatusOpen || list[0].End != nil {
-		t.Fatalf("sessions after the crash: %+v", list)
+	s := waitInterrupted(t, g, "rita", 15*time.Second)
+	id := s.Session
+	if s.End == nil || s.InterruptedBy == "" || s.Interrupted == nil || !strings.Contains(s.Interrupted.Reason, "successor on the same data directory") {
+		t.Fatalf("interrupted session: %+v %+v", s, s.Interrupted)
 	}
-	id := list[0].Session
 	stdout, stderr, code := g.cliRun("rita", "sessions", "verify", id)
-	if code != 3 || !strings.Contains(stdout, id+": UNTERMINATED") || strings.Contains(stdout, "FAILED") {
+	if code != 3 || !strings.Contains(stdout, id+": INTERRUPTED (intact)") || strings.Contains(stdout, "FAILED") {
 		t.Fatalf("verify of the cut session: exit %d, want 3\n%s%s", code, stdout, stderr)
 	}
 	var rep recorder.Report
 	_ = json.Unmarshal([]byte(mustCLIJSONRaw(t, g, "sessions", "verify", id)), &rep)
 	// start, select 1, the insert (carrying select 1's outcome): each
 	// statement is stored before it runs; the insert's outcome may have
-	// gone out on a checkpoint before the kill.
-	if rep.Status != recorder.VerifyUnterminated || rep.FirstBad != 0 || rep.LastSeq < 3 {
+	// gone out on a checkpoint before the kill. Then the note.
+	if rep.Status != recorder.VerifyInterrupted || rep.FirstBad != 0 || rep.LastSeq < 3 || rep.Interrupted == nil || rep.Interrupted.LastSeq != rep.LastSeq {
 		t.Fatalf("verify --json: %+v", rep)
 	}
 	if _, _, code := g.cliRun("rita", "sessions", "verify", "--all"); code != 3 {
-		t.Fatalf("verify --all with only an unterminated session: exit %d, want 3", code)
+		t.Fatalf("verify --all with only an interrupted session: exit %d, want 3", code)
 	}
+	show := g.mustCLI("rita", "sessions", "show", id)
+	if !strings.Contains(show, "("+recorder.StatusInterrupted+")") || !strings.Contains(show, "session interrupted after seq") {
+		t.Fatalf("sessions show:\n%s", show)
+	}
+	t.Logf("sessions list:\n%s\nsessions show:\n%s\nsessions verify:\n%s", g.mustCLI("rita", "sessions", "list"), show, stdout)
 
 	// New sessions on the restarted gateway verify.
 	conn2 := connectPgx(t, g, "agent-1", iss.Token)
@@ -211,6 +218,7 @@ func TestRecorderGatewayKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn2.Close(ctx)
+	var list []recorder.Summary
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
@@ -222,6 +230,23 @@ func TestRecorderGatewayKilled(t *testing.T) {
 	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", list[0].Session); code != 0 {
 		t.Fatalf("verify of a session after the restart: exit %d\n%s%s", code, stdout, stderr)
 	}
+}
+
+// waitInterrupted waits until agent-1's only session is listed as
+// interrupted (asking as identity on g) and returns it.
+func waitInterrupted(t *testing.T, g *gateway, identity string, within time.Duration) recorder.Summary {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var list []recorder.Summary
+	for time.Now().Before(deadline) {
+		g.cliJSON(&list, identity, "sessions", "list", "--agent", "agent-1")
+		if len(list) == 1 && list[0].Status == recorder.StatusInterrupted {
+			return list[0]
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no interrupted session within %s: %+v\n%s", within, list, g.logText())
+	return recorder.Summary{}
 }
 
 // mustCLIJSONRaw runs a CLI command with --json whose exit status may be

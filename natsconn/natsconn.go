@@ -186,12 +186,16 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 	return c, nil
 }
 
+// ErrCredentials is wrapped by Connect's errors about
+// Options.CredentialsFile: missing, unreadable or of an unknown kind.
+var ErrCredentials = errors.New("unusable credentials file")
+
 // credentials picks the nats.go option for a credentials file by its
 // content: a JWT means a .creds file, a bare seed an nkey user.
 func credentials(path string) (nats.Option, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("natsconn: credentials: %w", err)
+		return nil, fmt.Errorf("natsconn: credentials: %w (%w)", err, ErrCredentials)
 	}
 	if bytes.Contains(b, []byte("BEGIN NATS USER JWT")) {
 		return nats.UserCredentials(path), nil
@@ -199,11 +203,11 @@ func credentials(path string) (nats.Option, error) {
 	if s := bytes.TrimSpace(b); bytes.HasPrefix(s, []byte("SU")) && !bytes.ContainsAny(s, " \n") {
 		opt, err := nats.NkeyOptionFromSeed(path)
 		if err != nil {
-			return nil, fmt.Errorf("natsconn: credentials %s: %w", path, err)
+			return nil, fmt.Errorf("natsconn: credentials %s: %w (%w)", path, err, ErrCredentials)
 		}
 		return opt, nil
 	}
-	return nil, fmt.Errorf("natsconn: credentials %s: neither a .creds file (user JWT and seed) nor a user nkey seed (SU...)", path)
+	return nil, fmt.Errorf("natsconn: credentials %s: neither a .creds file (user JWT and seed) nor a user nkey seed (SU...) (%w)", path, ErrCredentials)
 }
 
 // startEmbedded runs a JetStream server storing in o.DataDir/jetstream.

@@ -200,6 +200,22 @@ func (s *Server) Sessions() int {
 	return len(s.sessions)
 }
 
+// OldestSession is when the longest-running live session started; zero
+// when there is none. The gateway's heartbeat carries it, so that if the
+// gateway stops, others know how far back to look for its open sessions.
+func (s *Server) OldestSession() time.Time {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var oldest time.Time
+	for ss := range s.sessions {
+		if oldest.IsZero() || ss.started.Before(oldest) {
+			oldest = ss.started
+		}
+	}
+	return oldest
+}
+
 var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
 // NewSessionID returns a fresh session id: "ses_" and 80 random bits, safe

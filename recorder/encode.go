@@ -222,6 +222,21 @@ func (e *encoder) event(ev *Event) {
 		e.strOmit("term", d.Term)
 		e.close()
 	}
+	if x := ev.Start; x != nil {
+		e.key("start")
+		e.open()
+		e.str("instance", x.Instance)
+		e.close()
+	}
+	if x := ev.Interrupted; x != nil {
+		e.key("interrupted")
+		e.open()
+		e.str("instance", x.Instance)
+		e.uint("last_seq", x.LastSeq)
+		e.str("by", x.By)
+		e.str("reason", x.Reason)
+		e.close()
+	}
 	e.close()
 }
 

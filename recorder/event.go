@@ -28,6 +28,12 @@ const (
 	// one when a session's unsigned events have waited SignInterval and
 	// no later event was signed (format v3).
 	TypeCheckpoint = "checkpoint"
+	// TypeSessionInterrupted is a note that the gateway process writing
+	// the session stopped without ending it, written by the gateway that
+	// noticed (format v3; see Interruption and docs/recorder.md,
+	// "Interrupted sessions"). It attaches to the session's last event
+	// but is not part of its chain.
+	TypeSessionInterrupted = "session.interrupted"
 )
 
 // Event is one recorded fact. Every event carries who (agent), why (task,
@@ -61,6 +67,11 @@ type Event struct {
 	Auth    *AuthFailure `json:"auth,omitempty"`
 	End     *End         `json:"end,omitempty"`
 	Data    *Data        `json:"data,omitempty"`
+	// Start is the body of a session.start: which gateway process writes
+	// the session. Records written before it have none.
+	Start *Start `json:"start,omitempty"`
+	// Interrupted is the body of a session.interrupted note.
+	Interrupted *Interruption `json:"interrupted,omitempty"`
 }
 
 // Outcomes are the statement outcomes ev carries: its Results (format v3)
@@ -203,4 +214,29 @@ func (d *Data) Bytes() []byte {
 		return d.B64
 	}
 	return []byte(d.Text)
+}
+
+// Start says which gateway process writes a session.
+type Start struct {
+	// Instance is the id of the gateway process (gi_ and 16 letters),
+	// under which it heartbeats while it lives; every start of the
+	// gateway is a new instance.
+	Instance string `json:"instance"`
+}
+
+// Interruption is a note that a session's gateway process stopped (a
+// crash, a kill, a lost machine) without ending the session. The gateway
+// that noticed writes it with seq LastSeq+1 and prev the hash of the
+// event at LastSeq, signed with its own key, so it attests what the
+// record held when it noticed; the session's chain does not link to it.
+type Interruption struct {
+	// Instance is the stopped process: the session's start.instance.
+	Instance string `json:"instance"`
+	// LastSeq is the session's last seq on record when it was noticed.
+	LastSeq uint64 `json:"last_seq"`
+	// By is the instance of the gateway process that noticed; the
+	// event's gateway field names its host.
+	By string `json:"by"`
+	// Reason says how the stop was noticed.
+	Reason string `json:"reason"`
 }

@@ -111,6 +111,9 @@ func (l *Log) appendLocked(ev Event) uint64 {
 	}
 	ev.Time = ev.Time.UTC()
 	ev.Meta = l.meta
+	if ev.Type == TypeSessionStart && ev.Start == nil && l.r.instance != "" {
+		ev.Start = &Start{Instance: l.r.instance}
+	}
 	if len(l.results) > 0 {
 		ev.Results = append(ev.Results, l.results...)
 		clear(l.results)

@@ -21,6 +21,9 @@ const (
 	StatusOpen       = "open"
 	StatusEnded      = "ended"
 	StatusAuthFailed = "auth.failed"
+	// StatusInterrupted: no end, but a gateway found the process writing
+	// the session stopped and recorded a session.interrupted note.
+	StatusInterrupted = "interrupted"
 )
 
 const (
@@ -57,13 +60,23 @@ type Summary struct {
 	Meta
 	Start time.Time  `json:"start"`
 	End   *time.Time `json:"end,omitempty"`
-	// Status is StatusOpen (started, no end yet), StatusEnded or
-	// StatusAuthFailed (refused before it started).
+	// Status is StatusOpen (started, no end yet), StatusEnded,
+	// StatusInterrupted (its gateway process stopped; End is when that was
+	// noticed) or StatusAuthFailed (refused before it started).
 	Status    string `json:"status"`
 	EndReason string `json:"end_reason,omitempty"`
 	// Statements and Denied are the counts from the end event.
 	Statements int `json:"statements"`
 	Denied     int `json:"denied"`
+	// Instance is the gateway process that wrote the session (its
+	// session.start's start.instance); empty in older records.
+	Instance string `json:"instance,omitempty"`
+	// Interrupted is the session.interrupted note, if a gateway wrote one,
+	// and InterruptedBy the host of that gateway. A session that ended
+	// after all (its gateway had lost NATS, not stopped) keeps its note
+	// and is StatusEnded.
+	Interrupted   *Interruption `json:"interrupted,omitempty"`
+	InterruptedBy string        `json:"interrupted_by,omitempty"`
 }
 
 // ListOptions narrows Sessions.
@@ -76,22 +89,23 @@ type ListOptions struct {
 	Limit int
 }
 
-// Sessions lists sessions newest first. It reads only the start, auth and
-// end subjects, so its cost grows with the number of sessions, not
-// statements. Sessions that started before Since are left out even when
-// they ended after it.
+// Sessions lists sessions newest first. It reads only the start, auth,
+// end and interrupted subjects, so its cost grows with the number of
+// sessions, not statements. Sessions that started before Since are left
+// out even when they ended after it.
 func (r *Reader) Sessions(ctx context.Context, o ListOptions) ([]Summary, error) {
 	filters := []string{
 		r.prefix + ".*." + KindStart,
 		r.prefix + ".*." + KindAuth,
 		r.prefix + ".*." + KindEnd,
+		r.prefix + ".*." + KindInterrupted,
 	}
 	var since *time.Time
 	if !o.Since.IsZero() {
 		since = &o.Since
 	}
 	byID := make(map[string]*summarizer)
-	err := r.read(ctx, filters, since, func(_ []byte, ev *Event) {
+	err := r.read(ctx, filters, since, func(_ []byte, ev *Event, _ uint64) {
 		a := byID[ev.Session]
 		if a == nil {
 			a = &summarizer{s: Summary{Session: ev.Session}}
@@ -139,7 +153,7 @@ func (r *Reader) Sessions(ctx context.Context, o ListOptions) ([]Summary, error)
 // seq are both returned, and gaps are left, for the verifier to report.
 func (r *Reader) Events(ctx context.Context, session string) ([]Event, error) {
 	var evs []Event
-	err := r.session(ctx, session, func(_ []byte, ev *Event) {
+	err := r.session(ctx, session, func(_ []byte, ev *Event, _ uint64) {
 		evs = append(evs, *ev)
 	})
 	if err != nil {
@@ -167,7 +181,7 @@ func (r *Reader) RawEvents(ctx context.Context, session string) ([]json.RawMessa
 		data json.RawMessage
 	}
 	var out []raw
-	err := r.session(ctx, session, func(data []byte, ev *Event) {
+	err := r.session(ctx, session, func(data []byte, ev *Event, _ uint64) {
 		out = append(out, raw{ev.Seq, slices.Clone(data)})
 	})
 	if err != nil {
@@ -183,14 +197,14 @@ func (r *Reader) RawEvents(ctx context.Context, session string) ([]json.RawMessa
 }
 
 // session reads every message of one session in stream order.
-func (r *Reader) session(ctx context.Context, session string, fn func([]byte, *Event)) error {
+func (r *Reader) session(ctx context.Context, session string, fn func([]byte, *Event, uint64)) error {
 	if !ValidSessionID(session) {
 		return fmt.Errorf("recorder: %w: invalid session id %q", ErrNotFound, session)
 	}
 	n := 0
-	err := r.read(ctx, []string{r.prefix + "." + session + ".>"}, nil, func(data []byte, ev *Event) {
+	err := r.read(ctx, []string{r.prefix + "." + session + ".>"}, nil, func(data []byte, ev *Event, streamSeq uint64) {
 		n++
-		fn(data, ev)
+		fn(data, ev, streamSeq)
 	})
 	if err != nil {
 		return err
@@ -202,10 +216,11 @@ func (r *Reader) session(ctx context.Context, session string, fn func([]byte, *E
 }
 
 // read delivers every message matching filters (from since, if set) that
-// is in the stream when the read starts, in stream order. It stops at the
-// count the consumer reported on creation, so it terminates on an empty
-// result and does not chase events appended while it reads.
-func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, fn func([]byte, *Event)) error {
+// is in the stream when the read starts, in stream order, with its stream
+// sequence. It stops at the count the consumer reported on creation, so it
+// terminates on an empty result and does not chase events appended while
+// it reads.
+func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, fn func([]byte, *Event, uint64)) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultReadTimeout)
@@ -254,7 +269,7 @@ func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, f
 			return fmt.Errorf("recorder: stream %s seq %d (%s): decode event: %w",
 				r.stream, md.Sequence.Stream, msg.Subject(), err)
 		}
-		fn(msg.Data(), &ev)
+		fn(msg.Data(), &ev, md.Sequence.Stream)
 		left--
 		if md.NumPending == 0 {
 			break

@@ -16,6 +16,17 @@ import (
 // JetStream. In strict mode the proxy refuses the statement on it.
 var ErrUnavailable = errors.New("recording unavailable")
 
+// ErrStreamConfig is wrapped by New's errors about an existing stream that
+// airlock cannot use as it is (other subjects, weaker settings): waiting
+// does not mend it, the operator has to.
+var ErrStreamConfig = errors.New("recorder stream unusable")
+
+// streamConfigError is an ErrStreamConfig with its own text.
+type streamConfigError struct{ msg string }
+
+func (e *streamConfigError) Error() string        { return e.msg }
+func (e *streamConfigError) Is(target error) bool { return target == ErrStreamConfig }
+
 const (
 	// DefaultSubjectPrefix is the subject prefix when Options.Subjects is
 	// empty; events go to <prefix>.<session>.<kind>.
@@ -46,6 +57,8 @@ const (
 	KindEnd        = "end"
 	KindData       = "data"
 	KindCheckpoint = "checkpoint"
+	// KindInterrupted carries session.interrupted notes.
+	KindInterrupted = "interrupted"
 	// KindOther is used for an event type this version does not know, so
 	// the event is still recorded (the stream takes <prefix>.>) rather
 	// than dropped.
@@ -69,6 +82,8 @@ func Kind(eventType string) string {
 		return KindData
 	case TypeCheckpoint:
 		return KindCheckpoint
+	case TypeSessionInterrupted:
+		return KindInterrupted
 	}
 	return KindOther
 }
@@ -122,6 +137,11 @@ type Options struct {
 	PublishTimeout time.Duration
 	// Gateway is written into Meta.Gateway of every event.
 	Gateway string
+	// Instance is this gateway process's id (NewInstanceID), written into
+	// every session.start (Start.Instance) so that, should the process
+	// stop, another can find its open sessions (see Instances). Empty:
+	// none, as in records written before it.
+	Instance string
 	// Signer signs events; required.
 	Signer *Signer
 	// SignInterval is the longest an event waits for a signature while
@@ -147,8 +167,10 @@ type Recorder struct {
 	prefix  string
 	timeout time.Duration
 	gateway string
-	signer  *Signer
-	log     *slog.Logger
+	// instance is Options.Instance.
+	instance string
+	signer   *Signer
+	log      *slog.Logger
 	// signEvery is Options.SignInterval; <= 0 signs every event.
 	signEvery time.Duration
 }
@@ -241,12 +263,12 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 	}
 	have := st.CachedInfo().Config
 	if d := subjectDiff(have.Subjects, want.Subjects); d != "" {
-		return nil, fmt.Errorf("recorder: stream %s exists with subjects %v, want %v (%s)",
-			o.Stream, have.Subjects, want.Subjects, d)
+		return nil, &streamConfigError{fmt.Sprintf("recorder: stream %s exists with subjects %v, want %v (%s)",
+			o.Stream, have.Subjects, want.Subjects, d)}
 	}
 	if problems := weaknesses(have, want); len(problems) > 0 {
-		return nil, fmt.Errorf("recorder: stream %s is weaker than airlock requires: %s (fix the stream with the nats CLI, e.g. nats stream edit %s, or set the recorder limits it was given on purpose; see docs/recorder.md)",
-			o.Stream, strings.Join(problems, "; "), o.Stream)
+		return nil, &streamConfigError{fmt.Sprintf("recorder: stream %s is weaker than airlock requires: %s (fix the stream with the nats CLI, e.g. nats stream edit %s, or set the recorder limits it was given on purpose; see docs/recorder.md)",
+			o.Stream, strings.Join(problems, "; "), o.Stream)}
 	}
 	if have.Duplicates < time.Second {
 		o.Logger.Warn("recorder stream has a short duplicate window; a republished event may be stored twice",
@@ -258,6 +280,7 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 		prefix:    o.Subjects,
 		timeout:   o.PublishTimeout,
 		gateway:   o.Gateway,
+		instance:  o.Instance,
 		signer:    o.Signer,
 		log:       o.Logger,
 		signEvery: o.SignInterval,
@@ -382,4 +405,4 @@ func (r *Recorder) Open(session string, meta Meta) *Log {
 }
 
 // kinds indexes Log.subjects; see subjectFor.
-var kinds = [...]string{KindStart, KindStmt, KindResult, KindAuth, KindEnd, KindData, KindCheckpoint, KindOther}
+var kinds = [...]string{KindStart, KindStmt, KindResult, KindAuth, KindEnd, KindData, KindCheckpoint, KindInterrupted, KindOther}

@@ -1,9 +1,13 @@
 package recorder
 
+import "time"
+
 // summarizer folds a session's start, auth and end events into a Summary.
 type summarizer struct {
 	s               Summary
 	started, authed bool
+	// noted is when a session.interrupted note was written.
+	noted time.Time
 }
 
 func (a *summarizer) add(ev *Event) {
@@ -12,6 +16,9 @@ func (a *summarizer) add(ev *Event) {
 	case TypeSessionStart:
 		a.started = true
 		a.s.Meta, a.s.Start = ev.Meta, ev.Time
+		if ev.Start != nil {
+			a.s.Instance = ev.Start.Instance
+		}
 	case TypeAuthFailed:
 		if !a.started {
 			a.s.Meta, a.s.Start = ev.Meta, ev.Time
@@ -24,6 +31,10 @@ func (a *summarizer) add(ev *Event) {
 			a.s.EndReason = ev.End.Reason
 			a.s.Statements = ev.End.Statements
 			a.s.Denied = ev.End.Denied
+		}
+	case TypeSessionInterrupted:
+		if ev.Interrupted != nil {
+			a.s.Interrupted, a.s.InterruptedBy, a.noted = ev.Interrupted, ev.Gateway, ev.Time
 		}
 	}
 }
@@ -38,6 +49,11 @@ func (a *summarizer) summary() (Summary, bool) {
 		return a.s, false
 	case a.s.End != nil:
 		a.s.Status = StatusEnded
+	case a.s.Interrupted != nil:
+		a.s.Status = StatusInterrupted
+		t := a.noted
+		a.s.End = &t
+		a.s.EndReason = "interrupted: " + a.s.Interrupted.Reason
 	default:
 		a.s.Status = StatusOpen
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Verification outcomes, Report.Status.
@@ -20,10 +21,19 @@ const (
 	// session.end (or a single signed auth.failed).
 	VerifyOK = "ok"
 	// VerifyUnterminated: everything present checks, but the session has
-	// no end: the gateway stopped mid-session (a crash) or the session is
-	// still open. Events after the last signature are covered by the hash
-	// chain only; Report.Unauthenticated counts them.
+	// neither an end nor a session.interrupted note: it is still open, or
+	// its gateway stopped and no gateway has noted it yet, or events were
+	// removed from its end (the record alone cannot tell which; the
+	// gateway's list can, see docs/recorder.md). Events after the last
+	// signature are covered by the hash chain only: the chained, unsigned
+	// tail, which Report.Unauthenticated counts.
 	VerifyUnterminated = "unterminated"
+	// VerifyInterrupted: everything present checks, the session has no
+	// end, and a gateway recorded a signed session.interrupted note right
+	// after its last event: the gateway process writing it stopped (a
+	// crash). Report.Interrupted says who noticed and when;
+	// Report.Unauthenticated counts the chained, unsigned tail.
+	VerifyInterrupted = "interrupted"
 	// VerifyFailed: the record is not what the gateway wrote (altered,
 	// removed, reordered, inserted, forged, replayed), or cannot be checked
 	// (no events, unknown format, untrusted key). FirstBad and Problem say
@@ -45,9 +55,32 @@ type Report struct {
 	FirstBad uint64 `json:"first_bad_seq,omitempty"`
 	// Problem says why the session failed or is unterminated.
 	Problem string `json:"problem,omitempty"`
-	// Unauthenticated is how many events of an unterminated session come
-	// after its last signature.
+	// Unauthenticated is how many events of an unterminated or
+	// interrupted session come after its gateway's last signature: the
+	// chained, unsigned tail, linked by the hash chain but signed by none.
 	Unauthenticated int `json:"unauthenticated,omitempty"`
+	// Interrupted is the session's session.interrupted note, checked.
+	Interrupted *NoteReport `json:"interrupted,omitempty"`
+}
+
+// NoteReport is a checked session.interrupted note.
+type NoteReport struct {
+	// Seq is the note's seq; LastSeq the last seq of the session it
+	// attests (Seq-1).
+	Seq     uint64 `json:"seq"`
+	LastSeq uint64 `json:"last_seq"`
+	// Instance is the stopped gateway process; By the one that noticed,
+	// Gateway its host, Key the key it signed with.
+	Instance string    `json:"instance"`
+	By       string    `json:"by"`
+	Gateway  string    `json:"gateway,omitempty"`
+	Key      string    `json:"key"`
+	Time     time.Time `json:"time"`
+	Reason   string    `json:"reason"`
+	// Resumed: the session's gateway wrote events after the note (it had
+	// lost NATS for longer than the heartbeat timeout, it had not
+	// stopped).
+	Resumed bool `json:"resumed,omitempty"`
 }
 
 // OK reports whether the session verified completely.
@@ -110,15 +143,24 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 	if r.Session == "" {
 		r.Session = evs[0].Session
 	}
-	r.LastSeq = evs[len(evs)-1].Seq
 	fail := func(seq uint64, format string, args ...any) Report {
 		r.Status, r.FirstBad, r.Problem = VerifyFailed, seq, fmt.Sprintf(format, args...)
 		return r
 	}
+	// A session.interrupted note is another gateway's, written beside the
+	// session's chain, not in it: the chain is checked without it, the
+	// note after.
+	all := evs
+	evs, bad, notes := splitNotes(evs, bad)
+	if len(evs) == 0 {
+		return fail(all[0].Seq, "only a session.interrupted note, no events of the session")
+	}
+	r.LastSeq = evs[len(evs)-1].Seq
 	var (
 		prev       string
 		lastSigned = -1
 		ended      bool
+		endSeq     uint64
 	)
 	for i := range evs {
 		ev := &evs[i]
@@ -196,21 +238,170 @@ func verify(session string, evs []Event, bad map[int]string, keys Keyring) Repor
 			lastSigned = i
 		}
 		if ev.Type == TypeSessionEnd || ev.Type == TypeAuthFailed {
-			ended = true
+			ended, endSeq = true, ev.Seq
 		}
 		prev = ev.Hash
 	}
-	if !ended {
-		r.Status = VerifyUnterminated
-		r.Unauthenticated = len(evs) - 1 - lastSigned
-		r.Problem = fmt.Sprintf("no session.end after seq %d: the gateway stopped mid-session, or the session is still open", r.LastSeq)
-		if r.Unauthenticated > 0 {
-			r.Problem += fmt.Sprintf("; the last %d event(s) come after the last signature and are covered by the hash chain only", r.Unauthenticated)
-		}
+	if bad, ok := verifyNotes(&r, evs, notes, ended, endSeq, keys); !ok {
+		return bad
+	}
+	if ended {
+		r.Status = VerifyOK
 		return r
 	}
-	r.Status = VerifyOK
+	r.Unauthenticated = len(evs) - 1 - lastSigned
+	unterminated(&r)
 	return r
+}
+
+// splitNotes sets session.interrupted notes apart from the chain's
+// events, keeping bad's flags with the events they concern.
+func splitNotes(evs []Event, bad map[int]string) (chain []Event, chainBad map[int]string, notes []note) {
+	if !slices.ContainsFunc(evs, func(ev Event) bool { return ev.Type == TypeSessionInterrupted }) {
+		return evs, bad, nil
+	}
+	chain = make([]Event, 0, len(evs))
+	for i := range evs {
+		why, flagged := bad[i]
+		if evs[i].Type == TypeSessionInterrupted {
+			notes = append(notes, note{&evs[i], why})
+			continue
+		}
+		if flagged {
+			if chainBad == nil {
+				chainBad = map[int]string{}
+			}
+			chainBad[len(chain)] = why
+		}
+		chain = append(chain, evs[i])
+	}
+	return chain, chainBad, notes
+}
+
+// note is a session.interrupted event and why its stored bytes are not
+// canonical, if they are not.
+type note struct {
+	ev  *Event
+	bad string
+}
+
+// verifyNotes checks a session's note against its verified chain and
+// records it in r; a failure comes back as the report to return.
+func verifyNotes(r *Report, chain []Event, notes []note, ended bool, endSeq uint64, keys Keyring) (Report, bool) {
+	fail := func(seq uint64, format string, args ...any) (Report, bool) {
+		r.Status, r.FirstBad, r.Problem = VerifyFailed, seq, fmt.Sprintf(format, args...)
+		return *r, false
+	}
+	for k, nt := range notes {
+		n := nt.ev
+		if k > 0 {
+			return fail(n.Seq, "a second session.interrupted note (the stream keeps one per session)")
+		}
+		nr, failed := checkNote(r.Session, n, nt.bad, keys)
+		if failed != "" {
+			return fail(n.Seq, "session.interrupted note: %s", failed)
+		}
+		switch {
+		case nr.LastSeq > r.LastSeq:
+			return fail(r.LastSeq+1, "truncated: %s marked the session interrupted at %s after seq %d, but the record ends at seq %d: events were removed from its end",
+				noteBy(nr), nr.Time.Format(time.RFC3339), nr.LastSeq, r.LastSeq)
+		case chain[nr.LastSeq-1].Hash != n.Prev:
+			return fail(n.Seq, "session.interrupted note: its prev is not the hash of seq %d: the event at seq %d was altered or replaced after %s noted it",
+				nr.LastSeq, nr.LastSeq, noteBy(nr))
+		case ended && nr.LastSeq >= endSeq:
+			return fail(n.Seq, "session.interrupted note after the session's end at seq %d", endSeq)
+		}
+		nr.Resumed = nr.LastSeq < r.LastSeq
+		r.Interrupted = nr
+	}
+	return Report{}, true
+}
+
+// unterminated fills in the status and problem of a session without an
+// end: interrupted when a note follows its last event, unterminated
+// otherwise; either way with its chained, unsigned tail.
+func unterminated(r *Report) {
+	tail := ""
+	if r.Unauthenticated > 0 {
+		tail = fmt.Sprintf("; chained, unsigned tail: the last %d event(s) (seq %d-%d) come after the gateway's last signature, linked by the hash chain but signed by no gateway",
+			r.Unauthenticated, r.LastSeq-uint64(r.Unauthenticated)+1, r.LastSeq)
+	}
+	switch n := r.Interrupted; {
+	case n != nil && !n.Resumed:
+		r.Status = VerifyInterrupted
+		r.Problem = fmt.Sprintf("no session.end: interrupted after seq %d: %s marked it at %s: %s%s",
+			n.LastSeq, noteBy(n), n.Time.Format(time.RFC3339), n.Reason, tail)
+	case n != nil:
+		r.Status = VerifyUnterminated
+		r.Problem = fmt.Sprintf("no session.end after seq %d; %s marked the session interrupted after seq %d, but its gateway recorded more after that (it had lost NATS, not stopped): still open, or stopped since%s",
+			r.LastSeq, noteBy(n), n.LastSeq, tail)
+	default:
+		r.Status = VerifyUnterminated
+		r.Problem = fmt.Sprintf("no session.end and no session.interrupted after seq %d: the session is still open, or its gateway stopped and no gateway has noted it yet, or events were removed from its end%s",
+			r.LastSeq, tail)
+	}
+}
+
+// checkFormat says why ev's format cannot be verified; ok when it can.
+func checkFormat(ev *Event) (string, bool) {
+	switch {
+	case ev.V < 2:
+		return fmt.Sprintf("format v%d: recorded before hash chains and signatures (v2); it cannot be verified", ev.V), false
+	case ev.V > Version:
+		return fmt.Sprintf("format v%d is newer than this airlock (v%d): upgrade airlock to verify it", ev.V, Version), false
+	}
+	return "", true
+}
+
+// checkNote checks a session.interrupted note by itself: its form, hash
+// and signature, under any trusted key (it is another gateway's).
+func checkNote(session string, n *Event, bad string, keys Keyring) (*NoteReport, string) {
+	if bad != "" {
+		return nil, bad
+	}
+	if f, ok := checkFormat(n); !ok {
+		return nil, f
+	}
+	switch {
+	case n.V < 3:
+		return nil, fmt.Sprintf("format v%d has no session.interrupted", n.V)
+	case n.Session != session:
+		return nil, fmt.Sprintf("it is of session %s (replayed from another session)", n.Session)
+	case n.Interrupted == nil:
+		return nil, "it has no interrupted body"
+	case n.Interrupted.LastSeq < 1 || n.Seq != n.Interrupted.LastSeq+1:
+		return nil, fmt.Sprintf("its seq %d is not one past the last seq it names (%d)", n.Seq, n.Interrupted.LastSeq)
+	}
+	sum, err := hashEvent(n)
+	if err != nil {
+		return nil, fmt.Sprintf("cannot encode it: %v", err)
+	}
+	if hex.EncodeToString(sum[:]) != n.Hash {
+		return nil, "hash does not match its content: it was altered"
+	}
+	if n.Key == "" || n.Sig == "" {
+		return nil, "it carries no signature: forged"
+	}
+	pub, ok := keys[n.Key]
+	if !ok {
+		return nil, fmt.Sprintf("signed with key %s, which is not trusted (trusted: %s)", n.Key, trustedList(keys))
+	}
+	if !verifySig(pub, &sum, n.Sig) {
+		return nil, fmt.Sprintf("signature does not verify under %s: forged or altered", n.Key)
+	}
+	x := n.Interrupted
+	return &NoteReport{
+		Seq: n.Seq, LastSeq: x.LastSeq, Instance: x.Instance, By: x.By, Gateway: n.Gateway,
+		Key: n.Key, Time: n.Time, Reason: x.Reason,
+	}, ""
+}
+
+// noteBy names who wrote a note: its gateway's host and process.
+func noteBy(n *NoteReport) string {
+	if n.Gateway == "" {
+		return "gateway process " + n.By
+	}
+	return "gateway " + n.Gateway + " (" + n.By + ")"
 }
 
 func verifySig(pub ed25519.PublicKey, sum *[sha256.Size]byte, sig string) bool {

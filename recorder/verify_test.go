@@ -253,7 +253,7 @@ func tamperCases(forger *Signer) []tamperCase {
 				out[2], out[3] = encode(t, b), encode(t, a)
 				return rechain(t, out, 2, nil)
 			}},
-		{name: "truncated tail", status: VerifyUnterminated, problem: "no session.end after seq 7",
+		{name: "truncated tail", status: VerifyUnterminated, problem: "no session.end and no session.interrupted after seq 7",
 			tamper: func(t *testing.T, raws, _ []json.RawMessage) []json.RawMessage {
 				return slices.Clone(raws[:7])
 			}},

@@ -31,6 +31,10 @@ type NATSOptions struct {
 	Port int
 	// StoreDir is the JetStream store; "" means a temporary directory.
 	StoreDir string
+	// Binary is the nats-server to run; "" means one built from the
+	// version in go.mod (NATSServerBinary). Tests of other versions pass
+	// one, e.g. Debian's /usr/sbin/nats-server.
+	Binary string
 }
 
 // NATS is a running nats-server process.
@@ -54,8 +58,11 @@ func StartNATS(t testing.TB, o NATSOptions) *NATS {
 	t.Helper()
 	n := &NATS{
 		StoreDir:  o.StoreDir,
-		bin:       NATSServerBinary(t),
+		bin:       o.Binary,
 		jetStream: !o.DisableJetStream,
+	}
+	if n.bin == "" {
+		n.bin = NATSServerBinary(t)
 	}
 	if n.StoreDir == "" {
 		n.StoreDir = t.TempDir()

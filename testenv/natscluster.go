@@ -291,3 +291,57 @@ func (n *NATSNode) kill() {
 		n.cmd = nil
 	}
 }
+
+// StopAll stops every running node with SIGTERM and waits for them, as a
+// whole cluster going down.
+func (c *NATSCluster) StopAll(t testing.TB) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, n := range c.Nodes {
+		n.mu.Lock()
+		running := n.cmd != nil
+		n.mu.Unlock()
+		if !running {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.signal(t, syscall.SIGTERM)
+		}()
+	}
+	wg.Wait()
+}
+
+// Spawn starts node i again on its ports and store without waiting for
+// it: alone, a node of a stopped cluster serves clients but has no
+// JetStream until a quorum is back.
+func (c *NATSCluster) Spawn(t testing.TB, i int) {
+	t.Helper()
+	n := c.Nodes[i]
+	if err := n.spawn(); err != nil {
+		t.Fatalf("testenv: restart nats node %s: %v", n.Name, err)
+	}
+}
+
+// StartAll starts every stopped node at once, as a cluster restarts with
+// its data, and waits until each serves JetStream.
+func (c *NATSCluster) StartAll(t testing.TB) {
+	t.Helper()
+	for _, n := range c.Nodes {
+		n.mu.Lock()
+		running := n.cmd != nil
+		n.mu.Unlock()
+		if running {
+			continue
+		}
+		if err := n.spawn(); err != nil {
+			t.Fatalf("testenv: restart nats node %s: %v", n.Name, err)
+		}
+	}
+	for _, n := range c.Nodes {
+		if err := c.waitReady(n); err != nil {
+			t.Fatalf("testenv: nats node %s: %v\nlog:\n%s", n.Name, err, tailFile(n.logPath, 4000))
+		}
+	}
+}

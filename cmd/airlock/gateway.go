@@ -51,14 +51,21 @@ func gatewayCmd() *cobra.Command {
 }
 
 // runGateway wires the gateway's parts together and serves until ctx ends.
-func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+//
+// It starts in two halves. What needs nothing outside the process (keys,
+// certificates, the HTTP listener) is set up at once, and an error there
+// stops the gateway. What needs NATS (the connection, JetStream, the
+// stream, the buckets) is waited for with backoff, up to
+// recorder.start_timeout, while /healthz says what is missing: a cluster
+// that is still electing a leader is a reason to wait, not to exit. The
+// SQL and SSH listeners open only once all of it is there, so nothing is
+// accepted that could not be recorded (docs/recorder.md, "Starting").
+func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err error) {
 	tuneGC(gcHeadroom)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
 	host, _ := os.Hostname()
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 
 	signer, created, err := recorder.LoadSigningKey(cfg.Recorder.SigningKeyFile, cfg.DataDir)
 	if err != nil {
@@ -66,61 +73,42 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 	}
 	// Reviewers compare this fingerprint with the key of what they verify.
 	log.Info("event signing key", "fingerprint", signer.Fingerprint(), "public_key", signer.Public().Key, "generated", created)
-
-	nc, err := natsconn.Connect(startCtx, natsconn.Options{
-		URL: cfg.Recorder.NATSURL, CredentialsFile: cfg.Recorder.CredentialsFile,
-		DataDir: cfg.DataDir, EmbeddedListen: cfg.Recorder.EmbeddedListen,
-		SyncAlways: cfg.Recorder.EmbeddedSyncAlways,
-		Name:       "airlock-gateway " + host, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	rec, err := recorder.New(startCtx, nc.JS, recorder.Options{
-		Stream: cfg.Recorder.Stream, Replicas: cfg.Recorder.Replicas,
-		PublishTimeout: cfg.Recorder.PublishTimeout, SignInterval: cfg.Recorder.SignInterval, Gateway: host, Logger: log,
-		Signer: signer, MaxAge: cfg.Recorder.MaxAge, MaxBytes: cfg.Recorder.MaxBytes, MaxMsgs: cfg.Recorder.MaxMsgs,
-	})
-	if err != nil {
-		return err
-	}
-	store, err := control.OpenStore(startCtx, nc.NC, nc.JS, control.StoreOptions{
-		Bucket: cfg.Grants.Bucket, Replicas: cfg.Recorder.Replicas, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
 	tlsCfg, err := proxy.LoadTLS(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.DataDir)
 	if err != nil {
 		return err
 	}
-
 	aws, err := newAWS(ctx, cfg, host, log)
 	if err != nil {
 		return err
 	}
-
 	mx := metrics.New()
-	srv := &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host, Observer: mx}
-	api := &control.API{
-		Service:  &control.Service{Store: store, Config: cfg},
-		Sessions: recorder.NewReader(nc.JS, rec.Stream(), rec.SubjectPrefix()),
-		Keys:     []recorder.PublicKey{signer.Public()},
-		Stream:   rec.Stream(),
-		Log:      log,
+	instance := recorder.NewInstanceID()
+	previous, unlock, err := lockInstance(cfg.DataDir, instance)
+	if err != nil {
+		return err
 	}
+	defer unlock()
+	log.Info("gateway instance", "instance", instance, "previous", previous)
+
+	// The HTTP listener answers from the start: 503 and what the gateway
+	// waits for, until it is ready.
+	status := &control.Startup{}
 	httpLn, err := net.Listen("tcp", cfg.Listen.HTTP)
 	if err != nil {
 		return fmt.Errorf("listen.http: %w", err)
 	}
-	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: status, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 4)
 	go func() {
 		log.Info("HTTP API listening", "addr", httpLn.Addr().String())
 		if err := hs.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	ready := false
+	defer func() {
+		if !ready {
+			_ = hs.Close()
 		}
 	}()
 	if cfg.Listen.Metrics != "" {
@@ -133,7 +121,43 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 		defer ms.Close()
 		log.Info("metrics listening", "addr", ml.Addr().String())
 	}
+
+	// The heartbeat reports the oldest live session; srv is made once
+	// NATS is there, before the heartbeat starts.
+	var srv *proxy.Server
+	oldest := func() time.Time {
+		if srv == nil {
+			return time.Time{}
+		}
+		return srv.OldestSession()
+	}
+	ns, err := waitForNATS(ctx, cfg, host, instance, previous, oldest, signer, status, log)
+	if err != nil {
+		return err
+	}
+	nc, rec, store, instances, reader := ns.nc, ns.rec, ns.store, ns.instances, ns.reader
+	defer nc.Close()
+	defer store.Close()
+	defer func() {
+		if !ready { // a listener failed: no session was served
+			instances.Close(context.WithoutCancel(ctx), true)
+		}
+	}()
+
+	srv = &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host, Observer: mx}
+	api := &control.API{
+		Service:  &control.Service{Store: store, Config: cfg},
+		Sessions: reader,
+		Keys:     []recorder.PublicKey{signer.Public()},
+		Stream:   rec.Stream(),
+		Log:      log,
+	}
 	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
 	if cfg.Listen.Postgres != "" {
 		l, err := net.Listen("tcp", cfg.Listen.Postgres)
 		if err != nil {
@@ -188,6 +212,9 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 			}
 		}()
 	}
+	status.Ready(api.Handler())
+	ready = true
+	instances.Start()
 	log.Info("gateway ready", "recorder", recorderDesc(cfg, nc), "stream", rec.Stream(), "data_dir", cfg.DataDir)
 
 	select {
@@ -199,11 +226,109 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 	for _, l := range listeners {
 		l.Close()
 	}
+	listeners = nil
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	_ = hs.Shutdown(sctx)
-	_ = srv.Shutdown(sctx)
+	// Once every session has ended, this process leaves the instances
+	// bucket; if some did not, it stays, and other gateways mark what is
+	// left open interrupted once it has been silent long enough.
+	drained := srv.Shutdown(sctx) == nil
+	instances.Close(sctx, drained)
 	return err
+}
+
+// natsParts is what the gateway keeps in NATS.
+type natsParts struct {
+	nc        *natsconn.Conn
+	rec       *recorder.Recorder
+	reader    *recorder.Reader
+	store     *control.Store
+	instances *recorder.Instances
+}
+
+// waitForNATS connects to NATS and opens what the gateway keeps there,
+// each step waited for with backoff up to recorder.start_timeout.
+func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previous string, oldest func() time.Time,
+	signer *recorder.Signer, status *control.Startup, log *slog.Logger) (_ natsParts, err error) {
+	var (
+		nc    *natsconn.Conn
+		rec   *recorder.Recorder
+		store *control.Store
+	)
+	timeout := *cfg.Recorder.StartTimeout
+	startCtx, cancel := context.WithCancel(ctx)
+	if timeout > 0 {
+		startCtx, cancel = context.WithTimeoutCause(ctx, timeout, errStartTimeout)
+	}
+	defer cancel()
+	st := &starter{status: status, log: log, timeout: timeout}
+	defer func() {
+		if err != nil && store != nil {
+			store.Close()
+		}
+		if err != nil && nc != nil {
+			nc.Close()
+		}
+	}()
+
+	where := "the embedded NATS server"
+	if cfg.Recorder.NATSURL != "" {
+		where = "NATS at " + cfg.Recorder.NATSURL
+	}
+	nc, err = waitFor(startCtx, st, "a connection to "+where, func(ctx context.Context) (*natsconn.Conn, error) {
+		c, err := natsconn.Connect(ctx, natsconn.Options{
+			URL: cfg.Recorder.NATSURL, CredentialsFile: cfg.Recorder.CredentialsFile,
+			DataDir: cfg.DataDir, EmbeddedListen: cfg.Recorder.EmbeddedListen,
+			SyncAlways: cfg.Recorder.EmbeddedSyncAlways,
+			Name:       "airlock-gateway " + host, Logger: log,
+		})
+		if err != nil && cfg.Recorder.NATSURL == "" {
+			// The embedded server is ours: it fails for a reason (its
+			// store, a port) that another try does not change.
+			return nil, stop(err)
+		}
+		return c, err
+	})
+	if err != nil {
+		return natsParts{}, err
+	}
+	if _, err = waitFor(startCtx, st, "JetStream on "+where, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, nc.CheckServer(ctx)
+	}); err != nil {
+		return natsParts{}, err
+	}
+	rec, err = waitFor(startCtx, st, "JetStream stream "+cfg.Recorder.Stream, func(ctx context.Context) (*recorder.Recorder, error) {
+		return recorder.New(ctx, nc.JS, recorder.Options{
+			Stream: cfg.Recorder.Stream, Replicas: cfg.Recorder.Replicas,
+			PublishTimeout: cfg.Recorder.PublishTimeout, SignInterval: cfg.Recorder.SignInterval,
+			Gateway: host, Instance: instance, Logger: log,
+			Signer: signer, MaxAge: cfg.Recorder.MaxAge, MaxBytes: cfg.Recorder.MaxBytes, MaxMsgs: cfg.Recorder.MaxMsgs,
+		})
+	})
+	if err != nil {
+		return natsParts{}, err
+	}
+	store, err = waitFor(startCtx, st, "key-value bucket "+cfg.Grants.Bucket+" (grants)", func(ctx context.Context) (*control.Store, error) {
+		return control.OpenStore(ctx, nc.NC, nc.JS, control.StoreOptions{
+			Bucket: cfg.Grants.Bucket, Replicas: cfg.Recorder.Replicas, Logger: log,
+		})
+	})
+	if err != nil {
+		return natsParts{}, err
+	}
+	reader := recorder.NewReader(nc.JS, rec.Stream(), rec.SubjectPrefix())
+	instances, err := waitFor(startCtx, st, "key-value bucket "+cfg.Recorder.InstancesBucket+" (gateway heartbeats)", func(ctx context.Context) (*recorder.Instances, error) {
+		return recorder.OpenInstances(ctx, nc.JS, recorder.InstanceOptions{
+			Bucket: cfg.Recorder.InstancesBucket, Replicas: cfg.Recorder.Replicas, Timeout: cfg.Recorder.InstanceTimeout,
+			Instance: instance, Gateway: host, Previous: previous,
+			Recorder: rec, Reader: reader, OldestOpen: oldest, Logger: log,
+		})
+	})
+	if err != nil {
+		return natsParts{}, err
+	}
+	return natsParts{nc: nc, rec: rec, reader: reader, store: store, instances: instances}, nil
 }
 
 func recorderDesc(cfg *config.Config, nc *natsconn.Conn) string {

@@ -85,7 +85,9 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 	fmt.Fprintf(tw, "resource:\t%s (%s)\n", s.Resource, s.Protocol)
 	fmt.Fprintf(tw, "client:\t%s\n", s.Client)
 	fmt.Fprintf(tw, "started:\t%s\n", when(s.Start))
-	if s.End != nil {
+	if s.End != nil && s.Status == recorder.StatusInterrupted {
+		fmt.Fprintf(tw, "interrupted:\t%s, noticed by %s: %s\n", when(*s.End), dash(s.InterruptedBy), s.Interrupted.Reason)
+	} else if s.End != nil {
 		fmt.Fprintf(tw, "ended:\t%s (%s)\n", when(*s.End), s.EndReason)
 	}
 	_ = tw.Flush()
@@ -122,6 +124,10 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 				exit = "; last command: signal " + x.ExitSignal
 			}
 			fmt.Fprintf(w, "%s  session end: %s (%d statements, %d denied%s)\n", ts, x.Reason, x.Statements, x.Denied, exit)
+		case recorder.TypeSessionInterrupted:
+			if n := e.Interrupted; n != nil {
+				fmt.Fprintf(w, "%s  session interrupted after seq %d, noted by %s (%s): %s\n", ts, n.LastSeq, dash(e.Gateway), n.By, n.Reason)
+			}
 		}
 	}
 }

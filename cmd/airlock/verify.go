@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +20,7 @@ import (
 // Exit statuses of `sessions verify`.
 const (
 	exitVerifyFailed       = 1 // a session failed (or verification could not run)
-	exitVerifyUnterminated = 3 // nothing failed, but a session has no end
+	exitVerifyUnterminated = 3 // nothing failed, but a session has no end (open, or interrupted)
 )
 
 func verifyCmd(g *globals) *cobra.Command {
@@ -41,10 +42,17 @@ By default the keys are the gateway's published ones (GET /v1/keys); with
 (ssh-ed25519 line, PEM or base64) or a fingerprint (SHA256:...) that the
 published or embedded key must have.
 
+Each session gets one line: ok; INTERRUPTED (intact, but its gateway
+process stopped mid-session and another gateway recorded a signed
+session.interrupted note; events after the gateway's last signature are
+reported as a chained, unsigned tail); UNTERMINATED (no session.end and no
+note: still open, or not noticed yet, or cut off); or FAILED at the first
+bad seq.
+
 Exit status: 0 every session verified; 1 a session failed (altered, removed,
-reordered, forged or replayed events, untrusted key) or could not be read;
-3 nothing failed but a session has no end (the gateway stopped
-mid-session, or the session is still open).`,
+reordered, truncated, forged or replayed events, untrusted key) or could not
+be read; 3 nothing failed but a session has no end (interrupted, or still
+open).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			modes := 0
@@ -214,12 +222,14 @@ func fingerprints(keys []recorder.PublicKey) string {
 // reportVerification prints the reports and turns their outcome into the
 // exit status.
 func reportVerification(g *globals, reports []recorder.Report, many bool) error {
-	var failed, open []recorder.Report
+	var failed, open, interrupted []recorder.Report
 	for _, r := range reports {
 		switch r.Status {
 		case recorder.VerifyOK:
 		case recorder.VerifyUnterminated:
 			open = append(open, r)
+		case recorder.VerifyInterrupted:
+			interrupted = append(interrupted, r)
 		default:
 			failed = append(failed, r)
 		}
@@ -239,16 +249,17 @@ func reportVerification(g *globals, reports []recorder.Report, many bool) error 
 			printReport(os.Stdout, r)
 		}
 		if many {
-			fmt.Printf("%d sessions: %d verified, %d unterminated, %d failed\n",
-				len(reports), len(reports)-len(failed)-len(open), len(open), len(failed))
+			fmt.Printf("%d sessions: %d verified, %d interrupted, %d unterminated, %d failed\n",
+				len(reports), len(reports)-len(failed)-len(open)-len(interrupted), len(interrupted), len(open), len(failed))
 		}
 	}
 	switch {
 	case len(failed) > 0:
 		r := failed[0]
 		return &verifyFailure{code: exitVerifyFailed, msg: fmt.Sprintf("%d of %d sessions failed verification; first: %s", len(failed), len(reports), reportLine(r))}
-	case len(open) > 0:
-		return &verifyFailure{code: exitVerifyUnterminated, msg: fmt.Sprintf("%d of %d sessions unterminated (no session.end); nothing failed", len(open), len(reports))}
+	case len(open)+len(interrupted) > 0:
+		return &verifyFailure{code: exitVerifyUnterminated, msg: fmt.Sprintf("%d of %d sessions have no session.end (%d interrupted, %d unterminated); nothing failed",
+			len(open)+len(interrupted), len(reports), len(interrupted), len(open))}
 	}
 	return nil
 }
@@ -260,7 +271,14 @@ func printReport(w io.Writer, r recorder.Report) {
 func reportLine(r recorder.Report) string {
 	switch r.Status {
 	case recorder.VerifyOK:
-		return fmt.Sprintf("%s: ok: %d events, seq 1-%d, signed with %s", r.Session, r.Events, r.LastSeq, r.Key)
+		line := fmt.Sprintf("%s: ok: %d events, seq 1-%d, signed with %s", r.Session, r.Events, r.LastSeq, r.Key)
+		if n := r.Interrupted; n != nil {
+			line += fmt.Sprintf(" (marked interrupted after seq %d by %s at %s, but its gateway had only lost NATS and recorded on)",
+				n.LastSeq, n.Gateway, n.Time.Format(time.RFC3339))
+		}
+		return line
+	case recorder.VerifyInterrupted:
+		return fmt.Sprintf("%s: INTERRUPTED (intact): %d events, seq 1-%d, signed with %s: %s", r.Session, r.Events, r.LastSeq, r.Key, r.Problem)
 	case recorder.VerifyUnterminated:
 		return fmt.Sprintf("%s: UNTERMINATED: %d events: %s", r.Session, r.Events, r.Problem)
 	}
