@@ -77,6 +77,12 @@ type gatewayOptions struct {
 	Env       []string
 	// Listen is added to the listen block (lines indented two spaces).
 	Listen string
+	// Recorder is added to the recorder block (lines indented two
+	// spaces).
+	Recorder string
+	// EmbeddedNATS records to the gateway's embedded JetStream server
+	// (recorder.nats_url empty) instead of a nats-server process.
+	EmbeddedNATS bool
 }
 
 func startGateway(t testing.TB, o gatewayOptions) *gateway {
@@ -92,7 +98,7 @@ func startGateway(t testing.TB, o gatewayOptions) *gateway {
 		o.NATSCredentials, o.Replicas = p.natsCreds, p.replicas
 	} else {
 		g.pg = testenv.StartPostgres(t, testenv.PostgresOptions{Database: "app", InitSQL: testenv.SampleSchema})
-		if natsURL == "" {
+		if natsURL == "" && !o.EmbeddedNATS {
 			g.nats = testenv.StartNATS(t, testenv.NATSOptions{})
 			natsURL = g.nats.URL
 		}
@@ -157,6 +163,9 @@ identities:
 	}
 	if o.Listen != "" {
 		cfg = strings.Replace(cfg, "listen:\n", "listen:\n"+o.Listen, 1)
+	}
+	if o.Recorder != "" {
+		cfg = strings.Replace(cfg, "recorder:\n", "recorder:\n"+o.Recorder, 1)
 	}
 	if o.SSH {
 		cfg = g.addSSH(t, cfg)

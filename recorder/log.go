@@ -106,6 +106,15 @@ type attempt struct {
 // Session is the id this log writes.
 func (l *Log) Session() string { return l.session }
 
+// Broken is why the log can never be complete again (an invalid session id,
+// the session id used by another writer, a message the server refuses for
+// good), or nil: every later Commit fails with it.
+func (l *Log) Broken() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.broken
+}
+
 // Append fills the event's envelope (V, Session, Seq, Time when zero, Meta),
 // chains it to the previous event (Prev, Hash) and signs it when the
 // signing policy says so (see sealLocked), starts publishing it and returns

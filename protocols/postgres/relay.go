@@ -84,6 +84,9 @@ type session struct {
 	// the client's last Sync: the stand-in's error makes the server skip
 	// every message up to that Sync.
 	refusedBeforeSync bool
+	// maxStatement is recorder.max_statement_bytes: larger messages are
+	// not read whole (see oversized).
+	maxStatement int
 }
 
 // relay runs the session until either side stops or the session's context
@@ -98,6 +101,7 @@ func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cach
 		ur:    bufio.NewReaderSize(up.conn, 2<<10),
 		uw:    bufio.NewWriterSize(up.conn, 2<<10),
 		stmts: map[string]*authz.Verdict{}, portals: map[string]*bound{},
+		maxStatement: sess.MaxStatementBytes(),
 	}
 	var once sync.Once
 	var reason string
@@ -188,7 +192,12 @@ func (s *session) clientToUpstream() string {
 		if err != nil {
 			return s.clientReadEnded(err)
 		}
+		if n > s.maxStatement && readWhole(typ) {
+			err = s.oversized(typ, n)
+			typ = 0 // handled
+		}
 		switch typ {
+		case 0:
 		case 'Q':
 			err = s.query(n)
 		case 'P':
@@ -226,6 +235,7 @@ func (s *session) clientToUpstream() string {
 			}
 			return "relay ended: " + err.Error()
 		}
+		release(n)
 	}
 }
 
@@ -412,8 +422,9 @@ func (s *session) close(n int) error {
 // functionCall refuses the FunctionCall message: it calls a function by
 // OID, outside any statement the authorizer could read.
 func (s *session) functionCall(n int) error {
-	if _, err := s.body(n, 'F'); err != nil {
-		return err
+	// Refused whatever it holds, so it is not read into memory.
+	if _, err := s.cl.r.Discard(n); err != nil {
+		return eofUnexpected(err)
 	}
 	_, err := s.sess.Admit(authz.Verdict{Statements: []authz.Decision{{
 		Text: "<FunctionCall message>", Rule: "function-call",
@@ -638,8 +649,8 @@ func (s *session) observeError(h *pending, body []byte) encoder {
 	_ = e.Decode(body)
 	if h.refusal != nil {
 		code := stateInsufficientPrivilege
-		if h.refusal.Kind == "recorder" {
-			code = stateSystemError
+		if c, ok := refusalCode(h.refusal.Kind); ok {
+			code = c
 		}
 		out := errorResponse("ERROR", code, h.refusal.Msg)
 		if h.kind != 'Q' && h.kind != 'F' {
