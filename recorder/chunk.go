@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"runtime"
 	"strconv"
 	"unicode/utf8"
 	"unsafe"
@@ -60,7 +61,7 @@ const (
 	// chunkWindow bounds the bytes of one session's chunks published and
 	// not yet acknowledged, so a very large statement is not queued whole
 	// in the NATS client and server at once.
-	chunkWindow = 8 << 20
+	chunkWindow = 2 << 20
 	// sealOverhead is what sealing adds to the canonical encoding:
 	// `,"hash":"<64 hex>"` and `,"sig":"<88 base64>"`.
 	sealOverhead = 9 + 64 + 1 + 8 + 88 + 1
@@ -207,9 +208,37 @@ func (l *Log) pumpLocked(stall jetstream.PublishOpt) {
 		e.held = false
 		l.held--
 		l.publishLocked(e, stall)
+		if e.chunk {
+			l.chunkPublishedLocked(len(e.msg.Data))
+		}
 		if l.broken != nil {
 			return
 		}
+	}
+}
+
+// collectEvery is how many bytes of chunks the recorder publishes between
+// garbage collections it asks for. An embedded NATS server copies each
+// message it takes twice on its way to the store, in the gateway's own
+// heap; left to the pacer, which lets the heap grow by what is live (and
+// a large statement being recorded is live), that garbage would double
+// what the statement costs before the next collection. Collections this
+// far apart cost a few milliseconds each (the statement's bytes hold no
+// pointers, so marking does not scan them).
+const collectEvery = chunkWindow
+
+// chunkPublishedLocked counts the bytes of a chunk just published, for
+// collect.
+func (l *Log) chunkPublishedLocked(n int) {
+	l.r.chunkBytes.Add(int64(n))
+}
+
+// collect runs a garbage collection when collectEvery bytes of chunks were
+// published since the last one it ran. It is called outside any lock.
+func (r *Recorder) collect() {
+	done := r.chunkBytes.Load()
+	if last := r.collectedAt.Load(); done-last >= collectEvery && r.collectedAt.CompareAndSwap(last, done) {
+		runtime.GC()
 	}
 }
 

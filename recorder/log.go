@@ -544,6 +544,7 @@ func (l *Log) Commit(ctx context.Context) error {
 				// them, so a large statement is not refused for taking
 				// longer to store than a small one.
 				timer.Reset(l.r.timeout)
+				l.r.collect()
 				break
 			}
 		}

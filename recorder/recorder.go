@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -153,6 +154,9 @@ type Recorder struct {
 	signEvery time.Duration
 	// maxMsgSize is the stream's max_msg_size; <= 0 means none.
 	maxMsgSize int32
+	// chunkBytes counts the bytes of chunks published, collectedAt its
+	// value at the last collection collect ran.
+	chunkBytes, collectedAt atomic.Int64
 }
 
 // StreamConfig is the configuration New creates the stream with.

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+
+	"github.com/airlockhq/airlock/proxy"
 )
 
 // The MySQL packet: a 3-byte little-endian payload length, a 1-byte
@@ -79,7 +81,7 @@ func readPayload(r io.Reader, h header, buf []byte, limit int, what string) ([]b
 			return buf, h.seq, &frameError{msg: fmt.Sprintf("%s of more than %d bytes is larger than the gateway reads whole (%d)", what, len(buf)+h.n, limit), tooLong: true, next: h}
 		}
 		var err error
-		if buf, err = appendFull(r, buf, h.n); err != nil {
+		if buf, err = appendFull(r, buf, h.n, !h.last()); err != nil {
 			return nil, h.seq, err
 		}
 		if h.last() {
@@ -96,19 +98,12 @@ func readPayload(r io.Reader, h header, buf []byte, limit int, what string) ([]b
 	}
 }
 
-// appendFull appends exactly n bytes from r to buf, growing it in chunks.
-func appendFull(r io.Reader, buf []byte, n int) ([]byte, error) {
-	for n > 0 {
-		chunk := min(n, 64<<10)
-		if cap(buf)-len(buf) < chunk {
-			buf = append(buf, make([]byte, chunk)...)[:len(buf)]
-		}
-		m, err := io.ReadFull(r, buf[len(buf):len(buf)+chunk])
-		buf = buf[:len(buf)+m]
-		if err != nil {
-			return nil, eofIsUnexpected(err)
-		}
-		n -= chunk
+// appendFull appends exactly n bytes from r to buf, growing it as they
+// arrive (see proxy.AppendRead).
+func appendFull(r io.Reader, buf []byte, n int, more bool) ([]byte, error) {
+	buf, err := proxy.AppendRead(r, buf, n, more)
+	if err != nil {
+		return nil, eofIsUnexpected(err)
 	}
 	return buf, nil
 }

@@ -232,7 +232,8 @@ func (e *upstreamError) Error() string {
 
 func (s *session) readCommand(h header) ([]byte, error) {
 	b, _, err := readPayload(s.cr, h, s.buf, s.maxStatement, "command")
-	if cap(b) <= 1<<20 {
+	afterRead(len(b))
+	if cap(b) <= keepBuf {
 		s.buf = b // keep small buffers for reuse
 	}
 	var fe *frameError
@@ -247,7 +248,7 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 	g := s.sess.Grant()
 	switch cmd {
 	case comQuery:
-		sql := string(body[1:])
+		sql := textOf(body[1:])
 		if v, upstreamSQL, ok := s.p.ownKill(s.sess, sql); ok {
 			return s.query(h, append([]byte{comQuery}, upstreamSQL...), v, false)
 		}
@@ -467,7 +468,7 @@ func (s *session) resolve(id uint32) uint32 {
 // what get recorded. A refused one is recorded here, where the client
 // learns of it.
 func (s *session) prepare(h header, body []byte) error {
-	sql := string(body[1:])
+	sql := textOf(body[1:])
 	v := s.az.Prepare(s.sess.Grant(), sql)
 	if len(v.Statements) > 1 {
 		v = authz.Verdict{Statements: []authz.Decision{{Text: sql, Rule: "multi-statement-prepare",

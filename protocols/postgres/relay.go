@@ -192,9 +192,10 @@ func (s *session) clientToUpstream() string {
 		if err != nil {
 			return s.clientReadEnded(err)
 		}
-		if n > s.maxStatement && readWhole(typ) {
+		held := readWhole(typ) // read into memory whole
+		if n > s.maxStatement && held {
 			err = s.oversized(typ, n)
-			typ = 0 // handled
+			typ, held = 0, false // handled
 		}
 		switch typ {
 		case 0:
@@ -235,7 +236,9 @@ func (s *session) clientToUpstream() string {
 			}
 			return "relay ended: " + err.Error()
 		}
-		release(n)
+		if held {
+			release(n)
+		}
 	}
 }
 
@@ -266,7 +269,8 @@ func (s *session) protocolViolation(msg string) {
 
 func (s *session) body(n int, typ byte) ([]byte, error) {
 	b, err := readBody(s.cl.r, s.buf, n, typ)
-	if cap(b) <= 1<<20 {
+	afterRead(n)
+	if cap(b) <= keepBuf {
 		s.buf = b // keep small buffers for reuse
 	}
 	return b, err
@@ -279,11 +283,11 @@ func (s *session) query(n int) error {
 	if err != nil {
 		return err
 	}
-	sql, _, ok := cstring(body)
-	if !ok {
+	i := bytes.IndexByte(body, 0)
+	if i < 0 {
 		return &frameError{"Query message without its terminating zero byte"}
 	}
-	v := s.az.Postgres(s.sess.Grant(), sql)
+	v := s.az.Postgres(s.sess.Grant(), textOf(body[:i]))
 	adm, err := s.sess.Admit(v)
 	if err != nil {
 		return s.refuse('Q', err, func() error { return send(s.uw, &pgproto3.Query{String: refusedSQL}) })
@@ -302,7 +306,13 @@ func (s *session) parse(n int) error {
 		return err
 	}
 	var p pgproto3.Parse
-	if err := p.Decode(body); err != nil {
+	if len(body) > keepBuf {
+		name, query, ok := decodeParse(body)
+		if !ok {
+			return &frameError{"malformed Parse"}
+		}
+		p.Name, p.Query = name, query
+	} else if err := p.Decode(body); err != nil {
 		return &frameError{"malformed Parse: " + err.Error()}
 	}
 	v := s.az.Parse(s.sess.Grant(), p.Name, p.Query)
