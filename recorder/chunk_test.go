@@ -340,3 +340,47 @@ func TestBlobEncodingMatchesJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatedValueStoredOnce: a large text referenced by several events of
+// a session (a prepared statement executed again) is stored once; every
+// reference finds it, and the session verifies.
+func TestRepeatedValueStoredOnce(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	ctx := context.Background()
+	l := h.rec.Open("s-again", testMeta("agent-1", "orders-db"))
+	l.Append(Event{Type: TypeSessionStart})
+	text := "INSERT INTO t VALUES ('" + strings.Repeat("z", 3<<20) + "')"
+	for i := range 3 {
+		l.Append(stmtEvent(uint64(i+1), text))
+		if err := l.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Append(Event{Type: TypeSessionEnd, End: &End{Reason: "client closed", Statements: 3}})
+	if err := l.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.rd.Stored(ctx, "s-again")
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := 0
+	for _, c := range st.Chunks {
+		size += len(c.Data)
+	}
+	if size != len(text) {
+		t.Fatalf("chunks hold %d bytes for a %d-byte text referenced 3 times", size, len(text))
+	}
+	if r := VerifyStored("s-again", st.Events, st.Chunks, h.keys); !r.OK() {
+		t.Fatalf("verify: %+v", r)
+	}
+	evs, err := h.rd.Events(ctx, "s-again")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs[1:4] {
+		if ev.Statement.Text != text {
+			t.Fatalf("seq %d: text not read back whole", ev.Seq)
+		}
+	}
+}

@@ -59,6 +59,10 @@ type Log struct {
 	// bytes of chunks published and not yet acknowledged (pumpLocked).
 	// Both stay zero for a session without large values.
 	held, inflight int
+	// blobs are the SHA-256s of the values this session stored in chunks:
+	// a value referenced again (a large prepared statement executed many
+	// times) is not stored again; its reference finds the same chunks.
+	blobs map[string]struct{}
 	// broken is set when an event can never be published (an invalid
 	// session id, an event that does not encode). The log can then never
 	// be complete, so Commit fails for the rest of the session.
@@ -187,6 +191,13 @@ func (l *Log) appendLocked(ev Event) uint64 {
 	// Its chunks go first, then the event, after everything held before.
 	k := 0
 	for _, b := range blobs {
+		if _, ok := l.blobs[b.ref.SHA256]; ok {
+			continue
+		}
+		if l.blobs == nil {
+			l.blobs = map[string]struct{}{}
+		}
+		l.blobs[b.ref.SHA256] = struct{}{}
 		chunks := l.chunkEntries(seq, b, &k)
 		l.outbox = append(l.outbox, chunks...)
 		l.held += len(chunks)
