@@ -47,7 +47,8 @@ clean:
 # and CPU profiles under docs/profiles/. AIRLOCK_BENCH_ONLY=pgbench,latency
 # runs only those parts and writes nothing under docs/ (names in
 # bench/bench_test.go); AIRLOCK_BENCH_ROUNDS and AIRLOCK_BENCH_SECONDS
-# shorten the pgbench runs.
+# shorten the pgbench runs; AIRLOCK_BENCH_STATEMENT_MIB=16,200 sets the
+# sizes of the large-statement part.
 bench: deps
 	$(GO) test -run '^$$' -bench Suite -benchtime 1x -timeout 60m -v ./bench
 

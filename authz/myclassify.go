@@ -309,7 +309,7 @@ func myConstString(e ast.ExprNode) (string, bool) {
 	switch x := e.(type) {
 	case *test_driver.ValueExpr:
 		if s, ok := x.GetValue().(string); ok {
-			return s, true
+			return literalValue(s)
 		}
 	case *ast.ColumnNameExpr:
 		if x.Name.Table.O == "" {

@@ -164,7 +164,10 @@ func mySessionVarWhy(name string, value any) string {
 			return "", false
 		}
 		s, ok := v.GetValue().(string)
-		return s, ok
+		if !ok {
+			return "", false
+		}
+		return literalValue(s)
 	}
 	switch name {
 	case "sql_mode":

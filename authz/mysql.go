@@ -236,6 +236,11 @@ func classifyMySQL(sql string, set *mySettings) ([]*myStmt, *myLexError, error) 
 	if set.badMode != "" {
 		return nil, &myLexError{rule: "lexical", msg: set.badMode}, nil
 	}
+	if len(sql) >= elideMin && elideLiterals {
+		if out, ok := classifyMySQLElided(sql, set); ok {
+			return out, nil, nil
+		}
+	}
 	segs, lerr := myLex(sql, set.lex)
 	if lerr != nil {
 		return nil, lerr, nil
@@ -263,6 +268,45 @@ func classifyMySQL(sql string, set *mySettings) ([]*myStmt, *myLexError, error) 
 		out = append(out, &myStmt{text: sql[seg.start:seg.end], kind: kind, a: a})
 	}
 	return out, nil, nil
+}
+
+// classifyMySQLElided is classifyMySQL on the message with its long
+// literals elided (see elide.go); false when there are none, or anything
+// about the reduced message differs from the plain path's expectations
+// (myLex refuses it, a statement does not parse, a placeholder did not
+// come back where it was put): the caller classifies the message whole.
+func classifyMySQLElided(sql string, set *mySettings) ([]*myStmt, bool) {
+	e, ok := elideMySQL(sql, set.lex)
+	if !ok {
+		return nil, false
+	}
+	segs, lerr := myLex(e.text, set.lex)
+	if lerr != nil {
+		return nil, false
+	}
+	out := make([]*myStmt, 0, len(segs))
+	found := 0
+	for _, seg := range segs {
+		if isHandler(seg.clean) {
+			return nil, false
+		}
+		stmt, err := parseMySQL(seg.clean, set.parserMode)
+		if err != nil {
+			return nil, false
+		}
+		n, ok := e.foundMySQL(stmt, seg.start, seg.end)
+		if !ok {
+			return nil, false
+		}
+		found += n
+		a := &myAnalysis{}
+		kind := a.statement(stmt)
+		if seg.setVarHint {
+			a.need(AccessAdmin, "a SET_VAR optimizer hint sets a server variable")
+		}
+		out = append(out, &myStmt{text: sql[e.toOrig(seg.start):e.toOrig(seg.end)], kind: kind, a: a})
+	}
+	return out, found == len(e.spans)
 }
 
 func statementError(n, i int, err error) error {

@@ -183,6 +183,10 @@ func defElemTrue(arg *pg_query.Node) bool {
 			return c.GetIval().Ival != 0
 		}
 		if c.GetSval() != nil {
+			// A value literalValue does not read (a long literal, a
+			// placeholder) is none of the false words, so it is true
+			// here either way, the stricter reading for the option
+			// this reads (EXPLAIN's ANALYZE runs the statement).
 			return defElemTrue(&pg_query.Node{Node: &pg_query.Node_String_{String_: c.GetSval()}})
 		}
 	}

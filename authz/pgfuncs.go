@@ -288,7 +288,7 @@ func stringConst(n *pg_query.Node) (string, bool) {
 		if c == nil || c.GetSval() == nil {
 			return "", false
 		}
-		return c.GetSval().Sval, true
+		return literalValue(c.GetSval().Sval)
 	}
 	return "", false
 }

@@ -54,6 +54,11 @@ func classifyPG(sql string) ([]pgStmt, error) {
 	if i := strings.IndexByte(sql, 0); i >= 0 {
 		return nil, &parseError{msg: "the message contains a NUL byte", cursor: i + 1}
 	}
+	if len(sql) >= elideMin && elideLiterals {
+		if out, ok := classifyPGElided(sql); ok {
+			return out, nil
+		}
+	}
 	tree, err := pgparse.Parse(sql)
 	if err != nil {
 		pe := &parseError{msg: err.Error()}
@@ -69,6 +74,35 @@ func classifyPG(sql string) ([]pgStmt, error) {
 		out = append(out, pgStmt{text: stmtText(sql, raw), kind: kind, a: a})
 	}
 	return out, nil
+}
+
+// elideLiterals turns literal elision on; tests turn it off to compare.
+var elideLiterals = true
+
+// classifyPGElided is classifyPG on the message with its long literals
+// elided (see elide.go); false when there are none, or the check that
+// they came back where they were put fails, or the reduced message does
+// not parse: the caller parses the message whole.
+func classifyPGElided(sql string) ([]pgStmt, bool) {
+	e, ok := elidePG(sql)
+	if !ok {
+		return nil, false
+	}
+	tree, err := pgparse.Parse(e.text)
+	if err != nil || !e.foundPG(tree) {
+		return nil, false
+	}
+	out := make([]pgStmt, 0, len(tree.Stmts))
+	for _, raw := range tree.Stmts {
+		kind, a := classify(raw.Stmt)
+		start := max(0, min(int(raw.StmtLocation), len(e.text)))
+		end := len(e.text)
+		if raw.StmtLen > 0 {
+			end = max(start, min(start+int(raw.StmtLen), len(e.text)))
+		}
+		out = append(out, pgStmt{text: trimSQLSpace(sql[e.toOrig(start):e.toOrig(end)]), kind: kind, a: a})
+	}
+	return out, true
 }
 
 // ClassifyPostgres parses a message of Postgres SQL with the Postgres parser

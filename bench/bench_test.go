@@ -87,6 +87,7 @@ func BenchmarkSuite(b *testing.B) {
 		{"connect", func() { benchConnect(b, e, r) }},
 		{"mysql", func() { benchMySQLPointSelect(b, e, r, rounds, secs) }},
 		{"mysql-large", func() { benchMySQLLargeResult(b, e, r) }},
+		{"large-statement", func() { benchLargeStatements(b, e, r) }},
 		{"ssh", func() { benchSSHBulk(b, e, r) }},
 		{"ssh-exec", func() { benchSSHExec(b, e, r) }},
 		// Last: the sessions it opens leave the gateway's heap grown.
@@ -127,7 +128,7 @@ func setup(b *testing.B) *env {
 	my, myRes := startMariaDB(b)
 	sshd, sshRes := startSSHD(b)
 
-	e.gw = startGateway(b, gatewayOptions{Resources: []resource{benchPG, pooledPG, myRes, sshRes}})
+	e.gw = startGateway(b, gatewayOptions{Resources: []resource{benchPG, pooledPG, myRes, sshRes}, MaxStatementBytes: largeStatementMaxBytes})
 	read := func(g *gateway, res string) string {
 		return g.grant(b, control.GrantSpec{Resource: res, Access: "read"})
 	}

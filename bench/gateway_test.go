@@ -55,6 +55,9 @@ type gatewayOptions struct {
 	// Resources are the upstreams; a MySQL or SSH one also opens that
 	// protocol's listener.
 	Resources []resource
+	// MaxStatementBytes is recorder.max_statement_bytes; 0 leaves the
+	// default.
+	MaxStatementBytes int
 }
 
 // resource is one upstream in the gateway's config. Databases log in with
@@ -114,14 +117,18 @@ func startGateway(b testing.TB, o gatewayOptions) *gateway {
 			agentKeys = fmt.Sprintf(", ssh_public_keys: [%q]", strings.TrimSpace(testenv.NewSSHKey(b, g.agentKey)))
 		}
 	}
+	maxStatement := ""
+	if o.MaxStatementBytes > 0 {
+		maxStatement = fmt.Sprintf(", max_statement_bytes: %d", o.MaxStatementBytes)
+	}
 	cfg := fmt.Sprintf(`data_dir: %s
 listen: { %s }
-recorder: { nats_url: %q, credentials_file: %q, replicas: %d }
+recorder: { nats_url: %q, credentials_file: %q, replicas: %d%s }
 identities:
   - { name: agent-1, role: agent, token_sha256: %q%s }
   - { name: alice, role: approver, token_sha256: %q }
 resources:
-%s`, filepath.Join(dir, "data"), strings.Join(listen, ", "), o.NATSURL, o.NATSCredentials, o.Replicas,
+%s`, filepath.Join(dir, "data"), strings.Join(listen, ", "), o.NATSURL, o.NATSCredentials, o.Replicas, maxStatement,
 		sha(agentTok), agentKeys, sha(approverTok), res.String())
 	path := filepath.Join(dir, "airlock.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

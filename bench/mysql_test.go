@@ -30,7 +30,10 @@ type mysqlEnv struct {
 func startMariaDB(b testing.TB) (*testenv.MariaDB, resource) {
 	b.Helper()
 	my := testenv.StartMariaDB(b, testenv.MariaDBOptions{Database: "app"})
-	my.Exec(b, fmt.Sprintf(`set max_recursive_iterations = %[1]d;
+	// max_allowed_packet: MariaDB takes the large statements of
+	// benchLargeStatements (testenv starts it with 64M).
+	my.Exec(b, fmt.Sprintf(`set global max_allowed_packet = 1073741824;
+set max_recursive_iterations = %[1]d;
 create table bench_accounts (aid int primary key, abalance int not null, filler char(84) not null);
 insert into bench_accounts
   with recursive s (n) as (select 1 union all select n + 1 from s where n < %[1]d)

@@ -94,6 +94,13 @@ type TLS struct {
 	KeyFile  string `yaml:"key_file"`
 }
 
+// Bounds of recorder.max_statement_bytes.
+const (
+	DefaultMaxStatementBytes = 64 << 20
+	MinMaxStatementBytes     = 1 << 10
+	MaxMaxStatementBytes     = 1<<30 - 1
+)
+
 // Recorder configures where events go.
 type Recorder struct {
 	// NATSURL is the JetStream cluster to record to. Empty: an embedded
@@ -124,6 +131,15 @@ type Recorder struct {
 	ParamMaxBytes int `yaml:"param_max_bytes"`
 	// RedactParams records parameters' sizes but not their values.
 	RedactParams bool `yaml:"redact_params"`
+	// MaxStatementBytes is the largest client message carrying a
+	// statement (its text with its parameters: a Postgres Query, Parse or
+	// Bind, a MySQL COM_QUERY, COM_STMT_PREPARE or COM_STMT_EXECUTE) the
+	// gateway records and forwards. A larger one is refused with an error
+	// that names this limit and recorded by its size, SHA-256 and first
+	// bytes. Default 64 MiB (MySQL's max_allowed_packet default); at most
+	// 1 GiB - 1, PostgreSQL's own limit. See docs/recorder.md, "Large
+	// statements".
+	MaxStatementBytes int `yaml:"max_statement_bytes"`
 	// MaxOutputBytes is how much of one SSH exec's data (stdout, stderr
 	// and stdin together) is recorded as data events; past it the bytes
 	// are only counted. Terminal sessions (shells, pty) are recorded in
@@ -342,6 +358,9 @@ func (c *Config) setDefaults() {
 	if r.InstancesBucket == "" {
 		r.InstancesBucket = "airlock_instances"
 	}
+	if r.MaxStatementBytes == 0 {
+		r.MaxStatementBytes = DefaultMaxStatementBytes
+	}
 	g := &c.Grants
 	if g.DefaultTTL == 0 {
 		g.DefaultTTL = time.Hour
@@ -401,6 +420,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Recorder.ParamMaxBytes < 0 {
 		bad("recorder.param_max_bytes", "must be positive")
+	}
+	if n := c.Recorder.MaxStatementBytes; n < MinMaxStatementBytes || n > MaxMaxStatementBytes {
+		bad("recorder.max_statement_bytes", "%d is out of range %d..%d (1 KiB to 1 GiB - 1, PostgreSQL's message limit)", n, MinMaxStatementBytes, MaxMaxStatementBytes)
 	}
 	for _, name := range c.Listen.SSHCiphers {
 		if !slices.Contains(SupportedSSHCiphers, name) {

@@ -45,6 +45,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"short max_age", base + "recorder: { max_age: 10m }\n", "recorder.max_age"},
 		{"negative max_bytes", base + "recorder: { max_bytes: -1 }\n", "recorder.max_bytes"},
 		{"negative max_msgs", base + "recorder: { max_msgs: -5 }\n", "recorder.max_msgs"},
+		{"tiny max_statement_bytes", base + "recorder: { max_statement_bytes: 100 }\n", "recorder.max_statement_bytes: 100 is out of range"},
+		{"huge max_statement_bytes", base + "recorder: { max_statement_bytes: 2147483647 }\n", "recorder.max_statement_bytes"},
 		{"sync_always with a cluster", base + "recorder: { nats_url: \"nats://h:4222\", embedded_sync_always: true }\n", "recorder.embedded_sync_always"},
 		{"duplicate resource", base + "  - { name: demo-pg, protocol: postgres, address: \"h:1\", database: a, user: u, auth: { type: password, password_env: X } }\n", "resources[1].name"},
 		{"rds without verify-full", rds("auth: { type: rds-iam, region: us-east-1 }, tls: { mode: require }"), "resources[1].tls.mode"},

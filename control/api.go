@@ -22,7 +22,9 @@ import (
 type SessionReader interface {
 	Sessions(ctx context.Context, o recorder.ListOptions) ([]recorder.Summary, error)
 	Events(ctx context.Context, session string) ([]recorder.Event, error)
-	RawEvents(ctx context.Context, session string) ([]json.RawMessage, error)
+	// Stored is the session as stored: event bodies and the chunks of
+	// values kept outside them, what an export carries.
+	Stored(ctx context.Context, session string) (*recorder.Stored, error)
 }
 
 // SessionDetail is one session: its summary and every event.
@@ -235,7 +237,7 @@ func (a *API) getSession(w http.ResponseWriter, r *http.Request, who *config.Ide
 
 func (a *API) exportSession(w http.ResponseWriter, r *http.Request, who *config.Identity) {
 	id := r.PathValue("id")
-	raws, err := a.Sessions.RawEvents(r.Context(), id)
+	st, err := a.Sessions.Stored(r.Context(), id)
 	if errors.Is(err, recorder.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "no session "+id)
 		return
@@ -244,7 +246,8 @@ func (a *API) exportSession(w http.ResponseWriter, r *http.Request, who *config.
 		a.reply(w, 0, nil, err)
 		return
 	}
-	x := recorder.NewExport(id, a.Stream, raws, a.Keys, a.Service.now())
+	x := recorder.NewExport(id, a.Stream, st.Events, a.Keys, a.Service.now())
+	x.Chunks = st.Chunks
 	w.Header().Set("Content-Type", "application/json")
 	_ = x.Write(w)
 }

@@ -116,18 +116,21 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("reaching the gateway at %s: %w", c.Server, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("reading the gateway's answer: %w", err)
-	}
 	if resp.StatusCode >= 300 {
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return fmt.Errorf("reading the gateway's answer: %w", err)
+		}
 		var e apiError
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
 			return &APIError{Status: resp.StatusCode, Msg: e.Error}
 		}
 		return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("gateway answered %s", resp.Status)}
 	}
-	if err := json.Unmarshal(b, out); err != nil {
+	// Decoded as it arrives, with no size limit: a session holding large
+	// statements (recorder.max_statement_bytes, 64 MiB by default, each)
+	// is as large as they are, and an export carries all of them.
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("gateway answer unreadable: %w", err)
 	}
 	return nil

@@ -83,6 +83,9 @@ type gatewayOptions struct {
 	// NoWait returns as soon as the process runs, without waiting for
 	// /healthz: for tests of the start itself (see waitExit).
 	NoWait bool
+	// EmbeddedNATS records to the gateway's embedded JetStream server
+	// (recorder.nats_url empty) instead of a nats-server process.
+	EmbeddedNATS bool
 }
 
 func startGateway(t testing.TB, o gatewayOptions) *gateway {
@@ -98,7 +101,7 @@ func startGateway(t testing.TB, o gatewayOptions) *gateway {
 		o.NATSCredentials, o.Replicas = p.natsCreds, p.replicas
 	} else {
 		g.pg = testenv.StartPostgres(t, testenv.PostgresOptions{Database: "app", InitSQL: testenv.SampleSchema})
-		if natsURL == "" {
+		if natsURL == "" && !o.EmbeddedNATS {
 			g.nats = testenv.StartNATS(t, testenv.NATSOptions{})
 			natsURL = g.nats.URL
 		}

@@ -193,6 +193,7 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 	if !v.Allow {
 		if err != nil {
 			s.log.Warn("refusal not yet recorded; it stays queued", "err", err)
+			defer s.endIfBroken()
 			if unconfirmed {
 				// Losing NATS takes both the grant store and the
 				// recorder.
@@ -203,6 +204,7 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 	}
 	if err != nil {
 		s.log.Error("statement not recorded; refused", "err", err)
+		defer s.endIfBroken()
 		a := &Admitted{s: s, ids: ids, start: now}
 		for i := range ids {
 			a.Done(i, recorder.Result{Executed: false, Error: "recording unavailable; statement not executed"})

@@ -166,6 +166,33 @@ func (e *encoder) event(ev *Event) {
 	e.str("protocol", m.Protocol)
 	e.str("client", m.Client)
 	e.strOmit("gateway", m.Gateway)
+	e.body(ev)
+	// A session.start's and a note's own members are small and never
+	// part of a body a BodyRef stands for.
+	if x := ev.Start; x != nil {
+		e.key("start")
+		e.open()
+		e.str("instance", x.Instance)
+		e.close()
+	}
+	if x := ev.Interrupted; x != nil {
+		e.key("interrupted")
+		e.open()
+		e.str("instance", x.Instance)
+		e.uint("last_seq", x.LastSeq)
+		e.str("by", x.By)
+		e.str("reason", x.Reason)
+		e.close()
+	}
+	if ev.BodyRef != nil {
+		e.key("body_ref")
+		e.ref(ev.BodyRef)
+	}
+	e.close()
+}
+
+// body writes the members of ev's body, the part a BodyRef stands for.
+func (e *encoder) body(ev *Event) {
 	if s := ev.Statement; s != nil {
 		e.key("statement")
 		e.statement(s)
@@ -222,21 +249,13 @@ func (e *encoder) event(ev *Event) {
 		e.strOmit("term", d.Term)
 		e.close()
 	}
-	if x := ev.Start; x != nil {
-		e.key("start")
-		e.open()
-		e.str("instance", x.Instance)
-		e.close()
-	}
-	if x := ev.Interrupted; x != nil {
-		e.key("interrupted")
-		e.open()
-		e.str("instance", x.Instance)
-		e.uint("last_seq", x.LastSeq)
-		e.str("by", x.By)
-		e.str("reason", x.Reason)
-		e.close()
-	}
+}
+
+func (e *encoder) ref(r *Ref) {
+	e.open()
+	e.int("size", r.Size)
+	e.str("sha256", r.SHA256)
+	e.boolOmit("omitted", r.Omitted)
 	e.close()
 }
 
@@ -246,6 +265,10 @@ func (e *encoder) statement(s *Statement) {
 	e.int("index", int64(s.Index))
 	e.int("count", int64(s.Count))
 	e.str("text", s.Text)
+	if s.TextRef != nil {
+		e.key("text_ref")
+		e.ref(s.TextRef)
+	}
 	e.str("decision", s.Decision)
 	e.str("rule", s.Rule)
 	e.strOmit("reason", s.Reason)
@@ -253,25 +276,34 @@ func (e *encoder) statement(s *Statement) {
 	e.class(&s.Class)
 	if len(s.Params) > 0 {
 		e.key("params")
-		e.b = append(e.b, '[')
-		for i := range s.Params {
-			if i > 0 {
-				e.b = append(e.b, ',')
-			}
-			p := &s.Params[i]
-			e.open()
-			e.strOmit("type", p.Type)
-			e.strOmit("value", p.Value)
-			e.strOmit("format", p.Format)
-			e.boolOmit("null", p.Null)
-			e.intOmit("size", int64(p.Size))
-			e.boolOmit("truncated", p.Truncated)
-			e.boolOmit("redacted", p.Redacted)
-			e.close()
-		}
-		e.b = append(e.b, ']')
+		e.params(s.Params)
+	}
+	if s.ParamsRef != nil {
+		e.key("params_ref")
+		e.ref(s.ParamsRef)
 	}
 	e.close()
+}
+
+// params writes a statement's parameters as a JSON array.
+func (e *encoder) params(ps []Param) {
+	e.b = append(e.b, '[')
+	for i := range ps {
+		if i > 0 {
+			e.b = append(e.b, ',')
+		}
+		p := &ps[i]
+		e.open()
+		e.strOmit("type", p.Type)
+		e.strOmit("value", p.Value)
+		e.strOmit("format", p.Format)
+		e.boolOmit("null", p.Null)
+		e.intOmit("size", int64(p.Size))
+		e.boolOmit("truncated", p.Truncated)
+		e.boolOmit("redacted", p.Redacted)
+		e.close()
+	}
+	e.b = append(e.b, ']')
 }
 
 func (e *encoder) class(c *authz.Classification) {

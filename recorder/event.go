@@ -11,8 +11,10 @@ import (
 // Version is the event format version written into every event. Version 2
 // added the hash chain and signatures (Prev, Hash, Key, Sig); version 3
 // signs by time rather than at every statement, and adds checkpoint
-// events (see MustSign and docs/events.md). The verifier reads both.
-const Version = 3
+// events (see MustSign and docs/events.md); version 4 stores large values
+// outside the event, in chunks the event references by SHA-256 (Ref,
+// docs/events.md "Large values"). The verifier reads 2 to 4.
+const Version = 4
 
 // Event types.
 const (
@@ -72,6 +74,26 @@ type Event struct {
 	Start *Start `json:"start,omitempty"`
 	// Interrupted is the body of a session.interrupted note.
 	Interrupted *Interruption `json:"interrupted,omitempty"`
+	// BodyRef, when set, stands for the event's body (the members above
+	// from Statement to Data), which was too large for one message even with
+	// its statement's text and parameters in chunks: the body is stored in
+	// chunks and the event carries none of those members (format v4).
+	BodyRef *Ref `json:"body_ref,omitempty"`
+}
+
+// Ref stands in an event for a value stored outside it (format v4): its
+// size and SHA-256, which the event's hash covers, so a chunk that is
+// altered, missing or swapped fails verification. The value is stored as
+// chunk messages on <prefix>.<session>.chunk (see docs/events.md).
+type Ref struct {
+	// Size is the value's length in bytes.
+	Size int64 `json:"size"`
+	// SHA256 is the hex SHA-256 of the value's bytes.
+	SHA256 string `json:"sha256"`
+	// Omitted marks a value that is not in the record at all, only its
+	// size and hash: the text of a statement refused for being larger
+	// than recorder.max_statement_bytes.
+	Omitted bool `json:"omitted,omitempty"`
 }
 
 // Outcomes are the statement outcomes ev carries: its Results (format v3)
@@ -106,10 +128,15 @@ type Meta struct {
 type Statement struct {
 	// ID numbers the statement within its session (1, 2, ...); its result
 	// event carries the same ID.
-	ID       uint64 `json:"id"`
-	Index    int    `json:"index"`
-	Count    int    `json:"count"`
-	Text     string `json:"text"`
+	ID    uint64 `json:"id"`
+	Index int    `json:"index"`
+	Count int    `json:"count"`
+	Text  string `json:"text"`
+	// TextRef, when set, references the whole text, and Text holds only
+	// its first bytes (format v4): a text longer than the recorder keeps
+	// in an event is stored in chunks, and one over the statement cap is
+	// not stored (TextRef.Omitted).
+	TextRef  *Ref   `json:"text_ref,omitempty"`
 	Decision string `json:"decision"` // allow or deny
 	Rule     string `json:"rule"`
 	Reason   string `json:"reason,omitempty"`
@@ -117,6 +144,10 @@ type Statement struct {
 	Class authz.Classification `json:"class"`
 	// Params are the bound parameters of a prepared statement's execution.
 	Params []Param `json:"params,omitempty"`
+	// ParamsRef, when set, references Params stored in chunks (their JSON
+	// array, as it would stand in the event), and Params is empty in the
+	// stored event (format v4).
+	ParamsRef *Ref `json:"params_ref,omitempty"`
 }
 
 // Param is one bound parameter as recorded: text as sent, binary as

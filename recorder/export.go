@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -10,9 +11,11 @@ import (
 )
 
 // ExportFormat names the export file format; ExportVersion is its version.
+// Version 2 adds the chunks of values stored outside events (event format
+// v4); version 1 files are read too.
 const (
 	ExportFormat  = "airlock-session-export"
-	ExportVersion = 1
+	ExportVersion = 2
 )
 
 // Export is a self-contained copy of one session: its events exactly as
@@ -31,6 +34,10 @@ type Export struct {
 	// Events are the stored message bodies in seq order, each the
 	// canonical encoding of its event with hash and sig (docs/events.md).
 	Events []json.RawMessage `json:"events"`
+	// Chunks hold the values the events store outside themselves (a long
+	// statement's text, many parameters), with the headers that place
+	// them; their bodies in base64 (version 2).
+	Chunks []Chunk `json:"chunks,omitempty"`
 }
 
 // NewExport builds the export of session from its stored events.
@@ -42,10 +49,10 @@ func NewExport(session, stream string, raws []json.RawMessage, keys []PublicKey,
 	}
 }
 
-// Write writes x as indented JSON with one event per line.
+// Write writes x as indented JSON with one event, and one chunk, per line.
 func (x *Export) Write(w io.Writer) error {
 	head := *x
-	head.Events = nil
+	head.Events, head.Chunks = nil, nil
 	b, err := json.MarshalIndent(&head, "", "  ")
 	if err != nil {
 		return err
@@ -56,21 +63,40 @@ func (x *Export) Write(w io.Writer) error {
 	if i < 0 {
 		return errors.New("export: encoding lost its events member")
 	}
-	var out bytes.Buffer
+	out := bufio.NewWriter(w)
 	out.Write(b[:i])
 	out.WriteString(`"events": [`)
+	var line bytes.Buffer
 	for j, raw := range x.Events {
 		if j > 0 {
 			out.WriteByte(',')
 		}
 		out.WriteString("\n    ")
-		if err := json.Compact(&out, raw); err != nil {
+		line.Reset()
+		if err := json.Compact(&line, raw); err != nil {
 			return fmt.Errorf("export: event %d: %w", j, err)
 		}
+		out.Write(line.Bytes())
 	}
-	out.WriteString("\n  ]\n}\n")
-	_, err = w.Write(out.Bytes())
-	return err
+	out.WriteString("\n  ]")
+	if len(x.Chunks) > 0 {
+		out.WriteString(",\n  \"chunks\": [")
+		enc := json.NewEncoder(&line)
+		for j := range x.Chunks {
+			if j > 0 {
+				out.WriteByte(',')
+			}
+			out.WriteString("\n    ")
+			line.Reset()
+			if err := enc.Encode(&x.Chunks[j]); err != nil {
+				return fmt.Errorf("export: chunk %d: %w", j, err)
+			}
+			out.Write(bytes.TrimSuffix(line.Bytes(), []byte("\n")))
+		}
+		out.WriteString("\n  ]")
+	}
+	out.WriteString("\n}\n")
+	return out.Flush()
 }
 
 // ReadExport reads an export file.
@@ -84,8 +110,8 @@ func ReadExport(r io.Reader) (*Export, error) {
 	if x.Format != ExportFormat {
 		return nil, fmt.Errorf("export file: format %q, want %q", x.Format, ExportFormat)
 	}
-	if x.Version != ExportVersion {
-		return nil, fmt.Errorf("export file: version %d, this airlock reads %d", x.Version, ExportVersion)
+	if x.Version < 1 || x.Version > ExportVersion {
+		return nil, fmt.Errorf("export file: version %d, this airlock reads 1 to %d", x.Version, ExportVersion)
 	}
 	return &x, nil
 }
@@ -103,5 +129,5 @@ func (x *Export) Verify(trusted Keyring) (Report, error) {
 		}
 		trusted = kr
 	}
-	return VerifyRaw(x.Session, x.Events, trusted), nil
+	return VerifyStored(x.Session, x.Events, x.Chunks, trusted), nil
 }

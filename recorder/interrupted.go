@@ -53,13 +53,19 @@ type stored struct {
 }
 
 // storedEvents reads one session's events in stream order with their
-// stream sequences.
-func (r *Reader) storedEvents(ctx context.Context, session string) ([]stored, error) {
+// stream sequences, and the stream sequence of the session's last message
+// of any kind: a chunk whose event was never stored (the gateway stopped
+// between them) may be the last.
+func (r *Reader) storedEvents(ctx context.Context, session string) ([]stored, uint64, error) {
 	var out []stored
-	err := r.session(ctx, session, func(_ []byte, ev *Event, seq uint64) {
+	var last uint64
+	err := r.session(ctx, session, func(_ Chunk, _ bool, seq uint64) {
+		last = max(last, seq)
+	}, func(_ []byte, ev *Event, seq uint64) {
 		out = append(out, stored{*ev, seq})
+		last = max(last, seq)
 	})
-	return out, err
+	return out, last, err
 }
 
 // Interrupt records that the gateway process that wrote session stopped
@@ -79,12 +85,11 @@ func (r *Recorder) Interrupt(ctx context.Context, rd *Reader, session, stopped, 
 	var grew bool
 	var lastSeen uint64
 	for range noteAttempts {
-		evs, err := rd.storedEvents(ctx, session)
+		evs, lastStream, err := rd.storedEvents(ctx, session)
 		if err != nil {
 			return 0, fmt.Errorf("recorder: interrupt %s: %w", session, err)
 		}
 		var start, last *Event
-		var lastStream uint64
 		for i := range evs {
 			ev := &evs[i].ev
 			switch ev.Type {
@@ -95,7 +100,6 @@ func (r *Recorder) Interrupt(ctx context.Context, rd *Reader, session, stopped, 
 			case TypeSessionStart:
 				start = ev
 			}
-			lastStream = max(lastStream, evs[i].streamSeq)
 			if last == nil || ev.Seq > last.Seq {
 				last = ev
 			}

@@ -42,11 +42,27 @@ type Log struct {
 	log      *slog.Logger
 	subjects [len(kinds)]string
 
+	// chunkSubject is where the session's chunks go (see chunk.go).
+	chunkSubject string
+	// maxEvent is the largest message body the log publishes (an event,
+	// or a chunk), and inline the longest statement text or parameter
+	// encoding it keeps inside an event; both follow from the server's
+	// max_payload and the stream's max_msg_size when the session opens.
+	maxEvent, inline int
+
 	mu      sync.Mutex
 	seq     uint64
 	prev    string   // Hash of the event with seq
 	outbox  []*entry // in seq order; acknowledged entries are removed by compactLocked
-	unacked int      // entries in outbox not yet acknowledged
+	unacked int      // events in outbox not yet acknowledged (chunks not counted)
+	// held counts outbox entries not yet published, and inflight the
+	// bytes of chunks published and not yet acknowledged (pumpLocked).
+	// Both stay zero for a session without large values.
+	held, inflight int
+	// blobs are the SHA-256s of the values this session stored in chunks:
+	// a value referenced again (a large prepared statement executed many
+	// times) is not stored again; its reference finds the same chunks.
+	blobs map[string]struct{}
 	// broken is set when an event can never be published (an invalid
 	// session id, an event that does not encode). The log can then never
 	// be complete, so Commit fails for the rest of the session.
@@ -64,12 +80,16 @@ type Log struct {
 	results []Result
 }
 
-// entry is one appended event.
+// entry is one appended event, or one chunk of a large value of the event
+// with seq.
 type entry struct {
 	seq   uint64
 	msg   *nats.Msg // kept for republishing, with its Nats-Msg-Id header
 	att   *attempt  // the latest publish; earlier ones are no longer watched
 	acked bool
+	chunk bool
+	// held: not published yet, waiting for earlier entries (pumpLocked).
+	held bool
 }
 
 // attempt is one publish of an entry. Its future's Ok and Err channels
@@ -81,6 +101,7 @@ type attempt struct {
 	errc    <-chan error
 	sent    time.Time
 	first   bool // the entry's first publish; see ackResult
+	chunk   bool // of a chunk entry
 	done    chan struct{}
 	settled bool  // under Log.mu; done is closed when set
 	err     error // valid once settled; nil means acknowledged
@@ -88,6 +109,15 @@ type attempt struct {
 
 // Session is the id this log writes.
 func (l *Log) Session() string { return l.session }
+
+// Broken is why the log can never be complete again (an invalid session id,
+// the session id used by another writer, a message the server refuses for
+// good), or nil: every later Commit fails with it.
+func (l *Log) Broken() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.broken
+}
 
 // Append fills the event's envelope (V, Session, Seq, Time when zero, Meta),
 // chains it to the previous event (Prev, Hash) and signs it when the
@@ -129,11 +159,18 @@ func (l *Log) appendLocked(ev Event) uint64 {
 		l.unacked++
 		return seq
 	}
-	data, err := l.sealLocked(&ev)
+	var blobs []blob
+	if ev.Statement != nil {
+		blobs = l.externalize(&ev)
+	}
+	data, body, err := l.sealLocked(&ev)
 	if err != nil {
 		l.broken = fmt.Errorf("event %d (%s): encode: %w", seq, ev.Type, err)
 		l.unacked++
 		return seq
+	}
+	if body != nil {
+		blobs = append(blobs, *body)
 	}
 	hdr := nats.Header{jetstream.MsgIDHeader: []string{l.session + "-" + strconv.FormatUint(seq, 10)}}
 	if seq == 1 {
@@ -148,9 +185,31 @@ func (l *Log) appendLocked(ev Event) uint64 {
 		seq: seq,
 		msg: &nats.Msg{Subject: l.subjectFor(ev.Type), Data: data, Header: hdr},
 	}
+	if len(blobs) == 0 && l.held == 0 {
+		l.outbox = append(l.outbox, e)
+		l.unacked++
+		l.publishLocked(e, appendStall)
+		return seq
+	}
+	// Its chunks go first, then the event, after everything held before.
+	k := 0
+	for _, b := range blobs {
+		if _, ok := l.blobs[b.ref.SHA256]; ok {
+			continue
+		}
+		if l.blobs == nil {
+			l.blobs = map[string]struct{}{}
+		}
+		l.blobs[b.ref.SHA256] = struct{}{}
+		chunks := l.chunkEntries(seq, b, &k)
+		l.outbox = append(l.outbox, chunks...)
+		l.held += len(chunks)
+	}
+	e.held = true
+	l.held++
 	l.outbox = append(l.outbox, e)
 	l.unacked++
-	l.publishLocked(e, appendStall)
+	l.pumpLocked(appendStall)
 	return seq
 }
 
@@ -216,13 +275,14 @@ func normalize(ev *Event, c canonical) (canonical, error) {
 }
 
 // sealLocked links ev to the chain, signs it when the policy says so and
-// returns the message body. The policy (docs/recorder.md, "Signing"):
+// returns the message body, with the blob of ev's body when the event was
+// too large for a message even so (see bodyBlob). The policy (docs/recorder.md, "Signing"):
 // events that open or close a session and checkpoints are always signed;
 // any other event is signed when the session's oldest event not yet
 // covered by a signature is half of SignInterval old or older. Otherwise the next
 // signature covers it through the chain: a later event's, or a
 // checkpoint's the timer appends when the session goes quiet.
-func (l *Log) sealLocked(ev *Event) ([]byte, error) {
+func (l *Log) sealLocked(ev *Event) ([]byte, *blob, error) {
 	ev.Prev, ev.Hash, ev.Key, ev.Sig = l.prev, "", "", ""
 	now := time.Now()
 	// Half the interval, so a busy session signs its own events and the
@@ -234,7 +294,7 @@ func (l *Log) sealLocked(ev *Event) ([]byte, error) {
 	}
 	canon, err := canonicalFast(ev)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if canon.replaced {
 		// A string held invalid UTF-8, which encoding/json writes as the
@@ -242,7 +302,21 @@ func (l *Log) sealLocked(ev *Event) ([]byte, error) {
 		// event would not encode the same after a read. Record what a
 		// reader will see.
 		if canon, err = normalize(ev, canon); err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+	}
+	var body *blob
+	if len(canon.b)+sealOverhead > l.maxEvent {
+		// Too large even with long values in chunks: decided here,
+		// before the event takes its place in the chain, so that every
+		// sealed event can be published.
+		b := bodyBlob(ev)
+		body = &b
+		if canon, err = canonicalFast(ev); err != nil {
+			return nil, nil, err
+		}
+		if len(canon.b)+sealOverhead > l.maxEvent {
+			return nil, nil, fmt.Errorf("%d bytes without its body, more than the %d a message may hold", len(canon.b)+sealOverhead, l.maxEvent)
 		}
 	}
 	sum := sha256.Sum256(canon.b)
@@ -259,7 +333,7 @@ func (l *Log) sealLocked(ev *Event) ([]byte, error) {
 		l.unsignedSince = now
 		l.armLocked(l.r.signEvery)
 	}
-	return data, nil
+	return data, body, nil
 }
 
 func (l *Log) subjectFor(eventType string) string {
@@ -276,10 +350,16 @@ func (l *Log) subjectFor(eventType string) string {
 // connection, full reconnect buffer, stalled window) settles the attempt
 // at once with that error.
 func (l *Log) publishLocked(e *entry, stall jetstream.PublishOpt) {
-	a := &attempt{sent: time.Now(), first: e.att == nil, done: make(chan struct{})}
+	a := &attempt{sent: time.Now(), first: e.att == nil, chunk: e.chunk, done: make(chan struct{})}
 	e.att = a
 	fut, err := l.r.js.PublishMsgAsync(e.msg, stall)
 	if err != nil {
+		if errors.Is(err, nats.ErrMaxPayload) {
+			err = l.oversize(e, err)
+			if l.broken == nil {
+				l.broken = err
+			}
+		}
 		a.settled, a.err = true, err
 		close(a.done)
 		return
@@ -300,6 +380,10 @@ func (l *Log) settle(e *entry, a *attempt, err error) {
 // another log's event with the same session id and seq.
 var errSessionReused = errors.New("session id already used in the stream")
 
+// errOversize marks a message the stream refused as larger than its
+// max_msg_size: republishing cannot help.
+var errOversize = errors.New("larger than the stream's max_msg_size")
+
 // ackResult is the outcome an ack means. A duplicate ack on an entry's
 // first publish means the stream already held another event with this
 // session id and seq (a session id reused within the duplicate window):
@@ -317,7 +401,10 @@ func (a *attempt) ackResult(session string, seq uint64, pa *jetstream.PubAck) er
 // subjects already hold events: another writer uses this session id.
 func (a *attempt) errResult(session string, seq uint64, err error) error {
 	var apiErr *jetstream.APIError
-	if a.first && seq == 1 && errors.As(err, &apiErr) &&
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		return fmt.Errorf("%w: %w", errOversize, err)
+	}
+	if a.first && seq == 1 && errors.As(err, &apiErr) && !a.chunk &&
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 		return fmt.Errorf("event 1 refused: the stream already holds events of session %s: %w", session, errSessionReused)
@@ -335,11 +422,18 @@ func (l *Log) settleLocked(e *entry, a *attempt, err error) {
 		// Republishing cannot help: the stream keeps dropping the id.
 		l.broken = err
 	}
+	if errors.Is(err, errOversize) && l.broken == nil {
+		l.broken = l.oversize(e, err)
+	}
 	// An ack from any attempt proves the event is stored, and a duplicate
 	// ack (PubAck.Duplicate) means an earlier attempt stored it: both count.
 	if err == nil && !e.acked {
 		e.acked = true
-		l.unacked--
+		if e.chunk {
+			l.inflight -= len(e.msg.Data)
+		} else {
+			l.unacked--
+		}
 	}
 }
 
@@ -429,11 +523,14 @@ func (l *Log) Commit(ctx context.Context) error {
 		retried map[*entry]bool
 	)
 	for {
-		waits, err := l.prepare(target, buf[:0], &retried)
+		waits, more, err := l.prepare(target, buf[:0], &retried)
 		if err != nil {
 			return l.fail(err)
 		}
 		if len(waits) == 0 {
+			if more {
+				return l.fail(errors.New("events held back with nothing in flight"))
+			}
 			return nil
 		}
 		for _, w := range waits {
@@ -454,6 +551,16 @@ func (l *Log) Commit(ctx context.Context) error {
 			if w.a.err != nil {
 				break
 			}
+			if more {
+				// A large value's chunks go out a window at a time: go
+				// back to prepare to publish more. The timeout bounds
+				// the wait for each acknowledgement, not for all of
+				// them, so a large statement is not refused for taking
+				// longer to store than a small one.
+				timer.Reset(l.r.timeout)
+				l.r.collect()
+				break
+			}
 		}
 	}
 }
@@ -463,13 +570,19 @@ func (l *Log) Commit(ctx context.Context) error {
 // attempt, or one unanswered for longer than the publish timeout while the
 // connection is up (its ack was lost, or the JetStream context has no ack
 // timeout). An event republished once already by this Commit that fails
-// again ends the Commit with that failure.
-func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]bool) ([]waitItem, error) {
+// again ends the Commit with that failure. more reports entries still held
+// back (chunks beyond the window, events waiting for their chunks): the
+// caller comes back once one of the waits is settled.
+func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]bool) (_ []waitItem, more bool, _ error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	defer l.compactLocked()
 	if l.broken != nil {
-		return nil, l.broken
+		return nil, false, l.broken
+	}
+	l.pumpLocked(commitStall)
+	if l.broken != nil {
+		return nil, false, l.broken
 	}
 	var now time.Time
 	connected := -1 // unknown; asked at most once
@@ -480,12 +593,16 @@ func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]bool)
 		if e.acked {
 			continue
 		}
+		if e.held {
+			more = true
+			break
+		}
 		a := e.att
 		l.pollLocked(e, a)
 		if l.broken != nil {
 			// The outcome just polled may be one no republish can mend
 			// (a reused session id): republishing would store it anyway.
-			return nil, l.broken
+			return nil, false, l.broken
 		}
 		if e.acked {
 			continue
@@ -510,24 +627,52 @@ func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]bool)
 		}
 		if republish {
 			if again {
-				return nil, fmt.Errorf("event %d: %w", e.seq, a.err)
+				return nil, false, fmt.Errorf("event %d: %w", e.seq, a.err)
 			}
 			if *retried == nil {
 				*retried = make(map[*entry]bool)
 			}
 			(*retried)[e] = true
-			if e.seq == 1 {
+			if e.seq == 1 && !e.chunk {
 				e.msg = withoutExpectation(e.msg)
 			}
 			l.publishLocked(e, commitStall)
 			a = e.att
 			if a.settled {
-				return nil, fmt.Errorf("event %d: republish: %w", e.seq, a.err)
+				return nil, false, fmt.Errorf("event %d: republish: %w", e.seq, a.err)
 			}
 		}
 		waits = append(waits, waitItem{e, a})
 	}
-	return waits, nil
+	if len(waits) == 0 && l.held > 0 {
+		// Acknowledgements polled above may have opened the window.
+		l.pumpLocked(commitStall)
+		for _, e := range l.outbox {
+			if e.seq > target {
+				break
+			}
+			if !e.acked && !e.held {
+				waits = append(waits, waitItem{e, e.att})
+			}
+		}
+	}
+	return waits, l.heldUpToLocked(target), nil
+}
+
+// heldUpToLocked reports whether an entry up to target is held back.
+func (l *Log) heldUpToLocked(target uint64) bool {
+	if l.held == 0 {
+		return false
+	}
+	for _, e := range l.outbox {
+		if e.seq > target {
+			return false
+		}
+		if e.held {
+			return true
+		}
+	}
+	return false
 }
 
 // withoutExpectation is m without the expected-last-sequence headers of a

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -105,7 +106,7 @@ func (r *Reader) Sessions(ctx context.Context, o ListOptions) ([]Summary, error)
 		since = &o.Since
 	}
 	byID := make(map[string]*summarizer)
-	err := r.read(ctx, filters, since, func(_ []byte, ev *Event, _ uint64) {
+	err := r.read(ctx, filters, since, nil, func(_ []byte, ev *Event, _ uint64) {
 		a := byID[ev.Session]
 		if a == nil {
 			a = &summarizer{s: Summary{Session: ev.Session}}
@@ -151,16 +152,34 @@ func (r *Reader) Sessions(ctx context.Context, o ListOptions) ([]Summary, error)
 // twice with the same content (a republish after the stream's duplicate
 // window) is returned once, as first stored; two different events with one
 // seq are both returned, and gaps are left, for the verifier to report.
+//
+// Values stored in chunks are put back in place (Resolve): a statement's
+// whole text, its parameters, an event's body. So these events are for
+// reading; their hashes cover the stored form, which Stored returns and
+// VerifyStored checks.
 func (r *Reader) Events(ctx context.Context, session string) ([]Event, error) {
-	var evs []Event
-	err := r.session(ctx, session, func(_ []byte, ev *Event, _ uint64) {
+	var (
+		evs    []Event
+		chunks []Chunk
+	)
+	err := r.session(ctx, session, keepChunk(&chunks), func(_ []byte, ev *Event, _ uint64) {
 		evs = append(evs, *ev)
 	})
 	if err != nil {
 		return nil, err
 	}
 	slices.SortStableFunc(evs, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) })
-	return slices.CompactFunc(evs, func(a, b Event) bool { return a.Seq == b.Seq && sameEvent(&a, &b) }), nil
+	evs = slices.CompactFunc(evs, func(a, b Event) bool { return a.Seq == b.Seq && sameEvent(&a, &b) })
+	if len(chunks) > 0 {
+		idx := indexChunks(chunks)
+		for i := range evs {
+			// A value whose chunks are missing or altered stays as
+			// stored (a text's first bytes and its reference);
+			// verification says what is wrong.
+			_, _ = resolve(&evs[i], idx)
+		}
+	}
+	return evs, nil
 }
 
 // sameEvent compares two events with one seq by their whole encoding, not
@@ -176,12 +195,34 @@ func sameEvent(a, b *Event) bool {
 // ordered by seq, with byte-identical copies of a seq returned once: what
 // an export file holds and VerifyRaw checks.
 func (r *Reader) RawEvents(ctx context.Context, session string) ([]json.RawMessage, error) {
+	st, err := r.Stored(ctx, session)
+	if err != nil {
+		return nil, err
+	}
+	return st.Events, nil
+}
+
+// Stored is one session as the stream holds it: its event bodies, and the
+// chunks of values stored outside them (format v4).
+type Stored struct {
+	Events []json.RawMessage
+	Chunks []Chunk
+}
+
+// Stored returns one session's message bodies exactly as stored, ordered
+// by seq, with byte-identical copies of a seq returned once, and its
+// chunks in stream order, identical copies once: what an export file holds
+// and VerifyStored checks.
+func (r *Reader) Stored(ctx context.Context, session string) (*Stored, error) {
 	type raw struct {
 		seq  uint64
 		data json.RawMessage
 	}
-	var out []raw
-	err := r.session(ctx, session, func(data []byte, ev *Event, _ uint64) {
+	var (
+		out    []raw
+		chunks []Chunk
+	)
+	err := r.session(ctx, session, keepChunk(&chunks), func(data []byte, ev *Event, _ uint64) {
 		out = append(out, raw{ev.Seq, slices.Clone(data)})
 	})
 	if err != nil {
@@ -193,16 +234,17 @@ func (r *Reader) RawEvents(ctx context.Context, session string) ([]json.RawMessa
 	for i := range out {
 		raws[i] = out[i].data
 	}
-	return raws, nil
+	return &Stored{Events: raws, Chunks: dedupChunks(chunks)}, nil
 }
 
-// session reads every message of one session in stream order.
-func (r *Reader) session(ctx context.Context, session string, fn func([]byte, *Event, uint64)) error {
+// session reads every message of one session in stream order: chunks to
+// chunk, events to fn.
+func (r *Reader) session(ctx context.Context, session string, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) error {
 	if !ValidSessionID(session) {
 		return fmt.Errorf("recorder: %w: invalid session id %q", ErrNotFound, session)
 	}
 	n := 0
-	err := r.read(ctx, []string{r.prefix + "." + session + ".>"}, nil, func(data []byte, ev *Event, streamSeq uint64) {
+	err := r.read(ctx, []string{r.prefix + "." + session + ".>"}, nil, chunk, func(data []byte, ev *Event, streamSeq uint64) {
 		n++
 		fn(data, ev, streamSeq)
 	})
@@ -216,11 +258,12 @@ func (r *Reader) session(ctx context.Context, session string, fn func([]byte, *E
 }
 
 // read delivers every message matching filters (from since, if set) that
-// is in the stream when the read starts, in stream order, with its stream
-// sequence. It stops at the count the consumer reported on creation, so it
-// terminates on an empty result and does not chase events appended while
-// it reads.
-func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, fn func([]byte, *Event, uint64)) error {
+// is in the stream when the read starts, in stream order: chunk messages to
+// chunk (skipped when nil; ok is false for one whose headers cannot be
+// read: it stands for no value, but it is in the stream), events to fn with their stream sequence. It stops at the count the
+// consumer reported on creation, so it terminates on an empty result and
+// does not chase events appended while it reads.
+func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultReadTimeout)
@@ -262,6 +305,17 @@ func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, f
 		if err != nil {
 			return fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
 		}
+		if strings.HasSuffix(msg.Subject(), "."+KindChunk) {
+			if chunk != nil {
+				c, ok := chunkOf(msg.Headers(), msg.Data())
+				chunk(c, ok, md.Sequence.Stream)
+			}
+			left--
+			if md.NumPending == 0 {
+				break
+			}
+			continue
+		}
 		var ev Event
 		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
 			// A record we cannot read is reported, not skipped: skipping
@@ -288,4 +342,13 @@ func (r *Reader) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	_ = r.js.DeleteConsumer(ctx, r.stream, info.Name)
+}
+
+// keepChunk is a chunk callback that collects the readable chunks.
+func keepChunk(chunks *[]Chunk) func(Chunk, bool, uint64) {
+	return func(c Chunk, ok bool, _ uint64) {
+		if ok {
+			*chunks = append(*chunks, c)
+		}
+	}
 }

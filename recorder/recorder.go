@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -173,6 +174,11 @@ type Recorder struct {
 	log      *slog.Logger
 	// signEvery is Options.SignInterval; <= 0 signs every event.
 	signEvery time.Duration
+	// maxMsgSize is the stream's max_msg_size; <= 0 means none.
+	maxMsgSize int32
+	// chunkBytes counts the bytes of chunks published, collectedAt its
+	// value at the last collection collect ran.
+	chunkBytes, collectedAt atomic.Int64
 }
 
 // StreamConfig is the configuration New creates the stream with.
@@ -270,21 +276,39 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 		return nil, &streamConfigError{fmt.Sprintf("recorder: stream %s is weaker than airlock requires: %s (fix the stream with the nats CLI, e.g. nats stream edit %s, or set the recorder limits it was given on purpose; see docs/recorder.md)",
 			o.Stream, strings.Join(problems, "; "), o.Stream)}
 	}
+	r := &Recorder{
+		js:         js,
+		stream:     o.Stream,
+		prefix:     o.Subjects,
+		timeout:    o.PublishTimeout,
+		gateway:    o.Gateway,
+		signer:     o.Signer,
+		log:        o.Logger,
+		signEvery:  o.SignInterval,
+		maxMsgSize: have.MaxMsgSize,
+		instance:   o.Instance,
+	}
+	if limit := r.messageLimit(); limit < minPayload {
+		return nil, fmt.Errorf("recorder: messages to stream %s may hold %d bytes (the smaller of the NATS server's max_payload, %d, and the stream's max_msg_size, %d); airlock needs at least %d (see docs/recorder.md, \"Large statements\")",
+			o.Stream, limit, js.Conn().MaxPayload(), have.MaxMsgSize, minPayload)
+	}
 	if have.Duplicates < time.Second {
 		o.Logger.Warn("recorder stream has a short duplicate window; a republished event may be stored twice",
 			"stream", o.Stream, "duplicate_window", have.Duplicates)
 	}
-	return &Recorder{
-		js:        js,
-		stream:    o.Stream,
-		prefix:    o.Subjects,
-		timeout:   o.PublishTimeout,
-		gateway:   o.Gateway,
-		instance:  o.Instance,
-		signer:    o.Signer,
-		log:       o.Logger,
-		signEvery: o.SignInterval,
-	}, nil
+	return r, nil
+}
+
+// messageLimit is the largest message (headers and body) the recorder may
+// publish: the server's max_payload, or the stream's max_msg_size when that
+// is smaller. It is read from the connection, so it is the limit of the
+// server the gateway is connected to now.
+func (r *Recorder) messageLimit() int {
+	n := r.js.Conn().MaxPayload()
+	if r.maxMsgSize > 0 && int64(r.maxMsgSize) < n {
+		n = int64(r.maxMsgSize)
+	}
+	return int(min(n, 1<<30))
 }
 
 // weaknesses lists how an existing stream's configuration protects events
@@ -388,11 +412,13 @@ func (r *Recorder) SubjectPrefix() string { return r.prefix }
 func (r *Recorder) Open(session string, meta Meta) *Log {
 	meta.Gateway = r.gateway
 	l := &Log{
-		r:       r,
-		session: session,
-		meta:    meta,
-		log:     r.log.With("session", session),
+		r:        r,
+		session:  session,
+		meta:     meta,
+		log:      r.log.With("session", session),
+		maxEvent: max(r.messageLimit(), minPayload) - headerReserve,
 	}
+	l.inline = min(maxInline, l.maxEvent/8)
 	if !ValidSessionID(session) {
 		l.broken = fmt.Errorf("invalid session id %q", session)
 		return l
@@ -401,6 +427,7 @@ func (r *Recorder) Open(session string, meta Meta) *Log {
 	for i, k := range kinds {
 		l.subjects[i] = base + k
 	}
+	l.chunkSubject = base + KindChunk
 	return l
 }
 

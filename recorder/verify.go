@@ -89,9 +89,10 @@ func (r Report) OK() bool { return r.Status == VerifyOK }
 // Verify checks one session's events, in the order given (a reader's
 // order: by seq), against the trusted keys. session names the session the
 // events must belong to; empty takes it from the first event. It is pure:
-// no clock, no I/O.
+// no clock, no I/O. Events that reference values stored in chunks fail
+// here: check them with VerifyStored.
 func Verify(session string, evs []Event, keys Keyring) Report {
-	return verify(session, evs, nil, keys)
+	return checkRefs(verify(session, evs, nil, keys), evs, nil)
 }
 
 // VerifyRaw is Verify over events as stored (message bodies, JSON). Beyond
@@ -99,8 +100,7 @@ func Verify(session string, evs []Event, keys Keyring) Report {
 // decodes to, so a member this format does not define, which Verify would
 // never see, counts as an alteration too.
 func VerifyRaw(session string, raws []json.RawMessage, keys Keyring) Report {
-	evs, bad := DecodeRaw(raws)
-	return verify(session, evs, bad, keys)
+	return VerifyStored(session, raws, nil, keys)
 }
 
 // DecodeRaw decodes stored event bodies. bad maps the index of each body

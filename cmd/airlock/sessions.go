@@ -109,6 +109,13 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 		case recorder.TypeStatement:
 			st := e.Statement
 			fmt.Fprintf(w, "%s  #%d %-5s %-6s %s\n", ts, st.ID, strings.ToUpper(st.Decision), st.Class.Required, oneLine(st.Text))
+			if r := st.TextRef; r != nil {
+				how := "kept in chunks; --json shows it whole"
+				if r.Omitted {
+					how = "only its first bytes are recorded (over recorder.max_statement_bytes)"
+				}
+				fmt.Fprintf(w, "%15s text of %d bytes, sha256 %s, %s\n", "", r.Size, r.SHA256, how)
+			}
 			if st.Decision != "allow" {
 				fmt.Fprintf(w, "%15s rule %s: %s\n", "", st.Rule, st.Reason)
 			} else if r := results[st.ID]; r != nil {

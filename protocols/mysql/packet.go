@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+
+	"github.com/airlockhq/airlock/proxy"
 )
 
 // The MySQL packet: a 3-byte little-endian payload length, a 1-byte
@@ -18,10 +20,6 @@ const (
 // Limits on what a peer may make the gateway hold. Payloads are read
 // incrementally, never allocated at the size a peer announces.
 const (
-	// maxCommand caps a client command the gateway must hold whole to
-	// authorize it (COM_QUERY, COM_STMT_PREPARE, COM_STMT_EXECUTE), as
-	// MySQL's own max_allowed_packet default does (64 MiB).
-	maxCommand = 64 << 20
 	// maxHandshake caps a handshake response; real ones are a few hundred
 	// bytes.
 	maxHandshake = 64 << 10
@@ -35,6 +33,9 @@ const (
 type frameError struct {
 	msg     string
 	tooLong bool
+	// next is, for tooLong, the header of the physical packet whose
+	// payload was not read.
+	next header
 }
 
 func (e *frameError) Error() string { return "mysql: " + e.msg }
@@ -75,10 +76,12 @@ func readPayload(r io.Reader, h header, buf []byte, limit int, what string) ([]b
 	buf = buf[:0]
 	for {
 		if len(buf)+h.n > limit {
-			return nil, h.seq, &frameError{msg: fmt.Sprintf("%s of more than %d bytes is larger than the gateway reads whole (%d)", what, len(buf)+h.n, limit), tooLong: true}
+			// What was read comes back with the error, for a caller that
+			// reads the rest through (see session.oversized).
+			return buf, h.seq, &frameError{msg: fmt.Sprintf("%s of more than %d bytes is larger than the gateway reads whole (%d)", what, len(buf)+h.n, limit), tooLong: true, next: h}
 		}
 		var err error
-		if buf, err = appendFull(r, buf, h.n); err != nil {
+		if buf, err = appendFull(r, buf, h.n, !h.last()); err != nil {
 			return nil, h.seq, err
 		}
 		if h.last() {
@@ -95,19 +98,12 @@ func readPayload(r io.Reader, h header, buf []byte, limit int, what string) ([]b
 	}
 }
 
-// appendFull appends exactly n bytes from r to buf, growing it in chunks.
-func appendFull(r io.Reader, buf []byte, n int) ([]byte, error) {
-	for n > 0 {
-		chunk := min(n, 64<<10)
-		if cap(buf)-len(buf) < chunk {
-			buf = append(buf, make([]byte, chunk)...)[:len(buf)]
-		}
-		m, err := io.ReadFull(r, buf[len(buf):len(buf)+chunk])
-		buf = buf[:len(buf)+m]
-		if err != nil {
-			return nil, eofIsUnexpected(err)
-		}
-		n -= chunk
+// appendFull appends exactly n bytes from r to buf, growing it as they
+// arrive (see proxy.AppendRead).
+func appendFull(r io.Reader, buf []byte, n int, more bool) ([]byte, error) {
+	buf, err := proxy.AppendRead(r, buf, n, more)
+	if err != nil {
+		return nil, eofIsUnexpected(err)
 	}
 	return buf, nil
 }

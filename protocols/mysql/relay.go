@@ -76,6 +76,9 @@ type session struct {
 	lastStmt uint32
 	buf      []byte // client packets read whole
 	ubuf     []byte // upstream packets read whole
+	// maxStatement is recorder.max_statement_bytes: the largest command
+	// read whole (see oversized).
+	maxStatement int
 }
 
 // relay runs the session until either side stops or the session's context
@@ -91,7 +94,7 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 		fileLoads: up.caps&capLocalFiles != 0,
 		cl:        cl.conn, cr: cl.r, cw: cl.w,
 		up: up.conn, ur: bufio.NewReaderSize(up.conn, 64<<10), uw: bufio.NewWriterSize(up.conn, 64<<10),
-		stmts: map[uint32]*stmt{},
+		stmts: map[uint32]*stmt{}, maxStatement: sess.MaxStatementBytes(),
 	}
 	var (
 		mu     sync.Mutex
@@ -188,7 +191,11 @@ func (s *session) run() string {
 			}
 			if err == nil {
 				err = s.command(cmd, h, body)
+				release(len(body))
 			}
+		}
+		if errors.Is(err, errTooLargeAnswered) {
+			err = nil
 		}
 		if err != nil {
 			var fe *frameError
@@ -224,9 +231,14 @@ func (e *upstreamError) Error() string {
 }
 
 func (s *session) readCommand(h header) ([]byte, error) {
-	b, _, err := readPayload(s.cr, h, s.buf, maxCommand, "command")
-	if cap(b) <= 1<<20 {
+	b, _, err := readPayload(s.cr, h, s.buf, s.maxStatement, "command")
+	afterRead(len(b))
+	if cap(b) <= keepBuf {
 		s.buf = b // keep small buffers for reuse
+	}
+	var fe *frameError
+	if errors.As(err, &fe) && fe.tooLong {
+		return nil, s.oversized(b, fe.next)
 	}
 	return b, err
 }
@@ -236,7 +248,7 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 	g := s.sess.Grant()
 	switch cmd {
 	case comQuery:
-		sql := string(body[1:])
+		sql := textOf(body[1:])
 		if v, upstreamSQL, ok := s.p.ownKill(s.sess, sql); ok {
 			return s.query(h, append([]byte{comQuery}, upstreamSQL...), v, false)
 		}
@@ -392,8 +404,8 @@ func (s *session) refuse(h header, err error) error {
 		ref = &proxy.Refusal{Kind: "recorder", Msg: err.Error()}
 	}
 	code, state := uint16(erTableAccessDenied), "42000"
-	if ref.Kind == "recorder" {
-		code, state = erUnknown, "HY000"
+	if c, st, ok := refusalCode(ref.Kind); ok {
+		code, state = c, st
 	}
 	return s.writeClient(h.seq+1, errPacket(code, state, ref.Msg))
 }
@@ -456,7 +468,7 @@ func (s *session) resolve(id uint32) uint32 {
 // what get recorded. A refused one is recorded here, where the client
 // learns of it.
 func (s *session) prepare(h header, body []byte) error {
-	sql := string(body[1:])
+	sql := textOf(body[1:])
 	v := s.az.Prepare(s.sess.Grant(), sql)
 	if len(v.Statements) > 1 {
 		v = authz.Verdict{Statements: []authz.Decision{{Text: sql, Rule: "multi-statement-prepare",

@@ -52,6 +52,10 @@ func refusalResponse(ref *proxy.Refusal) *pgproto3.ErrorResponse {
 			Detail: detail, Hint: se.Hint, Position: int32(se.Pos),
 			File: se.File, Line: int32(se.Line), Routine: se.Routine,
 		}
+	case ref.Kind == "too-large":
+		// Larger than recorder.max_statement_bytes: the server's code for
+		// a statement past an implementation limit.
+		return errorResponse("ERROR", stateProgramLimitExceeded, ref.Msg)
 	case ref.Kind == "recorder", ref.Rule == "grant-unconfirmed":
 		// The gateway cannot record, or cannot confirm the grant, now:
 		// the same message may go through later.

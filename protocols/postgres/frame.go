@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+
+	"github.com/airlockhq/airlock/proxy"
 )
 
 // Limits on what a peer may claim. A frame's body is read incrementally,
@@ -43,25 +45,14 @@ func readHeader(r *bufio.Reader) (byte, int, error) {
 }
 
 // readBody reads n bytes into buf (grown as bytes arrive, so a false length
-// costs the liar, not the gateway) and returns it.
+// costs the liar, not the gateway; see proxy.AppendRead) and returns it.
 func readBody(r *bufio.Reader, buf []byte, n int, what byte) ([]byte, error) {
 	if n > maxDecoded {
 		return nil, &frameError{fmt.Sprintf("message %q of %d bytes is larger than the gateway reads whole (%d)", what, n, maxDecoded)}
 	}
-	buf = buf[:0]
-	for len(buf) < n {
-		chunk := min(n-len(buf), 64<<10)
-		if cap(buf)-len(buf) < chunk {
-			buf = append(buf, make([]byte, chunk)...)[:len(buf)]
-		}
-		m, err := io.ReadFull(r, buf[len(buf):len(buf)+chunk])
-		buf = buf[:len(buf)+m]
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
+	buf, err := proxy.AppendRead(r, buf[:0], n, false)
+	if err != nil {
+		return nil, err
 	}
 	return buf, nil
 }

@@ -88,6 +88,9 @@ type session struct {
 	// closing the connection, for the session's end reason (upstream
 	// goroutine only).
 	upstreamFatal string
+	// maxStatement is recorder.max_statement_bytes: larger messages are
+	// not read whole (see oversized).
+	maxStatement int
 }
 
 // relay runs the session until either side stops or the session's context
@@ -102,6 +105,7 @@ func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cach
 		ur:    bufio.NewReaderSize(up.conn, 2<<10),
 		uw:    bufio.NewWriterSize(up.conn, 2<<10),
 		stmts: map[string]*authz.Verdict{}, portals: map[string]*bound{},
+		maxStatement: sess.MaxStatementBytes(),
 	}
 	var once sync.Once
 	var reason string
@@ -198,7 +202,13 @@ func (s *session) clientToUpstream() string {
 		if err != nil {
 			return s.clientReadEnded(err)
 		}
+		held := readWhole(typ) // read into memory whole
+		if n > s.maxStatement && held {
+			err = s.oversized(typ, n)
+			typ, held = 0, false // handled
+		}
 		switch typ {
+		case 0:
 		case 'Q':
 			err = s.query(n)
 		case 'P':
@@ -236,6 +246,9 @@ func (s *session) clientToUpstream() string {
 			}
 			return "relay ended: " + err.Error()
 		}
+		if held {
+			release(n)
+		}
 	}
 }
 
@@ -266,7 +279,8 @@ func (s *session) protocolViolation(msg string) {
 
 func (s *session) body(n int, typ byte) ([]byte, error) {
 	b, err := readBody(s.cl.r, s.buf, n, typ)
-	if cap(b) <= 1<<20 {
+	afterRead(n)
+	if cap(b) <= keepBuf {
 		s.buf = b // keep small buffers for reuse
 	}
 	return b, err
@@ -279,11 +293,11 @@ func (s *session) query(n int) error {
 	if err != nil {
 		return err
 	}
-	sql, _, ok := cstring(body)
-	if !ok {
+	i := bytes.IndexByte(body, 0)
+	if i < 0 {
 		return &frameError{"Query message without its terminating zero byte"}
 	}
-	v := s.az.Postgres(s.sess.Grant(), sql)
+	v := s.az.Postgres(s.sess.Grant(), textOf(body[:i]))
 	adm, err := s.sess.Admit(v)
 	if err != nil {
 		return s.refuse('Q', err, func() error { return send(s.uw, &pgproto3.Query{String: refusedSQL}) })
@@ -302,7 +316,13 @@ func (s *session) parse(n int) error {
 		return err
 	}
 	var p pgproto3.Parse
-	if err := p.Decode(body); err != nil {
+	if len(body) > keepBuf {
+		name, query, ok := decodeParse(body)
+		if !ok {
+			return &frameError{"malformed Parse"}
+		}
+		p.Name, p.Query = name, query
+	} else if err := p.Decode(body); err != nil {
 		return &frameError{"malformed Parse: " + err.Error()}
 	}
 	v := s.az.Parse(s.sess.Grant(), p.Name, p.Query)
@@ -422,8 +442,9 @@ func (s *session) close(n int) error {
 // functionCall refuses the FunctionCall message: it calls a function by
 // OID, outside any statement the authorizer could read.
 func (s *session) functionCall(n int) error {
-	if _, err := s.body(n, 'F'); err != nil {
-		return err
+	// Refused whatever it holds, so it is not read into memory.
+	if _, err := s.cl.r.Discard(n); err != nil {
+		return eofUnexpected(err)
 	}
 	_, err := s.sess.Admit(authz.Verdict{Statements: []authz.Decision{{
 		Text: "<FunctionCall message>", Rule: "function-call",

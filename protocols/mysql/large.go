@@ -1,0 +1,118 @@
+package mysql
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"unsafe"
+
+	"github.com/airlockhq/airlock/proxy"
+)
+
+// errTooLargeAnswered ends the handling of a command that was larger than
+// recorder.max_statement_bytes: it was read through, refused, recorded and
+// answered, and the session goes on.
+var errTooLargeAnswered = errors.New("mysql: command over the statement cap answered")
+
+// oversized reads the rest of a command larger than
+// recorder.max_statement_bytes through a digest, without holding it: head
+// is what was read of it (from its command byte on), next the header of
+// the physical packet whose payload comes next. The refusal is recorded
+// with the size, SHA-256 and first bytes of the payload after the command
+// byte (a COM_QUERY's or COM_STMT_PREPARE's statement text), and answered
+// as MySQL answers a packet over max_allowed_packet (1153), on a session
+// that stays open.
+func (s *session) oversized(head []byte, next header) error {
+	d := proxy.NewDigest()
+	var cmd byte
+	if len(head) > 0 {
+		cmd = head[0]
+		d.Write(head[1:])
+	} else {
+		b, err := s.cr.ReadByte()
+		if err != nil {
+			return eofIsUnexpected(err)
+		}
+		cmd, next.n = b, next.n-1
+	}
+	h := next
+	for {
+		if _, err := io.CopyN(d, s.cr, int64(h.n)); err != nil {
+			return eofIsUnexpected(err)
+		}
+		if h.last() {
+			break
+		}
+		nh, err := readHeader(s.cr)
+		if err != nil {
+			return eofIsUnexpected(err)
+		}
+		if nh.seq != h.seq+1 {
+			return &frameError{msg: fmt.Sprintf("command continues with sequence id %d, want %d", nh.seq, h.seq+1)}
+		}
+		h = nh
+	}
+	what := fmt.Sprintf("command 0x%02x", cmd)
+	switch cmd {
+	case comQuery:
+		what = "COM_QUERY statement"
+	case comStmtPrepare:
+		what = "COM_STMT_PREPARE statement"
+	case comStmtExecute:
+		what = "COM_STMT_EXECUTE command"
+	}
+	ref := s.sess.RefuseTooLarge(what, d)
+	if err := s.refuse(h, ref); err != nil {
+		return err
+	}
+	return errTooLargeAnswered
+}
+
+// refusalCode is the error code and SQLSTATE of a refusal of kind, when it
+// is not the default 1142.
+func refusalCode(kind string) (uint16, string, bool) {
+	switch kind {
+	case "recorder":
+		return erUnknown, "HY000", true
+	case "too-large":
+		return erNetPacketTooLarge, "08S01", true
+	}
+	return 0, "", false
+}
+
+// bigCommand is the size from which a command's memory is returned to the
+// operating system once it is handled (see release).
+const bigCommand = 16 << 20
+
+// afterRead collects, after a large command was read, the smaller buffers
+// it grew through, before it is decided, recorded and forwarded, so that
+// what those steps allocate reuses that memory instead of adding to it.
+func afterRead(n int) {
+	if n >= bigCommand {
+		runtime.GC()
+	}
+}
+
+// release gives the memory of a large command back to the operating system
+// at once: the Go runtime would keep the freed heap for minutes.
+func release(n int) {
+	if n >= bigCommand {
+		proxy.ReleaseMemory()
+	}
+}
+
+// keepBuf is the largest read buffer a session keeps for its next command
+// (see session.readCommand); larger ones belong to their command alone.
+const keepBuf = 1 << 20
+
+// textOf is b as a string: for a large command, the buffer it was read
+// into, which nothing writes to again, rather than a copy of it, so a 200
+// MB statement is not held twice; a small one is copied out of the
+// session's reused buffer.
+func textOf(b []byte) string {
+	if cap(b) <= keepBuf {
+		return string(b)
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
