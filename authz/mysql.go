@@ -17,6 +17,7 @@ package authz
 // handshake character sets the listener may accept.
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -231,7 +232,8 @@ type myStmt struct {
 	a    *myAnalysis
 }
 
-// classifyMySQL lexes, parses and classifies a message.
+// classifyMySQL lexes, parses and classifies a message. A statement the
+// parser cannot read comes back as a *myParseError.
 func classifyMySQL(sql string, set *mySettings) ([]*myStmt, *myLexError, error) {
 	if set.badMode != "" {
 		return nil, &myLexError{rule: "lexical", msg: set.badMode}, nil
@@ -248,12 +250,12 @@ func classifyMySQL(sql string, set *mySettings) ([]*myStmt, *myLexError, error) 
 			var err error
 			kind, err = a.handler(seg.clean, set)
 			if err != nil {
-				return nil, nil, statementError(len(segs), i, err)
+				return nil, nil, &myParseError{err: err, stmt: i, n: len(segs), start: seg.start, pos: -1}
 			}
 		} else {
 			stmt, err := parseMySQL(seg.clean, set.parserMode)
 			if err != nil {
-				return nil, nil, statementError(len(segs), i, err)
+				return nil, nil, parseErrorAt(err, i, len(segs), seg)
 			}
 			kind = a.statement(stmt)
 		}
@@ -265,11 +267,40 @@ func classifyMySQL(sql string, set *mySettings) ([]*myStmt, *myLexError, error) 
 	return out, nil, nil
 }
 
-func statementError(n, i int, err error) error {
-	if n > 1 {
-		return fmt.Errorf("statement %d: %w", i+1, err)
+// myParseError is a statement of a message the parser could not read.
+type myParseError struct {
+	err     error
+	stmt, n int // the statement's index, and how many the message has
+	// start is where the statement starts in the message; pos is where
+	// the server's lexer would stand when its grammar gives up, or -1
+	// when the parser said nothing of where.
+	start, pos int
+}
+
+func (e *myParseError) Error() string {
+	if e.n > 1 {
+		return fmt.Sprintf("statement %d: %v", e.stmt+1, e.err)
 	}
-	return err
+	return e.err.Error()
+}
+
+func (e *myParseError) Unwrap() error { return e.err }
+
+// parseErrorAt places the parser's error on segment seg of the message.
+// Where the parser ran out of text, the server's lexer stands on the ';'
+// after the statement, or at the end of the message.
+func parseErrorAt(err error, i, n int, seg mySegment) *myParseError {
+	e := &myParseError{err: err, stmt: i, n: n, start: seg.start, pos: -1}
+	if off, ok := tidbSyntaxOffset(err, seg.clean); ok {
+		e.pos = seg.start + off
+		if off >= len(seg.clean) {
+			e.pos = len(seg.clean) + seg.start
+			if seg.semi >= 0 {
+				e.pos = seg.semi
+			}
+		}
+	}
+	return e
 }
 
 var parserPool = sync.Pool{New: func() any { return parser.New() }}
@@ -303,9 +334,13 @@ func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
 	stmts, lerr, err := classifyMySQL(sql, &s.s)
 	switch {
 	case lerr != nil:
-		return refuseMessage(sql, lerr.rule, myLexReason(lerr))
+		v := refuseMessage(sql, lerr.rule, myLexReason(lerr))
+		if lerr.rule == "unparseable" {
+			v.Statements[0].Syntax = mySyntaxAt(sql, lerr.stmt, lerr.pos, s.s.lex)
+		}
+		return v
 	case err != nil:
-		return refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL ("+oneLine(err.Error())+"), so none of it was run")
+		return s.unparseable(sql, err, prepare)
 	case len(stmts) == 0:
 		return Verdict{Allow: true}
 	}
@@ -353,6 +388,31 @@ func (s *MySQLSession) decideOptsFor(st *myState) *decideOpts {
 
 func (st myState) clone() myState {
 	return myState{dbs: slices.Clone(st.dbs), prepared: st.prepared, handlers: st.handlers}
+}
+
+// unparseable refuses a message the parser could not read, with the
+// error the server would have given for it when the parser said where.
+func (s *MySQLSession) unparseable(sql string, err error, prepare bool) Verdict {
+	var pe *myParseError
+	if errors.As(err, &pe) && pe.pos >= 0 {
+		pos := pe.pos
+		if !prepare {
+			if q := myParamMarker(sql, pe.start, pos, s.s.lex); q >= 0 {
+				pos = q
+			}
+		}
+		if pos < len(sql) && sql[pos] == ',' {
+			// The server's lexer starts the next token at once after a
+			// comma, so it shows the text after it.
+			pos++
+		}
+		syn := mySyntaxAt(sql, pe.start, pos, s.s.lex)
+		near := syn.Msg[strings.Index(syn.Msg, " near '")+1:]
+		v := refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL (syntax error "+oneLine(near)+"), so none of it was run")
+		v.Statements[0].Syntax = syn
+		return v
+	}
+	return refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL ("+oneLine(err.Error())+"), so none of it was run")
 }
 
 // refuseMessage refuses a whole message with one decision.

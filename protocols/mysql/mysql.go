@@ -61,12 +61,14 @@ func (p *Protocol) Name() string { return "mysql" }
 // Error codes and SQLSTATEs the gateway sends.
 const (
 	erAccessDenied          = 1045 // 28000
+	erBadDB                 = 1049 // 42000
+	erConCount              = 1040 // 08004
+	erNoDB                  = 1046 // 3D000
 	erHandshake             = 1043 // 08S01
 	erTableAccessDenied     = 1142 // 42000: the refusal of a statement
 	erUnknown               = 1105 // HY000
 	erUnknownCom            = 1047 // 08S01
 	erNetPacketTooLarge     = 1153 // 08S01
-	erMalformedPacket       = 1835 // HY000
 	erConnectionKilled      = 1927 // 70100
 	erSecureTransportNeeded = 3159 // HY000
 )
@@ -287,7 +289,7 @@ func (p *Protocol) handshake(ctx context.Context, cl *client) (*handshakeState, 
 		return hs, &handshakeError{erAccessDenied, "28000", "airlock: no user name: connect as your agent name", "protocol"}
 	}
 	if resp.db == "" {
-		return hs, &handshakeError{erAccessDenied, "28000",
+		return hs, &handshakeError{erNoDB, "3D000",
 			fmt.Sprintf("airlock: no database: name the resource as the database, e.g. mysql -u %s -p RESOURCE", resp.user), "protocol"}
 	}
 	if cs := collationCharset(resp.collation); cs != "" && !authz.SafeMySQLCharset(cs) {
@@ -349,7 +351,8 @@ func (p *Protocol) authenticate(ctx context.Context, c *proxy.Conn, cl *client, 
 	}
 	sess, err := c.Authenticate(ctx, resp.user, resp.db, match)
 	if err != nil {
-		cl.sendError(erAccessDenied, "28000", "airlock: "+err.Error())
+		code, state := loginRefusalCode(err)
+		cl.sendError(code, state, "airlock: "+err.Error())
 		return nil, err
 	}
 	if plugin == pluginCachingSHA2 {
@@ -360,6 +363,27 @@ func (p *Protocol) authenticate(ctx context.Context, c *proxy.Conn, cl *client, 
 		}
 	}
 	return sess, nil
+}
+
+// loginRefusalCode is the server's error for the closest case of a
+// refused login: 1049 ER_BAD_DB_ERROR for a resource the gateway does not
+// have, 1044 ER_DBACCESS_DENIED_ERROR for a grant on another resource,
+// 1040 ER_CON_COUNT_ERROR (08004, the server refused to open a
+// connection now) when the gateway cannot confirm grants or record, so
+// pools try again later; 1045 ER_ACCESS_DENIED_ERROR otherwise.
+func loginRefusalCode(err error) (uint16, string) {
+	ae, _ := proxy.AsAuthError(err)
+	if ae != nil {
+		switch ae.Kind {
+		case "no-resource":
+			return erBadDB, "42000"
+		case "wrong-resource":
+			return erDBAccessDenied, "42000"
+		case "unavailable", "recorder":
+			return erConCount, "08004"
+		}
+	}
+	return erAccessDenied, "28000"
 }
 
 // matcher returns the test of one grant's verifier against the client's

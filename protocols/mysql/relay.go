@@ -163,10 +163,10 @@ func (s *session) run() string {
 			return s.clientReadEnded(err)
 		}
 		if h.seq != 0 {
-			return s.violation(h, fmt.Sprintf("command packet with sequence id %d, want 0", h.seq))
+			return s.violationCode(h, fmt.Sprintf("command packet with sequence id %d, want 0", h.seq), erNetPacketsOutOfOrder, "08S01")
 		}
 		if h.n == 0 {
-			return s.violation(h, "empty command packet")
+			return s.violationCode(h, "empty command packet", erUnknownCom, "08S01")
 		}
 		b, err := s.cr.Peek(1)
 		if err != nil {
@@ -193,8 +193,11 @@ func (s *session) run() string {
 		if err != nil {
 			var fe *frameError
 			if errors.As(err, &fe) {
-				if fe.tooLong {
+				switch {
+				case fe.tooLong:
 					return s.violationCode(h, fe.msg, erNetPacketTooLarge, "08S01")
+				case fe.outOfOrder:
+					return s.violationCode(h, fe.msg, erNetPacketsOutOfOrder, "08S01")
 				}
 				return s.violation(h, fe.msg)
 			}
@@ -258,7 +261,7 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 		}
 		adm, err := s.sess.Admit(v)
 		if err != nil {
-			return s.refuse(h, err)
+			return s.refuse(h, v, err)
 		}
 		if err := s.forward(body); err != nil {
 			return err
@@ -266,9 +269,10 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 		t := &tracker{adm: adm, v: v}
 		return s.relayFieldList(t)
 	case comStatistics:
-		adm, err := s.sess.Admit(commandVerdict(g, "COM_STATISTICS", "STATISTICS", authz.AccessRead))
+		v := commandVerdict(g, "COM_STATISTICS", "STATISTICS", authz.AccessRead)
+		adm, err := s.sess.Admit(v)
 		if err != nil {
-			return s.refuse(h, err)
+			return s.refuse(h, v, err)
 		}
 		if err := s.forward(body); err != nil {
 			return err
@@ -329,6 +333,10 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 		return s.deny(h, fmt.Sprintf("%s (command 0x%02x)", commandName(cmd), cmd), "replication", "REPLICATION",
 			"replication and binary log commands are not allowed through airlock")
 	}
+	if commandName(cmd) == "unknown" {
+		return s.deny(h, fmt.Sprintf("command 0x%02x", cmd), "unsupported-command", "UNKNOWN COMMAND",
+			fmt.Sprintf("0x%02x is not a MySQL protocol command", cmd))
+	}
 	return s.deny(h, fmt.Sprintf("%s (command 0x%02x)", commandName(cmd), cmd), "unsupported-command", "COMMAND",
 		fmt.Sprintf("the %s protocol command is not allowed through airlock; use the SQL statement instead", commandName(cmd)))
 }
@@ -378,24 +386,24 @@ func commandVerdict(g *authz.Grant, text, kind string, need authz.Access) authz.
 // deny records a refused command and answers it with an error; the
 // session goes on.
 func (s *session) deny(h header, text, rule, kind, reason string) error {
-	_, err := s.sess.Admit(authz.Verdict{Statements: []authz.Decision{{
+	v := authz.Verdict{Statements: []authz.Decision{{
 		Text: text, Rule: rule, Reason: reason,
 		Class: authz.Classification{Kind: kind, Required: authz.AccessAdmin},
-	}}})
-	return s.refuse(h, err)
+	}}}
+	_, err := s.sess.Admit(v)
+	return s.refuse(h, v, err)
 }
 
-// refuse answers the command of header h with the refusal err.
-func (s *session) refuse(h header, err error) error {
-	var ref *proxy.Refusal
-	if !errors.As(err, &ref) {
-		ref = &proxy.Refusal{Kind: "recorder", Msg: err.Error()}
-	}
-	code, state := uint16(erTableAccessDenied), "42000"
-	if ref.Kind == "recorder" {
-		code, state = erUnknown, "HY000"
-	}
-	return s.writeClient(h.seq+1, errPacket(code, state, ref.Msg))
+// refuse answers the command of header h, decided as v, with the refusal
+// err (see refusalPacket).
+func (s *session) refuse(h header, v authz.Verdict, err error) error {
+	return s.writeClient(h.seq+1, refusalPacket(v, err, s.grantEnded))
+}
+
+// grantEnded reports whether the session's grant is no longer active.
+func (s *session) grantEnded() bool {
+	g := s.sess.Grant()
+	return g == nil || g.EffectiveState(time.Now()) != authz.StateActive
 }
 
 // query authorizes and runs a COM_QUERY (or a command decided as SQL):
@@ -404,7 +412,7 @@ func (s *session) refuse(h header, err error) error {
 func (s *session) query(h header, body []byte, v authz.Verdict, binary bool) error {
 	adm, err := s.sess.Admit(v)
 	if err != nil {
-		return s.refuse(h, err)
+		return s.refuse(h, v, err)
 	}
 	if err := s.forward(body); err != nil {
 		return err
@@ -422,7 +430,7 @@ func (s *session) initDB(h header, body []byte) error {
 	v := s.az.InitDB(s.sess.Grant(), db)
 	adm, err := s.sess.Admit(v)
 	if err != nil {
-		return s.refuse(h, err)
+		return s.refuse(h, v, err)
 	}
 	if err := s.forward(body); err != nil {
 		return err
@@ -464,7 +472,7 @@ func (s *session) prepare(h header, body []byte) error {
 	}
 	if !v.Allow {
 		_, err := s.sess.Admit(v)
-		return s.refuse(h, err)
+		return s.refuse(h, v, err)
 	}
 	if err := s.forward(body); err != nil {
 		return err
@@ -530,7 +538,7 @@ func (s *session) execute(h header, body []byte) error {
 	st.long = nil
 	adm, err := s.sess.Admit(st.verdict, params...)
 	if err != nil {
-		return s.refuse(h, err)
+		return s.refuse(h, st.verdict, err)
 	}
 	if err := s.forward(body); err != nil {
 		return err
@@ -603,9 +611,11 @@ func (s *session) sendLongData(h header) error {
 }
 
 // violation records a malformed command, tells the client and ends the
-// session.
+// session. The server's own code for a packet it cannot read is 1158
+// (08S01): a communication error, after which drivers drop the
+// connection, as the gateway does.
 func (s *session) violation(h header, msg string) string {
-	return s.violationCode(h, msg, erMalformedPacket, "HY000")
+	return s.violationCode(h, msg, erNetReadError, "08S01")
 }
 
 func (s *session) violationCode(h header, msg string, code uint16, state string) string {
