@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"os/exec"
 	"strconv"
@@ -159,4 +160,38 @@ func directMySQLDB(t *testing.T, g *gateway) *sql.DB {
 	db := sql.OpenDB(conn)
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// TestMySQLNulInLiteral: a string literal holding a raw NUL byte is legal
+// MySQL. go-sql-driver with interpolateParams on a NO_BACKSLASH_ESCAPES
+// session (it learns the mode from the handshake's status flags) sends
+// one; the value must arrive and come back byte for byte.
+func TestMySQLNulInLiteral(t *testing.T) {
+	g := startGateway(t, gatewayOptions{MySQL: true})
+	g.my.Exec(t, "create table blobs (id int primary key, b varbinary(64), s varchar(64))")
+	g.my.Exec(t, "set global sql_mode = concat(@@global.sql_mode, ',NO_BACKSLASH_ESCAPES')")
+	iss := g.grantMySQL("agent-1", "INC-71: binary values", "write")
+	db := g.mysqlDB("agent-1", iss.Token, func(c *mysql.Config) { c.InterpolateParams = true })
+	ctx := context.Background()
+	want := []byte("a\x00b\\'\"\x00\xff\x00")
+	text := "x\x00y\\z'"
+	if _, err := db.ExecContext(ctx, "insert into blobs (id, b, s) values (?, ?, ?)", 1, want, text); err != nil {
+		t.Fatalf("insert with NUL bytes: %v", err)
+	}
+	var got []byte
+	var gotText string
+	if err := db.QueryRowContext(ctx, "select b, s from blobs where id = ? and s = ?", 1, text).Scan(&got, &gotText); err != nil {
+		t.Fatalf("read back: %v", err)
+	}
+	if string(got) != string(want) || gotText != text {
+		t.Fatalf("read back %q, %q; want %q, %q", got, gotText, want, text)
+	}
+	if up := g.my.QueryString(t, "select hex(b) from blobs where id = 1"); up != strings.ToUpper(hex.EncodeToString(want)) {
+		t.Fatalf("upstream holds %s, want %s", up, strings.ToUpper(hex.EncodeToString(want)))
+	}
+	// A NUL outside a literal stays refused: the server would read it
+	// as the end of the statement.
+	if _, err := db.ExecContext(ctx, "select 1 /* \x00 */; delete from blobs"); err == nil || !strings.Contains(err.Error(), "NUL byte outside a string literal") {
+		t.Fatalf("NUL in a comment: %v", err)
+	}
 }

@@ -179,7 +179,11 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 		sess.End("upstream connection failed: " + err.Error())
 		return
 	}
-	if err := cl.write(okPacket(statusAutocommit)); err != nil {
+	// The status flags come from the upstream's session: a driver that
+	// interpolates parameters itself escapes by SERVER_STATUS_NO_BACKSLASH_
+	// ESCAPES (go-sql-driver's interpolateParams), and must see the
+	// server's from the start.
+	if err := cl.write(okPacket(up.status())); err != nil {
 		up.conn.Close()
 		sess.End("client gone before ready: " + err.Error())
 		return
