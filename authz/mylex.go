@@ -113,6 +113,13 @@ func isMySpace(c byte) bool {
 
 // myLex splits a message into statements and cleans each of comments.
 func myLex(sql string, o myLexOpts) ([]mySegment, *myLexError) {
+	segs, _, err := myLexClean(sql, o)
+	return segs, err
+}
+
+// myLexClean is myLex that also returns the whole cleaned message, of
+// which each segment's clean text is a slice.
+func myLexClean(sql string, o myLexOpts) ([]mySegment, string, *myLexError) {
 	clean := []byte(sql)
 	blank := func(from, to int) {
 		for k := from; k < to; k++ {
@@ -125,13 +132,13 @@ func myLex(sql string, o myLexOpts) ([]mySegment, *myLexError) {
 	segs, err := myLexSegments(sql, o, clean, blank, &segStart)
 	if err != nil {
 		err.stmt = segStart
-		return nil, err
+		return nil, "", err
 	}
 	// Blanking a comment must not make one: in "--/**/x" the server reads
 	// two minus signs, but blanked it reads "--    x", a comment to the
 	// parser. So the cleaned text must hold no comment at all.
 	if pos := commentIn(clean, o); pos >= 0 {
-		return nil, &myLexError{rule: "lexical", msg: "comments arranged so that airlock's parser would read them differently from the server", pos: pos}
+		return nil, "", &myLexError{rule: "lexical", msg: "comments arranged so that airlock's parser would read them differently from the server", pos: pos}
 	}
 	cl := string(clean)
 	out := segs[:0]
@@ -142,7 +149,7 @@ func myLex(sql string, o myLexOpts) ([]mySegment, *myLexError) {
 		}
 		out = append(out, s)
 	}
-	return out, nil
+	return out, cl, nil
 }
 
 // myLexSegments is myLex's scan: it splits sql at ';' into segments,

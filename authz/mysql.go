@@ -56,6 +56,10 @@ type MySQLOptions struct {
 	// Cache, when set, keeps decisions on whole messages (see
 	// DecisionCache); share one across sessions.
 	Cache *DecisionCache
+	// Routines, when set, reads stored procedures from the server, so a
+	// CALL in a COM_QUERY is decided by what the procedure runs; without
+	// it (and for prepared statements) CALL needs admin.
+	Routines MySQLRoutines
 }
 
 // mySettings are MySQLOptions read once per session.
@@ -230,39 +234,93 @@ type myStmt struct {
 	text string
 	kind string
 	a    *myAnalysis
+	// volatile is set when the decision depends on what the server
+	// showed (a procedure's definition): it is not cached.
+	volatile bool
+}
+
+// myCallEnv is what a message's CALLs are decided with: off (the zero
+// value) leaves them needing admin.
+type myCallEnv struct {
+	on  bool
+	src MySQLRoutines
+	dbs []string // the possible current databases
+}
+
+// resolver is the myCallResolver of the environment, nil when off.
+func (e myCallEnv) resolver() *myCallResolver {
+	if !e.on {
+		return nil
+	}
+	return &myCallResolver{src: e.src, dbs: e.dbs}
 }
 
 // classifyMySQL lexes, parses and classifies a message. A statement the
-// parser cannot read comes back as a *myParseError.
-func classifyMySQL(sql string, set *mySettings) ([]*myStmt, *myLexError, error) {
+// parser cannot read comes back as a *myParseError. env decides CALLs.
+func classifyMySQL(sql string, set *mySettings, env myCallEnv) ([]*myStmt, *myLexError, error) {
 	if set.badMode != "" {
 		return nil, &myLexError{rule: "lexical", msg: set.badMode}, nil
 	}
-	segs, lerr := myLex(sql, set.lex)
+	segs, cl, lerr := myLexClean(sql, set.lex)
 	if lerr != nil {
 		return nil, lerr, nil
 	}
 	out := make([]*myStmt, 0, len(segs))
-	for i, seg := range segs {
+	for i := 0; i < len(segs); i++ {
+		seg := segs[i]
 		a := &myAnalysis{}
 		var kind string
-		if isHandler(seg.clean) {
+		end, hint := seg.end, seg.setVarHint
+		switch {
+		case isHandler(seg.clean):
 			var err error
 			kind, err = a.handler(seg.clean, set)
 			if err != nil {
 				return nil, nil, &myParseError{err: err, stmt: i, n: len(segs), start: seg.start, pos: -1}
 			}
-		} else {
+		case myCompoundLead(seg.clean):
+			k, e, rerr := readCompound(sql, cl, seg.start, set, env.resolver(), a, false)
+			if rerr != nil {
+				return nil, nil, &myParseError{err: rerr, stmt: i, n: len(segs), start: seg.start, pos: rerr.pos}
+			}
+			// The statement runs over the ';'s inside it, to the one
+			// after it (or the end).
+			kind, end = k, e
+			for end > seg.start && isMySpace(sql[end-1]) {
+				end--
+			}
+			for i+1 < len(segs) && segs[i+1].start < e {
+				i++
+				hint = hint || segs[i].setVarHint
+			}
+		default:
 			stmt, err := parseMySQL(seg.clean, set.parserMode)
 			if err != nil {
-				return nil, nil, parseErrorAt(err, i, len(segs), seg)
+				// SELECT ... INTO @var, which the TiDB parser does not
+				// read, is read without its INTO.
+				toks, _ := myTokens(seg.clean, set.lex)
+				for k := range toks {
+					toks[k].start += seg.start
+					toks[k].end += seg.start
+				}
+				var rerr *myReadError
+				if stmt, rerr = parseInto(seg.clean, seg.start, toks, set, nil); rerr != nil {
+					return nil, nil, parseErrorAt(err, i, len(segs), seg)
+				}
 			}
 			kind = a.statement(stmt)
 		}
-		if seg.setVarHint {
+		if len(a.calls) > 0 {
+			env.resolver().resolve(a, set)
+		}
+		if a.op == myOpUse {
+			// The statements after a USE run only if it succeeded.
+			env.dbs = []string{a.opDB}
+		}
+		if hint {
 			a.need(AccessAdmin, "a SET_VAR optimizer hint sets a server variable")
 		}
-		out = append(out, &myStmt{text: sql[seg.start:seg.end], kind: kind, a: a})
+		out = append(out, &myStmt{text: sql[seg.start:end], kind: kind, a: a, volatile: a.volatile})
 	}
 	return out, nil, nil
 }
@@ -331,7 +389,11 @@ func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
 			return v
 		}
 	}
-	stmts, lerr, err := classifyMySQL(sql, &s.s)
+	var calls myCallEnv
+	if !prepare {
+		calls = myCallEnv{src: s.o.Routines, dbs: s.st.dbs, on: true}
+	}
+	stmts, lerr, err := classifyMySQL(sql, &s.s, calls)
 	switch {
 	case lerr != nil:
 		v := refuseMessage(sql, lerr.rule, myLexReason(lerr))
@@ -352,7 +414,7 @@ func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
 	stateful := false
 	for i, m := range stmts {
 		st := s.resolve(m, &next, prepare)
-		stateful = stateful || m.a.op != myOpNone
+		stateful = stateful || m.a.op != myOpNone || m.volatile
 		decisions[i] = decide(g, st, s.decideOptsFor(&next))
 		if decisions[i].Allow {
 			s.apply(m, &next)
@@ -521,7 +583,7 @@ func (s *MySQLSession) resolve(m *myStmt, st *myState, prepare bool) *Statement 
 
 // prepareInner classifies the text of PREPARE ... FROM '...'.
 func (s *MySQLSession) prepareInner(text string) (*myStmt, string) {
-	stmts, lerr, err := classifyMySQL(text, &s.s)
+	stmts, lerr, err := classifyMySQL(text, &s.s, myCallEnv{})
 	switch {
 	case lerr != nil:
 		return nil, "PREPARE: " + myLexReason(lerr)
@@ -626,6 +688,13 @@ func (s *MySQLSession) classOf(kind string, out *Statement, a *myAnalysis, dbs [
 			if a.op == myOpUse {
 				f.databaseWhat = "switches to"
 			}
+		}
+	}
+	if len(a.calls) > 0 {
+		// A CALL no resolver decided.
+		f.needs = append(slices.Clone(f.needs), need{level: AccessAdmin, why: "CALL runs a procedure airlock cannot inspect", fn: -1})
+		if f.unresolved == "" {
+			f.unresolved = "CALL runs a procedure that may touch any table"
 		}
 	}
 	for i := range f.funcs {

@@ -26,7 +26,7 @@ func FuzzMySQL(f *testing.F) {
 		for _, o := range opts {
 			v := MySQL(readGrant, s, o)
 			set := readMySQLOptions(&o)
-			if _, lerr, err := classifyMySQL(s, &set); (lerr != nil || err != nil) && v.Allow {
+			if _, lerr, err := classifyMySQL(s, &set, myCallEnv{}); (lerr != nil || err != nil) && v.Allow {
 				t.Fatalf("cannot read it (%v, %v), but allowed: %+v", lerr, err, v)
 			}
 			for i, d := range v.Statements {

@@ -56,6 +56,17 @@ var mySyntaxCases = []struct {
 	{"select * from t where id = = 1", "= 1", 1},
 	{"select id from orders where id = ? and", "? and", 1},
 	{"select '?', `?` /* ? */ from orders where id = 1 and", "", 1},
+	{"create procedure p() begin selec 1; end", "1; end", 1},
+	{"create procedure p() begin select 1 end", "", 1},
+	{"create procedure p() begin if 1 then select 1; end; end", "; end", 1},
+	{"create procedure p()\nbegin\n  declare x int;\n  set x = ;\nend", ";\nend", 4},
+	{"create procedure p() begin while 1 select 1; end while; end", "select 1; end while; end", 1},
+	{"create procedure p() begin declare x int; select x frm t; end", "t; end", 1},
+	{"create procedure p() begin if 1 > then select 1; end if; end", "then select 1; end if; end", 1},
+	{"create function f() returns int return 1 +", "", 1},
+	{"create trigger t before insert on orders for each row set new.x = ", "", 1},
+	{"create procedure p() begin declare x int; select 1 into x, from t; end", "from t; end", 1},
+	{"create procedure p(a int, b) select 1", ") select 1", 1},
 }
 
 const mariaSyntaxPrefix = "You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near '"
