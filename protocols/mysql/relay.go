@@ -84,15 +84,18 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 	res := sess.Resource()
 	s := &session{
 		p: p, sess: sess, log: sess.Logger(), res: res,
-		az: p.newAuthorizer(authz.MySQLOptions{
-			Database: res.Database, Databases: []string{res.Database},
-			SQLMode: up.sqlMode, ServerVersion: up.version,
-		}),
 		fileLoads: up.caps&capLocalFiles != 0,
 		cl:        cl.conn, cr: cl.r, cw: cl.w,
 		up: up.conn, ur: bufio.NewReaderSize(up.conn, 64<<10), uw: bufio.NewWriterSize(up.conn, 64<<10),
 		stmts: map[uint32]*stmt{},
 	}
+	s.az = p.newAuthorizer(authz.MySQLOptions{
+		Database: res.Database, Databases: []string{res.Database},
+		SQLMode: up.sqlMode, ServerVersion: up.version,
+		// A CALL is decided by the procedure's body, read on this
+		// session's upstream connection.
+		Routines: s,
+	})
 	var (
 		mu     sync.Mutex
 		reason string
