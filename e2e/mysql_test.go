@@ -177,6 +177,7 @@ func TestMySQLLoginRefusals(t *testing.T) {
 		{"unknown agent", "mallory", iss.Token, "shop-mysql", "ERROR 1045 (28000): airlock: authentication failed: \"mallory\" is not an agent known", nil},
 		{"unknown resource", "agent-1", iss.Token, "other-db", "ERROR 1049 (42000): airlock: authentication failed: no resource", nil},
 		{"no password", "agent-1", "", "shop-mysql", "ERROR 1045 (28000): airlock: authentication failed for agent-1: no password given; the password is your grant token", nil},
+		{"no database, bad token", "agent-1", "alk_notarealtoken", "", "ERROR 1046 (3D000): airlock: no database: name the resource as the database", nil},
 	}
 	for _, c := range cases {
 		out, err := g.mysqlCLI(c.user, c.password, c.db, "select 1;\n", c.extra...)

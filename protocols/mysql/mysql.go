@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -194,7 +193,7 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	defer p.kills.add(hs.connID, killTarget{agent: sess.Grant().Agent, resource: sess.Resource().Name,
+	defer p.kills.add(hs.connID, killTarget{grant: sess.Grant().ID, resource: sess.Resource().Name,
 		thread: up.thread, session: sess.ID})()
 	reason := relay(p, sess, cl, up)
 	sess.End(reason)
@@ -235,7 +234,7 @@ func (h *handshakeState) db() string {
 // handshake sends the greeting, negotiates TLS and reads the client's
 // handshake response.
 func (p *Protocol) handshake(ctx context.Context, cl *client) (*handshakeState, error) {
-	hs := &handshakeState{challenge: newChallenge(), connID: randomConnID()}
+	hs := &handshakeState{challenge: newChallenge(), connID: p.kills.newConnID()}
 	caps := uint32(serverCaps)
 	if p.TLS != nil {
 		caps |= capSSL
@@ -291,10 +290,6 @@ func (p *Protocol) handshake(ctx context.Context, cl *client) (*handshakeState, 
 	}
 	if resp.user == "" {
 		return hs, &handshakeError{erAccessDenied, "28000", "airlock: no user name: connect as your agent name", "protocol"}
-	}
-	if resp.db == "" {
-		return hs, &handshakeError{erNoDB, "3D000",
-			fmt.Sprintf("airlock: no database: name the resource as the database, e.g. mysql -u %s -p RESOURCE", resp.user), "protocol"}
 	}
 	if cs := collationCharset(resp.collation); cs != "" && !authz.SafeMySQLCharset(cs) {
 		return hs, &handshakeError{erAccessDenied, "28000",
@@ -353,6 +348,17 @@ func (p *Protocol) authenticate(ctx context.Context, c *proxy.Conn, cl *client, 
 	if match == nil {
 		return nil, refuse(fmt.Sprintf("authentication failed: malformed %s answer", plugin))
 	}
+	if resp.db == "" {
+		// No database, no resource named: the token's grant names one.
+		// The mysql client's second connection that sends KILL QUERY
+		// on Ctrl-C comes so.
+		if resp.db = p.mysqlResource(c.ResourceOf(resp.user, match)); resp.db == "" {
+			msg := fmt.Sprintf("airlock: no database: name the resource as the database, e.g. mysql -u %s -p RESOURCE", resp.user)
+			c.Refuse(resp.user, "", nil, &proxy.AuthError{Kind: "protocol", Msg: msg})
+			cl.sendError(erNoDB, "3D000", msg)
+			return nil, errors.New(msg)
+		}
+	}
 	sess, err := c.Authenticate(ctx, resp.user, resp.db, match)
 	if err != nil {
 		code, state := loginRefusalCode(err)
@@ -367,6 +373,17 @@ func (p *Protocol) authenticate(ctx context.Context, c *proxy.Conn, cl *client, 
 		}
 	}
 	return sess, nil
+}
+
+// mysqlResource returns name when it is a MySQL resource of the gateway,
+// else "".
+func (p *Protocol) mysqlResource(name string) string {
+	for _, r := range p.Resources {
+		if r.Name == name && r.Protocol == "mysql" {
+			return name
+		}
+	}
+	return ""
 }
 
 // loginRefusalCode is the server's error for the closest case of a
@@ -422,12 +439,6 @@ func newChallenge() []byte {
 		b[i] = 0x21 + b[i]%0x5e
 	}
 	return b
-}
-
-func randomConnID() uint32 {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return binary.LittleEndian.Uint32(b[:])&0x7fffffff | 1
 }
 
 // versionCache keeps the server version each MySQL resource announced.

@@ -243,8 +243,10 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 	switch cmd {
 	case comQuery:
 		sql := string(body[1:])
-		if v, upstreamSQL, ok := s.p.ownKill(s.sess, sql); ok {
-			return s.query(h, append([]byte{comQuery}, upstreamSQL...), v, false)
+		if k, ok := parseKill(sql); ok {
+			if v, upstreamSQL, ok := s.p.killVerdict(s.sess, sql, k); ok {
+				return s.kill(h, v, upstreamSQL, k.id)
+			}
 		}
 		return s.query(h, body, s.az.MySQL(g, sql), false)
 	case comInitDB:
@@ -295,8 +297,11 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 			return &frameError{msg: "malformed COM_PROCESS_KILL"}
 		}
 		id := binary.LittleEndian.Uint32(body[1:])
-		v := s.az.MySQL(g, fmt.Sprintf("KILL CONNECTION %d", id))
-		return s.query(h, body, v, false)
+		text := fmt.Sprintf("KILL CONNECTION %d", id)
+		if v, upstreamSQL, ok := s.p.killVerdict(s.sess, text, killStmt{id: id}); ok {
+			return s.kill(h, v, upstreamSQL, id)
+		}
+		return s.query(h, body, s.az.MySQL(g, text), false)
 	case comPing, comSetOption, comStmtReset, comResetConnection:
 		if cmd == comStmtReset {
 			if id, ok := stmtID(body); ok {
@@ -421,6 +426,24 @@ func (s *session) query(h header, body []byte, v authz.Verdict, binary bool) err
 		return err
 	}
 	return s.relayResults(&tracker{adm: adm, v: v}, binary)
+}
+
+// kill runs a KILL the grant's own sessions decided (killVerdict): the
+// upstream gets upstreamSQL, which names the session's upstream thread; a
+// refused one gets the server's answer for an unknown id, with why.
+func (s *session) kill(h header, v authz.Verdict, upstreamSQL string, id uint32) error {
+	adm, err := s.sess.Admit(v)
+	if err != nil {
+		var ref *proxy.Refusal
+		if errors.As(err, &ref) && ref.Kind == "policy" {
+			return s.writeClient(h.seq+1, errPacket(erNoSuchThread, "HY000", fmt.Sprintf("Unknown thread id: %d (%s)", id, ref.Msg)))
+		}
+		return s.refuse(h, v, err)
+	}
+	if err := s.forward(append([]byte{comQuery}, upstreamSQL...)); err != nil {
+		return err
+	}
+	return s.relayResults(&tracker{adm: adm, v: v}, false)
 }
 
 func (s *session) initDB(h header, body []byte) error {
