@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/airlockhq/airlock/authz"
@@ -66,11 +67,22 @@ type session struct {
 	// toClient and toUp stream the payloads the gateway does not read.
 	toClient, toUp proxy.Copier
 
-	// cwMu guards cw, clientSeq and idle: the ender writes a last error to
-	// the client from another goroutine.
+	// cwMu guards cw, clientSeq, idle and the idle watch: the ender and
+	// the idle watcher write a last packet to the client from other
+	// goroutines.
 	cwMu      sync.Mutex
 	clientSeq byte // the sequence id of the next packet to the client
 	idle      bool // waiting for the client's next command
+	// The idle watch (idle.go): idleTimer starts the watcher, watchDone
+	// is closed when a running watcher has left the upstream reader,
+	// upGone says why the upstream went away while idle.
+	idleTimer *time.Timer
+	watchDone chan struct{}
+	upGone    string
+	// closing is set once the session is ending; stop ends it (closing
+	// both connections) with a reason.
+	closing atomic.Bool
+	stop    func(why string)
 
 	stmts    map[uint32]*stmt
 	lastStmt uint32
@@ -109,6 +121,7 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 		mu.Unlock()
 	}
 	end := func(why string) {
+		s.closing.Store(true)
 		setReason(why)
 		mu.Lock()
 		defer mu.Unlock()
@@ -118,11 +131,13 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 			s.up.Close()
 		}
 	}
+	s.stop = end
 	// A revoked or expired grant, or shutdown, ends the session: tell the
 	// client why, then close both sides.
 	fired := make(chan struct{})
 	stop := context.AfterFunc(sess.Context(), func() {
 		defer close(fired)
+		s.closing.Store(true)
 		cause := context.Cause(sess.Context())
 		setReason(cause.Error())
 		// Closing the upstream first frees a relay blocked reading it; the
@@ -144,6 +159,11 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 		end(cause.Error())
 	})
 	end(s.run())
+	s.cwMu.Lock()
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+	}
+	s.cwMu.Unlock()
 	if !stop() {
 		<-fired // it ran: let it finish writing before the connection goes
 	}
@@ -159,9 +179,11 @@ func (s *session) run() string {
 		if err := s.flushClient(); err != nil {
 			return "client write failed: " + err.Error()
 		}
-		s.setIdle(true)
+		s.setIdle()
 		h, err := readHeader(s.cr)
-		s.setIdle(false)
+		if gone := s.endIdle(); gone != "" {
+			return gone
+		}
 		if err != nil {
 			return s.clientReadEnded(err)
 		}
@@ -690,12 +712,13 @@ func (s *session) forward(body []byte) error {
 
 func (s *session) forwardEmpty(cmd byte) error { return s.forward([]byte{cmd}) }
 
-func (s *session) setIdle(idle bool) {
+// setIdle marks the session as waiting for the client's next command
+// (endIdle ends that).
+func (s *session) setIdle() {
 	s.cwMu.Lock()
-	s.idle = idle
-	if idle {
-		s.clientSeq = 1
-	}
+	s.idle = true
+	s.clientSeq = 1
+	s.startIdleLocked()
 	s.cwMu.Unlock()
 }
 
