@@ -6,7 +6,7 @@ import (
 	"github.com/pingcap/tidb/pkg/parser/ast"
 )
 
-// The pieces of a compound statement's body: declarations, cursors,
+// The pieces of a compound statement's body: conditions, cursor fetches,
 // SIGNAL and GET DIAGNOSTICS, expressions and plain statements, and how
 // what they do is added to the statement's analysis.
 

@@ -402,26 +402,7 @@ func (r *myReader) endLabel(label string) *myReadError {
 
 // ifStmt reads IF c THEN ... [ELSEIF c THEN ...] [ELSE ...] END IF.
 func (r *myReader) ifStmt() *myReadError {
-	for r.at("if") || r.at("elseif") {
-		r.i++
-		if err := r.expr("", "then"); err != nil {
-			return err
-		}
-		r.i++
-		if err := r.list("elseif", "else", "end"); err != nil {
-			return err
-		}
-	}
-	if r.at("else") {
-		r.i++
-		if err := r.list("end"); err != nil {
-			return err
-		}
-	}
-	if err := r.expect("end"); err != nil {
-		return err
-	}
-	return r.expect("if")
+	return r.arms("if", "if", "elseif")
 }
 
 // caseStmt reads CASE [v] WHEN x THEN ... [ELSE ...] END CASE.
@@ -435,13 +416,20 @@ func (r *myReader) caseStmt() *myReadError {
 	if !r.at("when") {
 		return r.fail("expected WHEN")
 	}
-	for r.at("when") {
+	return r.arms("case", "when", "when")
+}
+
+// arms reads the arms of IF and CASE, the first led by first, the others
+// by next: a condition, THEN and statements each; then [ELSE statements]
+// END kind.
+func (r *myReader) arms(kind, first, next string) *myReadError {
+	for r.at(first) || r.at(next) {
 		r.i++
 		if err := r.expr("", "then"); err != nil {
 			return err
 		}
 		r.i++
-		if err := r.list("when", "else", "end"); err != nil {
+		if err := r.list(next, "else", "end"); err != nil {
 			return err
 		}
 	}
@@ -454,7 +442,7 @@ func (r *myReader) caseStmt() *myReadError {
 	if err := r.expect("end"); err != nil {
 		return err
 	}
-	return r.expect("case")
+	return r.expect(kind)
 }
 
 // declare reads one DECLARE: variables, a condition, a cursor or a
@@ -486,6 +474,9 @@ func (r *myReader) declare() *myReadError {
 		return r.stmt()
 	case r.peek(1) != nil && r.peek(1).is("cursor"):
 		r.i += 2
+		if r.atText("(") {
+			return &myReadError{pos: -1, msg: "cursors with parameters are not read by airlock"}
+		}
 		if err := r.expect("for"); err != nil {
 			return err
 		}

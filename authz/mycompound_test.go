@@ -2,15 +2,12 @@ package authz
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-
-	"github.com/airlockhq/airlock/testenv"
 )
 
 // TestMySQLCompoundOracle runs every corpus statement that airlock reads
@@ -20,18 +17,7 @@ import (
 // syntax errors must be refused by the server as such. Other errors (an
 // object that exists already, a missing library) are fine.
 func TestMySQLCompoundOracle(t *testing.T) {
-	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{InitSQL: testenv.SampleSchemaMySQL + oracleSchemaMySQL})
-	version := m.QueryString(t, "select version()")
-	c := mysql.NewConfig()
-	c.User, c.Passwd, c.Net, c.Addr, c.DBName = m.User, m.Password, "tcp", m.Addr(), m.Database
-	c.MultiStatements = true
-	c.Timeout = 10 * time.Second
-	connector, err := mysql.NewConnector(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := sql.OpenDB(connector)
-	defer db.Close()
+	db, version := startMariaDBOracle(t)
 	db.SetMaxIdleConns(0)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -82,7 +83,7 @@ func TestMySQLSyntaxError(t *testing.T) {
 			continue
 		}
 		d := v.Statements[0]
-		want := mariaSyntaxPrefix + tc.near + "' at line " + itoa(tc.line)
+		want := mariaSyntaxPrefix + tc.near + "' at line " + strconv.Itoa(tc.line)
 		if d.Rule != "unparseable" || d.Syntax == nil || d.Syntax.Msg != want {
 			t.Errorf("%q: rule %q syntax %+v\nwant %q", tc.sql, d.Rule, d.Syntax, want)
 		}
@@ -105,13 +106,12 @@ func TestMySQLSyntaxError(t *testing.T) {
 	}
 }
 
-func itoa(n int) string { return string(rune('0' + n)) }
-
-// TestMySQLSyntaxOracle sends each case to a real MariaDB and compares its
-// error with the one airlock would give in its place.
-func TestMySQLSyntaxOracle(t *testing.T) {
-	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{InitSQL: testenv.SampleSchemaMySQL})
-	version := m.QueryString(t, "select version()")
+// startMariaDBOracle starts a MariaDB with the oracle's schema and opens
+// a pool to it that runs multi-statement messages; version is the
+// server's.
+func startMariaDBOracle(t *testing.T) (db *sql.DB, version string) {
+	t.Helper()
+	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{InitSQL: testenv.SampleSchemaMySQL + oracleSchemaMySQL})
 	c := mysql.NewConfig()
 	c.User, c.Passwd, c.Net, c.Addr, c.DBName = m.User, m.Password, "tcp", m.Addr(), m.Database
 	c.MultiStatements = true
@@ -120,8 +120,15 @@ func TestMySQLSyntaxOracle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := sql.OpenDB(connector)
-	defer db.Close()
+	db = sql.OpenDB(connector)
+	t.Cleanup(func() { db.Close() })
+	return db, m.QueryString(t, "select version()")
+}
+
+// TestMySQLSyntaxOracle sends each case to a real MariaDB and compares its
+// error with the one airlock would give in its place.
+func TestMySQLSyntaxOracle(t *testing.T) {
+	db, version := startMariaDBOracle(t)
 	o := myOpts()
 	o.ServerVersion = "5.5.5-" + version
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -20,33 +20,29 @@ import (
 const airlockSyntaxNote = " (airlock: not sent to the server; nothing in this message ran)"
 
 // mysqlDirect runs the mysql client straight against the gateway's
-// MariaDB, as the resource's own user, for comparison.
+// MariaDB, as the resource's own user, and returns what it printed on
+// stderr.
 func (g *gateway) mysqlDirect(script string, extra ...string) (string, error) {
 	g.t.Helper()
-	bin := testenv.RequireBinary(g.t, "mariadb", "mariadb-client")
-	args := append([]string{"--no-defaults", "-h", g.my.Host, "-P", strconv.Itoa(g.my.Port), "-u", g.my.User,
-		"--password=" + g.my.Password, "--connect-timeout=10", g.my.Database}, extra...)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdin = strings.NewReader(script)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	return stderr.String(), err
+	return g.mysqlClientStderr(script, append([]string{"-h", g.my.Host, "-P", strconv.Itoa(g.my.Port), "-u", g.my.User,
+		"--password=" + g.my.Password, g.my.Database}, extra...))
 }
 
-// mysqlStderr runs the mysql client through the gateway and returns only
-// what it printed on stderr.
+// mysqlStderr runs the mysql client through the gateway and returns what
+// it printed on stderr.
 func (g *gateway) mysqlStderr(user, token, script string, extra ...string) (string, error) {
 	g.t.Helper()
-	bin := testenv.RequireBinary(g.t, "mariadb", "mariadb-client")
 	host, port, _ := strings.Cut(g.myAddr, ":")
-	args := append([]string{"--no-defaults", "-h", host, "-P", port, "-u", user, "--password=" + token,
-		"--ssl", "--connect-timeout=10", "shop-mysql"}, extra...)
+	return g.mysqlClientStderr(script, append([]string{"-h", host, "-P", port, "-u", user, "--password=" + token,
+		"--ssl", "shop-mysql"}, extra...))
+}
+
+func (g *gateway) mysqlClientStderr(script string, args []string) (string, error) {
+	g.t.Helper()
+	bin := testenv.RequireBinary(g.t, "mariadb", "mariadb-client")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--no-defaults", "--connect-timeout=10"}, args...)...)
 	cmd.Stdin = strings.NewReader(script)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
