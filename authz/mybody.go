@@ -348,8 +348,13 @@ func (r *myReader) plain() *myReadError {
 // are split here.
 func (r *myReader) localAssignments(piece []myToken, n int) ([]bool, *myReadError) {
 	var out []bool
+	// A scope keyword (or @@) carries over to the assignments after it
+	// that have none, so a bare name after one may be the session's: such
+	// a SET is refused when the name is also a local variable's.
+	scoped := false
 	depth, cases := 0, 0
 	start := 1 // after SET
+	var err *myReadError
 	flush := func(end int) {
 		target := piece[start:end]
 		for k, t := range target {
@@ -358,8 +363,17 @@ func (r *myReader) localAssignments(piece []myToken, n int) ([]bool, *myReadErro
 				break
 			}
 		}
-		local := len(target) == 1 && target[0].ident && !target[0].is("global") && r.declared(target[0].text) ||
+		for k, t := range target {
+			if t.is("global") || t.is("session") || t.is("local") || t.is("persist") || t.is("persist_only") ||
+				!t.ident && t.text == "@" && k+1 < len(target) && target[k+1].text == "@" {
+				scoped = true
+			}
+		}
+		local := len(target) == 1 && target[0].ident && r.declared(target[0].text) ||
 			r.trigger && len(target) == 3 && (target[0].is("new") || target[0].is("old")) && target[1].text == "." && target[2].ident
+		if local && scoped && err == nil {
+			err = &myReadError{pos: -1, msg: "a SET that assigns a local variable after a SESSION, GLOBAL or @@ variable, which may set the session's instead; split it"}
+		}
 		out = append(out, local)
 	}
 	for k := 1; k < len(piece); k++ {
@@ -379,20 +393,11 @@ func (r *myReader) localAssignments(piece []myToken, n int) ([]bool, *myReadErro
 		}
 	}
 	flush(len(piece))
+	if err != nil {
+		return nil, err
+	}
 	if len(out) != n {
 		return nil, &myReadError{pos: -1, msg: "a SET statement airlock cannot split into its assignments"}
-	}
-	scoped := false
-	for _, t := range piece[1:] {
-		if t.is("global") || t.is("session") || t.is("local") || t.is("persist") || t.is("persist_only") || !t.ident && t.text == "@" {
-			scoped = true
-		}
-	}
-	for _, local := range out {
-		if local && scoped {
-			// SET SESSION a = 1, b = 2 may set b in the session too.
-			return nil, &myReadError{pos: -1, msg: "a SET that mixes local variables with scoped or @ variables; split it"}
-		}
 	}
 	return out, nil
 }

@@ -54,26 +54,50 @@ func myCompoundLead(clean string) bool {
 		w, _ := myWordAt(clean, mySkipSpace(clean, i))
 		return strings.EqualFold(w, "not")
 	case "create", "alter", "drop":
-		toks, err := myTokens(clean[i:min(len(clean), i+400)], myLexOpts{})
-		if err != nil {
-			return false
-		}
-		for k, t := range toks {
-			if k > 12 {
-				return false
-			}
-			if t.is("procedure") || t.is("function") || t.is("trigger") || t.is("event") {
-				return true
-			}
-			if t.is("table") || t.is("view") || t.is("index") || t.is("database") || t.is("schema") || t.is("user") {
-				return false
-			}
-		}
-		return false
+		return myRoutineDDL(strings.ToLower(w), clean[i:min(len(clean), i+400)])
 	}
 	// A label outside a routine is a syntax error for the server too;
 	// the TiDB parser says so.
 	return false
+}
+
+// myRoutineDDL reports whether the text after CREATE, ALTER or DROP (the
+// lead word) names a procedure, function, trigger or event: CREATE [OR
+// REPLACE] [DEFINER = who] [AGGREGATE] PROCEDURE ..., ALTER [DEFINER =
+// who] EVENT ..., DROP FUNCTION ...
+func myRoutineDDL(lead, rest string) bool {
+	toks, err := myTokens(rest, myLexOpts{})
+	if err != nil {
+		return false
+	}
+	k := 0
+	at := func(kw string) bool { return k < len(toks) && toks[k].is(kw) }
+	text := func(s string) bool { return k < len(toks) && !toks[k].ident && toks[k].text == s }
+	if lead == "create" && at("or") {
+		k += 2
+	}
+	if lead != "drop" && at("definer") {
+		k++
+		if !text("=") {
+			return false
+		}
+		k++
+		if at("current_user") {
+			k++
+			if text("(") {
+				k += 2
+			}
+		} else {
+			k++
+			if text("@") {
+				k += 2
+			}
+		}
+	}
+	if lead == "create" && at("aggregate") {
+		k++
+	}
+	return at("procedure") || at("function") || at("event") || lead != "alter" && at("trigger")
 }
 
 func mySkipSpace(s string, i int) int {
@@ -174,6 +198,16 @@ func (r *myReader) expect(kw string) *myReadError {
 func (r *myReader) expectText(s string) *myReadError {
 	if !r.atText(s) {
 		return r.fail("expected " + s)
+	}
+	r.i++
+	return nil
+}
+
+// str reads a string literal.
+func (r *myReader) str() *myReadError {
+	t := r.peek(0)
+	if t == nil || t.ident || t.word || t.text[0] != '\'' && t.text[0] != '"' {
+		return r.fail("expected a string")
 	}
 	r.i++
 	return nil

@@ -250,7 +250,10 @@ func (r *myReader) characteristics() *myReadError {
 	for {
 		switch {
 		case r.at("comment"):
-			r.i += 2
+			r.i++
+			if err := r.str(); err != nil {
+				return err
+			}
 		case r.at("language"):
 			r.i++
 			if err := r.expect("sql"); err != nil {
@@ -377,7 +380,10 @@ func (r *myReader) event(create bool) *myReadError {
 				r.i++
 			}
 		case r.at("comment"):
-			r.i += 2
+			r.i++
+			if err := r.str(); err != nil {
+				return err
+			}
 		case !create && r.at("rename"):
 			r.i++
 			if err := r.expect("to"); err != nil {
