@@ -17,7 +17,7 @@ import (
 )
 
 // airlockSyntaxNote is what airlock adds to the server's syntax error.
-const airlockSyntaxNote = " (airlock: not sent to the server; nothing in this message ran)"
+const airlockSyntaxNote = " (airlock could not parse it, so nothing in this message was sent to the server)"
 
 // mysqlDirect runs the mysql client straight against the gateway's
 // MariaDB, as the resource's own user, and returns what it printed on

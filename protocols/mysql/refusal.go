@@ -42,7 +42,7 @@ const (
 )
 
 // syntaxNote follows the server's syntax error in airlock's answer.
-const syntaxNote = " (airlock: not sent to the server; nothing in this message ran)"
+const syntaxNote = " (airlock could not parse it, so nothing in this message was sent to the server)"
 
 // refusalPacket is the ERR packet answering a command refused with err
 // under verdict v. grantEnded says whether the session's grant is no
