@@ -56,7 +56,20 @@ type myAnalysis struct {
 	opDB   string // USE's database
 	// handlerTable is the table HANDLER OPEN opens.
 	handlerTable *myTable
+
+	// calls are the procedures the statement CALLs, until a
+	// myCallResolver decides them.
+	calls []myCall
+	// localSet marks, for each assignment of a SET in a routine body,
+	// the ones that assign a local variable.
+	localSet []bool
+	// volatile is set when a procedure's definition was read from the
+	// server for the decision.
+	volatile bool
 }
+
+// myCall is a procedure a CALL names; db is empty when unqualified.
+type myCall struct{ db, name string }
 
 const maxWalkDepth = 1000
 
@@ -186,13 +199,21 @@ func (a *myAnalysis) statementKind(stmt ast.StmtNode) (kind string) {
 		a.walk(reflect.ValueOf(n))
 		return own("DO", AccessRead, "")
 	case *ast.CallStmt:
-		a.f.unresolved = "CALL runs a procedure that may touch any table"
 		if n.Procedure != nil {
 			// The procedure is not a function call; its arguments are
 			// expressions like any other.
 			a.walk(reflect.ValueOf(n.Procedure.Args))
+			a.calls = append(a.calls, myCall{db: n.Procedure.Schema.O, name: n.Procedure.FnName.O})
+			if n.Procedure.Schema.O != "" {
+				a.dbs = append(a.dbs, n.Procedure.Schema.O)
+			}
+		} else {
+			a.f.unresolved = "CALL runs a procedure that may touch any table"
+			a.need(AccessAdmin, "CALL runs a procedure airlock cannot inspect")
 		}
-		return own("CALL", AccessAdmin, "CALL runs a procedure airlock cannot inspect")
+		// What the procedure runs is added when it is resolved
+		// (myCallResolver); until then it needs admin.
+		return own("CALL", AccessRead, "")
 	case *ast.LockTablesStmt:
 		for _, tl := range n.TableLocks {
 			if tl.Type != ast.TableLockRead && tl.Type != ast.TableLockReadLocal {
@@ -274,12 +295,15 @@ func (a *myAnalysis) show(n *ast.ShowStmt) {
 // admin.
 func (a *myAnalysis) set(n *ast.SetStmt) string {
 	a.f.own = AccessRead
-	for _, v := range n.Variables {
+	for i, v := range n.Variables {
 		if v.Value != nil {
 			a.walk(reflect.ValueOf(v.Value))
 		}
 		if v.ExtendValue != nil {
 			a.walk(reflect.ValueOf(v.ExtendValue))
+		}
+		if i < len(a.localSet) && a.localSet[i] {
+			continue // a routine's local variable
 		}
 		name := strings.ToLower(v.Name)
 		switch {

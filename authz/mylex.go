@@ -82,6 +82,9 @@ type myLexError struct {
 	rule string
 	msg  string
 	pos  int // 0-based byte offset
+	// stmt is where the statement holding pos starts (after the ';'
+	// before it), for the server's syntax error.
+	stmt int
 }
 
 func (e *myLexError) Error() string {
@@ -93,6 +96,9 @@ type mySegment struct {
 	// start and end delimit the statement in the message, without the
 	// ';' and trimmed of white space.
 	start, end int
+	// semi is the offset of the ';' that ends the statement, or -1 when
+	// the message ends it.
+	semi int
 	// clean is the statement with comments blanked and executable
 	// comments unwrapped, for the parser.
 	clean string
@@ -107,6 +113,13 @@ func isMySpace(c byte) bool {
 
 // myLex splits a message into statements and cleans each of comments.
 func myLex(sql string, o myLexOpts) ([]mySegment, *myLexError) {
+	segs, _, err := myLexClean(sql, o)
+	return segs, err
+}
+
+// myLexClean is myLex that also returns the whole cleaned message, of
+// which each segment's clean text is a slice.
+func myLexClean(sql string, o myLexOpts) ([]mySegment, string, *myLexError) {
 	clean := []byte(sql)
 	blank := func(from, to int) {
 		for k := from; k < to; k++ {
@@ -115,32 +128,56 @@ func myLex(sql string, o myLexOpts) ([]mySegment, *myLexError) {
 			}
 		}
 	}
-	// MySQL ends a # or -- comment at a NUL byte; refuse them anywhere
-	// rather than follow.
-	if i := strings.IndexByte(sql, 0); i >= 0 {
-		return nil, &myLexError{"unparseable", "the message contains a NUL byte", i}
-	}
-	var segs []mySegment
 	segStart := 0
+	segs, err := myLexSegments(sql, o, clean, blank, &segStart)
+	if err != nil {
+		err.stmt = segStart
+		return nil, "", err
+	}
+	// Blanking a comment must not make one: in "--/**/x" the server reads
+	// two minus signs, but blanked it reads "--    x", a comment to the
+	// parser. So the cleaned text must hold no comment at all.
+	if pos := commentIn(clean, o); pos >= 0 {
+		return nil, "", &myLexError{rule: "lexical", msg: "comments arranged so that airlock's parser would read them differently from the server", pos: pos}
+	}
+	cl := string(clean)
+	out := segs[:0]
+	for _, s := range segs {
+		s.clean = cl[s.start:s.end]
+		if strings.TrimFunc(s.clean, func(r rune) bool { return r < 0x80 && isMySpace(byte(r)) }) == "" {
+			continue // empty, or only comments
+		}
+		out = append(out, s)
+	}
+	return out, cl, nil
+}
+
+// myLexSegments is myLex's scan: it splits sql at ';' into segments,
+// blanking comments in clean. segStart follows the statement being read.
+func myLexSegments(sql string, o myLexOpts, clean []byte, blank func(int, int), segStart *int) ([]mySegment, *myLexError) {
+	var segs []mySegment
 	setVar := false
 	inExec := -1 // start of the executable comment being read as code
 	n := len(sql)
-	endSegment := func(end int) {
-		s, e := segStart, end
+	endSegment := func(end, semi int) {
+		s, e := *segStart, end
 		for s < e && isMySpace(sql[s]) {
 			s++
 		}
 		for e > s && isMySpace(sql[e-1]) {
 			e--
 		}
-		segs = append(segs, mySegment{start: s, end: e, setVarHint: setVar})
+		segs = append(segs, mySegment{start: s, end: e, semi: semi, setVarHint: setVar})
 		setVar = false
 	}
 	for i := 0; i < n; {
 		c := sql[i]
 		switch {
 		case c == 0:
-			return nil, &myLexError{"unparseable", "the message contains a NUL byte", i}
+			// MySQL ends a # or -- comment at a NUL byte and takes one at
+			// the end of the message for its end; only inside a string
+			// literal is a NUL plain data.
+			return nil, &myLexError{rule: "lexical", msg: "a NUL byte outside a string literal", pos: i}
 
 		case c == '\'' || c == '"' || c == '`':
 			end, err := myQuoted(sql, i, o)
@@ -148,24 +185,32 @@ func myLex(sql string, o myLexOpts) ([]mySegment, *myLexError) {
 				return nil, err
 			}
 			if inExec >= 0 && strings.Contains(sql[i:end], "*/") {
-				return nil, &myLexError{"lexical", "a quoted string inside an executable comment contains */", i}
+				return nil, &myLexError{rule: "lexical", msg: "a quoted string inside an executable comment contains */", pos: i}
 			}
 			if c == '"' && o.ansiQuotes && strings.IndexByte(sql[i:end], '\\') >= 0 {
 				// The server reads "a\" as the identifier a\; the parser
 				// takes the backslash for an escape.
-				return nil, &myLexError{"lexical", "a backslash in a \"quoted\" identifier under ANSI_QUOTES", i}
+				return nil, &myLexError{rule: "lexical", msg: "a backslash in a \"quoted\" identifier under ANSI_QUOTES", pos: i}
+			}
+			if k := strings.IndexByte(sql[i:end], 0); k >= 0 && (c == '`' || c == '"' && o.ansiQuotes) {
+				// A NUL is data in a string literal, but no identifier
+				// may hold one: the server stops reading there.
+				return nil, &myLexError{rule: "unparseable", msg: "a NUL byte in a quoted identifier", pos: i}
 			}
 			i = end
 
 		case c == '#' || c == '-' && i+1 < n && sql[i+1] == '-' && (i+2 == n || sql[i+2] <= ' ' || sql[i+2] == 0x7f):
 			if inExec >= 0 {
-				return nil, &myLexError{"lexical", "a line comment inside an executable comment", i}
+				return nil, &myLexError{rule: "lexical", msg: "a line comment inside an executable comment", pos: i}
 			}
 			end := strings.IndexByte(sql[i:], '\n')
 			if end < 0 {
 				end = n
 			} else {
 				end += i
+			}
+			if k := strings.IndexByte(sql[i:end], 0); k >= 0 {
+				return nil, &myLexError{rule: "lexical", msg: "a NUL byte outside a string literal", pos: i + k}
 			}
 			blank(i, end)
 			i = end
@@ -174,11 +219,11 @@ func myLex(sql string, o myLexOpts) ([]mySegment, *myLexError) {
 			// MySQL reads "--" then a character here; the TiDB parser
 			// takes the byte for a space and the rest of the line for a
 			// comment.
-			return nil, &myLexError{"lexical", "-- followed by byte 0x" + strconv.FormatInt(int64(sql[i+2]), 16), i}
+			return nil, &myLexError{rule: "lexical", msg: "-- followed by byte 0x" + strconv.FormatInt(int64(sql[i+2]), 16), pos: i}
 
 		case c == '/' && i+1 < n && sql[i+1] == '*':
 			if inExec >= 0 {
-				return nil, &myLexError{"lexical", "a comment inside an executable comment", i}
+				return nil, &myLexError{rule: "lexical", msg: "a comment inside an executable comment", pos: i}
 			}
 			next, hint, err := myComment(sql, i, o, blank)
 			if err != nil {
@@ -198,16 +243,16 @@ func myLex(sql string, o myLexOpts) ([]mySegment, *myLexError) {
 
 		case c == ';':
 			if inExec >= 0 {
-				return nil, &myLexError{"lexical", "a ';' inside an executable comment", i}
+				return nil, &myLexError{rule: "lexical", msg: "a ';' inside an executable comment", pos: i}
 			}
-			endSegment(i)
-			segStart = i + 1
+			endSegment(i, i)
+			*segStart = i + 1
 			i++
 
 		case c >= 0x80:
 			r, size := utf8.DecodeRuneInString(sql[i:])
 			if r == utf8.RuneError && size <= 1 {
-				return nil, &myLexError{"unparseable", "invalid UTF-8 outside a quoted string", i}
+				return nil, &myLexError{rule: "unparseable", msg: "invalid UTF-8 outside a quoted string", pos: i}
 			}
 			i += size
 
@@ -216,25 +261,10 @@ func myLex(sql string, o myLexOpts) ([]mySegment, *myLexError) {
 		}
 	}
 	if inExec >= 0 {
-		return nil, &myLexError{"unparseable", "an executable comment is not closed", inExec}
+		return nil, &myLexError{rule: "unparseable", msg: "an executable comment is not closed", pos: inExec}
 	}
-	endSegment(n)
-	// Blanking a comment must not make one: in "--/**/x" the server reads
-	// two minus signs, but blanked it reads "--    x", a comment to the
-	// parser. So the cleaned text must hold no comment at all.
-	if pos := commentIn(clean, o); pos >= 0 {
-		return nil, &myLexError{"lexical", "comments arranged so that airlock's parser would read them differently from the server", pos}
-	}
-	cl := string(clean)
-	out := segs[:0]
-	for _, s := range segs {
-		s.clean = cl[s.start:s.end]
-		if strings.TrimFunc(s.clean, func(r rune) bool { return r < 0x80 && isMySpace(byte(r)) }) == "" {
-			continue // empty, or only comments
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	endSegment(n, -1)
+	return segs, nil
 }
 
 // commentIn returns where cleaned text holds something the parser would
@@ -280,7 +310,7 @@ func myQuoted(sql string, i int, o myLexOpts) (int, *myLexError) {
 	if q == '`' || q == '"' && o.ansiQuotes {
 		what = "quoted identifier"
 	}
-	return 0, &myLexError{"unparseable", "unterminated " + what, i}
+	return 0, &myLexError{rule: "unparseable", msg: "unterminated " + what, pos: i}
 }
 
 // myComment reads the comment starting at i (at "/*"). It blanks what the
@@ -292,9 +322,16 @@ func myComment(sql string, i int, o myLexOpts, blank func(int, int)) (next int, 
 	n := len(sql)
 	closeAt := strings.Index(sql[i+2:], "*/")
 	if closeAt < 0 {
-		return 0, false, &myLexError{"unparseable", "unterminated comment", i}
+		if strings.HasPrefix(sql[i:], "/*!") {
+			// The server reads on as code and runs out of text.
+			return 0, false, &myLexError{rule: "unparseable", msg: "unterminated executable comment", pos: n}
+		}
+		return 0, false, &myLexError{rule: "unparseable", msg: "unterminated comment", pos: i}
 	}
 	end := i + 2 + closeAt + 2 // after "*/"
+	if k := strings.IndexByte(sql[i:end], 0); k >= 0 {
+		return 0, false, &myLexError{rule: "lexical", msg: "a NUL byte outside a string literal", pos: i + k}
+	}
 	skip := func() (int, bool, *myLexError) {
 		blank(i, end)
 		return end, false, nil
@@ -317,7 +354,7 @@ func myComment(sql string, i int, o myLexOpts, blank func(int, int)) (next int, 
 	// A version-skipped comment may hold one nested comment in both
 	// servers, where a plain one may not; refuse the difference.
 	if strings.Contains(sql[i+2:end-2], "/*") {
-		return 0, false, &myLexError{"lexical", "a comment inside an executable comment", i}
+		return 0, false, &myLexError{rule: "lexical", msg: "a comment inside an executable comment", pos: i}
 	}
 	digits := 0
 	for i+marker+digits < n && sql[i+marker+digits] >= '0' && sql[i+marker+digits] <= '9' {
@@ -328,7 +365,7 @@ func myComment(sql string, i int, o myLexOpts, blank func(int, int)) (next int, 
 	case digits >= 7 || digits == 6 && !maria && !(o.server.known && o.server.mariadb):
 		// MySQL reads a version from every digit but skips five; MariaDB
 		// reads five or six.
-		return 0, false, &myLexError{"lexical", fmt.Sprintf("executable comment with a %d-digit version", digits), i}
+		return 0, false, &myLexError{rule: "lexical", msg: fmt.Sprintf("executable comment with a %d-digit version", digits), pos: i}
 	case digits >= 5:
 		version, _ = strconv.Atoi(sql[i+marker : i+marker+digits])
 	default:
@@ -343,7 +380,7 @@ func myComment(sql string, i int, o myLexOpts, blank func(int, int)) (next int, 
 		if version >= 0 {
 			what += strconv.Itoa(version)
 		}
-		return 0, false, &myLexError{"lexical", "executable comment " + what + " runs on some MySQL and MariaDB versions and not others, and airlock does not know the server's", i}
+		return 0, false, &myLexError{rule: "lexical", msg: "executable comment " + what + " runs on some MySQL and MariaDB versions and not others, and airlock does not know the server's", pos: i}
 	}
 	if !run {
 		return skip()

@@ -17,6 +17,7 @@ package authz
 // handshake character sets the listener may accept.
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -55,6 +56,10 @@ type MySQLOptions struct {
 	// Cache, when set, keeps decisions on whole messages (see
 	// DecisionCache); share one across sessions.
 	Cache *DecisionCache
+	// Routines, when set, reads stored procedures from the server, so a
+	// CALL in a COM_QUERY is decided by what the procedure runs; without
+	// it (and for prepared statements) CALL needs admin.
+	Routines MySQLRoutines
 }
 
 // mySettings are MySQLOptions read once per session.
@@ -229,10 +234,30 @@ type myStmt struct {
 	text string
 	kind string
 	a    *myAnalysis
+	// volatile is set when the decision depends on what the server
+	// showed (a procedure's definition): it is not cached.
+	volatile bool
 }
 
-// classifyMySQL lexes, parses and classifies a message.
-func classifyMySQL(sql string, set *mySettings) ([]*myStmt, *myLexError, error) {
+// myCallEnv is what a message's CALLs are decided with: off (the zero
+// value) leaves them needing admin.
+type myCallEnv struct {
+	on  bool
+	src MySQLRoutines
+	dbs []string // the possible current databases
+}
+
+// resolver is the myCallResolver of the environment, nil when off.
+func (e myCallEnv) resolver() *myCallResolver {
+	if !e.on {
+		return nil
+	}
+	return &myCallResolver{src: e.src, dbs: e.dbs}
+}
+
+// classifyMySQL lexes, parses and classifies a message. A statement the
+// parser cannot read comes back as a *myParseError. env decides CALLs.
+func classifyMySQL(sql string, set *mySettings, env myCallEnv) ([]*myStmt, *myLexError, error) {
 	if set.badMode != "" {
 		return nil, &myLexError{rule: "lexical", msg: set.badMode}, nil
 	}
@@ -241,31 +266,66 @@ func classifyMySQL(sql string, set *mySettings) ([]*myStmt, *myLexError, error) 
 			return out, nil, nil
 		}
 	}
-	segs, lerr := myLex(sql, set.lex)
+	segs, cl, lerr := myLexClean(sql, set.lex)
 	if lerr != nil {
 		return nil, lerr, nil
 	}
 	out := make([]*myStmt, 0, len(segs))
-	for i, seg := range segs {
+	for i := 0; i < len(segs); i++ {
+		seg := segs[i]
 		a := &myAnalysis{}
 		var kind string
-		if isHandler(seg.clean) {
+		end, hint := seg.end, seg.setVarHint
+		switch {
+		case isHandler(seg.clean):
 			var err error
 			kind, err = a.handler(seg.clean, set)
 			if err != nil {
-				return nil, nil, statementError(len(segs), i, err)
+				return nil, nil, &myParseError{err: err, stmt: i, n: len(segs), start: seg.start, pos: -1}
 			}
-		} else {
+		case myCompoundLead(seg.clean):
+			k, e, rerr := readCompound(sql, cl, seg.start, set, env.resolver(), a, false)
+			if rerr != nil {
+				return nil, nil, &myParseError{err: rerr, stmt: i, n: len(segs), start: seg.start, pos: rerr.pos}
+			}
+			// The statement runs over the ';'s inside it, to the one
+			// after it (or the end).
+			kind, end = k, e
+			for end > seg.start && isMySpace(sql[end-1]) {
+				end--
+			}
+			for i+1 < len(segs) && segs[i+1].start < e {
+				i++
+				hint = hint || segs[i].setVarHint
+			}
+		default:
 			stmt, err := parseMySQL(seg.clean, set.parserMode)
 			if err != nil {
-				return nil, nil, statementError(len(segs), i, err)
+				// SELECT ... INTO @var, which the TiDB parser does not
+				// read, is read without its INTO.
+				toks, _ := myTokens(seg.clean, set.lex)
+				for k := range toks {
+					toks[k].start += seg.start
+					toks[k].end += seg.start
+				}
+				var rerr *myReadError
+				if stmt, rerr = parseInto(seg.clean, seg.start, toks, set, nil); rerr != nil {
+					return nil, nil, parseErrorAt(err, i, len(segs), seg)
+				}
 			}
 			kind = a.statement(stmt)
 		}
-		if seg.setVarHint {
+		if len(a.calls) > 0 {
+			env.resolver().resolve(a, set)
+		}
+		if a.op == myOpUse {
+			// The statements after a USE run only if it succeeded.
+			env.dbs = []string{a.opDB}
+		}
+		if hint {
 			a.need(AccessAdmin, "a SET_VAR optimizer hint sets a server variable")
 		}
-		out = append(out, &myStmt{text: sql[seg.start:seg.end], kind: kind, a: a})
+		out = append(out, &myStmt{text: sql[seg.start:end], kind: kind, a: a, volatile: a.volatile})
 	}
 	return out, nil, nil
 }
@@ -287,7 +347,10 @@ func classifyMySQLElided(sql string, set *mySettings) ([]*myStmt, bool) {
 	out := make([]*myStmt, 0, len(segs))
 	found := 0
 	for _, seg := range segs {
-		if isHandler(seg.clean) {
+		// HANDLER, compound statements (routines, BEGIN ... END) and,
+		// below, CALLs take the whole path: what they need is read from
+		// more than one statement's tree.
+		if isHandler(seg.clean) || myCompoundLead(seg.clean) {
 			return nil, false
 		}
 		stmt, err := parseMySQL(seg.clean, set.parserMode)
@@ -301,19 +364,51 @@ func classifyMySQLElided(sql string, set *mySettings) ([]*myStmt, bool) {
 		found += n
 		a := &myAnalysis{}
 		kind := a.statement(stmt)
+		if len(a.calls) > 0 {
+			return nil, false
+		}
 		if seg.setVarHint {
 			a.need(AccessAdmin, "a SET_VAR optimizer hint sets a server variable")
 		}
-		out = append(out, &myStmt{text: sql[e.toOrig(seg.start):e.toOrig(seg.end)], kind: kind, a: a})
+		out = append(out, &myStmt{text: sql[e.toOrig(seg.start):e.toOrig(seg.end)], kind: kind, a: a, volatile: a.volatile})
 	}
 	return out, found == len(e.spans)
 }
 
-func statementError(n, i int, err error) error {
-	if n > 1 {
-		return fmt.Errorf("statement %d: %w", i+1, err)
+// myParseError is a statement of a message the parser could not read.
+type myParseError struct {
+	err     error
+	stmt, n int // the statement's index, and how many the message has
+	// start is where the statement starts in the message; pos is where
+	// the server's lexer would stand when its grammar gives up, or -1
+	// when the parser said nothing of where.
+	start, pos int
+}
+
+func (e *myParseError) Error() string {
+	if e.n > 1 {
+		return fmt.Sprintf("statement %d: %v", e.stmt+1, e.err)
 	}
-	return err
+	return e.err.Error()
+}
+
+func (e *myParseError) Unwrap() error { return e.err }
+
+// parseErrorAt places the parser's error on segment seg of the message.
+// Where the parser ran out of text, the server's lexer stands on the ';'
+// after the statement, or at the end of the message.
+func parseErrorAt(err error, i, n int, seg mySegment) *myParseError {
+	e := &myParseError{err: err, stmt: i, n: n, start: seg.start, pos: -1}
+	if off, ok := tidbSyntaxOffset(err, seg.clean); ok {
+		e.pos = seg.start + off
+		if off >= len(seg.clean) {
+			e.pos = len(seg.clean) + seg.start
+			if seg.semi >= 0 {
+				e.pos = seg.semi
+			}
+		}
+	}
+	return e
 }
 
 var parserPool = sync.Pool{New: func() any { return parser.New() }}
@@ -344,12 +439,20 @@ func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
 			return v
 		}
 	}
-	stmts, lerr, err := classifyMySQL(sql, &s.s)
+	var calls myCallEnv
+	if !prepare {
+		calls = myCallEnv{src: s.o.Routines, dbs: s.st.dbs, on: true}
+	}
+	stmts, lerr, err := classifyMySQL(sql, &s.s, calls)
 	switch {
 	case lerr != nil:
-		return refuseMessage(sql, lerr.rule, myLexReason(lerr))
+		v := refuseMessage(sql, lerr.rule, myLexReason(lerr))
+		if lerr.rule == "unparseable" {
+			v.Statements[0].Syntax = mySyntaxAt(sql, lerr.stmt, lerr.pos, s.s.lex)
+		}
+		return v
 	case err != nil:
-		return refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL ("+oneLine(err.Error())+"), so none of it was run")
+		return s.unparseable(sql, err, prepare)
 	case len(stmts) == 0:
 		return Verdict{Allow: true}
 	}
@@ -361,7 +464,7 @@ func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
 	stateful := false
 	for i, m := range stmts {
 		st := s.resolve(m, &next, prepare)
-		stateful = stateful || m.a.op != myOpNone
+		stateful = stateful || m.a.op != myOpNone || m.volatile
 		decisions[i] = decide(g, st, s.decideOptsFor(&next))
 		if decisions[i].Allow {
 			s.apply(m, &next)
@@ -397,6 +500,31 @@ func (s *MySQLSession) decideOptsFor(st *myState) *decideOpts {
 
 func (st myState) clone() myState {
 	return myState{dbs: slices.Clone(st.dbs), prepared: st.prepared, handlers: st.handlers}
+}
+
+// unparseable refuses a message the parser could not read, with the
+// error the server would have given for it when the parser said where.
+func (s *MySQLSession) unparseable(sql string, err error, prepare bool) Verdict {
+	var pe *myParseError
+	if errors.As(err, &pe) && pe.pos >= 0 {
+		pos := pe.pos
+		if !prepare {
+			if q := myParamMarker(sql, pe.start, pos, s.s.lex); q >= 0 {
+				pos = q
+			}
+		}
+		if pos < len(sql) && sql[pos] == ',' {
+			// The server's lexer starts the next token at once after a
+			// comma, so it shows the text after it.
+			pos++
+		}
+		syn := mySyntaxAt(sql, pe.start, pos, s.s.lex)
+		near := syn.Msg[strings.Index(syn.Msg, " near '")+1:]
+		v := refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL (syntax error "+oneLine(near)+"), so none of it was run")
+		v.Statements[0].Syntax = syn
+		return v
+	}
+	return refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL ("+oneLine(err.Error())+"), so none of it was run")
 }
 
 // refuseMessage refuses a whole message with one decision.
@@ -505,7 +633,7 @@ func (s *MySQLSession) resolve(m *myStmt, st *myState, prepare bool) *Statement 
 
 // prepareInner classifies the text of PREPARE ... FROM '...'.
 func (s *MySQLSession) prepareInner(text string) (*myStmt, string) {
-	stmts, lerr, err := classifyMySQL(text, &s.s)
+	stmts, lerr, err := classifyMySQL(text, &s.s, myCallEnv{})
 	switch {
 	case lerr != nil:
 		return nil, "PREPARE: " + myLexReason(lerr)
@@ -610,6 +738,13 @@ func (s *MySQLSession) classOf(kind string, out *Statement, a *myAnalysis, dbs [
 			if a.op == myOpUse {
 				f.databaseWhat = "switches to"
 			}
+		}
+	}
+	if len(a.calls) > 0 {
+		// A CALL no resolver decided.
+		f.needs = append(slices.Clone(f.needs), need{level: AccessAdmin, why: "CALL runs a procedure airlock cannot inspect", fn: -1})
+		if f.unresolved == "" {
+			f.unresolved = "CALL runs a procedure that may touch any table"
 		}
 	}
 	for i := range f.funcs {

@@ -3,12 +3,14 @@ package authz
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzMySQL checks what must hold for any message: no panic, nothing
 // airlock cannot lex or parse is allowed, a verdict is all or nothing,
 // nothing above the grant's level is allowed, every refusal has a reason
-// and every statement's text is a piece of the message. It reads each
+// and every statement's text is a piece of the message; a syntax error
+// is worded as the server's and points into the message. It reads each
 // message as for an unknown server and as for MariaDB, whose executable
 // comments differ.
 func FuzzMySQL(f *testing.F) {
@@ -24,7 +26,7 @@ func FuzzMySQL(f *testing.F) {
 		for _, o := range opts {
 			v := MySQL(readGrant, s, o)
 			set := readMySQLOptions(&o)
-			if _, lerr, err := classifyMySQL(s, &set); (lerr != nil || err != nil) && v.Allow {
+			if _, lerr, err := classifyMySQL(s, &set, myCallEnv{}); (lerr != nil || err != nil) && v.Allow {
 				t.Fatalf("cannot read it (%v, %v), but allowed: %+v", lerr, err, v)
 			}
 			for i, d := range v.Statements {
@@ -36,6 +38,10 @@ func FuzzMySQL(f *testing.F) {
 				}
 				if !d.Allow && d.Reason == "" {
 					t.Fatalf("statement %d refused without a reason", i+1)
+				}
+				if d.Syntax != nil && (d.Allow || d.Rule != "unparseable" || !strings.HasPrefix(d.Syntax.Msg, "You have an error in your SQL syntax") ||
+					d.Syntax.Pos < 1 || d.Syntax.Pos > utf8.RuneCountInString(s)+1) {
+					t.Fatalf("statement %d: syntax error %+v with rule %q", i+1, d.Syntax, d.Rule)
 				}
 				if !strings.Contains(s, d.Text) {
 					t.Fatalf("statement %d text %q is not part of the message", i+1, d.Text)

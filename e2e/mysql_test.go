@@ -171,12 +171,13 @@ func TestMySQLLoginRefusals(t *testing.T) {
 		name, user, password, db, want string
 		extra                          []string
 	}{
-		{"plaintext", "agent-1", iss.Token, "shop-mysql", "requires TLS", []string{"--skip-ssl"}},
-		{"bad token", "agent-1", "alk_notarealtoken", "shop-mysql", "not the token of any of your grants", nil},
-		{"other agent", "agent-2", iss.Token, "shop-mysql", "authentication failed for agent-2", nil},
-		{"unknown agent", "mallory", iss.Token, "shop-mysql", "not an agent known", nil},
-		{"wrong resource", "agent-1", iss.Token, "other-db", "no resource", nil},
-		{"no password", "agent-1", "", "shop-mysql", "the password is your grant token", nil},
+		{"plaintext", "agent-1", iss.Token, "shop-mysql", "ERROR 3159 (HY000): airlock requires TLS", []string{"--skip-ssl"}},
+		{"bad token", "agent-1", "alk_notarealtoken", "shop-mysql", "ERROR 1045 (28000): airlock: authentication failed for agent-1: the password is not the token of any of your grants", nil},
+		{"other agent", "agent-2", iss.Token, "shop-mysql", "ERROR 1045 (28000): airlock: authentication failed for agent-2", nil},
+		{"unknown agent", "mallory", iss.Token, "shop-mysql", "ERROR 1045 (28000): airlock: authentication failed: \"mallory\" is not an agent known", nil},
+		{"unknown resource", "agent-1", iss.Token, "other-db", "ERROR 1049 (42000): airlock: authentication failed: no resource", nil},
+		{"no password", "agent-1", "", "shop-mysql", "ERROR 1045 (28000): airlock: authentication failed for agent-1: no password given; the password is your grant token", nil},
+		{"no database, bad token", "agent-1", "alk_notarealtoken", "", "ERROR 1046 (3D000): airlock: no database: name the resource as the database", nil},
 	}
 	for _, c := range cases {
 		out, err := g.mysqlCLI(c.user, c.password, c.db, "select 1;\n", c.extra...)

@@ -272,6 +272,15 @@ func errPacket(code uint16, state, msg string) []byte {
 	return append(b, msg...)
 }
 
+// rawErrPacket is an ERR packet whose message is sent as it is, for text
+// worded as the server words it.
+func rawErrPacket(code uint16, state, msg string) []byte {
+	b := make([]byte, 0, 9+len(msg))
+	b = append(b, hdrERR, byte(code), byte(code>>8), '#')
+	b = append(b, state[:5]...)
+	return append(b, msg...)
+}
+
 // serverErr is a decoded ERR packet.
 type serverErr struct {
 	code  uint16

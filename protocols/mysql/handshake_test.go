@@ -220,6 +220,14 @@ func TestHandshake(t *testing.T) {
 	if !bytes.Equal(hs.challenge, g.challenge) {
 		t.Error("the greeting does not carry the session's challenge")
 	}
+	if g.connID < 1<<30 {
+		t.Errorf("greeting connection id %d is below 2^30", g.connID)
+	}
+	// Without a database the token's grant names the resource, at
+	// authentication.
+	if hs, err, _ := runHandshake(t, p, packet(1, handshakeResponse(clientCaps, "agent-1", auth, "", pluginNative, nil))); err != nil || hs.resp.db != "" {
+		t.Errorf("handshake without a database: %v, %+v", err, hs)
+	}
 
 	for _, c := range []struct {
 		name string
@@ -228,7 +236,6 @@ func TestHandshake(t *testing.T) {
 		want string
 	}{
 		{"plaintext refused", &Protocol{}, packet(1, handshakeResponse(clientCaps, "agent-1", auth, "db", pluginNative, nil)), "requires TLS"},
-		{"no database", p, packet(1, handshakeResponse(clientCaps, "agent-1", auth, "", pluginNative, nil)), "name the resource as the database"},
 		{"no user", p, packet(1, handshakeResponse(clientCaps, "", auth, "db", pluginNative, nil)), "no user name"},
 		{"ssl without TLS configured", p, packet(1, handshakeResponse(clientCaps|capSSL, "", nil, "", "", nil)), "TLS is not configured"},
 		{"wrong sequence", p, packet(0, handshakeResponse(clientCaps, "agent-1", auth, "db", pluginNative, nil)), "sequence id 0, want 1"},

@@ -1,6 +1,8 @@
 package mysql
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,16 +14,23 @@ import (
 
 // A MySQL client stops a running statement (mysql's Ctrl-C, JDBC's
 // Statement.cancel) by opening a second connection and sending
-// KILL QUERY with the connection id from the first one's greeting. That id
-// is the gateway's, not the upstream's, so the gateway maps it: an agent
-// may stop a statement of its own session on the same resource, whatever
-// its access level (it stops work, it starts none); the KILL QUERY that
-// reaches the upstream names the upstream's thread. Anything else KILL
-// does stays with the authorizer (admin).
+// KILL QUERY with the connection id from the first one's greeting; people
+// and tools also kill by the id SELECT CONNECTION_ID() shows, which is the
+// upstream's thread id. A session has both: the gateway's greeting goes
+// out before the upstream connection exists. So KILL [HARD | SOFT]
+// [QUERY | CONNECTION] n takes either id, of a live session of the same
+// grant on this gateway, under any access level (it stops the grant's own
+// work and starts none), and the KILL that reaches the upstream names that
+// session's upstream thread. Any other id is refused as the server refuses
+// an id it does not have (1094, Unknown thread id) and recorded, unless
+// the grant is admin: then the KILL goes to the server as written.
+//
+// Greeting ids are drawn from [2^30, 2^31), above the thread ids servers
+// hand out, so the two kinds of id do not meet.
 
-// killTarget is a live session that a KILL QUERY may name.
+// killTarget is a live session that a KILL may name.
 type killTarget struct {
-	agent, resource string
+	grant, resource string
 	thread          uint32 // the upstream's connection id
 	session         string
 }
@@ -48,47 +57,115 @@ func (k *killTargets) add(id uint32, t killTarget) func() {
 	}
 }
 
-func (k *killTargets) find(id uint32) (killTarget, bool) {
+// find returns the session of grant that id names: its greeting id, or
+// else its upstream thread id.
+func (k *killTargets) find(grant string, id uint32) (killTarget, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	t, ok := k.m[id]
-	return t, ok
+	if t, ok := k.m[id]; ok && t.grant == grant {
+		return t, true
+	}
+	for _, t := range k.m {
+		if t.grant == grant && t.thread == id {
+			return t, true
+		}
+	}
+	return killTarget{}, false
 }
 
-// parseKillQuery reads "KILL QUERY n" as mysql and Connector/J send it
-// (any case and spacing, an optional trailing ';'), and nothing else.
-func parseKillQuery(sql string) (uint32, bool) {
+// newConnID draws a greeting connection id no live session has.
+func (k *killTargets) newConnID() uint32 {
+	for {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		id := binary.LittleEndian.Uint32(b[:])&(1<<30-1) | 1<<30
+		k.mu.Lock()
+		_, taken := k.m[id]
+		k.mu.Unlock()
+		if !taken {
+			return id
+		}
+	}
+}
+
+// killStmt is a KILL of one connection id.
+type killStmt struct {
+	modifier string // "", "HARD " or "SOFT "
+	query    bool   // KILL QUERY rather than KILL [CONNECTION]
+	id       uint32
+}
+
+func (k killStmt) sql(id uint32) string {
+	what := "CONNECTION"
+	if k.query {
+		what = "QUERY"
+	}
+	return fmt.Sprintf("KILL %s%s %d", k.modifier, what, id)
+}
+
+func (k killStmt) kind() string {
+	if k.query {
+		return "KILL QUERY"
+	}
+	return "KILL CONNECTION"
+}
+
+// parseKill reads KILL [HARD | SOFT] [CONNECTION | QUERY] n as clients
+// send it (any case and spacing, an optional trailing ';'), and nothing
+// else.
+func parseKill(sql string) (killStmt, bool) {
 	sql = strings.TrimSpace(sql)
 	if len(sql) < 4 || !strings.EqualFold(sql[:4], "kill") {
-		return 0, false // every COM_QUERY passes here: no work for the others
+		return killStmt{}, false // every COM_QUERY passes here: no work for the others
 	}
 	f := strings.Fields(strings.TrimSuffix(sql, ";"))
-	if len(f) != 3 || !strings.EqualFold(f[0], "kill") || !strings.EqualFold(f[1], "query") {
-		return 0, false
+	var k killStmt
+	if !strings.EqualFold(f[0], "kill") {
+		return k, false
 	}
-	n, err := strconv.ParseUint(f[2], 10, 32)
+	f = f[1:]
+	if len(f) > 0 && (strings.EqualFold(f[0], "hard") || strings.EqualFold(f[0], "soft")) {
+		k.modifier = strings.ToUpper(f[0]) + " "
+		f = f[1:]
+	}
+	if len(f) > 0 && (strings.EqualFold(f[0], "query") || strings.EqualFold(f[0], "connection")) {
+		k.query = strings.EqualFold(f[0], "query")
+		f = f[1:]
+	}
+	if len(f) != 1 {
+		return k, false
+	}
+	n, err := strconv.ParseUint(f[0], 10, 32)
 	if err != nil {
-		return 0, false
+		return k, false
 	}
-	return uint32(n), true
+	k.id = uint32(n)
+	return k, true
 }
 
-// ownKill is the decision on a KILL QUERY that names a session of the
-// same agent on the same resource, with the statement the upstream is
-// sent instead; ok is false for any other KILL.
-func (p *Protocol) ownKill(sess *proxy.Session, sql string) (v authz.Verdict, upstreamSQL string, ok bool) {
-	id, ok := parseKillQuery(sql)
-	if !ok {
-		return v, "", false
-	}
-	t, ok := p.kills.find(id)
+// killVerdict decides a KILL of k.id sent as text: the verdict to record,
+// the statement to send upstream instead, and whether the grant's own
+// sessions decide it (ok false: the authorizer does, for an admin grant).
+func (p *Protocol) killVerdict(sess *proxy.Session, text string, k killStmt) (v authz.Verdict, upstreamSQL string, ok bool) {
 	g := sess.Grant()
-	if !ok || g == nil || t.agent != g.Agent || t.resource != sess.Resource().Name {
+	if g == nil {
 		return v, "", false
 	}
+	t, found := p.kills.find(g.ID, k.id)
+	if !found {
+		if g.Access >= authz.AccessAdmin {
+			return v, "", false
+		}
+		return authz.Verdict{Statements: []authz.Decision{{
+			Text: text, Rule: "no-such-thread",
+			Reason: fmt.Sprintf("no session of grant %s has connection id %d: an agent may stop only the statements and sessions of its own grant (the id the greeting gave, or CONNECTION_ID())", g.ID, k.id),
+			Class:  authz.Classification{Kind: k.kind(), Required: authz.AccessAdmin, Why: "it names a connection of another grant, or none"},
+		}}}, "", true
+	}
+	why := fmt.Sprintf("it stops the grant's own session %s (upstream thread %d)", t.session, t.thread)
 	return authz.Verdict{Allow: true, Statements: []authz.Decision{{
-		Allow: true, Text: sql, Rule: "own-session",
-		Reason: fmt.Sprintf("stops the running statement of the agent's own session %s", t.session),
-		Class:  authz.Classification{Kind: "KILL QUERY", Required: authz.AccessRead, Why: "stops a statement of the agent's own session " + t.session},
-	}}}, fmt.Sprintf("KILL QUERY %d", t.thread), true
+		Allow: true, Text: text, Rule: "own-session",
+		Reason: why,
+		Class:  authz.Classification{Kind: k.kind(), Required: authz.AccessRead, Why: why},
+	}}}, k.sql(t.thread), true
 }

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"unsafe"
 
+	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/proxy"
 )
 
@@ -49,7 +50,7 @@ func (s *session) oversized(head []byte, next header) error {
 			return eofIsUnexpected(err)
 		}
 		if nh.seq != h.seq+1 {
-			return &frameError{msg: fmt.Sprintf("command continues with sequence id %d, want %d", nh.seq, h.seq+1)}
+			return &frameError{msg: fmt.Sprintf("command continues with sequence id %d, want %d", nh.seq, h.seq+1), outOfOrder: true}
 		}
 		h = nh
 	}
@@ -63,22 +64,10 @@ func (s *session) oversized(head []byte, next header) error {
 		what = "COM_STMT_EXECUTE command"
 	}
 	ref := s.sess.RefuseTooLarge(what, d)
-	if err := s.refuse(h, ref); err != nil {
+	if err := s.refuse(h, authz.Verdict{}, ref); err != nil {
 		return err
 	}
 	return errTooLargeAnswered
-}
-
-// refusalCode is the error code and SQLSTATE of a refusal of kind, when it
-// is not the default 1142.
-func refusalCode(kind string) (uint16, string, bool) {
-	switch kind {
-	case "recorder":
-		return erUnknown, "HY000", true
-	case "too-large":
-		return erNetPacketTooLarge, "08S01", true
-	}
-	return 0, "", false
 }
 
 // bigCommand is the size from which a command's memory is returned to the

@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -61,12 +60,14 @@ func (p *Protocol) Name() string { return "mysql" }
 // Error codes and SQLSTATEs the gateway sends.
 const (
 	erAccessDenied          = 1045 // 28000
+	erBadDB                 = 1049 // 42000
+	erConCount              = 1040 // 08004
+	erNoDB                  = 1046 // 3D000
 	erHandshake             = 1043 // 08S01
 	erTableAccessDenied     = 1142 // 42000: the refusal of a statement
 	erUnknown               = 1105 // HY000
 	erUnknownCom            = 1047 // 08S01
 	erNetPacketTooLarge     = 1153 // 08S01
-	erMalformedPacket       = 1835 // HY000
 	erConnectionKilled      = 1927 // 70100
 	erSecureTransportNeeded = 3159 // HY000
 )
@@ -177,7 +178,11 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 		sess.End("upstream connection failed: " + err.Error())
 		return
 	}
-	if err := cl.write(okPacket(statusAutocommit)); err != nil {
+	// The status flags come from the upstream's session: a driver that
+	// interpolates parameters itself escapes by SERVER_STATUS_NO_BACKSLASH_
+	// ESCAPES (go-sql-driver's interpolateParams), and must see the
+	// server's from the start.
+	if err := cl.write(okPacket(up.status())); err != nil {
 		up.conn.Close()
 		sess.End("client gone before ready: " + err.Error())
 		return
@@ -188,7 +193,7 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	defer p.kills.add(hs.connID, killTarget{agent: sess.Grant().Agent, resource: sess.Resource().Name,
+	defer p.kills.add(hs.connID, killTarget{grant: sess.Grant().ID, resource: sess.Resource().Name,
 		thread: up.thread, session: sess.ID})()
 	reason := relay(p, sess, cl, up)
 	sess.End(reason)
@@ -229,7 +234,7 @@ func (h *handshakeState) db() string {
 // handshake sends the greeting, negotiates TLS and reads the client's
 // handshake response.
 func (p *Protocol) handshake(ctx context.Context, cl *client) (*handshakeState, error) {
-	hs := &handshakeState{challenge: newChallenge(), connID: randomConnID()}
+	hs := &handshakeState{challenge: newChallenge(), connID: p.kills.newConnID()}
 	caps := uint32(serverCaps)
 	if p.TLS != nil {
 		caps |= capSSL
@@ -285,10 +290,6 @@ func (p *Protocol) handshake(ctx context.Context, cl *client) (*handshakeState, 
 	}
 	if resp.user == "" {
 		return hs, &handshakeError{erAccessDenied, "28000", "airlock: no user name: connect as your agent name", "protocol"}
-	}
-	if resp.db == "" {
-		return hs, &handshakeError{erAccessDenied, "28000",
-			fmt.Sprintf("airlock: no database: name the resource as the database, e.g. mysql -u %s -p RESOURCE", resp.user), "protocol"}
 	}
 	if cs := collationCharset(resp.collation); cs != "" && !authz.SafeMySQLCharset(cs) {
 		return hs, &handshakeError{erAccessDenied, "28000",
@@ -347,9 +348,21 @@ func (p *Protocol) authenticate(ctx context.Context, c *proxy.Conn, cl *client, 
 	if match == nil {
 		return nil, refuse(fmt.Sprintf("authentication failed: malformed %s answer", plugin))
 	}
+	if resp.db == "" {
+		// No database, no resource named: the token's grant names one.
+		// The mysql client's second connection that sends KILL QUERY
+		// on Ctrl-C comes so.
+		if resp.db = p.mysqlResource(c.ResourceOf(resp.user, match)); resp.db == "" {
+			msg := fmt.Sprintf("airlock: no database: name the resource as the database, e.g. mysql -u %s -p RESOURCE", resp.user)
+			c.Refuse(resp.user, "", nil, &proxy.AuthError{Kind: "protocol", Msg: msg})
+			cl.sendError(erNoDB, "3D000", msg)
+			return nil, errors.New(msg)
+		}
+	}
 	sess, err := c.Authenticate(ctx, resp.user, resp.db, match)
 	if err != nil {
-		cl.sendError(erAccessDenied, "28000", "airlock: "+err.Error())
+		code, state := loginRefusalCode(err)
+		cl.sendError(code, state, "airlock: "+err.Error())
 		return nil, err
 	}
 	if plugin == pluginCachingSHA2 {
@@ -360,6 +373,38 @@ func (p *Protocol) authenticate(ctx context.Context, c *proxy.Conn, cl *client, 
 		}
 	}
 	return sess, nil
+}
+
+// mysqlResource returns name when it is a MySQL resource of the gateway,
+// else "".
+func (p *Protocol) mysqlResource(name string) string {
+	for _, r := range p.Resources {
+		if r.Name == name && r.Protocol == "mysql" {
+			return name
+		}
+	}
+	return ""
+}
+
+// loginRefusalCode is the server's error for the closest case of a
+// refused login: 1049 ER_BAD_DB_ERROR for a resource the gateway does not
+// have, 1044 ER_DBACCESS_DENIED_ERROR for a grant on another resource,
+// 1040 ER_CON_COUNT_ERROR (08004, the server refused to open a
+// connection now) when the gateway cannot confirm grants or record, so
+// pools try again later; 1045 ER_ACCESS_DENIED_ERROR otherwise.
+func loginRefusalCode(err error) (uint16, string) {
+	ae, _ := proxy.AsAuthError(err)
+	if ae != nil {
+		switch ae.Kind {
+		case "no-resource":
+			return erBadDB, "42000"
+		case "wrong-resource":
+			return erDBAccessDenied, "42000"
+		case "unavailable", "recorder":
+			return erConCount, "08004"
+		}
+	}
+	return erAccessDenied, "28000"
 }
 
 // matcher returns the test of one grant's verifier against the client's
@@ -394,12 +439,6 @@ func newChallenge() []byte {
 		b[i] = 0x21 + b[i]%0x5e
 	}
 	return b
-}
-
-func randomConnID() uint32 {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return binary.LittleEndian.Uint32(b[:])&0x7fffffff | 1
 }
 
 // versionCache keeps the server version each MySQL resource announced.

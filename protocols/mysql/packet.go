@@ -31,8 +31,9 @@ const (
 // frameError is a malformed or oversized packet; its text names what was
 // wrong.
 type frameError struct {
-	msg     string
-	tooLong bool
+	msg        string
+	tooLong    bool
+	outOfOrder bool // a packet's sequence id was not the next one
 	// next is, for tooLong, the header of the physical packet whose
 	// payload was not read.
 	next header
@@ -92,7 +93,7 @@ func readPayload(r io.Reader, h header, buf []byte, limit int, what string) ([]b
 			return nil, h.seq, eofIsUnexpected(err)
 		}
 		if next.seq != h.seq+1 {
-			return nil, h.seq, &frameError{msg: fmt.Sprintf("%s continues with sequence id %d, want %d", what, next.seq, h.seq+1)}
+			return nil, h.seq, &frameError{msg: fmt.Sprintf("%s continues with sequence id %d, want %d", what, next.seq, h.seq+1), outOfOrder: true}
 		}
 		h = next
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/airlockhq/airlock/authz"
@@ -66,11 +67,22 @@ type session struct {
 	// toClient and toUp stream the payloads the gateway does not read.
 	toClient, toUp proxy.Copier
 
-	// cwMu guards cw, clientSeq and idle: the ender writes a last error to
-	// the client from another goroutine.
+	// cwMu guards cw, clientSeq, idle and the idle watch: the ender and
+	// the idle watcher write a last packet to the client from other
+	// goroutines.
 	cwMu      sync.Mutex
 	clientSeq byte // the sequence id of the next packet to the client
 	idle      bool // waiting for the client's next command
+	// The idle watch (idle.go): idleTimer starts the watcher, watchDone
+	// is closed when a running watcher has left the upstream reader,
+	// upGone says why the upstream went away while idle.
+	idleTimer *time.Timer
+	watchDone chan struct{}
+	upGone    string
+	// closing is set once the session is ending; stop ends it (closing
+	// both connections) with a reason.
+	closing atomic.Bool
+	stop    func(why string)
 
 	stmts    map[uint32]*stmt
 	lastStmt uint32
@@ -87,15 +99,18 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 	res := sess.Resource()
 	s := &session{
 		p: p, sess: sess, log: sess.Logger(), res: res,
-		az: p.newAuthorizer(authz.MySQLOptions{
-			Database: res.Database, Databases: []string{res.Database},
-			SQLMode: up.sqlMode, ServerVersion: up.version,
-		}),
 		fileLoads: up.caps&capLocalFiles != 0,
 		cl:        cl.conn, cr: cl.r, cw: cl.w,
 		up: up.conn, ur: bufio.NewReaderSize(up.conn, 64<<10), uw: bufio.NewWriterSize(up.conn, 64<<10),
 		stmts: map[uint32]*stmt{}, maxStatement: sess.MaxStatementBytes(),
 	}
+	s.az = p.newAuthorizer(authz.MySQLOptions{
+		Database: res.Database, Databases: []string{res.Database},
+		SQLMode: up.sqlMode, ServerVersion: up.version,
+		// A CALL is decided by the procedure's body, read on this
+		// session's upstream connection.
+		Routines: s,
+	})
 	var (
 		mu     sync.Mutex
 		reason string
@@ -109,6 +124,7 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 		mu.Unlock()
 	}
 	end := func(why string) {
+		s.closing.Store(true)
 		setReason(why)
 		mu.Lock()
 		defer mu.Unlock()
@@ -118,11 +134,13 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 			s.up.Close()
 		}
 	}
+	s.stop = end
 	// A revoked or expired grant, or shutdown, ends the session: tell the
 	// client why, then close both sides.
 	fired := make(chan struct{})
 	stop := context.AfterFunc(sess.Context(), func() {
 		defer close(fired)
+		s.closing.Store(true)
 		cause := context.Cause(sess.Context())
 		setReason(cause.Error())
 		// Closing the upstream first frees a relay blocked reading it; the
@@ -144,6 +162,11 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 		end(cause.Error())
 	})
 	end(s.run())
+	s.cwMu.Lock()
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+	}
+	s.cwMu.Unlock()
 	if !stop() {
 		<-fired // it ran: let it finish writing before the connection goes
 	}
@@ -159,17 +182,19 @@ func (s *session) run() string {
 		if err := s.flushClient(); err != nil {
 			return "client write failed: " + err.Error()
 		}
-		s.setIdle(true)
+		s.setIdle()
 		h, err := readHeader(s.cr)
-		s.setIdle(false)
+		if gone := s.endIdle(); gone != "" {
+			return gone
+		}
 		if err != nil {
 			return s.clientReadEnded(err)
 		}
 		if h.seq != 0 {
-			return s.violation(h, fmt.Sprintf("command packet with sequence id %d, want 0", h.seq))
+			return s.violationCode(h, fmt.Sprintf("command packet with sequence id %d, want 0", h.seq), erNetPacketsOutOfOrder, "08S01")
 		}
 		if h.n == 0 {
-			return s.violation(h, "empty command packet")
+			return s.violationCode(h, "empty command packet", erUnknownCom, "08S01")
 		}
 		b, err := s.cr.Peek(1)
 		if err != nil {
@@ -200,8 +225,11 @@ func (s *session) run() string {
 		if err != nil {
 			var fe *frameError
 			if errors.As(err, &fe) {
-				if fe.tooLong {
+				switch {
+				case fe.tooLong:
 					return s.violationCode(h, fe.msg, erNetPacketTooLarge, "08S01")
+				case fe.outOfOrder:
+					return s.violationCode(h, fe.msg, erNetPacketsOutOfOrder, "08S01")
 				}
 				return s.violation(h, fe.msg)
 			}
@@ -249,8 +277,10 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 	switch cmd {
 	case comQuery:
 		sql := textOf(body[1:])
-		if v, upstreamSQL, ok := s.p.ownKill(s.sess, sql); ok {
-			return s.query(h, append([]byte{comQuery}, upstreamSQL...), v, false)
+		if k, ok := parseKill(sql); ok {
+			if v, upstreamSQL, ok := s.p.killVerdict(s.sess, sql, k); ok {
+				return s.kill(h, v, upstreamSQL, k.id)
+			}
 		}
 		return s.query(h, body, s.az.MySQL(g, sql), false)
 	case comInitDB:
@@ -270,7 +300,7 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 		}
 		adm, err := s.sess.Admit(v)
 		if err != nil {
-			return s.refuse(h, err)
+			return s.refuse(h, v, err)
 		}
 		if err := s.forward(body); err != nil {
 			return err
@@ -278,9 +308,10 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 		t := &tracker{adm: adm, v: v}
 		return s.relayFieldList(t)
 	case comStatistics:
-		adm, err := s.sess.Admit(commandVerdict(g, "COM_STATISTICS", "STATISTICS", authz.AccessRead))
+		v := commandVerdict(g, "COM_STATISTICS", "STATISTICS", authz.AccessRead)
+		adm, err := s.sess.Admit(v)
 		if err != nil {
-			return s.refuse(h, err)
+			return s.refuse(h, v, err)
 		}
 		if err := s.forward(body); err != nil {
 			return err
@@ -300,8 +331,11 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 			return &frameError{msg: "malformed COM_PROCESS_KILL"}
 		}
 		id := binary.LittleEndian.Uint32(body[1:])
-		v := s.az.MySQL(g, fmt.Sprintf("KILL CONNECTION %d", id))
-		return s.query(h, body, v, false)
+		text := fmt.Sprintf("KILL CONNECTION %d", id)
+		if v, upstreamSQL, ok := s.p.killVerdict(s.sess, text, killStmt{id: id}); ok {
+			return s.kill(h, v, upstreamSQL, id)
+		}
+		return s.query(h, body, s.az.MySQL(g, text), false)
 	case comPing, comSetOption, comStmtReset, comResetConnection:
 		if cmd == comStmtReset {
 			if id, ok := stmtID(body); ok {
@@ -340,6 +374,10 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 	case comBinlogDump, comBinlogDumpGTID, comRegisterSlave, comTableDump:
 		return s.deny(h, fmt.Sprintf("%s (command 0x%02x)", commandName(cmd), cmd), "replication", "REPLICATION",
 			"replication and binary log commands are not allowed through airlock")
+	}
+	if commandName(cmd) == "unknown" {
+		return s.deny(h, fmt.Sprintf("command 0x%02x", cmd), "unsupported-command", "UNKNOWN COMMAND",
+			fmt.Sprintf("0x%02x is not a MySQL protocol command", cmd))
 	}
 	return s.deny(h, fmt.Sprintf("%s (command 0x%02x)", commandName(cmd), cmd), "unsupported-command", "COMMAND",
 		fmt.Sprintf("the %s protocol command is not allowed through airlock; use the SQL statement instead", commandName(cmd)))
@@ -390,24 +428,24 @@ func commandVerdict(g *authz.Grant, text, kind string, need authz.Access) authz.
 // deny records a refused command and answers it with an error; the
 // session goes on.
 func (s *session) deny(h header, text, rule, kind, reason string) error {
-	_, err := s.sess.Admit(authz.Verdict{Statements: []authz.Decision{{
+	v := authz.Verdict{Statements: []authz.Decision{{
 		Text: text, Rule: rule, Reason: reason,
 		Class: authz.Classification{Kind: kind, Required: authz.AccessAdmin},
-	}}})
-	return s.refuse(h, err)
+	}}}
+	_, err := s.sess.Admit(v)
+	return s.refuse(h, v, err)
 }
 
-// refuse answers the command of header h with the refusal err.
-func (s *session) refuse(h header, err error) error {
-	var ref *proxy.Refusal
-	if !errors.As(err, &ref) {
-		ref = &proxy.Refusal{Kind: "recorder", Msg: err.Error()}
-	}
-	code, state := uint16(erTableAccessDenied), "42000"
-	if c, st, ok := refusalCode(ref.Kind); ok {
-		code, state = c, st
-	}
-	return s.writeClient(h.seq+1, errPacket(code, state, ref.Msg))
+// refuse answers the command of header h, decided as v, with the refusal
+// err (see refusalPacket).
+func (s *session) refuse(h header, v authz.Verdict, err error) error {
+	return s.writeClient(h.seq+1, refusalPacket(v, err, s.grantEnded))
+}
+
+// grantEnded reports whether the session's grant is no longer active.
+func (s *session) grantEnded() bool {
+	g := s.sess.Grant()
+	return g == nil || g.EffectiveState(time.Now()) != authz.StateActive
 }
 
 // query authorizes and runs a COM_QUERY (or a command decided as SQL):
@@ -416,12 +454,30 @@ func (s *session) refuse(h header, err error) error {
 func (s *session) query(h header, body []byte, v authz.Verdict, binary bool) error {
 	adm, err := s.sess.Admit(v)
 	if err != nil {
-		return s.refuse(h, err)
+		return s.refuse(h, v, err)
 	}
 	if err := s.forward(body); err != nil {
 		return err
 	}
 	return s.relayResults(&tracker{adm: adm, v: v}, binary)
+}
+
+// kill runs a KILL the grant's own sessions decided (killVerdict): the
+// upstream gets upstreamSQL, which names the session's upstream thread; a
+// refused one gets the server's answer for an unknown id, with why.
+func (s *session) kill(h header, v authz.Verdict, upstreamSQL string, id uint32) error {
+	adm, err := s.sess.Admit(v)
+	if err != nil {
+		var ref *proxy.Refusal
+		if errors.As(err, &ref) && ref.Kind == "policy" {
+			return s.writeClient(h.seq+1, errPacket(erNoSuchThread, "HY000", fmt.Sprintf("Unknown thread id: %d (%s)", id, ref.Msg)))
+		}
+		return s.refuse(h, v, err)
+	}
+	if err := s.forward(append([]byte{comQuery}, upstreamSQL...)); err != nil {
+		return err
+	}
+	return s.relayResults(&tracker{adm: adm, v: v}, false)
 }
 
 func (s *session) initDB(h header, body []byte) error {
@@ -434,7 +490,7 @@ func (s *session) initDB(h header, body []byte) error {
 	v := s.az.InitDB(s.sess.Grant(), db)
 	adm, err := s.sess.Admit(v)
 	if err != nil {
-		return s.refuse(h, err)
+		return s.refuse(h, v, err)
 	}
 	if err := s.forward(body); err != nil {
 		return err
@@ -476,7 +532,7 @@ func (s *session) prepare(h header, body []byte) error {
 	}
 	if !v.Allow {
 		_, err := s.sess.Admit(v)
-		return s.refuse(h, err)
+		return s.refuse(h, v, err)
 	}
 	if err := s.forward(body); err != nil {
 		return err
@@ -542,7 +598,7 @@ func (s *session) execute(h header, body []byte) error {
 	st.long = nil
 	adm, err := s.sess.Admit(st.verdict, params...)
 	if err != nil {
-		return s.refuse(h, err)
+		return s.refuse(h, st.verdict, err)
 	}
 	if err := s.forward(body); err != nil {
 		return err
@@ -615,9 +671,11 @@ func (s *session) sendLongData(h header) error {
 }
 
 // violation records a malformed command, tells the client and ends the
-// session.
+// session. The server's own code for a packet it cannot read is 1158
+// (08S01): a communication error, after which drivers drop the
+// connection, as the gateway does.
 func (s *session) violation(h header, msg string) string {
-	return s.violationCode(h, msg, erMalformedPacket, "HY000")
+	return s.violationCode(h, msg, erNetReadError, "08S01")
 }
 
 func (s *session) violationCode(h header, msg string, code uint16, state string) string {
@@ -666,12 +724,13 @@ func (s *session) forward(body []byte) error {
 
 func (s *session) forwardEmpty(cmd byte) error { return s.forward([]byte{cmd}) }
 
-func (s *session) setIdle(idle bool) {
+// setIdle marks the session as waiting for the client's next command
+// (endIdle ends that).
+func (s *session) setIdle() {
 	s.cwMu.Lock()
-	s.idle = idle
-	if idle {
-		s.clientSeq = 1
-	}
+	s.idle = true
+	s.clientSeq = 1
+	s.startIdleLocked()
 	s.cwMu.Unlock()
 }
 

@@ -19,13 +19,14 @@ type tracker struct {
 	file int64 // bytes of a client file sent for the current statement
 }
 
-// result records one result. A CALL answers with a result set per SELECT
-// it runs and then an OK; everything up to that OK is its result.
+// result records one result. A CALL (see multiResult) answers with a
+// result set per SELECT it runs and then an OK; everything up to that OK
+// is its result.
 func (t *tracker) result(r recorder.Result, isOK bool) {
 	if t.adm == nil || t.next >= t.adm.Len() {
 		return
 	}
-	if !isOK && t.next < len(t.v.Statements) && t.v.Statements[t.next].Class.Kind == "CALL" {
+	if !isOK && t.next < len(t.v.Statements) && multiResult(t.v.Statements[t.next].Class.Kind) {
 		if r.Rows != nil {
 			t.rows += *r.Rows
 		}
@@ -42,6 +43,17 @@ func (t *tracker) result(r recorder.Result, isOK bool) {
 	t.adm.Done(t.next, r)
 	t.adm.Restart()
 	t.next++
+}
+
+// multiResult reports whether a statement of kind answers with a result
+// set per SELECT it runs and then an OK: a CALL, and a compound statement
+// run outside a routine (MariaDB's BEGIN NOT ATOMIC, IF, CASE, loops).
+func multiResult(kind string) bool {
+	switch kind {
+	case "CALL", "BEGIN NOT ATOMIC", "IF", "CASE", "LOOP", "WHILE", "REPEAT":
+		return true
+	}
+	return false
 }
 
 // fail records an error for the current statement; the rest of the

@@ -130,6 +130,19 @@ func (p *Protocol) dialUpstream(ctx context.Context, sess *proxy.Session, resp *
 	return &upstream{conn: conn.Conn.Conn, version: conn.GetServerVersion(), sqlMode: sqlMode, caps: caps, thread: conn.GetConnectionID()}, nil
 }
 
+// status is the server status the client is told at the end of the
+// handshake: autocommit, and no backslash escapes when the session's
+// sql_mode says so.
+func (u *upstream) status() uint16 {
+	st := uint16(statusAutocommit)
+	for _, m := range strings.Split(u.sqlMode, ",") {
+		if strings.EqualFold(strings.TrimSpace(m), "NO_BACKSLASH_ESCAPES") {
+			st |= statusNoBackslashEscapes
+		}
+	}
+	return st
+}
+
 // upstreamTLS maps the resource's tls.mode (libpq's sslmode words) to a
 // TLS configuration; nil means plaintext.
 func upstreamTLS(res *config.Resource) (*tls.Config, error) {
