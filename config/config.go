@@ -45,7 +45,8 @@ type Config struct {
 // connections without finishing what they started.
 type Limits struct {
 	// LoginTimeout bounds a connection's startup: TLS, the protocol's
-	// handshake and authentication must finish within it (default 30s).
+	// handshake and authentication must finish within it (default 60s, as
+	// PostgreSQL's authentication_timeout; a person may paste a token).
 	LoginTimeout time.Duration `yaml:"login_timeout"`
 	// MessageTimeout is how long a message (a Postgres message, a MySQL
 	// packet) that has begun to arrive may wait for its next bytes; past
@@ -432,7 +433,7 @@ func (c *Config) setDefaults() {
 	}
 	l := &c.Limits
 	if l.LoginTimeout == 0 {
-		l.LoginTimeout = 30 * time.Second
+		l.LoginTimeout = 60 * time.Second
 	}
 	if l.MessageTimeout == 0 {
 		l.MessageTimeout = 30 * time.Second

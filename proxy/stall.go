@@ -99,5 +99,5 @@ func (c *Conn) LoginTimeout() time.Duration {
 	if d := c.srv.Config.Limits.LoginTimeout; d > 0 {
 		return d
 	}
-	return 30 * time.Second
+	return 60 * time.Second
 }
