@@ -36,6 +36,53 @@ type Config struct {
 	// AWS is how the gateway reaches AWS for rds-iam and
 	// ec2-instance-connect resources; see docs/aws.md.
 	AWS AWS `yaml:"aws"`
+	// Limits bound what one client may cost the gateway before and while
+	// it holds a session: login time, stalled messages, login failures.
+	Limits Limits `yaml:"limits"`
+}
+
+// Limits protect the listeners from clients that guess tokens or hold
+// connections without finishing what they started.
+type Limits struct {
+	// LoginTimeout bounds a connection's startup: TLS, the protocol's
+	// handshake and authentication must finish within it (default 60s, as
+	// PostgreSQL's authentication_timeout; a person may paste a token).
+	LoginTimeout time.Duration `yaml:"login_timeout"`
+	// MessageTimeout is how long a message (a Postgres message, a MySQL
+	// packet) that has begun to arrive may wait for its next bytes; past
+	// it the session ends (default 30s). Idle time between messages is
+	// not limited. SSH clients are instead asked for a keepalive reply
+	// after this much silence.
+	MessageTimeout time.Duration `yaml:"message_timeout"`
+	// LoginFailures slows down, then refuses, repeated failed logins.
+	LoginFailures LoginFailures `yaml:"login_failures"`
+}
+
+// LoginFailures is the policy for failed logins (a wrong token, an
+// unknown agent or resource), counted per client address and per claimed
+// agent over Window. Each failure's answer is delayed, longer the more
+// failures the address or agent had; past PerSource (PerAgent) failures
+// further logins from that address (for that agent) are refused without
+// checking the token until Lockout has passed. Counts are per gateway
+// replica.
+type LoginFailures struct {
+	// PerSource failures from one client IP address within Window lock
+	// the address out (default 10; -1: no limit).
+	PerSource int `yaml:"per_source"`
+	// PerAgent failures naming one agent, from anywhere, within Window
+	// lock the agent out (default 50; -1: no limit). A lockout also
+	// refuses the agent's valid tokens: keep it well above what honest
+	// mistakes reach.
+	PerAgent int `yaml:"per_agent"`
+	// Window is how long a failure counts (default 10m).
+	Window time.Duration `yaml:"window"`
+	// Lockout is how long an address or agent is refused once locked
+	// (default 5m).
+	Lockout time.Duration `yaml:"lockout"`
+	// Delay is how long the answer to the first failure waits; it doubles
+	// with each further failure up to MaxDelay (defaults 100ms and 2s).
+	Delay    time.Duration `yaml:"delay"`
+	MaxDelay time.Duration `yaml:"max_delay"`
 }
 
 // AWS holds the gateway-wide AWS settings. The identity itself comes from
@@ -384,6 +431,32 @@ func (c *Config) setDefaults() {
 	if c.AWS.RDSConnectRate == 0 {
 		c.AWS.RDSConnectRate = 100
 	}
+	l := &c.Limits
+	if l.LoginTimeout == 0 {
+		l.LoginTimeout = 60 * time.Second
+	}
+	if l.MessageTimeout == 0 {
+		l.MessageTimeout = 30 * time.Second
+	}
+	f := &l.LoginFailures
+	if f.PerSource == 0 {
+		f.PerSource = 10
+	}
+	if f.PerAgent == 0 {
+		f.PerAgent = 50
+	}
+	if f.Window == 0 {
+		f.Window = 10 * time.Minute
+	}
+	if f.Lockout == 0 {
+		f.Lockout = 5 * time.Minute
+	}
+	if f.Delay == 0 {
+		f.Delay = 100 * time.Millisecond
+	}
+	if f.MaxDelay == 0 {
+		f.MaxDelay = 2 * time.Second
+	}
 }
 
 // Validate checks every key and names the first bad one.
@@ -452,6 +525,7 @@ func (c *Config) Validate() error {
 	if c.Recorder.EmbeddedSyncAlways && c.Recorder.NATSURL != "" {
 		bad("recorder.embedded_sync_always", "applies to the embedded server only; set sync_interval: always in the cluster's JetStream configuration")
 	}
+	c.Limits.validate(bad)
 	if !isToken(c.Recorder.Stream) {
 		bad("recorder.stream", "%q may hold only letters, digits, - and _", c.Recorder.Stream)
 	}
@@ -641,4 +715,31 @@ func isToken(s string) bool {
 		}
 	}
 	return true
+}
+
+func (l *Limits) validate(bad func(key, format string, args ...any)) {
+	if l.LoginTimeout < time.Second || l.LoginTimeout > 10*time.Minute {
+		bad("limits.login_timeout", "must be between 1s and 10m")
+	}
+	if l.MessageTimeout < time.Second || l.MessageTimeout > time.Hour {
+		bad("limits.message_timeout", "must be between 1s and 1h")
+	}
+	f := &l.LoginFailures
+	if f.PerSource < -1 {
+		bad("limits.login_failures.per_source", "must be a count, or -1 for no limit")
+	}
+	if f.PerAgent < -1 {
+		bad("limits.login_failures.per_agent", "must be a count, or -1 for no limit")
+	}
+	if f.Window < 0 {
+		bad("limits.login_failures.window", "must be positive")
+	}
+	if f.Lockout < 0 {
+		bad("limits.login_failures.lockout", "must be positive")
+	}
+	if f.Delay < 0 || f.MaxDelay < f.Delay {
+		bad("limits.login_failures", "delay (%s) must be positive and at most max_delay (%s)", f.Delay, f.MaxDelay)
+	} else if f.MaxDelay > time.Minute {
+		bad("limits.login_failures.max_delay", "%s is longer than a minute", f.MaxDelay)
+	}
 }

@@ -18,6 +18,7 @@ type Metrics struct {
 	sessions      *prometheus.GaugeVec
 	sessionsTotal *prometheus.CounterVec
 	authFailures  *prometheus.CounterVec
+	loginLocks    *prometheus.CounterVec
 	statements    *prometheus.CounterVec
 	commit        prometheus.Histogram
 	commitErrors  prometheus.Counter
@@ -39,6 +40,9 @@ func New() *Metrics {
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "airlock_auth_failures_total", Help: "Refused logins, by reason.",
 		}, []string{"proto", "reason"}),
+		loginLocks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "airlock_login_lockouts_total", Help: "Client addresses (scope source) and agents (scope agent) locked out after too many failed logins (limits.login_failures).",
+		}, []string{"proto", "scope"}),
 		statements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "airlock_statements_total", Help: "Statements decided, by decision.",
 		}, []string{"proto", "decision"}),
@@ -51,7 +55,7 @@ func New() *Metrics {
 			Name: "airlock_recorder_commit_failures_total", Help: "Statements refused because the recorder did not acknowledge.",
 		}),
 	}
-	reg.MustRegister(m.sessions, m.sessionsTotal, m.authFailures, m.statements, m.commit, m.commitErrors)
+	reg.MustRegister(m.sessions, m.sessionsTotal, m.authFailures, m.loginLocks, m.statements, m.commit, m.commitErrors)
 	return m
 }
 
@@ -67,6 +71,11 @@ func (m *Metrics) SessionEnded(proto string) { m.sessions.WithLabelValues(proto)
 // AuthFailed counts a refused login.
 func (m *Metrics) AuthFailed(proto, reason string) {
 	m.authFailures.WithLabelValues(proto, reason).Inc()
+}
+
+// LoginLocked counts a lockout after repeated failed logins.
+func (m *Metrics) LoginLocked(proto, scope string) {
+	m.loginLocks.WithLabelValues(proto, scope).Inc()
 }
 
 // Statements counts decided statements.

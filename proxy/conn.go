@@ -23,8 +23,9 @@ type Conn struct {
 	Proto  string
 	Remote string
 
-	srv *Server
-	log *slog.Logger
+	srv   *Server
+	log   *slog.Logger
+	stall *stallConn
 }
 
 // Logger returns the connection's logger, carrying session, proto and
@@ -34,7 +35,7 @@ func (c *Conn) Logger() *slog.Logger { return c.log }
 // AuthError is a refused login. Msg is written for the agent.
 type AuthError struct {
 	// Kind is a stable word: no-agent, bad-token, wrong-resource, pending,
-	// denied, revoked, expired, unavailable, protocol.
+	// denied, revoked, expired, unavailable, protocol, throttled.
 	Kind string
 	Msg  string
 }
@@ -56,8 +57,14 @@ func (c *Conn) Authenticate(ctx context.Context, agent, resource string, match f
 }
 
 func (c *Conn) findGrant(agent, resource string, match func(*credential.Verifier) bool) (*authz.Grant, *AuthError) {
+	if aerr := c.throttled(agent); aerr != nil {
+		return nil, aerr
+	}
 	grants, aerr := c.agentGrants(agent, resource)
 	if aerr != nil {
+		if aerr.Kind == "no-agent" || aerr.Kind == "no-resource" {
+			c.loginFailed(c.knownAgent(agent))
+		}
 		return nil, aerr
 	}
 	var g *authz.Grant
@@ -68,12 +75,21 @@ func (c *Conn) findGrant(agent, resource string, match func(*credential.Verifier
 		}
 	}
 	if g == nil {
+		c.loginFailed(agent)
 		return nil, &AuthError{"bad-token", fmt.Sprintf("authentication failed for %s: the password is not the token of any of your grants; request access with: airlock request --resource %s --task \"...\"", agent, resource)}
 	}
 	if g.Resource != resource {
 		return g, &AuthError{"wrong-resource", fmt.Sprintf("grant %s is for resource %s, not %s", g.ID, g.Resource, resource)}
 	}
 	return g, inactive(g, c.srv.now())
+}
+
+// knownAgent is agent when it names an agent of this gateway, else "".
+func (c *Conn) knownAgent(agent string) string {
+	if id := c.srv.Config.Identity(agent); id != nil && id.Role == "agent" {
+		return agent
+	}
+	return ""
 }
 
 // agentGrants are agent's grants, once agent is an agent this gateway
@@ -163,6 +179,7 @@ func (c *Conn) start(ctx context.Context, g *authz.Grant) (*Session, error) {
 		return nil, &AuthError{"recorder", "recording unavailable; session not started (nothing runs unrecorded)"}
 	}
 	srv.track(ss)
+	srv.throttle.succeeded(sourceKey(c.Remote))
 	srv.Observer.SessionStarted(c.Proto)
 	ss.watchExpiry()
 	// The grant may have changed between lookup and tracking.

@@ -45,6 +45,9 @@ func (c *Conn) AuthenticateKey(ctx context.Context, agent, resource string) (*Se
 }
 
 func (c *Conn) keyGrant(agent, resource string) (*authz.Grant, *AuthError) {
+	if aerr := c.throttled(agent); aerr != nil {
+		return nil, aerr
+	}
 	grants, aerr := c.agentGrants(agent, resource)
 	if aerr != nil {
 		return nil, aerr

@@ -43,6 +43,9 @@ type Observer interface {
 	SessionStarted(proto string)
 	SessionEnded(proto string)
 	AuthFailed(proto, reason string)
+	// LoginLocked counts a client address or agent (scope "source" or
+	// "agent") locked out after too many failed logins.
+	LoginLocked(proto, scope string)
 	Statements(proto string, allowed, denied int)
 	Committed(d time.Duration, err error)
 }
@@ -52,6 +55,7 @@ type noObserver struct{}
 func (noObserver) SessionStarted(string)          {}
 func (noObserver) SessionEnded(string)            {}
 func (noObserver) AuthFailed(string, string)      {}
+func (noObserver) LoginLocked(string, string)     {}
 func (noObserver) Statements(string, int, int)    {}
 func (noObserver) Committed(time.Duration, error) {}
 
@@ -79,6 +83,7 @@ type Server struct {
 	Observer Observer
 
 	once     sync.Once
+	throttle *loginThrottle
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
 	conns    sync.WaitGroup
@@ -99,6 +104,7 @@ func (s *Server) init() {
 		if s.Observer == nil {
 			s.Observer = noObserver{}
 		}
+		s.throttle = newLoginThrottle(s.Config.Limits.LoginFailures, s.now)
 		s.Grants.OnChange(s.grantChanged)
 	})
 }
@@ -132,12 +138,17 @@ func (s *Server) Serve(l net.Listener, p Protocol) error {
 			nc.Close()
 			continue
 		}
+		sc := &stallConn{Conn: nc, timeout: s.Config.Limits.MessageTimeout}
+		if sc.timeout <= 0 {
+			sc.timeout = 30 * time.Second
+		}
 		c := &Conn{
-			Conn:   nc,
+			Conn:   sc,
 			ID:     NewSessionID(),
 			Proto:  p.Name(),
 			Remote: nc.RemoteAddr().String(),
 			srv:    s,
+			stall:  sc,
 		}
 		c.log = log.With("session", c.ID, "remote", c.Remote)
 		s.conns.Add(1)

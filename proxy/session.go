@@ -52,6 +52,9 @@ func (s *Session) Grant() *authz.Grant {
 	return s.grant
 }
 
+// Conn is the client connection the session runs on.
+func (s *Session) Conn() *Conn { return s.conn }
+
 // Resource is the upstream this session reaches.
 func (s *Session) Resource() *config.Resource { return s.resource }
 

@@ -68,6 +68,8 @@ const (
 	erUnknown               = 1105 // HY000
 	erUnknownCom            = 1047 // 08S01
 	erNetPacketTooLarge     = 1153 // 08S01
+	erNetReadInterrupted    = 1159 // 08S01: timeout reading communication packets
+	erHostIsBlocked         = 1129 // HY000
 	erConnectionKilled      = 1927 // 70100
 	erSecureTransportNeeded = 3159 // HY000
 )
@@ -133,7 +135,7 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 	log := c.Logger()
 	// The connection phase must finish promptly; the relay clears the
 	// deadline.
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(c.LoginTimeout()))
 	cl := newClient(c.Conn)
 	hs, err := p.handshake(ctx, cl)
 	if err != nil {
@@ -391,7 +393,8 @@ func (p *Protocol) mysqlResource(name string) string {
 // have, 1044 ER_DBACCESS_DENIED_ERROR for a grant on another resource,
 // 1040 ER_CON_COUNT_ERROR (08004, the server refused to open a
 // connection now) when the gateway cannot confirm grants or record, so
-// pools try again later; 1045 ER_ACCESS_DENIED_ERROR otherwise.
+// pools try again later; 1129 ER_HOST_IS_BLOCKED after too many failed
+// logins; 1045 ER_ACCESS_DENIED_ERROR otherwise.
 func loginRefusalCode(err error) (uint16, string) {
 	ae, _ := proxy.AsAuthError(err)
 	if ae != nil {
@@ -402,6 +405,10 @@ func loginRefusalCode(err error) (uint16, string) {
 			return erDBAccessDenied, "42000"
 		case "unavailable", "recorder":
 			return erConCount, "08004"
+		case "throttled":
+			// Too many failed logins (limits.login_failures): the
+			// server's own answer to a host with too many errors.
+			return erHostIsBlocked, "HY000"
 		}
 	}
 	return erAccessDenied, "28000"

@@ -178,15 +178,22 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 // run reads and handles client commands until the session should end, and
 // returns why.
 func (s *session) run() string {
+	c := s.sess.Conn()
 	for {
 		if err := s.flushClient(); err != nil {
 			return "client write failed: " + err.Error()
 		}
 		s.setIdle()
-		h, err := readHeader(s.cr)
+		// Idle until the next command begins: no time limit.
+		_, err := s.cr.Peek(1)
 		if gone := s.endIdle(); gone != "" {
 			return gone
 		}
+		if err != nil {
+			return s.clientReadEnded(err)
+		}
+		c.MessageStarted()
+		h, err := readHeader(s.cr)
 		if err != nil {
 			return s.clientReadEnded(err)
 		}
@@ -242,6 +249,7 @@ func (s *session) run() string {
 			}
 			return s.clientReadEnded(err)
 		}
+		c.MessageDone()
 	}
 }
 
@@ -690,6 +698,13 @@ func (s *session) violationCode(h header, msg string, code uint16, state string)
 
 func (s *session) clientReadEnded(err error) string {
 	switch {
+	case s.sess.Conn().Stalled(err):
+		// The client began a command and stopped sending it: the
+		// server's own error for a read that timed out.
+		reason := s.sess.Conn().StalledReason()
+		_ = s.writeClient(1, errPacket(erNetReadInterrupted, "08S01", "airlock: terminating connection: the "+reason))
+		_ = s.flushClient()
+		return reason
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
 		return "client disconnected"
 	}

@@ -87,7 +87,8 @@ func authErrorCode(err error) string {
 		// A malformed or unexpected SASL message.
 		return stateProtocolViolation
 	default:
-		// no-agent, wrong-resource, pending, denied, revoked, expired.
+		// no-agent, wrong-resource, pending, denied, revoked, expired,
+		// throttled (too many failed logins).
 		return stateInvalidAuthSpec
 	}
 }

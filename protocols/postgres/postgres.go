@@ -72,7 +72,7 @@ type client struct {
 func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 	log := c.Logger()
 	// Startup must finish promptly; the relay clears the deadline.
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(c.LoginTimeout()))
 	cl, err := p.startup(c.Conn)
 	if err != nil {
 		var fe *fatal

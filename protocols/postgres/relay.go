@@ -192,12 +192,18 @@ func (s *session) pop() *pending {
 // it, and forwards. It returns why the session should end.
 func (s *session) clientToUpstream() string {
 	r := s.cl.r
+	c := s.sess.Conn()
 	for {
 		if r.Buffered() == 0 {
 			if err := s.uw.Flush(); err != nil {
 				return "upstream write failed: " + err.Error()
 			}
+			// Idle until the next message begins: no time limit.
+			if _, err := r.Peek(1); err != nil {
+				return s.clientReadEnded(err)
+			}
 		}
+		c.MessageStarted()
 		typ, n, err := readHeader(r)
 		if err != nil {
 			return s.clientReadEnded(err)
@@ -244,17 +250,29 @@ func (s *session) clientToUpstream() string {
 				s.protocolViolation(fe.msg)
 				return "protocol violation: " + fe.msg
 			}
+			if c.Stalled(err) {
+				return s.clientReadEnded(err)
+			}
 			return "relay ended: " + err.Error()
 		}
 		if held {
 			release(n)
 		}
+		c.MessageDone()
 	}
 }
 
 func (s *session) clientReadEnded(err error) string {
 	var fe *frameError
 	switch {
+	case s.sess.Conn().Stalled(err):
+		// The client began a message and stopped sending it.
+		reason := s.sess.Conn().StalledReason()
+		s.cwMu.Lock()
+		_ = send(s.cl.w, errorResponse("FATAL", stateProtocolViolation, "airlock: terminating connection: the "+reason))
+		_ = s.cl.w.Flush()
+		s.cwMu.Unlock()
+		return reason
 	case errors.As(err, &fe):
 		s.protocolViolation(fe.msg)
 		return "protocol violation: " + fe.msg

@@ -65,6 +65,7 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) string
 	c.goHandle(func() { c.globalRequests(reqs) })
 	c.goHandle(c.targetRequests)
 	c.goHandle(c.targetChannels)
+	go c.keepalive()
 	go func() {
 		err := c.up.conn.Wait()
 		why := "target closed the connection"
@@ -98,6 +99,40 @@ func (c *conn) end(why string) {
 		c.sc.Close()
 		c.up.conn.Close()
 	})
+}
+
+// keepalive asks the agent's client for a reply every p.keepalive and
+// ends the connection when none comes within p.keepalive, as OpenSSH's
+// ClientAliveInterval does. A client that stopped in the middle of a
+// packet cannot answer, so this is the SSH listener's bound on a stalled
+// message (limits.message_timeout); x/crypto/ssh reads packets itself.
+// Clients answer the unknown request with a failure, which is an answer.
+func (c *conn) keepalive() {
+	t := time.NewTicker(c.p.keepalive)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+		answered := make(chan struct{})
+		go func() {
+			_, _, _ = c.sc.SendRequest("keepalive@openssh.com", true, nil)
+			close(answered)
+		}()
+		wait := time.NewTimer(c.p.keepalive)
+		select {
+		case <-answered:
+			wait.Stop()
+		case <-c.done:
+			wait.Stop()
+			return
+		case <-wait.C:
+			c.end("agent stopped answering: no reply to a keepalive within " + c.p.keepalive.String() + " (limits.message_timeout)")
+			return
+		}
+	}
 }
 
 // endReason is why the connection ended, or "" while it runs.

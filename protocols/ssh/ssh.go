@@ -41,8 +41,13 @@ type Protocol struct {
 	// window is how many bytes of channel data may be relayed before their
 	// events are acknowledged.
 	window int64
-	// handshakeTimeout bounds the handshake and login.
+	// handshakeTimeout bounds the handshake and login
+	// (limits.login_timeout).
 	handshakeTimeout time.Duration
+	// keepalive is how long an agent's connection may stay silent before
+	// it must answer a keepalive, and how long it has to answer
+	// (limits.message_timeout).
+	keepalive time.Duration
 }
 
 // New reads the host key and every ssh resource's credentials and host
@@ -63,10 +68,17 @@ func New(cfg *config.Config, log *slog.Logger) (*Protocol, error) {
 		dialer:           &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
 		maxOutput:        cfg.Recorder.MaxOutputBytes,
 		window:           64 << 10,
-		handshakeTimeout: 30 * time.Second,
+		handshakeTimeout: cfg.Limits.LoginTimeout,
+		keepalive:        cfg.Limits.MessageTimeout,
 	}
 	if p.maxOutput <= 0 {
 		p.maxOutput = 1 << 20
+	}
+	if p.handshakeTimeout <= 0 {
+		p.handshakeTimeout = 60 * time.Second
+	}
+	if p.keepalive <= 0 {
+		p.keepalive = 30 * time.Second
 	}
 	for i := range cfg.Resources {
 		r := &cfg.Resources[i]
