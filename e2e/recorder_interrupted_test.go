@@ -219,15 +219,18 @@ func TestRecorderUnsignedTailAfterKill(t *testing.T) {
 	g.restart()
 	s := waitInterrupted(t, g, "rita", 15*time.Second)
 
+	// The signed session.start, then four unsigned events: psql's
+	// application_name, asked for at connect and recorded as a startup
+	// setting, and the three statements.
 	stdout, stderr, code := g.cliRun("rita", "sessions", "verify", s.Session)
-	if code != 3 || !strings.Contains(stdout, "INTERRUPTED (intact)") || !strings.Contains(stdout, "chained, unsigned tail: the last 3 event(s) (seq 2-4)") {
-		t.Fatalf("verify: exit %d, want 3 and a 3-event unsigned tail\n%s%s", code, stdout, stderr)
+	if code != 3 || !strings.Contains(stdout, "INTERRUPTED (intact)") || !strings.Contains(stdout, "chained, unsigned tail: the last 4 event(s) (seq 2-5)") {
+		t.Fatalf("verify: exit %d, want 3 and a 4-event unsigned tail\n%s%s", code, stdout, stderr)
 	}
 	var rep recorder.Report
 	if err := json.Unmarshal([]byte(mustCLIJSONRaw(t, g, "sessions", "verify", s.Session)), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Status != recorder.VerifyInterrupted || rep.Unauthenticated != 3 || rep.LastSeq != 4 || rep.Interrupted == nil {
+	if rep.Status != recorder.VerifyInterrupted || rep.Unauthenticated != 4 || rep.LastSeq != 5 || rep.Interrupted == nil {
 		t.Fatalf("verify --json: %+v", rep)
 	}
 	// The record as exported verifies offline the same way.
