@@ -77,16 +77,22 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 		return err
 	}
 	defer nc.Close()
+	// On a cluster, events and grants each have a standby that takes over
+	// at once when a server dies, instead of waiting out an election
+	// (docs/recorder.md, "Losing a node").
+	failover := cfg.Recorder.Replicas > 1
 	rec, err := recorder.New(startCtx, nc.JS, recorder.Options{
 		Stream: cfg.Recorder.Stream, Replicas: cfg.Recorder.Replicas,
 		PublishTimeout: cfg.Recorder.PublishTimeout, SignInterval: cfg.Recorder.SignInterval, Gateway: host, Logger: log,
 		Signer: signer, MaxAge: cfg.Recorder.MaxAge, MaxBytes: cfg.Recorder.MaxBytes, MaxMsgs: cfg.Recorder.MaxMsgs,
+		Failover: failover,
 	})
 	if err != nil {
 		return err
 	}
+	defer rec.Close()
 	store, err := control.OpenStore(startCtx, nc.NC, nc.JS, control.StoreOptions{
-		Bucket: cfg.Grants.Bucket, Replicas: cfg.Recorder.Replicas, Logger: log,
+		Bucket: cfg.Grants.Bucket, Replicas: cfg.Recorder.Replicas, Standby: failover, Logger: log,
 	})
 	if err != nil {
 		return err
