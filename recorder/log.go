@@ -590,8 +590,9 @@ func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]int) 
 func (l *Log) plan(e *entry, a *attempt, n int, now time.Time, connected func() bool) (int32, time.Time, error) {
 	// "Duplicate message id is in process": an earlier copy is being
 	// stored right now; the next copy will be acknowledged as its
-	// duplicate. As good as no answer yet.
-	answered := a.settled && !inProcess(a.err)
+	// duplicate. As good as no answer yet; so is a publish failed because
+	// its connection was lost (the stream was never asked).
+	answered := a.settled && !inProcess(a.err) && !connectionLost(a.err)
 	down := !answered || !a.sync && laneDown(a.err)
 	if !down {
 		if n > 0 {
@@ -639,6 +640,11 @@ func laneDown(err error) bool {
 // process": a copy with this Nats-Msg-Id was received and is not stored
 // yet (a replicated stream is still committing it).
 const errCodeMsgIDInProcess = 10158
+
+func connectionLost(err error) bool {
+	return errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrStaleConnection)
+}
 
 func inProcess(err error) bool {
 	var apiErr *jetstream.APIError
