@@ -70,7 +70,10 @@ func (s *Store) poll(ctx context.Context, b *bucket) {
 	}
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
-	var failing string
+	var (
+		failing string
+		lastOK  time.Time // when the newest confirming request was sent
+	)
 	ask()
 	for {
 		select {
@@ -93,11 +96,15 @@ func (s *Store) poll(ctx context.Context, b *bucket) {
 				ask() // there may be more
 			case errors.Is(a.err, errNoMessage):
 				s.confirm(a.sent)
+				if a.sent.After(lastOK) {
+					lastOK = a.sent
+				}
 				if failing != "" {
 					s.log.Info("grant bucket readable again", "bucket", b.name)
 					failing = ""
 				}
-			case ctx.Err() != nil:
+			case ctx.Err() != nil, a.sent.Before(lastOK):
+				// Old news: a later request has been answered.
 			default:
 				if msg := a.err.Error(); msg != failing {
 					// Expected while the bucket elects a leader or NATS is
