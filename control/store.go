@@ -57,6 +57,10 @@ const (
 	attemptTimeout = 2 * time.Second
 	// standbySuffix names the standby bucket after the grants bucket.
 	standbySuffix = "_standby"
+	// reconcileEvery is how often the buckets are compared and a grant one
+	// holds further on copied to the other (a writer that failed between
+	// the two, or an older gateway replica writing only the first).
+	reconcileEvery = 30 * time.Second
 )
 
 // Store keeps grants in a key-value bucket and a synchronized copy in
@@ -142,14 +146,16 @@ func OpenStore(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, o Sto
 		t0:      time.Now(),
 		grants:  map[string]*authz.Grant{}, revoking: map[string]notice{},
 	}
-	for _, name := range names {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      name,
-			Description: "airlock task grants and requests",
-			History:     16,
-			Storage:     jetstream.FileStorage,
-			Replicas:    o.Replicas,
-		})
+	for i, name := range names {
+		kv, err := openBucket(ctx, js, name, o.Replicas)
+		if err != nil && i > 0 && natsconn.Denied(nc, "KV_"+name) {
+			// Without it the store works as before, with one bucket: an
+			// operator who upgraded the gateway but not the NATS
+			// permissions keeps a working gateway, told why in the log.
+			logger.Warn("grants standby bucket off: the gateway's NATS user may not use it (see deploy/nats/accounts.conf)",
+				"bucket", name, "err", nc.LastError())
+			break
+		}
 		if err != nil {
 			return nil, fmt.Errorf("control: grants bucket %q: %w", name, err)
 		}
@@ -192,6 +198,26 @@ func OpenStore(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, o Sto
 		}
 	}
 	return s, nil
+}
+
+// openBucket creates or updates a grants bucket, trying again while the
+// request goes unanswered (the cluster electing, a leader moving) until
+// ctx ends or the server refuses it for want of permission.
+func openBucket(ctx context.Context, js jetstream.JetStream, name string, replicas int) (jetstream.KeyValue, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout*2)
+		kv, err := js.CreateOrUpdateKeyValue(actx, jetstream.KeyValueConfig{
+			Bucket:      name,
+			Description: "airlock task grants and requests",
+			History:     16,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		})
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) || natsconn.Denied(js.Conn(), "KV_"+name) {
+			return kv, err
+		}
+	}
 }
 
 // Close stops following the buckets.
@@ -451,6 +477,21 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*authz.Grant) err
 		}
 	}
 	var sent []byte // the value last written with an unknown outcome
+	var (
+		early      <-chan error // a revocation's early write to the standby
+		earlyValue []byte
+	)
+	finish := func(g *authz.Grant, b []byte, rev uint64) (*authz.Grant, error) {
+		if early != nil && bytes.Equal(b, earlyValue) {
+			s.apply(primary, g.ID, g, rev)
+			if err := <-early; err != nil {
+				return nil, fmt.Errorf("control: grant %s changed in %s but not yet in the standby bucket (try again): %w", g.ID, primary.name, err)
+			}
+			s.announce(g, true)
+			return g, nil
+		}
+		return s.finishUpdate(ctx, g, b, rev)
+	}
 	for attempt := 0; attempt < 5; {
 		var g authz.Grant
 		var rev uint64
@@ -478,7 +519,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*authz.Grant) err
 				if err := json.Unmarshal(sent, &g); err != nil {
 					return nil, err
 				}
-				return s.finishUpdate(ctx, &g, sent, e.Revision())
+				return finish(&g, sent, e.Revision())
 			}
 			if err := json.Unmarshal(e.Value(), &g); err != nil {
 				return nil, fmt.Errorf("control: grant %s unreadable: %w", id, err)
@@ -493,9 +534,20 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*authz.Grant) err
 		if err != nil {
 			return nil, err
 		}
-		if g.State == authz.StateRevoked && !wasRevoked && !announced {
-			s.announce(&g, true)
-			announced = true
+		if g.State == authz.StateRevoked && !wasRevoked {
+			if !announced {
+				s.announce(&g, true)
+				announced = true
+			}
+			if early == nil {
+				// The standby too, now rather than after the grants
+				// bucket, which may be electing a leader: replicas that
+				// missed the notice find it there. Safe even if this
+				// write then loses a race in the grants bucket: revoked
+				// is as far as a grant goes, and an active grant is all
+				// a revocation is made from.
+				early, earlyValue = s.storeStandbys(ctx, &g, b), b
+			}
 		}
 		actx, acancel := context.WithTimeout(ctx, attemptTimeout)
 		rev, err = primary.kv.Update(actx, id, b, rev)
@@ -517,7 +569,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*authz.Grant) err
 		case err != nil:
 			return nil, fmt.Errorf("control: updating grant %s: %w", id, err)
 		}
-		return s.finishUpdate(ctx, &g, b, rev)
+		return finish(&g, b, rev)
 	}
 	return nil, fmt.Errorf("control: grant %s is changing too often; try again", id)
 }
@@ -537,6 +589,24 @@ func (s *Store) finishUpdate(ctx context.Context, g *authz.Grant, b []byte, rev 
 	// first notice went out.
 	s.announce(g, g.State == authz.StateRevoked)
 	return g, nil
+}
+
+// storeStandbys writes g, encoded as b, to the standby buckets, in the
+// background; the channel delivers the outcome.
+func (s *Store) storeStandbys(ctx context.Context, g *authz.Grant, b []byte) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		for _, bk := range s.buckets[1:] {
+			rev, err := retryWrite(ctx, func(ctx context.Context) (uint64, error) { return bk.kv.Put(ctx, g.ID, b) })
+			if err != nil {
+				done <- err
+				return
+			}
+			s.apply(bk, g.ID, g, rev)
+		}
+		done <- nil
+	}()
+	return done
 }
 
 // withWriteTimeout gives ctx a deadline if it has none.

@@ -218,7 +218,27 @@ func (s *Store) announce(g *authz.Grant, revoked bool) {
 	if err != nil {
 		s.log.Warn("grant notice not sent; replicas learn the change from the buckets", "grant", g.ID, "err", err)
 	}
+	if !revoked {
+		return
+	}
+	// A publish written into a connection whose server just died is lost
+	// without an error, and a replica that was reconnecting missed it:
+	// send it again a few times over noticeFor.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		start := time.Now()
+		for _, at := range noticeAgain {
+			time.Sleep(time.Until(start.Add(at)))
+			_ = s.nc.Publish(s.subject, b)
+		}
+	}()
 }
+
+// noticeAgain is when, after the first, a revocation notice is sent
+// again: replicas dealing with a lost server reconnect within
+// milliseconds when it was killed, about 1.5 s when it went silent.
+var noticeAgain = []time.Duration{100 * time.Millisecond, 300 * time.Millisecond, 700 * time.Millisecond, 1500 * time.Millisecond}
 
 // onNotice applies a notice: a revocation at once, and any change by
 // asking the buckets now.
@@ -260,7 +280,17 @@ func (s *Store) reconcile(ctx context.Context) {
 	}
 	var fixes []fix
 	s.mu.RLock()
-	for id, g := range s.grants {
+	// The furthest copy a bucket holds (not what notices say: a notice
+	// is not a stored change), and the buckets behind it.
+	best := map[string]*authz.Grant{}
+	for _, b := range s.buckets {
+		for id, r := range b.recs {
+			if cur, ok := best[id]; r.g != nil && (!ok || rank(r.g) > rank(cur)) {
+				best[id] = r.g
+			}
+		}
+	}
+	for id, g := range best {
 		for _, b := range s.buckets {
 			if r, ok := b.recs[id]; !ok || rank(r.g) < rank(g) {
 				fixes = append(fixes, fix{b, g})
@@ -285,12 +315,18 @@ func (s *Store) reconcile(ctx context.Context) {
 	}
 }
 
-// keepApart keeps the two buckets' leaders on different servers.
+// keepApart keeps the two buckets' leaders on different servers, and
+// reconciles the buckets every reconcileEvery.
 func (s *Store) keepApart(ctx context.Context) {
 	defer s.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	reconciled := time.Now()
 	for first := true; ; first = false {
+		if time.Since(reconciled) >= reconcileEvery {
+			s.reconcile(ctx)
+			reconciled = time.Now()
+		}
 		if !first {
 			select {
 			case <-ctx.Done():

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -238,13 +239,9 @@ func TestStoreStandbyFailover(t *testing.T) {
 	}
 	t.Logf("the revocation was stored in both buckets %s after the kill", time.Since(killed))
 	for _, name := range []string{"grants", "grants_standby"} {
-		kv, err := b.js.KeyValue(ctx, name)
+		e, err := bucketGet(b.js, name, "gr_1")
 		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := kv.Get(ctx, "gr_1")
-		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("bucket %s: %v", name, err)
 		}
 		var g authz.Grant
 		if err := json.Unmarshal(e.Value(), &g); err != nil || g.State != authz.StateRevoked {
@@ -277,12 +274,26 @@ func TestStoreReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	kv, err := nc.JS.KeyValue(ctx, "grants_standby")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.Get(ctx, "gr_old"); err != nil {
+	if _, err := bucketGet(nc.JS, "grants_standby", "gr_old"); err != nil {
 		t.Fatalf("the standby bucket lacks the older grant: %v", err)
+	}
+}
+
+// bucketGet reads key from bucket, asking again when a request goes
+// unanswered (a leader moving drops the requests it had).
+func bucketGet(js jetstream.JetStream, bucket, key string) (jetstream.KeyValueEntry, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		kv, err := js.KeyValue(ctx, bucket)
+		var e jetstream.KeyValueEntry
+		if err == nil {
+			e, err = kv.Get(ctx, key)
+		}
+		cancel()
+		if err == nil || time.Now().After(deadline) || !errors.Is(err, context.DeadlineExceeded) {
+			return e, err
+		}
 	}
 }
 

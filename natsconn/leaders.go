@@ -3,9 +3,12 @@ package natsconn
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -117,4 +120,13 @@ func APIPrefix(js jetstream.JetStream) string {
 		return "$JS." + o.Domain + ".API."
 	}
 	return "$JS.API."
+}
+
+// Denied reports whether the server refused c a request to a subject
+// naming name (a stream, a bucket) for want of permission. A refused
+// request gets no answer, only an asynchronous error, so a caller that
+// timed out asks here whether waiting longer can help.
+func Denied(c *nats.Conn, name string) bool {
+	err := c.LastError()
+	return errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), name)
 }

@@ -47,6 +47,10 @@ const (
 	// election.
 	maxFailoverAfter = 500 * time.Millisecond
 
+	// setupAttempt bounds one try at finding or creating the standby: a
+	// request that meets a leader change is lost and never answered.
+	setupAttempt = 5 * time.Second
+
 	// monitorEvery is how often the recorder checks where the two
 	// streams' leaders are.
 	monitorEvery = time.Second
@@ -128,6 +132,30 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 			"stream", want.Name, "duplicate_window", have.Duplicates)
 	}
 	return have, nil
+}
+
+// setupStandby finds or creates the standby stream, trying again while
+// its requests go unanswered (the cluster electing, a leader moving) until
+// ctx ends. Without permission to (the gateway's NATS user predates
+// failover, see deploy/nats) it reports false: the recorder works as
+// before, without failover, and says so in the log.
+func setupStandby(ctx context.Context, js jetstream.JetStream, o Options) (bool, error) {
+	name := StandbyStream(o.Stream)
+	for {
+		actx, cancel := context.WithTimeout(ctx, setupAttempt)
+		_, err := ensureStream(actx, js, standbyConfig(o), o.Logger)
+		cancel()
+		switch {
+		case err == nil:
+			return true, nil
+		case natsconn.Denied(js.Conn(), name):
+			o.Logger.Warn("recorder failover off: the gateway's NATS user may not use the standby stream (see deploy/nats/accounts.conf)",
+				"stream", o.Stream, "standby", name, "err", js.Conn().LastError())
+			return false, nil
+		case ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded):
+			return false, fmt.Errorf("%w (the standby for failover, as recorder.replicas > 1)", err)
+		}
+	}
 }
 
 // failover makes the lane after from the active one, unless another

@@ -269,10 +269,15 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 	r.failoverAfter = min(maxFailoverAfter, o.PublishTimeout/3)
 	r.retryAfter = r.failoverAfter / 2
 	if o.Failover {
-		// The standby first: the events stream's source names it.
-		if _, err := ensureStream(ctx, js, standbyConfig(o), o.Logger); err != nil {
+		// The standby first: the events stream's source names it. Without
+		// it the recorder works as before, only without failover: an
+		// operator who upgraded the gateway but not the NATS permissions
+		// (deploy/nats) keeps a working gateway, told why in the log.
+		ok, err := setupStandby(ctx, js, o)
+		if err != nil {
 			return nil, err
 		}
+		o.Failover = ok
 	}
 	have, err := ensureStream(ctx, js, StreamConfig(o), o.Logger)
 	if err != nil {
