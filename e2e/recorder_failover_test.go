@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -606,5 +608,51 @@ func (p *freezeProxy) pipe(dst, src net.Conn) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// TestRecorderFailoverOldPermissions: a gateway upgraded on a cluster
+// whose NATS users predate failover (no permission for the standbys or
+// the revocation notices) still starts and works, without failover, and
+// says why in its log.
+func TestRecorderFailoverOldPermissions(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "deploy", "nats", "accounts.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "_STANDBY") && !strings.Contains(line, "_standby") && !strings.Contains(line, "airlock.revocations") {
+			old = append(old, line)
+		}
+	}
+	conf := filepath.Join(t.TempDir(), "accounts.conf")
+	if err := os.WriteFile(conf, []byte(strings.Join(old, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u := newNATSUsers(t)
+	c := testenv.StartNATSCluster(t, testenv.NATSClusterOptions{
+		Include: conf, Env: u.env, ClientOptions: []nats.Option{u.option(t, "admin")},
+	})
+	g := startGateway(t, gatewayOptions{NATSURL: c.URL, NATSCredentials: u.seedFiles["gateway"], Replicas: 3})
+	for _, want := range []string{"recorder failover off", "grants standby bucket off"} {
+		if !strings.Contains(g.logText(), want) {
+			t.Errorf("the gateway's log does not say %q", want)
+		}
+	}
+	var iss control.Issued
+	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-16: old permissions")
+	if out, err := g.psql("agent-1", iss.Token, "demo-pg", "select 1;", "-At"); err != nil || strings.TrimSpace(out) != "1" {
+		t.Fatalf("statement without failover: %v\n%s", err, out)
+	}
+	end := liveSession(t, g, iss.Token)
+	g.mustCLI("alice", "grants", "revoke", iss.Grant.ID)
+	select {
+	case e := <-end:
+		if !strings.Contains(e.said, "revoked") {
+			t.Errorf("the session ended without saying it was revoked: %q", e.said)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoked grant's session is still open")
 	}
 }
