@@ -476,7 +476,9 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*authz.Grant) err
 			announced = true
 		}
 	}
-	var sent []byte // the value last written with an unknown outcome
+	// sent holds the values written with an unknown outcome (no answer):
+	// one may be stored, and be what the next read finds.
+	var sent [][]byte
 	var (
 		early      <-chan error // a revocation's early write to the standby
 		earlyValue []byte
@@ -514,12 +516,14 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*authz.Grant) err
 			if err != nil {
 				return nil, fmt.Errorf("control: reading grant %s: %w", id, err)
 			}
-			if sent != nil && bytes.Equal(e.Value(), sent) {
-				// Our write whose answer was lost was stored after all.
-				if err := json.Unmarshal(sent, &g); err != nil {
-					return nil, err
+			for _, v := range sent {
+				if bytes.Equal(e.Value(), v) {
+					// Our write whose answer was lost was stored after all.
+					if err := json.Unmarshal(v, &g); err != nil {
+						return nil, err
+					}
+					return finish(&g, v, e.Revision())
 				}
-				return finish(&g, sent, e.Revision())
 			}
 			if err := json.Unmarshal(e.Value(), &g); err != nil {
 				return nil, fmt.Errorf("control: grant %s unreadable: %w", id, err)
@@ -547,6 +551,9 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*authz.Grant) err
 				// is as far as a grant goes, and an active grant is all
 				// a revocation is made from.
 				early, earlyValue = s.storeStandbys(ctx, &g, b), b
+				// A replica reconciling the buckets may copy it into the
+				// grants bucket before this write gets there.
+				sent = append(sent, b)
 			}
 		}
 		actx, acancel := context.WithTimeout(ctx, attemptTimeout)
@@ -555,12 +562,11 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*authz.Grant) err
 		switch {
 		case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 			attempt++
-			sent = nil
-			continue // lost the race, or the copy was stale; read again
+			continue // lost the race (maybe to our own earlier write), or the copy was stale; read again
 		case unavailable(err) && ctx.Err() == nil:
 			// Read again to learn whether it was stored, once the bucket
 			// may answer.
-			sent = b
+			sent = append(sent, b)
 			select {
 			case <-ctx.Done():
 			case <-time.After(100 * time.Millisecond):
