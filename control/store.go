@@ -189,6 +189,27 @@ func OpenStore(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, o Sto
 		s.wg.Add(1)
 		go s.keepApart(wctx)
 	}
+	// Back from a lost connection, ask at once rather than at the next
+	// turn: the store has not been confirmed since it was lost.
+	status := nc.StatusChanged(nats.CONNECTED)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer nc.RemoveStatusListener(status)
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-status:
+				for _, b := range s.buckets {
+					select {
+					case b.wake <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}()
 	for s.Ready() != nil {
 		select {
 		case <-ctx.Done():

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/airlockhq/airlock/natsconn"
@@ -223,11 +224,39 @@ func (r *Recorder) monitor(ctx context.Context) {
 	}
 }
 
+// watchConnection follows the connection's reconnects: a publish sent
+// before one, and not acknowledged, went into a dead connection (a killed
+// server's, or a silent one's found by pings) and is sent again at once
+// rather than after retryAfter.
+func (r *Recorder) watchConnection() {
+	ch := make(chan struct{})
+	r.reconnected.Store(&ch)
+	nc := r.js.Conn()
+	r.statusCh = nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
+	r.statusDone = make(chan struct{})
+	go func() {
+		defer close(r.statusDone)
+		for st := range r.statusCh {
+			if st == nats.CLOSED {
+				return
+			}
+			r.connEpoch.Add(1)
+			next := make(chan struct{})
+			close(*r.reconnected.Swap(&next))
+		}
+	}()
+}
+
 // Close stops the recorder's background work. Logs stay usable: a Log's
 // publishes never depended on it.
 func (r *Recorder) Close() {
 	if r.stopMonitor != nil {
 		r.stopMonitor()
 		<-r.monitorDone
+	}
+	if r.statusCh != nil {
+		r.js.Conn().RemoveStatusListener(r.statusCh)
+		<-r.statusDone
+		r.statusCh = nil
 	}
 }

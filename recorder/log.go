@@ -89,8 +89,9 @@ type attempt struct {
 	ok      <-chan *jetstream.PubAck
 	errc    <-chan error
 	sent    time.Time
-	first   bool // the entry's first publish; see ackResult
-	sync    bool // refused by the client on the spot, not by a server
+	first   bool   // the entry's first publish; see ackResult
+	sync    bool   // refused by the client on the spot, not by a server
+	epoch   uint64 // Recorder.connEpoch when sent
 	done    chan struct{}
 	settled bool  // under Log.mu; done is closed when set
 	err     error // valid once settled; nil means acknowledged
@@ -288,7 +289,7 @@ func (l *Log) subjectFor(eventType string) string {
 // connection, full reconnect buffer, stalled window) settles the attempt
 // at once with that error.
 func (l *Log) publishLocked(e *entry, stall jetstream.PublishOpt) {
-	a := &attempt{sent: time.Now(), first: e.att == nil, done: make(chan struct{})}
+	a := &attempt{sent: time.Now(), first: e.att == nil, epoch: l.r.connEpoch.Load(), done: make(chan struct{})}
 	e.att = a
 	fut, err := l.r.js.PublishMsgAsync(e.msg, stall, noRetry)
 	if err != nil {
@@ -450,12 +451,13 @@ func (l *Log) Commit(ctx context.Context) error {
 			return nil
 		}
 		// Wake up for the next retry or failover prepare planned, or at
-		// the deadline.
+		// the deadline, or when the connection is back.
 		if !wake.IsZero() && wake.Before(deadline) {
 			timer.Reset(time.Until(wake))
 		} else {
 			timer.Reset(time.Until(deadline))
 		}
+		reconnected := *l.r.reconnected.Load()
 		woke := len(waits) == 0
 		for _, w := range waits {
 			select {
@@ -467,6 +469,8 @@ func (l *Log) Commit(ctx context.Context) error {
 			case <-ctx.Done():
 				return l.fail(context.Cause(ctx))
 			case <-timer.C:
+				woke = true
+			case <-reconnected:
 				woke = true
 			}
 			// done is closed by now unless the timer woke us, so a.err is
@@ -481,6 +485,7 @@ func (l *Log) Commit(ctx context.Context) error {
 			case <-ctx.Done():
 				return l.fail(context.Cause(ctx))
 			case <-timer.C:
+			case <-reconnected:
 			}
 		}
 		if woke && !time.Now().Before(deadline) {
@@ -583,10 +588,11 @@ func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]int) 
 //     the first.
 //   - Otherwise an event no stream answers (no ack yet, or "no response
 //     from stream", which is what a stream without a leader gives) is
-//     published again: after retryAfter on its lane (its publish or its
-//     ack may have been lost with a connection), at once on the active
-//     lane when another session switched lanes, and, with a standby, on
-//     the other lane when its lane has not answered for failoverAfter.
+//     published again: at once on the active lane when another session
+//     switched lanes; at once on its lane when it went out on a
+//     connection lost since; with a standby, on the other lane when its
+//     lane has not answered for failoverAfter; and after retryAfter on its
+//     lane (its publish or its ack may have been lost unnoticed).
 func (l *Log) plan(e *entry, a *attempt, n int, now time.Time, connected func() bool) (int32, time.Time, error) {
 	// "Duplicate message id is in process": an earlier copy is being
 	// stored right now; the next copy will be acknowledged as its
@@ -613,6 +619,11 @@ func (l *Log) plan(e *entry, a *attempt, n int, now time.Time, connected func() 
 	switch {
 	case e.lane != active:
 		return active, time.Time{}, nil
+	case !answered && a.epoch != l.r.connEpoch.Load():
+		// Sent into a connection lost since: again, on the new one, at
+		// once. Its lane is not to blame.
+		e.laneSince = now
+		return e.lane, time.Time{}, nil
 	case multi && (answered || now.Sub(e.laneSince) >= l.r.failoverAfter):
 		cause := "no acknowledgement within " + l.r.failoverAfter.String()
 		if answered {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -171,6 +172,14 @@ type Recorder struct {
 
 	stopMonitor context.CancelFunc
 	monitorDone chan struct{}
+
+	// connEpoch counts the connection's reconnects; reconnected is closed
+	// (and replaced) at each, to wake Commits whose publishes went out on
+	// the connection before (see watchConnection).
+	connEpoch   atomic.Uint64
+	reconnected atomic.Pointer[chan struct{}]
+	statusCh    chan nats.Status
+	statusDone  chan struct{}
 }
 
 // StreamConfig is the configuration New creates the stream with.
@@ -264,6 +273,7 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 		signEvery: o.SignInterval,
 		lanes:     []lane{{o.Stream, o.Subjects}},
 	}
+	r.watchConnection()
 	// Past a third of the publish timeout a statement would wait too long
 	// for the switch to help it.
 	r.failoverAfter = min(maxFailoverAfter, o.PublishTimeout/3)
