@@ -162,6 +162,8 @@ type Recorder struct {
 	// Stream is the JetStream stream that holds events.
 	Stream string `yaml:"stream"`
 	// Replicas is the stream's replica count (3 on a production cluster).
+	// Above 1, events and grants also get standbys that take over at once
+	// when a server dies (docs/recorder.md, "Losing a node").
 	Replicas int `yaml:"replicas"`
 	// Mode is "strict": nothing is forwarded before its event is
 	// acknowledged. It is the only mode.

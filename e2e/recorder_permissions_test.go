@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/control"
 	"github.com/airlockhq/airlock/natsconn"
 	"github.com/airlockhq/airlock/recorder"
@@ -138,10 +139,11 @@ func TestRecorderNATSPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := recorder.New(ctx, gw.JS, recorder.Options{Stream: "AIRLOCK_EVENTS", Replicas: 3, Signer: signer})
+	rec, err := recorder.New(ctx, gw.JS, recorder.Options{Stream: "AIRLOCK_EVENTS", Replicas: 3, Signer: signer, Failover: true})
 	if err != nil {
 		t.Fatalf("recorder as the gateway user: %v", err)
 	}
+	defer rec.Close()
 	l := rec.Open("ses_perm", recorder.Meta{Agent: "a", Resource: "r", Protocol: "postgres", Client: "c"})
 	l.Append(recorder.Event{Type: recorder.TypeSessionStart})
 	l.Append(recorder.Event{Type: recorder.TypeSessionEnd, End: &recorder.End{Reason: "done"}})
@@ -154,11 +156,33 @@ func TestRecorderNATSPermissions(t *testing.T) {
 	if _, err := recorder.NewReader(gw.JS, "AIRLOCK_EVENTS", "").Sessions(ctx, recorder.ListOptions{}); err != nil {
 		t.Fatalf("list as the gateway user: %v", err)
 	}
-	store, err := control.OpenStore(ctx, gw.NC, gw.JS, control.StoreOptions{Bucket: "airlock_grants", Replicas: 3})
+	store, err := control.OpenStore(ctx, gw.NC, gw.JS, control.StoreOptions{Bucket: "airlock_grants", Replicas: 3, Standby: true})
 	if err != nil {
 		t.Fatalf("grant store as the gateway user: %v", err)
 	}
+	// Both buckets written, and the revocation notice sent and received.
+	revoked := make(chan struct{}, 1)
+	store.OnChange(func(g *authz.Grant) {
+		if g.State == authz.StateRevoked {
+			select {
+			case revoked <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if err := store.Create(ctx, &authz.Grant{ID: "gr_perm", Agent: "a", State: authz.StateActive}); err != nil {
+		t.Fatalf("grant created as the gateway user: %v", err)
+	}
+	if _, err := store.Update(ctx, "gr_perm", func(g *authz.Grant) error { g.State, g.RevokedBy = authz.StateRevoked, "alice"; return nil }); err != nil {
+		t.Fatalf("grant revoked as the gateway user: %v", err)
+	}
+	<-revoked
 	store.Close()
+	for _, name := range []string{"AIRLOCK_EVENTS_STANDBY", "KV_airlock_grants_standby"} {
+		if _, err := gw.JS.Stream(ctx, name); err != nil {
+			t.Fatalf("%s as the gateway user: %v", name, err)
+		}
+	}
 	// Heartbeats, and noting a stopped gateway's session: a gateway
 	// process that ran before this one on its data directory left
 	// ses_gone open.
@@ -243,6 +267,18 @@ func TestRecorderNATSPermissions(t *testing.T) {
 				_, err := js.UpdateStream(ctx, weaker)
 				return err
 			}},
+		{"gateway deletes the standby", gateway, "$JS.API.STREAM.DELETE.AIRLOCK_EVENTS_STANDBY",
+			func(ctx context.Context, js jetstream.JetStream) error {
+				return js.DeleteStream(ctx, "AIRLOCK_EVENTS_STANDBY")
+			}},
+		{"gateway updates the standby", gateway, "$JS.API.STREAM.UPDATE.AIRLOCK_EVENTS_STANDBY",
+			func(ctx context.Context, js jetstream.JetStream) error {
+				return jsRaw(ctx, js, "$JS.API.STREAM.UPDATE.AIRLOCK_EVENTS_STANDBY")
+			}},
+		{"gateway moves the events stream's leader", gateway, "$JS.API.STREAM.LEADER.STEPDOWN.AIRLOCK_EVENTS",
+			func(ctx context.Context, js jetstream.JetStream) error {
+				return jsRaw(ctx, js, "$JS.API.STREAM.LEADER.STEPDOWN.AIRLOCK_EVENTS")
+			}},
 		{"gateway deletes an event", gateway, "$JS.API.STREAM.MSG.DELETE.AIRLOCK_EVENTS",
 			func(ctx context.Context, js jetstream.JetStream) error { return jsDeleteMsg(ctx, js) }},
 		{"gateway publishes outside its subjects", gateway, "other.subject",
@@ -275,6 +311,15 @@ func TestRecorderNATSPermissions(t *testing.T) {
 			func(ctx context.Context, js jetstream.JetStream) error { return js.DeleteStream(ctx, "AIRLOCK_EVENTS") }},
 		{"admin purges the stream", admin, "$JS.API.STREAM.PURGE.AIRLOCK_EVENTS",
 			func(ctx context.Context, js jetstream.JetStream) error { return jsPurge(ctx, js) }},
+		{"admin deletes the standby", admin, "$JS.API.STREAM.DELETE.AIRLOCK_EVENTS_STANDBY",
+			func(ctx context.Context, js jetstream.JetStream) error {
+				return js.DeleteStream(ctx, "AIRLOCK_EVENTS_STANDBY")
+			}},
+		{"reviewer publishes to the standby", reviewer, "airlock.events_standby.ses_forged.start",
+			func(ctx context.Context, js jetstream.JetStream) error {
+				_, err := js.Publish(ctx, "airlock.events_standby.ses_forged.start", []byte(`{"v":2}`))
+				return err
+			}},
 		{"admin publishes an event", admin, "airlock.events.ses_forged.start",
 			func(ctx context.Context, js jetstream.JetStream) error {
 				_, err := js.Publish(ctx, "airlock.events.ses_forged.start", []byte(`{"v":2}`))

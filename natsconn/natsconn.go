@@ -26,12 +26,17 @@ const (
 	reconnectWait   = 250 * time.Millisecond
 	reconnectJitter = 100 * time.Millisecond
 
-	// A dead cluster that sends no RST is only noticed by missed pings.
-	// Until then publishes sit unacknowledged and strict mode refuses
-	// statements anyway, so this only bounds how long the reconnect loop
-	// takes to start; the nats.go default (2m x 2) is far too long.
-	pingInterval = 10 * time.Second
-	maxPingsOut  = 3
+	// A server that dies with its host (power, network) sends no RST or
+	// FIN: the connection is only found dead by missed pings, and until
+	// then nothing the gateway sends through it is acknowledged, so every
+	// statement waits and is refused. A ping every 500ms with 2 allowed
+	// outstanding finds it dead 1 to 1.5 s after its last answer, then the
+	// client reconnects to another server at once (a SIGKILLed server's
+	// kernel closes the connection, which is noticed immediately). A
+	// server busy enough to leave pings unanswered that long costs a
+	// reconnect, not an error. The nats.go default (2m x 2) is far too long.
+	pingInterval = 500 * time.Millisecond
+	maxPingsOut  = 2
 
 	// readyTimeout bounds how long an embedded server may take to start
 	// (it replays its store on start, which takes a while on a big store).
@@ -122,6 +127,12 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		// The cluster's other servers (its connect_urls) join the pool
+		// the client reconnects from, so one seed URL is enough to fail
+		// over to any server.
+		nats.DiscoveredServersHandler(func(nc *nats.Conn) {
+			log.Info("nats servers discovered", "servers", nc.DiscoveredServers())
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {

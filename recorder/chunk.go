@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"time"
 	"unicode/utf8"
 	"unsafe"
 
@@ -172,7 +173,8 @@ func (l *Log) chunkEntries(seq uint64, b blob, k *int) []*entry {
 		}
 		out = append(out, &entry{
 			seq: seq, chunk: true, held: true,
-			msg: &nats.Msg{Subject: l.chunkSubject, Data: piece, Header: hdr},
+			msg:  &nats.Msg{Subject: l.chunkSubject, Data: piece, Header: hdr},
+			base: l.chunkSubject,
 		})
 	}
 	return out
@@ -207,6 +209,10 @@ func (l *Log) pumpLocked(stall jetstream.PublishOpt) {
 		}
 		e.held = false
 		l.held--
+		// Held entries go to the stream events go to now (failover.go).
+		if active := l.r.active.Load(); e.lane != active {
+			l.moveLocked(e, active, time.Now())
+		}
 		l.publishLocked(e, stall)
 		if e.chunk {
 			l.chunkPublishedLocked(len(e.msg.Data))

@@ -38,6 +38,8 @@ type harnessOptions struct {
 	Replicas int
 	// SignInterval of the recorder; zero: the default.
 	SignInterval time.Duration
+	// Failover keeps a standby stream (Options.Failover).
+	Failover bool
 }
 
 func newHarness(tb testing.TB, o harnessOptions) *harness {
@@ -59,12 +61,14 @@ func newHarness(tb testing.TB, o harnessOptions) *harness {
 		PublishTimeout: o.PublishTimeout,
 		Replicas:       o.Replicas,
 		SignInterval:   o.SignInterval,
+		Failover:       o.Failover,
 		Gateway:        "gw-test",
 		Signer:         testSigner(tb),
 	})
 	if err != nil {
 		tb.Fatalf("recorder: %v", err)
 	}
+	tb.Cleanup(rec.Close)
 	keys, err := NewKeyring(rec.Signer().Public())
 	if err != nil {
 		tb.Fatal(err)

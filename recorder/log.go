@@ -25,6 +25,10 @@ var (
 	// commitStall is the same for a republish in Commit, which runs under
 	// the Log's lock, so it is kept short too.
 	commitStall = jetstream.WithStallWait(10 * time.Millisecond)
+	// noRetry reports "no response from stream" (no leader) at once
+	// instead of after the client's own retries (2 x 250ms): Commit plans
+	// the next publish itself, on the other stream when there is one.
+	noRetry = jetstream.WithRetryAttempts(0)
 )
 
 // Log is one session's ordered event writer. It is safe for concurrent
@@ -90,6 +94,11 @@ type entry struct {
 	chunk bool
 	// held: not published yet, waiting for earlier entries (pumpLocked).
 	held bool
+	// base is the event's subject on the events stream; msg carries it on
+	// lane, where it has been published since laneSince.
+	base      string
+	lane      int32
+	laneSince time.Time
 }
 
 // attempt is one publish of an entry. Its future's Ok and Err channels
@@ -100,8 +109,10 @@ type attempt struct {
 	ok      <-chan *jetstream.PubAck
 	errc    <-chan error
 	sent    time.Time
-	first   bool // the entry's first publish; see ackResult
-	chunk   bool // of a chunk entry
+	first   bool   // the entry's first publish; see ackResult
+	chunk   bool   // of a chunk entry
+	sync    bool   // refused by the client on the spot, not by a server
+	epoch   uint64 // Recorder.connEpoch when sent
 	done    chan struct{}
 	settled bool  // under Log.mu; done is closed when set
 	err     error // valid once settled; nil means acknowledged
@@ -173,17 +184,21 @@ func (l *Log) appendLocked(ev Event) uint64 {
 		blobs = append(blobs, *body)
 	}
 	hdr := nats.Header{jetstream.MsgIDHeader: []string{l.session + "-" + strconv.FormatUint(seq, 10)}}
+	lane := l.r.active.Load()
 	if seq == 1 {
 		// The session's subjects must be empty when it starts: a second
 		// writer under the same session id is refused by the stream, not
 		// just detected by the verifier. Later events do not carry it; see
 		// docs/recorder.md for why.
 		hdr[jetstream.ExpectedLastSubjSeqHeader] = []string{"0"}
-		hdr[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{l.r.prefix + "." + l.session + ".>"}
+		hdr[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{l.r.lanes[lane].prefix + "." + l.session + ".>"}
 	}
+	base := l.subjectFor(ev.Type)
 	e := &entry{
-		seq: seq,
-		msg: &nats.Msg{Subject: l.subjectFor(ev.Type), Data: data, Header: hdr},
+		seq:  seq,
+		msg:  &nats.Msg{Subject: l.r.subjectOn(base, lane), Data: data, Header: hdr},
+		base: base,
+		lane: lane,
 	}
 	if len(blobs) == 0 && l.held == 0 {
 		l.outbox = append(l.outbox, e)
@@ -350,9 +365,12 @@ func (l *Log) subjectFor(eventType string) string {
 // connection, full reconnect buffer, stalled window) settles the attempt
 // at once with that error.
 func (l *Log) publishLocked(e *entry, stall jetstream.PublishOpt) {
-	a := &attempt{sent: time.Now(), first: e.att == nil, chunk: e.chunk, done: make(chan struct{})}
+	a := &attempt{sent: time.Now(), first: e.att == nil, chunk: e.chunk, epoch: l.r.connEpoch.Load(), done: make(chan struct{})}
+	if e.laneSince.IsZero() {
+		e.laneSince = a.sent
+	}
 	e.att = a
-	fut, err := l.r.js.PublishMsgAsync(e.msg, stall)
+	fut, err := l.r.js.PublishMsgAsync(e.msg, stall, noRetry)
 	if err != nil {
 		if errors.Is(err, nats.ErrMaxPayload) {
 			err = l.oversize(e, err)
@@ -360,7 +378,7 @@ func (l *Log) publishLocked(e *entry, stall jetstream.PublishOpt) {
 				l.broken = err
 			}
 		}
-		a.settled, a.err = true, err
+		a.settled, a.err, a.sync = true, err, true
 		close(a.done)
 		return
 	}
@@ -516,23 +534,33 @@ func (l *Log) Commit(ctx context.Context) error {
 	target := l.seq
 	l.mu.Unlock()
 
+	deadline := time.Now().Add(l.r.timeout)
 	timer := time.NewTimer(l.r.timeout)
 	defer timer.Stop()
 	var (
 		buf     [4]waitItem
-		retried map[*entry]bool
+		retried map[*entry]int
 	)
 	for {
-		waits, more, err := l.prepare(target, buf[:0], &retried)
+		waits, wake, more, err := l.prepare(target, buf[:0], &retried)
 		if err != nil {
 			return l.fail(err)
 		}
-		if len(waits) == 0 {
+		if len(waits) == 0 && wake.IsZero() {
 			if more {
 				return l.fail(errors.New("events held back with nothing in flight"))
 			}
 			return nil
 		}
+		// Wake up for the next retry or failover prepare planned, or at
+		// the deadline, or when the connection is back.
+		if !wake.IsZero() && wake.Before(deadline) {
+			timer.Reset(time.Until(wake))
+		} else {
+			timer.Reset(time.Until(deadline))
+		}
+		reconnected := *l.r.reconnected.Load()
+		woke := len(waits) == 0
 		for _, w := range waits {
 			select {
 			case <-w.a.done:
@@ -543,12 +571,14 @@ func (l *Log) Commit(ctx context.Context) error {
 			case <-ctx.Done():
 				return l.fail(context.Cause(ctx))
 			case <-timer.C:
-				return l.fail(l.timeoutCause())
+				woke = true
+			case <-reconnected:
+				woke = true
 			}
-			// done is closed by now, so a.err is safe to read. On a
-			// failure go back to prepare, which republishes it (and any
-			// other failed event) in seq order before waiting again.
-			if w.a.err != nil {
+			// done is closed by now unless the timer woke us, so a.err is
+			// safe to read. On a failure go back to prepare, which plans
+			// what to do about it (and any other failed event).
+			if woke || w.a.err != nil {
 				break
 			}
 			if more {
@@ -557,35 +587,63 @@ func (l *Log) Commit(ctx context.Context) error {
 				// the wait for each acknowledgement, not for all of
 				// them, so a large statement is not refused for taking
 				// longer to store than a small one.
-				timer.Reset(l.r.timeout)
+				deadline = time.Now().Add(l.r.timeout)
 				l.r.collect()
 				break
 			}
 		}
+		if len(waits) == 0 {
+			select {
+			case <-ctx.Done():
+				return l.fail(context.Cause(ctx))
+			case <-timer.C:
+			case <-reconnected:
+			}
+		}
+		if woke && !time.Now().Before(deadline) {
+			return l.fail(l.timeoutCause())
+		}
 	}
 }
 
+// retrySpacing is the least time between two publishes of one event
+// after failures the server answered at once (no stream leader), so a
+// Commit does not spin while a cluster elects.
+const retrySpacing = 100 * time.Millisecond
+
 // prepare returns the attempts to wait for so that every event up to
-// target is acknowledged, republishing first those that need it: a failed
-// attempt, or one unanswered for longer than the publish timeout while the
-// connection is up (its ack was lost, or the JetStream context has no ack
-// timeout). An event republished once already by this Commit that fails
-// again ends the Commit with that failure. more reports entries still held
-// back (chunks beyond the window, events waiting for their chunks): the
-// caller comes back once one of the waits is settled.
-func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]bool) (_ []waitItem, more bool, _ error) {
+// target is acknowledged, and when to look at them again (zero: no need),
+// publishing again first those that need it (see plan). retried counts
+// the publishes this Commit made per entry. more reports entries still
+// held back (chunks beyond the window, events waiting for their chunks):
+// the caller comes back once one of the waits is settled.
+func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]int) (_ []waitItem, wake time.Time, more bool, _ error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	defer l.compactLocked()
 	if l.broken != nil {
-		return nil, false, l.broken
+		return nil, time.Time{}, false, l.broken
 	}
 	l.pumpLocked(commitStall)
 	if l.broken != nil {
-		return nil, false, l.broken
+		return nil, time.Time{}, false, l.broken
 	}
 	var now time.Time
 	connected := -1 // unknown; asked at most once
+	isConnected := func() bool {
+		if connected < 0 {
+			connected = 0
+			if l.r.js.Conn().IsConnected() {
+				connected = 1
+			}
+		}
+		return connected == 1
+	}
+	soon := func(t time.Time) {
+		if wake.IsZero() || t.Before(wake) {
+			wake = t
+		}
+	}
 	for _, e := range l.outbox {
 		if e.seq > target {
 			break
@@ -602,49 +660,40 @@ func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]bool)
 		if l.broken != nil {
 			// The outcome just polled may be one no republish can mend
 			// (a reused session id): republishing would store it anyway.
-			return nil, false, l.broken
+			return nil, time.Time{}, false, l.broken
 		}
 		if e.acked {
 			continue
 		}
-		again := (*retried)[e]
-		republish := a.settled
-		if !republish && !again {
-			if now.IsZero() {
-				now = time.Now()
-			}
-			if now.Sub(a.sent) >= l.r.timeout {
-				if connected < 0 {
-					connected = 0
-					if l.r.js.Conn().IsConnected() {
-						connected = 1
-					}
-				}
-				// While disconnected a republish would only queue another
-				// copy in the reconnect buffer behind the first.
-				republish = connected == 1
-			}
+		if now.IsZero() {
+			now = time.Now()
 		}
-		if republish {
-			if again {
-				return nil, false, fmt.Errorf("event %d: %w", e.seq, a.err)
-			}
-			if *retried == nil {
-				*retried = make(map[*entry]bool)
-			}
-			(*retried)[e] = true
-			if e.seq == 1 && !e.chunk {
-				e.msg = withoutExpectation(e.msg)
-			}
-			l.publishLocked(e, commitStall)
-			a = e.att
-			if a.settled {
-				return nil, false, fmt.Errorf("event %d: republish: %w", e.seq, a.err)
-			}
+		n := (*retried)[e]
+		to, at, err := l.plan(e, a, n, now, isConnected)
+		if err != nil {
+			return nil, time.Time{}, false, err
 		}
+		if to < 0 {
+			soon(at)
+			if !a.settled {
+				waits = append(waits, waitItem{e, a})
+			}
+			continue
+		}
+		if *retried == nil {
+			*retried = make(map[*entry]int)
+		}
+		(*retried)[e] = n + 1
+		l.moveLocked(e, to, now)
+		l.publishLocked(e, commitStall)
+		a = e.att
+		if a.settled {
+			return nil, time.Time{}, false, fmt.Errorf("event %d: republish: %w", e.seq, a.err)
+		}
+		soon(a.sent.Add(l.r.retryAfter))
 		waits = append(waits, waitItem{e, a})
 	}
-	if len(waits) == 0 && l.held > 0 {
+	if len(waits) == 0 && wake.IsZero() && l.held > 0 {
 		// Acknowledgements polled above may have opened the window.
 		l.pumpLocked(commitStall)
 		for _, e := range l.outbox {
@@ -656,7 +705,7 @@ func (l *Log) prepare(target uint64, waits []waitItem, retried *map[*entry]bool)
 			}
 		}
 	}
-	return waits, l.heldUpToLocked(target), nil
+	return waits, wake, l.heldUpToLocked(target), nil
 }
 
 // heldUpToLocked reports whether an entry up to target is held back.
@@ -673,6 +722,108 @@ func (l *Log) heldUpToLocked(target uint64) bool {
 		}
 	}
 	return false
+}
+
+// plan decides about e, whose latest attempt a is neither acknowledged
+// nor (when unsettled) answered yet, after n publishes by this Commit:
+// publish it again now on lane to (>= 0), or look again at at, or give up
+// with an error. The rules:
+//
+//   - A server's refusal other than "no leader" (an API error), or a
+//     publish the client refused on the spot (payload too large, window
+//     full), is published once more, in case it was passing, and fails the
+//     Commit if it comes again.
+//   - While the connection is down nothing is published again: the client
+//     buffers for the reconnect, and another copy would only queue behind
+//     the first.
+//   - Otherwise an event no stream answers (no ack yet, or "no response
+//     from stream", which is what a stream without a leader gives) is
+//     published again: at once on the active lane when another session
+//     switched lanes; at once on its lane when it went out on a
+//     connection lost since; with a standby, on the other lane when its
+//     lane has not answered for failoverAfter; and after retryAfter on its
+//     lane (its publish or its ack may have been lost unnoticed).
+func (l *Log) plan(e *entry, a *attempt, n int, now time.Time, connected func() bool) (int32, time.Time, error) {
+	// "Duplicate message id is in process": an earlier copy is being
+	// stored right now; the next copy will be acknowledged as its
+	// duplicate. As good as no answer yet; so is a publish failed because
+	// its connection was lost (the stream was never asked).
+	answered := a.settled && !inProcess(a.err) && !connectionLost(a.err)
+	down := !answered || !a.sync && laneDown(a.err)
+	if !down {
+		if n > 0 {
+			return -1, time.Time{}, fmt.Errorf("event %d: %w", e.seq, a.err)
+		}
+		return l.r.active.Load(), time.Time{}, nil
+	}
+	if !connected() {
+		// The time without a connection is not the lane's fault.
+		e.laneSince = now
+		return -1, now.Add(l.r.retryAfter), nil
+	}
+	if answered && n > 0 && now.Sub(a.sent) < retrySpacing {
+		return -1, a.sent.Add(retrySpacing), nil
+	}
+	active := l.r.active.Load()
+	multi := len(l.r.lanes) > 1
+	switch {
+	case e.lane != active:
+		return active, time.Time{}, nil
+	case !answered && a.epoch != l.r.connEpoch.Load():
+		// Sent into a connection lost since: again, on the new one, at
+		// once. Its lane is not to blame.
+		e.laneSince = now
+		return e.lane, time.Time{}, nil
+	case multi && (answered || now.Sub(e.laneSince) >= l.r.failoverAfter):
+		cause := "no acknowledgement within " + l.r.failoverAfter.String()
+		if answered {
+			cause = a.err.Error()
+		}
+		return l.r.failover(active, cause), time.Time{}, nil
+	case answered || now.Sub(a.sent) >= l.r.retryAfter:
+		return e.lane, time.Time{}, nil
+	}
+	at := a.sent.Add(l.r.retryAfter)
+	if f := e.laneSince.Add(l.r.failoverAfter); multi && f.Before(at) {
+		at = f
+	}
+	return -1, at, nil
+}
+
+// laneDown reports whether a publish error says the stream could not
+// take the event at all (no leader, or no answer), as opposed to a refusal.
+func laneDown(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout)
+}
+
+// errCodeMsgIDInProcess is JetStream's "duplicate message id is in
+// process": a copy with this Nats-Msg-Id was received and is not stored
+// yet (a replicated stream is still committing it).
+const errCodeMsgIDInProcess = 10158
+
+func connectionLost(err error) bool {
+	return errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrStaleConnection)
+}
+
+func inProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeMsgIDInProcess
+}
+
+// moveLocked readies e's message for a publish on lane to: a held entry's
+// first, or another. A republish of a first event goes without its
+// expectation (see withoutExpectation).
+func (l *Log) moveLocked(e *entry, to int32, now time.Time) {
+	if e.seq == 1 && !e.chunk && e.att != nil {
+		e.msg = withoutExpectation(e.msg)
+	}
+	if to == e.lane {
+		return
+	}
+	e.msg = &nats.Msg{Subject: l.r.subjectOn(e.base, to), Data: e.msg.Data, Header: e.msg.Header}
+	e.lane, e.laneSince = to, now
 }
 
 // withoutExpectation is m without the expected-last-sequence headers of a

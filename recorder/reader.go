@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -35,6 +36,11 @@ const (
 	// explicit delete is lost (the server's default is 5 minutes, which
 	// piles up consumers under a console that refreshes a list).
 	consumerIdle = 30 * time.Second
+	// readStall is how long a read waits for its consumer, or for a
+	// message it knows is pending, before it starts a new consumer after
+	// the last message it got; readRetry is the pause before that.
+	readStall = 3 * time.Second
+	readRetry = 250 * time.Millisecond
 	// readBatch is how many messages a read pulls per request.
 	readBatch = 512
 )
@@ -269,67 +275,108 @@ func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, c
 		ctx, cancel = context.WithTimeout(ctx, defaultReadTimeout)
 		defer cancel()
 	}
+	// A consumer made while the stream elects a leader, or whose server
+	// dies, can stop delivering for good; a read that hears nothing for
+	// readStall starts a new one after the last message it got.
+	var last uint64
+	for {
+		done, err := r.readFrom(ctx, filters, since, &last, chunk, fn)
+		switch {
+		case done:
+			return nil
+		case ctx.Err() != nil:
+			return fmt.Errorf("recorder: read stream %s: %w", r.stream, context.Cause(ctx))
+		case !errors.Is(err, errReadStalled):
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(readRetry):
+		}
+	}
+}
+
+// errReadStalled is a read's consumer that went readStall without a
+// message while some were pending, or could not be made in that time.
+var errReadStalled = errors.New("read stalled")
+
+// readFrom reads, through one consumer, the messages after stream sequence
+// *last (all, or from since, when *last is 0), advancing *last. done is
+// true once everything in the stream when the consumer was made is read.
+func (r *Reader) readFrom(ctx context.Context, filters []string, since *time.Time, last *uint64, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) (done bool, _ error) {
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects:    filters,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: consumerIdle,
 	}
-	if since != nil {
+	switch {
+	case *last > 0:
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = *last + 1
+	case since != nil:
 		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
 		cfg.OptStartTime = since
 	}
-	cons, err := r.js.OrderedConsumer(ctx, r.stream, cfg)
+	cctx, cancel := context.WithTimeout(ctx, readStall)
+	cons, err := r.js.OrderedConsumer(cctx, r.stream, cfg)
+	cancel()
 	if err != nil {
-		return fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse)) {
+			return false, errReadStalled
+		}
+		return false, fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
 	}
 	defer r.deleteConsumer(ctx, cons)
 	info := cons.CachedInfo()
 	if info == nil {
-		return fmt.Errorf("recorder: read stream %s: no consumer info", r.stream)
+		return false, fmt.Errorf("recorder: read stream %s: no consumer info", r.stream)
 	}
 	left := info.NumPending
 	if left == 0 {
-		return nil
+		return true, nil
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(readBatch))
 	if err != nil {
-		return fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+		return false, fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
 	}
 	defer it.Stop()
 	for left > 0 {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		nctx, cancel := context.WithTimeout(ctx, readStall)
+		msg, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
 		if err != nil {
-			return fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				return false, errReadStalled
+			}
+			return false, fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
 		}
 		md, err := msg.Metadata()
 		if err != nil {
-			return fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+			return false, fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
 		}
+		*last = md.Sequence.Stream
+		left--
 		if strings.HasSuffix(msg.Subject(), "."+KindChunk) {
 			if chunk != nil {
 				c, ok := chunkOf(msg.Headers(), msg.Data())
 				chunk(c, ok, md.Sequence.Stream)
 			}
-			left--
-			if md.NumPending == 0 {
-				break
+		} else {
+			var ev Event
+			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+				// A record we cannot read is reported, not skipped:
+				// skipping would hide exactly the kind of damage a
+				// reviewer looks for.
+				return false, fmt.Errorf("recorder: stream %s seq %d (%s): decode event: %w",
+					r.stream, md.Sequence.Stream, msg.Subject(), err)
 			}
-			continue
+			fn(msg.Data(), &ev, md.Sequence.Stream)
 		}
-		var ev Event
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-			// A record we cannot read is reported, not skipped: skipping
-			// would hide exactly the kind of damage a reviewer looks for.
-			return fmt.Errorf("recorder: stream %s seq %d (%s): decode event: %w",
-				r.stream, md.Sequence.Stream, msg.Subject(), err)
-		}
-		fn(msg.Data(), &ev, md.Sequence.Stream)
-		left--
 		if md.NumPending == 0 {
 			break
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // deleteConsumer removes the read's consumer now rather than after

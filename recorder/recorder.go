@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -157,6 +158,11 @@ type Options struct {
 	MaxAge   time.Duration
 	MaxBytes int64
 	MaxMsgs  int64
+	// Failover keeps a standby stream (StandbyStream) that the events
+	// stream sources, and publishes there while the events stream cannot
+	// acknowledge (its leader's server died and the others are electing);
+	// see failover.go. For a replicated stream on a cluster.
+	Failover bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -179,6 +185,28 @@ type Recorder struct {
 	// chunkBytes counts the bytes of chunks published, collectedAt its
 	// value at the last collection collect ran.
 	chunkBytes, collectedAt atomic.Int64
+
+	// lanes are the streams events can go to: the events stream, and its
+	// standby with Options.Failover; active is the index new publishes
+	// use (see failover.go).
+	lanes  []lane
+	active atomic.Int32
+	// failoverAfter is how long an event may go unacknowledged on the
+	// active lane before the recorder switches lanes; retryAfter, how long
+	// before it is published again on its lane (its publish or ack was
+	// lost with a connection).
+	failoverAfter, retryAfter time.Duration
+
+	stopMonitor context.CancelFunc
+	monitorDone chan struct{}
+
+	// connEpoch counts the connection's reconnects; reconnected is closed
+	// (and replaced) at each, to wake Commits whose publishes went out on
+	// the connection before (see watchConnection).
+	connEpoch   atomic.Uint64
+	reconnected atomic.Pointer[chan struct{}]
+	statusCh    chan nats.Status
+	statusDone  chan struct{}
 }
 
 // StreamConfig is the configuration New creates the stream with.
@@ -191,6 +219,15 @@ type Recorder struct {
 // deleting old ones.
 func StreamConfig(o Options) jetstream.StreamConfig {
 	o = o.withDefaults()
+	cfg := baseStreamConfig(o)
+	if o.Failover {
+		cfg.Sources = []*jetstream.StreamSource{standbySource(o)}
+	}
+	return cfg
+}
+
+// baseStreamConfig is StreamConfig without the standby's source.
+func baseStreamConfig(o Options) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              o.Stream,
 		Description:       "airlock session events (see docs/events.md)",
@@ -252,50 +289,59 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 	if !validPrefix(o.Subjects) {
 		return nil, fmt.Errorf("recorder: subject prefix %q: want dot-separated literal tokens", o.Subjects)
 	}
-	want := StreamConfig(o)
-	st, err := js.Stream(ctx, o.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		st, err = js.CreateStream(ctx, want)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			// Another gateway created it between our lookup and create.
-			st, err = js.Stream(ctx, o.Stream)
-		} else if err == nil {
-			o.Logger.Info("recorder stream created", "stream", o.Stream,
-				"subjects", want.Subjects, "replicas", want.Replicas)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("recorder: stream %s: %w", o.Stream, err)
-	}
-	have := st.CachedInfo().Config
-	if d := subjectDiff(have.Subjects, want.Subjects); d != "" {
-		return nil, &streamConfigError{fmt.Sprintf("recorder: stream %s exists with subjects %v, want %v (%s)",
-			o.Stream, have.Subjects, want.Subjects, d)}
-	}
-	if problems := weaknesses(have, want); len(problems) > 0 {
-		return nil, &streamConfigError{fmt.Sprintf("recorder: stream %s is weaker than airlock requires: %s (fix the stream with the nats CLI, e.g. nats stream edit %s, or set the recorder limits it was given on purpose; see docs/recorder.md)",
-			o.Stream, strings.Join(problems, "; "), o.Stream)}
-	}
 	r := &Recorder{
-		js:         js,
-		stream:     o.Stream,
-		prefix:     o.Subjects,
-		timeout:    o.PublishTimeout,
-		gateway:    o.Gateway,
-		signer:     o.Signer,
-		log:        o.Logger,
-		signEvery:  o.SignInterval,
-		maxMsgSize: have.MaxMsgSize,
-		instance:   o.Instance,
+		js:        js,
+		stream:    o.Stream,
+		prefix:    o.Subjects,
+		timeout:   o.PublishTimeout,
+		gateway:   o.Gateway,
+		signer:    o.Signer,
+		log:       o.Logger,
+		signEvery: o.SignInterval,
+		instance:  o.Instance,
+		lanes:     []lane{{o.Stream, o.Subjects}},
 	}
+	// Past a third of the publish timeout a statement would wait too long
+	// for the switch to help it.
+	r.failoverAfter = min(maxFailoverAfter, o.PublishTimeout/3)
+	r.retryAfter = r.failoverAfter / 2
+	if o.Failover {
+		// The standby first: the events stream's source names it. Without
+		// it the recorder works as before, only without failover: an
+		// operator who upgraded the gateway but not the NATS permissions
+		// (deploy/nats) keeps a working gateway, told why in the log.
+		ok, err := setupStandby(ctx, js, o)
+		if err != nil {
+			return nil, err
+		}
+		o.Failover = ok
+	}
+	have, err := ensureStream(ctx, js, StreamConfig(o), o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	r.maxMsgSize = have.MaxMsgSize
 	if limit := r.messageLimit(); limit < minPayload {
 		return nil, fmt.Errorf("recorder: messages to stream %s may hold %d bytes (the smaller of the NATS server's max_payload, %d, and the stream's max_msg_size, %d); airlock needs at least %d (see docs/recorder.md, \"Large statements\")",
 			o.Stream, limit, js.Conn().MaxPayload(), have.MaxMsgSize, minPayload)
 	}
-	if have.Duplicates < time.Second {
-		o.Logger.Warn("recorder stream has a short duplicate window; a republished event may be stored twice",
-			"stream", o.Stream, "duplicate_window", have.Duplicates)
+	if o.Failover {
+		if sourcesStandby(have, o) {
+			r.lanes = append(r.lanes, lane{StandbyStream(o.Stream), StandbySubjects(o.Subjects)})
+			mctx, cancel := context.WithCancel(context.Background()) // the monitor lives until Close
+			r.stopMonitor, r.monitorDone = cancel, make(chan struct{})
+			go r.monitor(mctx)
+		} else {
+			// The gateway may create its streams, not change them: an
+			// operator adds the source (docs/recorder.md).
+			o.Logger.Warn("recorder failover off: the events stream does not source its standby, so events written there would never reach readers",
+				"stream", o.Stream, "standby", StandbyStream(o.Stream),
+				"fix", fmt.Sprintf("add to %s the source %s with subject transform %s.> -> %s.>", o.Stream, StandbyStream(o.Stream), StandbySubjects(o.Subjects), o.Subjects))
+		}
 	}
+	// Last: an error above must leave nothing running (the start retries
+	// New until the cluster answers).
+	r.watchConnection()
 	return r, nil
 }
 

@@ -137,6 +137,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	}
 	nc, rec, store, instances, reader := ns.nc, ns.rec, ns.store, ns.instances, ns.reader
 	defer nc.Close()
+	defer rec.Close()
 	defer store.Close()
 	defer func() {
 		if !ready { // a listener failed: no session was served
@@ -298,12 +299,17 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previo
 	}); err != nil {
 		return natsParts{}, err
 	}
+	// On a cluster, events and grants each have a standby that takes over
+	// at once when a server dies, instead of waiting out an election
+	// (docs/recorder.md, "Losing a node").
+	failover := cfg.Recorder.Replicas > 1
 	rec, err = waitFor(startCtx, st, "JetStream stream "+cfg.Recorder.Stream, func(ctx context.Context) (*recorder.Recorder, error) {
 		return recorder.New(ctx, nc.JS, recorder.Options{
 			Stream: cfg.Recorder.Stream, Replicas: cfg.Recorder.Replicas,
 			PublishTimeout: cfg.Recorder.PublishTimeout, SignInterval: cfg.Recorder.SignInterval,
 			Gateway: host, Instance: instance, Logger: log,
 			Signer: signer, MaxAge: cfg.Recorder.MaxAge, MaxBytes: cfg.Recorder.MaxBytes, MaxMsgs: cfg.Recorder.MaxMsgs,
+			Failover: failover,
 		})
 	})
 	if err != nil {
@@ -311,7 +317,7 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previo
 	}
 	store, err = waitFor(startCtx, st, "key-value bucket "+cfg.Grants.Bucket+" (grants)", func(ctx context.Context) (*control.Store, error) {
 		return control.OpenStore(ctx, nc.NC, nc.JS, control.StoreOptions{
-			Bucket: cfg.Grants.Bucket, Replicas: cfg.Recorder.Replicas, Logger: log,
+			Bucket: cfg.Grants.Bucket, Replicas: cfg.Recorder.Replicas, Standby: failover, Logger: log,
 		})
 	})
 	if err != nil {
