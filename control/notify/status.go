@@ -90,15 +90,15 @@ type TargetStatus struct {
 	Delivered     uint64 `json:"delivered"`
 	// Pending are not delivered yet: waiting, being attempted, or waiting
 	// for a retry; Retrying are those of them attempted before.
-	Pending  uint64 `json:"pending"`
-	Retrying uint64 `json:"retrying"`
-	GivenUp  uint64 `json:"given_up"`
-	Attempts uint64 `json:"attempts"`
-	Failures uint64 `json:"failures"`
-	LastSuccess   *time.Time `json:"last_success,omitempty"`
-	LastError     string     `json:"last_error,omitempty"`
-	LastErrorAt   *time.Time `json:"last_error_at,omitempty"`
-	GaveUp        []Failure  `json:"gave_up,omitempty"`
+	Pending     uint64     `json:"pending"`
+	Retrying    uint64     `json:"retrying"`
+	GivenUp     uint64     `json:"given_up"`
+	Attempts    uint64     `json:"attempts"`
+	Failures    uint64     `json:"failures"`
+	LastSuccess *time.Time `json:"last_success,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	GaveUp      []Failure  `json:"gave_up,omitempty"`
 }
 
 // Status reports every target, all replicas' work together.
