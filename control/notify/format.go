@@ -133,7 +133,7 @@ func SlackBody(n *Notification) ([]byte, error) {
 			}},
 		})
 	}
-	fallback := title + " — " + d.Agent + " on " + d.Resource
+	fallback := title
 	if d.Task != "" {
 		fallback += ": " + d.Task
 	}
