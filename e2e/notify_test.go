@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -352,7 +353,9 @@ func TestNotifyGiveUpAndSlowTarget(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		return 204, nil
 	})
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	g := startGateway(t, gatewayOptions{
+		Listen: "  metrics: " + metricsAddr + "\n",
 		Config: notifyConfig([]*testenv.Webhook{gone, slow},
 			"name: gone, format: standard, secret_env: GONE_SECRET, events: [request.created]",
 			"name: slow, format: standard, secret_env: SLOW_SECRET, events: [request.created, request.approved, statement.denied]"),
@@ -419,6 +422,24 @@ func TestNotifyGiveUpAndSlowTarget(t *testing.T) {
 		t.Errorf("notify status shows a target's path:\n%s", text)
 	}
 	t.Logf("airlock notify status:\n%s", text)
+
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`airlock_notify_attempts_total{result="4xx",target="gone"} 1`,
+		`airlock_notify_given_up_total{target="gone"} 1`,
+		`airlock_notify_attempts_total{result="timeout",target="slow"}`,
+		`airlock_notify_failures_total{target="slow"}`,
+		`airlock_notify_produced_total{type="request.created"} 1`,
+	} {
+		if !strings.Contains(string(m), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
 
 // TestNotifyNATSPermissions: the gateway, as the gateway user of

@@ -47,7 +47,10 @@ func (t *target) run() {
 			break
 		}
 		if err != nil {
+			// Heartbeats missed while NATS is away, a consumer gone:
+			// the iterator recovers by itself; do not spin meanwhile.
 			log.Debug("notification consumer", "err", err)
+			time.Sleep(100 * time.Millisecond)
 			continue
 		}
 		sem <- struct{}{}

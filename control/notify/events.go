@@ -29,7 +29,9 @@ func (n *Notifier) followEvents() {
 			return
 		}
 		if err != nil {
+			// The iterator recovers by itself; do not spin meanwhile.
 			n.log.Debug("events stream", "err", err)
+			time.Sleep(100 * time.Millisecond)
 			continue
 		}
 		n.onEvent(msg)

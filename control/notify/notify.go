@@ -109,7 +109,12 @@ func Open(ctx context.Context, o Options) (*Notifier, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	n := &Notifier{o: o, log: o.Log.With("component", "notify"), wanted: map[string]bool{}, expired: map[string]time.Time{}}
+	n := &Notifier{
+		o: o, log: o.Log.With("component", "notify"), wanted: map[string]bool{}, expired: map[string]time.Time{},
+		// Made here, not in Start: the API may file a request before
+		// Start, and its notification waits here until then.
+		outbox: make(chan *Notification, outboxSize),
+	}
 	var err error
 	n.stream, err = o.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        Stream,
@@ -226,7 +231,6 @@ func (n *Notifier) Start() {
 	}
 	// The notifier's work outlives any request; Close ends it.
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.outbox = make(chan *Notification, outboxSize)
 	n.go_(n.runOutbox)
 	if n.wanted[GrantExpired] && n.o.Grants != nil {
 		n.go_(n.watchExpiry)
@@ -267,9 +271,6 @@ func (n *Notifier) Grant(typ string, g *authz.Grant) {
 }
 
 func (n *Notifier) enqueue(x *Notification) {
-	if n.outbox == nil {
-		return
-	}
 	select {
 	case n.outbox <- x:
 	default:
