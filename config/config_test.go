@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +135,49 @@ func TestStartTimeout(t *testing.T) {
 		if err != nil || c.Recorder.StartTimeout == nil || *c.Recorder.StartTimeout != want {
 			t.Fatalf("start_timeout: %s: %v %v", in, c.Recorder.StartTimeout, err)
 		}
+	}
+}
+
+// TestNotifyDocExamples parses the configuration shown in
+// docs/notifications.md and the commented notify list of
+// examples/airlock.yaml, so both keep showing what the gateway accepts.
+func TestNotifyDocExamples(t *testing.T) {
+	t.Setenv("AIRLOCK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	b, err := os.ReadFile("../docs/notifications.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	block := doc[strings.Index(doc, "```yaml\n")+len("```yaml\n"):]
+	block = block[:strings.Index(block, "```")]
+	c, err := Parse([]byte(base + block))
+	if err != nil {
+		t.Fatalf("docs/notifications.md: %v", err)
+	}
+	if len(c.Notify) != 2 || c.Notify[1].Name != "slack-approvers" || len(c.Notify[0].Events) != len(NotifyEvents) {
+		t.Errorf("notify: %+v", c.Notify)
+	}
+	b, err = os.ReadFile("../examples/airlock.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := string(b)
+	i := strings.Index(ex, "#notify:\n")
+	if i < 0 {
+		t.Fatal("examples/airlock.yaml has no commented notify list")
+	}
+	var lines []string
+	for _, l := range strings.SplitAfter(ex[i:], "\n") {
+		if !strings.HasPrefix(l, "#") || strings.TrimSpace(l) == "#" {
+			break
+		}
+		lines = append(lines, strings.TrimPrefix(l, "#"))
+	}
+	c, err = Parse([]byte(base + "console: { public_url: \"https://airlock.example.com\" }\n" + strings.Join(lines, "")))
+	if err != nil {
+		t.Fatalf("examples/airlock.yaml notify list: %v", err)
+	}
+	if len(c.Notify) != 2 {
+		t.Errorf("examples/airlock.yaml: %d notify targets", len(c.Notify))
 	}
 }
