@@ -39,11 +39,11 @@ const (
 	// dupWindow is how long JetStream remembers a notification's id, so
 	// replicas that notice the same expiry or event produce one.
 	dupWindow = 10 * time.Minute
-	// expiryLookback is how old an expiry may be and still be announced:
-	// less than dupWindow, so a gateway started after a stop does not
-	// announce what another replica announced before the window forgot
-	// it.
-	expiryLookback = 5 * time.Minute
+	// lookback is how old a grant's fact (filed, decided, revoked,
+	// expired) may be and still be announced by the grant watcher: less
+	// than dupWindow, so a gateway started after a stop does not announce
+	// again what was announced before the window forgot it.
+	lookback = 5 * time.Minute
 	// outboxSize bounds notifications waiting to be stored; past it new
 	// ones are dropped (and counted), never waited for.
 	outboxSize = 4096
@@ -52,7 +52,7 @@ const (
 )
 
 // Grants is what the notifier reads of the grant store: the grants, to
-// find the ones that expired.
+// find the ones that expired, and what a dead gateway did not announce.
 type Grants interface {
 	List(keep func(*authz.Grant) bool) []*authz.Grant
 }
@@ -95,8 +95,8 @@ type Notifier struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	expired map[string]time.Time // grant id -> when announced, for the expiry watcher
+	mu        sync.Mutex
+	announced map[string]time.Time // notification id -> when the grant watcher announced it
 }
 
 // Open makes the notifications stream, the status bucket and the durable
@@ -110,7 +110,7 @@ func Open(ctx context.Context, o Options) (*Notifier, error) {
 		o.Now = time.Now
 	}
 	n := &Notifier{
-		o: o, log: o.Log.With("component", "notify"), wanted: map[string]bool{}, expired: map[string]time.Time{},
+		o: o, log: o.Log.With("component", "notify"), wanted: map[string]bool{}, announced: map[string]time.Time{},
 		// Made here, not in Start: the API may file a request before
 		// Start, and its notification waits here until then.
 		outbox: make(chan *Notification, outboxSize),
@@ -232,8 +232,8 @@ func (n *Notifier) Start() {
 	// The notifier's work outlives any request; Close ends it.
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.go_(n.runOutbox)
-	if n.wanted[GrantExpired] && n.o.Grants != nil {
-		n.go_(n.watchExpiry)
+	if n.o.Grants != nil {
+		n.go_(n.watchGrants)
 	}
 	if n.events != nil {
 		n.go_(n.followEvents)
@@ -320,9 +320,14 @@ func (n *Notifier) store(ctx context.Context, x *Notification) bool {
 	}
 }
 
-// watchExpiry announces grants that reached their expiry. Every replica
-// watches; the notification's id (the grant's) makes JetStream keep one.
-func (n *Notifier) watchExpiry() {
+// watchGrants announces what happened to grants recently, as every
+// replica sees it in the grant store: expiries, which nobody else
+// announces, and requests filed, decided and grants revoked, which the
+// grant service announced already (Grant) unless the gateway that
+// served it died before storing the notification. Every replica watches;
+// a notification's id (the fact's type and grant) makes JetStream keep
+// one, and each process announces a fact once.
+func (n *Notifier) watchGrants() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -332,29 +337,64 @@ func (n *Notifier) watchExpiry() {
 		case <-tick.C:
 		}
 		now := n.o.Now()
-		gs := n.o.Grants.List(func(g *authz.Grant) bool {
-			return g.State == authz.StateActive && !g.ExpiresAt.IsZero() &&
-				!now.Before(g.ExpiresAt) && now.Sub(g.ExpiresAt) < expiryLookback
+		var due []*Notification
+		n.o.Grants.List(func(g *authz.Grant) bool {
+			for _, f := range grantFacts(g, now) {
+				if n.wanted[f.typ] {
+					due = append(due, FromGrant(f.typ, g, n.o.ConsoleURL, f.at))
+				}
+			}
+			return false
 		})
 		n.mu.Lock()
-		for id, at := range n.expired {
-			if now.Sub(at) > 2*expiryLookback {
-				delete(n.expired, id)
+		for id, at := range n.announced {
+			if now.Sub(at) > 2*lookback {
+				delete(n.announced, id)
 			}
 		}
-		var fresh []*authz.Grant
-		for _, g := range gs {
-			if _, done := n.expired[g.ID]; !done {
-				n.expired[g.ID] = now
-				fresh = append(fresh, g)
+		fresh := due[:0]
+		for _, x := range due {
+			if _, done := n.announced[x.ID]; !done {
+				n.announced[x.ID] = now
+				fresh = append(fresh, x)
 			}
 		}
 		n.mu.Unlock()
-		for _, g := range fresh {
-			x := FromGrant(GrantExpired, g, n.o.ConsoleURL, g.ExpiresAt)
+		for _, x := range fresh {
 			n.enqueue(x)
 		}
 	}
+}
+
+type fact struct {
+	typ string
+	at  time.Time
+}
+
+// grantFacts are the notifiable facts of g that happened within lookback
+// before now. A request is a grant its agent asked for; a pre-approved
+// grant (asked for by its approver) has no request facts.
+func grantFacts(g *authz.Grant, now time.Time) []fact {
+	recent := func(t time.Time) bool { return !t.IsZero() && !now.Before(t) && now.Sub(t) < lookback }
+	var fs []fact
+	requested := g.RequestedBy == g.Agent
+	if requested && recent(g.RequestedAt) {
+		fs = append(fs, fact{RequestCreated, g.RequestedAt})
+	}
+	if requested && recent(g.DecidedAt) {
+		if g.State == authz.StateDenied {
+			fs = append(fs, fact{RequestDenied, g.DecidedAt})
+		} else {
+			fs = append(fs, fact{RequestApproved, g.DecidedAt})
+		}
+	}
+	if g.State == authz.StateRevoked && recent(g.RevokedAt) {
+		fs = append(fs, fact{GrantRevoked, g.RevokedAt})
+	}
+	if g.State == authz.StateActive && recent(g.ExpiresAt) {
+		fs = append(fs, fact{GrantExpired, g.ExpiresAt})
+	}
+	return fs
 }
 
 // Redact is a target URL as logs and status show it: scheme and host

@@ -375,8 +375,17 @@ func TestTwoReplicasOneDelivery(t *testing.T) {
 	t.Setenv("TEST_HOOK_SECRET", hook.Secret)
 	g := testGrant()
 	g.ID, g.State, g.ExpiresAt = "gr_exp", authz.StateActive, time.Now().Add(1500*time.Millisecond)
-	grants := &grantList{gs: []*authz.Grant{g}}
-	tg := tgt("hook", hook.URL, "standard", "TEST_HOOK_SECRET", RequestCreated, GrantExpired)
+	// Facts no Grant call announced, as when the gateway that served them
+	// died at once: the replicas' grant watchers find them.
+	w := testGrant()
+	w.ID, w.RequestedBy, w.RequestedAt = "gr_watch", w.Agent, time.Now()
+	den := testGrant()
+	den.ID, den.RequestedBy, den.RequestedAt = "gr_den", den.Agent, time.Now().Add(-time.Minute)
+	den.State, den.DecidedBy, den.DecidedAt = authz.StateDenied, "alice", time.Now()
+	old := testGrant()
+	old.ID, old.RequestedBy, old.RequestedAt = "gr_old", old.Agent, time.Now().Add(-time.Hour)
+	grants := &grantList{gs: []*authz.Grant{g, w, den, old}}
+	tg := tgt("hook", hook.URL, "standard", "TEST_HOOK_SECRET", RequestCreated, RequestDenied, GrantExpired)
 	a := open(t, connect(t, srv.URL), grants, tg)
 	b := open(t, connect(t, srv.URL), grants, tg)
 	for i := range 20 {
@@ -385,24 +394,27 @@ func TestTwoReplicasOneDelivery(t *testing.T) {
 		a.Grant(RequestCreated, r)
 		b.Grant(RequestCreated, r) // the same fact noticed twice
 	}
-	if !hook.WaitFor(15*time.Second, func(ds []*testenv.Delivery) bool { return len(ds) >= 21 }) {
-		t.Fatalf("received %d of 21", len(hook.Received()))
+	const want = 20 + 1 + 3 // requests, the expiry, the watcher's
+	if !hook.WaitFor(15*time.Second, func(ds []*testenv.Delivery) bool { return len(ds) >= want }) {
+		t.Fatalf("received %d of %d", len(hook.Received()), want)
 	}
 	time.Sleep(2 * time.Second) // room for a duplicate
 	seen := map[string]int{}
 	for _, d := range hook.Received() {
 		seen[d.ID]++
 	}
-	if len(seen) != 21 {
-		t.Errorf("%d distinct notifications, want 21", len(seen))
+	if len(seen) != want {
+		t.Errorf("%d distinct notifications, want %d: %v", len(seen), want, seen)
 	}
 	for id, k := range seen {
 		if k != 1 {
 			t.Errorf("%s delivered %d times", id, k)
 		}
 	}
-	if seen[idFor(GrantExpired, "gr_exp")] != 1 {
-		t.Errorf("grant.expired not delivered once: %v", seen)
+	for _, id := range []string{idFor(GrantExpired, "gr_exp"), idFor(RequestCreated, "gr_watch"), idFor(RequestCreated, "gr_den"), idFor(RequestDenied, "gr_den")} {
+		if seen[id] != 1 {
+			t.Errorf("%s not delivered once: %v", id, seen)
+		}
 	}
 }
 
