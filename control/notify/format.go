@@ -126,7 +126,7 @@ func SlackBody(n *Notification) ([]byte, error) {
 			"type": "actions",
 			"elements": []map[string]any{{
 				"type":      "button",
-				"text":      map[string]any{"type": "plain_text", "text": "Review in airlock"[:min(len("Review in airlock"), slackButtonMax)]},
+				"text":      map[string]any{"type": "plain_text", "text": "Review in airlock"}, // within slackButtonMax
 				"url":       d.URL,
 				"action_id": "airlock_review",
 				"style":     "primary",

@@ -231,6 +231,9 @@ func (n *Notifier) Start() {
 	}
 	// The notifier's work outlives any request; Close ends it.
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	for _, t := range n.targets {
+		n.log.Info("notifying", "target", t.cfg.Name, "url", t.where, "format", t.cfg.Format, "events", t.cfg.Events)
+	}
 	n.go_(n.runOutbox)
 	if n.o.Grants != nil {
 		n.go_(n.watchGrants)

@@ -49,6 +49,8 @@ func (s *record) fail(id, typ, e string, at time.Time) {
 func (t *target) record(change func(*record)) {
 	kv := t.n.kv
 	for range 10 {
+		// Not the notifier's context: an attempt that ends as the
+		// notifier closes is still counted.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		var s record
 		var rev uint64
