@@ -15,7 +15,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		produced: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "airlock_notify_produced_total", Help: "Notifications stored for delivery, by type (counted by the replica that stored them; duplicates JetStream dropped included).",
+			Name: "airlock_notify_produced_total", Help: "Notifications stored for delivery, by type (counted by the replica that stored each; duplicates JetStream dropped are not counted).",
 		}, []string{"type"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "airlock_notify_dropped_total", Help: "Notifications dropped before they were stored, because too many waited for NATS.",

@@ -306,11 +306,15 @@ func (n *Notifier) store(ctx context.Context, x *Notification) bool {
 	wait := 100 * time.Millisecond
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := n.o.JS.Publish(pctx, SubjectPrefix+"."+x.Type, b, jetstream.WithMsgID(x.ID))
+		ack, err := n.o.JS.Publish(pctx, SubjectPrefix+"."+x.Type, b, jetstream.WithMsgID(x.ID))
 		cancel()
 		if err == nil {
-			n.m.produced.WithLabelValues(x.Type).Inc()
-			n.log.Debug("notification stored", "id", x.ID, "type", x.Type)
+			// A duplicate was stored before, by this replica's other
+			// producer or by another replica.
+			if !ack.Duplicate {
+				n.m.produced.WithLabelValues(x.Type).Inc()
+				n.log.Debug("notification stored", "id", x.ID, "type", x.Type)
+			}
 			return true
 		}
 		n.log.Warn("storing a notification failed; retrying", "id", x.ID, "type", x.Type, "err", err)
