@@ -288,9 +288,28 @@ func (n *Notifier) runOutbox() {
 	for {
 		select {
 		case <-n.ctx.Done():
+			n.drainOutbox()
 			return
 		case x := <-n.outbox:
 			n.store(n.ctx, x)
+		}
+	}
+}
+
+// drainOutbox stores what is still queued as the notifier closes, for a
+// moment: a gateway stopping right after an approval still announces it.
+func (n *Notifier) drainOutbox() {
+	// The notifier's context is done; this is the last work it does.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for {
+		select {
+		case x := <-n.outbox:
+			if !n.store(ctx, x) {
+				return
+			}
+		default:
+			return
 		}
 	}
 }
