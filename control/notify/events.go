@@ -23,6 +23,7 @@ func (n *Notifier) followEvents() {
 		return
 	}
 	go func() { <-n.ctx.Done(); it.Stop() }()
+	var unacked int // messages skipped since the last acknowledgement
 	for {
 		msg, err := it.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -34,33 +35,47 @@ func (n *Notifier) followEvents() {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		n.onEvent(msg)
+		if n.onEvent(msg) {
+			unacked = 0
+			continue
+		}
+		// The consumer acknowledges all up to a message (AckAll): a
+		// skipped event, nearly every statement, is acknowledged only
+		// every 100 messages or when the stream has nothing more, which
+		// spares NATS an acknowledgement per statement. Skipped events
+		// read again after a crash are skipped again.
+		unacked++
+		if md, err := msg.Metadata(); unacked >= 100 || err != nil || md.NumPending == 0 {
+			_ = msg.Ack()
+			unacked = 0
+		}
 	}
 }
 
 var denyMark = []byte(`"decision":"deny"`)
 
-func (n *Notifier) onEvent(msg jetstream.Msg) {
+// onEvent stores the notification msg calls for, and acknowledges it
+// (with every message before it) once stored; it reports whether it
+// acknowledged or refused msg, false when msg needs nothing.
+func (n *Notifier) onEvent(msg jetstream.Msg) bool {
 	data := msg.Data()
 	// Most statements are allowed: skip them without decoding.
 	if bytes.HasSuffix([]byte(msg.Subject()), []byte(".stmt")) && !bytes.Contains(data, denyMark) {
-		_ = msg.Ack()
-		return
+		return false
 	}
 	var ev recorder.Event
 	if err := json.Unmarshal(data, &ev); err != nil {
 		n.log.Warn("unreadable event skipped for notifications", "subject", msg.Subject(), "err", err)
-		_ = msg.Ack()
-		return
+		return false
 	}
 	x := FromEvent(&ev, n.o.ConsoleURL)
 	if x == nil || !n.wanted[x.Type] {
-		_ = msg.Ack()
-		return
+		return false
 	}
 	if !n.store(n.ctx, x) {
 		_ = msg.NakWithDelay(time.Second)
-		return
+		return true
 	}
 	_ = msg.Ack()
+	return true
 }

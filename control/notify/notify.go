@@ -162,7 +162,7 @@ func Open(ctx context.Context, o Options) (*Notifier, error) {
 			Durable:        EventsConsumer,
 			Description:    "airlock: denied statements and interrupted sessions, for notifications",
 			DeliverPolicy:  jetstream.DeliverNewPolicy,
-			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckPolicy:      jetstream.AckAllPolicy,
 			AckWait:        30 * time.Second,
 			MaxAckPending:  1000,
 			FilterSubjects: filters,

@@ -452,15 +452,20 @@ func TestFromEvents(t *testing.T) {
 	nc := connect(t, srv.URL)
 	hook := testenv.StartWebhook(t, testenv.WebhookOptions{})
 	t.Setenv("TEST_HOOK_SECRET", hook.Secret)
-	open(t, nc, nil, tgt("hook", hook.URL, "standard", "TEST_HOOK_SECRET", StatementDenied, SessionInterrupted))
+	n := open(t, nc, nil, tgt("hook", hook.URL, "standard", "TEST_HOOK_SECRET", StatementDenied, SessionInterrupted))
 	meta := recorder.Meta{Agent: "agent-1", Task: "t", Grant: "gr_1", Resource: "demo-pg", Protocol: "postgres", Access: "read"}
 	long := "DELETE FROM orders WHERE note = '" + strings.Repeat("x", 2*MaxStatementText) + "'"
-	evs := []recorder.Event{
+	var evs []recorder.Event
+	for i := range 250 { // allowed statements, skipped and acknowledged in bulk
+		evs = append(evs, recorder.Event{Type: recorder.TypeStatement, Session: "ses_z", Seq: uint64(i + 2), Meta: meta, Statement: &recorder.Statement{Text: "SELECT 1", Decision: "allow", Rule: "read"}})
+	}
+	evs = append(evs, []recorder.Event{
 		{Type: recorder.TypeStatement, Session: "ses_a", Seq: 2, Meta: meta, Statement: &recorder.Statement{Text: "SELECT 1", Decision: "allow", Rule: "read"}},
 		{Type: recorder.TypeStatement, Session: "ses_a", Seq: 3, Meta: meta, Statement: &recorder.Statement{Text: long, Decision: "deny", Rule: "access", Reason: "write needs access write"}},
 		{Type: recorder.TypeSessionEnd, Session: "ses_a", Seq: 4, Meta: meta, End: &recorder.End{Reason: "client"}},
 		{Type: recorder.TypeSessionInterrupted, Session: "ses_b", Seq: 9, Meta: meta, Interrupted: &recorder.Interruption{Reason: "instance silent"}},
-	}
+		{Type: recorder.TypeStatement, Session: "ses_a", Seq: 5, Meta: meta, Statement: &recorder.Statement{Text: "SELECT 2", Decision: "allow", Rule: "read"}},
+	}...)
 	for _, ev := range evs {
 		ev.Time = time.Now()
 		b, _ := json.Marshal(ev)
@@ -494,5 +499,20 @@ func TestFromEvents(t *testing.T) {
 	}
 	if si := got[SessionInterrupted]; si.Session != "ses_b" || si.Reason != "instance silent" || si.URL != "https://airlock.example.com/ui/sessions/ses_b" {
 		t.Errorf("session.interrupted: %+v", si)
+	}
+	// Everything read is acknowledged, the trailing skipped statement too.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := n.events.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream == uint64(len(evs)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events consumer: %d pending, %d unacknowledged, ack floor %d of %d", info.NumPending, info.NumAckPending, info.AckFloor.Stream, len(evs))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
