@@ -409,11 +409,11 @@ func TestNotifyGiveUpAndSlowTarget(t *testing.T) {
 	if len(gone.Received()) != 1 {
 		t.Errorf("410 target attempted %d times", len(gone.Received()))
 	}
-	if !strings.Contains(sl.LastError, "no answer within 1s") || sl.Pending == 0 {
+	if !strings.Contains(sl.LastError, "no answer within 1s") || sl.Pending == 0 || sl.OldestPending == nil || sl.OldestPending.After(time.Now()) || sl.OldestPending.Before(began.Add(-time.Second)) {
 		t.Errorf("slow target: %+v", sl)
 	}
 	text := g.mustCLI("alice", "notify", "status")
-	for _, want := range []string{"target:", "gone", "given up", "410", "slow", "last error:", "no answer within 1s"} {
+	for _, want := range []string{"target:", "gone", "given up", "410", "slow", "last error:", "no answer within 1s", "oldest pending:"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("notify status text lacks %q:\n%s", want, text)
 		}
@@ -435,6 +435,7 @@ func TestNotifyGiveUpAndSlowTarget(t *testing.T) {
 		`airlock_notify_attempts_total{result="timeout",target="slow"}`,
 		`airlock_notify_failures_total{target="slow"}`,
 		`airlock_notify_produced_total{type="request.created"} 1`,
+		`airlock_notify_oldest_pending_seconds{target="slow"}`,
 	} {
 		if !strings.Contains(string(m), want) {
 			t.Errorf("metrics lack %s", want)

@@ -33,6 +33,9 @@ func notifyCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(tw, "target:\t%s (%s, %s)\n", t.Name, t.Format, t.URL)
 				fmt.Fprintf(tw, "events:\t%s\n", strings.Join(t.Events, ", "))
 				fmt.Fprintf(tw, "notifications:\t%d (delivered %d, pending %d, retrying %d, given up %d)\n", t.Notifications, t.Delivered, t.Pending, t.Retrying, t.GivenUp)
+				if t.OldestPending != nil {
+					fmt.Fprintf(tw, "oldest pending:\t%s\n", when(*t.OldestPending))
+				}
 				fmt.Fprintf(tw, "attempts:\t%d (%d failed)\n", t.Attempts, t.Failures)
 				last := "never"
 				if t.LastSuccess != nil {

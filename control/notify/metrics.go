@@ -9,6 +9,7 @@ type metrics struct {
 	failures *prometheus.CounterVec
 	givenUp  *prometheus.CounterVec
 	pending  *prometheus.GaugeVec
+	oldest   *prometheus.GaugeVec
 	latency  *prometheus.HistogramVec
 }
 
@@ -32,6 +33,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "airlock_notify_pending", Help: "Notifications not yet delivered to a target (waiting or being retried), all replicas together.",
 		}, []string{"target"}),
+		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "airlock_notify_oldest_pending_seconds", Help: "Age of a target's oldest undelivered notification (0: none), refreshed every 15s.",
+		}, []string{"target"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "airlock_notify_delivery_age_seconds",
 			Help:    "Age of a notification when it was delivered: from being stored to the target's 2xx, retries included.",
@@ -39,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"target"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.produced, m.dropped, m.attempts, m.failures, m.givenUp, m.pending, m.latency)
+		reg.MustRegister(m.produced, m.dropped, m.attempts, m.failures, m.givenUp, m.pending, m.oldest, m.latency)
 	}
 	return m
 }

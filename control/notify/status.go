@@ -92,15 +92,18 @@ type TargetStatus struct {
 	Delivered     uint64 `json:"delivered"`
 	// Pending are not delivered yet: waiting, being attempted, or waiting
 	// for a retry; Retrying are those of them attempted before.
-	Pending     uint64     `json:"pending"`
-	Retrying    uint64     `json:"retrying"`
-	GivenUp     uint64     `json:"given_up"`
-	Attempts    uint64     `json:"attempts"`
-	Failures    uint64     `json:"failures"`
-	LastSuccess *time.Time `json:"last_success,omitempty"`
-	LastError   string     `json:"last_error,omitempty"`
-	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
-	GaveUp      []Failure  `json:"gave_up,omitempty"`
+	Pending  uint64 `json:"pending"`
+	Retrying uint64 `json:"retrying"`
+	// OldestPending is when the oldest undelivered notification was
+	// stored.
+	OldestPending *time.Time `json:"oldest_pending,omitempty"`
+	GivenUp       uint64     `json:"given_up"`
+	Attempts      uint64     `json:"attempts"`
+	Failures      uint64     `json:"failures"`
+	LastSuccess   *time.Time `json:"last_success,omitempty"`
+	LastError     string     `json:"last_error,omitempty"`
+	LastErrorAt   *time.Time `json:"last_error_at,omitempty"`
+	GaveUp        []Failure  `json:"gave_up,omitempty"`
 }
 
 // Status reports every target, all replicas' work together.
@@ -126,6 +129,11 @@ func (n *Notifier) Status(ctx context.Context) ([]TargetStatus, error) {
 		st.Pending = info.NumPending + uint64(info.NumAckPending)
 		st.Retrying = uint64(info.NumRedelivered)
 		st.Notifications = st.Delivered + st.GivenUp + st.Pending
+		if st.Pending > 0 {
+			if at, ok := t.oldestPending(ctx, info); ok {
+				st.OldestPending = &at
+			}
+		}
 		if !s.LastSuccess.IsZero() {
 			st.LastSuccess = &s.LastSuccess
 		}
@@ -139,7 +147,24 @@ func (n *Notifier) Status(ctx context.Context) ([]TargetStatus, error) {
 	return out, nil
 }
 
-// refreshPending keeps the pending gauge current for Prometheus.
+// oldestPending is when the target's oldest undelivered notification was
+// stored: the first message after the consumer's acknowledgement floor
+// on any of its subjects (all before the floor are acknowledged).
+func (t *target) oldestPending(ctx context.Context, info *jetstream.ConsumerInfo) (time.Time, bool) {
+	var oldest time.Time
+	for _, e := range t.cfg.Events {
+		m, err := t.n.stream.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(SubjectPrefix+"."+e))
+		if err != nil {
+			continue // none on this subject
+		}
+		if oldest.IsZero() || m.Time.Before(oldest) {
+			oldest = m.Time
+		}
+	}
+	return oldest.UTC(), !oldest.IsZero()
+}
+
+// refreshPending keeps the pending gauges current for Prometheus.
 func (n *Notifier) refreshPending() {
 	tick := time.NewTicker(15 * time.Second)
 	defer tick.Stop()
@@ -147,7 +172,13 @@ func (n *Notifier) refreshPending() {
 		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 		for _, t := range n.targets {
 			if info, err := t.cons.Info(ctx); err == nil {
-				n.m.pending.WithLabelValues(t.cfg.Name).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+				pending := info.NumPending + uint64(info.NumAckPending)
+				n.m.pending.WithLabelValues(t.cfg.Name).Set(float64(pending))
+				age := 0.0
+				if at, ok := t.oldestPending(ctx, info); ok && pending > 0 {
+					age = n.o.Now().Sub(at).Seconds()
+				}
+				n.m.oldest.WithLabelValues(t.cfg.Name).Set(age)
 			}
 		}
 		cancel()
