@@ -451,10 +451,14 @@ func TestNotifyNATSPermissions(t *testing.T) {
 	u := newNATSUsers(t)
 	c := startDeployCluster(t, u)
 	hook := testenv.StartWebhook(t, testenv.WebhookOptions{})
+	failing := testenv.StartWebhook(t, testenv.WebhookOptions{Unsigned: true})
+	failing.Respond(func(*testenv.Delivery) (int, http.Header) { return 503, nil })
 	g := startGateway(t, gatewayOptions{
 		NATSURL: c.URL, NATSCredentials: u.seedFiles["gateway"], Replicas: 3,
-		Config: notifyConfig([]*testenv.Webhook{hook}, "format: standard, secret_env: HOOK_SECRET, events: [request.created, request.approved, statement.denied, grant.revoked]"),
-		Env:    []string{"HOOK_SECRET=" + hook.Secret},
+		Config: notifyConfig([]*testenv.Webhook{hook, failing},
+			"format: standard, secret_env: HOOK_SECRET, events: [request.created, request.approved, statement.denied, grant.revoked]",
+			"name: failing, format: slack, events: [request.created]"),
+		Env: []string{"HOOK_SECRET=" + hook.Secret},
 	})
 	var iss control.Issued
 	g.cliJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", "permissions", "--access", "read")
@@ -468,7 +472,7 @@ func TestNotifyNATSPermissions(t *testing.T) {
 	waitType(t, hook, "grant.revoked", iss.Grant.ID)
 	var st control.NotifyReport
 	g.cliJSON(&st, "alice", "notify", "status")
-	if len(st.Targets) != 1 || st.Targets[0].Delivered < 3 {
+	if len(st.Targets) != 2 || st.Targets[0].Delivered < 3 || st.Targets[1].Pending != 1 || st.Targets[1].OldestPending == nil {
 		t.Errorf("status: %+v", st)
 	}
 	if logs := g.logText(); strings.Contains(strings.ToLower(logs), "permissions violation") || strings.Contains(logs, "authorization violation") {
