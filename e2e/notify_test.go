@@ -211,8 +211,21 @@ func checkBlockKit(t *testing.T, body []byte, url string) {
 	if !button {
 		t.Errorf("no button to %s: %s", url, body)
 	}
-	if strings.Contains(string(body), "<!channel>") || strings.Contains(string(body), "<https://evil") {
-		t.Errorf("agent text reached Slack unescaped: %s", body)
+	// Decoded, as Slack reads it (json.Marshal writes < as \u003c).
+	var all strings.Builder
+	for _, b := range m.Blocks {
+		if txt, ok := b["text"].(map[string]any); ok {
+			all.WriteString(fmt.Sprint(txt["text"]))
+		}
+		if fs, ok := b["fields"].([]any); ok {
+			for _, f := range fs {
+				all.WriteString(fmt.Sprint(f.(map[string]any)["text"]))
+			}
+		}
+	}
+	all.WriteString(m.Text)
+	if s := all.String(); strings.Contains(s, "<!channel>") || strings.Contains(s, "<https://evil") || !strings.Contains(s, "&lt;!channel&gt;") {
+		t.Errorf("agent text reached Slack unescaped: %s", s)
 	}
 }
 

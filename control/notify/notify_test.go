@@ -121,7 +121,7 @@ func TestSlackBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := checkSlack(t, b, "https://airlock.example.com/ui/requests/gr_abc")
-	all := string(b)
+	all := decodedText(t, b)
 	for _, bad := range []string{"<!channel>", "<https://evil.example|click here>", " & "} {
 		if strings.Contains(all, bad) {
 			t.Errorf("agent text %q reached Slack unescaped: %s", bad, all)
@@ -515,4 +515,60 @@ func TestFromEvents(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Every notification type makes a valid Block Kit message with its link.
+func TestSlackBodyEveryType(t *testing.T) {
+	g := testGrant()
+	g.DecidedBy, g.RevokedBy, g.ExpiresAt = "alice", "bob", time.Now()
+	pages := map[string]string{RequestCreated: "requests", RequestApproved: "grants", RequestDenied: "requests", GrantRevoked: "grants", GrantExpired: "grants"}
+	for typ, page := range pages {
+		b, err := SlackBody(FromGrant(typ, g, "https://a.example", time.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSlack(t, b, "https://a.example/ui/"+page+"/gr_abc")
+	}
+	meta := recorder.Meta{Agent: "agent-1", Task: "<@U123> please", Grant: "gr_1", Resource: "box", Protocol: "ssh"}
+	for _, ev := range []*recorder.Event{
+		{Type: recorder.TypeStatement, Session: "ses_s", Seq: 3, Meta: meta, Statement: &recorder.Statement{Text: "rm -rf / ```<script>```", Decision: "deny", Rule: "ssh.command", Reason: "not allowed"}},
+		{Type: recorder.TypeSessionInterrupted, Session: "ses_s", Seq: 9, Meta: meta, Interrupted: &recorder.Interruption{Reason: "gone"}},
+	} {
+		b, err := SlackBody(FromEvent(ev, "https://a.example"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSlack(t, b, "https://a.example/ui/sessions/ses_s")
+		if txt := decodedText(t, b); strings.Contains(txt, "<@U123>") || strings.Contains(txt, "<script>") || !strings.Contains(txt, "&lt;@U123&gt;") {
+			t.Errorf("unescaped: %s", txt)
+		}
+	}
+}
+
+// decodedText is every string of a JSON body, decoded (json.Marshal
+// writes < > & as \u escapes, which Slack decodes before reading mrkdwn).
+func decodedText(t *testing.T, body []byte) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case string:
+			b.WriteString(x + "\n")
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		case map[string]any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return b.String()
 }
