@@ -155,7 +155,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 		Log:      log,
 	}
 	if notifier != nil {
-		api.Service.Notify, api.Notify = notifier, notifier
+		api.Service.Notify, api.Notify, srv.Denials = notifier, notifier, notifier
 	}
 	var listeners []net.Listener
 	defer func() {

@@ -134,7 +134,7 @@ func FromEvent(ev *recorder.Event, consoleURL string) *Notification {
 			d.StatementTruncated = true
 		}
 		d.Rule, d.Reason = ev.Statement.Rule, ev.Statement.Reason
-		return &Notification{ID: idFor(StatementDenied, ev.Session, uitoa(ev.Seq)), Type: StatementDenied, Time: ev.Time.UTC(), Data: d}
+		return &Notification{ID: idFor(StatementDenied, ev.Session, uitoa(ev.Statement.ID)), Type: StatementDenied, Time: ev.Time.UTC(), Data: d}
 	case ev.Type == recorder.TypeSessionInterrupted:
 		if ev.Interrupted != nil {
 			d.Reason = ev.Interrupted.Reason

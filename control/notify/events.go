@@ -13,9 +13,10 @@ import (
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
-// followEvents reads denied statements and interrupted sessions from the
-// events stream through the shared durable consumer: each event goes to
-// one replica, and is acknowledged once its notification is stored.
+// followEvents reads interrupted sessions (and, were the consumer's filter
+// to include them, denied statements) from the events stream through the
+// shared durable consumer: each event goes to one replica, and is
+// acknowledged once its notification is stored.
 func (n *Notifier) followEvents() {
 	it, err := n.events.Messages(jetstream.PullMaxMessages(256))
 	if err != nil {

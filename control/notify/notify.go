@@ -16,6 +16,7 @@ import (
 
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/config"
+	"github.com/airlockhq/airlock/recorder"
 )
 
 // Names the notifier uses in JetStream (docs/notifications.md,
@@ -27,7 +28,7 @@ const (
 	// Bucket holds each target's delivery counts, shared by replicas.
 	Bucket = "airlock_notify"
 	// EventsConsumer is the durable consumer on the events stream that
-	// finds denied statements and interrupted sessions.
+	// finds interrupted sessions.
 	EventsConsumer = "airlock_notify"
 	// ConsumerPrefix starts each target's durable consumer's name.
 	ConsumerPrefix = "notify_"
@@ -86,7 +87,7 @@ type Notifier struct {
 	m       *metrics
 	stream  jetstream.Stream
 	kv      jetstream.KeyValue
-	events  jetstream.Consumer // nil when no target wants statement or session events
+	events  jetstream.Consumer // nil when no target wants session.interrupted
 	targets []*target
 	wanted  map[string]bool // types some target wants
 
@@ -150,17 +151,17 @@ func Open(ctx context.Context, o Options) (*Notifier, error) {
 			n.wanted[e] = true
 		}
 	}
+	// Denied statements come from the sessions themselves
+	// (StatementDenied): following every statement event here would cost
+	// each session a delivery per statement.
 	var filters []string
-	if n.wanted[StatementDenied] {
-		filters = append(filters, o.EventsPrefix+".*.stmt")
-	}
 	if n.wanted[SessionInterrupted] {
 		filters = append(filters, o.EventsPrefix+".*.interrupted")
 	}
 	if len(filters) > 0 {
 		n.events, err = o.JS.CreateOrUpdateConsumer(ctx, o.EventsStream, jetstream.ConsumerConfig{
 			Durable:        EventsConsumer,
-			Description:    "airlock: denied statements and interrupted sessions, for notifications",
+			Description:    "airlock: interrupted sessions, for notifications",
 			DeliverPolicy:  jetstream.DeliverNewPolicy,
 			AckPolicy:      jetstream.AckAllPolicy,
 			AckWait:        30 * time.Second,
@@ -223,7 +224,7 @@ func (n *Notifier) openTarget(ctx context.Context, c *config.NotifyTarget) (*tar
 	return t, nil
 }
 
-// Start runs the producers (the outbox, the expiry watcher, the events
+// Start runs the producers (the outbox, the grant watcher, the events
 // follower) and each target's delivery until Close.
 func (n *Notifier) Start() {
 	if n == nil {
@@ -271,6 +272,18 @@ func (n *Notifier) Grant(typ string, g *authz.Grant) {
 		return
 	}
 	n.enqueue(FromGrant(typ, g, n.o.ConsoleURL, n.o.Now()))
+}
+
+// StatementDenied announces a denied statement, given as its recorded
+// event, once the gateway serving the session has recorded it. It never
+// waits.
+func (n *Notifier) StatementDenied(ev *recorder.Event) {
+	if n == nil || !n.wanted[StatementDenied] {
+		return
+	}
+	if x := FromEvent(ev, n.o.ConsoleURL); x != nil {
+		n.enqueue(x)
+	}
 }
 
 func (n *Notifier) enqueue(x *Notification) {
