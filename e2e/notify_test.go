@@ -492,3 +492,26 @@ func TestNotifyNATSPermissions(t *testing.T) {
 		t.Errorf("the gateway was refused something:\n%s", logs)
 	}
 }
+
+// TestNotifySSHDenied: an SSH command outside the grant is notified as
+// statement.denied, with the command and its rule, linking to its
+// session.
+func TestNotifySSHDenied(t *testing.T) {
+	hook := testenv.StartWebhook(t, testenv.WebhookOptions{})
+	g := startGateway(t, gatewayOptions{
+		SSH:    true,
+		Config: notifyConfig([]*testenv.Webhook{hook}, "format: standard, secret_env: HOOK_SECRET, events: [statement.denied]"),
+		Env:    []string{"HOOK_SECRET=" + hook.Secret},
+	})
+	g.sshReady()
+	iss := g.sshGrant("box", "INC-13: uname only", "--command", "uname")
+	r := g.sshAs("box", g.keyAuth(), "", "touch", "/tmp/airlock-notify-marker")
+	if r.code != 126 {
+		t.Fatalf("refused exec: exit %d, stderr %q", r.code, r.stderr)
+	}
+	d := waitType(t, hook, "statement.denied", iss.Grant.ID).Data
+	if d.Resource != "box" || d.Protocol != "ssh" || !strings.Contains(d.Statement, "touch") || d.Rule == "" ||
+		d.URL != publicURL+"/ui/sessions/"+d.Session || d.Task != "INC-13: uname only" {
+		t.Errorf("statement.denied: %+v", d)
+	}
+}
