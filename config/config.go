@@ -39,7 +39,65 @@ type Config struct {
 	// Limits bound what one client may cost the gateway before and while
 	// it holds a session: login time, stalled messages, login failures.
 	Limits Limits `yaml:"limits"`
+	// Console is the web console served under /ui/.
+	Console Console `yaml:"console"`
+	// Notify are the webhook targets told when a request waits, is
+	// decided, a grant ends, a statement is denied or a session is
+	// interrupted; see docs/notifications.md.
+	Notify []NotifyTarget `yaml:"notify"`
 }
+
+// Console configures the web console.
+type Console struct {
+	// PublicURL is the console's address as people reach it (e.g.
+	// https://airlock.example.com): the base of links in notifications.
+	PublicURL string `yaml:"public_url"`
+}
+
+// Notification event types a target may ask for.
+var NotifyEvents = []string{
+	"request.created", "request.approved", "request.denied",
+	"grant.revoked", "grant.expired", "statement.denied", "session.interrupted",
+}
+
+// NotifyTarget is one webhook that receives notifications.
+type NotifyTarget struct {
+	// Name identifies the target in metrics, logs, `airlock notify
+	// status` and its JetStream consumer (letters, digits, - and _).
+	// Default: the URL's host and a hash of the whole URL; set it to keep
+	// a target's undelivered notifications when its URL changes.
+	Name string `yaml:"name"`
+	// URL receives a POST per notification. A Slack webhook URL is a
+	// secret: it is never logged beyond its scheme and host.
+	URL string `yaml:"url"`
+	// SecretEnv names the environment variable holding the signing
+	// secret of a standard target: whsec_ and base64 of 24 to 64 bytes.
+	SecretEnv string `yaml:"secret_env"`
+	// Format is standard (Standard Webhooks, signed) or slack (a Block
+	// Kit message for an incoming webhook).
+	Format string `yaml:"format"`
+	// Events are the notification types sent to this target.
+	Events []string `yaml:"events"`
+	// Timeout bounds one delivery attempt (default 10s).
+	Timeout time.Duration `yaml:"timeout"`
+	// RetryMin is the wait before the first retry; each further retry
+	// waits twice as long, up to RetryMax (defaults 5s and 1h).
+	RetryMin time.Duration `yaml:"retry_min"`
+	RetryMax time.Duration `yaml:"retry_max"`
+	// RetryFor is how long a notification is retried before it is given
+	// up (default and minimum 24h, at most 6 days).
+	RetryFor time.Duration `yaml:"retry_for"`
+}
+
+// Secret returns the target's signing secret from its environment
+// variable.
+func (t *NotifyTarget) Secret() string { return os.Getenv(t.SecretEnv) }
+
+// Bounds of notify[].retry_for.
+const (
+	MinNotifyRetryFor = 24 * time.Hour
+	MaxNotifyRetryFor = 6 * 24 * time.Hour
+)
 
 // Limits protect the listeners from clients that guess tokens or hold
 // connections without finishing what they started.
@@ -433,6 +491,24 @@ func (c *Config) setDefaults() {
 	if c.AWS.RDSConnectRate == 0 {
 		c.AWS.RDSConnectRate = 100
 	}
+	for i := range c.Notify {
+		t := &c.Notify[i]
+		if t.Name == "" && t.URL != "" {
+			t.Name = defaultTargetName(t.URL)
+		}
+		if t.Timeout == 0 {
+			t.Timeout = 10 * time.Second
+		}
+		if t.RetryMin == 0 {
+			t.RetryMin = 5 * time.Second
+		}
+		if t.RetryMax == 0 {
+			t.RetryMax = time.Hour
+		}
+		if t.RetryFor == 0 {
+			t.RetryFor = MinNotifyRetryFor
+		}
+	}
 	l := &c.Limits
 	if l.LoginTimeout == 0 {
 		l.LoginTimeout = 60 * time.Second
@@ -647,6 +723,7 @@ func (c *Config) Validate() error {
 	if c.AWS.RDSConnectRate < 0 {
 		bad("aws.rds_connect_rate", "must be positive")
 	}
+	c.validateNotify(bad)
 	return errors.Join(errs...)
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -67,7 +68,23 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"short instance_timeout", base + "recorder: { instance_timeout: 500ms }\n", "recorder.instance_timeout"},
 		{"bad instances_bucket", base + "recorder: { instances_bucket: \"a.b\" }\n", "recorder.instances_bucket"},
 		{"instances_bucket is the grants bucket", base + "recorder: { instances_bucket: airlock_grants }\n", "recorder.instances_bucket"},
+		{"notify without public_url", base + "notify: [{ url: \"https://h/x\", format: slack, events: [request.created] }]\n", "console.public_url: required"},
+		{"bad public_url", base + "console: { public_url: \"airlock.example.com\" }\n", "console.public_url"},
+		{"notify unknown event", notify("format: slack, events: [request.created, statement.held]"), "notify[0].events[1]: \"statement.held\" is not one of"},
+		{"notify unknown format", notify("format: teams, events: [request.created]"), "notify[0].format: \"teams\" is not standard or slack"},
+		{"notify no events", notify("format: slack"), "notify[0].events: required"},
+		{"notify standard without secret", notify("format: standard, events: [request.created]"), "notify[0].secret_env: required"},
+		{"notify secret unset", notify("format: standard, secret_env: AIRLOCK_TEST_UNSET_SECRET, events: [request.created]"), "notify[0].secret_env: environment variable AIRLOCK_TEST_UNSET_SECRET is empty"},
+		{"notify secret not whsec", notify("format: standard, secret_env: AIRLOCK_TEST_BAD_SECRET, events: [request.created]"), "notify[0].secret_env: the secret in AIRLOCK_TEST_BAD_SECRET does not start with whsec_"},
+		{"notify secret short", notify("format: standard, secret_env: AIRLOCK_TEST_SHORT_SECRET, events: [request.created]"), "notify[0].secret_env: the secret in AIRLOCK_TEST_SHORT_SECRET holds 3 bytes"},
+		{"notify slack with secret", notify("format: slack, secret_env: X, events: [request.created]"), "notify[0].secret_env: not used with format slack"},
+		{"notify bad url", strings.Replace(notify("format: slack, events: [request.created]"), "https://hooks.example.com/T/B/SECRET", "ftp://x", 1), "notify[0].url"},
+		{"notify short retry_for", notify("format: slack, events: [request.created], retry_for: 1h"), "notify[0].retry_for"},
+		{"notify timeout", notify("format: slack, events: [request.created], timeout: 10m"), "notify[0].timeout"},
+		{"notify same name", notify("format: slack, events: [request.created]") + "  - { url: \"https://hooks.example.com/T/B/SECRET\", format: slack, events: [request.created] }\n", "notify[1].name"},
 	}
+	t.Setenv("AIRLOCK_TEST_BAD_SECRET", "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0")
+	t.Setenv("AIRLOCK_TEST_SHORT_SECRET", "whsec_YWJj")
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Parse([]byte(c.yaml))
@@ -78,6 +95,32 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	}
 	if _, err := Parse([]byte(base)); err != nil {
 		t.Fatalf("base config: %v", err)
+	}
+}
+
+func notify(target string) string {
+	return base + "console: { public_url: \"https://airlock.example.com\" }\nnotify:\n  - { url: \"https://hooks.example.com/T/B/SECRET\", " + target + " }\n"
+}
+
+// A good notify list loads with its defaults, and no error or default
+// name quotes a target's URL path (a Slack URL is a secret).
+func TestNotifyConfig(t *testing.T) {
+	t.Setenv("AIRLOCK_TEST_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	c, err := Parse([]byte(notify("format: standard, secret_env: AIRLOCK_TEST_SECRET, events: [request.created, statement.denied]") +
+		"  - { name: slack-1, url: \"https://hooks.slack.com/services/T/B/X\", format: slack, events: [grant.expired], retry_min: 100ms }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.Notify[0], c.Notify[1]
+	if a.Timeout != 10*time.Second || a.RetryMin != 5*time.Second || a.RetryMax != time.Hour || a.RetryFor != 24*time.Hour || b.RetryMin != 100*time.Millisecond {
+		t.Errorf("defaults: %+v", a)
+	}
+	if !strings.HasPrefix(a.Name, "hooks_example_com-") || strings.Contains(a.Name, "SECRET") || b.Name != "slack-1" {
+		t.Errorf("names %q %q", a.Name, b.Name)
+	}
+	_, err = Parse([]byte(strings.Replace(notify("format: teams, events: [bogus]"), "console:", "xconsole_unused:", 0)))
+	if err == nil || strings.Contains(err.Error(), "SECRET") {
+		t.Errorf("error quotes the URL: %v", err)
 	}
 }
 
@@ -92,5 +135,49 @@ func TestStartTimeout(t *testing.T) {
 		if err != nil || c.Recorder.StartTimeout == nil || *c.Recorder.StartTimeout != want {
 			t.Fatalf("start_timeout: %s: %v %v", in, c.Recorder.StartTimeout, err)
 		}
+	}
+}
+
+// TestNotifyDocExamples parses the configuration shown in
+// docs/notifications.md and the commented notify list of
+// examples/airlock.yaml, so both keep showing what the gateway accepts.
+func TestNotifyDocExamples(t *testing.T) {
+	t.Setenv("AIRLOCK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	b, err := os.ReadFile("../docs/notifications.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	block := doc[strings.Index(doc, "```yaml\n")+len("```yaml\n"):]
+	block = block[:strings.Index(block, "```")]
+	c, err := Parse([]byte(base + block))
+	if err != nil {
+		t.Fatalf("docs/notifications.md: %v", err)
+	}
+	if len(c.Notify) != 2 || c.Notify[1].Name != "slack-approvers" || len(c.Notify[0].Events) != len(NotifyEvents) {
+		t.Errorf("notify: %+v", c.Notify)
+	}
+	b, err = os.ReadFile("../examples/airlock.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := string(b)
+	i := strings.Index(ex, "#notify:\n")
+	if i < 0 {
+		t.Fatal("examples/airlock.yaml has no commented notify list")
+	}
+	var lines []string
+	for _, l := range strings.SplitAfter(ex[i:], "\n") {
+		if !strings.HasPrefix(l, "#") || strings.TrimSpace(l) == "#" {
+			break
+		}
+		lines = append(lines, strings.TrimPrefix(l, "#"))
+	}
+	c, err = Parse([]byte(base + "console: { public_url: \"https://airlock.example.com\" }\n" + strings.Join(lines, "")))
+	if err != nil {
+		t.Fatalf("examples/airlock.yaml notify list: %v", err)
+	}
+	if len(c.Notify) != 2 {
+		t.Errorf("examples/airlock.yaml: %d notify targets", len(c.Notify))
 	}
 }

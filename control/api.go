@@ -15,6 +15,7 @@ import (
 
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/config"
+	"github.com/airlockhq/airlock/control/notify"
 	"github.com/airlockhq/airlock/recorder"
 )
 
@@ -42,7 +43,21 @@ type API struct {
 	Keys []recorder.PublicKey
 	// Stream is the recorder's stream, named in export files.
 	Stream string
+	// Notify reports notification delivery on GET /v1/notify; nil: no
+	// targets configured.
+	Notify NotifyStatus
 	Log    *slog.Logger
+}
+
+// NotifyStatus reports each notify target's deliveries; notify.Notifier
+// is one.
+type NotifyStatus interface {
+	Status(ctx context.Context) ([]notify.TargetStatus, error)
+}
+
+// NotifyReport is the answer of GET /v1/notify.
+type NotifyReport struct {
+	Targets []notify.TargetStatus `json:"targets"`
 }
 
 func (a *API) logger() *slog.Logger {
@@ -65,6 +80,7 @@ func (a *API) Handler() http.Handler {
 	mux.Handle("GET /v1/sessions", a.auth(roles(config.RoleReviewer, config.RoleAdmin), a.listSessions))
 	mux.Handle("GET /v1/sessions/{id}", a.auth(roles(config.RoleReviewer, config.RoleAdmin), a.getSession))
 	mux.Handle("GET /v1/sessions/{id}/export", a.auth(roles(config.RoleReviewer, config.RoleAdmin), a.exportSession))
+	mux.Handle("GET /v1/notify", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.notifyStatus))
 	// The signing key is public: anyone holding a record may check it.
 	mux.HandleFunc("GET /v1/keys", a.keys)
 	return mux
@@ -250,6 +266,17 @@ func (a *API) exportSession(w http.ResponseWriter, r *http.Request, who *config.
 	x.Chunks = st.Chunks
 	w.Header().Set("Content-Type", "application/json")
 	_ = x.Write(w)
+}
+
+func (a *API) notifyStatus(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	rep := NotifyReport{Targets: []notify.TargetStatus{}}
+	if a.Notify == nil {
+		writeJSON(w, http.StatusOK, rep)
+		return
+	}
+	ts, err := a.Notify.Status(r.Context())
+	rep.Targets = ts
+	a.reply(w, http.StatusOK, rep, err)
 }
 
 // Keys is the answer of GET /v1/keys.

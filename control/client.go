@@ -77,6 +77,12 @@ func (c *Client) Keys(ctx context.Context) ([]recorder.PublicKey, error) {
 	return out.Keys, c.do(ctx, "GET", "/v1/keys", nil, &out)
 }
 
+// NotifyStatus reports the notify targets' deliveries.
+func (c *Client) NotifyStatus(ctx context.Context) (*NotifyReport, error) {
+	var out NotifyReport
+	return &out, c.do(ctx, "GET", "/v1/notify", nil, &out)
+}
+
 // APIError is an error answer from the gateway.
 type APIError struct {
 	Status int

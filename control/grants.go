@@ -40,6 +40,22 @@ type Service struct {
 	Store  *Store
 	Config *config.Config
 	Now    func() time.Time
+	// Notify is told of requests filed and decided and grants revoked;
+	// nil: nobody is. It must not block.
+	Notify GrantNotifier
+}
+
+// GrantNotifier hears of grant changes worth telling people about: the
+// notification types request.created, request.approved, request.denied
+// and grant.revoked. notify.Notifier is one.
+type GrantNotifier interface {
+	Grant(typ string, g *authz.Grant)
+}
+
+func (s *Service) notify(typ string, g *authz.Grant) {
+	if s.Notify != nil && g != nil {
+		s.Notify.Grant(typ, g)
+	}
 }
 
 // UserError is a refusal whose text is meant for the caller.
@@ -129,6 +145,7 @@ func (s *Service) Request(ctx context.Context, agent string, spec GrantSpec) (*I
 	if err := s.Store.Create(ctx, g); err != nil {
 		return nil, err
 	}
+	s.notify("request.created", g)
 	return &Issued{Grant: g, Token: token}, nil
 }
 
@@ -178,6 +195,16 @@ func (s *Service) Decide(ctx context.Context, id, action, who string) (*authz.Gr
 	})
 	if errors.Is(err, ErrNoGrant) {
 		return nil, userErr(404, "no grant %s", id)
+	}
+	if err == nil {
+		switch action {
+		case "approve":
+			s.notify("request.approved", g)
+		case "deny":
+			s.notify("request.denied", g)
+		case "revoke":
+			s.notify("grant.revoked", g)
+		}
 	}
 	return g, err
 }

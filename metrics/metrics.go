@@ -59,6 +59,10 @@ func New() *Metrics {
 	return m
 }
 
+// Registerer is where other parts (notifications) register their metrics,
+// served beside the gateway's.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
+
 // SessionStarted counts a new session.
 func (m *Metrics) SessionStarted(proto string) {
 	m.sessions.WithLabelValues(proto).Inc()

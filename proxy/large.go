@@ -80,6 +80,8 @@ func (s *Session) RefuseTooLarge(what string, d *Digest) *Refusal {
 	if err := s.events.Commit(s.ctx); err != nil {
 		s.log.Warn("refusal not yet recorded; it stays queued", "err", err)
 		s.endIfBroken()
+	} else {
+		s.announceDenied(now, []*recorder.Statement{st})
 	}
 	s.log.Info("statement over the size cap refused", "bytes", d.Len(), "max_statement_bytes", limit)
 	return &Refusal{Kind: "too-large", Msg: "airlock: " + reason}

@@ -59,6 +59,13 @@ func (noObserver) LoginLocked(string, string)     {}
 func (noObserver) Statements(string, int, int)    {}
 func (noObserver) Committed(time.Duration, error) {}
 
+// Denials hears of denied statements, each as its recorded event (without
+// its seq and chain). It must not block: it runs on the session's path.
+// notify.Notifier is one.
+type Denials interface {
+	StatementDenied(ev *recorder.Event)
+}
+
 // Protocol is one listener's wire protocol.
 type Protocol interface {
 	// Name is the protocol's name in events and logs ("postgres").
@@ -81,6 +88,9 @@ type Server struct {
 	Now func() time.Time
 	// Observer receives counts for metrics; nil discards them.
 	Observer Observer
+	// Denials is told of every denied statement once its event is
+	// recorded (notifications); nil: nobody is.
+	Denials Denials
 
 	once     sync.Once
 	throttle *loginThrottle

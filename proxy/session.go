@@ -26,6 +26,7 @@ type Session struct {
 	resource *config.Resource
 	started  time.Time
 	events   *recorder.Log
+	meta     recorder.Meta
 	log      *slog.Logger
 
 	mu         sync.Mutex
@@ -162,6 +163,7 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 	}
 	now := s.srv.now()
 	ids := make([]uint64, len(v.Statements))
+	var denied []*recorder.Statement
 	s.mu.Lock()
 	for i, d := range v.Statements {
 		s.nextStmt++
@@ -179,6 +181,9 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 		if len(v.Statements) == 1 {
 			st.Params = params
 		}
+		if !d.Allow {
+			denied = append(denied, st)
+		}
 		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
 	}
 	s.mu.Unlock()
@@ -193,6 +198,9 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 	waited := time.Now()
 	err := s.events.Commit(s.ctx)
 	s.srv.Observer.Committed(time.Since(waited), err)
+	if err == nil {
+		s.announceDenied(now, denied)
+	}
 	if !v.Allow {
 		if err != nil {
 			s.log.Warn("refusal not yet recorded; it stays queued", "err", err)
@@ -215,6 +223,17 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 		return nil, errUnrecorded
 	}
 	return &Admitted{s: s, ids: ids, start: s.srv.now()}, nil
+}
+
+// announceDenied tells the server's Denials of recorded denied
+// statements.
+func (s *Session) announceDenied(at time.Time, sts []*recorder.Statement) {
+	if s.srv.Denials == nil {
+		return
+	}
+	for _, st := range sts {
+		s.srv.Denials.StatementDenied(&recorder.Event{Type: recorder.TypeStatement, Session: s.ID, Time: at, Meta: s.meta, Statement: st})
+	}
 }
 
 func denyAll(v authz.Verdict, rule, reason string) authz.Verdict {

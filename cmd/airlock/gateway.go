@@ -16,6 +16,7 @@ import (
 	"github.com/airlockhq/airlock/awsauth"
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/control/notify"
 	"github.com/airlockhq/airlock/metrics"
 	"github.com/airlockhq/airlock/natsconn"
 	"github.com/airlockhq/airlock/protocols/mysql"
@@ -131,11 +132,11 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 		}
 		return srv.OldestSession()
 	}
-	ns, err := waitForNATS(ctx, cfg, host, instance, previous, oldest, signer, status, log)
+	ns, err := waitForNATS(ctx, cfg, host, instance, previous, oldest, signer, status, mx, log)
 	if err != nil {
 		return err
 	}
-	nc, rec, store, instances, reader := ns.nc, ns.rec, ns.store, ns.instances, ns.reader
+	nc, rec, store, instances, reader, notifier := ns.nc, ns.rec, ns.store, ns.instances, ns.reader, ns.notifier
 	defer nc.Close()
 	defer rec.Close()
 	defer store.Close()
@@ -152,6 +153,9 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 		Keys:     []recorder.PublicKey{signer.Public()},
 		Stream:   rec.Stream(),
 		Log:      log,
+	}
+	if notifier != nil {
+		api.Service.Notify, api.Notify, srv.Denials = notifier, notifier, notifier
 	}
 	var listeners []net.Listener
 	defer func() {
@@ -216,6 +220,8 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	status.Ready(api.Handler())
 	ready = true
 	instances.Start()
+	notifier.Start()
+	defer notifier.Close()
 	log.Info("gateway ready", "recorder", recorderDesc(cfg, nc), "stream", rec.Stream(), "data_dir", cfg.DataDir)
 
 	select {
@@ -246,12 +252,13 @@ type natsParts struct {
 	reader    *recorder.Reader
 	store     *control.Store
 	instances *recorder.Instances
+	notifier  *notify.Notifier // nil without notify targets
 }
 
 // waitForNATS connects to NATS and opens what the gateway keeps there,
 // each step waited for with backoff up to recorder.start_timeout.
 func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previous string, oldest func() time.Time,
-	signer *recorder.Signer, status *control.Startup, log *slog.Logger) (_ natsParts, err error) {
+	signer *recorder.Signer, status *control.Startup, mx *metrics.Metrics, log *slog.Logger) (_ natsParts, err error) {
 	var (
 		nc    *natsconn.Conn
 		rec   *recorder.Recorder
@@ -334,7 +341,20 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previo
 	if err != nil {
 		return natsParts{}, err
 	}
-	return natsParts{nc: nc, rec: rec, reader: reader, store: store, instances: instances}, nil
+	parts := natsParts{nc: nc, rec: rec, reader: reader, store: store, instances: instances}
+	if len(cfg.Notify) > 0 {
+		parts.notifier, err = waitFor(startCtx, st, "JetStream stream "+notify.Stream+" (notifications)", func(ctx context.Context) (*notify.Notifier, error) {
+			return notify.Open(ctx, notify.Options{
+				JS: nc.JS, Targets: cfg.Notify, ConsoleURL: cfg.Console.PublicURL,
+				EventsStream: rec.Stream(), EventsPrefix: rec.SubjectPrefix(), Replicas: cfg.Recorder.Replicas,
+				Grants: store, Registerer: mx.Registerer(), Log: log,
+			})
+		})
+		if err != nil {
+			return natsParts{}, err
+		}
+	}
+	return parts, nil
 }
 
 func recorderDesc(cfg *config.Config, nc *natsconn.Conn) string {
