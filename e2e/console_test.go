@@ -226,6 +226,21 @@ func TestConsoleApprove(t *testing.T) {
 	if gr.State != authz.StateRevoked || gr.RevokedBy != "alice" {
 		t.Errorf("after revoke: %s by %q", gr.State, gr.RevokedBy)
 	}
+	// The same decision options from the CLI.
+	var iss2 control.Issued
+	if err := g.cliJSONErr(&iss2, "agent-1", "request", "--resource", "demo-pg", "--task", "INC-43", "--ttl", "1h"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.cli("alice", "grants", "deny", iss2.Grant.ID); err == nil || !strings.Contains(err.Error(), "reason") {
+		t.Errorf("deny without --reason: %v", err)
+	}
+	if _, err := g.cli("alice", "grants", "approve", iss2.Grant.ID, "--ttl", "3h"); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("approve for longer than asked: %v", err)
+	}
+	g.cliJSON(&gr, "alice", "grants", "approve", iss2.Grant.ID, "--ttl", "20m", "--table", "public.orders", "--comment", "cli ok")
+	if gr.State != authz.StateActive || gr.Comment != "cli ok" || time.Duration(gr.TTL) != 20*time.Minute || strings.Join(gr.Scope.Tables, ",") != "public.orders" {
+		t.Errorf("CLI approval: %s %q %s %v", gr.State, gr.Comment, time.Duration(gr.TTL), gr.Scope.Tables)
+	}
 	assertNoSecretsLogged(t, b, []*gateway{g, g2}, link.URL)
 }
 

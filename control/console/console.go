@@ -175,6 +175,13 @@ func (c *Console) requireRole(allowed []config.Role, h handler) http.Handler {
 			return
 		}
 		if who == nil {
+			if r.Header.Get("HX-Request") == "true" {
+				// A live part refreshing itself: send the whole page to
+				// sign in, rather than swap the sign-in form into a list.
+				w.Header().Set("HX-Redirect", "/ui/signin")
+				c.fail(w, r, http.StatusUnauthorized, "Your console session has ended; sign in again.")
+				return
+			}
 			if r.Method == http.MethodGet || r.Method == http.MethodHead {
 				clearCookie(w, r, c.cfg)
 				http.Redirect(w, r, "/ui/signin?next="+urlQueryEscape(r.URL.RequestURI()), http.StatusSeeOther)

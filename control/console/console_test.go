@@ -623,3 +623,17 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+func TestLivePartAfterSignOutRedirects(t *testing.T) {
+	e := newEnv(t)
+	req, _ := http.NewRequest("GET", e.srv.URL+"/ui/requests?part=queue", nil)
+	req.Header.Set("HX-Request", "true")
+	resp, err := e.browser().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("HX-Redirect") != "/ui/signin" {
+		t.Errorf("htmx refresh without a session: %s, HX-Redirect %q", resp.Status, resp.Header.Get("HX-Redirect"))
+	}
+}
