@@ -637,3 +637,35 @@ func TestLivePartAfterSignOutRedirects(t *testing.T) {
 		t.Errorf("htmx refresh without a session: %s, HX-Redirect %q", resp.Status, resp.Header.Get("HX-Redirect"))
 	}
 }
+
+func TestLinkNextAndPlayerCSP(t *testing.T) {
+	e := newEnv(t)
+	g := e.request("agent-1", "INC-5", control.GrantSpec{})
+	link, _, err := e.c.NewLink(context.Background(), e.cfg.Identity("alice"), e.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := strings.TrimPrefix(link, e.srv.URL)
+	b := e.browser()
+	for _, next := range []string{"https://evil.example/", "/ui/requests/" + g.ID} {
+		_, body := e.get(b, path+"?next="+url.QueryEscape(next))
+		if strings.Contains(body, "evil.example") {
+			t.Errorf("the link page carries an off-site next %q", next)
+		}
+	}
+	resp := e.post(b, path+"?next="+url.QueryEscape("/ui/requests/"+g.ID), url.Values{"next": {"/ui/requests/" + g.ID}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/requests/"+g.ID {
+		t.Errorf("link with next: %s to %q", resp.Status, resp.Header.Get("Location"))
+	}
+	if strings.Contains(CSP, "wasm") || !strings.Contains(PlayerCSP, "'wasm-unsafe-eval'") || strings.Contains(PlayerCSP, "'unsafe-eval'") {
+		t.Errorf("CSP %q / PlayerCSP %q", CSP, PlayerCSP)
+	}
+	rec := httptest.NewRecorder()
+	usePlayerCSP(rec)
+	if rec.Header().Get("Content-Security-Policy") != PlayerCSP {
+		t.Error("usePlayerCSP did not set the header")
+	}
+	if resp, _ := e.get(b, "/ui/assets/vendor/"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("asset directory listing: %s", resp.Status)
+	}
+}

@@ -8,14 +8,26 @@ import (
 	"github.com/airlockhq/airlock/config"
 )
 
-// CSP is the Content-Security-Policy of every console response: scripts
-// and styles only from the console's own files, nothing inline, no
-// framing, forms only to the console. 'wasm-unsafe-eval' lets
-// asciinema-player compile its bundled WebAssembly terminal; it does not
-// allow eval of JavaScript.
-const CSP = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; " +
-	"font-src 'self'; connect-src 'self'; worker-src 'self' blob:; media-src 'self'; manifest-src 'self'; " +
-	"object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+// CSP is the Content-Security-Policy of every console response: nothing
+// unless named; scripts, styles and fonts only from the console's own
+// files, nothing inline and no eval; no plugins, no framing, no <base>,
+// forms only to the console.
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; " +
+	"connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
+// PlayerCSP is CSP for a page that runs asciinema-player: its bundle
+// compiles a WebAssembly terminal ('wasm-unsafe-eval' allows WebAssembly,
+// not JavaScript eval) and may start a worker. Only such a page gets it;
+// call usePlayerCSP in its handler.
+const PlayerCSP = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; " +
+	"font-src 'self'; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; frame-ancestors 'none'; " +
+	"base-uri 'none'; form-action 'self'"
+
+// usePlayerCSP relaxes this response's CSP to PlayerCSP; call it before
+// writing anything.
+func usePlayerCSP(w http.ResponseWriter) {
+	w.Header().Set("Content-Security-Policy", PlayerCSP)
+}
 
 // securityHeaders sets the headers every console response carries. Pages
 // are not cached (they show who is signed in and what they may do);
@@ -35,8 +47,14 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
+// assetCache lets browsers keep static files a few minutes (they change
+// only with the binary) and lists no directory.
 func assetCache(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r)
+			return
+		}
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		next.ServeHTTP(w, r)
 	})

@@ -41,6 +41,7 @@ func (c *Console) signinToken(w http.ResponseWriter, r *http.Request) {
 // linkData is the data of templates/signin_link.html.
 type linkData struct {
 	Name  string
+	Next  string
 	Error string
 }
 
@@ -53,11 +54,12 @@ func (c *Console) linkPage(w http.ResponseWriter, r *http.Request) {
 		c.linkRefused(w, r, err)
 		return
 	}
-	c.render(w, r, "signin_link", linkData{Name: l.Name})
+	c.render(w, r, "signin_link", linkData{Name: l.Name, Next: safeNext(r.URL.Query().Get("next"))})
 }
 
 // linkUse spends the link and signs in.
 func (c *Console) linkUse(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
 	l, err := c.store.UseLink(r.Context(), r.PathValue("secret"))
 	if err != nil {
 		c.linkRefused(w, r, err)
@@ -68,7 +70,7 @@ func (c *Console) linkUse(w http.ResponseWriter, r *http.Request) {
 		c.linkRefused(w, r, ErrNoSession)
 		return
 	}
-	c.startSession(w, r, who, "link", "/ui/")
+	c.startSession(w, r, who, "link", safeNext(r.PostFormValue("next")))
 }
 
 func (c *Console) linkRefused(w http.ResponseWriter, r *http.Request, err error) {
