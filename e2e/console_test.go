@@ -151,6 +151,10 @@ func TestConsoleApprove(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("comment"), "orders only, for INC-42"),
 	)
 	docShot(t, b, "approve.png")
+	// As an approver on call sees it on a phone.
+	within(t, b, 10*time.Second, "phone viewport", chromedp.EmulateViewport(390, 844))
+	docShot(t, b, "approve-phone.png")
+	within(t, b, 10*time.Second, "desktop viewport", chromedp.EmulateViewport(1280, 900))
 	within(t, b, 10*time.Second, "approve", chromedp.Click(chromedp.ID("approve")), chromedp.WaitVisible(chromedp.ID("notice")))
 	if loc := location(t, b); !strings.HasPrefix(loc, "/ui/grants/"+id) {
 		t.Fatalf("after approving the browser is at %q", loc)
