@@ -230,11 +230,14 @@ func TestConsoleApprove(t *testing.T) {
 	if gr.State != authz.StateRevoked || gr.RevokedBy != "alice" {
 		t.Errorf("after revoke: %s by %q", gr.State, gr.RevokedBy)
 	}
-	// The same decision options from the CLI.
+	// The same decision options from the CLI; the open queue follows it.
+	within(t, b, 30*time.Second, "queue", chromedp.Navigate(g.httpURL+"/ui/requests"), chromedp.WaitVisible(chromedp.ID("no-pending")))
+	evalJS[bool](t, b, "window.__noReload = true")
 	var iss2 control.Issued
 	if err := g.cliJSONErr(&iss2, "agent-1", "request", "--resource", "demo-pg", "--task", "INC-43", "--ttl", "1h"); err != nil {
 		t.Fatal(err)
 	}
+	within(t, b, 30*time.Second, "second request appears live", chromedp.WaitVisible(chromedp.ID("req-"+iss2.Grant.ID)))
 	if _, err := g.cli("alice", "grants", "deny", iss2.Grant.ID); err == nil || !strings.Contains(err.Error(), "reason") {
 		t.Errorf("deny without --reason: %v", err)
 	}
@@ -244,6 +247,10 @@ func TestConsoleApprove(t *testing.T) {
 	g.cliJSON(&gr, "alice", "grants", "approve", iss2.Grant.ID, "--ttl", "20m", "--table", "public.orders", "--comment", "cli ok")
 	if gr.State != authz.StateActive || gr.Comment != "cli ok" || time.Duration(gr.TTL) != 20*time.Minute || strings.Join(gr.Scope.Tables, ",") != "public.orders" {
 		t.Errorf("CLI approval: %s %q %s %v", gr.State, gr.Comment, time.Duration(gr.TTL), gr.Scope.Tables)
+	}
+	within(t, b, 30*time.Second, "request approved elsewhere leaves the queue", chromedp.WaitNotPresent(chromedp.ID("req-"+iss2.Grant.ID)), chromedp.WaitVisible(chromedp.ID("no-pending")))
+	if !evalJS[bool](t, b, "window.__noReload === true") {
+		t.Fatal("the queue page reloaded")
 	}
 	assertNoSecretsLogged(t, b, []*gateway{g, g2}, link.URL)
 }
