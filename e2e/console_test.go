@@ -119,6 +119,15 @@ func TestConsoleApprove(t *testing.T) {
 	if strings.Contains(evalJS[string](t, b, "location.href"), "/signin/") {
 		t.Fatal("the sign-in link is the current page")
 	}
+	// Used on one replica, the link is spent on the other too.
+	resp, err := http.Post(g2.httpURL+strings.TrimPrefix(link.URL, g.httpURL), "application/x-www-form-urlencoded", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGone {
+		t.Errorf("the used link on the other replica: %s, want 410", resp.Status)
+	}
 	within(t, b, 30*time.Second, "queue empty", chromedp.WaitVisible(chromedp.ID("no-pending")))
 	// A marker that a reload would lose.
 	evalJS[bool](t, b, "window.__noReload = true")
