@@ -93,10 +93,16 @@ func leftPage(t *testing.T, b context.Context, prefix string) {
 	t.Fatalf("browser still on %s after 30s", prefix)
 }
 
-// docShot saves a screenshot used in docs/console.md.
+// docShot takes a screenshot; with AIRLOCK_DOC_SCREENSHOTS=1 it replaces
+// the one in docs/console/ (used by docs/console.md), otherwise it goes to
+// a temporary directory, so a test run leaves the tree as it was.
 func docShot(t *testing.T, b context.Context, name string) {
 	t.Helper()
-	testenv.Screenshot(t, b, filepath.Join("..", "docs", "console", name))
+	dir := t.TempDir()
+	if os.Getenv("AIRLOCK_DOC_SCREENSHOTS") == "1" {
+		dir = filepath.Join("..", "docs", "console")
+	}
+	testenv.Screenshot(t, b, filepath.Join(dir, name))
 }
 
 // TestConsoleApprove is the approver's path in a real browser: a one-time
