@@ -16,6 +16,7 @@ import (
 	"github.com/airlockhq/airlock/awsauth"
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/control/console"
 	"github.com/airlockhq/airlock/control/notify"
 	"github.com/airlockhq/airlock/metrics"
 	"github.com/airlockhq/airlock/natsconn"
@@ -147,8 +148,9 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	}()
 
 	srv = &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host, Observer: mx}
+	svc := &control.Service{Store: store, Config: cfg}
 	api := &control.API{
-		Service:  &control.Service{Store: store, Config: cfg},
+		Service:  svc,
 		Sessions: reader,
 		Keys:     []recorder.PublicKey{signer.Public()},
 		Stream:   rec.Stream(),
@@ -156,6 +158,18 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	}
 	if notifier != nil {
 		api.Service.Notify, api.Notify, srv.Denials = notifier, notifier, notifier
+	}
+	uiHandler := consoleOff(cfg.Console.Bucket)
+	if ns.console != nil {
+		ui, err := console.New(console.Options{Config: cfg, Service: svc, Sessions: reader, Store: ns.console, Log: log.With("component", "console")})
+		if err != nil {
+			return err
+		}
+		api.Console, uiHandler = ui, ui.Handler()
+		// Event streams end first, so the HTTP shutdown below does not
+		// wait for them.
+		hs.RegisterOnShutdown(ui.Close)
+		defer ui.Close()
 	}
 	var listeners []net.Listener
 	defer func() {
@@ -217,7 +231,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 			}
 		}()
 	}
-	status.Ready(api.Handler())
+	status.Ready(httpRoutes(api.Handler(), uiHandler))
 	ready = true
 	instances.Start()
 	notifier.Start()
@@ -245,6 +259,26 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	return err
 }
 
+// httpRoutes puts the web console (/ui/, and / redirecting there) beside
+// the API on the HTTP listener.
+func httpRoutes(api, ui http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", api)
+	mux.Handle("/ui/", ui)
+	mux.Handle("GET /{$}", ui)
+	return mux
+}
+
+// consoleOff answers /ui/ when the console's bucket may not be used.
+func consoleOff(bucket string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", console.CSP)
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, "The web console is off: the gateway's NATS user may not use the key-value bucket "+bucket+
+			" (see deploy/nats/accounts.conf). The API and the CLI work.", http.StatusServiceUnavailable)
+	})
+}
+
 // natsParts is what the gateway keeps in NATS.
 type natsParts struct {
 	nc        *natsconn.Conn
@@ -253,6 +287,7 @@ type natsParts struct {
 	store     *control.Store
 	instances *recorder.Instances
 	notifier  *notify.Notifier // nil without notify targets
+	console   *console.Store
 }
 
 // waitForNATS connects to NATS and opens what the gateway keeps there,
@@ -341,7 +376,23 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previo
 	if err != nil {
 		return natsParts{}, err
 	}
-	parts := natsParts{nc: nc, rec: rec, reader: reader, store: store, instances: instances}
+	cs, err := waitFor(startCtx, st, "key-value bucket "+cfg.Console.Bucket+" (web console sessions)", func(ctx context.Context) (*console.Store, error) {
+		s, err := console.OpenStore(ctx, nc.JS, cfg.Console.Bucket, cfg.Recorder.Replicas, cfg.Console.SessionLifetime)
+		if err != nil && natsconn.Denied(nc.NC, "KV_"+cfg.Console.Bucket) {
+			// The console is not worth refusing sessions for: an operator
+			// who upgraded the gateway but not the NATS permissions keeps
+			// a working gateway, told why in the log and on /ui/.
+			log.Warn("web console off: the gateway's NATS user may not use its bucket (see deploy/nats/accounts.conf)",
+				"bucket", cfg.Console.Bucket, "err", nc.NC.LastError())
+			return nil, nil
+		}
+		return s, err
+	})
+	if err != nil {
+		instances.Close(context.WithoutCancel(ctx), true)
+		return natsParts{}, err
+	}
+	parts := natsParts{nc: nc, rec: rec, reader: reader, store: store, instances: instances, console: cs}
 	if len(cfg.Notify) > 0 {
 		parts.notifier, err = waitFor(startCtx, st, "JetStream stream "+notify.Stream+" (notifications)", func(ctx context.Context) (*notify.Notifier, error) {
 			return notify.Open(ctx, notify.Options{
@@ -351,6 +402,7 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previo
 			})
 		})
 		if err != nil {
+			instances.Close(context.WithoutCancel(ctx), true)
 			return natsParts{}, err
 		}
 	}
