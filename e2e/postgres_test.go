@@ -232,7 +232,7 @@ func connectPgx(t *testing.T, g *gateway, user, token string) *pgx.Conn {
 func TestPostgresLoginRefusals(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "short task", "--ttl", "2s")
+	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "short task", "--ttl", "8s")
 	if iss.Grant.State != "active" || iss.Grant.Approver() != "alice" {
 		t.Fatalf("pre-approved grant: %+v", iss.Grant)
 	}

@@ -493,6 +493,9 @@ func checkInsertsRecorded(t *testing.T, g *gateway, js jetstream.JetStream, ackn
 	if rows < acknowledged {
 		t.Errorf("clients saw %d inserts succeed, upstream holds %d rows", acknowledged, rows)
 	}
+	if rows == 0 {
+		t.Error("no rows inserted")
+	}
 	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", "--all"); code != 0 {
 		t.Errorf("verify --all: exit %d\n%s%s", code, stdout, stderr)
 	} else {

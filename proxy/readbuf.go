@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"io"
+	"runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // AppendRead appends exactly n bytes read from r to buf and returns it.
@@ -65,4 +67,44 @@ func ReleaseMemory() {
 			debug.FreeOSMemory()
 		})
 	}
+}
+
+// LargeMessage is the size from which a client message (a Postgres
+// message, a MySQL command) counts as large: its smaller buffers are
+// collected once it is read (AfterLargeRead) and its memory is returned to
+// the operating system once it is handled (ReleaseLarge).
+const LargeMessage = 16 << 20
+
+// KeepBuf is the largest read buffer a session keeps for its next message;
+// larger ones belong to their message alone (see TextOf).
+const KeepBuf = 1 << 20
+
+// AfterLargeRead collects, after a large message of n bytes was read, the
+// smaller buffers it grew through (up to half its size), before it is
+// decided, recorded and forwarded: what those steps allocate then reuses
+// that memory instead of adding to it.
+func AfterLargeRead(n int) {
+	if n >= LargeMessage {
+		runtime.GC()
+	}
+}
+
+// ReleaseLarge returns the memory of a message of n bytes, once the
+// gateway is done with it, to the operating system when it was large
+// (ReleaseMemory; docs/architecture.md, "Memory and garbage collection").
+func ReleaseLarge(n int) {
+	if n >= LargeMessage {
+		ReleaseMemory()
+	}
+}
+
+// TextOf is b as a string. A message larger than KeepBuf is read into a
+// buffer of its own, which nothing writes to again, so its text is that
+// buffer rather than a copy of it: a 200 MB statement is not held twice. A
+// smaller one sits in the session's reused buffer, so it is copied.
+func TextOf(b []byte) string {
+	if cap(b) <= KeepBuf {
+		return string(b)
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }

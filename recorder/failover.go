@@ -25,9 +25,11 @@ import (
 // servers. An event left unacknowledged on one stream for failoverAfter is
 // published to the other with the same Nats-Msg-Id, and the recorder
 // publishes there until that one fails in turn or the events stream is
-// healthy again. Readers keep reading the events stream: what the standby
-// took arrives there through the source, deduplicated by Nats-Msg-Id, and
-// readers order a session by seq, not by arrival.
+// healthy again. What the standby took arrives in the events stream
+// through the source, deduplicated by Nats-Msg-Id, but only when
+// nats-server gets the source going again, which can take minutes; so
+// readers read both streams, keep one of identical copies, and order a
+// session by seq, not by arrival.
 
 // lane is a stream the recorder can publish to.
 type lane struct {

@@ -174,8 +174,7 @@ func (r *Reader) Events(ctx context.Context, session string) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices.SortStableFunc(evs, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) })
-	evs = slices.CompactFunc(evs, func(a, b Event) bool { return a.Seq == b.Seq && sameEvent(&a, &b) })
+	evs = onceBySeq(evs, func(e *Event) uint64 { return e.Seq }, sameEvent)
 	if len(chunks) > 0 {
 		idx := indexChunks(chunks)
 		for i := range evs {
@@ -186,6 +185,30 @@ func (r *Reader) Events(ctx context.Context, session string) ([]Event, error) {
 		}
 	}
 	return evs, nil
+}
+
+// onceBySeq orders xs by seq, first stored first among equal seqs, and
+// keeps one of each set of copies that same says are identical: a read
+// meets a seq twice when it was published again after the stream's
+// duplicate window, or when it is in the standby as well as in the events
+// stream. Different events with one seq are all kept, for the verifier.
+func onceBySeq[T any](xs []T, seq func(*T) uint64, same func(a, b *T) bool) []T {
+	slices.SortStableFunc(xs, func(a, b T) int { return cmp.Compare(seq(&a), seq(&b)) })
+	out := xs[:0]
+	group := 0 // where out's run of the current seq starts
+	for i := range xs {
+		if len(out) > 0 && seq(&out[len(out)-1]) != seq(&xs[i]) {
+			group = len(out)
+		}
+		dup := false
+		for j := group; j < len(out) && !dup; j++ {
+			dup = same(&out[j], &xs[i])
+		}
+		if !dup {
+			out = append(out, xs[i])
+		}
+	}
+	return out
 }
 
 // sameEvent compares two events with one seq by their whole encoding, not
@@ -234,8 +257,7 @@ func (r *Reader) Stored(ctx context.Context, session string) (*Stored, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices.SortStableFunc(out, func(a, b raw) int { return cmp.Compare(a.seq, b.seq) })
-	out = slices.CompactFunc(out, func(a, b raw) bool { return a.seq == b.seq && bytes.Equal(a.data, b.data) })
+	out = onceBySeq(out, func(r *raw) uint64 { return r.seq }, func(a, b *raw) bool { return bytes.Equal(a.data, b.data) })
 	raws := make([]json.RawMessage, len(out))
 	for i := range out {
 		raws[i] = out[i].data
@@ -275,17 +297,40 @@ func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, c
 		ctx, cancel = context.WithTimeout(ctx, defaultReadTimeout)
 		defer cancel()
 	}
+	if err := r.readStream(ctx, r.stream, filters, since, chunk, fn); err != nil {
+		return err
+	}
+	// Events a failover sent to the standby reach the events stream
+	// through its source, but not at once: nats-server checks a stalled
+	// source every 10 s and retries it with a backoff of up to 2 minutes,
+	// so for that long after a node is lost the events stream can lack
+	// them, and a read of it alone would show a gap where nothing was
+	// removed. So a read takes the standby's copies too; the callers keep
+	// one of identical copies.
+	standby := make([]string, len(filters))
+	for i, f := range filters {
+		standby[i] = StandbySubjects(r.prefix) + strings.TrimPrefix(f, r.prefix)
+	}
+	err := r.readStream(ctx, StandbyStream(r.stream), standby, since, chunk, fn)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil // no failover: a single server, or recorder.replicas 1
+	}
+	return err
+}
+
+// readStream is read on one stream.
+func (r *Reader) readStream(ctx context.Context, stream string, filters []string, since *time.Time, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) error {
 	// A consumer made while the stream elects a leader, or whose server
 	// dies, can stop delivering for good; a read that hears nothing for
 	// readStall starts a new one after the last message it got.
 	var last uint64
 	for {
-		done, err := r.readFrom(ctx, filters, since, &last, chunk, fn)
+		done, err := r.readFrom(ctx, stream, filters, since, &last, chunk, fn)
 		switch {
 		case done:
 			return nil
 		case ctx.Err() != nil:
-			return fmt.Errorf("recorder: read stream %s: %w", r.stream, context.Cause(ctx))
+			return fmt.Errorf("recorder: read stream %s: %w", stream, context.Cause(ctx))
 		case !errors.Is(err, errReadStalled):
 			return err
 		}
@@ -303,7 +348,7 @@ var errReadStalled = errors.New("read stalled")
 // readFrom reads, through one consumer, the messages after stream sequence
 // *last (all, or from since, when *last is 0), advancing *last. done is
 // true once everything in the stream when the consumer was made is read.
-func (r *Reader) readFrom(ctx context.Context, filters []string, since *time.Time, last *uint64, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) (done bool, _ error) {
+func (r *Reader) readFrom(ctx context.Context, stream string, filters []string, since *time.Time, last *uint64, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) (done bool, _ error) {
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects:    filters,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
@@ -318,18 +363,21 @@ func (r *Reader) readFrom(ctx context.Context, filters []string, since *time.Tim
 		cfg.OptStartTime = since
 	}
 	cctx, cancel := context.WithTimeout(ctx, readStall)
-	cons, err := r.js.OrderedConsumer(cctx, r.stream, cfg)
+	cons, err := r.js.OrderedConsumer(cctx, stream, cfg)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse)) {
 			return false, errReadStalled
 		}
-		return false, fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return false, err
+		}
+		return false, fmt.Errorf("recorder: read stream %s: %w", stream, err)
 	}
-	defer r.deleteConsumer(ctx, cons)
+	defer r.deleteConsumer(ctx, stream, cons)
 	info := cons.CachedInfo()
 	if info == nil {
-		return false, fmt.Errorf("recorder: read stream %s: no consumer info", r.stream)
+		return false, fmt.Errorf("recorder: read stream %s: no consumer info", stream)
 	}
 	left := info.NumPending
 	if left == 0 {
@@ -337,7 +385,7 @@ func (r *Reader) readFrom(ctx context.Context, filters []string, since *time.Tim
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(readBatch))
 	if err != nil {
-		return false, fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+		return false, fmt.Errorf("recorder: read stream %s: %w", stream, err)
 	}
 	defer it.Stop()
 	for left > 0 {
@@ -348,11 +396,11 @@ func (r *Reader) readFrom(ctx context.Context, filters []string, since *time.Tim
 			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 				return false, errReadStalled
 			}
-			return false, fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+			return false, fmt.Errorf("recorder: read stream %s: %w", stream, err)
 		}
 		md, err := msg.Metadata()
 		if err != nil {
-			return false, fmt.Errorf("recorder: read stream %s: %w", r.stream, err)
+			return false, fmt.Errorf("recorder: read stream %s: %w", stream, err)
 		}
 		*last = md.Sequence.Stream
 		left--
@@ -368,7 +416,7 @@ func (r *Reader) readFrom(ctx context.Context, filters []string, since *time.Tim
 				// skipping would hide exactly the kind of damage a
 				// reviewer looks for.
 				return false, fmt.Errorf("recorder: stream %s seq %d (%s): decode event: %w",
-					r.stream, md.Sequence.Stream, msg.Subject(), err)
+					stream, md.Sequence.Stream, msg.Subject(), err)
 			}
 			fn(msg.Data(), &ev, md.Sequence.Stream)
 		}
@@ -381,14 +429,14 @@ func (r *Reader) readFrom(ctx context.Context, filters []string, since *time.Tim
 
 // deleteConsumer removes the read's consumer now rather than after
 // consumerIdle; best effort, since a reviewer may not be allowed to.
-func (r *Reader) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
+func (r *Reader) deleteConsumer(ctx context.Context, stream string, cons jetstream.Consumer) {
 	info := cons.CachedInfo()
 	if info == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	_ = r.js.DeleteConsumer(ctx, r.stream, info.Name)
+	_ = r.js.DeleteConsumer(ctx, stream, info.Name)
 }
 
 // keepChunk is a chunk callback that collects the readable chunks.

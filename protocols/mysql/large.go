@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
-	"unsafe"
 
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/proxy"
@@ -68,40 +66,4 @@ func (s *session) oversized(head []byte, next header) error {
 		return err
 	}
 	return errTooLargeAnswered
-}
-
-// bigCommand is the size from which a command's memory is returned to the
-// operating system once it is handled (see release).
-const bigCommand = 16 << 20
-
-// afterRead collects, after a large command was read, the smaller buffers
-// it grew through, before it is decided, recorded and forwarded, so that
-// what those steps allocate reuses that memory instead of adding to it.
-func afterRead(n int) {
-	if n >= bigCommand {
-		runtime.GC()
-	}
-}
-
-// release gives the memory of a large command back to the operating system
-// at once: the Go runtime would keep the freed heap for minutes.
-func release(n int) {
-	if n >= bigCommand {
-		proxy.ReleaseMemory()
-	}
-}
-
-// keepBuf is the largest read buffer a session keeps for its next command
-// (see session.readCommand); larger ones belong to their command alone.
-const keepBuf = 1 << 20
-
-// textOf is b as a string: for a large command, the buffer it was read
-// into, which nothing writes to again, rather than a copy of it, so a 200
-// MB statement is not held twice; a small one is copied out of the
-// session's reused buffer.
-func textOf(b []byte) string {
-	if cap(b) <= keepBuf {
-		return string(b)
-	}
-	return unsafe.String(unsafe.SliceData(b), len(b))
 }

@@ -223,7 +223,7 @@ func (s *session) run() string {
 			}
 			if err == nil {
 				err = s.command(cmd, h, body)
-				release(len(body))
+				proxy.ReleaseLarge(len(body))
 			}
 		}
 		if errors.Is(err, errTooLargeAnswered) {
@@ -268,8 +268,8 @@ func (e *upstreamError) Error() string {
 
 func (s *session) readCommand(h header) ([]byte, error) {
 	b, _, err := readPayload(s.cr, h, s.buf, s.maxStatement, "command")
-	afterRead(len(b))
-	if cap(b) <= keepBuf {
+	proxy.AfterLargeRead(len(b))
+	if cap(b) <= proxy.KeepBuf {
 		s.buf = b // keep small buffers for reuse
 	}
 	var fe *frameError
@@ -284,7 +284,7 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 	g := s.sess.Grant()
 	switch cmd {
 	case comQuery:
-		sql := textOf(body[1:])
+		sql := proxy.TextOf(body[1:])
 		if k, ok := parseKill(sql); ok {
 			if v, upstreamSQL, ok := s.p.killVerdict(s.sess, sql, k); ok {
 				return s.kill(h, v, upstreamSQL, k.id)
@@ -532,7 +532,7 @@ func (s *session) resolve(id uint32) uint32 {
 // what get recorded. A refused one is recorded here, where the client
 // learns of it.
 func (s *session) prepare(h header, body []byte) error {
-	sql := textOf(body[1:])
+	sql := proxy.TextOf(body[1:])
 	v := s.az.Prepare(s.sess.Grant(), sql)
 	if len(v.Statements) > 1 {
 		v = authz.Verdict{Statements: []authz.Decision{{Text: sql, Rule: "multi-statement-prepare",

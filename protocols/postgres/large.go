@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
-	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -99,47 +97,6 @@ func eofUnexpected(err error) error {
 	return err
 }
 
-// bigMessage is the size from which a client message's buffer is let go
-// after its statement and the memory returned to the OS at once (see
-// release).
-const bigMessage = 16 << 20
-
-// afterRead collects, after a large message was read, the smaller buffers
-// it grew through (up to half its size), before it is decided, recorded
-// and forwarded: what those steps allocate then reuses that memory instead
-// of adding to it.
-func afterRead(n int) {
-	if n >= bigMessage {
-		runtime.GC()
-	}
-}
-
-// release returns the memory of a message of n bytes, once the gateway is
-// done with it, to the operating system when it was large: the Go runtime
-// keeps freed heap for reuse and gives it back over minutes, so a gateway
-// that relayed one 200 MB statement would otherwise stay 200 MB larger
-// (docs/architecture.md, "Memory and garbage collection").
-func release(n int) {
-	if n >= bigMessage {
-		proxy.ReleaseMemory()
-	}
-}
-
-// keepBuf is the largest read buffer a session keeps for its next message
-// (see session.body); larger ones belong to their message alone.
-const keepBuf = 1 << 20
-
-// textOf is b as a string. A large message's body is read into a buffer
-// of its own, which nothing writes to again, so its text is that buffer
-// rather than a copy of it: a 200 MB statement is not held twice. A small
-// body sits in the session's reused buffer, so it is copied.
-func textOf(b []byte) string {
-	if cap(b) <= keepBuf {
-		return string(b)
-	}
-	return unsafe.String(unsafe.SliceData(b), len(b))
-}
-
 // decodeParse reads a Parse message's statement name and text (and checks
 // the rest is whole) without copying a large text, which
 // pgproto3.Parse.Decode would.
@@ -158,5 +115,5 @@ func decodeParse(body []byte) (name, query string, ok bool) {
 	if len(types) != 2+4*n {
 		return "", "", false
 	}
-	return string(body[:i]), textOf(rest[:j]), true
+	return string(body[:i]), proxy.TextOf(rest[:j]), true
 }

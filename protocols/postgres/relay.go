@@ -256,7 +256,7 @@ func (s *session) clientToUpstream() string {
 			return "relay ended: " + err.Error()
 		}
 		if held {
-			release(n)
+			proxy.ReleaseLarge(n)
 		}
 		c.MessageDone()
 	}
@@ -297,8 +297,8 @@ func (s *session) protocolViolation(msg string) {
 
 func (s *session) body(n int, typ byte) ([]byte, error) {
 	b, err := readBody(s.cl.r, s.buf, n, typ)
-	afterRead(n)
-	if cap(b) <= keepBuf {
+	proxy.AfterLargeRead(n)
+	if cap(b) <= proxy.KeepBuf {
 		s.buf = b // keep small buffers for reuse
 	}
 	return b, err
@@ -315,7 +315,7 @@ func (s *session) query(n int) error {
 	if i < 0 {
 		return &frameError{"Query message without its terminating zero byte"}
 	}
-	v := s.az.Postgres(s.sess.Grant(), textOf(body[:i]))
+	v := s.az.Postgres(s.sess.Grant(), proxy.TextOf(body[:i]))
 	adm, err := s.sess.Admit(v)
 	if err != nil {
 		return s.refuse('Q', err, func() error { return send(s.uw, &pgproto3.Query{String: refusedSQL}) })
@@ -334,7 +334,7 @@ func (s *session) parse(n int) error {
 		return err
 	}
 	var p pgproto3.Parse
-	if len(body) > keepBuf {
+	if len(body) > proxy.KeepBuf {
 		name, query, ok := decodeParse(body)
 		if !ok {
 			return &frameError{"malformed Parse"}
