@@ -270,6 +270,12 @@ func (r *Reader) session(ctx context.Context, session string, chunk func(c Chunk
 // consumer reported on creation, so it terminates on an empty result and
 // does not chase events appended while it reads.
 func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) error {
+	return r.readAfter(ctx, filters, since, 0, chunk, fn)
+}
+
+// readAfter is read from the message after stream sequence after (when
+// not 0; since is then unused).
+func (r *Reader) readAfter(ctx context.Context, filters []string, since *time.Time, after uint64, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultReadTimeout)
@@ -278,7 +284,7 @@ func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, c
 	// A consumer made while the stream elects a leader, or whose server
 	// dies, can stop delivering for good; a read that hears nothing for
 	// readStall starts a new one after the last message it got.
-	var last uint64
+	last := after
 	for {
 		done, err := r.readFrom(ctx, filters, since, &last, chunk, fn)
 		switch {
