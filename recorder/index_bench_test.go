@@ -1,7 +1,7 @@
 package recorder
 
 import (
-		"context"
+	"context"
 	"encoding/json"
 	"fmt"
 	"runtime"
