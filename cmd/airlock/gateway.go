@@ -146,9 +146,16 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	}()
 
 	srv = &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host, Observer: mx}
+	// The session index reads the stream's history in the background;
+	// session lists wait for it (briefly) until then.
+	index := recorder.NewIndex(nc.JS, recorder.IndexOptions{Stream: rec.Stream(), SubjectPrefix: rec.SubjectPrefix(), Logger: log.With("component", "session-index")})
+	ictx, icancel := context.WithCancel(ctx)
+	defer icancel()
+	go func() { _ = index.Run(ictx) }()
 	api := &control.API{
 		Service:  &control.Service{Store: store, Config: cfg},
 		Sessions: reader,
+		Index:    index,
 		Keys:     []recorder.PublicKey{signer.Public()},
 		Stream:   rec.Stream(),
 		Log:      log,
