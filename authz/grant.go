@@ -89,6 +89,12 @@ type Grant struct {
 	// DecidedBy and DecidedAt name who approved or denied the request.
 	DecidedBy string    `json:"decided_by,omitempty"`
 	DecidedAt time.Time `json:"decided_at,omitzero"`
+	// Comment is what the approver wrote when deciding: a comment on an
+	// approval (optional), the reason of a denial (required).
+	Comment string `json:"comment,omitempty"`
+	// Asked is what the request asked for, kept when the approver
+	// granted less (a shorter TTL, fewer tables).
+	Asked *Asked `json:"asked,omitempty"`
 	// RevokedBy and RevokedAt are set when an active grant is revoked.
 	RevokedBy string    `json:"revoked_by,omitempty"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
@@ -119,6 +125,20 @@ func (g *Grant) EffectiveState(now time.Time) State {
 // Approver is who made the grant active: the approver of a request, or the
 // creator of a pre-approved grant.
 func (g *Grant) Approver() string { return g.DecidedBy }
+
+// ApprovalComment is the approver's comment on an active grant's approval.
+func (g *Grant) ApprovalComment() string {
+	if g.State == StateDenied {
+		return ""
+	}
+	return g.Comment
+}
+
+// Asked is what a request asked for before the approver narrowed it.
+type Asked struct {
+	TTL    Duration `json:"ttl"`
+	Tables []string `json:"tables,omitempty"`
+}
 
 // Duration is a time.Duration that reads and writes as "1h30m" in JSON.
 type Duration time.Duration

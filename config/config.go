@@ -39,6 +39,26 @@ type Config struct {
 	// Limits bound what one client may cost the gateway before and while
 	// it holds a session: login time, stalled messages, login failures.
 	Limits Limits `yaml:"limits"`
+	// Console is the web console served under /ui/ on listen.http; see
+	// docs/console.md.
+	Console Console `yaml:"console"`
+}
+
+// Console configures the web console and the links that point to it.
+type Console struct {
+	// PublicURL is the console's base URL as people reach it
+	// (https://airlock.example.com): the base of sign-in links and of
+	// links in notifications. Empty: the URL the CLI used to reach the
+	// gateway.
+	PublicURL string `yaml:"public_url"`
+	// IdleTimeout ends a console session unused for this long (30m).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// SessionLifetime ends a console session this long after sign-in,
+	// used or not (12h).
+	SessionLifetime time.Duration `yaml:"session_lifetime"`
+	// Bucket is the JetStream key-value bucket of console sessions and
+	// sign-in links (airlock_console).
+	Bucket string `yaml:"bucket"`
 }
 
 // Limits protect the listeners from clients that guess tokens or hold
@@ -430,6 +450,16 @@ func (c *Config) setDefaults() {
 			}
 		}
 	}
+	cs := &c.Console
+	if cs.IdleTimeout == 0 {
+		cs.IdleTimeout = 30 * time.Minute
+	}
+	if cs.SessionLifetime == 0 {
+		cs.SessionLifetime = 12 * time.Hour
+	}
+	if cs.Bucket == "" {
+		cs.Bucket = "airlock_console"
+	}
 	if c.AWS.RDSConnectRate == 0 {
 		c.AWS.RDSConnectRate = 100
 	}
@@ -545,6 +575,7 @@ func (c *Config) Validate() error {
 	if !isToken(c.Grants.Bucket) {
 		bad("grants.bucket", "%q may hold only letters, digits, - and _", c.Grants.Bucket)
 	}
+	c.Console.validate(c, bad)
 	if c.Grants.DefaultTTL < 0 || c.Grants.MaxTTL < c.Grants.DefaultTTL {
 		bad("grants", "default_ttl (%s) must be positive and at most max_ttl (%s)", c.Grants.DefaultTTL, c.Grants.MaxTTL)
 	}
@@ -743,5 +774,30 @@ func (l *Limits) validate(bad func(key, format string, args ...any)) {
 		bad("limits.login_failures", "delay (%s) must be positive and at most max_delay (%s)", f.Delay, f.MaxDelay)
 	} else if f.MaxDelay > time.Minute {
 		bad("limits.login_failures.max_delay", "%s is longer than a minute", f.MaxDelay)
+	}
+}
+
+func (cs *Console) validate(c *Config, bad func(key, format string, args ...any)) {
+	if cs.PublicURL != "" {
+		u, err := url.Parse(cs.PublicURL)
+		switch {
+		case err != nil:
+			bad("console.public_url", "%v", err)
+		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+			bad("console.public_url", "%q: want an absolute http or https URL such as https://airlock.example.com", cs.PublicURL)
+		case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+			bad("console.public_url", "%q: want a base URL, without query, fragment or user", cs.PublicURL)
+		}
+	}
+	if cs.IdleTimeout < time.Minute {
+		bad("console.idle_timeout", "%s is shorter than 1m", cs.IdleTimeout)
+	}
+	if cs.SessionLifetime < cs.IdleTimeout {
+		bad("console.session_lifetime", "%s is shorter than console.idle_timeout (%s)", cs.SessionLifetime, cs.IdleTimeout)
+	}
+	if !isToken(cs.Bucket) {
+		bad("console.bucket", "%q may hold only letters, digits, - and _", cs.Bucket)
+	} else if cs.Bucket == c.Grants.Bucket || cs.Bucket == c.Recorder.InstancesBucket {
+		bad("console.bucket", "%q is also the grants or instances bucket; they must differ", cs.Bucket)
 	}
 }

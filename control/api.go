@@ -65,6 +65,17 @@ type API struct {
 	// Stream is the recorder's stream, named in export files.
 	Stream string
 	Log    *slog.Logger
+	// Console makes the one-time sign-in links of POST /v1/console/links;
+	// nil: the route answers 404.
+	Console ConsoleLinks
+}
+
+// ConsoleLinks makes one-time sign-in links to the web console
+// (control/console implements it).
+type ConsoleLinks interface {
+	// NewLink returns a link under base that signs who in once, and when
+	// it stops working.
+	NewLink(ctx context.Context, who *config.Identity, base string) (link string, expires time.Time, err error)
 }
 
 func (a *API) logger() *slog.Logger {
@@ -88,6 +99,7 @@ func (a *API) Handler() http.Handler {
 	mux.Handle("GET /v1/sessions", a.auth(roles(config.RoleReviewer, config.RoleAdmin, config.RoleAgent), a.listSessions))
 	mux.Handle("GET /v1/sessions/{id}", a.auth(roles(config.RoleReviewer, config.RoleAdmin, config.RoleAgent), a.getSession))
 	mux.Handle("GET /v1/sessions/{id}/export", a.auth(roles(config.RoleReviewer, config.RoleAdmin, config.RoleAgent), a.exportSession))
+	mux.Handle("POST /v1/console/links", a.auth(nil, a.consoleLink))
 	// The signing key is public: anyone holding a record may check it.
 	mux.HandleFunc("GET /v1/keys", a.keys)
 	return mux
@@ -107,15 +119,7 @@ func (a *API) auth(allowed []config.Role, h handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, "missing API token: set AIRLOCK_TOKEN")
 			return
 		}
-		sum := sha256.Sum256([]byte(tok))
-		var who *config.Identity
-		ids := a.Service.Config.Identities
-		for i := range ids {
-			want, _ := hex.DecodeString(ids[i].TokenSHA256)
-			if subtle.ConstantTimeCompare(sum[:], want) == 1 {
-				who = &ids[i]
-			}
-		}
+		who := Identify(a.Service.Config, tok)
 		if who == nil {
 			writeError(w, http.StatusUnauthorized, "unknown API token")
 			return
@@ -126,6 +130,22 @@ func (a *API) auth(allowed []config.Role, h handler) http.Handler {
 		}
 		h(w, r, who)
 	})
+}
+
+// Identify returns the identity whose API token is tok, or nil. Every
+// identity's hash is compared, in constant time, so timing says nothing
+// about which one matched.
+func Identify(cfg *config.Config, tok string) *config.Identity {
+	sum := sha256.Sum256([]byte(tok))
+	var who *config.Identity
+	ids := cfg.Identities
+	for i := range ids {
+		want, _ := hex.DecodeString(ids[i].TokenSHA256)
+		if subtle.ConstantTimeCompare(sum[:], want) == 1 {
+			who = &ids[i]
+		}
+	}
+	return who
 }
 
 func containsRole(rs []config.Role, r config.Role) bool {
@@ -211,11 +231,45 @@ func (a *API) getGrant(w http.ResponseWriter, r *http.Request, who *config.Ident
 }
 
 func (a *API) decide(w http.ResponseWriter, r *http.Request, who *config.Identity) {
-	g, err := a.Service.Decide(r.Context(), r.PathValue("id"), r.PathValue("action"), who.Name)
+	// The body is optional: {"comment", "ttl", "tables"}.
+	var o DecideOptions
+	if r.ContentLength != 0 {
+		if !readJSON(w, r, &o) {
+			return
+		}
+	}
+	g, err := a.Service.DecideWith(r.Context(), r.PathValue("id"), r.PathValue("action"), who.Name, o)
 	if err == nil {
 		a.logger().Info("grant decided", "grant", g.ID, "action", r.PathValue("action"), "by", who.Name, "agent", g.Agent, "resource", g.Resource)
 	}
 	a.reply(w, http.StatusOK, public(g, a.Service.now()), err)
+}
+
+// ConsoleLink is the answer of POST /v1/console/links.
+type ConsoleLink struct {
+	URL     string    `json:"url"`
+	Expires time.Time `json:"expires"`
+}
+
+func (a *API) consoleLink(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	if a.Console == nil {
+		writeError(w, http.StatusNotFound, "this gateway serves no web console")
+		return
+	}
+	base := a.Service.Config.Console.PublicURL
+	if base == "" {
+		// The address the CLI reached, as it wrote it.
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		base = scheme + "://" + r.Host
+	}
+	link, exp, err := a.Console.NewLink(r.Context(), who, base)
+	if err == nil {
+		a.logger().Info("console sign-in link issued", "identity", who.Name)
+	}
+	a.reply(w, http.StatusCreated, ConsoleLink{URL: link, Expires: exp}, err)
 }
 
 func (a *API) listSessions(w http.ResponseWriter, r *http.Request, who *config.Identity) {

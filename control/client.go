@@ -51,6 +51,20 @@ func (c *Client) Decide(ctx context.Context, id, action string) (*authz.Grant, e
 	return &out, c.do(ctx, "POST", "/v1/grants/"+url.PathEscape(id)+"/"+action, nil, &out)
 }
 
+// DecideWith approves or denies with a comment (a denial's reason), and
+// approves for less than was asked (a shorter TTL, fewer tables).
+func (c *Client) DecideWith(ctx context.Context, id, action string, o DecideOptions) (*authz.Grant, error) {
+	var out authz.Grant
+	return &out, c.do(ctx, "POST", "/v1/grants/"+url.PathEscape(id)+"/"+action, o, &out)
+}
+
+// ConsoleLink returns a one-time sign-in link to the web console for the
+// caller.
+func (c *Client) ConsoleLink(ctx context.Context) (*ConsoleLink, error) {
+	var out ConsoleLink
+	return &out, c.do(ctx, "POST", "/v1/console/links", nil, &out)
+}
+
 // Sessions lists recorded sessions; query may hold since, agent, resource
 // and limit.
 func (c *Client) Sessions(ctx context.Context, query url.Values) ([]recorder.Summary, error) {

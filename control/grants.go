@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -148,8 +149,47 @@ func (s *Service) CreateActive(ctx context.Context, approver string, spec GrantS
 	return &Issued{Grant: g, Token: token}, nil
 }
 
+// DecideOptions are what an approver may add to a decision.
+type DecideOptions struct {
+	// Comment is kept on the grant and, for an approval, carried by every
+	// event of its sessions; for a denial it is the reason, required.
+	Comment string `json:"comment,omitempty"`
+	// TTL, when set, approves for less than was asked (Go duration text).
+	TTL string `json:"ttl,omitempty"`
+	// Tables, when set, approves fewer tables than were asked for.
+	Tables []string `json:"tables,omitempty"`
+}
+
+// maxComment bounds a decision's comment, as the task is bounded.
+const maxComment = 1000
+
 // Decide applies action (approve, deny or revoke) by who.
 func (s *Service) Decide(ctx context.Context, id, action, who string) (*authz.Grant, error) {
+	return s.DecideWith(ctx, id, action, who, DecideOptions{})
+}
+
+// DecideWith is Decide with a comment and, for an approval, a narrower
+// grant than was asked for. It never widens: a longer TTL or a table not
+// asked for is refused, and so is a denial without a reason.
+func (s *Service) DecideWith(ctx context.Context, id, action, who string, o DecideOptions) (*authz.Grant, error) {
+	o.Comment = strings.TrimSpace(o.Comment)
+	if len(o.Comment) > maxComment {
+		return nil, userErr(400, "the comment is longer than %d characters", maxComment)
+	}
+	if action == "deny" && o.Comment == "" {
+		return nil, userErr(400, "a denial needs a reason (--reason): the agent is told why")
+	}
+	if action != "approve" && (o.TTL != "" || len(o.Tables) > 0) {
+		return nil, userErr(400, "--ttl and --table narrow an approval; they do not apply to %s", action)
+	}
+	var ttl time.Duration
+	if o.TTL != "" {
+		d, err := time.ParseDuration(o.TTL)
+		if err != nil || d <= 0 {
+			return nil, userErr(400, "ttl %q is not a positive duration such as 30m or 2h", o.TTL)
+		}
+		ttl = d
+	}
 	g, err := s.Store.Update(ctx, id, func(g *authz.Grant) error {
 		now := s.now()
 		state := g.EffectiveState(now)
@@ -158,7 +198,12 @@ func (s *Service) Decide(ctx context.Context, id, action, who string) (*authz.Gr
 			if g.State != authz.StatePending {
 				return userErr(409, "grant %s is %s, not pending; only a pending request can be %s", g.ID, state, pastTense(action))
 			}
-			g.DecidedBy, g.DecidedAt = who, now
+			if action == "approve" {
+				if err := narrow(g, ttl, o.Tables); err != nil {
+					return err
+				}
+			}
+			g.DecidedBy, g.DecidedAt, g.Comment = who, now, o.Comment
 			if action == "deny" {
 				g.State = authz.StateDenied
 				return nil
@@ -180,6 +225,50 @@ func (s *Service) Decide(ctx context.Context, id, action, who string) (*authz.Gr
 		return nil, userErr(404, "no grant %s", id)
 	}
 	return g, err
+}
+
+// narrow applies an approver's shorter TTL and fewer tables to g,
+// keeping what was asked in g.Asked. A request for any table may be
+// narrowed to some; a request naming tables only to some of those names.
+func narrow(g *authz.Grant, ttl time.Duration, tables []string) error {
+	if ttl == 0 && len(tables) == 0 {
+		return nil
+	}
+	asked := &authz.Asked{TTL: g.TTL, Tables: g.Scope.Tables}
+	if ttl > time.Duration(g.TTL) {
+		return userErr(400, "ttl %s is longer than the %s asked for; an approval may only narrow a request", ttl, time.Duration(g.TTL))
+	}
+	if len(tables) > 0 {
+		if g.SSH.Shell || len(g.SSH.Commands) > 0 || g.SSH.Files != "" || len(g.SSH.Forwards) > 0 {
+			return userErr(400, "--table narrows database grants; %s is an ssh grant", g.ID)
+		}
+		seen := map[string]bool{}
+		var keep []string
+		for _, t := range tables {
+			t = strings.TrimSpace(t)
+			if t == "" || seen[t] {
+				continue
+			}
+			if strings.Count(t, ".") > 1 {
+				return userErr(400, "--table %q: want SCHEMA.TABLE or TABLE, with * wildcards", t)
+			}
+			if len(g.Scope.Tables) > 0 && !slices.Contains(g.Scope.Tables, t) {
+				return userErr(400, "table %q was not asked for (asked: %s); an approval may only narrow a request", t, strings.Join(g.Scope.Tables, ", "))
+			}
+			seen[t] = true
+			keep = append(keep, t)
+		}
+		if len(keep) > 0 {
+			g.Scope.Tables = keep
+		}
+	}
+	if ttl > 0 {
+		g.TTL = authz.Duration(ttl)
+	}
+	if time.Duration(asked.TTL) != time.Duration(g.TTL) || !slices.Equal(asked.Tables, g.Scope.Tables) {
+		g.Asked = asked
+	}
+	return nil
 }
 
 // checkShape refuses options that do not fit the resource's protocol.

@@ -148,6 +148,7 @@ func (c *Conn) meta(agent, resource string, g *authz.Grant) recorder.Meta {
 	m := recorder.Meta{Agent: agent, Resource: resource, Protocol: c.Proto, Client: c.Remote, Gateway: c.srv.Gateway}
 	if g != nil {
 		m.Task, m.Grant, m.Approver, m.Access = g.Task, g.ID, g.Approver(), g.Access.String()
+		m.ApprovalComment = g.ApprovalComment()
 	}
 	return m
 }

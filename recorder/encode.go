@@ -161,6 +161,7 @@ func (e *encoder) event(ev *Event) {
 	e.strOmit("task", m.Task)
 	e.strOmit("grant", m.Grant)
 	e.strOmit("approver", m.Approver)
+	e.strOmit("approval_comment", m.ApprovalComment)
 	e.strOmit("access", m.Access)
 	e.str("resource", m.Resource)
 	e.str("protocol", m.Protocol)

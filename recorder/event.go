@@ -115,10 +115,13 @@ type Meta struct {
 	Task     string `json:"task,omitempty"`
 	Grant    string `json:"grant,omitempty"`
 	Approver string `json:"approver,omitempty"`
-	Access   string `json:"access,omitempty"`
-	Resource string `json:"resource"`
-	Protocol string `json:"protocol"`
-	Client   string `json:"client"`
+	// ApprovalComment is what the approver wrote when approving the
+	// grant, if anything.
+	ApprovalComment string `json:"approval_comment,omitempty"`
+	Access          string `json:"access,omitempty"`
+	Resource        string `json:"resource"`
+	Protocol        string `json:"protocol"`
+	Client          string `json:"client"`
 	// Gateway names the gateway instance that wrote the event.
 	Gateway string `json:"gateway,omitempty"`
 }

@@ -261,7 +261,42 @@ instructions() {
 		  AIRLOCK_TOKEN=\$RITA_TOKEN bin/airlock sessions list
 		  AIRLOCK_TOKEN=\$RITA_TOKEN bin/airlock sessions show SESSION_ID
 
+		  # Or approve in the web console, http://127.0.0.1:8080/ui/ (docs/console.md):
+		  # a one-time sign-in link for alice is printed below once the gateway is up;
+		  # for a new one (each works once, for 60 seconds):
+		  AIRLOCK_TOKEN=\$ALICE_TOKEN bin/airlock console
+
 	EOF
+}
+
+# stop_gateway stops the gateway started in the background, if it runs.
+stop_gateway() {
+	if [ -n "${GW_PID:-}" ] && kill -0 "$GW_PID" 2>/dev/null; then
+		kill -INT "$GW_PID" 2>/dev/null || true
+		wait "$GW_PID" 2>/dev/null || true
+	fi
+}
+
+# console_link waits for the gateway to answer, then prints the console's
+# address and a one-time sign-in link for the demo approver.
+console_link() {
+	local link i
+	for i in $(seq 1 120); do
+		kill -0 "$GW_PID" 2>/dev/null || return 0
+		if link=$(AIRLOCK_TOKEN=$ALICE_TOKEN "$ROOT/bin/airlock" console --server http://127.0.0.1:8080 2>/dev/null); then
+			cat >&2 <<-EOF
+
+				==> web console: http://127.0.0.1:8080/ui/
+				==> sign in as alice (approver) within 60 seconds, once:
+				    $link
+				    (a new link: AIRLOCK_TOKEN=\$ALICE_TOKEN bin/airlock console; or paste \$ALICE_TOKEN at /ui/signin)
+
+			EOF
+			return 0
+		fi
+		sleep 0.5
+	done
+	say "the gateway did not answer within 60s; make a sign-in link later with: AIRLOCK_TOKEN=\$ALICE_TOKEN bin/airlock console"
 }
 
 main() {
@@ -306,8 +341,16 @@ main() {
 	fi
 
 	say "starting the gateway (Ctrl-C stops it and the demo PostgreSQL)"
-	# Not exec: the EXIT trap must still run to stop PostgreSQL afterwards.
-	"$ROOT/bin/airlock" gateway --config "$DEMO/airlock.yaml"
+	# In the background, so the console link can be printed once it is up;
+	# the EXIT trap stops it, then PostgreSQL.
+	"$ROOT/bin/airlock" gateway --config "$DEMO/airlock.yaml" &
+	GW_PID=$!
+	trap 'stop_gateway; stop_pg' EXIT
+	console_link
+	local rc=0
+	wait "$GW_PID" || rc=$?
+	GW_PID=
+	return "$rc"
 }
 
 main "$@"

@@ -16,6 +16,7 @@ import (
 	"github.com/airlockhq/airlock/awsauth"
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/control/console"
 	"github.com/airlockhq/airlock/metrics"
 	"github.com/airlockhq/airlock/natsconn"
 	"github.com/airlockhq/airlock/protocols/mysql"
@@ -152,14 +153,24 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	ictx, icancel := context.WithCancel(ctx)
 	defer icancel()
 	go func() { _ = index.Run(ictx) }()
+	svc := &control.Service{Store: store, Config: cfg}
 	api := &control.API{
-		Service:  &control.Service{Store: store, Config: cfg},
+		Service:  svc,
 		Sessions: reader,
 		Index:    index,
 		Keys:     []recorder.PublicKey{signer.Public()},
 		Stream:   rec.Stream(),
 		Log:      log,
 	}
+	ui, err := console.New(console.Options{Config: cfg, Service: svc, Sessions: reader, Store: ns.console, Log: log.With("component", "console")})
+	if err != nil {
+		return err
+	}
+	api.Console = ui
+	// Event streams end first, so the HTTP shutdown below does not wait
+	// for them.
+	hs.RegisterOnShutdown(ui.Close)
+	defer ui.Close()
 	var listeners []net.Listener
 	defer func() {
 		for _, l := range listeners {
@@ -220,7 +231,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 			}
 		}()
 	}
-	status.Ready(api.Handler())
+	status.Ready(httpRoutes(api.Handler(), ui.Handler()))
 	ready = true
 	instances.Start()
 	log.Info("gateway ready", "recorder", recorderDesc(cfg, nc), "stream", rec.Stream(), "data_dir", cfg.DataDir)
@@ -246,6 +257,16 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	return err
 }
 
+// httpRoutes puts the web console (/ui/, and / redirecting there) beside
+// the API on the HTTP listener.
+func httpRoutes(api, ui http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", api)
+	mux.Handle("/ui/", ui)
+	mux.Handle("GET /{$}", ui)
+	return mux
+}
+
 // natsParts is what the gateway keeps in NATS.
 type natsParts struct {
 	nc        *natsconn.Conn
@@ -253,6 +274,7 @@ type natsParts struct {
 	reader    *recorder.Reader
 	store     *control.Store
 	instances *recorder.Instances
+	console   *console.Store
 }
 
 // waitForNATS connects to NATS and opens what the gateway keeps there,
@@ -341,7 +363,14 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previo
 	if err != nil {
 		return natsParts{}, err
 	}
-	return natsParts{nc: nc, rec: rec, reader: reader, store: store, instances: instances}, nil
+	cs, err := waitFor(startCtx, st, "key-value bucket "+cfg.Console.Bucket+" (web console sessions)", func(ctx context.Context) (*console.Store, error) {
+		return console.OpenStore(ctx, nc.JS, cfg.Console.Bucket, cfg.Recorder.Replicas, cfg.Console.SessionLifetime)
+	})
+	if err != nil {
+		instances.Close(context.WithoutCancel(ctx), true)
+		return natsParts{}, err
+	}
+	return natsParts{nc: nc, rec: rec, reader: reader, store: store, instances: instances, console: cs}, nil
 }
 
 func recorderDesc(cfg *config.Config, nc *natsconn.Conn) string {

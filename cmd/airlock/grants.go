@@ -103,12 +103,23 @@ func grantsCmd(g *globals) *cobra.Command {
 }
 
 func decideCmd(g *globals, action, short string) *cobra.Command {
-	return &cobra.Command{
-		Use:   action + " ID",
+	var o control.DecideOptions
+	use := action + " ID"
+	switch action {
+	case "approve":
+		use += " [--ttl DUR] [--table T]... [--comment TEXT]"
+	case "deny":
+		use += " --reason TEXT"
+	}
+	cmd := &cobra.Command{
+		Use:   use,
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: call(g, func(ctx context.Context, c *control.Client, args []string) (*authz.Grant, error) {
-			return c.Decide(ctx, args[0], action)
+			if o.Comment == "" && o.TTL == "" && len(o.Tables) == 0 {
+				return c.Decide(ctx, args[0], action)
+			}
+			return c.DecideWith(ctx, args[0], action, o)
 		}, func(x *authz.Grant) error {
 			fmt.Printf("grant %s is now %s\n", x.ID, x.State)
 			if action == "approve" {
@@ -117,6 +128,16 @@ func decideCmd(g *globals, action, short string) *cobra.Command {
 			return nil
 		}),
 	}
+	switch action {
+	case "approve":
+		cmd.Flags().StringVar(&o.Comment, "comment", "", "a comment recorded on the grant and on every event of its sessions")
+		cmd.Flags().StringVar(&o.TTL, "ttl", "", "approve for less time than was asked (e.g. 30m)")
+		cmd.Flags().StringArrayVar(&o.Tables, "table", nil, "approve only these of the tables asked for (repeatable; any table was asked: limit to these)")
+	case "deny":
+		cmd.Flags().StringVar(&o.Comment, "reason", "", "why the request is denied (required; the agent is told)")
+		_ = cmd.MarkFlagRequired("reason")
+	}
+	return cmd
 }
 
 func createCmd(g *globals) *cobra.Command {
@@ -164,6 +185,10 @@ func printGrant(x *authz.Grant) {
 	if x.DecidedBy != "" {
 		row("decided", x.DecidedBy+" at "+when(x.DecidedAt))
 	}
+	row("comment", x.Comment)
+	if x.Asked != nil {
+		row("asked", "ttl "+time.Duration(x.Asked.TTL).String()+tablesNote(x.Asked.Tables))
+	}
 	if x.RevokedBy != "" {
 		row("revoked", x.RevokedBy+" at "+when(x.RevokedAt))
 	}
@@ -185,4 +210,11 @@ func clip(s string, n int) string {
 		return s
 	}
 	return string(r[:n-1]) + "…"
+}
+
+func tablesNote(ts []string) string {
+	if len(ts) == 0 {
+		return ", any table"
+	}
+	return ", tables " + strings.Join(ts, ", ")
 }
