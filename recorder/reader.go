@@ -405,3 +405,62 @@ func keepChunk(chunks *[]Chunk) func(Chunk, bool, uint64) {
 		}
 	}
 }
+
+// Decoded is the stored session for reading, as Events returns it:
+// decoded, with values kept in chunks put back in place. A body that does
+// not decode becomes an event holding only a seq (verification says what
+// is wrong with it).
+func (st *Stored) Decoded() []Event {
+	evs, _ := DecodeRaw(st.Events)
+	if len(st.Chunks) > 0 {
+		idx := indexChunks(st.Chunks)
+		for i := range evs {
+			_, _ = resolve(&evs[i], idx)
+		}
+	}
+	return evs
+}
+
+// Follow delivers every event of one session in stream order, first
+// those stored, then each as it is stored, until ctx ends or fn returns
+// false. Chunks are not delivered (a live view shows events as they come).
+func (r *Reader) Follow(ctx context.Context, session string, fn func(ev *Event) bool) error {
+	if !ValidSessionID(session) {
+		return fmt.Errorf("recorder: %w: invalid session id %q", ErrNotFound, session)
+	}
+	cons, err := r.js.OrderedConsumer(ctx, r.stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{r.prefix + "." + session + ".>"},
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: consumerIdle,
+	})
+	if err != nil {
+		return fmt.Errorf("recorder: follow %s: %w", session, err)
+	}
+	defer r.deleteConsumer(ctx, cons)
+	it, err := cons.Messages(jetstream.PullMaxMessages(readBatch))
+	if err != nil {
+		return fmt.Errorf("recorder: follow %s: %w", session, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("recorder: follow %s: %w", session, err)
+		}
+		if strings.HasSuffix(msg.Subject(), "."+KindChunk) {
+			continue
+		}
+		var ev Event
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			continue
+		}
+		if !fn(&ev) {
+			return nil
+		}
+	}
+}

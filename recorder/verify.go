@@ -420,3 +420,26 @@ func trustedList(keys Keyring) string {
 	slices.Sort(fps)
 	return strings.Join(fps, ", ")
 }
+
+// Line is the report in one line, as airlock sessions verify prints it
+// and the console's verify badge shows it.
+func (r Report) Line() string {
+	switch r.Status {
+	case VerifyOK:
+		line := fmt.Sprintf("%s: ok: %d events, seq 1-%d, signed with %s", r.Session, r.Events, r.LastSeq, r.Key)
+		if n := r.Interrupted; n != nil {
+			line += fmt.Sprintf(" (marked interrupted after seq %d by %s at %s, but its gateway had only lost NATS and recorded on)",
+				n.LastSeq, n.Gateway, n.Time.Format(time.RFC3339))
+		}
+		return line
+	case VerifyInterrupted:
+		return fmt.Sprintf("%s: INTERRUPTED (intact): %d events, seq 1-%d, signed with %s: %s", r.Session, r.Events, r.LastSeq, r.Key, r.Problem)
+	case VerifyUnterminated:
+		return fmt.Sprintf("%s: UNTERMINATED: %d events: %s", r.Session, r.Events, r.Problem)
+	}
+	if r.FirstBad > 0 {
+		return fmt.Sprintf("%s: FAILED at seq %d: %s", r.Session, r.FirstBad, r.Problem)
+	}
+	return fmt.Sprintf("%s: FAILED: %s", r.Session, r.Problem)
+}
+

@@ -162,7 +162,8 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 		Stream:   rec.Stream(),
 		Log:      log,
 	}
-	ui, err := console.New(console.Options{Config: cfg, Service: svc, Sessions: reader, Store: ns.console, Log: log.With("component", "console")})
+	ui, err := console.New(console.Options{Config: cfg, Service: svc, Sessions: reader, Store: ns.console, Log: log.With("component", "console"),
+		Index: index, Keys: []recorder.PublicKey{signer.Public()}, Stream: rec.Stream()})
 	if err != nil {
 		return err
 	}
