@@ -50,6 +50,8 @@ type Reader struct {
 	js     jetstream.JetStream
 	stream string
 	prefix string
+	// seqOnly decodes only each event's seq and session (Stored).
+	seqOnly bool
 }
 
 // NewReader reads stream, whose event subjects start with subjectPrefix
@@ -228,7 +230,9 @@ func (r *Reader) Stored(ctx context.Context, session string) (*Stored, error) {
 		out    []raw
 		chunks []Chunk
 	)
-	err := r.session(ctx, session, keepChunk(&chunks), func(data []byte, ev *Event, _ uint64) {
+	r2 := *r
+	r2.seqOnly = true // the bodies are kept as stored; only their seq is needed
+	err := r2.session(ctx, session, keepChunk(&chunks), func(data []byte, ev *Event, _ uint64) {
 		out = append(out, raw{ev.Seq, slices.Clone(data)})
 	})
 	if err != nil {
@@ -369,7 +373,18 @@ func (r *Reader) readFrom(ctx context.Context, filters []string, since *time.Tim
 			}
 		} else {
 			var ev Event
-			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			var err error
+			if r.seqOnly {
+				var p struct {
+					Session string `json:"session"`
+					Seq     uint64 `json:"seq"`
+				}
+				err = json.Unmarshal(msg.Data(), &p)
+				ev.Session, ev.Seq = p.Session, p.Seq
+			} else {
+				err = json.Unmarshal(msg.Data(), &ev)
+			}
+			if err != nil {
 				// A record we cannot read is reported, not skipped:
 				// skipping would hide exactly the kind of damage a
 				// reviewer looks for.

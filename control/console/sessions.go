@@ -1,13 +1,17 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/airlockhq/airlock/config"
@@ -95,8 +99,12 @@ func (c *Console) sessionsPage(w http.ResponseWriter, r *http.Request, who *conf
 
 // stmtRow is one line of a session's timeline.
 type stmtRow struct {
-	Seq  uint64
-	Time time.Time
+	Seq   uint64
+	Time  time.Time
+	Clock string // the time of day, to the millisecond (UTC)
+	// Stmt: a statement's row; RowClass its CSS classes.
+	Stmt     bool
+	RowClass string
 	// Kind is "statement", or the event's type for the others.
 	Kind string
 	// Statement lines.
@@ -122,7 +130,9 @@ type sessionData struct {
 	S       recorder.Summary
 	Comment string // the approver's comment on the grant, if any
 	Rows    []stmtRow
-	Denied  int
+	// Timeline is Rows rendered by the template "rows".
+	Timeline template.HTML
+	Denied   int
 	Verify  verifyBadge
 	// Replay: the session has a terminal to play (SSH shell or pty).
 	Replay   bool
@@ -142,52 +152,64 @@ type verifyBadge struct {
 	Report recorder.Report
 }
 
-// loadSession reads one session the viewer may see: its stored form and
-// its events decoded. A session that does not exist, or that the viewer
-// may not read, is the same 404.
-func (c *Console) loadSession(w http.ResponseWriter, r *http.Request, who *config.Identity) (string, *recorder.Stored, []recorder.Event, bool) {
+// loadSession reads one session the viewer may see, as stored. A session
+// that does not exist, or that the viewer may not read, is the same 404.
+func (c *Console) loadSession(w http.ResponseWriter, r *http.Request, who *config.Identity) (string, *recorder.Stored, bool) {
 	id := r.PathValue("id")
+	notFound := func() (string, *recorder.Stored, bool) {
+		c.fail(w, r, http.StatusNotFound, "No such session.")
+		return "", nil, false
+	}
 	if c.sessions == nil {
 		c.fail(w, r, http.StatusServiceUnavailable, "This gateway cannot read sessions.")
-		return "", nil, nil, false
+		return "", nil, false
 	}
 	if !recorder.ValidSessionID(id) {
-		c.fail(w, r, http.StatusNotFound, "No such session.")
-		return "", nil, nil, false
+		return notFound()
 	}
 	// An agent asking for another agent's session is answered from the
 	// index when it can, without reading the session at all.
 	if who.Role == config.RoleAgent && c.index != nil {
 		if s, ok := c.index.Get(id); ok && !control.SessionVisible(who, s.Agent) {
-			c.fail(w, r, http.StatusNotFound, "No such session.")
-			return "", nil, nil, false
+			return notFound()
 		}
 	}
 	st, err := c.sessions.Stored(r.Context(), id)
 	if errors.Is(err, recorder.ErrNotFound) {
-		c.fail(w, r, http.StatusNotFound, "No such session.")
-		return "", nil, nil, false
+		return notFound()
 	}
 	if err != nil {
 		c.log.Error("console: reading a session failed", "session", id, "err", err)
 		c.fail(w, r, http.StatusServiceUnavailable, "The session cannot be read right now; try again in a moment.")
-		return "", nil, nil, false
+		return "", nil, false
 	}
-	evs := st.Decoded()
-	if !control.SessionVisible(who, recorder.Summarize(evs).Agent) {
-		c.fail(w, r, http.StatusNotFound, "No such session.")
-		return "", nil, nil, false
+	if !control.SessionVisible(who, storedAgent(st)) {
+		return notFound()
 	}
-	return id, st, evs, true
+	return id, st, true
+}
+
+// storedAgent is the agent of a stored session: its first readable
+// event's.
+func storedAgent(st *recorder.Stored) string {
+	for _, raw := range st.Events {
+		var ev struct {
+			Agent string `json:"agent"`
+		}
+		if json.Unmarshal(raw, &ev) == nil && ev.Agent != "" {
+			return ev.Agent
+		}
+	}
+	return ""
 }
 
 func (c *Console) sessionPage(w http.ResponseWriter, r *http.Request, who *config.Identity) {
-	id, st, evs, ok := c.loadSession(w, r, who)
+	id, st, ok := c.loadSession(w, r, who)
 	if !ok {
 		return
 	}
-	d := sessionData{S: recorder.Summarize(evs)}
-	d.Verify = c.verify(id, st)
+	badge, evs := c.verify(id, st)
+	d := sessionData{S: recorder.Summarize(evs), Verify: badge}
 	d.Comment = d.S.ApprovalComment
 	if d.Comment == "" && d.S.Grant != "" {
 		if g, err := c.svc.Store.Get(d.S.Grant); err == nil && g != nil {
@@ -205,22 +227,56 @@ func (c *Console) sessionPage(w http.ResponseWriter, r *http.Request, who *confi
 	} else if d.S.Protocol == "ssh" {
 		d.NoReplay = "This session opened no shell or terminal, so there is nothing to replay; its commands and their exit statuses are below."
 	}
+	tl, err := c.renderRows("session", d.Rows)
+	if err != nil {
+		c.log.Error("console template failed", "template", "session", "err", err)
+		c.fail(w, r, http.StatusInternalServerError, "The page could not be drawn.")
+		return
+	}
+	d.Timeline = tl
 	c.render(w, r, "session", d)
 }
 
-// verify checks the session as airlock sessions verify does: the same
-// export, verified by the same function, against the gateway's keys.
-func (c *Console) verify(id string, st *recorder.Stored) verifyBadge {
+// rowsPart is the fewest rows renderRows gives one goroutine.
+const rowsPart = 500
+
+// renderRows renders the timeline's rows with the page's "rows" template,
+// split between the processors. Each part is escaped by html/template as
+// the page is; the parts only join.
+func (c *Console) renderRows(page string, rows []stmtRow) (template.HTML, error) {
+	t := c.pages[page]
+	parts := 1
+	if len(rows) >= 2*rowsPart {
+		parts = min(runtime.GOMAXPROCS(0), len(rows)/rowsPart)
+	}
+	bufs := make([]bytes.Buffer, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		lo, hi := p*len(rows)/parts, (p+1)*len(rows)/parts
+		wg.Go(func() { errs[p] = t.ExecuteTemplate(&bufs[p], "rows", rows[lo:hi]) })
+	}
+	wg.Wait()
+	var out strings.Builder
+	for p := range parts {
+		if errs[p] != nil {
+			return "", errs[p]
+		}
+		out.Write(bufs[p].Bytes())
+	}
+	// html/template escaped every value in the parts above.
+	return template.HTML(out.String()), nil
+}
+
+// verify checks the session as airlock sessions verify does, with the
+// same function (VerifyStored, through VerifyStoredEvents, which also
+// hands back the decoded events) against the gateway's keys.
+func (c *Console) verify(id string, st *recorder.Stored) (verifyBadge, []recorder.Event) {
 	kr, err := recorder.NewKeyring(c.keys...)
 	if err != nil {
-		return verifyBadge{Class: "broken", Label: "cannot verify", Detail: err.Error()}
+		return verifyBadge{Class: "broken", Label: "cannot verify", Detail: err.Error()}, st.Decoded()
 	}
-	x := recorder.NewExport(id, c.stream, st.Events, c.keys, c.now())
-	x.Chunks = st.Chunks
-	rep, err := x.Verify(kr)
-	if err != nil {
-		return verifyBadge{Class: "broken", Label: "cannot verify", Detail: err.Error()}
-	}
+	rep, evs := recorder.VerifyStoredEvents(id, st.Events, st.Chunks, kr)
 	b := verifyBadge{Report: rep, Detail: rep.Line()}
 	switch rep.Status {
 	case recorder.VerifyOK:
@@ -240,7 +296,7 @@ func (c *Console) verify(id string, st *recorder.Stored) verifyBadge {
 			b.Label = "broken"
 		}
 	}
-	return b
+	return b, evs
 }
 
 // timeline is one row per statement or command, and per start, end,
@@ -307,6 +363,17 @@ func timeline(evs []recorder.Event) ([]stmtRow, int) {
 		default:
 			continue
 		}
+		row.Clock = row.Time.UTC().Format("15:04:05.000")
+		switch {
+		case row.Kind == "statement" && row.Denied:
+			row.Stmt, row.RowClass = true, "stmt denied"
+		case row.Kind == "statement":
+			row.Stmt, row.RowClass = true, "stmt"
+		case row.Denied:
+			row.RowClass = "event denied"
+		default:
+			row.RowClass = "event"
+		}
 		rows = append(rows, row)
 	}
 	return rows, denied
@@ -349,7 +416,7 @@ func outcome(r *recorder.Result) string {
 // sessionExport is the evidence bundle: what airlock sessions export
 // writes (GET /v1/sessions/{id}/export).
 func (c *Console) sessionExport(w http.ResponseWriter, r *http.Request, who *config.Identity) {
-	id, st, _, ok := c.loadSession(w, r, who)
+	id, st, ok := c.loadSession(w, r, who)
 	if !ok {
 		return
 	}
@@ -363,10 +430,11 @@ func (c *Console) sessionExport(w http.ResponseWriter, r *http.Request, who *con
 // sessionCast is the terminal as asciicast v2: what airlock sessions
 // export --format asciicast writes and replay plays.
 func (c *Console) sessionCast(w http.ResponseWriter, r *http.Request, who *config.Identity) {
-	id, _, evs, ok := c.loadSession(w, r, who)
+	id, st, ok := c.loadSession(w, r, who)
 	if !ok {
 		return
 	}
+	evs := st.Decoded()
 	if _, err := recorder.Terminal(evs); err != nil {
 		c.fail(w, r, http.StatusNotFound, "This session has no terminal to replay.")
 		return
@@ -384,10 +452,11 @@ func (c *Console) sessionCast(w http.ResponseWriter, r *http.Request, who *confi
 // session it is), then [time, "o"|"r", data] entries as the gateway
 // records them, and {"state": "offline"} when the session ends.
 func (c *Console) sessionLive(w http.ResponseWriter, r *http.Request, who *config.Identity) {
-	id, _, evs, ok := c.loadSession(w, r, who)
+	id, st, ok := c.loadSession(w, r, who)
 	if !ok {
 		return
 	}
+	evs := st.Decoded()
 	rd, ok := c.sessions.(interface {
 		Follow(ctx context.Context, session string, fn func(ev *recorder.Event) bool) error
 	})
