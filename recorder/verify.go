@@ -476,4 +476,3 @@ func (r Report) Line() string {
 	}
 	return fmt.Sprintf("%s: FAILED: %s", r.Session, r.Problem)
 }
-

@@ -133,7 +133,7 @@ type sessionData struct {
 	// Timeline is Rows rendered by the template "rows".
 	Timeline template.HTML
 	Denied   int
-	Verify  verifyBadge
+	Verify   verifyBadge
 	// Replay: the session has a terminal to play (SSH shell or pty).
 	Replay   bool
 	Cols     int
