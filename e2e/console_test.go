@@ -49,7 +49,7 @@ func within(t *testing.T, b context.Context, d time.Duration, what string, actio
 
 func evalJS[T any](t *testing.T, b context.Context, expr string) T {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(b, 10*time.Second)
+	ctx, cancel := context.WithTimeout(b, 30*time.Second)
 	defer cancel()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
 	if err != nil {
@@ -66,7 +66,7 @@ func location(t *testing.T, b context.Context) string {
 // signInByLink opens a one-time link and presses Continue.
 func signInByLink(t *testing.T, b context.Context, link string) {
 	t.Helper()
-	within(t, b, 20*time.Second, "sign in by link",
+	within(t, b, 30*time.Second, "sign in by link",
 		chromedp.Navigate(link),
 		chromedp.WaitVisible(chromedp.ID("continue")),
 		chromedp.Click(chromedp.ID("continue")),
@@ -80,9 +80,9 @@ func signInByLink(t *testing.T, b context.Context, link string) {
 func leftPage(t *testing.T, b context.Context, prefix string) {
 	t.Helper()
 	expr := fmt.Sprintf(`!location.pathname.startsWith(%q) && document.readyState === "complete"`, prefix)
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(b, 2*time.Second)
+		ctx, cancel := context.WithTimeout(b, 5*time.Second)
 		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
 		cancel()
 		if err == nil && ok {
@@ -90,13 +90,19 @@ func leftPage(t *testing.T, b context.Context, prefix string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("browser still on %s after 15s", prefix)
+	t.Fatalf("browser still on %s after 30s", prefix)
 }
 
-// docShot saves a screenshot used in docs/console.md.
+// docShot takes a screenshot; with AIRLOCK_DOC_SCREENSHOTS=1 it replaces
+// the one in docs/console/ (used by docs/console.md), otherwise it goes to
+// a temporary directory, so a test run leaves the tree as it was.
 func docShot(t *testing.T, b context.Context, name string) {
 	t.Helper()
-	testenv.Screenshot(t, b, filepath.Join("..", "docs", "console", name))
+	dir := t.TempDir()
+	if os.Getenv("AIRLOCK_DOC_SCREENSHOTS") == "1" {
+		dir = filepath.Join("..", "docs", "console")
+	}
+	testenv.Screenshot(t, b, filepath.Join(dir, name))
 }
 
 // TestConsoleApprove is the approver's path in a real browser: a one-time
@@ -119,7 +125,16 @@ func TestConsoleApprove(t *testing.T) {
 	if strings.Contains(evalJS[string](t, b, "location.href"), "/signin/") {
 		t.Fatal("the sign-in link is the current page")
 	}
-	within(t, b, 10*time.Second, "queue empty", chromedp.WaitVisible(chromedp.ID("no-pending")))
+	// Used on one replica, the link is spent on the other too.
+	resp, err := http.Post(g2.httpURL+strings.TrimPrefix(link.URL, g.httpURL), "application/x-www-form-urlencoded", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGone {
+		t.Errorf("the used link on the other replica: %s, want 410", resp.Status)
+	}
+	within(t, b, 30*time.Second, "queue empty", chromedp.WaitVisible(chromedp.ID("no-pending")))
 	// A marker that a reload would lose.
 	evalJS[bool](t, b, "window.__noReload = true")
 
@@ -131,7 +146,7 @@ func TestConsoleApprove(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := iss.Grant.ID
-	within(t, b, 10*time.Second, "request appears live", chromedp.WaitVisible(chromedp.ID("req-"+id)))
+	within(t, b, 30*time.Second, "request appears live", chromedp.WaitVisible(chromedp.ID("req-"+id)))
 	if !evalJS[bool](t, b, "window.__noReload === true") {
 		t.Fatal("the page reloaded to show the request")
 	}
@@ -144,14 +159,18 @@ func TestConsoleApprove(t *testing.T) {
 	docShot(t, b, "requests.png")
 
 	// The same session works on the other replica (the cookie is per host).
-	within(t, b, 10*time.Second, "other replica", chromedp.Navigate(g2.httpURL+"/ui/requests/"+id), chromedp.WaitVisible(chromedp.ID("approve-form")))
-	within(t, b, 10*time.Second, "narrow the approval",
+	within(t, b, 30*time.Second, "other replica", chromedp.Navigate(g2.httpURL+"/ui/requests/"+id), chromedp.WaitVisible(chromedp.ID("approve-form")))
+	within(t, b, 30*time.Second, "narrow the approval",
 		chromedp.SetValue(chromedp.ID("ttl"), "30m"),
 		chromedp.Click(chromedp.CSS(`input[name="table"][value="public.customers"]`)),
 		chromedp.SendKeys(chromedp.ID("comment"), "orders only, for INC-42"),
 	)
 	docShot(t, b, "approve.png")
-	within(t, b, 10*time.Second, "approve", chromedp.Click(chromedp.ID("approve")), chromedp.WaitVisible(chromedp.ID("notice")))
+	// As an approver on call sees it on a phone.
+	within(t, b, 30*time.Second, "phone viewport", chromedp.EmulateViewport(390, 844))
+	docShot(t, b, "approve-phone.png")
+	within(t, b, 30*time.Second, "desktop viewport", chromedp.EmulateViewport(1280, 900))
+	within(t, b, 30*time.Second, "approve", chromedp.Click(chromedp.ID("approve")), chromedp.WaitVisible(chromedp.ID("notice")))
 	if loc := location(t, b); !strings.HasPrefix(loc, "/ui/grants/"+id) {
 		t.Fatalf("after approving the browser is at %q", loc)
 	}
@@ -207,17 +226,17 @@ func TestConsoleApprove(t *testing.T) {
 	// A live session shows on the grants page; revoke there ends it.
 	live := startPsql(t, g, "agent-1", iss.Token, "demo-pg")
 	live.query(t, "select count(*) from orders;", "count")
-	within(t, b, 10*time.Second, "grants page", chromedp.Navigate(g.httpURL+"/ui/grants"), chromedp.WaitVisible(chromedp.ID("grant-"+id)))
+	within(t, b, 30*time.Second, "grants page", chromedp.Navigate(g.httpURL+"/ui/grants"), chromedp.WaitVisible(chromedp.ID("grant-"+id)))
 	deadline := time.Now().Add(10 * time.Second)
 	for !evalJS[bool](t, b, fmt.Sprintf(`!!document.querySelector("#grant-%s table.sessions")`, id)) {
 		if time.Now().After(deadline) {
 			t.Fatal("the live psql session is not on the grants page")
 		}
-		within(t, b, 10*time.Second, "reload grants", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("grant-"+id)))
+		within(t, b, 30*time.Second, "reload grants", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("grant-"+id)))
 	}
 	docShot(t, b, "grants.png")
 	start := time.Now()
-	within(t, b, 10*time.Second, "revoke", chromedp.Click(chromedp.CSS("#grant-"+id+" button.revoke")), chromedp.WaitVisible(chromedp.ID("notice")))
+	within(t, b, 30*time.Second, "revoke", chromedp.Click(chromedp.CSS("#grant-"+id+" button.revoke")), chromedp.WaitVisible(chromedp.ID("notice")))
 	if err := live.waitExit(5 * time.Second); err != nil {
 		t.Fatalf("psql still connected after revoking in the browser: %v", err)
 	}
@@ -226,11 +245,14 @@ func TestConsoleApprove(t *testing.T) {
 	if gr.State != authz.StateRevoked || gr.RevokedBy != "alice" {
 		t.Errorf("after revoke: %s by %q", gr.State, gr.RevokedBy)
 	}
-	// The same decision options from the CLI.
+	// The same decision options from the CLI; the open queue follows it.
+	within(t, b, 30*time.Second, "queue", chromedp.Navigate(g.httpURL+"/ui/requests"), chromedp.WaitVisible(chromedp.ID("no-pending")))
+	evalJS[bool](t, b, "window.__noReload = true")
 	var iss2 control.Issued
 	if err := g.cliJSONErr(&iss2, "agent-1", "request", "--resource", "demo-pg", "--task", "INC-43", "--ttl", "1h"); err != nil {
 		t.Fatal(err)
 	}
+	within(t, b, 30*time.Second, "second request appears live", chromedp.WaitVisible(chromedp.ID("req-"+iss2.Grant.ID)))
 	if _, err := g.cli("alice", "grants", "deny", iss2.Grant.ID); err == nil || !strings.Contains(err.Error(), "reason") {
 		t.Errorf("deny without --reason: %v", err)
 	}
@@ -240,6 +262,10 @@ func TestConsoleApprove(t *testing.T) {
 	g.cliJSON(&gr, "alice", "grants", "approve", iss2.Grant.ID, "--ttl", "20m", "--table", "public.orders", "--comment", "cli ok")
 	if gr.State != authz.StateActive || gr.Comment != "cli ok" || time.Duration(gr.TTL) != 20*time.Minute || strings.Join(gr.Scope.Tables, ",") != "public.orders" {
 		t.Errorf("CLI approval: %s %q %s %v", gr.State, gr.Comment, time.Duration(gr.TTL), gr.Scope.Tables)
+	}
+	within(t, b, 30*time.Second, "request approved elsewhere leaves the queue", chromedp.WaitNotPresent(chromedp.ID("req-"+iss2.Grant.ID)), chromedp.WaitVisible(chromedp.ID("no-pending")))
+	if !evalJS[bool](t, b, "window.__noReload === true") {
+		t.Fatal("the queue page reloaded")
 	}
 	assertNoSecretsLogged(t, b, []*gateway{g, g2}, link.URL)
 }
@@ -269,7 +295,7 @@ func TestConsoleSecurity(t *testing.T) {
 
 	// The task is text, in the queue and on the request's page.
 	for _, p := range []string{"/ui/requests", "/ui/requests/" + id} {
-		within(t, b, 10*time.Second, "open "+p, chromedp.Navigate(g.httpURL+p), chromedp.WaitVisible(chromedp.CSS(".task")))
+		within(t, b, 30*time.Second, "open "+p, chromedp.Navigate(g.httpURL+p), chromedp.WaitVisible(chromedp.CSS(".task")))
 		n := evalJS[int](t, b, `document.querySelectorAll("main script, main img, main [onerror]").length`)
 		if n != 0 {
 			t.Errorf("%s: the task text became %d elements", p, n)
@@ -289,7 +315,7 @@ func TestConsoleSecurity(t *testing.T) {
 		fmt.Fprintf(w, `<!doctype html><form id="f" method="post" action="%s/ui/requests/%s/approve"><input name="comment" value="pwned"></form><script>document.getElementById("f").submit()</script>`, g.httpURL, id)
 	}))
 	defer evil.Close()
-	within(t, b, 10*time.Second, "cross-origin post", chromedp.Navigate(evil.URL), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	within(t, b, 30*time.Second, "cross-origin post", chromedp.Navigate(evil.URL), chromedp.WaitVisible(chromedp.CSS("main h1")))
 	if h1 := evalJS[string](t, b, `document.querySelector("main h1").textContent`); h1 != "403" {
 		t.Errorf("the cross-origin post answered %q, want the 403 page", h1)
 	}
@@ -300,7 +326,7 @@ func TestConsoleSecurity(t *testing.T) {
 	}
 
 	// A reused link: refused, and says why.
-	within(t, b, 10*time.Second, "reuse link", chromedp.Navigate(used.URL), chromedp.WaitVisible(chromedp.CSS("p.error")))
+	within(t, b, 30*time.Second, "reuse link", chromedp.Navigate(used.URL), chromedp.WaitVisible(chromedp.CSS("p.error")))
 	if txt := evalJS[string](t, b, `document.querySelector("p.error").textContent`); !strings.Contains(txt, "used or has expired") {
 		t.Errorf("reused link says %q", txt)
 	}
@@ -309,13 +335,13 @@ func TestConsoleSecurity(t *testing.T) {
 	}
 
 	// The reviewer: no approve form, and a same-origin POST is 403.
-	within(t, b, 10*time.Second, "sign out", chromedp.Navigate(g.httpURL+"/ui/requests"), chromedp.Click(chromedp.CSS(`form[action="/ui/signout"] button`)), chromedp.WaitVisible(chromedp.ID("token")))
-	within(t, b, 10*time.Second, "reviewer signs in with a token",
+	within(t, b, 30*time.Second, "sign out", chromedp.Navigate(g.httpURL+"/ui/requests"), chromedp.Click(chromedp.CSS(`form[action="/ui/signout"] button`)), chromedp.WaitVisible(chromedp.ID("token")))
+	within(t, b, 30*time.Second, "reviewer signs in with a token",
 		chromedp.SendKeys(chromedp.ID("token"), g.tokens["rita"]),
 		chromedp.Submit(chromedp.ID("token")),
 	)
 	leftPage(t, b, "/ui/signin")
-	within(t, b, 10*time.Second, "reviewer opens the request", chromedp.Navigate(g.httpURL+"/ui/requests/"+id), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	within(t, b, 30*time.Second, "reviewer opens the request", chromedp.Navigate(g.httpURL+"/ui/requests/"+id), chromedp.WaitVisible(chromedp.CSS("main h1")))
 	if h1 := evalJS[string](t, b, `document.querySelector("main h1").textContent`); h1 != "403" {
 		t.Errorf("reviewer on a request page sees %q, want 403", h1)
 	}
@@ -335,13 +361,13 @@ func TestConsoleSecurity(t *testing.T) {
 	if _, err := chromedp.Call(b, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
 		t.Fatal(err)
 	}
-	within(t, b, 20*time.Second, "sign in without JavaScript",
+	within(t, b, 30*time.Second, "sign in without JavaScript",
 		chromedp.Navigate(g.consoleLink("alice").URL),
 		chromedp.WaitVisible(chromedp.ID("continue")),
 		chromedp.Click(chromedp.ID("continue")),
 	)
 	leftPage(t, b, "/ui/signin")
-	within(t, b, 20*time.Second, "deny without JavaScript",
+	within(t, b, 30*time.Second, "deny without JavaScript",
 		chromedp.WaitVisible(chromedp.ID("req-"+id)),
 		chromedp.Click(chromedp.CSS("#req-"+id+" a.review")),
 		chromedp.WaitVisible(chromedp.ID("deny-form")),
@@ -362,7 +388,7 @@ func TestConsoleSecurity(t *testing.T) {
 		t.Logf("waiting %s for the first link to expire", wait.Round(time.Second))
 		time.Sleep(wait)
 	}
-	within(t, b, 10*time.Second, "expired link", chromedp.Navigate(expiring.URL), chromedp.WaitVisible(chromedp.CSS("p.error")))
+	within(t, b, 30*time.Second, "expired link", chromedp.Navigate(expiring.URL), chromedp.WaitVisible(chromedp.CSS("p.error")))
 	if txt := evalJS[string](t, b, `document.querySelector("p.error").textContent`); !strings.Contains(txt, "used or has expired") {
 		t.Errorf("expired link says %q", txt)
 	}

@@ -15,7 +15,9 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/control/console"
 	"github.com/airlockhq/airlock/natsconn"
 	"github.com/airlockhq/airlock/recorder"
 	"github.com/airlockhq/airlock/testenv"
@@ -178,6 +180,29 @@ func TestRecorderNATSPermissions(t *testing.T) {
 	}
 	<-revoked
 	store.Close()
+	// Web console sessions and sign-in links.
+	cs, err := console.OpenStore(ctx, gw.JS, "airlock_console", 3, 12*time.Hour)
+	if err != nil {
+		t.Fatalf("console bucket as the gateway user: %v", err)
+	}
+	alice := &config.Identity{Name: "alice", Role: config.RoleApprover, TokenSHA256: strings.Repeat("ab", 32)}
+	secret, _, err := cs.NewLink(ctx, alice)
+	if err != nil {
+		t.Fatalf("console link as the gateway user: %v", err)
+	}
+	if _, err := cs.UseLink(ctx, secret); err != nil {
+		t.Fatalf("console link used as the gateway user: %v", err)
+	}
+	sid, err := cs.NewSession(ctx, alice)
+	if err != nil {
+		t.Fatalf("console session as the gateway user: %v", err)
+	}
+	if _, err := cs.Session(ctx, sid, time.Hour, 12*time.Hour); err != nil {
+		t.Fatalf("console session read as the gateway user: %v", err)
+	}
+	if err := cs.EndSession(ctx, sid); err != nil {
+		t.Fatalf("console sign-out as the gateway user: %v", err)
+	}
 	for _, name := range []string{"AIRLOCK_EVENTS_STANDBY", "KV_airlock_grants_standby"} {
 		if _, err := gw.JS.Stream(ctx, name); err != nil {
 			t.Fatalf("%s as the gateway user: %v", name, err)

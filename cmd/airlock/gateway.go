@@ -162,16 +162,19 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 		Stream:   rec.Stream(),
 		Log:      log,
 	}
-	ui, err := console.New(console.Options{Config: cfg, Service: svc, Sessions: reader, Store: ns.console, Log: log.With("component", "console"),
-		Index: index, Keys: []recorder.PublicKey{signer.Public()}, Stream: rec.Stream()})
-	if err != nil {
-		return err
+	uiHandler := consoleOff(cfg.Console.Bucket)
+	if ns.console != nil {
+		ui, err := console.New(console.Options{Config: cfg, Service: svc, Sessions: reader, Store: ns.console, Log: log.With("component", "console"),
+			Index: index, Keys: []recorder.PublicKey{signer.Public()}, Stream: rec.Stream()})
+		if err != nil {
+			return err
+		}
+		api.Console, uiHandler = ui, ui.Handler()
+		// Event streams end first, so the HTTP shutdown below does not
+		// wait for them.
+		hs.RegisterOnShutdown(ui.Close)
+		defer ui.Close()
 	}
-	api.Console = ui
-	// Event streams end first, so the HTTP shutdown below does not wait
-	// for them.
-	hs.RegisterOnShutdown(ui.Close)
-	defer ui.Close()
 	var listeners []net.Listener
 	defer func() {
 		for _, l := range listeners {
@@ -232,7 +235,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 			}
 		}()
 	}
-	status.Ready(httpRoutes(api.Handler(), ui.Handler()))
+	status.Ready(httpRoutes(api.Handler(), uiHandler))
 	ready = true
 	instances.Start()
 	log.Info("gateway ready", "recorder", recorderDesc(cfg, nc), "stream", rec.Stream(), "data_dir", cfg.DataDir)
@@ -266,6 +269,16 @@ func httpRoutes(api, ui http.Handler) http.Handler {
 	mux.Handle("/ui/", ui)
 	mux.Handle("GET /{$}", ui)
 	return mux
+}
+
+// consoleOff answers /ui/ when the console's bucket may not be used.
+func consoleOff(bucket string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", console.CSP)
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, "The web console is off: the gateway's NATS user may not use the key-value bucket "+bucket+
+			" (see deploy/nats/accounts.conf). The API and the CLI work.", http.StatusServiceUnavailable)
+	})
 }
 
 // natsParts is what the gateway keeps in NATS.
@@ -365,7 +378,16 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previo
 		return natsParts{}, err
 	}
 	cs, err := waitFor(startCtx, st, "key-value bucket "+cfg.Console.Bucket+" (web console sessions)", func(ctx context.Context) (*console.Store, error) {
-		return console.OpenStore(ctx, nc.JS, cfg.Console.Bucket, cfg.Recorder.Replicas, cfg.Console.SessionLifetime)
+		s, err := console.OpenStore(ctx, nc.JS, cfg.Console.Bucket, cfg.Recorder.Replicas, cfg.Console.SessionLifetime)
+		if err != nil && natsconn.Denied(nc.NC, "KV_"+cfg.Console.Bucket) {
+			// The console is not worth refusing sessions for: an operator
+			// who upgraded the gateway but not the NATS permissions keeps
+			// a working gateway, told why in the log and on /ui/.
+			log.Warn("web console off: the gateway's NATS user may not use its bucket (see deploy/nats/accounts.conf)",
+				"bucket", cfg.Console.Bucket, "err", nc.NC.LastError())
+			return nil, nil
+		}
+		return s, err
 	})
 	if err != nil {
 		instances.Close(context.WithoutCancel(ctx), true)

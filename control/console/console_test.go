@@ -669,3 +669,19 @@ func TestLinkNextAndPlayerCSP(t *testing.T) {
 		t.Errorf("asset directory listing: %s", resp.Status)
 	}
 }
+
+func TestRequestStatusPart(t *testing.T) {
+	e := newEnv(t)
+	g := e.request("agent-1", "INC-6", control.GrantSpec{})
+	b := e.signIn("alice-tok")
+	if _, body := e.get(b, "/ui/requests/"+g.ID+"?part=status"); strings.Contains(body, "decided") {
+		t.Errorf("a pending request's status part says decided: %q", body)
+	}
+	if _, err := e.svc.DecideWith(context.Background(), g.ID, "deny", "bob", control.DecideOptions{Comment: "<b>no</b>"}); err != nil {
+		t.Fatal(err)
+	}
+	_, body := e.get(b, "/ui/requests/"+g.ID+"?part=status")
+	if !strings.Contains(body, `id="decided"`) || !strings.Contains(body, "Denied by bob") || !strings.Contains(body, "&lt;b&gt;no&lt;/b&gt;") || strings.Contains(body, "<html") {
+		t.Errorf("status part after a denial elsewhere: %q", body)
+	}
+}

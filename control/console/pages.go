@@ -188,10 +188,16 @@ func (c *Console) requestPage(w http.ResponseWriter, r *http.Request, who *confi
 	c.showRequest(w, r, who, g, http.StatusOK, "", decision{TTL: time.Duration(g.TTL).String(), Tables: g.Scope.Tables})
 }
 
+// showRequest renders a request's page; ?part=status only the line that
+// says it was decided, which the page refreshes live (the forms stay as
+// the approver filled them).
 func (c *Console) showRequest(w http.ResponseWriter, r *http.Request, who *config.Identity, g *authz.Grant, status int, msg string, form decision) {
-	c.renderStatus(w, r, status, "request", requestData{
-		Approver: isApprover(who), G: c.view(g), Error: msg, TTLs: shorterTTLs(time.Duration(g.TTL)), Form: form,
-	})
+	d := requestData{Approver: isApprover(who), G: c.view(g), Error: msg, TTLs: shorterTTLs(time.Duration(g.TTL)), Form: form}
+	if r.Method == http.MethodGet && r.URL.Query().Get("part") == "status" {
+		c.renderPart(w, r, "request", "status", d)
+		return
+	}
+	c.renderStatus(w, r, status, "request", d)
 }
 
 // shorterTTLs offers the asked duration and common shorter ones.
