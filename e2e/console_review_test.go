@@ -55,7 +55,7 @@ func TestConsoleReview(t *testing.T) {
 	}
 
 	// An SSH command with a terminal (ssh -tt), for the replay.
-	g.sshGrant("box", "INC-78: look at the box", "--command", "echo *")
+	g.sshGrant("box", "INC-78: look at the box", "--command", "echo *", "--shell")
 	if r := g.sshAs("box", g.keyAuth(), "", "-tt", "echo", "replay-marker-7"); r.code != 0 || !strings.Contains(r.stdout, "replay-marker-7") {
 		t.Fatalf("ssh -tt echo: exit %d %q %q", r.code, r.stdout, r.stderr)
 	}
@@ -107,7 +107,7 @@ func TestConsoleReview(t *testing.T) {
 	}
 	docShot(t, b, "session-denial.png")
 	// The download is the export airlock sessions export writes.
-	exp := evalJS[string](t, b, fmt.Sprintf(`fetch("/ui/sessions/%s/export").then(r => r.text())`, sid))
+	exp := evalAwait[string](t, b, fmt.Sprintf(`fetch("/ui/sessions/%s/export").then(r => r.text())`, sid))
 	x, err := recorder.ReadExport(strings.NewReader(exp))
 	if err != nil {
 		t.Fatalf("evidence bundle: %v", err)
@@ -116,8 +116,8 @@ func TestConsoleReview(t *testing.T) {
 		t.Errorf("evidence bundle verifies: %+v %v", rep, err)
 	}
 
-	// Tamper with the stream: the first statement's message is deleted,
-	// as an operator with stream rights could. The badge shows the break
+	// Tamper with the stream: an altered copy of the first statement is
+	// stored beside it. The badge shows the break
 	// at that seq, as airlock sessions verify does.
 	seq := tamperFirstStatement(t, g, sid)
 	within(t, b, 30*time.Second, "reload after tampering", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("verify-badge")))
@@ -151,7 +151,7 @@ func TestConsoleReview(t *testing.T) {
 	if !strings.Contains(term, "replay-marker-7") {
 		t.Fatalf("the player's terminal never showed the output; it shows %q", term)
 	}
-	if cast := evalJS[string](t, b, fmt.Sprintf(`fetch("/ui/sessions/%s/cast").then(r => r.text())`, sshSid)); !strings.HasPrefix(cast, `{"version":2`) {
+	if cast := evalAwait[string](t, b, fmt.Sprintf(`fetch("/ui/sessions/%s/cast").then(r => r.text())`, sshSid)); !strings.HasPrefix(cast, `{"version":2`) {
 		t.Errorf("asciicast download: %.80q", cast)
 	}
 	docShot(t, b, "ssh-replay.png")
@@ -195,8 +195,9 @@ func (g *gateway) lastSessionID(resource string) string {
 	}
 }
 
-// tamperFirstStatement deletes the stream message of the session's first
-// statement and returns that event's seq.
+// tamperFirstStatement stores an altered copy of the session's first
+// statement (the stream refuses deletes: deny_delete), as someone with
+// publish rights on the events' subjects could, and returns its seq.
 func tamperFirstStatement(t *testing.T, g *gateway, sid string) uint64 {
 	t.Helper()
 	nc, err := nats.Connect(g.natsURL)
@@ -224,8 +225,24 @@ func tamperFirstStatement(t *testing.T, g *gateway, sid string) uint64 {
 	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Seq == 0 {
 		t.Fatalf("first statement of %s: %v %s", sid, err, msg.Data)
 	}
-	if err := st.DeleteMsg(ctx, msg.Sequence); err != nil {
-		t.Fatalf("delete stream message %d: %v", msg.Sequence, err)
+	forged := strings.Replace(string(msg.Data), `"decision":"allow"`, `"decision":"deny"`, 1)
+	if forged == string(msg.Data) {
+		t.Fatalf("the first statement of %s was not allowed: %s", sid, msg.Data)
+	}
+	if _, err := js.Publish(ctx, msg.Subject, []byte(forged)); err != nil {
+		t.Fatalf("publish the altered copy: %v", err)
 	}
 	return ev.Seq
+}
+
+// evalAwait evaluates expr and waits for the promise it returns.
+func evalAwait[T any](t *testing.T, b context.Context, expr string) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("browser: evaluating %s: %v", expr, err)
+	}
+	return v
 }
