@@ -392,7 +392,7 @@ func outcome(r *recorder.Result) string {
 		parts = append(parts, fmt.Sprintf("%d rows", *r.Rows))
 	}
 	switch {
-	case r.ExitStatus != nil:
+	case r.ExitStatus != nil && r.Tag != fmt.Sprintf("exit %d", *r.ExitStatus):
 		parts = append(parts, fmt.Sprintf("exit %d", *r.ExitStatus))
 	case r.ExitSignal != "":
 		parts = append(parts, "signal "+r.ExitSignal)
