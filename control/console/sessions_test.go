@@ -1,7 +1,9 @@
 package console
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -350,5 +352,85 @@ func TestSessionReplay(t *testing.T) {
 	resp, body = e.get(rita, "/ui/sessions/ses_ssh/cast")
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(body, `{"version":2,"width":100,"height":30`) || !strings.Contains(body, "hello from the box") {
 		t.Fatalf("cast: %s\n%s", resp.Status, body)
+	}
+}
+
+// TestSessionLive follows an open SSH session as asciinema-player's
+// eventsource driver does: a header with the terminal so far, output as
+// it is recorded, offline at the end.
+func TestSessionLive(t *testing.T) {
+	e := newReviewEnv(t)
+	m := meta("agent-1")
+	m.Protocol, m.Resource = "ssh", "web-1"
+	l := e.rec.Open("ses_live", m)
+	l.Append(recorder.Event{Type: recorder.TypeSessionStart})
+	l.Append(recorder.Event{Type: recorder.TypeStatement, Statement: &recorder.Statement{ID: 1, Count: 1, Text: "shell", Decision: "allow", Rule: "shell",
+		Class: authz.Classification{Kind: "SHELL"}}})
+	l.Append(recorder.Event{Type: recorder.TypeData, Data: &recorder.Data{ID: 1, Stream: "resize", Cols: 90, Rows: 20}})
+	l.Append(recorder.Event{Type: recorder.TypeData, Data: &recorder.Data{ID: 1, Stream: "stdout", Text: "before-follow\r\n"}})
+	if err := l.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rita := e.signIn("rita-tok")
+	_, body := e.get(rita, "/ui/sessions/ses_live")
+	if !strings.Contains(body, `data-live="/ui/sessions/ses_live/live"`) {
+		t.Fatalf("an open session's page has no live source:\n%s", body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/ui/sessions/ses_live/live", nil)
+	resp, err := rita.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content type %q", ct)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				lines <- d
+			}
+		}
+	}()
+	next := func() string {
+		t.Helper()
+		select {
+		case d, ok := <-lines:
+			if !ok {
+				t.Fatal("the stream ended early")
+			}
+			return d
+		case <-ctx.Done():
+			t.Fatal("no message")
+		}
+		return ""
+	}
+	var hdr struct {
+		Cols, Rows int
+		Time       float64
+		Init       string
+	}
+	if err := json.Unmarshal([]byte(next()), &hdr); err != nil || hdr.Cols != 90 || hdr.Rows != 20 || !strings.Contains(hdr.Init, "before-follow") {
+		t.Fatalf("header %+v %v", hdr, err)
+	}
+	l.Append(recorder.Event{Type: recorder.TypeData, Data: &recorder.Data{ID: 1, Stream: "stdout", Text: "while-following\r\n"}})
+	if err := l.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var ev []any
+	if err := json.Unmarshal([]byte(next()), &ev); err != nil || len(ev) != 3 || ev[1] != "o" || ev[2] != "while-following\r\n" {
+		t.Fatalf("live output %v %v", ev, err)
+	}
+	l.Append(recorder.Event{Type: recorder.TypeSessionEnd, End: &recorder.End{Reason: "client closed", Statements: 1}})
+	if err := l.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := next(); !strings.Contains(d, `"state":"offline"`) {
+		t.Fatalf("after the end: %s", d)
 	}
 }
