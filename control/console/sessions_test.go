@@ -434,3 +434,58 @@ func TestSessionLive(t *testing.T) {
 		t.Fatalf("after the end: %s", d)
 	}
 }
+
+// TestAPISessionList pages GET /v1/sessions with the cursor header.
+func TestAPISessionList(t *testing.T) {
+	e := newReviewEnv(t)
+	e.record("ses_x1", meta("agent-1"), false, stmt(1, "DELETE FROM orders", "deny"))
+	e.record("ses_x2", meta("agent-2"), false)
+	e.record("ses_x3", meta("agent-1"), true)
+	get := func(q string) (int, string, []recorder.Summary) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.srv.URL+"/v1/sessions?"+q, nil)
+		req.Header.Set("Authorization", "Bearer rita-tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var ss []recorder.Summary
+		_ = json.NewDecoder(resp.Body).Decode(&ss)
+		return resp.StatusCode, resp.Header.Get(control.NextCursorHeader), ss
+	}
+	ids := func(ss []recorder.Summary) string {
+		var b []string
+		for _, s := range ss {
+			b = append(b, s.Session)
+		}
+		return strings.Join(b, ",")
+	}
+	code, next, ss := get("limit=2")
+	if code != 200 || ids(ss) != "ses_x3,ses_x2" || next == "" {
+		t.Fatalf("page 1: %d %q next %q", code, ids(ss), next)
+	}
+	code, next2, ss := get("limit=2&cursor=" + url.QueryEscape(next))
+	if code != 200 || ids(ss) != "ses_x1" || next2 != "" {
+		t.Fatalf("page 2: %d %q next %q", code, ids(ss), next2)
+	}
+	for q, want := range map[string]string{
+		"":                           "ses_x3,ses_x2,ses_x1",
+		"denied=true":                "ses_x1",
+		"state=open":                 "ses_x3",
+		"state=ended&agent=agent-1":  "ses_x1",
+		"grant=g-agent-2":            "ses_x2",
+		"task=ORDERS":                "ses_x3,ses_x2,ses_x1",
+		"until=2000-01-01T00:00:00Z": "",
+		"since=1h&resource=demo-pg":  "ses_x3,ses_x2,ses_x1",
+	} {
+		if code, _, ss := get(q); code != 200 || ids(ss) != want {
+			t.Errorf("%q: %d %q, want %q", q, code, ids(ss), want)
+		}
+	}
+	for _, q := range []string{"cursor=junk", "state=closed", "denied=maybe", "until=yesterday", "limit=-1"} {
+		if code, _, _ := get(q); code != http.StatusBadRequest {
+			t.Errorf("%q: %d, want 400", q, code)
+		}
+	}
+}
