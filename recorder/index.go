@@ -191,21 +191,40 @@ func (x *Index) load(ctx context.Context, rd *Reader) error {
 		x.prefix + ".*." + KindEnd,
 		x.prefix + ".*." + KindInterrupted,
 	}
-	var last uint64
+	// last bounds the history: the reads below skip what comes after
+	// it, and follow starts right after it.
+	st, err := x.js.Stream(ctx, x.stream)
+	if err != nil {
+		return err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err
+	}
+	last := info.State.LastSeq
 	// startSeq is where each session's first message is, for the
 	// statements read below.
 	startSeq := map[string]uint64{}
-	err := rd.read(ctx, filters, nil, nil, func(data []byte, ev *Event, seq uint64) {
-		x.mu.Lock()
-		x.applyEvent(ev)
-		x.mu.Unlock()
-		if _, ok := startSeq[ev.Session]; !ok && ev.Type == TypeSessionStart {
-			startSeq[ev.Session] = seq
+	// One consumer per subject: the server answers a consumer of one
+	// wildcard filter far faster than one of several, when every session
+	// has subjects of its own (BenchmarkIndexLoad at 100,000 sessions:
+	// 36 s with the four filters in one consumer, 19 s this way). A session's events may so be applied out of order
+	// (its end before its start), which applyEvent allows.
+	for _, f := range filters {
+		err := rd.read(ctx, []string{f}, nil, nil, func(data []byte, ev *Event, seq uint64) {
+			if seq > last {
+				return
+			}
+			x.mu.Lock()
+			x.applyEvent(ev)
+			x.mu.Unlock()
+			if _, ok := startSeq[ev.Session]; !ok && ev.Type == TypeSessionStart {
+				startSeq[ev.Session] = seq
+			}
+		})
+		if err != nil {
+			return err
 		}
-		last = max(last, seq)
-	})
-	if err != nil {
-		return err
 	}
 	x.mu.Lock()
 	var (
