@@ -57,7 +57,7 @@ type Index struct {
 	mu    sync.RWMutex
 	byID  map[string]*indexEntry
 	order []*indexEntry // listed sessions, by (start, id) ascending
-	metas map[Meta]*Meta
+	metas map[Meta]*indexMeta
 	strs  map[string]string
 	// last is the stream sequence of the last message applied.
 	last uint64
@@ -69,7 +69,7 @@ type Index struct {
 // indexEntry is one session. Times are Unix nanoseconds; 0 is none.
 type indexEntry struct {
 	id       string
-	meta     *Meta // shared; Client is empty
+	meta     *indexMeta // shared; Client is empty
 	client   string
 	instance string // shared
 	start    int64
@@ -91,6 +91,13 @@ const (
 	flagEnded
 	flagListed // in Index.order
 )
+
+// indexMeta is a Meta shared by sessions, with its task folded for the
+// task filter.
+type indexMeta struct {
+	Meta
+	taskLower string
+}
 
 // indexNote is a session.interrupted note: rare, so kept apart.
 type indexNote struct {
@@ -118,7 +125,7 @@ func NewIndex(js jetstream.JetStream, o IndexOptions) *Index {
 	return &Index{
 		js: js, stream: o.Stream, prefix: o.SubjectPrefix, log: o.Logger,
 		byID:  make(map[string]*indexEntry),
-		metas: make(map[Meta]*Meta),
+		metas: make(map[Meta]*indexMeta),
 		strs:  make(map[string]string),
 		ready: make(chan struct{}),
 	}
@@ -419,7 +426,7 @@ func (x *Index) setMeta(e *indexEntry, ev *Event) {
 		for _, s := range []*string{&m.Agent, &m.Task, &m.Grant, &m.Approver, &m.Access, &m.Resource, &m.Protocol, &m.Gateway} {
 			*s = x.intern(*s)
 		}
-		p = &m
+		p = &indexMeta{Meta: m, taskLower: strings.ToLower(m.Task)}
 		x.metas[m] = p
 	}
 	e.meta = p
@@ -467,7 +474,7 @@ func (e *indexEntry) summary() Summary {
 	s := Summary{Session: e.id, Start: time.Unix(0, e.start).UTC(), Instance: e.instance,
 		Statements: int(e.statements), Denied: int(e.denied), EndReason: e.endReason}
 	if e.meta != nil {
-		s.Meta = *e.meta
+		s.Meta = e.meta.Meta
 	}
 	s.Client = e.client
 	if e.note != nil {
@@ -599,7 +606,7 @@ func (x *Index) query(q Query) (Page, error) {
 func (e *indexEntry) match(q *Query, task string) bool {
 	m := e.meta
 	if m == nil {
-		m = &Meta{}
+		m = &indexMeta{}
 	}
 	switch {
 	case q.Agent != "" && m.Agent != q.Agent,
@@ -608,7 +615,7 @@ func (e *indexEntry) match(q *Query, task string) bool {
 		q.Denied && e.denied == 0,
 		q.State != "" && e.status() != q.State:
 		return false
-	case task != "" && !strings.Contains(strings.ToLower(m.Task), task):
+	case task != "" && !strings.Contains(m.taskLower, task):
 		return false
 	}
 	return true
