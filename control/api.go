@@ -33,6 +33,8 @@ type SessionReader interface {
 // one.
 type SessionIndex interface {
 	Wait(ctx context.Context) error
+	// Sync waits until what the stream holds now is applied.
+	Sync(ctx context.Context) error
 	Query(q recorder.Query) (recorder.Page, error)
 	Get(id string) (recorder.Summary, bool)
 }
@@ -44,6 +46,10 @@ const NextCursorHeader = "Airlock-Next-Cursor"
 // indexWait is how long a list waits for the session index to finish
 // reading the stream's history, at a gateway's start.
 const indexWait = 10 * time.Second
+
+// indexSync bounds how long a list waits for the index to catch up with
+// the stream.
+const indexSync = time.Second
 
 // SessionDetail is one session: its summary and every event.
 type SessionDetail struct {
@@ -304,6 +310,13 @@ func (a *API) listSessions(w http.ResponseWriter, r *http.Request, who *config.I
 		writeError(w, http.StatusServiceUnavailable, err.Error()+"; try again shortly")
 		return
 	}
+	// A list right after a session ended shows it ended; past a second
+	// the list answers with what the index has.
+	sctx, scancel := context.WithTimeout(r.Context(), indexSync)
+	if err := a.Index.Sync(sctx); err != nil && r.Context().Err() == nil {
+		a.logger().Warn("session list: index not caught up", "err", err)
+	}
+	scancel()
 	page, err := a.Index.Query(q)
 	if errors.Is(err, recorder.ErrBadCursor) {
 		writeError(w, http.StatusBadRequest, "cursor: not one this server handed out (take it from the "+NextCursorHeader+" header)")

@@ -61,6 +61,8 @@ type Index struct {
 	strs  map[string]string
 	// last is the stream sequence of the last message applied.
 	last uint64
+	// cons is the live consumer, for Sync.
+	cons jetstream.Consumer
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -142,6 +144,39 @@ func (x *Index) Wait(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("recorder: %w: %w", ErrIndexLoading, context.Cause(ctx))
+	}
+}
+
+// Sync waits until the index has applied every event of its subjects
+// that the stream held when Sync was called, so a list made right after a
+// session ended shows it ended (read your writes). It asks the server how
+// far the live consumer has got; on ctx's end it returns ctx's error and
+// the index answers with what it has.
+func (x *Index) Sync(ctx context.Context) error {
+	if err := x.Wait(ctx); err != nil {
+		return err
+	}
+	for {
+		x.mu.RLock()
+		cons, last := x.cons, x.last
+		x.mu.RUnlock()
+		if cons == nil {
+			// The live consumer is being made, just after the history.
+			if !sleepCtx(ctx, 5*time.Millisecond) {
+				return context.Cause(ctx)
+			}
+			continue
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("recorder: index sync: %w", err)
+		}
+		if info.NumPending == 0 && last >= info.Delivered.Stream {
+			return nil
+		}
+		if !sleepCtx(ctx, 5*time.Millisecond) {
+			return context.Cause(ctx)
+		}
 	}
 }
 
@@ -295,6 +330,9 @@ func (x *Index) follow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	x.mu.Lock()
+	x.cons = cons
+	x.mu.Unlock()
 	it, err := cons.Messages(jetstream.PullMaxMessages(readBatch))
 	if err != nil {
 		return err

@@ -242,12 +242,15 @@ func TestIndexPaging(t *testing.T) {
 	for i := 25; i < 30; i++ {
 		record(i)
 	}
-	eventually(t, "new sessions indexed", func() error {
-		if n := x.Len(); n != 30 {
-			return fmt.Errorf("%d sessions", n)
-		}
-		return nil
-	})
+	// Sync: what the stream holds is applied when it returns.
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	if err := x.Sync(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := x.Len(); n != 30 {
+		t.Fatalf("after Sync the index lists %d sessions, want 30", n)
+	}
 	for p.Next != "" {
 		p = mustQuery(t, x, Query{Limit: 10, Cursor: p.Next})
 		got = append(got, pageIDs(p))

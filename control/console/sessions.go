@@ -74,6 +74,9 @@ func (c *Console) sessionsPage(w http.ResponseWriter, r *http.Request, who *conf
 		c.fail(w, r, http.StatusServiceUnavailable, "The session list is still being read from the event stream; reload in a moment.")
 		return
 	}
+	sctx, scancel := context.WithTimeout(r.Context(), time.Second)
+	_ = c.index.Sync(sctx) // past a second, the list as the index has it
+	scancel()
 	p, err := c.index.Query(q)
 	if err != nil {
 		d.Error = err.Error()
