@@ -73,8 +73,9 @@ func TestConsoleReview(t *testing.T) {
 	// The filter form works as a plain GET.
 	within(t, b, 30*time.Second, "filter has denials",
 		chromedp.Click(chromedp.CSS(`input[name="denied"]`)),
-		chromedp.Click(chromedp.CSS(`#session-filter button[type="submit"]`)),
-		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-session=%q]`, sid))))
+		chromedp.Click(chromedp.CSS(`#session-filter button[type="submit"]`)))
+	waitLoaded(t, b, "denied=true")
+	within(t, b, 30*time.Second, "filtered list", chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-session=%q]`, sid))))
 	if n := evalJS[int](t, b, `document.querySelectorAll("#session-list tr[data-session]").length`); n != 1 || !strings.Contains(location(t, b), "denied=true") {
 		t.Errorf("has-denials filter lists %d sessions at %s", n, location(t, b))
 	}
@@ -245,4 +246,22 @@ func evalAwait[T any](t *testing.T, b context.Context, expr string) T {
 		t.Fatalf("browser: evaluating %s: %v", expr, err)
 	}
 	return v
+}
+
+// waitLoaded waits until the browser has loaded a page whose address
+// contains part.
+func waitLoaded(t *testing.T, b context.Context, part string) {
+	t.Helper()
+	expr := fmt.Sprintf(`location.href.includes(%q) && document.readyState === "complete"`, part)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(b, 5*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the browser never loaded a page at ...%s...", part)
 }
