@@ -321,3 +321,28 @@ func TestIndexApply(t *testing.T) {
 		t.Fatalf("replayed old message applied: %+v", s)
 	}
 }
+
+func TestPeekSeq(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{`{"v":4,"type":"statement","session":"ses_a","seq":17,"time":"x"}`, 17, true},
+		{`{"v":4,"type":"session.end","session":"ses_a","seq":3}`, 3, true},
+		{`{"v":4, "type":"statement","session":"ses_a","seq":17}`, 0, false},
+		{`{"v":4,"type":"st\\"x","session":"ses_a","seq":17}`, 0, false},
+		{`{"v":4,"type":"statement","session":"ses_a","seq":1x}`, 0, false},
+		{`{"type":"statement","v":4,"session":"ses_a","seq":17}`, 0, false},
+	} {
+		got, ok := peekSeq([]byte(tc.in))
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%s: %d %v, want %d %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+	// It agrees with the full decoding on what the gateway writes.
+	b, _ := json.Marshal(&Event{V: Version, Type: TypeStatement, Session: "ses_abc", Seq: 123456, Statement: &Statement{Text: `"seq":9`}})
+	if n, ok := peekSeq(b); !ok || n != 123456 {
+		t.Errorf("%s: %d %v", b, n, ok)
+	}
+}

@@ -375,12 +375,15 @@ func (r *Reader) readFrom(ctx context.Context, filters []string, since *time.Tim
 			var ev Event
 			var err error
 			if r.seqOnly {
-				var p struct {
-					Session string `json:"session"`
-					Seq     uint64 `json:"seq"`
+				var ok bool
+				if ev.Seq, ok = peekSeq(msg.Data()); !ok {
+					var p struct {
+						Session string `json:"session"`
+						Seq     uint64 `json:"seq"`
+					}
+					err = json.Unmarshal(msg.Data(), &p)
+					ev.Session, ev.Seq = p.Session, p.Seq
 				}
-				err = json.Unmarshal(msg.Data(), &p)
-				ev.Session, ev.Seq = p.Session, p.Seq
 			} else {
 				err = json.Unmarshal(msg.Data(), &ev)
 			}
@@ -478,4 +481,47 @@ func (r *Reader) Follow(ctx context.Context, session string, fn func(ev *Event) 
 			return nil
 		}
 	}
+}
+
+// peekSeq reads the seq of an event stored as the gateway writes it:
+// {"v":N,"type":"T","session":"S","seq":N,... with no spaces (the
+// canonical encoding, docs/events.md). Anything else is not ok, and is
+// decoded in full. Only where a body's seq puts it among the session's
+// events depends on this; verification decodes every body.
+func peekSeq(b []byte) (uint64, bool) {
+	const vPrefix = `{"v":`
+	if !bytes.HasPrefix(b, []byte(vPrefix)) {
+		return 0, false
+	}
+	// Members before seq: v (a number), type and session (strings the
+	// gateway writes without quotes or escapes inside).
+	i := len(vPrefix)
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	for _, key := range []string{`,"type":"`, `,"session":"`} {
+		if !bytes.HasPrefix(b[i:], []byte(key)) {
+			return 0, false
+		}
+		i += len(key)
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 || bytes.IndexByte(b[i:i+j], '\\') >= 0 {
+			return 0, false
+		}
+		i += j + 1
+	}
+	if !bytes.HasPrefix(b[i:], []byte(`,"seq":`)) {
+		return 0, false
+	}
+	i += len(`,"seq":`)
+	start := i
+	var n uint64
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' && i-start < 19 {
+		n = n*10 + uint64(b[i]-'0')
+		i++
+	}
+	if i == start || i >= len(b) || (b[i] != ',' && b[i] != '}') {
+		return 0, false
+	}
+	return n, true
 }
