@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +30,28 @@ type SessionReader interface {
 	Stored(ctx context.Context, session string) (*recorder.Stored, error)
 }
 
+// SessionIndex answers filtered, paged session lists; recorder.Index is
+// one.
+type SessionIndex interface {
+	Wait(ctx context.Context) error
+	// Sync waits until what the stream holds now is applied.
+	Sync(ctx context.Context) error
+	Query(q recorder.Query) (recorder.Page, error)
+	Get(id string) (recorder.Summary, bool)
+}
+
+// NextCursorHeader carries the cursor of the next page of GET
+// /v1/sessions; absent on the last page.
+const NextCursorHeader = "Airlock-Next-Cursor"
+
+// indexWait is how long a list waits for the session index to finish
+// reading the stream's history, at a gateway's start.
+const indexWait = 10 * time.Second
+
+// indexSync bounds how long a list waits for the index to catch up with
+// the stream.
+const indexSync = time.Second
+
 // SessionDetail is one session: its summary and every event.
 type SessionDetail struct {
 	Summary recorder.Summary `json:"summary"`
@@ -38,6 +62,10 @@ type SessionDetail struct {
 type API struct {
 	Service  *Service
 	Sessions SessionReader
+	// Index, when set, answers GET /v1/sessions (with its filters and
+	// cursor); without it the list reads the stream (Sessions.Sessions)
+	// and knows only since, agent, resource and limit.
+	Index SessionIndex
 	// Keys are the public keys events are signed with, published on
 	// GET /v1/keys and put in export files.
 	Keys []recorder.PublicKey
@@ -88,9 +116,10 @@ func (a *API) Handler() http.Handler {
 	mux.Handle("GET /v1/grants", a.auth(nil, a.listGrants))
 	mux.Handle("GET /v1/grants/{id}", a.auth(nil, a.getGrant))
 	mux.Handle("POST /v1/grants/{id}/{action}", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.decide))
-	mux.Handle("GET /v1/sessions", a.auth(roles(config.RoleReviewer, config.RoleAdmin), a.listSessions))
-	mux.Handle("GET /v1/sessions/{id}", a.auth(roles(config.RoleReviewer, config.RoleAdmin), a.getSession))
-	mux.Handle("GET /v1/sessions/{id}/export", a.auth(roles(config.RoleReviewer, config.RoleAdmin), a.exportSession))
+	// An agent reads its own sessions only (SessionVisible).
+	mux.Handle("GET /v1/sessions", a.auth(roles(config.RoleReviewer, config.RoleAdmin, config.RoleAgent), a.listSessions))
+	mux.Handle("GET /v1/sessions/{id}", a.auth(roles(config.RoleReviewer, config.RoleAdmin, config.RoleAgent), a.getSession))
+	mux.Handle("GET /v1/sessions/{id}/export", a.auth(roles(config.RoleReviewer, config.RoleAdmin, config.RoleAgent), a.exportSession))
 	mux.Handle("GET /v1/notify", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.notifyStatus))
 	mux.Handle("POST /v1/console/links", a.auth(nil, a.consoleLink))
 	// The signing key is public: anyone holding a record may check it.
@@ -266,29 +295,115 @@ func (a *API) consoleLink(w http.ResponseWriter, r *http.Request, who *config.Id
 }
 
 func (a *API) listSessions(w http.ResponseWriter, r *http.Request, who *config.Identity) {
-	q := r.URL.Query()
-	o := recorder.ListOptions{Agent: q.Get("agent"), Resource: q.Get("resource")}
-	if v := q.Get("since"); v != "" {
-		t, err := parseSince(v, a.Service.now())
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+	q, err := ParseSessionQuery(r.URL.Query(), a.Service.now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if who.Role == config.RoleAgent {
+		if q.Agent != "" && q.Agent != who.Name {
+			// Another agent's sessions: none the caller may see.
+			writeJSON(w, http.StatusOK, []recorder.Summary{})
 			return
 		}
-		o.Since = t
+		q.Agent = who.Name
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
+	if a.Index == nil {
+		if q.Grant != "" || q.Task != "" || q.State != "" || !q.Until.IsZero() || q.Denied || q.Cursor != "" {
+			writeError(w, http.StatusBadRequest, "grant, task, state, until, denied and cursor need the session index, which this server does not run")
+			return
+		}
+		ss, err := a.Sessions.Sessions(r.Context(), recorder.ListOptions{Since: q.Since, Agent: q.Agent, Resource: q.Resource, Limit: q.Limit})
+		if ss == nil {
+			ss = []recorder.Summary{}
+		}
+		a.reply(w, http.StatusOK, ss, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), indexWait)
+	defer cancel()
+	if err := a.Index.Wait(ctx); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error()+"; try again shortly")
+		return
+	}
+	// A list right after a session ended shows it ended; past a second
+	// the list answers with what the index has.
+	sctx, scancel := context.WithTimeout(r.Context(), indexSync)
+	if err := a.Index.Sync(sctx); err != nil && r.Context().Err() == nil {
+		a.logger().Warn("session list: index not caught up", "err", err)
+	}
+	scancel()
+	page, err := a.Index.Query(q)
+	if errors.Is(err, recorder.ErrBadCursor) {
+		writeError(w, http.StatusBadRequest, "cursor: not one this server handed out (take it from the "+NextCursorHeader+" header)")
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if page.Next != "" {
+		w.Header().Set(NextCursorHeader, page.Next)
+	}
+	if page.Sessions == nil {
+		page.Sessions = []recorder.Summary{}
+	}
+	writeJSON(w, http.StatusOK, page.Sessions)
+}
+
+// ParseSessionQuery reads a session list's parameters, shared by GET
+// /v1/sessions and the console's list: agent, resource, grant, task
+// (substring of the task text), state (open, ended, interrupted,
+// auth_failed), since and until (RFC 3339 or a duration back from now),
+// denied (true: only sessions with denials), cursor, limit.
+func ParseSessionQuery(v url.Values, now time.Time) (recorder.Query, error) {
+	q := recorder.Query{
+		Agent: v.Get("agent"), Resource: v.Get("resource"), Grant: v.Get("grant"),
+		Task: v.Get("task"), State: v.Get("state"), Cursor: v.Get("cursor"),
+	}
+	if !recorder.ValidState(q.State) {
+		return q, fmt.Errorf("state %q: want open, ended, interrupted or auth_failed", q.State)
+	}
+	for _, t := range []struct {
+		name string
+		to   *time.Time
+	}{{"since", &q.Since}, {"until", &q.Until}} {
+		if s := v.Get(t.name); s != "" {
+			tm, err := parseSince(s, now)
+			if err != nil {
+				return q, fmt.Errorf("%s: %w", t.name, err)
+			}
+			*t.to = tm
+		}
+	}
+	switch d := v.Get("denied"); d {
+	case "", "false", "0":
+	case "true", "1", "on":
+		q.Denied = true
+	default:
+		return q, fmt.Errorf("denied %q: want true or false", d)
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, "limit must be a non-negative number")
-			return
+			return q, errors.New("limit must be a non-negative number")
 		}
-		o.Limit = n
+		q.Limit = n
 	}
-	ss, err := a.Sessions.Sessions(r.Context(), o)
-	if ss == nil {
-		ss = []recorder.Summary{}
+	return q, nil
+}
+
+// SessionVisible reports whether who may read a session of agent: a
+// reviewer or admin any, an agent its own, an approver none (the API
+// gives approvers grants, not sessions).
+func SessionVisible(who *config.Identity, agent string) bool {
+	switch who.Role {
+	case config.RoleReviewer, config.RoleAdmin:
+		return true
+	case config.RoleAgent:
+		return agent == who.Name
 	}
-	a.reply(w, http.StatusOK, ss, err)
+	return false
 }
 
 func (a *API) getSession(w http.ResponseWriter, r *http.Request, who *config.Identity) {
@@ -302,7 +417,12 @@ func (a *API) getSession(w http.ResponseWriter, r *http.Request, who *config.Ide
 		a.reply(w, 0, nil, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, SessionDetail{Summary: recorder.Summarize(evs), Events: evs})
+	sum := recorder.Summarize(evs)
+	if !SessionVisible(who, sum.Agent) {
+		writeError(w, http.StatusNotFound, "no session "+id)
+		return
+	}
+	writeJSON(w, http.StatusOK, SessionDetail{Summary: sum, Events: evs})
 }
 
 func (a *API) exportSession(w http.ResponseWriter, r *http.Request, who *config.Identity) {
@@ -314,6 +434,10 @@ func (a *API) exportSession(w http.ResponseWriter, r *http.Request, who *config.
 	}
 	if err != nil {
 		a.reply(w, 0, nil, err)
+		return
+	}
+	if who.Role != config.RoleReviewer && who.Role != config.RoleAdmin && !SessionVisible(who, storedAgent(st)) {
+		writeError(w, http.StatusNotFound, "no session "+id)
 		return
 	}
 	x := recorder.NewExport(id, a.Stream, st.Events, a.Keys, a.Service.now())
@@ -331,6 +455,20 @@ func (a *API) notifyStatus(w http.ResponseWriter, r *http.Request, who *config.I
 	ts, err := a.Notify.Status(r.Context())
 	rep.Targets = ts
 	a.reply(w, http.StatusOK, rep, err)
+}
+
+// storedAgent is the agent of a stored session: its first readable
+// event's.
+func storedAgent(st *recorder.Stored) string {
+	for _, raw := range st.Events {
+		var ev struct {
+			Agent string `json:"agent"`
+		}
+		if json.Unmarshal(raw, &ev) == nil && ev.Agent != "" {
+			return ev.Agent
+		}
+	}
+	return ""
 }
 
 // Keys is the answer of GET /v1/keys.

@@ -72,6 +72,18 @@ func (c *Client) Sessions(ctx context.Context, query url.Values) ([]recorder.Sum
 	return out, c.do(ctx, "GET", "/v1/sessions?"+query.Encode(), nil, &out)
 }
 
+// SessionsPage lists one page of sessions (query with limit, and the
+// cursor of the previous page if any) and returns the next page's cursor,
+// empty on the last page.
+func (c *Client) SessionsPage(ctx context.Context, query url.Values) ([]recorder.Summary, string, error) {
+	var out []recorder.Summary
+	h, err := c.doHeader(ctx, "GET", "/v1/sessions?"+query.Encode(), nil, &out)
+	if err != nil {
+		return nil, "", err
+	}
+	return out, h.Get(NextCursorHeader), nil
+}
+
 // Session returns one session with its events.
 func (c *Client) Session(ctx context.Context, id string) (*SessionDetail, error) {
 	var out SessionDetail
@@ -106,20 +118,26 @@ type APIError struct {
 func (e *APIError) Error() string { return e.Msg }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	_, err := c.doHeader(ctx, method, path, in, out)
+	return err
+}
+
+// doHeader is do that also returns the answer's headers.
+func (c *Client) doHeader(ctx context.Context, method, path string, in, out any) (http.Header, error) {
 	if c.Server == "" {
-		return fmt.Errorf("no gateway address: set --server or AIRLOCK_SERVER")
+		return nil, fmt.Errorf("no gateway address: set --server or AIRLOCK_SERVER")
 	}
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.Server, "/")+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -133,25 +151,25 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("reaching the gateway at %s: %w", c.Server, err)
+		return nil, fmt.Errorf("reaching the gateway at %s: %w", c.Server, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		if err != nil {
-			return fmt.Errorf("reading the gateway's answer: %w", err)
+			return nil, fmt.Errorf("reading the gateway's answer: %w", err)
 		}
 		var e apiError
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return &APIError{Status: resp.StatusCode, Msg: e.Error}
+			return nil, &APIError{Status: resp.StatusCode, Msg: e.Error}
 		}
-		return &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("gateway answered %s", resp.Status)}
+		return nil, &APIError{Status: resp.StatusCode, Msg: fmt.Sprintf("gateway answered %s", resp.Status)}
 	}
 	// Decoded as it arrives, with no size limit: a session holding large
 	// statements (recorder.max_statement_bytes, 64 MiB by default, each)
 	// is as large as they are, and an export carries all of them.
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("gateway answer unreadable: %w", err)
+		return nil, fmt.Errorf("gateway answer unreadable: %w", err)
 	}
-	return nil
+	return resp.Header, nil
 }

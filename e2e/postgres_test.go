@@ -127,8 +127,18 @@ select 'after rollback' as marker;
 			t.Errorf("sessions show lacks %q:\n%s", want, text)
 		}
 	}
-	if _, err := g.cli("agent-1", "sessions", "list"); err == nil {
-		t.Errorf("an agent could list sessions")
+	// An agent lists its own sessions only (issue 17).
+	var own []recorder.Summary
+	g.cliJSON(&own, "agent-1", "sessions", "list")
+	for _, s := range own {
+		if s.Agent != "agent-1" {
+			t.Errorf("agent-1's list holds %s of %s", s.Session, s.Agent)
+		}
+	}
+	var others []recorder.Summary
+	g.cliJSON(&others, "agent-2", "sessions", "list")
+	if len(own) == 0 || len(others) != 0 {
+		t.Errorf("agent-1 lists %d sessions, agent-2 (none recorded) %d", len(own), len(others))
 	}
 
 	// Revoking ends a live connection within a second; the token stops

@@ -94,9 +94,10 @@ func TestRecorderVerifyAndExport(t *testing.T) {
 	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", "--all", "--since", "1h"); code != 0 || !strings.Contains(stdout, "1 sessions: 1 verified") {
 		t.Fatalf("verify --all: exit %d\n%s%s", code, stdout, stderr)
 	}
-	// Only reviewers read sessions.
-	if _, _, code := g.cliRun("agent-1", "sessions", "verify", id); code != 1 {
-		t.Fatalf("an agent verified a session: exit %d", code)
+	// An agent reads its own sessions only (issue 17): another agent's
+	// is not found.
+	if _, _, code := g.cliRun("agent-2", "sessions", "verify", id); code != 1 {
+		t.Fatalf("agent-2 verified agent-1's session: exit %d", code)
 	}
 
 	file := filepath.Join(t.TempDir(), id+".json")

@@ -155,3 +155,57 @@ func WriteAsciicast(w io.Writer, evs []Event) error {
 	}
 	return bw.Flush()
 }
+
+// LiveCast turns a session's events into asciicast events one at a time,
+// as they are stored: the live view of an open session. Its choice of
+// terminal channels is Terminal's (shells, and channels with a pty).
+type LiveCast struct {
+	// Start is the time asciicast times count from.
+	Start         time.Time
+	terminal, pty map[uint64]bool
+}
+
+// NewLiveCast counts times from start.
+func NewLiveCast(start time.Time) *LiveCast {
+	return &LiveCast{Start: start, terminal: map[uint64]bool{}, pty: map[uint64]bool{}}
+}
+
+// Add returns what ev adds to the terminal: output, or a resize.
+func (c *LiveCast) Add(ev *Event) []CastEvent {
+	switch {
+	case ev.Statement != nil:
+		if ev.Statement.Class.Kind == "SHELL" && ev.Statement.Decision == "allow" {
+			c.terminal[ev.Statement.ID] = true
+		}
+		return nil
+	case ev.Type != TypeData || ev.Data == nil:
+		return nil
+	}
+	d := ev.Data
+	at := max(ev.Time.Sub(c.Start).Seconds(), 0)
+	switch d.Stream {
+	case "resize":
+		c.terminal[d.ID], c.pty[d.ID] = true, true
+		if d.Cols > 0 && d.Rows > 0 {
+			return []CastEvent{{at, "r", fmt.Sprintf("%dx%d", d.Cols, d.Rows)}}
+		}
+	case "stdout", "stderr":
+		if !c.terminal[d.ID] {
+			return nil
+		}
+		text := string(d.Bytes())
+		if !c.pty[d.ID] {
+			text = strings.ReplaceAll(strings.ReplaceAll(text, "\r\n", "\n"), "\n", "\r\n")
+		}
+		return []CastEvent{{at, "o", text}}
+	}
+	return nil
+}
+
+// Seed makes the follower know the terminal channels of events already
+// shown (from Terminal), so their later output is followed.
+func (c *LiveCast) Seed(evs []Event) {
+	for i := range evs {
+		_ = c.Add(&evs[i])
+	}
+}

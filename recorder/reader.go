@@ -50,6 +50,8 @@ type Reader struct {
 	js     jetstream.JetStream
 	stream string
 	prefix string
+	// seqOnly decodes only each event's seq and session (Stored).
+	seqOnly bool
 }
 
 // NewReader reads stream, whose event subjects start with subjectPrefix
@@ -251,7 +253,9 @@ func (r *Reader) Stored(ctx context.Context, session string) (*Stored, error) {
 		out    []raw
 		chunks []Chunk
 	)
-	err := r.session(ctx, session, keepChunk(&chunks), func(data []byte, ev *Event, _ uint64) {
+	r2 := *r
+	r2.seqOnly = true // the bodies are kept as stored; only their seq is needed
+	err := r2.session(ctx, session, keepChunk(&chunks), func(data []byte, ev *Event, _ uint64) {
 		out = append(out, raw{ev.Seq, slices.Clone(data)})
 	})
 	if err != nil {
@@ -297,7 +301,7 @@ func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, c
 		ctx, cancel = context.WithTimeout(ctx, defaultReadTimeout)
 		defer cancel()
 	}
-	if err := r.readStream(ctx, r.stream, filters, since, chunk, fn); err != nil {
+	if err := r.readStream(ctx, r.stream, filters, since, 0, chunk, fn); err != nil {
 		return err
 	}
 	// Events a failover sent to the standby reach the events stream
@@ -311,19 +315,32 @@ func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, c
 	for i, f := range filters {
 		standby[i] = StandbySubjects(r.prefix) + strings.TrimPrefix(f, r.prefix)
 	}
-	err := r.readStream(ctx, StandbyStream(r.stream), standby, since, chunk, fn)
+	err := r.readStream(ctx, StandbyStream(r.stream), standby, since, 0, chunk, fn)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil // no failover: a single server, or recorder.replicas 1
 	}
 	return err
 }
 
+// readAfter is read on the events stream alone, from the message after
+// its stream sequence after (since is then unused): for the session index,
+// which follows the events stream and sees a failover's events when the
+// stream has sourced them.
+func (r *Reader) readAfter(ctx context.Context, filters []string, since *time.Time, after uint64, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultReadTimeout)
+		defer cancel()
+	}
+	return r.readStream(ctx, r.stream, filters, since, after, chunk, fn)
+}
+
 // readStream is read on one stream.
-func (r *Reader) readStream(ctx context.Context, stream string, filters []string, since *time.Time, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) error {
+func (r *Reader) readStream(ctx context.Context, stream string, filters []string, since *time.Time, after uint64, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) error {
 	// A consumer made while the stream elects a leader, or whose server
 	// dies, can stop delivering for good; a read that hears nothing for
 	// readStall starts a new one after the last message it got.
-	var last uint64
+	last := after
 	for {
 		done, err := r.readFrom(ctx, stream, filters, since, &last, chunk, fn)
 		switch {
@@ -411,7 +428,21 @@ func (r *Reader) readFrom(ctx context.Context, stream string, filters []string, 
 			}
 		} else {
 			var ev Event
-			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			var err error
+			if r.seqOnly {
+				var ok bool
+				if ev.Seq, ok = peekSeq(msg.Data()); !ok {
+					var p struct {
+						Session string `json:"session"`
+						Seq     uint64 `json:"seq"`
+					}
+					err = json.Unmarshal(msg.Data(), &p)
+					ev.Session, ev.Seq = p.Session, p.Seq
+				}
+			} else {
+				err = json.Unmarshal(msg.Data(), &ev)
+			}
+			if err != nil {
 				// A record we cannot read is reported, not skipped:
 				// skipping would hide exactly the kind of damage a
 				// reviewer looks for.
@@ -446,4 +477,106 @@ func keepChunk(chunks *[]Chunk) func(Chunk, bool, uint64) {
 			*chunks = append(*chunks, c)
 		}
 	}
+}
+
+// Decoded is the stored session for reading, as Events returns it:
+// decoded, with values kept in chunks put back in place. A body that does
+// not decode becomes an event holding only a seq (verification says what
+// is wrong with it).
+func (st *Stored) Decoded() []Event {
+	evs, _ := DecodeRaw(st.Events)
+	if len(st.Chunks) > 0 {
+		idx := indexChunks(st.Chunks)
+		for i := range evs {
+			_, _ = resolve(&evs[i], idx)
+		}
+	}
+	return evs
+}
+
+// Follow delivers every event of one session in stream order, first
+// those stored, then each as it is stored, until ctx ends or fn returns
+// false. Chunks are not delivered (a live view shows events as they come).
+func (r *Reader) Follow(ctx context.Context, session string, fn func(ev *Event) bool) error {
+	if !ValidSessionID(session) {
+		return fmt.Errorf("recorder: %w: invalid session id %q", ErrNotFound, session)
+	}
+	cons, err := r.js.OrderedConsumer(ctx, r.stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{r.prefix + "." + session + ".>"},
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: consumerIdle,
+	})
+	if err != nil {
+		return fmt.Errorf("recorder: follow %s: %w", session, err)
+	}
+	defer r.deleteConsumer(ctx, r.stream, cons)
+	it, err := cons.Messages(jetstream.PullMaxMessages(readBatch))
+	if err != nil {
+		return fmt.Errorf("recorder: follow %s: %w", session, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("recorder: follow %s: %w", session, err)
+		}
+		if strings.HasSuffix(msg.Subject(), "."+KindChunk) {
+			continue
+		}
+		var ev Event
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			continue
+		}
+		if !fn(&ev) {
+			return nil
+		}
+	}
+}
+
+// peekSeq reads the seq of an event stored as the gateway writes it:
+// {"v":N,"type":"T","session":"S","seq":N,... with no spaces (the
+// canonical encoding, docs/events.md). Anything else is not ok, and is
+// decoded in full. Only where a body's seq puts it among the session's
+// events depends on this; verification decodes every body.
+func peekSeq(b []byte) (uint64, bool) {
+	const vPrefix = `{"v":`
+	if !bytes.HasPrefix(b, []byte(vPrefix)) {
+		return 0, false
+	}
+	// Members before seq: v (a number), type and session (strings the
+	// gateway writes without quotes or escapes inside).
+	i := len(vPrefix)
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	for _, key := range []string{`,"type":"`, `,"session":"`} {
+		if !bytes.HasPrefix(b[i:], []byte(key)) {
+			return 0, false
+		}
+		i += len(key)
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 || bytes.IndexByte(b[i:i+j], '\\') >= 0 {
+			return 0, false
+		}
+		i += j + 1
+	}
+	if !bytes.HasPrefix(b[i:], []byte(`,"seq":`)) {
+		return 0, false
+	}
+	i += len(`,"seq":`)
+	start := i
+	var n uint64
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' && i-start < 19 {
+		n = n*10 + uint64(b[i]-'0')
+		i++
+	}
+	if i == start || i >= len(b) || (b[i] != ',' && b[i] != '}') {
+		return 0, false
+	}
+	return n, true
 }

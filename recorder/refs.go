@@ -227,6 +227,24 @@ func checkRefs(r Report, evs []Event, chunks []Chunk) Report {
 // export file): its event bodies and the chunks of the values they
 // reference, each of which must be present and unaltered.
 func VerifyStored(session string, raws []json.RawMessage, chunks []Chunk, keys Keyring) Report {
+	r, _ := VerifyStoredEvents(session, raws, chunks, keys)
+	return r
+}
+
+// VerifyStoredEvents is VerifyStored, also returning the events decoded
+// for reading (as Stored.Decoded returns them), from the one decoding
+// verification does: the console shows a session and its verification
+// without reading it twice.
+func VerifyStoredEvents(session string, raws []json.RawMessage, chunks []Chunk, keys Keyring) (Report, []Event) {
 	evs, bad := DecodeRaw(raws)
-	return checkRefs(verify(session, evs, bad, keys), evs, chunks)
+	r := checkRefs(verify(session, evs, bad, keys), evs, chunks)
+	// Values are put back in place after verification, which checks
+	// the stored form.
+	if len(chunks) > 0 {
+		idx := indexChunks(chunks)
+		for i := range evs {
+			_, _ = resolve(&evs[i], idx)
+		}
+	}
+	return r, evs
 }

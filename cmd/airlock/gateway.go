@@ -148,10 +148,17 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	}()
 
 	srv = &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host, Observer: mx}
+	// The session index reads the stream's history in the background;
+	// session lists wait for it (briefly) until then.
+	index := recorder.NewIndex(nc.JS, recorder.IndexOptions{Stream: rec.Stream(), SubjectPrefix: rec.SubjectPrefix(), Logger: log.With("component", "session-index")})
+	ictx, icancel := context.WithCancel(ctx)
+	defer icancel()
+	go func() { _ = index.Run(ictx) }()
 	svc := &control.Service{Store: store, Config: cfg}
 	api := &control.API{
 		Service:  svc,
 		Sessions: reader,
+		Index:    index,
 		Keys:     []recorder.PublicKey{signer.Public()},
 		Stream:   rec.Stream(),
 		Log:      log,
@@ -161,7 +168,8 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	}
 	uiHandler := consoleOff(cfg.Console.Bucket)
 	if ns.console != nil {
-		ui, err := console.New(console.Options{Config: cfg, Service: svc, Sessions: reader, Store: ns.console, Log: log.With("component", "console")})
+		ui, err := console.New(console.Options{Config: cfg, Service: svc, Sessions: reader, Store: ns.console, Log: log.With("component", "console"),
+			Index: index, Keys: []recorder.PublicKey{signer.Public()}, Stream: rec.Stream()})
 		if err != nil {
 			return err
 		}

@@ -19,23 +19,37 @@ import (
 
 func sessionsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sessions", Short: "List and read recorded sessions (reviewer)"}
-	var since, agent, resource string
+	var since, until, agent, resource, grant, task, state, cursor string
 	var limit int
+	var denied bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List sessions, newest first",
-		Args:  cobra.NoArgs,
+		Long: `List sessions, newest first, filtered by the flags given.
+
+With --limit the list is one page: when more sessions match, the cursor of
+the next page is printed on stderr (in --json, see the Airlock-Next-Cursor
+header of GET /v1/sessions); pass it to --cursor for the next page.`,
+		Args: cobra.NoArgs,
 		RunE: call(g, func(ctx context.Context, c *control.Client, _ []string) ([]recorder.Summary, error) {
 			q := url.Values{}
-			for k, v := range map[string]string{"since": since, "agent": agent, "resource": resource} {
+			for k, v := range map[string]string{"since": since, "until": until, "agent": agent, "resource": resource,
+				"grant": grant, "task": task, "state": state, "cursor": cursor} {
 				if v != "" {
 					q.Set(k, v)
 				}
 			}
+			if denied {
+				q.Set("denied", "true")
+			}
 			if limit > 0 {
 				q.Set("limit", strconv.Itoa(limit))
 			}
-			return c.Sessions(ctx, q)
+			ss, next, err := c.SessionsPage(ctx, q)
+			if err == nil && next != "" {
+				fmt.Fprintf(os.Stderr, "more sessions: --cursor %s\n", next)
+			}
+			return ss, err
 		}, func(ss []recorder.Summary) error {
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SESSION\tSTARTED\tSTATUS\tAGENT\tRESOURCE\tGRANT\tSTMTS\tDENIED\tCLIENT")
@@ -46,9 +60,15 @@ func sessionsCmd(g *globals) *cobra.Command {
 		}),
 	}
 	list.Flags().StringVar(&since, "since", "", "only sessions started since a time (RFC 3339) or a duration ago (2h)")
+	list.Flags().StringVar(&until, "until", "", "only sessions started before a time (RFC 3339) or a duration ago (2h)")
 	list.Flags().StringVar(&agent, "agent", "", "only this agent's sessions")
 	list.Flags().StringVar(&resource, "resource", "", "only sessions to this resource")
-	list.Flags().IntVar(&limit, "limit", 0, "at most this many sessions (newest)")
+	list.Flags().StringVar(&grant, "grant", "", "only sessions of this grant")
+	list.Flags().StringVar(&task, "task", "", "only sessions whose task text contains this (case ignored)")
+	list.Flags().StringVar(&state, "state", "", "only sessions in this state: open, ended, interrupted or auth_failed")
+	list.Flags().BoolVar(&denied, "denied", false, "only sessions with a denied statement or command")
+	list.Flags().StringVar(&cursor, "cursor", "", "continue after the page that printed this cursor")
+	list.Flags().IntVar(&limit, "limit", 0, "at most this many sessions (a page, newest first)")
 
 	show := &cobra.Command{
 		Use:   "show ID",

@@ -9,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -268,25 +267,7 @@ func printReport(w io.Writer, r recorder.Report) {
 	fmt.Fprintln(w, reportLine(r))
 }
 
-func reportLine(r recorder.Report) string {
-	switch r.Status {
-	case recorder.VerifyOK:
-		line := fmt.Sprintf("%s: ok: %d events, seq 1-%d, signed with %s", r.Session, r.Events, r.LastSeq, r.Key)
-		if n := r.Interrupted; n != nil {
-			line += fmt.Sprintf(" (marked interrupted after seq %d by %s at %s, but its gateway had only lost NATS and recorded on)",
-				n.LastSeq, n.Gateway, n.Time.Format(time.RFC3339))
-		}
-		return line
-	case recorder.VerifyInterrupted:
-		return fmt.Sprintf("%s: INTERRUPTED (intact): %d events, seq 1-%d, signed with %s: %s", r.Session, r.Events, r.LastSeq, r.Key, r.Problem)
-	case recorder.VerifyUnterminated:
-		return fmt.Sprintf("%s: UNTERMINATED: %d events: %s", r.Session, r.Events, r.Problem)
-	}
-	if r.FirstBad > 0 {
-		return fmt.Sprintf("%s: FAILED at seq %d: %s", r.Session, r.FirstBad, r.Problem)
-	}
-	return fmt.Sprintf("%s: FAILED: %s", r.Session, r.Problem)
-}
+func reportLine(r recorder.Report) string { return r.Line() }
 
 // verifyFailure is a verification outcome that main turns into an exit
 // status (through errors.As to exitError) after printing msg.

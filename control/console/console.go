@@ -52,6 +52,7 @@ import (
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/recorder"
 )
 
 //go:embed templates/*.html
@@ -70,6 +71,11 @@ type Options struct {
 	Sessions control.SessionReader
 	Store    *Store
 	Log      *slog.Logger
+	// Index answers the session list (sessions.go); Keys and Stream are
+	// what the API's export carries, for the verify badge and downloads.
+	Index  control.SessionIndex
+	Keys   []recorder.PublicKey
+	Stream string
 }
 
 // Console serves the web console.
@@ -83,12 +89,16 @@ type Console struct {
 	mux      *http.ServeMux
 	handler  http.Handler
 	events   *hub
+	index    control.SessionIndex
+	keys     []recorder.PublicKey
+	stream   string
 }
 
 // New parses the templates and sets up the routes; it fails if a template
 // is broken or missing.
 func New(o Options) (*Console, error) {
-	c := &Console{cfg: o.Config, svc: o.Service, sessions: o.Sessions, store: o.Store, log: o.Log, mux: http.NewServeMux()}
+	c := &Console{cfg: o.Config, svc: o.Service, sessions: o.Sessions, store: o.Store, log: o.Log, mux: http.NewServeMux(),
+		index: o.Index, keys: o.Keys, stream: o.Stream}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -147,6 +157,7 @@ func (c *Console) routes() {
 	c.handle("GET /ui/{$}", anyone, c.home)
 	c.handle("GET /ui/events", anyone, c.serveEvents)
 	c.pageRoutes()
+	c.sessionRoutes()
 	c.mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "No such page.")
 	})
@@ -270,7 +281,7 @@ func nav(who *config.Identity, current string) []navItem {
 	case config.RoleAdmin:
 		items = []navItem{{Href: "/ui/requests", Label: "Requests"}, {Href: "/ui/grants", Label: "Grants"}, {Href: "/ui/sessions", Label: "Sessions"}}
 	case config.RoleAgent:
-		items = []navItem{{Href: "/ui/requests", Label: "My requests"}}
+		items = []navItem{{Href: "/ui/requests", Label: "My requests"}, {Href: "/ui/sessions", Label: "My sessions"}}
 	}
 	for i := range items {
 		items[i].Current = current == items[i].Href || strings.HasPrefix(current, items[i].Href+"/")
@@ -398,6 +409,9 @@ var funcs = template.FuncMap{
 		return fmt.Sprint(d)
 	},
 	"join": strings.Join,
+	// list and clock are for the session pages (sessions.go).
+	"list":  func(s ...string) []string { return s },
+	"clock": func(t time.Time) string { return t.UTC().Format("15:04:05.000") },
 }
 
 // shortDuration writes 1h30m rather than 1h30m0s.

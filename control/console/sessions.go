@@ -1,0 +1,534 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airlockhq/airlock/config"
+	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+// Who reads sessions: a reviewer and an admin every session, an agent its
+// own (control.SessionVisible; another agent's session is a 404, as if it
+// did not exist). An approver none, as in the API: approvers see grants
+// and their live sessions on the grants pages.
+var sessionReaders = roles(config.RoleReviewer, config.RoleAdmin, config.RoleAgent)
+
+func init() {
+	requiredPages = append(requiredPages, "sessions", "session")
+}
+
+func (c *Console) sessionRoutes() {
+	c.handle("GET /ui/sessions", sessionReaders, c.sessionsPage)
+	c.handle("GET /ui/sessions/{id}", sessionReaders, c.sessionPage)
+	c.handle("GET /ui/sessions/{id}/export", sessionReaders, c.sessionExport)
+	c.handle("GET /ui/sessions/{id}/cast", sessionReaders, c.sessionCast)
+	c.handle("GET /ui/sessions/{id}/live", sessionReaders, c.sessionLive)
+}
+
+// pageSize is how many sessions a list page shows.
+const pageSize = 50
+
+// sessionsData is the data of templates/sessions.html.
+type sessionsData struct {
+	// Form is the filter as given, to fill the form again.
+	Form     url.Values
+	Agent    bool // the viewer is an agent: no agent filter
+	Sessions []recorder.Summary
+	// Next is the URL of the next page; empty on the last.
+	Next  string
+	Error string
+}
+
+func (c *Console) sessionsPage(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	form := r.URL.Query()
+	d := sessionsData{Form: form, Agent: who.Role == config.RoleAgent}
+	q, err := control.ParseSessionQuery(form, c.now())
+	if err != nil {
+		d.Error = err.Error()
+		c.renderStatus(w, r, http.StatusBadRequest, "sessions", d)
+		return
+	}
+	if d.Agent {
+		q.Agent = who.Name
+	}
+	q.Limit = pageSize
+	if c.index == nil {
+		c.fail(w, r, http.StatusServiceUnavailable, "This gateway runs no session index.")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if err := c.index.Wait(ctx); err != nil {
+		c.fail(w, r, http.StatusServiceUnavailable, "The session list is still being read from the event stream; reload in a moment.")
+		return
+	}
+	sctx, scancel := context.WithTimeout(r.Context(), time.Second)
+	_ = c.index.Sync(sctx) // past a second, the list as the index has it
+	scancel()
+	p, err := c.index.Query(q)
+	if err != nil {
+		d.Error = err.Error()
+		if errors.Is(err, recorder.ErrBadCursor) {
+			d.Error = "This page link is not valid any more; start from the first page."
+		}
+		c.renderStatus(w, r, http.StatusBadRequest, "sessions", d)
+		return
+	}
+	d.Sessions = p.Sessions
+	if p.Next != "" {
+		next := url.Values{}
+		for k, v := range form {
+			if k != "cursor" && len(v) > 0 && v[0] != "" {
+				next.Set(k, v[0])
+			}
+		}
+		next.Set("cursor", p.Next)
+		d.Next = "/ui/sessions?" + next.Encode()
+	}
+	c.render(w, r, "sessions", d)
+}
+
+// stmtRow is one line of a session's timeline.
+type stmtRow struct {
+	Seq   uint64
+	Time  time.Time
+	Clock string // the time of day, to the millisecond (UTC)
+	// Stmt: a statement's row; RowClass its CSS classes.
+	Stmt     bool
+	RowClass string
+	// Kind is "statement", or the event's type for the others.
+	Kind string
+	// Statement lines.
+	ID       uint64
+	Text     string
+	TextNote string
+	Decision string
+	Denied   bool
+	Rule     string
+	Reason   string
+	Class    string
+	Params   []recorder.Param
+	// Outcome, for an allowed statement whose result is recorded.
+	Result   *recorder.Result
+	Duration string
+	Outcome  string
+	// Note is what an event other than a statement says.
+	Note string
+}
+
+// sessionData is the data of templates/session.html.
+type sessionData struct {
+	S       recorder.Summary
+	Comment string // the approver's comment on the grant, if any
+	Rows    []stmtRow
+	// Timeline is Rows rendered by the template "rows".
+	Timeline template.HTML
+	Denied   int
+	Verify   verifyBadge
+	// Replay: the session has a terminal to play (SSH shell or pty).
+	Replay   bool
+	Cols     int
+	Rows2    int
+	Live     bool
+	CastURL  string
+	LiveURL  string
+	NoReplay string
+}
+
+// verifyBadge is the outcome of verification as the page shows it.
+type verifyBadge struct {
+	Class  string // intact, interrupted, open, broken
+	Label  string
+	Detail string
+	Report recorder.Report
+}
+
+// loadSession reads one session the viewer may see, as stored. A session
+// that does not exist, or that the viewer may not read, is the same 404.
+func (c *Console) loadSession(w http.ResponseWriter, r *http.Request, who *config.Identity) (string, *recorder.Stored, bool) {
+	id := r.PathValue("id")
+	notFound := func() (string, *recorder.Stored, bool) {
+		c.fail(w, r, http.StatusNotFound, "No such session.")
+		return "", nil, false
+	}
+	if c.sessions == nil {
+		c.fail(w, r, http.StatusServiceUnavailable, "This gateway cannot read sessions.")
+		return "", nil, false
+	}
+	if !recorder.ValidSessionID(id) {
+		return notFound()
+	}
+	// An agent asking for another agent's session is answered from the
+	// index when it can, without reading the session at all.
+	if who.Role == config.RoleAgent && c.index != nil {
+		if s, ok := c.index.Get(id); ok && !control.SessionVisible(who, s.Agent) {
+			return notFound()
+		}
+	}
+	st, err := c.sessions.Stored(r.Context(), id)
+	if errors.Is(err, recorder.ErrNotFound) {
+		return notFound()
+	}
+	if err != nil {
+		c.log.Error("console: reading a session failed", "session", id, "err", err)
+		c.fail(w, r, http.StatusServiceUnavailable, "The session cannot be read right now; try again in a moment.")
+		return "", nil, false
+	}
+	if !control.SessionVisible(who, storedAgent(st)) {
+		return notFound()
+	}
+	return id, st, true
+}
+
+// storedAgent is the agent of a stored session: its first readable
+// event's.
+func storedAgent(st *recorder.Stored) string {
+	for _, raw := range st.Events {
+		var ev struct {
+			Agent string `json:"agent"`
+		}
+		if json.Unmarshal(raw, &ev) == nil && ev.Agent != "" {
+			return ev.Agent
+		}
+	}
+	return ""
+}
+
+func (c *Console) sessionPage(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	id, st, ok := c.loadSession(w, r, who)
+	if !ok {
+		return
+	}
+	badge, evs := c.verify(id, st)
+	d := sessionData{S: recorder.Summarize(evs), Verify: badge}
+	d.Comment = d.S.ApprovalComment
+	if d.Comment == "" && d.S.Grant != "" {
+		if g, err := c.svc.Store.Get(d.S.Grant); err == nil && g != nil {
+			d.Comment = g.ApprovalComment()
+		}
+	}
+	d.Rows, d.Denied = timeline(evs)
+	if cast, err := recorder.Terminal(evs); err == nil {
+		d.Replay, d.Cols, d.Rows2 = true, cast.Header.Width, cast.Header.Height
+		d.CastURL = "/ui/sessions/" + id + "/cast"
+		if d.S.Status == recorder.StatusOpen {
+			d.Live, d.LiveURL = true, "/ui/sessions/"+id+"/live"
+		}
+		usePlayerCSP(w)
+	} else if d.S.Protocol == "ssh" {
+		d.NoReplay = "This session opened no shell or terminal, so there is nothing to replay; its commands and their exit statuses are below."
+	}
+	tl, err := c.renderRows("session", d.Rows)
+	if err != nil {
+		c.log.Error("console template failed", "template", "session", "err", err)
+		c.fail(w, r, http.StatusInternalServerError, "The page could not be drawn.")
+		return
+	}
+	d.Timeline = tl
+	c.render(w, r, "session", d)
+}
+
+// rowsPart is the fewest rows renderRows gives one goroutine.
+const rowsPart = 500
+
+// renderRows renders the timeline's rows with the page's "rows" template,
+// split between the processors. Each part is escaped by html/template as
+// the page is; the parts only join.
+func (c *Console) renderRows(page string, rows []stmtRow) (template.HTML, error) {
+	t := c.pages[page]
+	parts := 1
+	if len(rows) >= 2*rowsPart {
+		parts = min(runtime.GOMAXPROCS(0), len(rows)/rowsPart)
+	}
+	bufs := make([]bytes.Buffer, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		lo, hi := p*len(rows)/parts, (p+1)*len(rows)/parts
+		wg.Go(func() { errs[p] = t.ExecuteTemplate(&bufs[p], "rows", rows[lo:hi]) })
+	}
+	wg.Wait()
+	var out strings.Builder
+	for p := range parts {
+		if errs[p] != nil {
+			return "", errs[p]
+		}
+		out.Write(bufs[p].Bytes())
+	}
+	// html/template escaped every value in the parts above.
+	return template.HTML(out.String()), nil
+}
+
+// verify checks the session as airlock sessions verify does, with the
+// same function (VerifyStored, through VerifyStoredEvents, which also
+// hands back the decoded events) against the gateway's keys.
+func (c *Console) verify(id string, st *recorder.Stored) (verifyBadge, []recorder.Event) {
+	kr, err := recorder.NewKeyring(c.keys...)
+	if err != nil {
+		return verifyBadge{Class: "broken", Label: "cannot verify", Detail: err.Error()}, st.Decoded()
+	}
+	rep, evs := recorder.VerifyStoredEvents(id, st.Events, st.Chunks, kr)
+	b := verifyBadge{Report: rep, Detail: rep.Line()}
+	switch rep.Status {
+	case recorder.VerifyOK:
+		b.Class, b.Label = "intact", "intact"
+	case recorder.VerifyInterrupted:
+		b.Class, b.Label = "interrupted", "interrupted (intact)"
+	case recorder.VerifyUnterminated:
+		b.Class, b.Label = "open", "no end yet"
+		if rep.Unauthenticated > 0 {
+			b.Label = fmt.Sprintf("no end yet; unsigned tail of %d", rep.Unauthenticated)
+		}
+	default:
+		b.Class = "broken"
+		if rep.FirstBad > 0 {
+			b.Label = fmt.Sprintf("broken at seq %d", rep.FirstBad)
+		} else {
+			b.Label = "broken"
+		}
+	}
+	return b, evs
+}
+
+// timeline is one row per statement or command, and per start, end,
+// refused login and interruption, with each statement's outcome.
+func timeline(evs []recorder.Event) ([]stmtRow, int) {
+	results := make(map[uint64]*recorder.Result, len(evs))
+	for i := range evs {
+		for _, res := range evs[i].Outcomes() {
+			results[res.ID] = res
+		}
+	}
+	rows := make([]stmtRow, 0, len(evs))
+	denied := 0
+	for i := range evs {
+		e := &evs[i]
+		row := stmtRow{Seq: e.Seq, Time: e.Time, Kind: e.Type}
+		switch e.Type {
+		case recorder.TypeStatement:
+			st := e.Statement
+			if st == nil {
+				continue
+			}
+			row.Kind = "statement"
+			row.ID, row.Text, row.Decision, row.Rule, row.Reason = st.ID, st.Text, st.Decision, st.Rule, st.Reason
+			row.Class = st.Class.Kind
+			if st.Class.Required != 0 {
+				row.Class += " · needs " + st.Class.Required.String()
+			}
+			row.Params = st.Params
+			row.Denied = st.Decision != "allow"
+			if ref := st.TextRef; ref != nil {
+				row.TextNote = fmt.Sprintf("text of %d bytes, sha256 %s", ref.Size, ref.SHA256)
+				if ref.Omitted {
+					row.TextNote += "; only its first bytes are recorded (over recorder.max_statement_bytes)"
+				}
+			}
+			if row.Denied {
+				denied++
+			} else if res := results[st.ID]; res != nil {
+				row.Result = res
+				row.Outcome = outcome(res)
+				if res.Executed {
+					row.Duration = (time.Duration(res.DurationUS) * time.Microsecond).String()
+				}
+			}
+		case recorder.TypeSessionStart:
+			row.Note = "session start"
+		case recorder.TypeAuthFailed:
+			if e.Auth != nil {
+				row.Note = "login refused for " + e.Auth.User + ": " + e.Auth.Reason
+				row.Denied = true
+			}
+		case recorder.TypeSessionEnd:
+			if x := e.End; x != nil {
+				row.Note = fmt.Sprintf("session end: %s (%d statements, %d denied)", x.Reason, x.Statements, x.Denied)
+				if x.ExitStatus != nil {
+					row.Note += fmt.Sprintf("; last command exit %d", *x.ExitStatus)
+				}
+			}
+		case recorder.TypeSessionInterrupted:
+			if n := e.Interrupted; n != nil {
+				row.Note = fmt.Sprintf("session interrupted after seq %d, noted by %s: %s", n.LastSeq, e.Gateway, n.Reason)
+			}
+		default:
+			continue
+		}
+		row.Clock = row.Time.UTC().Format("15:04:05.000")
+		switch {
+		case row.Kind == "statement" && row.Denied:
+			row.Stmt, row.RowClass = true, "stmt denied"
+		case row.Kind == "statement":
+			row.Stmt, row.RowClass = true, "stmt"
+		case row.Denied:
+			row.RowClass = "event denied"
+		default:
+			row.RowClass = "event"
+		}
+		rows = append(rows, row)
+	}
+	return rows, denied
+}
+
+// outcome says in words what happened to an allowed statement.
+func outcome(r *recorder.Result) string {
+	var parts []string
+	if !r.Executed {
+		parts = append(parts, "not executed")
+	}
+	if r.Tag != "" {
+		parts = append(parts, r.Tag)
+	}
+	if r.Rows != nil {
+		parts = append(parts, fmt.Sprintf("%d rows", *r.Rows))
+	}
+	switch {
+	case r.ExitStatus != nil && r.Tag != fmt.Sprintf("exit %d", *r.ExitStatus):
+		parts = append(parts, fmt.Sprintf("exit %d", *r.ExitStatus))
+	case r.ExitSignal != "":
+		parts = append(parts, "signal "+r.ExitSignal)
+	}
+	if r.BytesOut+r.BytesErr+r.BytesIn > 0 {
+		parts = append(parts, fmt.Sprintf("%d bytes out, %d err, %d in", r.BytesOut, r.BytesErr, r.BytesIn))
+	}
+	if r.Error != "" {
+		e := "error: " + r.Error
+		if r.SQLState != "" {
+			e += " (" + r.SQLState + ")"
+		}
+		parts = append(parts, e)
+	}
+	if len(parts) == 0 {
+		return "ok"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// sessionExport is the evidence bundle: what airlock sessions export
+// writes (GET /v1/sessions/{id}/export).
+func (c *Console) sessionExport(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	id, st, ok := c.loadSession(w, r, who)
+	if !ok {
+		return
+	}
+	x := recorder.NewExport(id, c.stream, st.Events, c.keys, c.now())
+	x.Chunks = st.Chunks
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+id+`.json"`)
+	_ = x.Write(w)
+}
+
+// sessionCast is the terminal as asciicast v2: what airlock sessions
+// export --format asciicast writes and replay plays.
+func (c *Console) sessionCast(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	id, st, ok := c.loadSession(w, r, who)
+	if !ok {
+		return
+	}
+	evs := st.Decoded()
+	if _, err := recorder.Terminal(evs); err != nil {
+		c.fail(w, r, http.StatusNotFound, "This session has no terminal to replay.")
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-asciicast")
+	if r.URL.Query().Get("download") != "" {
+		w.Header().Set("Content-Disposition", `attachment; filename="`+id+`.cast"`)
+	}
+	_ = recorder.WriteAsciicast(w, evs)
+}
+
+// sessionLive follows an open session's terminal for asciinema-player's
+// eventsource driver: Server-Sent Events whose data is first a header
+// {cols, rows, time, init} (the terminal so far, and how far into the
+// session it is), then [time, "o"|"r", data] entries as the gateway
+// records them, and {"state": "offline"} when the session ends.
+func (c *Console) sessionLive(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	id, st, ok := c.loadSession(w, r, who)
+	if !ok {
+		return
+	}
+	evs := st.Decoded()
+	rd, ok := c.sessions.(interface {
+		Follow(ctx context.Context, session string, fn func(ev *recorder.Event) bool) error
+	})
+	if !ok {
+		c.fail(w, r, http.StatusNotFound, "This gateway cannot follow sessions live.")
+		return
+	}
+	s := recorder.Summarize(evs)
+	start, cols, rows := s.Start, 80, 24
+	var init strings.Builder
+	if cast, err := recorder.Terminal(evs); err == nil {
+		cols, rows = cast.Header.Width, cast.Header.Height
+		if cast.Header.Timestamp > 0 {
+			start = time.Unix(cast.Header.Timestamp, 0)
+		}
+		for _, e := range cast.Events {
+			if e.Code == "o" {
+				init.WriteString(e.Data)
+			}
+		}
+	}
+	var lastSeq uint64
+	for i := range evs {
+		lastSeq = max(lastSeq, evs[i].Seq)
+	}
+	live := recorder.NewLiveCast(start)
+	live.Seed(evs)
+
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(v any) bool {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return false
+		}
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !send(map[string]any{"cols": cols, "rows": rows, "time": max(c.now().Sub(start).Seconds(), 0), "init": init.String()}) {
+		return
+	}
+	if s.Status != recorder.StatusOpen {
+		send(map[string]string{"state": "offline", "message": "the session has ended"})
+		return
+	}
+	ctx := r.Context()
+	err := rd.Follow(ctx, id, func(ev *recorder.Event) bool {
+		if ev.Seq <= lastSeq && ev.Type != recorder.TypeSessionInterrupted {
+			return true
+		}
+		for _, ce := range live.Add(ev) {
+			if !send([]any{ce.Time, ce.Code, ce.Data}) {
+				return false
+			}
+		}
+		if ev.Type == recorder.TypeSessionEnd || ev.Type == recorder.TypeSessionInterrupted {
+			send(map[string]string{"state": "offline", "message": "the session has ended"})
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		c.log.Warn("console: following a session failed", "session", id, "err", err)
+	}
+}

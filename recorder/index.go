@@ -1,0 +1,698 @@
+package recorder
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Session states a Query may ask for. They are Summary.Status values,
+// except that auth_failed is also accepted for StatusAuthFailed (a dot
+// reads badly in a URL parameter).
+const StateAuthFailedAlias = "auth_failed"
+
+// ErrBadCursor is a Query cursor that this index did not hand out.
+var ErrBadCursor = errors.New("bad cursor")
+
+// ErrIndexLoading is returned by Query while the index is still reading
+// the stream's history.
+var ErrIndexLoading = errors.New("the session index is still reading the event stream")
+
+// Index keeps one small summary per session in memory, following the
+// events stream, so that a filtered, paged session list costs a walk over
+// memory instead of a read of every start and end in the stream (what
+// Reader.Sessions does on each call).
+//
+// It reads the stream in two steps. First the history of the start, auth,
+// end and interrupted subjects, from the stream's first message; then, for
+// the sessions that history leaves without an end (open, or interrupted),
+// their statements up to that point, to count denials, since only a
+// session.end carries totals. From there one ordered consumer follows the
+// five subjects live: a statement adds to its session's counts until the
+// session's end replaces them with the end's totals.
+//
+// Memory: one indexEntry per session (about 130 bytes, see
+// BenchmarkIndexBuild for the measured total with the id, the client
+// address and the map), with the agent, task, grant, approver, resource,
+// protocol and gateway of a session shared between the sessions that have
+// the same ones.
+type Index struct {
+	js     jetstream.JetStream
+	stream string
+	prefix string
+	log    *slog.Logger
+
+	mu    sync.RWMutex
+	byID  map[string]*indexEntry
+	order []*indexEntry // listed sessions, by (start, id) ascending
+	metas map[Meta]*indexMeta
+	strs  map[string]string
+	// last is the stream sequence of the last message applied.
+	last uint64
+	// cons is the live consumer, for Sync.
+	cons jetstream.Consumer
+
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// indexEntry is one session. Times are Unix nanoseconds; 0 is none.
+type indexEntry struct {
+	id       string
+	meta     *indexMeta // shared; Client is empty
+	client   string
+	instance string // shared
+	start    int64
+	end      int64
+	// endReason is shared (reasons repeat).
+	endReason  string
+	note       *indexNote
+	statements int32
+	denied     int32
+	// lastStmt is the seq of the last statement event counted, so a
+	// statement stored twice (a republish) counts once.
+	lastStmt uint32
+	flags    uint8
+}
+
+const (
+	flagStarted uint8 = 1 << iota
+	flagAuthed
+	flagEnded
+	flagListed // in Index.order
+)
+
+// indexMeta is a Meta shared by sessions, with its task folded for the
+// task filter.
+type indexMeta struct {
+	Meta
+	taskLower string
+}
+
+// indexNote is a session.interrupted note: rare, so kept apart.
+type indexNote struct {
+	n     Interruption
+	by    string
+	noted int64
+}
+
+// IndexOptions configures NewIndex.
+type IndexOptions struct {
+	Stream string
+	// SubjectPrefix of event subjects; empty means DefaultSubjectPrefix.
+	SubjectPrefix string
+	Logger        *slog.Logger
+}
+
+// NewIndex makes an empty index of the stream; Run fills it.
+func NewIndex(js jetstream.JetStream, o IndexOptions) *Index {
+	if o.SubjectPrefix == "" {
+		o.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Index{
+		js: js, stream: o.Stream, prefix: o.SubjectPrefix, log: o.Logger,
+		byID:  make(map[string]*indexEntry),
+		metas: make(map[Meta]*indexMeta),
+		strs:  make(map[string]string),
+		ready: make(chan struct{}),
+	}
+}
+
+// Ready is closed once the index has read the stream's history; from
+// then on Query answers.
+func (x *Index) Ready() <-chan struct{} { return x.ready }
+
+// Wait blocks until the index is ready or ctx ends.
+func (x *Index) Wait(ctx context.Context) error {
+	select {
+	case <-x.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("recorder: %w: %w", ErrIndexLoading, context.Cause(ctx))
+	}
+}
+
+// Sync waits until the index has applied every event of its subjects
+// that the stream held when Sync was called, so a list made right after a
+// session ended shows it ended (read your writes). It asks the server how
+// far the live consumer has got; on ctx's end it returns ctx's error and
+// the index answers with what it has.
+func (x *Index) Sync(ctx context.Context) error {
+	if err := x.Wait(ctx); err != nil {
+		return err
+	}
+	for {
+		x.mu.RLock()
+		cons, last := x.cons, x.last
+		x.mu.RUnlock()
+		if cons == nil {
+			// The live consumer is being made, just after the history.
+			if !sleepCtx(ctx, 5*time.Millisecond) {
+				return context.Cause(ctx)
+			}
+			continue
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("recorder: index sync: %w", err)
+		}
+		if info.NumPending == 0 && last >= info.Delivered.Stream {
+			return nil
+		}
+		if !sleepCtx(ctx, 5*time.Millisecond) {
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// Run reads the stream's history, then follows it until ctx ends. A read
+// that fails is tried again after a pause; Run returns only with ctx.
+func (x *Index) Run(ctx context.Context) error {
+	rd := NewReader(x.js, x.stream, x.prefix)
+	for {
+		err := x.load(ctx, rd)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		x.log.Warn("session index: reading the stream's history failed; trying again", "stream", x.stream, "err", err)
+		if !sleepCtx(ctx, 2*time.Second) {
+			return context.Cause(ctx)
+		}
+	}
+	x.readyOnce.Do(func() { close(x.ready) })
+	for {
+		err := x.follow(ctx)
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		x.log.Warn("session index: following the stream stopped; following again", "stream", x.stream, "err", err)
+		if !sleepCtx(ctx, time.Second) {
+			return context.Cause(ctx)
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// load reads the history: summaries, then the denials of sessions that
+// have no end yet, each counted up to the last summary message read, where
+// follow takes over.
+func (x *Index) load(ctx context.Context, rd *Reader) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	filters := []string{
+		x.prefix + ".*." + KindStart,
+		x.prefix + ".*." + KindAuth,
+		x.prefix + ".*." + KindEnd,
+		x.prefix + ".*." + KindInterrupted,
+	}
+	// last bounds the history: the reads below skip what comes after
+	// it, and follow starts right after it.
+	st, err := x.js.Stream(ctx, x.stream)
+	if err != nil {
+		return err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err
+	}
+	last := info.State.LastSeq
+	// startSeq is where each session's first message is, for the
+	// statements read below.
+	startSeq := map[string]uint64{}
+	// One consumer per subject: the server answers a consumer of one
+	// wildcard filter far faster than one of several, when every session
+	// has subjects of its own (BenchmarkIndexLoad at 100,000 sessions:
+	// 36 s with the four filters in one consumer, 19 s this way). A session's events may so be applied out of order
+	// (its end before its start), which applyEvent allows.
+	for _, f := range filters {
+		err := rd.read(ctx, []string{f}, nil, nil, func(data []byte, ev *Event, seq uint64) {
+			if seq > last {
+				return
+			}
+			x.mu.Lock()
+			x.applyEvent(ev)
+			x.mu.Unlock()
+			if _, ok := startSeq[ev.Session]; !ok && ev.Type == TypeSessionStart {
+				startSeq[ev.Session] = seq
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	x.mu.Lock()
+	var (
+		unended []string
+		from    = last
+	)
+	for id, e := range x.byID {
+		if e.flags&flagStarted != 0 && e.flags&flagEnded == 0 {
+			unended = append(unended, id)
+			from = min(from, startSeq[id])
+		}
+	}
+	x.mu.Unlock()
+	count := func(data []byte, ev *Event, seq uint64) {
+		if seq > last {
+			return
+		}
+		x.mu.Lock()
+		if e := x.byID[ev.Session]; e != nil && e.flags&flagEnded == 0 {
+			x.applyEvent(ev)
+		}
+		x.mu.Unlock()
+	}
+	if len(unended) > loadPerSession {
+		// Many sessions without an end: one read of every statement
+		// since the oldest of them beats a consumer per session.
+		if err := rd.readAfter(ctx, []string{x.prefix + ".*." + KindStmt}, nil, from-1, nil, count); err != nil {
+			return err
+		}
+	} else {
+		for _, id := range unended {
+			if err := rd.read(ctx, []string{x.prefix + "." + id + "." + KindStmt}, nil, nil, count); err != nil {
+				return err
+			}
+		}
+	}
+	x.mu.Lock()
+	x.last = last
+	x.mu.Unlock()
+	return nil
+}
+
+// follow applies the messages after x.last as they arrive, until ctx ends
+// or the consumer fails.
+func (x *Index) follow(ctx context.Context) error {
+	x.mu.RLock()
+	from := x.last + 1
+	x.mu.RUnlock()
+	cons, err := x.js.OrderedConsumer(ctx, x.stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{
+			x.prefix + ".*." + KindStart,
+			x.prefix + ".*." + KindAuth,
+			x.prefix + ".*." + KindEnd,
+			x.prefix + ".*." + KindInterrupted,
+			x.prefix + ".*." + KindStmt,
+		},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		InactiveThreshold: consumerIdle,
+	})
+	if err != nil {
+		return err
+	}
+	x.mu.Lock()
+	x.cons = cons
+	x.mu.Unlock()
+	it, err := cons.Messages(jetstream.PullMaxMessages(readBatch))
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			return err
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		x.Apply(msg.Subject(), msg.Data(), md.Sequence.Stream)
+	}
+}
+
+// loadPerSession is how many sessions without an end load reads the
+// statements of one by one; past it, it reads all statements from the
+// oldest one's start.
+const loadPerSession = 32
+
+// stmtPeek is what the index reads of a statement event.
+type stmtPeek struct {
+	Session   string `json:"session"`
+	Seq       uint64 `json:"seq"`
+	Statement *struct {
+		Decision string `json:"decision"`
+	} `json:"statement"`
+}
+
+// Apply applies one stream message to the index: its subject, body and
+// stream sequence. Messages at or before the last one applied are
+// ignored, so a consumer restarted from an earlier point does no harm.
+func (x *Index) Apply(subject string, data []byte, streamSeq uint64) {
+	kind := subject[strings.LastIndexByte(subject, '.')+1:]
+	var ev Event
+	if kind == KindStmt {
+		// A statement is read only for its decision: statements are most
+		// of the stream.
+		var p stmtPeek
+		if json.Unmarshal(data, &p) != nil || p.Statement == nil {
+			x.skip(streamSeq)
+			return
+		}
+		ev = Event{Type: TypeStatement, Session: p.Session, Seq: p.Seq, Statement: &Statement{Decision: p.Statement.Decision}}
+	} else if err := json.Unmarshal(data, &ev); err != nil {
+		x.log.Warn("session index: unreadable event skipped", "stream", x.stream, "seq", streamSeq, "subject", subject, "err", err)
+		x.skip(streamSeq)
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if streamSeq != 0 && streamSeq <= x.last {
+		return
+	}
+	x.applyEvent(&ev)
+	x.last = max(x.last, streamSeq)
+}
+
+func (x *Index) skip(streamSeq uint64) {
+	x.mu.Lock()
+	x.last = max(x.last, streamSeq)
+	x.mu.Unlock()
+}
+
+// applyEvent folds one event into its session's entry (x.mu held).
+func (x *Index) applyEvent(ev *Event) {
+	if !ValidSessionID(ev.Session) {
+		return
+	}
+	e := x.byID[ev.Session]
+	if e == nil {
+		e = &indexEntry{id: ev.Session}
+		x.byID[ev.Session] = e
+	}
+	switch ev.Type {
+	case TypeSessionStart:
+		if e.flags&flagStarted != 0 {
+			return // a republished start
+		}
+		e.flags |= flagStarted
+		x.setMeta(e, ev)
+		if ev.Start != nil {
+			e.instance = x.intern(ev.Start.Instance)
+		}
+	case TypeAuthFailed:
+		if e.flags&flagStarted == 0 && e.flags&flagAuthed == 0 {
+			x.setMeta(e, ev)
+		}
+		e.flags |= flagAuthed
+	case TypeSessionEnd:
+		e.flags |= flagEnded
+		e.end = ev.Time.UnixNano()
+		if ev.End != nil {
+			e.endReason = x.intern(ev.End.Reason)
+			e.statements, e.denied = int32(ev.End.Statements), int32(ev.End.Denied)
+		}
+	case TypeSessionInterrupted:
+		if ev.Interrupted != nil {
+			e.note = &indexNote{n: *ev.Interrupted, by: ev.Gateway, noted: ev.Time.UnixNano()}
+		}
+	case TypeStatement:
+		if e.flags&flagEnded != 0 || ev.Statement == nil || uint32(ev.Seq) <= e.lastStmt {
+			return
+		}
+		e.lastStmt = uint32(ev.Seq)
+		e.statements++
+		if ev.Statement.Decision == "deny" {
+			e.denied++
+		}
+	}
+	if e.flags&(flagStarted|flagAuthed) != 0 && e.flags&flagListed == 0 {
+		e.flags |= flagListed
+		x.insert(e)
+	}
+}
+
+// setMeta sets who, where and when from the session's first event.
+func (x *Index) setMeta(e *indexEntry, ev *Event) {
+	m := ev.Meta
+	e.client = m.Client
+	m.Client = ""
+	p := x.metas[m]
+	if p == nil {
+		for _, s := range []*string{&m.Agent, &m.Task, &m.Grant, &m.Approver, &m.Access, &m.Resource, &m.Protocol, &m.Gateway} {
+			*s = x.intern(*s)
+		}
+		p = &indexMeta{Meta: m, taskLower: strings.ToLower(m.Task)}
+		x.metas[m] = p
+	}
+	e.meta = p
+	e.start = ev.Time.UnixNano()
+	if e.flags&flagListed != 0 {
+		// The start moved (an auth.failed came first): re-sort.
+		i := slices.Index(x.order, e)
+		x.order = slices.Delete(x.order, i, i+1)
+		x.insert(e)
+	}
+}
+
+func (x *Index) intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	if v, ok := x.strs[s]; ok {
+		return v
+	}
+	x.strs[s] = s
+	return s
+}
+
+func entryCmp(a *indexEntry, start int64, id string) int {
+	if c := cmp.Compare(a.start, start); c != 0 {
+		return c
+	}
+	return strings.Compare(a.id, id)
+}
+
+// insert puts e in order: sessions mostly arrive newest last, so this is
+// usually an append.
+func (x *Index) insert(e *indexEntry) {
+	n := len(x.order)
+	if n == 0 || entryCmp(x.order[n-1], e.start, e.id) < 0 {
+		x.order = append(x.order, e)
+		return
+	}
+	i, _ := slices.BinarySearchFunc(x.order, e, func(a, b *indexEntry) int { return entryCmp(a, b.start, b.id) })
+	x.order = slices.Insert(x.order, i, e)
+}
+
+// summary is the Summary an entry stands for.
+func (e *indexEntry) summary() Summary {
+	s := Summary{Session: e.id, Start: time.Unix(0, e.start).UTC(), Instance: e.instance,
+		Statements: int(e.statements), Denied: int(e.denied), EndReason: e.endReason}
+	if e.meta != nil {
+		s.Meta = e.meta.Meta
+	}
+	s.Client = e.client
+	if e.note != nil {
+		n := e.note.n
+		s.Interrupted, s.InterruptedBy = &n, e.note.by
+	}
+	s.Status = e.status()
+	switch {
+	case e.flags&flagEnded != 0:
+		t := time.Unix(0, e.end).UTC()
+		s.End = &t
+	case s.Status == StatusInterrupted:
+		t := time.Unix(0, e.note.noted).UTC()
+		s.End = &t
+		s.EndReason = "interrupted: " + e.note.n.Reason
+	}
+	return s
+}
+
+func (e *indexEntry) status() string {
+	switch {
+	case e.flags&flagAuthed != 0 && e.flags&flagStarted == 0:
+		return StatusAuthFailed
+	case e.flags&flagEnded != 0:
+		return StatusEnded
+	case e.note != nil:
+		return StatusInterrupted
+	}
+	return StatusOpen
+}
+
+// Query is a filtered, paged session list: newest first.
+type Query struct {
+	// Agent, Resource and Grant, when set, must equal the session's.
+	Agent, Resource, Grant string
+	// Task, when set, must be in the session's task text (case folded).
+	Task string
+	// State, when set, is one of StatusOpen, StatusEnded,
+	// StatusInterrupted, StatusAuthFailed (or StateAuthFailedAlias).
+	State string
+	// Since and Until bound the session's start: Since <= start < Until.
+	Since, Until time.Time
+	// Denied keeps only sessions with at least one denied statement.
+	Denied bool
+	// Cursor continues a list after the last session of a previous page
+	// (Page.Next); the sessions that started since do not shift it.
+	Cursor string
+	// Limit is the page size; 0 lists every match.
+	Limit int
+}
+
+// Page is one page of a Query.
+type Page struct {
+	Sessions []Summary
+	// Next is the cursor of the next page; empty on the last page.
+	Next string
+}
+
+// ValidState reports whether s can be a Query.State.
+func ValidState(s string) bool {
+	switch s {
+	case "", StatusOpen, StatusEnded, StatusInterrupted, StatusAuthFailed, StateAuthFailedAlias:
+		return true
+	}
+	return false
+}
+
+// Query answers q from memory; ErrIndexLoading until the history is read.
+func (x *Index) Query(q Query) (Page, error) {
+	select {
+	case <-x.ready:
+	default:
+		return Page{}, ErrIndexLoading
+	}
+	return x.query(q)
+}
+
+func (x *Index) query(q Query) (Page, error) {
+	if !ValidState(q.State) {
+		return Page{}, fmt.Errorf("recorder: state %q: want open, ended, interrupted or auth_failed", q.State)
+	}
+	if q.State == StateAuthFailedAlias {
+		q.State = StatusAuthFailed
+	}
+	task := strings.ToLower(q.Task)
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	// hi: one past the newest session that may be listed.
+	hi := len(x.order)
+	if q.Cursor != "" {
+		start, id, err := decodeCursor(q.Cursor)
+		if err != nil {
+			return Page{}, err
+		}
+		hi, _ = slices.BinarySearchFunc(x.order, id, func(a *indexEntry, id string) int { return entryCmp(a, start, id) })
+	}
+	if !q.Until.IsZero() {
+		until := q.Until.UnixNano()
+		u, _ := slices.BinarySearchFunc(x.order, until, func(a *indexEntry, t int64) int { return cmp.Compare(a.start, t) })
+		hi = min(hi, u)
+	}
+	since := int64(0)
+	if !q.Since.IsZero() {
+		since = q.Since.UnixNano()
+	}
+	var (
+		page Page
+		last *indexEntry
+	)
+	for i := hi - 1; i >= 0; i-- {
+		e := x.order[i]
+		if e.start < since {
+			break
+		}
+		if !e.match(&q, task) {
+			continue
+		}
+		if q.Limit > 0 && len(page.Sessions) == q.Limit {
+			// One more matches: there is a next page.
+			page.Next = encodeCursor(last.start, last.id)
+			break
+		}
+		page.Sessions = append(page.Sessions, e.summary())
+		last = e
+	}
+	return page, nil
+}
+
+func (e *indexEntry) match(q *Query, task string) bool {
+	m := e.meta
+	if m == nil {
+		m = &indexMeta{}
+	}
+	switch {
+	case q.Agent != "" && m.Agent != q.Agent,
+		q.Resource != "" && m.Resource != q.Resource,
+		q.Grant != "" && m.Grant != q.Grant,
+		q.Denied && e.denied == 0,
+		q.State != "" && e.status() != q.State:
+		return false
+	case task != "" && !strings.Contains(m.taskLower, task):
+		return false
+	}
+	return true
+}
+
+// Get returns one session's summary, if the index has it listed.
+func (x *Index) Get(id string) (Summary, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	e := x.byID[id]
+	if e == nil || e.flags&flagListed == 0 {
+		return Summary{}, false
+	}
+	return e.summary(), true
+}
+
+// Len is how many sessions the index lists.
+func (x *Index) Len() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.order)
+}
+
+// A cursor is the start and id of the last session of a page: the next
+// page begins with the session before it in (start, id) order, wherever
+// sessions that arrived since have been put.
+func encodeCursor(start int64, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(start, 36) + "." + id))
+}
+
+func decodeCursor(c string) (int64, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, "", fmt.Errorf("recorder: %w %q", ErrBadCursor, c)
+	}
+	t, id, ok := bytes.Cut(b, []byte("."))
+	start, err := strconv.ParseInt(string(t), 36, 64)
+	if !ok || err != nil || !ValidSessionID(string(id)) {
+		return 0, "", fmt.Errorf("recorder: %w %q", ErrBadCursor, c)
+	}
+	return start, string(id), nil
+}

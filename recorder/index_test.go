@@ -1,0 +1,348 @@
+package recorder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startIndex runs an index over the harness's stream until the test ends
+// and waits for it to have read the history.
+func startIndex(tb testing.TB, h *harness) *Index {
+	tb.Helper()
+	x := NewIndex(h.js, IndexOptions{Stream: testStream})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = x.Run(ctx)
+	}()
+	tb.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	if err := x.Wait(wctx); err != nil {
+		tb.Fatal(err)
+	}
+	return x
+}
+
+// eventually retries check until it passes or 10 s have gone.
+func eventually(tb testing.TB, what string, check func() error) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func denyEvent(id uint64, text string) Event {
+	ev := stmtEvent(id, text)
+	ev.Statement.Decision, ev.Statement.Rule, ev.Statement.Reason = "deny", "access-level", "DELETE needs write access; the grant gives read"
+	return ev
+}
+
+func pageIDs(p Page) string {
+	var b []string
+	for _, s := range p.Sessions {
+		b = append(b, s.Session)
+	}
+	return strings.Join(b, ",")
+}
+
+func mustQuery(tb testing.TB, x *Index, q Query) Page {
+	tb.Helper()
+	p, err := x.Query(q)
+	if err != nil {
+		tb.Fatalf("query %+v: %v", q, err)
+	}
+	return p
+}
+
+func TestIndexFilters(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	ctx := context.Background()
+	base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	at := func(min int) time.Time { return base.Add(time.Duration(min) * time.Minute) }
+	commit := func(l *Log) {
+		t.Helper()
+		if err := l.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	meta := func(agent, resource, grant, task string) Meta {
+		m := testMeta(agent, resource)
+		m.Grant, m.Task = grant, task
+		return m
+	}
+
+	// Recorded before the index starts: its history.
+	ended := h.rec.Open("ended", meta("agent-1", "orders-db", "g-1", "Fix the ORDERS report"))
+	ended.Append(Event{Type: TypeSessionStart, Time: at(0)})
+	ended.Append(stmtEvent(1, "SELECT 1"))
+	ended.Append(Event{Type: TypeSessionEnd, Time: at(5), End: &End{Reason: "client closed", Statements: 4, Denied: 0}})
+	commit(ended)
+
+	deniedEnded := h.rec.Open("denied-ended", meta("agent-1", "orders-db", "g-1", "Fix the ORDERS report"))
+	deniedEnded.Append(Event{Type: TypeSessionStart, Time: at(10)})
+	deniedEnded.Append(denyEvent(1, "DELETE FROM orders"))
+	deniedEnded.Append(Event{Type: TypeSessionEnd, Time: at(11), End: &End{Reason: "client closed", Statements: 1, Denied: 1}})
+	commit(deniedEnded)
+
+	open := h.rec.Open("open", meta("agent-2", "shop-mysql", "g-2", "count carts"))
+	open.Append(Event{Type: TypeSessionStart, Time: at(20)})
+	open.Append(stmtEvent(1, "SELECT 2"))
+	open.Append(denyEvent(2, "DROP TABLE carts"))
+	commit(open)
+
+	refused := h.rec.Open("refused", Meta{Agent: "agent-1", Resource: "orders-db", Protocol: "postgres", Client: "10.0.0.9:1"})
+	refused.Append(Event{Type: TypeAuthFailed, Time: at(30), Auth: &AuthFailure{User: "agent-1", Reason: "bad token"}})
+	commit(refused)
+
+	stopped := h.rec.Open("stopped", meta("agent-2", "orders-db", "g-3", "vacuum"))
+	stopped.Append(Event{Type: TypeSessionStart, Time: at(40), Start: &Start{Instance: "gi_stopped"}})
+	stopped.Append(denyEvent(1, "VACUUM"))
+	commit(stopped)
+	if _, err := h.rec.Interrupt(ctx, h.rd, "stopped", "gi_stopped", "gi_test", "heartbeat stopped"); err != nil {
+		t.Fatal(err)
+	}
+
+	x := startIndex(t, h)
+	if n := x.Len(); n != 5 {
+		t.Fatalf("index lists %d sessions, want 5", n)
+	}
+	for _, tc := range []struct {
+		name string
+		q    Query
+		want string
+	}{
+		{"all", Query{}, "stopped,refused,open,denied-ended,ended"},
+		{"agent", Query{Agent: "agent-1"}, "refused,denied-ended,ended"},
+		{"resource", Query{Resource: "shop-mysql"}, "open"},
+		{"grant", Query{Grant: "g-1"}, "denied-ended,ended"},
+		{"task substring, case folded", Query{Task: "orders rep"}, "denied-ended,ended"},
+		{"state open", Query{State: StatusOpen}, "open"},
+		{"state ended", Query{State: StatusEnded}, "denied-ended,ended"},
+		{"state interrupted", Query{State: StatusInterrupted}, "stopped"},
+		{"state auth_failed", Query{State: StateAuthFailedAlias}, "refused"},
+		{"state auth.failed", Query{State: StatusAuthFailed}, "refused"},
+		{"since", Query{Since: at(10)}, "stopped,refused,open,denied-ended"},
+		{"until", Query{Until: at(20)}, "denied-ended,ended"},
+		{"since+until", Query{Since: at(10), Until: at(31)}, "refused,open,denied-ended"},
+		{"has denials (ended: end's totals; open and interrupted: counted)", Query{Denied: true}, "stopped,open,denied-ended"},
+		{"denials and agent", Query{Denied: true, Agent: "agent-2"}, "stopped,open"},
+		{"nobody", Query{Agent: "nobody"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := pageIDs(mustQuery(t, x, tc.q)); got != tc.want {
+				t.Fatalf("sessions %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if _, err := x.Query(Query{State: "closed"}); err == nil {
+		t.Error("state closed accepted")
+	}
+
+	// The index's summaries are the reader's.
+	ss, err := h.rd.Sessions(ctx, ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := mustQuery(t, x, Query{})
+	for i, s := range ss {
+		got := all.Sessions[i]
+		if s.Status == StatusEnded || s.Status == StatusAuthFailed {
+			if fmt.Sprint(got) != fmt.Sprint(s) {
+				t.Errorf("index %+v\nreader %+v", got, s)
+			}
+		}
+		if got.Session != s.Session || got.Status != s.Status || got.Agent != s.Agent || got.Client != s.Client || !got.Start.Equal(s.Start) {
+			t.Errorf("index %+v\nreader %+v", got, s)
+		}
+	}
+	if s, _ := x.Get("open"); s.Statements != 2 || s.Denied != 1 || s.Status != StatusOpen {
+		t.Errorf("open session before its end: %+v, want 2 statements, 1 denied", s)
+	}
+	if s, _ := x.Get("stopped"); s.Denied != 1 || s.Status != StatusInterrupted || s.Interrupted == nil || s.End == nil {
+		t.Errorf("interrupted session: %+v", s)
+	}
+
+	// Live: a denial in the open session is counted as it arrives; its
+	// end replaces the counts with the end's totals.
+	open.Append(denyEvent(3, "DROP TABLE orders"))
+	commit(open)
+	eventually(t, "live denial", func() error {
+		if s, _ := x.Get("open"); s.Denied != 2 || s.Statements != 3 {
+			return fmt.Errorf("%+v", s)
+		}
+		return nil
+	})
+	open.Append(Event{Type: TypeSessionEnd, Time: at(50), End: &End{Reason: "client closed", Statements: 3, Denied: 2}})
+	commit(open)
+	eventually(t, "live end", func() error {
+		if s, _ := x.Get("open"); s.Status != StatusEnded || s.Denied != 2 || s.End == nil || !s.End.Equal(at(50)) {
+			return fmt.Errorf("%+v", s)
+		}
+		return nil
+	})
+	// A new session appears at the top of the list.
+	fresh := h.rec.Open("fresh", meta("agent-3", "orders-db", "g-4", "new"))
+	fresh.Append(Event{Type: TypeSessionStart, Time: at(60)})
+	commit(fresh)
+	eventually(t, "live start", func() error {
+		if got := pageIDs(mustQuery(t, x, Query{Limit: 1})); got != "fresh" {
+			return fmt.Errorf("newest %q", got)
+		}
+		return nil
+	})
+}
+
+// TestIndexPaging pages through sessions while newer ones arrive: every
+// session is listed once, in order, and the cursor is not moved by them.
+func TestIndexPaging(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	ctx := context.Background()
+	base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	record := func(i int) {
+		t.Helper()
+		l := h.rec.Open(fmt.Sprintf("s-%03d", i), testMeta("agent-1", "orders-db"))
+		// Two sessions per second, so some share a start time and the
+		// id decides their order.
+		l.Append(Event{Type: TypeSessionStart, Time: base.Add(time.Duration(i/2) * time.Second)})
+		l.Append(Event{Type: TypeSessionEnd, Time: base.Add(time.Duration(i/2)*time.Second + time.Millisecond), End: &End{Reason: "client closed"}})
+		if err := l.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 25 {
+		record(i)
+	}
+	x := startIndex(t, h)
+
+	var got []string
+	p := mustQuery(t, x, Query{Limit: 10})
+	if pageIDs(p) != "s-024,s-023,s-022,s-021,s-020,s-019,s-018,s-017,s-016,s-015" || p.Next == "" {
+		t.Fatalf("page 1: %q next %q", pageIDs(p), p.Next)
+	}
+	got = append(got, pageIDs(p))
+	// Newer sessions arrive between pages.
+	for i := 25; i < 30; i++ {
+		record(i)
+	}
+	// Sync: what the stream holds is applied when it returns.
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	if err := x.Sync(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := x.Len(); n != 30 {
+		t.Fatalf("after Sync the index lists %d sessions, want 30", n)
+	}
+	for p.Next != "" {
+		p = mustQuery(t, x, Query{Limit: 10, Cursor: p.Next})
+		got = append(got, pageIDs(p))
+	}
+	want := []string{
+		"s-024,s-023,s-022,s-021,s-020,s-019,s-018,s-017,s-016,s-015",
+		"s-014,s-013,s-012,s-011,s-010,s-009,s-008,s-007,s-006,s-005",
+		"s-004,s-003,s-002,s-001,s-000",
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("pages:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// A page that ends exactly at the last match has no next.
+	if p := mustQuery(t, x, Query{Limit: 30}); len(p.Sessions) != 30 || p.Next != "" {
+		t.Errorf("limit 30 of 30: %d sessions, next %q", len(p.Sessions), p.Next)
+	}
+	// A filtered walk keeps its filter across pages.
+	p = mustQuery(t, x, Query{Limit: 2, Until: base.Add(2 * time.Second)})
+	if pageIDs(p) != "s-003,s-002" {
+		t.Fatalf("until page 1: %q", pageIDs(p))
+	}
+	p = mustQuery(t, x, Query{Limit: 2, Until: base.Add(2 * time.Second), Cursor: p.Next})
+	if pageIDs(p) != "s-001,s-000" || p.Next != "" {
+		t.Fatalf("until page 2: %q next %q", pageIDs(p), p.Next)
+	}
+	for _, c := range []string{"nonsense!", "bm90LWEtY3Vyc29y"} {
+		if _, err := x.Query(Query{Cursor: c}); !errors.Is(err, ErrBadCursor) {
+			t.Errorf("cursor %q: %v, want ErrBadCursor", c, err)
+		}
+	}
+}
+
+// TestIndexApply covers what arrives out of the ordinary: a session whose
+// refused login comes before its start, a republished statement, a
+// message replayed from before the last applied.
+func TestIndexApply(t *testing.T) {
+	x := NewIndex(nil, IndexOptions{Stream: testStream})
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	seq := uint64(0)
+	apply := func(ev Event) {
+		t.Helper()
+		seq++
+		ev.V, ev.Session = Version, "s1"
+		if ev.Meta.Agent == "" {
+			ev.Meta = testMeta("a", "r")
+		}
+		b, err := json.Marshal(&ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.Apply(DefaultSubjectPrefix+".s1."+Kind(ev.Type), b, seq)
+	}
+	apply(Event{Type: TypeSessionStart, Seq: 1, Time: t0})
+	d := denyEvent(1, "DROP TABLE t")
+	d.Seq = 2
+	apply(d)
+	apply(d) // stored twice: counted once
+	x.Apply(DefaultSubjectPrefix+".s1.stmt", []byte(`{not json`), seq+1)
+	seq++
+	s, ok := x.Get("s1")
+	if !ok || s.Statements != 1 || s.Denied != 1 || s.Status != StatusOpen {
+		t.Fatalf("%+v %v", s, ok)
+	}
+	// An old stream sequence again: ignored.
+	b, _ := json.Marshal(&Event{V: Version, Type: TypeSessionEnd, Session: "s1", Seq: 3, Time: t0, End: &End{Reason: "x"}})
+	x.Apply(DefaultSubjectPrefix+".s1.end", b, 1)
+	if s, _ := x.Get("s1"); s.Status != StatusOpen {
+		t.Fatalf("replayed old message applied: %+v", s)
+	}
+}
+
+func TestPeekSeq(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{`{"v":4,"type":"statement","session":"ses_a","seq":17,"time":"x"}`, 17, true},
+		{`{"v":4,"type":"session.end","session":"ses_a","seq":3}`, 3, true},
+		{`{"v":4, "type":"statement","session":"ses_a","seq":17}`, 0, false},
+		{`{"v":4,"type":"st\\"x","session":"ses_a","seq":17}`, 0, false},
+		{`{"v":4,"type":"statement","session":"ses_a","seq":1x}`, 0, false},
+		{`{"type":"statement","v":4,"session":"ses_a","seq":17}`, 0, false},
+	} {
+		got, ok := peekSeq([]byte(tc.in))
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%s: %d %v, want %d %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+	// It agrees with the full decoding on what the gateway writes.
+	b, _ := json.Marshal(&Event{V: Version, Type: TypeStatement, Session: "ses_abc", Seq: 123456, Statement: &Statement{Text: `"seq":9`}})
+	if n, ok := peekSeq(b); !ok || n != 123456 {
+		t.Errorf("%s: %d %v", b, n, ok)
+	}
+}
