@@ -65,7 +65,9 @@ func (a *Access) UnmarshalText(b []byte) error {
 type State string
 
 // Grant states. A request is a grant in StatePending. StateExpired is never
-// stored: it is what an active grant reads as once its expiry has passed.
+// stored: it is what an active grant reads as once its expiry has passed,
+// and what a pending request reads as once it has waited past its
+// RequestExpiresAt without a decision.
 const (
 	StatePending State = "pending"
 	StateActive  State = "active"
@@ -86,6 +88,12 @@ type Grant struct {
 	State       State     `json:"state"`
 	RequestedBy string    `json:"requested_by"`
 	RequestedAt time.Time `json:"requested_at"`
+	// RequestExpiresAt is when a pending request stops waiting for a
+	// decision (RequestedAt + grants.request_ttl, fixed when it was filed, so
+	// replicas and the CLI agree without the config). Zero on grants
+	// created pre-approved and on requests stored before it existed: those
+	// never expire while pending.
+	RequestExpiresAt time.Time `json:"request_expires_at,omitzero"`
 	// DecidedBy and DecidedAt name who approved or denied the request.
 	DecidedBy string    `json:"decided_by,omitempty"`
 	DecidedAt time.Time `json:"decided_at,omitzero"`
@@ -114,12 +122,32 @@ type Grant struct {
 }
 
 // EffectiveState is the grant's state at now: an active grant past its
-// expiry reads as expired.
+// expiry, or a pending request past its RequestExpiresAt, reads as expired.
 func (g *Grant) EffectiveState(now time.Time) State {
 	if g.State == StateActive && !g.ExpiresAt.IsZero() && !now.Before(g.ExpiresAt) {
 		return StateExpired
 	}
+	if g.RequestExpired(now) {
+		return StateExpired
+	}
 	return g.State
+}
+
+// RequestExpired says whether g is a request that waited past its
+// RequestExpiresAt without a decision.
+func (g *Grant) RequestExpired(now time.Time) bool {
+	return g.State == StatePending && !g.RequestExpiresAt.IsZero() && !now.Before(g.RequestExpiresAt)
+}
+
+// ExpiredAt is when g reads as expired, or will: its ExpiresAt once
+// approved, its RequestExpiresAt while it waits for a decision; zero when
+// it never does. It reads the same on a copy whose State was made
+// effective (expired).
+func (g *Grant) ExpiredAt() time.Time {
+	if g.ExpiresAt.IsZero() && (g.State == StatePending || g.State == StateExpired) {
+		return g.RequestExpiresAt
+	}
+	return g.ExpiresAt
 }
 
 // Approver is who made the grant active: the approver of a request, or the

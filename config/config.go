@@ -303,9 +303,17 @@ type Grants struct {
 	DefaultTTL time.Duration `yaml:"default_ttl"`
 	// MaxTTL caps what a request may ask for (24h).
 	MaxTTL time.Duration `yaml:"max_ttl"`
+	// RequestTTL is how long a request waits for a decision before it
+	// expires (24h). The deadline is stored on the request when it is
+	// filed, so changing this does not move requests already waiting.
+	RequestTTL time.Duration `yaml:"request_ttl"`
 	// Bucket is the JetStream key-value bucket of grants.
 	Bucket string `yaml:"bucket"`
 }
+
+// DefaultRequestTTL is grants.request_ttl when omitted: a request
+// waits a day for a decision.
+const DefaultRequestTTL = 24 * time.Hour
 
 // Role is what an identity may do.
 type Role string
@@ -486,6 +494,9 @@ func (c *Config) setDefaults() {
 	if g.MaxTTL == 0 {
 		g.MaxTTL = 24 * time.Hour
 	}
+	if g.RequestTTL == 0 {
+		g.RequestTTL = DefaultRequestTTL
+	}
 	if g.Bucket == "" {
 		g.Bucket = "airlock_grants"
 	}
@@ -645,6 +656,9 @@ func (c *Config) Validate() error {
 	c.Console.validate(c, bad)
 	if c.Grants.DefaultTTL < 0 || c.Grants.MaxTTL < c.Grants.DefaultTTL {
 		bad("grants", "default_ttl (%s) must be positive and at most max_ttl (%s)", c.Grants.DefaultTTL, c.Grants.MaxTTL)
+	}
+	if c.Grants.RequestTTL < time.Second {
+		bad("grants.request_ttl", "%s must be at least 1s: a request needs time to be seen and decided", c.Grants.RequestTTL)
 	}
 	seen := map[string]bool{}
 	for i, id := range c.Identities {

@@ -12,7 +12,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Recorder.Mode != "strict" || c.Recorder.PublishTimeout != 2*time.Second || c.Grants.DefaultTTL != time.Hour {
+	if c.Recorder.Mode != "strict" || c.Recorder.PublishTimeout != 2*time.Second || c.Grants.DefaultTTL != time.Hour || c.Grants.RequestTTL != 24*time.Hour {
 		t.Errorf("defaults: %+v %+v", c.Recorder, c.Grants)
 	}
 	if r := c.Resource("demo-pg"); r == nil || r.Protocol != "postgres" || r.TLS.Mode != "prefer" {
@@ -43,6 +43,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad protocol", strings.Replace(base, "protocol: postgres", "protocol: oracle", 1), "resources[0].protocol"},
 		{"bad address", strings.Replace(base, `"127.0.0.1:5432"`, "nowhere", 1), "resources[0].address"},
 		{"ttl above max", base + "grants: { default_ttl: 48h }\n", "grants"},
+		{"negative request_ttl", base + "grants: { request_ttl: -1h }\n", "grants.request_ttl: -1h0m0s must be at least 1s"},
+		{"tiny request_ttl", base + "grants: { request_ttl: 10ms }\n", "grants.request_ttl: 10ms must be at least 1s"},
 		{"short max_age", base + "recorder: { max_age: 10m }\n", "recorder.max_age"},
 		{"negative max_bytes", base + "recorder: { max_bytes: -1 }\n", "recorder.max_bytes"},
 		{"negative max_msgs", base + "recorder: { max_msgs: -5 }\n", "recorder.max_msgs"},

@@ -143,11 +143,20 @@ func (s *Service) Request(ctx context.Context, agent string, spec GrantSpec) (*I
 	if err != nil {
 		return nil, err
 	}
+	g.RequestExpiresAt = g.RequestedAt.Add(s.requestTTL())
 	if err := s.Store.Create(ctx, g); err != nil {
 		return nil, err
 	}
 	s.notify("request.created", g)
 	return &Issued{Grant: g, Token: token}, nil
+}
+
+// requestTTL is how long a new request waits for a decision.
+func (s *Service) requestTTL() time.Duration {
+	if d := s.Config.Grants.RequestTTL; d > 0 {
+		return d
+	}
+	return config.DefaultRequestTTL
 }
 
 // CreateActive makes a pre-approved grant on an approver's word.
@@ -212,6 +221,10 @@ func (s *Service) DecideWith(ctx context.Context, id, action, who string, o Deci
 		state := g.EffectiveState(now)
 		switch action {
 		case "approve", "deny":
+			if g.RequestExpired(now) {
+				return userErr(409, "request %s expired at %s without a decision; it can no longer be %s: the agent must request again",
+					g.ID, g.RequestExpiresAt.UTC().Format(time.RFC3339), pastTense(action))
+			}
 			if g.State != authz.StatePending {
 				return userErr(409, "grant %s is %s, not pending; only a pending request can be %s", g.ID, state, pastTense(action))
 			}

@@ -123,6 +123,9 @@ func inactive(g *authz.Grant, now time.Time) *AuthError {
 	case authz.StateRevoked:
 		return &AuthError{"revoked", fmt.Sprintf("grant %s was revoked by %s at %s", g.ID, g.RevokedBy, g.RevokedAt.UTC().Format(time.RFC3339))}
 	case authz.StateExpired:
+		if g.State == authz.StatePending {
+			return &AuthError{"expired", fmt.Sprintf("request %s expired at %s without a decision; request again", g.ID, g.RequestExpiresAt.UTC().Format(time.RFC3339))}
+		}
 		return &AuthError{"expired", fmt.Sprintf("grant %s expired at %s; request a new one", g.ID, g.ExpiresAt.UTC().Format(time.RFC3339))}
 	default:
 		return &AuthError{"bad-state", fmt.Sprintf("grant %s is in state %q", g.ID, state)}

@@ -48,6 +48,9 @@ func requestCmd(g *globals) *cobra.Command {
 		}, func(iss *control.Issued) error {
 			fmt.Printf("request: %s\n", iss.Grant.ID)
 			fmt.Printf("state:   %s (an approver must run: airlock grants approve %s)\n", iss.Grant.State, iss.Grant.ID)
+			if t := iss.Grant.RequestExpiresAt; !t.IsZero() {
+				fmt.Printf("expires: %s unless approved or denied by then\n", when(t))
+			}
 			fmt.Printf("token:   %s\n", iss.Token)
 			fmt.Printf("\nThe token is shown only now. Use it as the password once the request is approved.\n")
 			return nil
@@ -77,7 +80,7 @@ func grantsCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATE\tAGENT\tRESOURCE\tACCESS\tEXPIRES\tTASK")
 			for _, x := range gs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.State, x.Agent, x.Resource, x.Access, when(x.ExpiresAt), clip(x.Task, 60))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.State, x.Agent, x.Resource, x.Access, when(x.ExpiredAt()), clip(x.Task, 60))
 			}
 			return tw.Flush()
 		}),
@@ -193,7 +196,11 @@ func printGrant(x *authz.Grant) {
 		row("revoked", x.RevokedBy+" at "+when(x.RevokedAt))
 	}
 	row("ttl", time.Duration(x.TTL).String())
-	row("expires", when(x.ExpiresAt))
+	if x.ExpiresAt.IsZero() && !x.RequestExpiresAt.IsZero() && x.DecidedBy == "" {
+		row("request expires", when(x.RequestExpiresAt))
+	} else {
+		row("expires", when(x.ExpiresAt))
+	}
 	_ = tw.Flush()
 }
 

@@ -14,7 +14,8 @@ import (
 // hub tells open pages that grants changed. It is fed by the grant
 // store's change notifications, which fire for changes made on any
 // replica (the store follows the bucket), and by a timer at each active
-// grant's expiry, which is no change in the bucket.
+// grant's expiry and each pending request's deadline, which are no change
+// in the bucket.
 //
 // An event carries no grant data, only its name: each page fetches what
 // its identity may see with a normal, role-checked request.
@@ -46,7 +47,8 @@ func (h *hub) changed(g *authz.Grant) {
 	h.broadcast()
 }
 
-// watchExpiry arms a timer that announces an active grant's expiry.
+// watchExpiry arms a timer that announces an active grant's expiry, or a
+// pending request's (it then leaves the queue).
 func (h *hub) watchExpiry(g *authz.Grant) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -57,10 +59,11 @@ func (h *hub) watchExpiry(g *authz.Grant) {
 		t.Stop()
 		delete(h.timers, g.ID)
 	}
-	if g.State != authz.StateActive || g.ExpiresAt.IsZero() {
+	at := g.ExpiredAt()
+	if (g.State != authz.StateActive && g.State != authz.StatePending) || at.IsZero() {
 		return
 	}
-	left := g.ExpiresAt.Sub(h.now())
+	left := at.Sub(h.now())
 	if left <= 0 {
 		return
 	}

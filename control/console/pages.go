@@ -121,8 +121,11 @@ func (c *Console) requestsPage(w http.ResponseWriter, r *http.Request, who *conf
 		return who.Role != config.RoleAgent || g.Agent == who.Name
 	})
 	d := requestsData{Approver: isApprover(who), Notice: notice(r)}
+	now := c.now()
 	for _, g := range gs {
-		if g.State == authz.StatePending {
+		// A request past its deadline reads as expired and leaves the
+		// queue; the hub's timer refreshes open pages at that moment.
+		if g.EffectiveState(now) == authz.StatePending {
 			d.Pending = append(d.Pending, c.view(g))
 		} else if len(d.Recent) < recentShown && !g.DecidedAt.IsZero() {
 			d.Recent = append(d.Recent, c.view(g))

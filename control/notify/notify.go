@@ -430,6 +430,8 @@ func grantFacts(g *authz.Grant, now time.Time) []fact {
 	if g.State == authz.StateRevoked && recent(g.RevokedAt) {
 		fs = append(fs, fact{GrantRevoked, g.RevokedAt})
 	}
+	// Only an approved grant's expiry is grant.expired: a request that
+	// waited past its RequestExpiresAt stays pending and is no grant.
 	if g.State == authz.StateActive && recent(g.ExpiresAt) {
 		fs = append(fs, fact{GrantExpired, g.ExpiresAt})
 	}
