@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -146,8 +147,8 @@ func (a *API) auth(allowed []config.Role, h handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, "unknown API token")
 			return
 		}
-		if allowed != nil && !containsRole(allowed, who.Role) {
-			writeError(w, http.StatusForbidden, who.Name+" has role "+string(who.Role)+"; this needs "+roleList(allowed))
+		if allowed != nil && !slices.Contains(allowed, who.Role) {
+			writeError(w, http.StatusForbidden, who.Name+" has role "+string(who.Role)+"; this needs "+RoleList(allowed))
 			return
 		}
 		h(w, r, who)
@@ -170,16 +171,8 @@ func Identify(cfg *config.Config, tok string) *config.Identity {
 	return who
 }
 
-func containsRole(rs []config.Role, r config.Role) bool {
-	for _, x := range rs {
-		if x == r {
-			return true
-		}
-	}
-	return false
-}
-
-func roleList(rs []config.Role) string {
+// RoleList names roles for a refusal: "reviewer or admin".
+func RoleList(rs []config.Role) string {
 	s := make([]string, len(rs))
 	for i, r := range rs {
 		s[i] = string(r)
@@ -436,7 +429,7 @@ func (a *API) exportSession(w http.ResponseWriter, r *http.Request, who *config.
 		a.reply(w, 0, nil, err)
 		return
 	}
-	if who.Role != config.RoleReviewer && who.Role != config.RoleAdmin && !SessionVisible(who, storedAgent(st)) {
+	if who.Role != config.RoleReviewer && who.Role != config.RoleAdmin && !SessionVisible(who, st.Agent()) {
 		writeError(w, http.StatusNotFound, "no session "+id)
 		return
 	}
@@ -455,20 +448,6 @@ func (a *API) notifyStatus(w http.ResponseWriter, r *http.Request, who *config.I
 	ts, err := a.Notify.Status(r.Context())
 	rep.Targets = ts
 	a.reply(w, http.StatusOK, rep, err)
-}
-
-// storedAgent is the agent of a stored session: its first readable
-// event's.
-func storedAgent(st *recorder.Stored) string {
-	for _, raw := range st.Events {
-		var ev struct {
-			Agent string `json:"agent"`
-		}
-		if json.Unmarshal(raw, &ev) == nil && ev.Agent != "" {
-			return ev.Agent
-		}
-	}
-	return ""
 }
 
 // Keys is the answer of GET /v1/keys.

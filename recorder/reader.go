@@ -240,6 +240,19 @@ type Stored struct {
 	Chunks []Chunk
 }
 
+// Agent is the agent of a stored session: its first readable event's.
+func (st *Stored) Agent() string {
+	for _, raw := range st.Events {
+		var ev struct {
+			Agent string `json:"agent"`
+		}
+		if json.Unmarshal(raw, &ev) == nil && ev.Agent != "" {
+			return ev.Agent
+		}
+	}
+	return ""
+}
+
 // Stored returns one session's message bodies exactly as stored, ordered
 // by seq, with byte-identical copies of a seq returned once, and its
 // chunks in stream order, identical copies once: what an export file holds

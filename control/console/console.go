@@ -46,6 +46,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -201,9 +202,9 @@ func (c *Console) requireRole(allowed []config.Role, h handler) http.Handler {
 			c.fail(w, r, http.StatusUnauthorized, "Your console session has ended; sign in again.")
 			return
 		}
-		if allowed != nil && !containsRole(allowed, who.Role) {
+		if allowed != nil && !slices.Contains(allowed, who.Role) {
 			c.fail(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, who)), http.StatusForbidden,
-				fmt.Sprintf("%s has role %s; this page needs %s.", who.Name, who.Role, roleList(allowed)))
+				fmt.Sprintf("%s has role %s; this page needs %s.", who.Name, who.Role, control.RoleList(allowed)))
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, who)), who)
@@ -233,23 +234,6 @@ func (c *Console) identify(r *http.Request) (*config.Identity, error) {
 func identityFrom(r *http.Request) *config.Identity {
 	who, _ := r.Context().Value(ctxKey{}).(*config.Identity)
 	return who
-}
-
-func containsRole(rs []config.Role, r config.Role) bool {
-	for _, x := range rs {
-		if x == r {
-			return true
-		}
-	}
-	return false
-}
-
-func roleList(rs []config.Role) string {
-	s := make([]string, len(rs))
-	for i, r := range rs {
-		s[i] = string(r)
-	}
-	return strings.Join(s, " or ")
 }
 
 // home sends each role to its main page.

@@ -28,7 +28,7 @@ func (c *Console) pageRoutes() {
 // agent reads its own. A reviewer reads sessions, not requests.
 var requesters = roles(config.RoleAgent, config.RoleApprover, config.RoleAdmin)
 
-func isApprover(who *config.Identity) bool { return containsRole(approvers, who.Role) }
+func isApprover(who *config.Identity) bool { return slices.Contains(approvers, who.Role) }
 
 // grantView is a grant as the pages show it.
 type grantView struct {

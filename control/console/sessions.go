@@ -186,24 +186,10 @@ func (c *Console) loadSession(w http.ResponseWriter, r *http.Request, who *confi
 		c.fail(w, r, http.StatusServiceUnavailable, "The session cannot be read right now; try again in a moment.")
 		return "", nil, false
 	}
-	if !control.SessionVisible(who, storedAgent(st)) {
+	if !control.SessionVisible(who, st.Agent()) {
 		return notFound()
 	}
 	return id, st, true
-}
-
-// storedAgent is the agent of a stored session: its first readable
-// event's.
-func storedAgent(st *recorder.Stored) string {
-	for _, raw := range st.Events {
-		var ev struct {
-			Agent string `json:"agent"`
-		}
-		if json.Unmarshal(raw, &ev) == nil && ev.Agent != "" {
-			return ev.Agent
-		}
-	}
-	return ""
 }
 
 func (c *Console) sessionPage(w http.ResponseWriter, r *http.Request, who *config.Identity) {
