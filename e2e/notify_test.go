@@ -127,8 +127,8 @@ func TestNotifyLifecycle(t *testing.T) {
 
 	var other control.Issued
 	g.cliJSON(&other, "agent-1", "request", "--resource", "demo-pg", "--task", "INC-8", "--access", "write")
-	g.mustCLI("alice", "grants", "deny", other.Grant.ID)
-	if b := waitType(t, hook, "request.denied", other.Grant.ID); b.Data.By != "alice" || b.Data.Access != "write" {
+	g.mustCLI("alice", "grants", "deny", other.Grant.ID, "--reason", "not for INC-8")
+	if b := waitType(t, hook, "request.denied", other.Grant.ID); b.Data.By != "alice" || b.Data.Access != "write" || b.Data.Reason != "not for INC-8" {
 		t.Errorf("request.denied: %+v", b.Data)
 	}
 

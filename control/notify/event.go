@@ -60,8 +60,10 @@ type Data struct {
 	// Tables and SSH summarise the grant's scope.
 	Tables []string `json:"tables,omitempty"`
 	SSH    string   `json:"ssh,omitempty"`
-	// By is who approved, denied or revoked.
+	// By is who approved, denied or revoked; Comment is what the
+	// approver wrote on an approval (a denial's reason is Reason).
 	By        string     `json:"by,omitempty"`
+	Comment   string     `json:"comment,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	// Session, Statement, Rule and Reason describe a denied statement or
 	// an interrupted session.
@@ -99,9 +101,9 @@ func FromGrant(typ string, g *authz.Grant, consoleURL string, now time.Time) *No
 		d.RequestID, d.TTL = g.ID, time.Duration(g.TTL).String()
 		page = "/ui/requests/"
 	case RequestApproved:
-		d.RequestID, d.By = g.ID, g.DecidedBy
+		d.RequestID, d.By, d.Comment = g.ID, g.DecidedBy, g.Comment
 	case RequestDenied:
-		d.RequestID, d.By = g.ID, g.DecidedBy
+		d.RequestID, d.By, d.Reason = g.ID, g.DecidedBy, g.Comment
 		page = "/ui/requests/"
 	case GrantRevoked:
 		d.By = g.RevokedBy
