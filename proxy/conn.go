@@ -173,8 +173,7 @@ func (c *Conn) start(ctx context.Context, g *authz.Grant) (*Session, error) {
 		started:  srv.now(),
 		log:      c.log.With("agent", g.Agent, "resource", g.Resource, "grant", g.ID),
 	}
-	ss.meta = c.meta(g.Agent, g.Resource, g)
-	ss.events = srv.Recorder.Open(c.ID, ss.meta)
+	ss.events = srv.Recorder.Open(c.ID, c.meta(g.Agent, g.Resource, g))
 	ss.events.Append(recorder.Event{Type: recorder.TypeSessionStart})
 	cctx, ccancel := context.WithTimeout(ctx, srv.publishTimeout())
 	defer ccancel()

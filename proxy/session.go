@@ -26,7 +26,6 @@ type Session struct {
 	resource *config.Resource
 	started  time.Time
 	events   *recorder.Log
-	meta     recorder.Meta
 	log      *slog.Logger
 
 	mu         sync.Mutex
@@ -169,19 +168,16 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 		s.nextStmt++
 		ids[i] = s.nextStmt
 		s.statements++
-		decision := "allow"
-		if !d.Allow {
-			decision = "deny"
-			s.denied++
-		}
 		st := &recorder.Statement{
 			ID: ids[i], Index: i, Count: len(v.Statements), Text: d.Text,
-			Decision: decision, Rule: d.Rule, Reason: d.Reason, Class: d.Class,
+			Decision: "allow", Rule: d.Rule, Reason: d.Reason, Class: d.Class,
 		}
 		if len(v.Statements) == 1 {
 			st.Params = params
 		}
 		if !d.Allow {
+			st.Decision = "deny"
+			s.denied++
 			denied = append(denied, st)
 		}
 		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
@@ -232,7 +228,7 @@ func (s *Session) announceDenied(at time.Time, sts []*recorder.Statement) {
 		return
 	}
 	for _, st := range sts {
-		s.srv.Denials.StatementDenied(&recorder.Event{Type: recorder.TypeStatement, Session: s.ID, Time: at, Meta: s.meta, Statement: st})
+		s.srv.Denials.StatementDenied(&recorder.Event{Type: recorder.TypeStatement, Session: s.ID, Time: at, Meta: s.events.Meta(), Statement: st})
 	}
 }
 

@@ -180,6 +180,32 @@ func (x *Index) Sync(ctx context.Context) error {
 	}
 }
 
+// Waits of List: for the stream's history to be read (a starting
+// gateway), and for the index to catch up with the stream.
+const (
+	listLoadWait = 10 * time.Second
+	listSyncWait = time.Second
+)
+
+// List is Query for a person or a client waiting on an answer: it waits
+// up to 10 s for the stream's history to be read (then fails with
+// ErrIndexLoading), and up to a second for the index to apply what the
+// stream holds now, so a session that just ended is listed as ended; past
+// that second it answers with what it has.
+func (x *Index) List(ctx context.Context, q Query) (Page, error) {
+	wctx, cancel := context.WithTimeout(ctx, listLoadWait)
+	defer cancel()
+	if err := x.Wait(wctx); err != nil {
+		return Page{}, err
+	}
+	sctx, scancel := context.WithTimeout(ctx, listSyncWait)
+	defer scancel()
+	if err := x.Sync(sctx); err != nil && ctx.Err() == nil && sctx.Err() == nil {
+		x.log.Warn("session index: list answered before catching up", "err", err)
+	}
+	return x.Query(q)
+}
+
 // Run reads the stream's history, then follows it until ctx ends. A read
 // that fails is tried again after a pause; Run returns only with ctx.
 func (x *Index) Run(ctx context.Context) error {
@@ -525,23 +551,13 @@ func (e *indexEntry) summary() Summary {
 		t := time.Unix(0, e.end).UTC()
 		s.End = &t
 	case s.Status == StatusInterrupted:
-		t := time.Unix(0, e.note.noted).UTC()
-		s.End = &t
-		s.EndReason = "interrupted: " + e.note.n.Reason
+		interrupted(&s, time.Unix(0, e.note.noted).UTC())
 	}
 	return s
 }
 
 func (e *indexEntry) status() string {
-	switch {
-	case e.flags&flagAuthed != 0 && e.flags&flagStarted == 0:
-		return StatusAuthFailed
-	case e.flags&flagEnded != 0:
-		return StatusEnded
-	case e.note != nil:
-		return StatusInterrupted
-	}
-	return StatusOpen
+	return statusOf(e.flags&flagStarted != 0, e.flags&flagAuthed != 0, e.flags&flagEnded != 0, e.note != nil)
 }
 
 // Query is a filtered, paged session list: newest first.

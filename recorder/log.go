@@ -121,6 +121,10 @@ type attempt struct {
 // Session is the id this log writes.
 func (l *Log) Session() string { return l.session }
 
+// Meta is what every event of the session carries: who, where, under which
+// grant.
+func (l *Log) Meta() Meta { return l.meta }
+
 // Broken is why the log can never be complete again (an invalid session id,
 // the session id used by another writer, a message the server refuses for
 // good), or nil: every later Commit fails with it.

@@ -177,15 +177,7 @@ func (r *Reader) Events(ctx context.Context, session string) ([]Event, error) {
 		return nil, err
 	}
 	evs = onceBySeq(evs, func(e *Event) uint64 { return e.Seq }, sameEvent)
-	if len(chunks) > 0 {
-		idx := indexChunks(chunks)
-		for i := range evs {
-			// A value whose chunks are missing or altered stays as
-			// stored (a text's first bytes and its reference);
-			// verification says what is wrong.
-			_, _ = resolve(&evs[i], idx)
-		}
-	}
+	resolveAll(evs, chunks)
 	return evs, nil
 }
 
@@ -498,12 +490,7 @@ func keepChunk(chunks *[]Chunk) func(Chunk, bool, uint64) {
 // is wrong with it).
 func (st *Stored) Decoded() []Event {
 	evs, _ := DecodeRaw(st.Events)
-	if len(st.Chunks) > 0 {
-		idx := indexChunks(st.Chunks)
-		for i := range evs {
-			_, _ = resolve(&evs[i], idx)
-		}
-	}
+	resolveAll(evs, st.Chunks)
 	return evs
 }
 

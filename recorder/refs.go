@@ -80,6 +80,19 @@ func dedupChunks(cs []Chunk) []Chunk {
 // chunkIndex finds the chunks of a value by its SHA-256.
 type chunkIndex map[string][]*Chunk
 
+// resolveAll puts the values kept in chunks back into evs, for reading. A
+// value whose chunks are missing or altered stays as stored (a text's
+// first bytes and its reference); verification says what is wrong.
+func resolveAll(evs []Event, chunks []Chunk) {
+	if len(chunks) == 0 {
+		return
+	}
+	idx := indexChunks(chunks)
+	for i := range evs {
+		_, _ = resolve(&evs[i], idx)
+	}
+}
+
 func indexChunks(cs []Chunk) chunkIndex {
 	idx := chunkIndex{}
 	for i := range cs {
@@ -240,11 +253,6 @@ func VerifyStoredEvents(session string, raws []json.RawMessage, chunks []Chunk, 
 	r := checkRefs(verify(session, evs, bad, keys), evs, chunks)
 	// Values are put back in place after verification, which checks
 	// the stored form.
-	if len(chunks) > 0 {
-		idx := indexChunks(chunks)
-		for i := range evs {
-			_, _ = resolve(&evs[i], idx)
-		}
-	}
+	resolveAll(evs, chunks)
 	return r, evs
 }

@@ -42,22 +42,36 @@ func (a *summarizer) add(ev *Event) {
 // summary returns the Summary, and false when the events held neither a
 // start nor a refused login (the session began before what was read).
 func (a *summarizer) summary() (Summary, bool) {
-	switch {
-	case a.authed && !a.started:
-		a.s.Status = StatusAuthFailed
-	case !a.started:
+	if !a.started && !a.authed {
 		return a.s, false
-	case a.s.End != nil:
-		a.s.Status = StatusEnded
-	case a.s.Interrupted != nil:
-		a.s.Status = StatusInterrupted
-		t := a.noted
-		a.s.End = &t
-		a.s.EndReason = "interrupted: " + a.s.Interrupted.Reason
-	default:
-		a.s.Status = StatusOpen
+	}
+	a.s.Status = statusOf(a.started, a.authed, a.s.End != nil, a.s.Interrupted != nil)
+	if a.s.Status == StatusInterrupted {
+		interrupted(&a.s, a.noted)
 	}
 	return a.s, true
+}
+
+// statusOf is a session's status from what its events said: it started
+// or only had its login refused, it ended, a gateway noted it interrupted.
+// A session that ended after an interruption note (its gateway had lost
+// NATS, not stopped) is ended.
+func statusOf(started, authed, ended, noted bool) string {
+	switch {
+	case authed && !started:
+		return StatusAuthFailed
+	case ended:
+		return StatusEnded
+	case noted:
+		return StatusInterrupted
+	}
+	return StatusOpen
+}
+
+// interrupted sets an interrupted session's end to when that was noted.
+func interrupted(s *Summary, noted time.Time) {
+	s.End = &noted
+	s.EndReason = "interrupted: " + s.Interrupted.Reason
 }
 
 // Summarize is the Summary of one session's events.
