@@ -224,3 +224,23 @@ type SSHPolicy struct {
 	// Forwards are HOST:PORT destinations for port forwarding.
 	Forwards []string `json:"forwards,omitempty"`
 }
+
+// Allows lists in words what the policy allows, one item per command
+// pattern, the shell, file transfer and forward; nothing when it allows
+// nothing.
+func (p SSHPolicy) Allows() []string {
+	var out []string
+	for _, c := range p.Commands {
+		out = append(out, "command: "+c)
+	}
+	if p.Shell {
+		out = append(out, "interactive shell")
+	}
+	if p.Files != "" {
+		out = append(out, "files: "+p.Files)
+	}
+	for _, f := range p.Forwards {
+		out = append(out, "forward to "+f)
+	}
+	return out
+}

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,5 +78,16 @@ func TestRequestExpiry(t *testing.T) {
 	b, _ = json.Marshal(&Grant{State: StatePending, RequestExpiresAt: now})
 	if !strings.Contains(string(b), `"request_expires_at":"2026-12-05T08:00:00Z"`) {
 		t.Errorf("deadline not written: %s", b)
+	}
+}
+
+func TestSSHPolicyAllows(t *testing.T) {
+	if got := (SSHPolicy{}).Allows(); len(got) != 0 {
+		t.Errorf("empty policy allows %q", got)
+	}
+	p := SSHPolicy{Commands: []string{"uptime", "systemctl status *"}, Shell: true, Files: "read", Forwards: []string{"db:5432"}}
+	want := []string{"command: uptime", "command: systemctl status *", "interactive shell", "files: read", "forward to db:5432"}
+	if got := p.Allows(); !slices.Equal(got, want) {
+		t.Errorf("Allows() = %q, want %q", got, want)
 	}
 }

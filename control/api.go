@@ -24,34 +24,26 @@ import (
 
 // SessionReader reads recorded sessions; recorder.Reader is one.
 type SessionReader interface {
-	Sessions(ctx context.Context, o recorder.ListOptions) ([]recorder.Summary, error)
 	Events(ctx context.Context, session string) ([]recorder.Event, error)
 	// Stored is the session as stored: event bodies and the chunks of
 	// values kept outside them, what an export carries.
 	Stored(ctx context.Context, session string) (*recorder.Stored, error)
+	// Follow delivers a session's events as they are stored, until ctx
+	// ends or fn returns false (the console's live replay).
+	Follow(ctx context.Context, session string, fn func(ev *recorder.Event) bool) error
 }
 
 // SessionIndex answers filtered, paged session lists; recorder.Index is
 // one.
 type SessionIndex interface {
-	Wait(ctx context.Context) error
-	// Sync waits until what the stream holds now is applied.
-	Sync(ctx context.Context) error
-	Query(q recorder.Query) (recorder.Page, error)
+	// List waits a moment for the index to be current, then answers q.
+	List(ctx context.Context, q recorder.Query) (recorder.Page, error)
 	Get(id string) (recorder.Summary, bool)
 }
 
 // NextCursorHeader carries the cursor of the next page of GET
 // /v1/sessions; absent on the last page.
 const NextCursorHeader = "Airlock-Next-Cursor"
-
-// indexWait is how long a list waits for the session index to finish
-// reading the stream's history, at a gateway's start.
-const indexWait = 10 * time.Second
-
-// indexSync bounds how long a list waits for the index to catch up with
-// the stream.
-const indexSync = time.Second
 
 // SessionDetail is one session: its summary and every event.
 type SessionDetail struct {
@@ -63,9 +55,7 @@ type SessionDetail struct {
 type API struct {
 	Service  *Service
 	Sessions SessionReader
-	// Index, when set, answers GET /v1/sessions (with its filters and
-	// cursor); without it the list reads the stream (Sessions.Sessions)
-	// and knows only since, agent, resource and limit.
+	// Index answers GET /v1/sessions.
 	Index SessionIndex
 	// Keys are the public keys events are signed with, published on
 	// GET /v1/keys and put in export files.
@@ -301,37 +291,15 @@ func (a *API) listSessions(w http.ResponseWriter, r *http.Request, who *config.I
 		}
 		q.Agent = who.Name
 	}
-	if a.Index == nil {
-		if q.Grant != "" || q.Task != "" || q.State != "" || !q.Until.IsZero() || q.Denied || q.Cursor != "" {
-			writeError(w, http.StatusBadRequest, "grant, task, state, until, denied and cursor need the session index, which this server does not run")
-			return
-		}
-		ss, err := a.Sessions.Sessions(r.Context(), recorder.ListOptions{Since: q.Since, Agent: q.Agent, Resource: q.Resource, Limit: q.Limit})
-		if ss == nil {
-			ss = []recorder.Summary{}
-		}
-		a.reply(w, http.StatusOK, ss, err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), indexWait)
-	defer cancel()
-	if err := a.Index.Wait(ctx); err != nil {
+	page, err := a.Index.List(r.Context(), q)
+	switch {
+	case errors.Is(err, recorder.ErrIndexLoading):
 		writeError(w, http.StatusServiceUnavailable, err.Error()+"; try again shortly")
 		return
-	}
-	// A list right after a session ended shows it ended; past a second
-	// the list answers with what the index has.
-	sctx, scancel := context.WithTimeout(r.Context(), indexSync)
-	if err := a.Index.Sync(sctx); err != nil && r.Context().Err() == nil {
-		a.logger().Warn("session list: index not caught up", "err", err)
-	}
-	scancel()
-	page, err := a.Index.Query(q)
-	if errors.Is(err, recorder.ErrBadCursor) {
+	case errors.Is(err, recorder.ErrBadCursor):
 		writeError(w, http.StatusBadRequest, "cursor: not one this server handed out (take it from the "+NextCursorHeader+" header)")
 		return
-	}
-	if err != nil {
+	case err != nil:
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -429,7 +397,7 @@ func (a *API) exportSession(w http.ResponseWriter, r *http.Request, who *config.
 		a.reply(w, 0, nil, err)
 		return
 	}
-	if who.Role != config.RoleReviewer && who.Role != config.RoleAdmin && !SessionVisible(who, st.Agent()) {
+	if !SessionVisible(who, st.Agent()) {
 		writeError(w, http.StatusNotFound, "no session "+id)
 		return
 	}

@@ -98,6 +98,9 @@ type Console struct {
 // New parses the templates and sets up the routes; it fails if a template
 // is broken or missing.
 func New(o Options) (*Console, error) {
+	if o.Sessions == nil || o.Index == nil {
+		return nil, errors.New("console: a session reader and a session index are required")
+	}
 	c := &Console{cfg: o.Config, svc: o.Service, sessions: o.Sessions, store: o.Store, log: o.Log, mux: http.NewServeMux(),
 		index: o.Index, keys: o.Keys, stream: o.Stream}
 	if c.log == nil {
@@ -317,7 +320,7 @@ func (c *Console) parse() error {
 
 // requiredPages are the templates the handlers render; a missing one
 // fails New.
-var requiredPages = []string{"signin", "signin_link", "error", "requests", "request", "grants", "grant"}
+var requiredPages = []string{"signin", "signin_link", "error", "requests", "request", "grants", "grant", "sessions", "session"}
 
 // requiredSet is every page template in templates/, for tests.
 func (c *Console) requiredSet() map[string]bool {

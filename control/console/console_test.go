@@ -20,6 +20,7 @@ import (
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
 	"github.com/airlockhq/airlock/natsconn"
+	"github.com/airlockhq/airlock/recorder"
 )
 
 func tokenHash(tok string) string {
@@ -27,7 +28,7 @@ func tokenHash(tok string) string {
 	return hex.EncodeToString(s[:])
 }
 
-func testConfig(t *testing.T) *config.Config {
+func testConfig(t testing.TB) *config.Config {
 	t.Helper()
 	c, err := config.Parse([]byte(`
 listen: { postgres: 127.0.0.1:1, http: 127.0.0.1:2 }
@@ -47,19 +48,24 @@ resources:
 	return c
 }
 
-// env is a console on a real embedded JetStream, served by httptest.
+// env is a console on a real embedded JetStream, served by httptest with
+// the API beside it: the grant store, a recorder, its reader and session
+// index, and the console's own store.
 type env struct {
-	t    *testing.T
-	cfg  *config.Config
-	svc  *control.Service
-	c    *Console
-	srv  *httptest.Server
-	mu   sync.Mutex
-	now  time.Time // the console store's clock; zero: real time
-	logs strings.Builder
+	t     testing.TB
+	cfg   *config.Config
+	svc   *control.Service
+	c     *Console
+	rec   *recorder.Recorder
+	rd    *recorder.Reader
+	index *recorder.Index
+	srv   *httptest.Server
+	mu    sync.Mutex
+	now   time.Time // the console store's clock; zero: real time
+	logs  strings.Builder
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -78,7 +84,22 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, cfg: cfg, svc: &control.Service{Store: store, Config: cfg}}
+	signer, err := recorder.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := recorder.New(ctx, nc.JS, recorder.Options{Stream: "AIRLOCK_EVENTS", Gateway: "gw-test", Signer: signer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rec.Close)
+	index := recorder.NewIndex(nc.JS, recorder.IndexOptions{Stream: "AIRLOCK_EVENTS"})
+	ictx, icancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = index.Run(ictx) }()
+	t.Cleanup(func() { icancel(); <-done })
+	e := &env{t: t, cfg: cfg, svc: &control.Service{Store: store, Config: cfg}, rec: rec, index: index,
+		rd: recorder.NewReader(nc.JS, "AIRLOCK_EVENTS", "")}
 	cs.now = func() time.Time {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -87,12 +108,13 @@ func newEnv(t *testing.T) *env {
 		}
 		return e.now
 	}
-	c, err := New(Options{Config: cfg, Service: e.svc, Store: cs, Log: testLogger(&e.logs, &e.mu)})
+	c, err := New(Options{Config: cfg, Service: e.svc, Sessions: e.rd, Store: cs, Index: index,
+		Keys: []recorder.PublicKey{signer.Public()}, Stream: "AIRLOCK_EVENTS", Log: testLogger(&e.logs, &e.mu)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.c = c
-	api := &control.API{Service: e.svc, Console: c}
+	api := &control.API{Service: e.svc, Console: c, Sessions: e.rd, Index: index}
 	mux := http.NewServeMux()
 	mux.Handle("/", api.Handler())
 	mux.Handle("/ui/", c.Handler())

@@ -57,21 +57,8 @@ func (c *Console) view(g *authz.Grant) grantView {
 func guardrails(g *authz.Grant) []string {
 	var out []string
 	s := g.Scope
-	p := g.SSH
-	if len(p.Commands) > 0 || p.Shell || p.Files != "" || len(p.Forwards) > 0 {
-		for _, c := range p.Commands {
-			out = append(out, "command: "+c)
-		}
-		if p.Shell {
-			out = append(out, "interactive shell")
-		}
-		if p.Files != "" {
-			out = append(out, "files: "+p.Files)
-		}
-		for _, f := range p.Forwards {
-			out = append(out, "forward to "+f)
-		}
-		return out
+	if ssh := g.SSH.Allows(); len(ssh) > 0 {
+		return ssh
 	}
 	if len(s.Functions) > 0 {
 		out = append(out, "extra functions: "+strings.Join(s.Functions, ", "))
@@ -293,15 +280,11 @@ func (c *Console) grantsPage(w http.ResponseWriter, r *http.Request, who *config
 	now := c.now()
 	gs := c.svc.Store.List(func(g *authz.Grant) bool { return g.EffectiveState(now) == authz.StateActive })
 	d := grantsData{Notice: notice(r)}
-	var since time.Time
 	for _, g := range gs {
 		d.Active = append(d.Active, c.view(g))
-		if since.IsZero() || g.DecidedAt.Before(since) {
-			since = g.DecidedAt
-		}
 	}
 	if len(gs) > 0 {
-		open, err := c.openSessions(r, since)
+		open, err := c.openSessions(r, "")
 		if err != nil {
 			d.SessionsError = "Live sessions cannot be read right now."
 		}
@@ -316,19 +299,17 @@ func (c *Console) grantsPage(w http.ResponseWriter, r *http.Request, who *config
 	c.render(w, r, "grants", d)
 }
 
-// openSessions returns the open sessions started since, by grant.
-func (c *Console) openSessions(r *http.Request, since time.Time) (map[string][]recorder.Summary, error) {
-	if c.sessions == nil {
-		return nil, nil
-	}
-	ss, err := c.sessions.Sessions(r.Context(), recorder.ListOptions{Since: since.Add(-time.Minute)})
+// openSessions returns the open sessions, of one grant or of all, by
+// grant, from the session index.
+func (c *Console) openSessions(r *http.Request, grant string) (map[string][]recorder.Summary, error) {
+	p, err := c.index.List(r.Context(), recorder.Query{State: recorder.StatusOpen, Grant: grant})
 	if err != nil {
 		c.log.Error("console: reading live sessions", "err", err)
 		return nil, err
 	}
 	out := map[string][]recorder.Summary{}
-	for _, s := range ss {
-		if s.Status == recorder.StatusOpen && s.Grant != "" {
+	for _, s := range p.Sessions {
+		if s.Grant != "" {
 			out[s.Grant] = append(out[s.Grant], s)
 		}
 	}
@@ -354,7 +335,7 @@ func (c *Console) grantPage(w http.ResponseWriter, r *http.Request, who *config.
 func (c *Console) showGrant(w http.ResponseWriter, r *http.Request, g *authz.Grant, status int, msg string) {
 	d := grantData{G: c.view(g), Notice: notice(r), Error: msg}
 	if d.G.State == authz.StateActive {
-		open, err := c.openSessions(r, g.DecidedAt)
+		open, err := c.openSessions(r, g.ID)
 		if err != nil {
 			d.SessionsError = "Live sessions cannot be read right now."
 		}

@@ -2,7 +2,6 @@ package console
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,10 +23,6 @@ import (
 // did not exist). An approver none, as in the API: approvers see grants
 // and their live sessions on the grants pages.
 var sessionReaders = roles(config.RoleReviewer, config.RoleAdmin, config.RoleAgent)
-
-func init() {
-	requiredPages = append(requiredPages, "sessions", "session")
-}
 
 func (c *Console) sessionRoutes() {
 	c.handle("GET /ui/sessions", sessionReaders, c.sessionsPage)
@@ -64,20 +59,11 @@ func (c *Console) sessionsPage(w http.ResponseWriter, r *http.Request, who *conf
 		q.Agent = who.Name
 	}
 	q.Limit = pageSize
-	if c.index == nil {
-		c.fail(w, r, http.StatusServiceUnavailable, "This gateway runs no session index.")
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	if err := c.index.Wait(ctx); err != nil {
+	p, err := c.index.List(r.Context(), q)
+	if errors.Is(err, recorder.ErrIndexLoading) {
 		c.fail(w, r, http.StatusServiceUnavailable, "The session list is still being read from the event stream; reload in a moment.")
 		return
 	}
-	sctx, scancel := context.WithTimeout(r.Context(), time.Second)
-	_ = c.index.Sync(sctx) // past a second, the list as the index has it
-	scancel()
-	p, err := c.index.Query(q)
 	if err != nil {
 		d.Error = err.Error()
 		if errors.Is(err, recorder.ErrBadCursor) {
@@ -163,16 +149,12 @@ func (c *Console) loadSession(w http.ResponseWriter, r *http.Request, who *confi
 		c.fail(w, r, http.StatusNotFound, "No such session.")
 		return "", nil, false
 	}
-	if c.sessions == nil {
-		c.fail(w, r, http.StatusServiceUnavailable, "This gateway cannot read sessions.")
-		return "", nil, false
-	}
 	if !recorder.ValidSessionID(id) {
 		return notFound()
 	}
 	// An agent asking for another agent's session is answered from the
 	// index when it can, without reading the session at all.
-	if who.Role == config.RoleAgent && c.index != nil {
+	if who.Role == config.RoleAgent {
 		if s, ok := c.index.Get(id); ok && !control.SessionVisible(who, s.Agent) {
 			return notFound()
 		}
@@ -446,13 +428,6 @@ func (c *Console) sessionLive(w http.ResponseWriter, r *http.Request, who *confi
 		return
 	}
 	evs := st.Decoded()
-	rd, ok := c.sessions.(interface {
-		Follow(ctx context.Context, session string, fn func(ev *recorder.Event) bool) error
-	})
-	if !ok {
-		c.fail(w, r, http.StatusNotFound, "This gateway cannot follow sessions live.")
-		return
-	}
 	s := recorder.Summarize(evs)
 	start, cols, rows := s.Start, 80, 24
 	var init strings.Builder
@@ -499,7 +474,7 @@ func (c *Console) sessionLive(w http.ResponseWriter, r *http.Request, who *confi
 		return
 	}
 	ctx := r.Context()
-	err := rd.Follow(ctx, id, func(ev *recorder.Event) bool {
+	err := c.sessions.Follow(ctx, id, func(ev *recorder.Event) bool {
 		if ev.Seq <= lastSeq && ev.Type != recorder.TypeSessionInterrupted {
 			return true
 		}

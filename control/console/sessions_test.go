@@ -6,100 +6,25 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/airlockhq/airlock/authz"
-	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
-	"github.com/airlockhq/airlock/natsconn"
 	"github.com/airlockhq/airlock/recorder"
 )
 
-// reviewEnv is a console with a recorder, its reader and session index,
-// on a real embedded JetStream.
-type reviewEnv struct {
-	tb    testing.TB
-	cfg   *config.Config
-	c     *Console
-	rec   *recorder.Recorder
-	rd    *recorder.Reader
-	index *recorder.Index
-	srv   *httptest.Server
-}
+// reviewEnv is the console's test env, with helpers to record sessions.
+type reviewEnv struct{ *env }
 
-func newReviewEnv(tb testing.TB) *reviewEnv {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	nc, err := natsconn.Connect(ctx, natsconn.Options{DataDir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	store, err := control.OpenStore(ctx, nc.NC, nc.JS, control.StoreOptions{Bucket: "grants", Replicas: 1})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(store.Close)
-	cfg, err := config.Parse([]byte(`
-listen: { postgres: 127.0.0.1:1, http: 127.0.0.1:2 }
-grants: { max_ttl: 8h }
-identities:
-  - { name: agent-1, role: agent, token_sha256: "` + tokenHash("agent-tok") + `" }
-  - { name: agent-2, role: agent, token_sha256: "` + tokenHash("agent2-tok") + `" }
-  - { name: alice, role: approver, token_sha256: "` + tokenHash("alice-tok") + `" }
-  - { name: rita, role: reviewer, token_sha256: "` + tokenHash("rita-tok") + `" }
-  - { name: ops, role: admin, token_sha256: "` + tokenHash("ops-tok") + `" }
-resources:
-  - { name: demo-pg, protocol: postgres, address: "127.0.0.1:5432", database: app, user: postgres, auth: { type: password, password_env: X } }
-`))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cs, err := OpenStore(ctx, nc.JS, cfg.Console.Bucket, 1, cfg.Console.SessionLifetime)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	signer, err := recorder.GenerateSigner()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	rec, err := recorder.New(ctx, nc.JS, recorder.Options{Stream: "AIRLOCK_EVENTS", Gateway: "gw-test", Signer: signer})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(rec.Close)
-	rd := recorder.NewReader(nc.JS, "AIRLOCK_EVENTS", "")
-	index := recorder.NewIndex(nc.JS, recorder.IndexOptions{Stream: "AIRLOCK_EVENTS"})
-	ictx, icancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = index.Run(ictx) }()
-	tb.Cleanup(func() { icancel(); <-done })
-	svc := &control.Service{Store: store, Config: cfg}
-	c, err := New(Options{Config: cfg, Service: svc, Sessions: rd, Store: cs, Index: index,
-		Keys: []recorder.PublicKey{signer.Public()}, Stream: "AIRLOCK_EVENTS"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(c.Close)
-	api := &control.API{Service: svc, Console: c, Sessions: rd, Index: index}
-	mux := http.NewServeMux()
-	mux.Handle("/", api.Handler())
-	mux.Handle("/ui/", c.Handler())
-	srv := httptest.NewServer(mux)
-	tb.Cleanup(srv.Close)
-	return &reviewEnv{tb: tb, cfg: cfg, c: c, rec: rec, rd: rd, index: index, srv: srv}
-}
+func newReviewEnv(tb testing.TB) *reviewEnv { return &reviewEnv{newEnv(tb)} }
 
 // record writes a session of evs (start and end added) and waits until
 // the index lists it.
 func (e *reviewEnv) record(id string, meta recorder.Meta, open bool, evs ...recorder.Event) {
-	e.tb.Helper()
+	e.t.Helper()
 	l := e.rec.Open(id, meta)
 	l.Append(recorder.Event{Type: recorder.TypeSessionStart})
 	denied := 0
@@ -113,7 +38,7 @@ func (e *reviewEnv) record(id string, meta recorder.Meta, open bool, evs ...reco
 		l.Append(recorder.Event{Type: recorder.TypeSessionEnd, End: &recorder.End{Reason: "client closed", Statements: len(evs), Denied: denied}})
 	}
 	if err := l.Commit(context.Background()); err != nil {
-		e.tb.Fatal(err)
+		e.t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -121,39 +46,10 @@ func (e *reviewEnv) record(id string, meta recorder.Meta, open bool, evs ...reco
 			return
 		}
 		if time.Now().After(deadline) {
-			e.tb.Fatalf("session %s not indexed", id)
+			e.t.Fatalf("session %s not indexed", id)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-func (e *reviewEnv) signIn(tok string) *http.Client {
-	e.tb.Helper()
-	jar, _ := cookiejar.New(nil)
-	b := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	req, _ := http.NewRequest("POST", e.srv.URL+"/ui/signin", strings.NewReader(url.Values{"token": {tok}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	resp, err := b.Do(req)
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther {
-		e.tb.Fatalf("sign-in: %s", resp.Status)
-	}
-	return b
-}
-
-func (e *reviewEnv) get(b *http.Client, path string) (*http.Response, string) {
-	e.tb.Helper()
-	resp, err := b.Get(e.srv.URL + path)
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp, string(body)
 }
 
 func meta(agent string) recorder.Meta {

@@ -154,20 +154,7 @@ func grantAccess(g *authz.Grant) string {
 }
 
 func sshSummary(p authz.SSHPolicy) string {
-	var parts []string
-	for _, c := range p.Commands {
-		parts = append(parts, "command "+c)
-	}
-	if p.Shell {
-		parts = append(parts, "shell")
-	}
-	if p.Files != "" {
-		parts = append(parts, "files "+p.Files)
-	}
-	for _, f := range p.Forwards {
-		parts = append(parts, "forward "+f)
-	}
-	return strings.Join(parts, ", ")
+	return strings.Join(p.Allows(), ", ")
 }
 
 func link(base, page, id string) string {
