@@ -279,7 +279,7 @@ func (x *Index) load(ctx context.Context, rd *Reader) error {
 	// 36 s with the four filters in one consumer, 19 s this way). A session's events may so be applied out of order
 	// (its end before its start), which applyEvent allows.
 	for _, f := range filters {
-		err := rd.read(ctx, []string{f}, nil, nil, func(data []byte, ev *Event, seq uint64) {
+		err := rd.readAfter(ctx, []string{f}, nil, 0, nil, func(data []byte, ev *Event, seq uint64) {
 			if seq > last {
 				return
 			}
@@ -324,7 +324,7 @@ func (x *Index) load(ctx context.Context, rd *Reader) error {
 		}
 	} else {
 		for _, id := range unended {
-			if err := rd.read(ctx, []string{x.prefix + "." + id + "." + KindStmt}, nil, nil, count); err != nil {
+			if err := rd.readAfter(ctx, []string{x.prefix + "." + id + "." + KindStmt}, nil, 0, nil, count); err != nil {
 				return err
 			}
 		}
@@ -393,22 +393,54 @@ type stmtPeek struct {
 	} `json:"statement"`
 }
 
+// peekStmt reads a statement event's session, seq and whether it was
+// denied. A body as the gateway writes it (canonical, docs/events.md) is
+// scanned, not decoded: in JSON a quote inside a string is escaped, so the
+// bytes "statement":{ and "decision":"deny" occur only as the members they
+// name, and the statement's decision is the event's only one. Any other
+// body is decoded. false: the body holds no statement (it is kept in
+// chunks, or unreadable).
+func peekStmt(data []byte) (stmt indexStmt, ok bool) {
+	if seq, ok := peekSeq(data); ok {
+		if !bytes.Contains(data, []byte(`"statement":{`)) {
+			return stmt, false
+		}
+		return indexStmt{session: peekSession(data), seq: seq, denied: bytes.Contains(data, []byte(`"decision":"deny"`))}, true
+	}
+	var p stmtPeek
+	if json.Unmarshal(data, &p) != nil || p.Statement == nil {
+		return stmt, false
+	}
+	return indexStmt{session: p.Session, seq: p.Seq, denied: p.Statement.Decision == "deny"}, true
+}
+
+// indexStmt is what the index counts of a statement.
+type indexStmt struct {
+	session string
+	seq     uint64
+	denied  bool
+}
+
 // Apply applies one stream message to the index: its subject, body and
 // stream sequence. Messages at or before the last one applied are
 // ignored, so a consumer restarted from an earlier point does no harm.
 func (x *Index) Apply(subject string, data []byte, streamSeq uint64) {
 	kind := subject[strings.LastIndexByte(subject, '.')+1:]
-	var ev Event
 	if kind == KindStmt {
-		// A statement is read only for its decision: statements are most
-		// of the stream.
-		var p stmtPeek
-		if json.Unmarshal(data, &p) != nil || p.Statement == nil {
-			x.skip(streamSeq)
-			return
+		// A statement is read only for its seq and decision: statements
+		// are most of the stream, and every gateway's index reads every
+		// one, so they are not decoded.
+		p, ok := peekStmt(data)
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		if ok && (streamSeq == 0 || streamSeq > x.last) {
+			x.applyStmt(p)
 		}
-		ev = Event{Type: TypeStatement, Session: p.Session, Seq: p.Seq, Statement: &Statement{Decision: p.Statement.Decision}}
-	} else if err := json.Unmarshal(data, &ev); err != nil {
+		x.last = max(x.last, streamSeq)
+		return
+	}
+	var ev Event
+	if err := json.Unmarshal(data, &ev); err != nil {
 		x.log.Warn("session index: unreadable event skipped", "stream", x.stream, "seq", streamSeq, "subject", subject, "err", err)
 		x.skip(streamSeq)
 		return
@@ -465,18 +497,40 @@ func (x *Index) applyEvent(ev *Event) {
 			e.note = &indexNote{n: *ev.Interrupted, by: ev.Gateway, noted: ev.Time.UnixNano()}
 		}
 	case TypeStatement:
-		if e.flags&flagEnded != 0 || ev.Statement == nil || uint32(ev.Seq) <= e.lastStmt {
-			return
-		}
-		e.lastStmt = uint32(ev.Seq)
-		e.statements++
-		if ev.Statement.Decision == "deny" {
-			e.denied++
+		if ev.Statement != nil {
+			x.countStmt(e, indexStmt{seq: ev.Seq, denied: ev.Statement.Decision == "deny"})
 		}
 	}
 	if e.flags&(flagStarted|flagAuthed) != 0 && e.flags&flagListed == 0 {
 		e.flags |= flagListed
 		x.insert(e)
+	}
+}
+
+// applyStmt counts a statement for its session (x.mu held); a session
+// seen first through a statement is listed once its start arrives.
+func (x *Index) applyStmt(st indexStmt) {
+	if !ValidSessionID(st.session) {
+		return
+	}
+	e := x.byID[st.session]
+	if e == nil {
+		e = &indexEntry{id: st.session}
+		x.byID[st.session] = e
+	}
+	x.countStmt(e, st)
+}
+
+// countStmt adds a statement to an open session's counts, once per seq;
+// an ended session's counts are its end's totals.
+func (x *Index) countStmt(e *indexEntry, st indexStmt) {
+	if e.flags&flagEnded != 0 || uint32(st.seq) <= e.lastStmt {
+		return
+	}
+	e.lastStmt = uint32(st.seq)
+	e.statements++
+	if st.denied {
+		e.denied++
 	}
 }
 

@@ -199,3 +199,25 @@ func BenchmarkIndexLoad(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkIndexApplyStatement is what every gateway's index spends on
+// each statement any gateway records: the live consumer follows the .stmt
+// subjects to count open sessions' denials.
+func BenchmarkIndexApplyStatement(b *testing.B) {
+	x := NewIndex(nil, IndexOptions{Stream: "S"})
+	st := stmtEvent(1, "SELECT id, total FROM orders WHERE customer_id = $1 AND created_at > now() - interval '1 day'")
+	st.Session, st.Meta = "ses_0000000000000001", testMeta("agent-1", "orders-db")
+	st.Statement.Params = []Param{{Value: "42", Format: "text", Size: 2}}
+	body, err := Canonical(&st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	subject := DefaultSubjectPrefix + "." + st.Session + "." + KindStmt
+	b.ReportAllocs()
+	seq := uint64(0)
+	for b.Loop() {
+		seq++
+		st.Seq = seq
+		x.Apply(subject, body, seq)
+	}
+}

@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -344,5 +345,40 @@ func TestPeekSeq(t *testing.T) {
 	b, _ := json.Marshal(&Event{V: Version, Type: TypeStatement, Session: "ses_abc", Seq: 123456, Statement: &Statement{Text: `"seq":9`}})
 	if n, ok := peekSeq(b); !ok || n != 123456 {
 		t.Errorf("%s: %d %v", b, n, ok)
+	}
+}
+
+// TestPeekStmt: the index's scan of a statement event agrees with
+// decoding it, whatever the statement's text holds.
+func TestPeekStmt(t *testing.T) {
+	for _, tc := range []struct {
+		name, text, decision string
+	}{
+		{"allowed", "SELECT 1", "allow"},
+		{"denied", "DELETE FROM orders", "deny"},
+		{"allowed, text spelling a denial", `SELECT '"decision":"deny"', '"statement":{'`, "allow"},
+	} {
+		ev := stmtEvent(7, tc.text)
+		ev.Session, ev.Seq, ev.Statement.Decision = "ses_0000000000000009", 7, tc.decision
+		body, err := Canonical(&ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := peekStmt(body)
+		want := indexStmt{session: ev.Session, seq: 7, denied: tc.decision == "deny"}
+		if !ok || got != want {
+			t.Errorf("%s: peekStmt = %+v, %v; want %+v", tc.name, got, ok, want)
+		}
+		// Not as the gateway writes it: decoded, with the same answer.
+		spaced := bytes.Replace(body, []byte(`{"v":`), []byte(`{ "v": `), 1)
+		if got, ok := peekStmt(spaced); !ok || got != want {
+			t.Errorf("%s, not canonical: peekStmt = %+v, %v; want %+v", tc.name, got, ok, want)
+		}
+	}
+	// A statement whose body went to chunks has no statement member here.
+	ev := Event{Type: TypeStatement, Session: "ses_0000000000000009", Seq: 8}
+	body, _ := Canonical(&ev)
+	if _, ok := peekStmt(body); ok {
+		t.Errorf("a body without a statement was counted: %s", body)
 	}
 }

@@ -538,6 +538,20 @@ func (r *Reader) Follow(ctx context.Context, session string, fn func(ev *Event) 
 	}
 }
 
+// peekSession reads the session of a body peekSeq accepted.
+func peekSession(b []byte) string {
+	const key = `,"session":"`
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return ""
+	}
+	b = b[i+len(key):]
+	if j := bytes.IndexByte(b, '"'); j >= 0 {
+		return string(b[:j])
+	}
+	return ""
+}
+
 // peekSeq reads the seq of an event stored as the gateway writes it:
 // {"v":N,"type":"T","session":"S","seq":N,... with no spaces (the
 // canonical encoding, docs/events.md). Anything else is not ok, and is
