@@ -225,6 +225,11 @@ type SSHPolicy struct {
 	Forwards []string `json:"forwards,omitempty"`
 }
 
+// IsZero reports whether the policy allows nothing (a database grant's).
+func (p SSHPolicy) IsZero() bool {
+	return len(p.Commands) == 0 && !p.Shell && p.Files == "" && len(p.Forwards) == 0
+}
+
 // Allows lists in words what the policy allows, one item per command
 // pattern, the shell, file transfer and forward; nothing when it allows
 // nothing.

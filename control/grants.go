@@ -279,7 +279,7 @@ func narrow(g *authz.Grant, ttl time.Duration, tables []string) error {
 		return userErr(400, "ttl %s is longer than the %s asked for; an approval may only narrow a request", ttl, time.Duration(g.TTL))
 	}
 	if len(tables) > 0 {
-		if g.SSH.Shell || len(g.SSH.Commands) > 0 || g.SSH.Files != "" || len(g.SSH.Forwards) > 0 {
+		if !g.SSH.IsZero() {
 			return userErr(400, "--table narrows database grants; %s is an ssh grant", g.ID)
 		}
 		seen := map[string]bool{}
@@ -314,7 +314,7 @@ func narrow(g *authz.Grant, ttl time.Duration, tables []string) error {
 // checkShape refuses options that do not fit the resource's protocol.
 func checkShape(protocol string, spec GrantSpec) error {
 	ssh := spec.SSH
-	hasSSH := len(ssh.Commands) > 0 || ssh.Shell || ssh.Files != "" || len(ssh.Forwards) > 0
+	hasSSH := !ssh.IsZero()
 	if protocol != "ssh" && hasSSH {
 		return userErr(400, "--command, --shell, --files and --forward are for ssh resources; this one is %s", protocol)
 	}

@@ -147,7 +147,7 @@ func FromEvent(ev *recorder.Event, consoleURL string) *Notification {
 }
 
 func grantAccess(g *authz.Grant) string {
-	if sshSummary(g.SSH) != "" {
+	if !g.SSH.IsZero() {
 		return "ssh"
 	}
 	return g.Access.String()
