@@ -252,16 +252,5 @@ func evalAwait[T any](t *testing.T, b context.Context, expr string) T {
 // contains part.
 func waitLoaded(t *testing.T, b context.Context, part string) {
 	t.Helper()
-	expr := fmt.Sprintf(`location.href.includes(%q) && document.readyState === "complete"`, part)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(b, 5*time.Second)
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
-		cancel()
-		if err == nil && ok {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("the browser never loaded a page at ...%s...", part)
+	waitPage(t, b, fmt.Sprintf(`location.href.includes(%q)`, part), "never loaded a page at ..."+part+"...")
 }

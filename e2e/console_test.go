@@ -75,11 +75,18 @@ func signInByLink(t *testing.T, b context.Context, link string) {
 }
 
 // leftPage waits until the browser has loaded a page whose path does not
-// start with prefix. Evaluating while the page navigates fails; that is
-// tried again.
+// start with prefix.
 func leftPage(t *testing.T, b context.Context, prefix string) {
 	t.Helper()
-	expr := fmt.Sprintf(`!location.pathname.startsWith(%q) && document.readyState === "complete"`, prefix)
+	waitPage(t, b, fmt.Sprintf(`!location.pathname.startsWith(%q)`, prefix), "still on "+prefix)
+}
+
+// waitPage waits until the browser has loaded a page for which the
+// JavaScript expression where holds. Evaluating while the page navigates
+// fails; that is tried again.
+func waitPage(t *testing.T, b context.Context, where, failure string) {
+	t.Helper()
+	expr := where + ` && document.readyState === "complete"`
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(b, 5*time.Second)
@@ -90,7 +97,7 @@ func leftPage(t *testing.T, b context.Context, prefix string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("browser still on %s after 30s", prefix)
+	t.Fatalf("browser %s after 30s", failure)
 }
 
 // docShot takes a screenshot; with AIRLOCK_DOC_SCREENSHOTS=1 it replaces
