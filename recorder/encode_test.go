@@ -2,6 +2,7 @@ package recorder
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"math/rand/v2"
 	"reflect"
@@ -18,7 +19,7 @@ import (
 var awkward = []string{
 	"", "plain", `q"uo\te`, "<b>&amp;</b>", "\x00\x01\x1f\x7f", "\b\f\n\r\t",
 	"é ü 日本 😀", "line\u2028para\u2029", "bad \xff byte", "cut \xe6\x97", "\xc3", "\\ufffd",
-	"select * from t where a = 'x';",
+	"select * from t where a = 'x';", `{"hash":"ab","sig":"x"}[`, `,"sig":"`,
 }
 
 // fill sets every exported field reachable from v to a random value, so
@@ -146,6 +147,10 @@ func checkEncoding(t *testing.T, ev *Event) (readBack bool) {
 	if want, _ := json.Marshal(&sealedEv); !bytes.Equal(sealed, want) {
 		t.Fatalf("sealed differs from encoding/json:\n got %s\nwant %s", sealed, want)
 	}
+	// The verifier hashes the stored encoding without hash and sig.
+	if sum, err := sealedSum(sealed, &sealedEv); err != nil || sum != sha256.Sum256(want) {
+		t.Fatalf("sealedSum of %s: %x, %v; want the hash of %s", sealed, sum, err, want)
+	}
 	// Unless a string was replaced, a reader decodes and encodes the
 	// same bytes again (what sealLocked's normalize relies on). Events
 	// with values no reader takes (a random access level) are left out.
@@ -155,6 +160,11 @@ func checkEncoding(t *testing.T, ev *Event) (readBack bool) {
 	}
 	if again, _ := Canonical(&back); !bytes.Equal(again, got.b) {
 		t.Fatalf("not flagged as replaced, but reads back differently:\n got %s\nback %s", got.b, again)
+	}
+	// The verifier's decoder reads what encoding/json reads.
+	var fast Event
+	if err := decodeEvent(got.b, &fast); err != nil || !reflect.DeepEqual(fast, back) {
+		t.Fatalf("decodeEvent reads %s as\n%+v (%v), encoding/json as\n%+v", got.b, fast, err, back)
 	}
 	return true
 }

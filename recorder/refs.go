@@ -249,8 +249,8 @@ func VerifyStored(session string, raws []json.RawMessage, chunks []Chunk, keys K
 // verification does: the console shows a session and its verification
 // without reading it twice.
 func VerifyStoredEvents(session string, raws []json.RawMessage, chunks []Chunk, keys Keyring) (Report, []Event) {
-	evs, bad := DecodeRaw(raws)
-	r := checkRefs(verify(session, evs, bad, keys), evs, chunks)
+	evs, f := decodeStored(raws)
+	r := checkRefs(verify(session, evs, f, keys), evs, chunks)
 	// Values are put back in place after verification, which checks
 	// the stored form.
 	resolveAll(evs, chunks)

@@ -1,16 +1,13 @@
 package console
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
-	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/airlockhq/airlock/config"
@@ -198,45 +195,8 @@ func (c *Console) sessionPage(w http.ResponseWriter, r *http.Request, who *confi
 	} else if d.S.Protocol == "ssh" {
 		d.NoReplay = "This session opened no shell or terminal, so there is nothing to replay; its commands and their exit statuses are below."
 	}
-	tl, err := c.renderRows("session", d.Rows)
-	if err != nil {
-		c.log.Error("console template failed", "template", "session", "err", err)
-		c.fail(w, r, http.StatusInternalServerError, "The page could not be drawn.")
-		return
-	}
-	d.Timeline = tl
+	d.Timeline = renderRows(d.Rows)
 	c.render(w, r, "session", d)
-}
-
-// rowsPart is the fewest rows renderRows gives one goroutine.
-const rowsPart = 500
-
-// renderRows renders the timeline's rows with the page's "rows" template,
-// split between the processors. Each part is escaped by html/template as
-// the page is; the parts only join.
-func (c *Console) renderRows(page string, rows []stmtRow) (template.HTML, error) {
-	t := c.pages[page]
-	parts := 1
-	if len(rows) >= 2*rowsPart {
-		parts = min(runtime.GOMAXPROCS(0), len(rows)/rowsPart)
-	}
-	bufs := make([]bytes.Buffer, parts)
-	errs := make([]error, parts)
-	var wg sync.WaitGroup
-	for p := range parts {
-		lo, hi := p*len(rows)/parts, (p+1)*len(rows)/parts
-		wg.Go(func() { errs[p] = t.ExecuteTemplate(&bufs[p], "rows", rows[lo:hi]) })
-	}
-	wg.Wait()
-	var out strings.Builder
-	for p := range parts {
-		if errs[p] != nil {
-			return "", errs[p]
-		}
-		out.Write(bufs[p].Bytes())
-	}
-	// html/template escaped every value in the parts above.
-	return template.HTML(out.String()), nil
 }
 
 // verify checks the session as airlock sessions verify does, with the
