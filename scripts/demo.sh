@@ -264,13 +264,19 @@ start_pg() {
 
 # --- MariaDB -------------------------------------------------------------
 
-# stop_pid FILE WHAT: stop the process whose ID is in FILE, waiting up to
-# 30 seconds for it to exit.
+# stop_pid FILE WHAT: stop the process whose ID is on FILE's first line,
+# waiting up to 30 seconds for it to exit; only if its command line still
+# holds FILE's second line (a pid file outliving a reboot may name another
+# program's process).
 stop_pid() {
-	local pid i
+	local pid match i
 	[ -f "$1" ] || return 0
-	pid=$(cat "$1" 2>/dev/null) || return 0
+	{ read -r pid && read -r match; } <"$1" || { rm -f "$1"; return 0; }
 	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || { rm -f "$1"; return 0; }
+	if [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" != *"$match"* ]]; then
+		rm -f "$1"
+		return 0
+	fi
 	say "stopping the demo $2 (pid $pid)"
 	kill -TERM "$pid" 2>/dev/null || true
 	for i in $(seq 1 300); do
@@ -312,8 +318,8 @@ start_mariadb() {
 		--performance-schema=OFF \
 		--ssl-cert="$dir/server.crt" --ssl-key="$dir/server.key" --ssl-ca="$dir/server.crt" \
 		</dev/null >>"$dir/mariadb.log" 2>&1) &
-	echo $! >"$DEMO/mariadb.pid"
 	local pid=$!
+	printf '%s\n%s\n' "$pid" "--datadir=$dir/data" >"$DEMO/mariadb.pid"
 	for i in $(seq 1 600); do
 		kill -0 "$pid" 2>/dev/null || { tail -n 20 "$dir/mariadb.log" >&2; die "MariaDB exited at start"; }
 		mysql --no-defaults -S "$sock" -u root -e 'select 1' >/dev/null 2>&1 && break
@@ -448,8 +454,8 @@ start_box() {
 		Subsystem sftp internal-sftp
 	EOF
 	/usr/sbin/sshd -D -e -f "$dir/sshd_config" </dev/null >>"$dir/sshd.log" 2>&1 &
-	echo $! >"$DEMO/sshd.pid"
 	local pid=$! i
+	printf '%s\n%s\n' "$pid" "-f $dir/sshd_config" >"$DEMO/sshd.pid"
 	for i in $(seq 1 150); do
 		kill -0 "$pid" 2>/dev/null || { tail -n 20 "$dir/sshd.log" >&2; die "sshd exited at start"; }
 		ssh_greets "$BOX_PORT" && return
