@@ -50,7 +50,7 @@ GW_HTTP=${DEMO_LISTEN_HTTP:-8080}
 PG_DB=app
 PG_USER=postgres
 MY_DB=app
-MY_USER=airlock
+MY_USER=root
 BOX_ACCOUNT=airlock-demo
 AIRLOCK=${DEMO_BIN:-$ROOT/bin/airlock}
 # How the instructions name the CLI.
@@ -594,9 +594,10 @@ instructions() {
 	cat <<-EOF
 
 		airlock demo is ready.
-		  upstream PostgreSQL  127.0.0.1:$PG_PORT, database $PG_DB   (only the gateway has the passwords
-		  upstream MariaDB     127.0.0.1:$MY_PORT, database $MY_DB    and the key of these three)
-		  upstream SSH box     127.0.0.1:$BOX_PORT, user $BOX_USER
+		  upstream PostgreSQL  127.0.0.1:$PG_PORT, database $PG_DB   (resource demo-pg)
+		  upstream MariaDB     127.0.0.1:$MY_PORT, database $MY_DB   (resource shop-mysql)
+		  upstream sshd        127.0.0.1:$BOX_PORT, user $BOX_USER   (resource build-box)
+		                       only the gateway has their passwords and the box's key
 		  gateway              Postgres 127.0.0.1:$GW_PG, MySQL 127.0.0.1:$GW_MY, SSH 127.0.0.1:$GW_SSH,
 		                       HTTP API and console http://127.0.0.1:$GW_HTTP
 		  files                $DEMO/airlock.yaml (config), $DEMO/env.sh (API tokens)
