@@ -48,7 +48,8 @@ var demoPorts = []string{
 // then rita lists and reads the sessions, and a console link is made.
 // "airlock demo is ready" must come only once every listener accepts.
 // Ctrl-C (SIGINT) must stop every server it started. A second run keeps
-// an edited demo/airlock.yaml, says so, and still works with it.
+// an edited demo/airlock.yaml, says so, and still works with it. As root
+// the script creates the box's account airlock-demo once, if missing.
 func TestDemo(t *testing.T) {
 	for _, b := range [][2]string{
 		{"bash", "bash"}, {"psql", "postgresql-client"}, {"mysql", "mariadb-client"},

@@ -53,7 +53,9 @@ MY_DB=app
 MY_USER=root
 BOX_ACCOUNT=airlock-demo
 AIRLOCK=${DEMO_BIN:-$ROOT/bin/airlock}
-# How the instructions name the CLI.
+# How the instructions name the demo directory (they run in $ROOT) and the
+# CLI.
+case $DEMO in "$ROOT"/*) SHOW_DEMO=${DEMO#"$ROOT"/} ;; *) SHOW_DEMO=$DEMO ;; esac
 if [ -n "${DEMO_BIN:-}" ]; then CLI=$AIRLOCK; else CLI=bin/airlock; fi
 SSH_DIR=$DEMO/ssh
 CONFIG=$DEMO/airlock.yaml
@@ -600,13 +602,13 @@ instructions() {
 		                       only the gateway has their passwords and the box's key
 		  gateway              Postgres 127.0.0.1:$GW_PG, MySQL 127.0.0.1:$GW_MY, SSH 127.0.0.1:$GW_SSH,
 		                       HTTP API and console http://127.0.0.1:$GW_HTTP
-		  files                $DEMO/airlock.yaml (config), $DEMO/env.sh (API tokens)
+		  files                $SHOW_DEMO/airlock.yaml (config), $SHOW_DEMO/env.sh (API tokens)
 		  gateway's SSH host key  $(ssh-keygen -lf "$SSH_DIR/gateway_host_ed25519_key.pub" | cut -d' ' -f2)
 		                       (ssh asks to confirm it on first connection)
 
 		Try it from another terminal, in $ROOT:
 
-		  . $DEMO/env.sh
+		  . $SHOW_DEMO/env.sh
 
 		  # 1. The agent asks for read access for its task. Note the request ID
 		  #    and the connection token; the token works once the request is approved.
