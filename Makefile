@@ -15,8 +15,9 @@ build:
 deps:
 	scripts/install-deps.sh
 
-# demo starts a throwaway PostgreSQL with a sample schema and the gateway
-# with its embedded JetStream recorder, and prints how to connect.
+# demo starts a throwaway PostgreSQL and MariaDB with a sample schema, an
+# sshd box to ssh into, and the gateway with its embedded JetStream
+# recorder, and prints how to connect once every listener accepts.
 demo: deps
 	scripts/demo.sh
 

@@ -7,15 +7,22 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # command Debian-package pairs. initdb is looked up in Debian's versioned
-# directory too, which is not on PATH.
+# directory too, and mariadbd and sshd in /usr/sbin, which a non-root
+# user's PATH lacks.
 deps=(
 	"initdb postgresql"
 	"psql postgresql-client"
+	"mariadbd mariadb-server"
+	"mysql mariadb-client"
+	"sshd openssh-server"
+	"ssh openssh-client"
+	"sshpass sshpass"
 	"openssl openssl"
 )
 
 have() {
 	command -v "$1" >/dev/null && return
+	[ -x "/usr/sbin/$1" ] && return
 	[ "$1" = initdb ] && compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
 }
 
