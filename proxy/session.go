@@ -39,6 +39,11 @@ type Session struct {
 	// for its end event (see SetExit).
 	exitStatus *int
 	exitSignal string
+	// relay is the session's relay (see Relay); stopReason why it
+	// stopped, relayClosed whether its connections are closed.
+	relay       Relay
+	stopReason  string
+	relayClosed bool
 }
 
 // Context is cancelled, with the reason as its cause, when the session must

@@ -2,7 +2,6 @@ package mysql
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -80,7 +79,7 @@ type session struct {
 	watchDone chan struct{}
 	upGone    string
 	// closing is set once the session is ending; stop ends it (closing
-	// both connections) with a reason.
+	// both connections) with a reason: the session's Stop.
 	closing atomic.Bool
 	stop    func(why string)
 
@@ -111,68 +110,44 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 		// session's upstream connection.
 		Routines: s,
 	})
-	var (
-		mu     sync.Mutex
-		reason string
-		closed bool
-	)
-	setReason := func(why string) {
-		mu.Lock()
-		if reason == "" {
-			reason = why
-		}
-		mu.Unlock()
-	}
-	end := func(why string) {
-		s.closing.Store(true)
-		setReason(why)
-		mu.Lock()
-		defer mu.Unlock()
-		if !closed {
-			closed = true
-			s.cl.Close()
-			s.up.Close()
-		}
-	}
-	s.stop = end
-	// A revoked or expired grant, or shutdown, ends the session: tell the
-	// client why, then close both sides.
-	fired := make(chan struct{})
-	stop := context.AfterFunc(sess.Context(), func() {
-		defer close(fired)
-		s.closing.Store(true)
-		cause := context.Cause(sess.Context())
-		setReason(cause.Error())
-		// Closing the upstream first frees a relay blocked reading it; the
-		// deadline frees one blocked writing to a client that does not
-		// read.
-		s.up.Close()
-		_ = s.cl.SetWriteDeadline(time.Now().Add(time.Second))
-		s.cwMu.Lock()
-		seq := s.clientSeq
-		if s.idle {
-			// The answer to the client's next command comes with 1.
-			seq = 1
-		}
-		_ = s.cl.SetWriteDeadline(time.Now().Add(time.Second))
-		msg := "airlock: terminating connection: " + strings.TrimPrefix(cause.Error(), proxy.ErrGrantEnded.Error()+": ")
-		_, _ = writePacket(s.cw, seq, errPacket(erConnectionKilled, "70100", msg))
-		_ = s.cw.Flush()
-		s.cwMu.Unlock()
-		end(cause.Error())
-	})
-	end(s.run())
+	s.stop = sess.Stop
+	reason := sess.Relay(s)
 	s.cwMu.Lock()
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
 	}
 	s.cwMu.Unlock()
-	if !stop() {
-		<-fired // it ran: let it finish writing before the connection goes
-	}
-	mu.Lock()
-	defer mu.Unlock()
 	return reason
+}
+
+// Run implements proxy.Relay.
+func (s *session) Run() string { return s.run() }
+
+// Terminate implements proxy.Relay: the server's own error for a killed
+// connection (1927, ER_CONNECTION_KILLED), with the sequence id the
+// client expects next.
+func (s *session) Terminate(msg string) {
+	s.closing.Store(true)
+	// Closing the upstream first frees a relay blocked reading it; the
+	// deadline frees one blocked writing to a client that does not read.
+	s.up.Close()
+	_ = s.cl.SetWriteDeadline(time.Now().Add(time.Second))
+	s.cwMu.Lock()
+	seq := s.clientSeq
+	if s.idle {
+		// The answer to the client's next command comes with 1.
+		seq = 1
+	}
+	_, _ = writePacket(s.cw, seq, errPacket(erConnectionKilled, "70100", "airlock: terminating connection: "+msg))
+	_ = s.cw.Flush()
+	s.cwMu.Unlock()
+}
+
+// Close implements proxy.Relay.
+func (s *session) Close() {
+	s.closing.Store(true)
+	s.cl.Close()
+	s.up.Close()
 }
 
 // run reads and handles client commands until the session should end, and
@@ -306,34 +281,29 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 		for i := range v.Statements {
 			v.Statements[i].Text = "COM_FIELD_LIST " + table
 		}
-		adm, err := s.sess.Admit(v)
-		if err != nil {
-			return s.refuse(h, v, err)
-		}
-		if err := s.forward(body); err != nil {
-			return err
-		}
-		t := &tracker{adm: adm, v: v}
-		return s.relayFieldList(t)
+		return s.admit(h, v, nil, func(adm *proxy.Admitted) error {
+			if err := s.forward(body); err != nil {
+				return err
+			}
+			return s.relayFieldList(&tracker{adm: adm, v: v})
+		})
 	case comStatistics:
 		v := commandVerdict(g, "COM_STATISTICS", "STATISTICS", authz.AccessRead)
-		adm, err := s.sess.Admit(v)
-		if err != nil {
-			return s.refuse(h, v, err)
-		}
-		if err := s.forward(body); err != nil {
-			return err
-		}
-		// The answer is one packet of text.
-		uh, err := s.upHeader()
-		if err != nil {
-			return err
-		}
-		if err := s.relayLogical(uh); err != nil {
-			return err
-		}
-		adm.Done(0, recorder.Result{Executed: true, Tag: "STATISTICS"})
-		return nil
+		return s.admit(h, v, nil, func(adm *proxy.Admitted) error {
+			if err := s.forward(body); err != nil {
+				return err
+			}
+			// The answer is one packet of text.
+			uh, err := s.upHeader()
+			if err != nil {
+				return err
+			}
+			if err := s.relayLogical(uh); err != nil {
+				return err
+			}
+			adm.Done(0, recorder.Result{Executed: true, Tag: "STATISTICS"})
+			return nil
+		})
 	case comProcessKill:
 		if len(body) < 5 {
 			return &frameError{msg: "malformed COM_PROCESS_KILL"}
@@ -436,18 +406,25 @@ func commandVerdict(g *authz.Grant, text, kind string, need authz.Access) authz.
 // deny records a refused command and answers it with an error; the
 // session goes on.
 func (s *session) deny(h header, text, rule, kind, reason string) error {
-	v := authz.Verdict{Statements: []authz.Decision{{
+	d := authz.Decision{
 		Text: text, Rule: rule, Reason: reason,
 		Class: authz.Classification{Kind: kind, Required: authz.AccessAdmin},
-	}}}
-	_, err := s.sess.Admit(v)
-	return s.refuse(h, v, err)
+	}
+	v := authz.SingleVerdict(d)
+	return s.refuse(h, v, s.sess.Refuse(v))
+}
+
+// admit runs the command of header h under its verdict v (see
+// proxy.Session.Forward): then forwards it and relays the answer once v is
+// recorded; a refused command is answered with refuse.
+func (s *session) admit(h header, v authz.Verdict, params []recorder.Param, then func(*proxy.Admitted) error) error {
+	return s.sess.Forward(v, params, then, func(ref *proxy.Refusal) error { return s.refuse(h, v, ref) })
 }
 
 // refuse answers the command of header h, decided as v, with the refusal
-// err (see refusalPacket).
-func (s *session) refuse(h header, v authz.Verdict, err error) error {
-	return s.writeClient(h.seq+1, refusalPacket(v, err, s.grantEnded))
+// ref (see refusalPacket).
+func (s *session) refuse(h header, v authz.Verdict, ref *proxy.Refusal) error {
+	return s.writeClient(h.seq+1, refusalPacket(v, ref, s.grantEnded))
 }
 
 // grantEnded reports whether the session's grant is no longer active.
@@ -460,32 +437,29 @@ func (s *session) grantEnded() bool {
 // every statement is decided before any is forwarded, and each result the
 // upstream sends is recorded against its statement.
 func (s *session) query(h header, body []byte, v authz.Verdict, binary bool) error {
-	adm, err := s.sess.Admit(v)
-	if err != nil {
-		return s.refuse(h, v, err)
-	}
-	if err := s.forward(body); err != nil {
-		return err
-	}
-	return s.relayResults(&tracker{adm: adm, v: v}, binary)
+	return s.admit(h, v, nil, func(adm *proxy.Admitted) error {
+		if err := s.forward(body); err != nil {
+			return err
+		}
+		return s.relayResults(&tracker{adm: adm, v: v}, binary)
+	})
 }
 
 // kill runs a KILL the grant's own sessions decided (killVerdict): the
 // upstream gets upstreamSQL, which names the session's upstream thread; a
 // refused one gets the server's answer for an unknown id, with why.
 func (s *session) kill(h header, v authz.Verdict, upstreamSQL string, id uint32) error {
-	adm, err := s.sess.Admit(v)
-	if err != nil {
-		var ref *proxy.Refusal
-		if errors.As(err, &ref) && ref.Kind == "policy" {
+	return s.sess.Forward(v, nil, func(adm *proxy.Admitted) error {
+		if err := s.forward(append([]byte{comQuery}, upstreamSQL...)); err != nil {
+			return err
+		}
+		return s.relayResults(&tracker{adm: adm, v: v}, false)
+	}, func(ref *proxy.Refusal) error {
+		if ref.Kind == "policy" {
 			return s.writeClient(h.seq+1, errPacket(erNoSuchThread, "HY000", fmt.Sprintf("Unknown thread id: %d (%s)", id, ref.Msg)))
 		}
-		return s.refuse(h, v, err)
-	}
-	if err := s.forward(append([]byte{comQuery}, upstreamSQL...)); err != nil {
-		return err
-	}
-	return s.relayResults(&tracker{adm: adm, v: v}, false)
+		return s.refuse(h, v, ref)
+	})
 }
 
 func (s *session) initDB(h header, body []byte) error {
@@ -496,21 +470,19 @@ func (s *session) initDB(h header, body []byte) error {
 		body = append([]byte{comInitDB}, db...)
 	}
 	v := s.az.InitDB(s.sess.Grant(), db)
-	adm, err := s.sess.Admit(v)
-	if err != nil {
-		return s.refuse(h, v, err)
-	}
-	if err := s.forward(body); err != nil {
+	return s.admit(h, v, nil, func(adm *proxy.Admitted) error {
+		if err := s.forward(body); err != nil {
+			return err
+		}
+		ok, err := s.relayStatus()
+		if ok {
+			s.az.SetDatabase(db)
+			adm.Done(0, recorder.Result{Executed: true, Tag: "OK"})
+		} else if err == nil {
+			adm.Done(0, recorder.Result{Executed: true, Error: "the server refused the database"})
+		}
 		return err
-	}
-	ok, err := s.relayStatus()
-	if ok {
-		s.az.SetDatabase(db)
-		adm.Done(0, recorder.Result{Executed: true, Tag: "OK"})
-	} else if err == nil {
-		adm.Done(0, recorder.Result{Executed: true, Error: "the server refused the database"})
-	}
-	return err
+	})
 }
 
 func stmtID(body []byte) (uint32, bool) {
@@ -539,8 +511,7 @@ func (s *session) prepare(h header, body []byte) error {
 			Reason: "a prepared statement must hold exactly one statement"}}}
 	}
 	if !v.Allow {
-		_, err := s.sess.Admit(v)
-		return s.refuse(h, v, err)
+		return s.refuse(h, v, s.sess.Refuse(v))
 	}
 	if err := s.forward(body); err != nil {
 		return err
@@ -604,14 +575,12 @@ func (s *session) execute(h header, body []byte) error {
 		params[i] = p
 	}
 	st.long = nil
-	adm, err := s.sess.Admit(st.verdict, params...)
-	if err != nil {
-		return s.refuse(h, st.verdict, err)
-	}
-	if err := s.forward(body); err != nil {
-		return err
-	}
-	return s.relayResults(&tracker{adm: adm, v: st.verdict}, true)
+	return s.admit(h, st.verdict, params, func(adm *proxy.Admitted) error {
+		if err := s.forward(body); err != nil {
+			return err
+		}
+		return s.relayResults(&tracker{adm: adm, v: st.verdict}, true)
+	})
 }
 
 // sendLongData streams a COM_STMT_SEND_LONG_DATA to the upstream, keeping
@@ -687,28 +656,21 @@ func (s *session) violation(h header, msg string) string {
 }
 
 func (s *session) violationCode(h header, msg string, code uint16, state string) string {
-	_, _ = s.sess.Admit(authz.Verdict{Statements: []authz.Decision{{
-		Text: "<protocol packet>", Rule: "protocol", Reason: msg,
-		Class: authz.Classification{Kind: "PROTOCOL", Required: authz.AccessAdmin},
-	}}})
+	s.sess.Violation(msg)
 	_ = s.writeClient(h.seq+1, errPacket(code, state, "airlock: protocol violation: "+msg))
 	_ = s.flushClient()
 	return "protocol violation: " + msg
 }
 
 func (s *session) clientReadEnded(err error) string {
-	switch {
-	case s.sess.Conn().Stalled(err):
+	reason, stalled := s.sess.Conn().ReadEnded(err)
+	if stalled {
 		// The client began a command and stopped sending it: the
 		// server's own error for a read that timed out.
-		reason := s.sess.Conn().StalledReason()
 		_ = s.writeClient(1, errPacket(erNetReadInterrupted, "08S01", "airlock: terminating connection: the "+reason))
 		_ = s.flushClient()
-		return reason
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-		return "client disconnected"
 	}
-	return "client read failed: " + err.Error()
+	return reason
 }
 
 func (s *session) discardClient(h header) error {

@@ -69,7 +69,7 @@ func (s *session) oversized(typ byte, n int) error {
 		// Executes are refused with this reason.
 		name, _, _ := cutZero(d.Prefix())
 		s.stmts[name] = deny
-		return s.refuse('P', ref, func() error { return send(s.uw, &pgproto3.Parse{Name: name, Query: refusedSQL}) })
+		return s.refuse('P', ref, &pgproto3.Parse{Name: name, Query: refusedSQL})
 	case 'B':
 		portal, rest, _ := cutZero(d.Prefix())
 		stmt, _, _ := cutZero(rest)
@@ -78,7 +78,7 @@ func (s *session) oversized(typ byte, n int) error {
 		s.push(&pending{kind: 'B', refusal: ref, name: portal, stmt: stmt})
 		return send(s.uw, &pgproto3.Bind{DestinationPortal: portal, PreparedStatement: refusedSQL})
 	}
-	return s.refuse('Q', ref, func() error { return send(s.uw, &pgproto3.Query{String: refusedSQL}) })
+	return s.refuse('Q', ref, &pgproto3.Query{String: refusedSQL})
 }
 
 // cutZero splits b at its first zero byte.

@@ -3,7 +3,6 @@ package postgres
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -107,33 +106,7 @@ func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cach
 		stmts: map[string]*authz.Verdict{}, portals: map[string]*bound{},
 		maxStatement: sess.MaxStatementBytes(),
 	}
-	var once sync.Once
-	var reason string
-	end := func(why string) {
-		once.Do(func() {
-			reason = why
-			cl.conn.Close()
-			up.conn.Close()
-		})
-	}
-	// A revoked or expired grant, or shutdown, ends the session: tell the
-	// client why, then close both sides.
-	stop := context.AfterFunc(sess.Context(), func() {
-		cause := context.Cause(sess.Context())
-		s.cwMu.Lock()
-		_ = send(cl.w, errorResponse("FATAL", stateAdminShutdown, "airlock: terminating connection: "+strings.TrimPrefix(cause.Error(), proxy.ErrGrantEnded.Error()+": ")))
-		_ = cl.w.Flush()
-		s.cwMu.Unlock()
-		end(cause.Error())
-	})
-	defer stop()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		end(s.upstreamToClient())
-	}()
-	end(s.clientToUpstream())
-	<-done
+	reason := sess.Relay(s)
 	if s.upstreamFatal != "" && !strings.HasPrefix(reason, "upstream closed") {
 		// The server ended the connection, and the client hung up on
 		// reading its FATAL before the upstream's close was seen: the
@@ -142,6 +115,39 @@ func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cach
 	}
 	s.unanswered(reason)
 	return reason
+}
+
+// Run implements proxy.Relay: one goroutine a direction.
+func (s *session) Run() string {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.sess.Stop(s.upstreamToClient())
+	}()
+	why := s.clientToUpstream()
+	s.sess.Stop(why)
+	<-done
+	return why
+}
+
+// Terminate implements proxy.Relay: a FATAL admin_shutdown, as the server
+// sends when its backend is terminated.
+func (s *session) Terminate(msg string) {
+	s.fatal(stateAdminShutdown, "airlock: terminating connection: "+msg)
+}
+
+// Close implements proxy.Relay.
+func (s *session) Close() {
+	s.cl.conn.Close()
+	s.up.conn.Close()
+}
+
+// fatal writes a FATAL error to the client.
+func (s *session) fatal(code, msg string) {
+	s.cwMu.Lock()
+	_ = send(s.cl.w, errorResponse("FATAL", code, msg))
+	_ = s.cl.w.Flush()
+	s.cwMu.Unlock()
 }
 
 // unanswered records an outcome for each statement the upstream still
@@ -264,35 +270,23 @@ func (s *session) clientToUpstream() string {
 
 func (s *session) clientReadEnded(err error) string {
 	var fe *frameError
-	switch {
-	case s.sess.Conn().Stalled(err):
-		// The client began a message and stopped sending it.
-		reason := s.sess.Conn().StalledReason()
-		s.cwMu.Lock()
-		_ = send(s.cl.w, errorResponse("FATAL", stateProtocolViolation, "airlock: terminating connection: the "+reason))
-		_ = s.cl.w.Flush()
-		s.cwMu.Unlock()
-		return reason
-	case errors.As(err, &fe):
+	if errors.As(err, &fe) {
 		s.protocolViolation(fe.msg)
 		return "protocol violation: " + fe.msg
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-		return "client disconnected"
 	}
-	return "client read failed: " + err.Error()
+	reason, stalled := s.sess.Conn().ReadEnded(err)
+	if stalled {
+		// The client began a message and stopped sending it.
+		s.fatal(stateProtocolViolation, "airlock: terminating connection: the "+reason)
+	}
+	return reason
 }
 
 // protocolViolation records the attempt, tells the client and lets the
 // caller end the session.
 func (s *session) protocolViolation(msg string) {
-	_, _ = s.sess.Admit(authz.Verdict{Statements: []authz.Decision{{
-		Text: "<protocol message>", Rule: "protocol", Reason: msg,
-		Class: authz.Classification{Kind: "PROTOCOL", Required: authz.AccessAdmin},
-	}}})
-	s.cwMu.Lock()
-	_ = send(s.cl.w, errorResponse("FATAL", stateProtocolViolation, "airlock: protocol violation: "+msg))
-	_ = s.cl.w.Flush()
-	s.cwMu.Unlock()
+	s.sess.Violation(msg)
+	s.fatal(stateProtocolViolation, "airlock: protocol violation: "+msg)
 }
 
 func (s *session) body(n int, typ byte) ([]byte, error) {
@@ -316,12 +310,12 @@ func (s *session) query(n int) error {
 		return &frameError{"Query message without its terminating zero byte"}
 	}
 	v := s.az.Postgres(s.sess.Grant(), proxy.TextOf(body[:i]))
-	adm, err := s.sess.Admit(v)
-	if err != nil {
-		return s.refuse('Q', err, func() error { return send(s.uw, &pgproto3.Query{String: refusedSQL}) })
-	}
-	s.push(&pending{kind: 'Q', adm: adm})
-	return writeFrame(s.uw, 'Q', body)
+	return s.sess.Forward(v, nil, func(adm *proxy.Admitted) error {
+		s.push(&pending{kind: 'Q', adm: adm})
+		return writeFrame(s.uw, 'Q', body)
+	}, func(ref *proxy.Refusal) error {
+		return s.refuse('Q', ref, &pgproto3.Query{String: refusedSQL})
+	})
 }
 
 // parse handles an extended-protocol Parse. Nothing runs at Parse, so an
@@ -348,10 +342,7 @@ func (s *session) parse(n int) error {
 		// Kept under the name so that an Execute of it is refused with
 		// this reason, not as a statement the gateway never saw.
 		s.stmts[p.Name] = &v
-		_, err := s.sess.Admit(v)
-		return s.refuse('P', err, func() error {
-			return send(s.uw, &pgproto3.Parse{Name: p.Name, Query: refusedSQL})
-		})
+		return s.refuse('P', s.sess.Refuse(v), &pgproto3.Parse{Name: p.Name, Query: refusedSQL})
 	}
 	s.stmts[p.Name] = &v
 	s.push(&pending{kind: 'P', name: p.Name})
@@ -430,12 +421,12 @@ func (s *session) execute(n int) error {
 		v = &authz.Verdict{Statements: []authz.Decision{{Text: "<execute portal " + strconv.Quote(portal) + ">", Rule: "unknown-statement",
 			Reason: "the portal is bound to a statement the gateway did not authorize; prepare it with a Parse message"}}}
 	}
-	adm, err := s.sess.Admit(*v, params...)
-	if err != nil {
-		return s.refuse('E', err, func() error { return send(s.uw, &pgproto3.Execute{Portal: refusedSQL}) })
-	}
-	s.push(&pending{kind: 'E', adm: adm, name: portal})
-	return writeFrame(s.uw, 'E', body)
+	return s.sess.Forward(*v, params, func(adm *proxy.Admitted) error {
+		s.push(&pending{kind: 'E', adm: adm, name: portal})
+		return writeFrame(s.uw, 'E', body)
+	}, func(ref *proxy.Refusal) error {
+		return s.refuse('E', ref, &pgproto3.Execute{Portal: refusedSQL})
+	})
 }
 
 func (s *session) close(n int) error {
@@ -464,26 +455,22 @@ func (s *session) functionCall(n int) error {
 	if _, err := s.cl.r.Discard(n); err != nil {
 		return eofUnexpected(err)
 	}
-	_, err := s.sess.Admit(authz.Verdict{Statements: []authz.Decision{{
+	ref := s.sess.Refuse(authz.SingleVerdict(authz.Decision{
 		Text: "<FunctionCall message>", Rule: "function-call",
 		Reason: "the FunctionCall protocol message is not allowed through airlock; call the function in a SELECT instead",
 		Class:  authz.Classification{Kind: "FUNCTION CALL", Required: authz.AccessAdmin},
-	}}})
-	return s.refuse('F', err, func() error { return send(s.uw, &pgproto3.Query{String: refusedSQL}) })
+	}))
+	return s.refuse('F', ref, &pgproto3.Query{String: refusedSQL})
 }
 
-// refuse sends the stand-in whose error the upstream reader will replace
-// with the refusal.
-func (s *session) refuse(kind byte, err error, standIn func() error) error {
-	var ref *proxy.Refusal
-	if !errors.As(err, &ref) {
-		ref = &proxy.Refusal{Kind: "recorder", Msg: err.Error()}
-	}
+// refuse sends standIn, whose error the upstream reader will replace with
+// the refusal.
+func (s *session) refuse(kind byte, ref *proxy.Refusal, standIn encoder) error {
 	if kind == 'P' || kind == 'E' {
 		s.refusedBeforeSync = true
 	}
 	s.push(&pending{kind: kind, refusal: ref})
-	return standIn()
+	return send(s.uw, standIn)
 }
 
 func (s *session) forwardExpecting(kind byte, n int) error {

@@ -195,7 +195,7 @@ func (l *login) started(sess *proxy.Session, err error) (*ssh.Permissions, error
 			rule = "upstream-host-key"
 		}
 		msg := fmt.Sprintf("cannot connect to %s: %v", res.Name, err)
-		_, _ = sess.Admit(authz.SingleVerdict(authz.Decision{
+		sess.Refuse(authz.SingleVerdict(authz.Decision{
 			Text: "connect " + res.User + "@" + res.Address, Rule: rule, Reason: msg,
 			Class: authz.Classification{Kind: authz.SSHUpstream},
 		}))

@@ -1,10 +1,8 @@
 package ssh
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,9 +27,11 @@ type conn struct {
 	log  *slog.Logger
 
 	handlers sync.WaitGroup // channel and request handlers
-	once     sync.Once
-	reason   string
-	done     chan struct{}
+	// done is closed when both connections are (Close).
+	done chan struct{}
+	// chans and reqs are the agent's, for Run.
+	chans <-chan ssh.NewChannel
+	reqs  <-chan *ssh.Request
 
 	mu       sync.Mutex
 	channels map[*sessionChan]struct{}
@@ -52,17 +52,18 @@ func newConn(p *Protocol, sess *proxy.Session, sc *ssh.ServerConn, up *upstream,
 }
 
 // run relays the connection until either side closes or the session must
-// end, and returns why it ended.
+// end, and returns why it ended, once every channel has recorded its
+// outcome.
 func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) string {
-	// A revoked or expired grant, or shutdown, ends the connection: each
-	// running command's agent is told why on its stderr first.
-	stop := context.AfterFunc(c.sess.Context(), func() {
-		cause := context.Cause(c.sess.Context())
-		c.tellAll("airlock: session ended: " + strings.TrimPrefix(cause.Error(), proxy.ErrGrantEnded.Error()+": "))
-		c.end(cause.Error())
-	})
-	defer stop()
-	c.goHandle(func() { c.globalRequests(reqs) })
+	c.chans, c.reqs = chans, reqs
+	reason := c.sess.Relay(c)
+	c.handlers.Wait()
+	return reason
+}
+
+// Run implements proxy.Relay.
+func (c *conn) Run() string {
+	c.goHandle(func() { c.globalRequests(c.reqs) })
 	c.goHandle(c.targetRequests)
 	c.goHandle(c.targetChannels)
 	go c.keepalive()
@@ -74,13 +75,24 @@ func (c *conn) run(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) string
 		}
 		c.end(why)
 	}()
-	for nc := range chans {
+	for nc := range c.chans {
 		c.goHandle(func() { c.channel(nc) })
 	}
 	// The agent's connection is gone (or was closed by end).
-	c.end("agent disconnected")
-	c.handlers.Wait()
-	return c.reason
+	return "agent disconnected"
+}
+
+// Terminate implements proxy.Relay: each running command's agent is told
+// why on its stderr.
+func (c *conn) Terminate(msg string) {
+	c.tellAll("airlock: session ended: " + msg)
+}
+
+// Close implements proxy.Relay.
+func (c *conn) Close() {
+	close(c.done)
+	c.sc.Close()
+	c.up.conn.Close()
 }
 
 func (c *conn) goHandle(f func()) {
@@ -92,14 +104,7 @@ func (c *conn) goHandle(f func()) {
 }
 
 // end closes both connections once; the first reason counts.
-func (c *conn) end(why string) {
-	c.once.Do(func() {
-		c.reason = why
-		close(c.done)
-		c.sc.Close()
-		c.up.conn.Close()
-	})
-}
+func (c *conn) end(why string) { c.sess.Stop(why) }
 
 // keepalive asks the agent's client for a reply every p.keepalive and
 // ends the connection when none comes within p.keepalive, as OpenSSH's
@@ -139,7 +144,7 @@ func (c *conn) keepalive() {
 func (c *conn) endReason() string {
 	select {
 	case <-c.done:
-		return c.reason
+		return c.sess.StopReason()
 	default:
 		return ""
 	}
@@ -186,11 +191,7 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 // refuse records a refused request and returns the message for the agent.
 func (c *conn) refuse(d authz.Decision) string {
 	d.Allow = false
-	_, err := c.sess.Admit(authz.SingleVerdict(d))
-	if err != nil {
-		return err.Error()
-	}
-	return "airlock: " + d.Reason
+	return c.sess.Refuse(authz.SingleVerdict(d)).Msg
 }
 
 // channel dispatches a channel the agent opens.

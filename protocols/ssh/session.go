@@ -325,15 +325,21 @@ func (s *sessionChan) start(req *ssh.Request, g *authz.Grant) {
 		d.Class.Why = strings.TrimPrefix(d.Class.Why+"; with a pty", "; ")
 	}
 	s.started = true
-	adm, err := s.c.sess.Admit(authz.SingleVerdict(d))
-	if err != nil {
+	_ = s.c.sess.Forward(authz.SingleVerdict(d), nil, func(adm *proxy.Admitted) error {
+		s.run(req, upPayload, adm)
+		return nil
+	}, func(ref *proxy.Refusal) error {
 		// Refused by policy, by the grant's state or because it could not
 		// be recorded: the agent reads why on stderr and gets exit status
 		// 126; nothing reached the target.
 		_ = req.Reply(true, nil)
-		s.refused(err.Error())
-		return
-	}
+		s.refused(ref.Msg)
+		return nil
+	})
+}
+
+// run starts the channel's admitted request on the target and relays it.
+func (s *sessionChan) run(req *ssh.Request, upPayload []byte, adm *proxy.Admitted) {
 	if err := s.openUpstream(); err != nil {
 		adm.Done(0, recorder.Result{Executed: false, Error: "the target refused a session channel: " + err.Error()})
 		_ = req.Reply(false, nil)

@@ -154,20 +154,22 @@ func (r *sftpRelay) admit(q sftpRequest) bool {
 	if q.Type == fxpOpen {
 		op.Detail = openFlags(q.Pflags)
 	}
-	adm, err := s.c.sess.Admit(authz.SingleVerdict(authz.AuthorizeSFTP(g, op)))
-	if err != nil {
+	forwarded := false
+	_ = s.c.sess.Forward(authz.SingleVerdict(authz.AuthorizeSFTP(g, op)), nil, func(adm *proxy.Admitted) error {
+		r.mu.Lock()
+		r.pending[q.ID] = &sftpPending{q: q, adm: adm}
+		r.mu.Unlock()
+		forwarded = true
+		return nil
+	}, func(ref *proxy.Refusal) error {
 		code := uint32(fxPermissionDenied)
-		var ref *proxy.Refusal
-		if errors.As(err, &ref) && ref.Kind == "recorder" {
+		if ref.Kind == "recorder" {
 			code = fxFailure
 		}
-		r.answer(q.ID, code, err.Error())
-		return false
-	}
-	r.mu.Lock()
-	r.pending[q.ID] = &sftpPending{q: q, adm: adm}
-	r.mu.Unlock()
-	return true
+		r.answer(q.ID, code, ref.Msg)
+		return nil
+	})
+	return forwarded
 }
 
 // fromTarget relays the target's answers, recording outcomes.
