@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/internal/plural"
 	"github.com/airlockhq/airlock/recorder"
 )
 
@@ -150,7 +151,7 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 			case x.ExitSignal != "":
 				exit = "; last command: signal " + x.ExitSignal
 			}
-			fmt.Fprintf(w, "%s  session end: %s (%d statements, %d denied%s)\n", ts, x.Reason, x.Statements, x.Denied, exit)
+			fmt.Fprintf(w, "%s  session end: %s (%s, %d denied%s)\n", ts, x.Reason, plural.N(x.Statements, "statement"), x.Denied, exit)
 		case recorder.TypeSessionInterrupted:
 			if n := e.Interrupted; n != nil {
 				fmt.Fprintf(w, "%s  session interrupted after seq %d, noted by %s (%s): %s\n", ts, n.LastSeq, dash(e.Gateway), n.By, n.Reason)
