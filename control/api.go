@@ -102,6 +102,7 @@ func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.Handle("GET /v1/whoami", a.auth(nil, a.whoami))
+	mux.Handle("GET /v1/resources", a.auth(nil, a.resources))
 	mux.Handle("POST /v1/requests", a.auth(roles(config.RoleAgent), a.request))
 	mux.Handle("POST /v1/grants", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.createGrant))
 	mux.Handle("GET /v1/grants", a.auth(nil, a.listGrants))

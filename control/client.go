@@ -27,6 +27,12 @@ func (c *Client) Request(ctx context.Context, spec GrantSpec) (*Issued, error) {
 	return &out, c.do(ctx, "POST", "/v1/requests", spec, &out)
 }
 
+// Resources lists the resources the caller may request.
+func (c *Client) Resources(ctx context.Context) ([]Resource, error) {
+	var out []Resource
+	return out, c.do(ctx, "GET", "/v1/resources", nil, &out)
+}
+
 // CreateGrant creates a pre-approved grant.
 func (c *Client) CreateGrant(ctx context.Context, spec GrantSpec) (*Issued, error) {
 	var out Issued

@@ -17,7 +17,7 @@ import (
 
 // specFlags are what a request or a pre-approved grant asks for.
 func specFlags(cmd *cobra.Command, spec *control.GrantSpec) {
-	cmd.Flags().StringVar(&spec.Resource, "resource", "", "resource name from the gateway config (required)")
+	cmd.Flags().StringVar(&spec.Resource, "resource", "", "resource name, as airlock resources lists them (required)")
 	cmd.Flags().StringVar(&spec.Task, "task", "", "what the access is for (required)")
 	cmd.Flags().StringVar(&spec.Access, "access", "", "database: read, write, ddl or admin (default read)")
 	cmd.Flags().StringVar(&spec.TTL, "ttl", "", "how long the grant lasts once approved (default: the gateway's, 1h)")
@@ -80,7 +80,7 @@ func grantsCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATE\tAGENT\tRESOURCE\tACCESS\tEXPIRES\tTASK")
 			for _, x := range gs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.State, x.Agent, x.Resource, x.Access, when(x.ExpiredAt()), clip(x.Task, 60))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.State, x.Agent, x.Resource, accessOf(&x), when(x.ExpiredAt()), clip(x.Task, 60))
 			}
 			return tw.Flush()
 		}),
@@ -175,14 +175,20 @@ func printGrant(x *authz.Grant) {
 	row("state", string(x.State))
 	row("agent", x.Agent)
 	row("resource", x.Resource)
-	row("access", x.Access.String())
-	row("tables", strings.Join(x.Scope.Tables, ", "))
-	row("commands", strings.Join(x.SSH.Commands, " | "))
-	if x.SSH.Shell {
-		row("shell", "allowed")
+	if x.SSH.IsZero() {
+		row("access", x.Access.String())
+		row("tables", strings.Join(x.Scope.Tables, ", "))
+	} else {
+		// An SSH grant has no access level (its Access is the unused
+		// default, read): it allows what its SSH policy says.
+		row("access", "ssh")
+		row("commands", strings.Join(x.SSH.Commands, " | "))
+		if x.SSH.Shell {
+			row("shell", "allowed")
+		}
+		row("files", x.SSH.Files)
+		row("forwards", strings.Join(x.SSH.Forwards, ", "))
 	}
-	row("files", x.SSH.Files)
-	row("forwards", strings.Join(x.SSH.Forwards, ", "))
 	row("task", x.Task)
 	row("requested", x.RequestedBy+" at "+when(x.RequestedAt))
 	if x.DecidedBy != "" {
@@ -202,6 +208,16 @@ func printGrant(x *authz.Grant) {
 		row("expires", when(x.ExpiresAt))
 	}
 	_ = tw.Flush()
+}
+
+// accessOf is what a grant allows in one cell: a database grant's access
+// level, or what an SSH grant allows ("ssh: interactive shell; files:
+// read").
+func accessOf(x *authz.Grant) string {
+	if x.SSH.IsZero() {
+		return x.Access.String()
+	}
+	return "ssh: " + strings.Join(x.SSH.Allows(), "; ")
 }
 
 func when(t time.Time) string {

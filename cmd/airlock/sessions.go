@@ -102,7 +102,12 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 	fmt.Fprintf(tw, "session:\t%s (%s)\n", s.Session, s.Status)
 	fmt.Fprintf(tw, "agent:\t%s\n", s.Agent)
 	fmt.Fprintf(tw, "task:\t%s\n", dash(s.Task))
-	fmt.Fprintf(tw, "grant:\t%s (%s access, approved by %s)\n", dash(s.Grant), dash(s.Access), dash(s.Approver))
+	if s.Protocol == "ssh" {
+		// An SSH grant's recorded access level is the unused default.
+		fmt.Fprintf(tw, "grant:\t%s (approved by %s)\n", dash(s.Grant), dash(s.Approver))
+	} else {
+		fmt.Fprintf(tw, "grant:\t%s (%s access, approved by %s)\n", dash(s.Grant), dash(s.Access), dash(s.Approver))
+	}
 	fmt.Fprintf(tw, "resource:\t%s (%s)\n", s.Resource, s.Protocol)
 	fmt.Fprintf(tw, "client:\t%s\n", s.Client)
 	fmt.Fprintf(tw, "started:\t%s\n", when(s.Start))

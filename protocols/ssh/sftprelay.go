@@ -107,11 +107,16 @@ func (r *sftpRelay) violation(msg string) {
 	_ = r.s.up.Close()
 }
 
-// answer writes a status for a request that was not forwarded.
+// answer writes a status for a request that was not forwarded, with why
+// as its message. OpenSSH's sftp and scp print only the status code's
+// text ("Permission denied"), never the message, so why also goes to the
+// channel's stderr, which their ssh prints on the terminal: the person
+// at the client reads the reason the reviewer reads.
 func (r *sftpRelay) answer(id, code uint32, msg string) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	_, _ = r.s.agentOut().Write(sftpStatusFrame(id, code, msg))
+	_, _ = io.WriteString(r.s.agentErr(), msg+"\n")
 }
 
 // admit decides a request; false means it was answered here.
