@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -166,27 +165,7 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 }
 
 func resultLine(r *recorder.Result) string {
-	var parts []string
-	if !r.Executed {
-		parts = append(parts, "not executed")
-	}
-	if r.Tag != "" {
-		parts = append(parts, r.Tag)
-	}
-	if r.Rows != nil {
-		parts = append(parts, fmt.Sprintf("rows=%d", *r.Rows))
-	}
-	if r.Executed {
-		parts = append(parts, (time.Duration(r.DurationUS) * time.Microsecond).String())
-	}
-	if r.Error != "" {
-		e := "error: " + r.Error
-		if r.SQLState != "" {
-			e += " (" + r.SQLState + ")"
-		}
-		parts = append(parts, e)
-	}
-	return "-> " + strings.Join(parts, ", ")
+	return "-> " + recorder.OutcomeText(r)
 }
 
 func oneLine(s string) string {

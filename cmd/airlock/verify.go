@@ -270,8 +270,9 @@ func printReport(w io.Writer, r recorder.Report) {
 
 func reportLine(r recorder.Report) string { return r.Line() }
 
-// verifyFailure is a verification outcome that main turns into an exit
-// status (through errors.As to exitError) after printing msg.
+// verifyFailure is an outcome (a verification's, a request's denial or
+// wait) that main turns into an exit status (through errors.As to
+// exitError) after printing msg.
 type verifyFailure struct {
 	code int
 	msg  string
@@ -297,8 +298,10 @@ and its fingerprint, as one JSON file (--format json, the default).
 airlock sessions verify --file FILE checks it without reaching the gateway.
 
 --format asciicast writes the terminal of an SSH session (its shell or pty
-channels) as an asciicast v2 recording for asciinema and other players.
-It is a view for watching, not evidence: export json to keep or verify.`,
+channels), or a Postgres or MySQL session's transcript (what airlock
+sessions replay prints, times in UTC), as an asciicast v2 recording for
+asciinema and other players. It is a view for watching, not evidence:
+export json to keep or verify.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "json" && format != "asciicast" {
