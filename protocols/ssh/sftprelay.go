@@ -111,12 +111,14 @@ func (r *sftpRelay) violation(msg string) {
 // as its message. OpenSSH's sftp and scp print only the status code's
 // text ("Permission denied"), never the message, so why also goes to the
 // channel's stderr, which their ssh prints on the terminal: the person
-// at the client reads the reason the reviewer reads.
+// at the client reads the reason the reviewer reads. Clients that show
+// the message (paramiko's IOError, WinSCP) show it from the status.
 func (r *sftpRelay) answer(id, code uint32, msg string) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	_, _ = r.s.agentOut().Write(sftpStatusFrame(id, code, msg))
+	// The reason first, so it is printed before the client's own line.
 	_, _ = io.WriteString(r.s.agentErr(), msg+"\n")
+	_, _ = r.s.agentOut().Write(sftpStatusFrame(id, code, msg))
 }
 
 // admit decides a request; false means it was answered here.
