@@ -520,11 +520,11 @@ func (s *MySQLSession) unparseable(sql string, err error, prepare bool) Verdict 
 		}
 		syn := mySyntaxAt(sql, pe.start, pos, s.s.lex)
 		near := syn.Msg[strings.Index(syn.Msg, " near '")+1:]
-		v := refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL (syntax error "+oneLine(near)+"), so none of it was run")
+		v := refuseMessage(sql, "unparseable", "could not parse this message as MySQL SQL (syntax error "+oneLine(near)+"), so none of it was run")
 		v.Statements[0].Syntax = syn
 		return v
 	}
-	return refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL ("+oneLine(err.Error())+"), so none of it was run")
+	return refuseMessage(sql, "unparseable", "could not parse this message as MySQL SQL ("+oneLine(err.Error())+"), so none of it was run")
 }
 
 // refuseMessage refuses a whole message with one decision.
@@ -537,9 +537,9 @@ func refuseMessage(sql, rule, reason string) Verdict {
 
 func myLexReason(e *myLexError) string {
 	if e.rule == "lexical" {
-		return "airlock cannot tell how the server would read this message (" + e.msg + fmt.Sprintf(" at position %d", e.pos+1) + "), so none of it was run"
+		return "cannot tell how the server would read this message (" + e.msg + fmt.Sprintf(" at position %d", e.pos+1) + "), so none of it was run"
 	}
-	return "airlock could not parse this message as MySQL SQL (" + e.msg + fmt.Sprintf(" at position %d", e.pos+1) + "), so none of it was run"
+	return "could not parse this message as MySQL SQL (" + e.msg + fmt.Sprintf(" at position %d", e.pos+1) + "), so none of it was run"
 }
 
 // batch makes a verdict all or nothing; see Postgres.
@@ -638,7 +638,7 @@ func (s *MySQLSession) prepareInner(text string) (*myStmt, string) {
 	case lerr != nil:
 		return nil, "PREPARE: " + myLexReason(lerr)
 	case err != nil:
-		return nil, "PREPARE: airlock could not parse the prepared statement (" + oneLine(err.Error()) + ")"
+		return nil, "PREPARE: could not parse the prepared statement (" + oneLine(err.Error()) + ")"
 	case len(stmts) != 1:
 		return nil, "PREPARE: a prepared statement must hold exactly one statement"
 	case stmts[0].a.op != myOpNone:

@@ -114,6 +114,11 @@ func TestPostgresUnparseable(t *testing.T) {
 		if d.Allow || d.Rule != "unparseable" || d.Text != tc.sql || !strings.Contains(d.Reason, tc.inReason) {
 			t.Errorf("%q: %+v, want unparseable with %q in the reason", tc.sql, d, tc.inReason)
 		}
+		// The gateway puts "airlock: " before a reason it tells the
+		// client; a reason starting with airlock again reads doubled.
+		if strings.HasPrefix(d.Reason, "airlock") {
+			t.Errorf("%q: reason %q starts with airlock (the client reads \"airlock: airlock ...\")", tc.sql, d.Reason)
+		}
 		if _, err := ClassifyPostgres(tc.sql); err == nil {
 			t.Errorf("%q: ClassifyPostgres gave no error", tc.sql)
 		}

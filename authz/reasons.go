@@ -41,7 +41,7 @@ func unparseableReason(err error) string {
 			msg += fmt.Sprintf(" at position %d", pe.cursor)
 		}
 	}
-	return "airlock could not parse this message as Postgres SQL (" + oneLine(msg) + "), so none of it was run"
+	return "could not parse this message as Postgres SQL (" + oneLine(msg) + "), so none of it was run"
 }
 
 // requestCommand is the airlock request command line that asks for access

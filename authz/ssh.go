@@ -82,7 +82,7 @@ func AuthorizeSSHExec(g *Grant, command string) SSHCommand {
 	}
 	sc, err := ParseShellCommand(command)
 	if err != nil {
-		return deny(RuleSSHUnparseable, "airlock could not read this command as a shell would ("+err.Error()+"), so it was not run")
+		return deny(RuleSSHUnparseable, "could not read this command as a shell would ("+err.Error()+"), so it was not run")
 	}
 	if len(sc.Argv) == 0 && sc.Plain() {
 		return deny(RuleSSHUnparseable, "the command is empty; to get a shell, ssh without a command under a grant with --shell")

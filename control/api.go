@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/airlockhq/airlock/authz"
@@ -69,6 +70,9 @@ type API struct {
 	// Console makes the one-time sign-in links of POST /v1/console/links;
 	// nil: the route answers 404.
 	Console ConsoleLinks
+
+	waitOnce sync.Once
+	wait     *waiters
 }
 
 // ConsoleLinks makes one-time sign-in links to the web console
@@ -102,6 +106,7 @@ func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.Handle("GET /v1/whoami", a.auth(nil, a.whoami))
+	mux.Handle("GET /v1/resources", a.auth(nil, a.resources))
 	mux.Handle("POST /v1/requests", a.auth(roles(config.RoleAgent), a.request))
 	mux.Handle("POST /v1/grants", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.createGrant))
 	mux.Handle("GET /v1/grants", a.auth(nil, a.listGrants))
@@ -226,9 +231,23 @@ func (a *API) listGrants(w http.ResponseWriter, r *http.Request, who *config.Ide
 	writeJSON(w, http.StatusOK, out)
 }
 
+// getGrant answers one grant; with ?wait=D (at most MaxWait) a pending
+// request is answered only once it is decided or expires, or D has
+// passed: a long poll, so a waiting agent (airlock request --wait) hears
+// of the decision at once without asking over and over.
 func (a *API) getGrant(w http.ResponseWriter, r *http.Request, who *config.Identity) {
+	visible := func(g *authz.Grant) bool { return who.Role != config.RoleAgent || g.Agent == who.Name }
+	d, err := parseWait(r.URL.Query().Get("wait"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if d > 0 {
+		a.getGrantWait(w, r, d, visible)
+		return
+	}
 	g, err := a.Service.Store.Get(r.PathValue("id"))
-	if err != nil || (who.Role == config.RoleAgent && g.Agent != who.Name) {
+	if err != nil || !visible(g) {
 		writeError(w, http.StatusNotFound, "no grant "+r.PathValue("id"))
 		return
 	}

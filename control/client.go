@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/recorder"
@@ -27,6 +28,12 @@ func (c *Client) Request(ctx context.Context, spec GrantSpec) (*Issued, error) {
 	return &out, c.do(ctx, "POST", "/v1/requests", spec, &out)
 }
 
+// Resources lists the resources the caller may request.
+func (c *Client) Resources(ctx context.Context) ([]Resource, error) {
+	var out []Resource
+	return out, c.do(ctx, "GET", "/v1/resources", nil, &out)
+}
+
 // CreateGrant creates a pre-approved grant.
 func (c *Client) CreateGrant(ctx context.Context, spec GrantSpec) (*Issued, error) {
 	var out Issued
@@ -43,6 +50,13 @@ func (c *Client) Grants(ctx context.Context, query url.Values) ([]authz.Grant, e
 func (c *Client) Grant(ctx context.Context, id string) (*authz.Grant, error) {
 	var out authz.Grant
 	return &out, c.do(ctx, "GET", "/v1/grants/"+url.PathEscape(id), nil, &out)
+}
+
+// WaitGrant returns grant id once it is no longer pending, or as it is
+// after wait (the server cuts a wait to MaxWait).
+func (c *Client) WaitGrant(ctx context.Context, id string, wait time.Duration) (*authz.Grant, error) {
+	var out authz.Grant
+	return &out, c.do(ctx, "GET", "/v1/grants/"+url.PathEscape(id)+"?wait="+url.QueryEscape(wait.String()), nil, &out)
 }
 
 // Decide approves, denies or revokes a grant.

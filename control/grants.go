@@ -87,7 +87,7 @@ func (s *Service) newGrant(spec GrantSpec, by string) (*authz.Grant, string, err
 	}
 	res := s.Config.Resource(spec.Resource)
 	if res == nil {
-		return nil, "", userErr(400, "unknown resource %q (see the gateway config's resources)", spec.Resource)
+		return nil, "", userErr(400, "%s", UnknownResource(s.Config, spec.Resource))
 	}
 	task := strings.TrimSpace(spec.Task)
 	if task == "" {

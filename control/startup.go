@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/airlockhq/airlock/internal/plural"
 )
 
 // Startup answers on the HTTP listener while the gateway is still starting
@@ -89,7 +91,7 @@ func (s *Startup) Status() (st StartupStatus, starting bool) {
 		st.Error += fmt.Sprintf(" for %s", s.now().Sub(st.Since).Round(100*time.Millisecond))
 	}
 	if st.Attempts > 0 {
-		st.Error += fmt.Sprintf(" (%d attempts; last: %s)", st.Attempts, st.LastError)
+		st.Error += fmt.Sprintf(" (%s; last: %s)", plural.N(st.Attempts, "attempt"), st.LastError)
 	}
 	return st, true
 }

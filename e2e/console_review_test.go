@@ -91,7 +91,7 @@ func TestConsoleReview(t *testing.T) {
 	if bg := evalJS[string](t, b, `getComputedStyle(document.querySelector("#timeline tr.stmt.denied td")).backgroundColor`); bg == evalJS[string](t, b, `getComputedStyle(document.querySelector("#timeline tr.stmt:not(.denied) td")).backgroundColor`) {
 		t.Errorf("the denied row is not highlighted (background %s, as the others)", bg)
 	}
-	if n := evalJS[int](t, b, `document.querySelectorAll("main script").length`); n != 0 {
+	if n := evalJS[int](t, b, `document.querySelectorAll("#timeline script, dl.session-meta script").length`); n != 0 {
 		t.Errorf("a statement's text became %d script elements", n)
 	}
 	if !strings.Contains(evalJS[string](t, b, `document.getElementById("timeline").innerText`), "<script>alert(1)</script>") {
@@ -107,6 +107,20 @@ func TestConsoleReview(t *testing.T) {
 		}
 	}
 	docShot(t, b, "session-denial.png")
+	// The psql session replays in the player too: its transcript, the
+	// denial marked with its rule.
+	within(t, b, 30*time.Second, "psql session player", chromedp.WaitVisible(chromedp.CSS("#player .ap-player")))
+	evalJS[bool](t, b, `(window.airlockPlayer.play(), true)`)
+	var dbTerm string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		dbTerm = evalJS[string](t, b, `(document.querySelector("#player .ap-term") || document.getElementById("player")).textContent`)
+		if strings.Contains(dbTerm, "DENIED (rule "+rule+")") {
+			break
+		}
+	}
+	if !strings.Contains(dbTerm, "DENIED (rule "+rule+")") {
+		t.Errorf("the psql session's player never showed the denial; it shows %q", dbTerm)
+	}
 	// The download is the export airlock sessions export writes.
 	exp := evalAwait[string](t, b, fmt.Sprintf(`fetch("/ui/sessions/%s/export").then(r => r.text())`, sid))
 	x, err := recorder.ReadExport(strings.NewReader(exp))

@@ -122,7 +122,7 @@ select 'after rollback' as marker;
 	g.cliJSON(&d, "rita", "sessions", "show", scriptSession.Session)
 	checkScriptEvents(t, d.Events, iss.Grant.ID)
 	text = g.mustCLI("rita", "sessions", "show", scriptSession.Session)
-	for _, want := range []string{"agent-1", task, iss.Grant.ID, "approved by alice", "DENY", "delete from orders", "requires write access", "rows=1", "session end"} {
+	for _, want := range []string{"agent-1", task, iss.Grant.ID, "approved by alice", "DENY", "delete from orders", "requires write access", "1 row,", "session end"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("sessions show lacks %q:\n%s", want, text)
 		}

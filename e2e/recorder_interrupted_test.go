@@ -223,7 +223,7 @@ func TestRecorderUnsignedTailAfterKill(t *testing.T) {
 	// application_name, asked for at connect and recorded as a startup
 	// setting, and the three statements.
 	stdout, stderr, code := g.cliRun("rita", "sessions", "verify", s.Session)
-	if code != 3 || !strings.Contains(stdout, "INTERRUPTED (intact)") || !strings.Contains(stdout, "chained, unsigned tail: the last 4 event(s) (seq 2-5)") {
+	if code != 3 || !strings.Contains(stdout, "INTERRUPTED (intact)") || !strings.Contains(stdout, "chained, unsigned tail: the last 4 events (seq 2-5)") {
 		t.Fatalf("verify: exit %d, want 3 and a 4-event unsigned tail\n%s%s", code, stdout, stderr)
 	}
 	var rep recorder.Report

@@ -685,8 +685,10 @@ func TestSSHFiles(t *testing.T) {
 		if _, err := os.Stat(refused); err == nil {
 			t.Errorf("scp (%s) upload under read wrote %s", mode, refused)
 		}
-		if mode == "legacy" && !strings.Contains(r.stderr, "--files read-write") {
-			t.Errorf("scp -O upload under read: stderr %q", r.stderr)
+		// Either way the person at scp reads why, not only "Permission
+		// denied" (in SFTP mode, from the channel's stderr).
+		if !strings.Contains(r.stderr, "--files read-write") {
+			t.Errorf("scp (%s) upload under read: stderr %q", mode, r.stderr)
 		}
 	}
 
@@ -711,6 +713,21 @@ func TestSSHFiles(t *testing.T) {
 	}
 	if n := strings.Count(r.stderr, "Permission denied"); n < 4 {
 		t.Errorf("want 4 refused writes, stderr:\n%s", r.stderr)
+	}
+	// sftp prints only the status code's text; the reason the reviewer
+	// reads reaches the person at sftp on stderr, once per refusal.
+	if n := strings.Count(r.stderr, "--files read-write"); n < 5 {
+		t.Errorf("want the reason of each of the 5 refused writes on sftp's stderr, got %d:\n%s", n, r.stderr)
+	}
+	t.Logf("sftp -b under --files read, stderr:\n%s", r.stderr)
+	// The grant lists as what it allows, not as "read" access.
+	for _, l := range strings.Split(g.mustCLI("alice", "grants", "list"), "\n") {
+		if strings.HasPrefix(l, ro.Grant.ID) && !strings.Contains(l, "ssh: files: read") {
+			t.Errorf("grants list row of an ssh grant: %q", l)
+		}
+	}
+	if show := g.mustCLI("alice", "grants", "show", ro.Grant.ID); strings.Contains(show, "access:    read") || !strings.Contains(show, "files:") {
+		t.Errorf("grants show of an ssh grant:\n%s", show)
 	}
 	if r.code == 0 {
 		t.Errorf("the batch's last line (chmod) was refused, yet sftp exited 0")

@@ -101,7 +101,7 @@ func (c *Conn) agentGrants(agent, resource string) ([]*authz.Grant, *AuthError) 
 		return nil, &AuthError{"no-agent", fmt.Sprintf("authentication failed: %q is not an agent known to this gateway", agent)}
 	}
 	if srv.Config.Resource(resource) == nil {
-		return nil, &AuthError{"no-resource", fmt.Sprintf("authentication failed: no resource %q on this gateway", resource)}
+		return nil, &AuthError{"no-resource", fmt.Sprintf("authentication failed: no resource %q on this gateway (airlock resources lists them)", resource)}
 	}
 	grants, err := srv.Grants.ForAgent(agent)
 	if err != nil {

@@ -17,7 +17,8 @@ import (
 // seconds from the start. The terminal channels of a session are its
 // shells and the channels with a pty; their data events become "o"
 // (output), "i" (input) and "r" (resize) events at the time the gateway
-// relayed them.
+// relayed them. A database session has no terminal: its recording is its
+// transcript (see Transcript), each line output when it happened.
 
 // ErrNoTerminal is returned for a session that has nothing to replay.
 var ErrNoTerminal = errors.New("the session has no terminal (shell or pty) to replay; see airlock sessions show")
@@ -54,8 +55,12 @@ type Cast struct {
 
 // Terminal builds the recording of a session's terminal channels from its
 // events (in seq order, as Reader.Events returns them). Several terminal
-// channels in one session are merged in time order.
+// channels in one session are merged in time order. A database session's
+// recording is its transcript.
 func Terminal(evs []Event) (*Cast, error) {
+	if IsDatabase(sessionProtocol(evs)) {
+		return transcriptCast(evs), nil
+	}
 	stmts := map[uint64]*Event{}
 	terminal := map[uint64]bool{}
 	pty := map[uint64]bool{}
@@ -163,6 +168,10 @@ type LiveCast struct {
 	// Start is the time asciicast times count from.
 	Start         time.Time
 	terminal, pty map[uint64]bool
+	// db follows a database session's transcript; lastLine is the time
+	// of its latest line.
+	db       *transcriber
+	lastLine time.Time
 }
 
 // NewLiveCast counts times from start.
@@ -170,8 +179,26 @@ func NewLiveCast(start time.Time) *LiveCast {
 	return &LiveCast{Start: start, terminal: map[uint64]bool{}, pty: map[uint64]bool{}}
 }
 
-// Add returns what ev adds to the terminal: output, or a resize.
+// Add returns what ev adds to the terminal: output, or a resize; for a
+// database session, its transcript lines.
 func (c *LiveCast) Add(ev *Event) []CastEvent {
+	if IsDatabase(ev.Protocol) {
+		if c.db == nil {
+			c.db = newTranscriber(time.UTC)
+		}
+		var out []CastEvent
+		for _, l := range c.db.add(ev) {
+			// Live, a line is shown when it arrives: an outcome rides on
+			// a later event than its statement's.
+			at := l.Time
+			if at.Before(c.lastLine) {
+				at = c.lastLine
+			}
+			c.lastLine = at
+			out = append(out, CastEvent{max(at.Sub(c.Start).Seconds(), 0), "o", castLine(l.Text)})
+		}
+		return out
+	}
 	switch {
 	case ev.Statement != nil:
 		if ev.Statement.Class.Kind == "SHELL" && ev.Statement.Decision == "allow" {

@@ -84,7 +84,7 @@ func TestInterrupt(t *testing.T) {
 	both, _ := NewKeyring(h.rec.Signer().Public(), other.Public())
 	r := Verify("s-crash", evs, both)
 	if r.Status != VerifyInterrupted || r.Unauthenticated != 2 || r.FirstBad != 0 || r.Interrupted == nil || r.Interrupted.Gateway != "gw-2" ||
-		!strings.Contains(r.Problem, "no session.end: interrupted after seq 4") || !strings.Contains(r.Problem, "chained, unsigned tail: the last 2 event(s) (seq 3-4)") {
+		!strings.Contains(r.Problem, "no session.end: interrupted after seq 4") || !strings.Contains(r.Problem, "chained, unsigned tail: the last 2 events (seq 3-4)") {
 		t.Fatalf("verify: %+v", r)
 	}
 	// The note is another gateway's: untrusted, the record fails.
@@ -248,7 +248,7 @@ func TestVerifyTailTruncationRemoval(t *testing.T) {
 		tail    int
 	}{
 		{name: "as recorded: interrupted, with a chained, unsigned tail", status: VerifyInterrupted, tail: 2,
-			problem: "chained, unsigned tail: the last 2 event(s)",
+			problem: "chained, unsigned tail: the last 2 events",
 			raws:    func(t *testing.T) []json.RawMessage { return raws }},
 		{name: "tail event removed before the note: truncated", seq: 4, problem: "truncated",
 			raws: func(t *testing.T) []json.RawMessage { return slices.Delete(slices.Clone(raws), 3, 4) }},

@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/airlockhq/airlock/internal/plural"
 )
 
 var (
@@ -865,5 +867,5 @@ func (l *Log) fail(cause error) error {
 
 func (l *Log) failLocked(cause error) error {
 	l.log.Debug("recording unavailable", "pending", l.unacked, "err", cause)
-	return fmt.Errorf("%w: session %s: %d events unacknowledged: %w", ErrUnavailable, l.session, l.unacked, cause)
+	return fmt.Errorf("%w: session %s: %s unacknowledged: %w", ErrUnavailable, l.session, plural.N(l.unacked, "event"), cause)
 }

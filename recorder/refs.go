@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/airlockhq/airlock/internal/plural"
 )
 
 // Chunk is one chunk message as stored: a piece of a value an event
@@ -127,14 +129,14 @@ func (idx chunkIndex) assemble(ref *Ref) ([]byte, error) {
 		size += len(parts[i].Data)
 	}
 	if int64(size) != ref.Size {
-		return nil, fmt.Errorf("its %d chunks hold %d bytes, not %d: a chunk was altered", n, size, ref.Size)
+		return nil, fmt.Errorf("its %s hold %d bytes, not %d: a chunk was altered", plural.N(n, "chunk"), size, ref.Size)
 	}
 	out := make([]byte, 0, size)
 	for i := 1; i <= n; i++ {
 		out = append(out, parts[i].Data...)
 	}
 	if sum := sha256.Sum256(out); hex.EncodeToString(sum[:]) != ref.SHA256 {
-		return nil, fmt.Errorf("its %d chunks hash to %s, not to the reference: a chunk was altered", n, hex.EncodeToString(sum[:]))
+		return nil, fmt.Errorf("its %s hash to %s, not to the reference: a chunk was altered", plural.N(n, "chunk"), hex.EncodeToString(sum[:]))
 	}
 	return out, nil
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/airlockhq/airlock/internal/plural"
 )
 
 // Verification outcomes, Report.Status.
@@ -308,7 +310,7 @@ func verify(session string, evs []Event, f decodeFlags, keys Keyring) Report {
 				}
 			}
 			if want == 1 {
-				return fail(1, "seq 1 missing: the session's first %d events are not in the record", ev.Seq-1)
+				return fail(1, "seq 1 missing: the session's first %s not in the record", plural.Of(ev.Seq-1, "event is", "events are"))
 			}
 			return fail(want, "seq %d missing (after seq %d comes seq %d): an event was removed", want, want-1, ev.Seq)
 		case ev.Seq == want-1:
@@ -458,8 +460,8 @@ func verifyNotes(r *Report, chain []Event, notes []note, ended bool, endSeq uint
 func unterminated(r *Report) {
 	tail := ""
 	if r.Unauthenticated > 0 {
-		tail = fmt.Sprintf("; chained, unsigned tail: the last %d event(s) (seq %d-%d) come after the gateway's last signature, linked by the hash chain but signed by no gateway",
-			r.Unauthenticated, r.LastSeq-uint64(r.Unauthenticated)+1, r.LastSeq)
+		tail = fmt.Sprintf("; chained, unsigned tail: the last %s (seq %d-%d) come after the gateway's last signature, linked by the hash chain but signed by no gateway",
+			plural.N(r.Unauthenticated, "event"), r.LastSeq-uint64(r.Unauthenticated)+1, r.LastSeq)
 	}
 	switch n := r.Interrupted; {
 	case n != nil && !n.Resumed:
@@ -561,16 +563,16 @@ func trustedList(keys Keyring) string {
 func (r Report) Line() string {
 	switch r.Status {
 	case VerifyOK:
-		line := fmt.Sprintf("%s: ok: %d events, seq 1-%d, signed with %s", r.Session, r.Events, r.LastSeq, r.Key)
+		line := fmt.Sprintf("%s: ok: %s, seq 1-%d, signed with %s", r.Session, plural.N(r.Events, "event"), r.LastSeq, r.Key)
 		if n := r.Interrupted; n != nil {
 			line += fmt.Sprintf(" (marked interrupted after seq %d by %s at %s, but its gateway had only lost NATS and recorded on)",
 				n.LastSeq, n.Gateway, n.Time.Format(time.RFC3339))
 		}
 		return line
 	case VerifyInterrupted:
-		return fmt.Sprintf("%s: INTERRUPTED (intact): %d events, seq 1-%d, signed with %s: %s", r.Session, r.Events, r.LastSeq, r.Key, r.Problem)
+		return fmt.Sprintf("%s: INTERRUPTED (intact): %s, seq 1-%d, signed with %s: %s", r.Session, plural.N(r.Events, "event"), r.LastSeq, r.Key, r.Problem)
 	case VerifyUnterminated:
-		return fmt.Sprintf("%s: UNTERMINATED: %d events: %s", r.Session, r.Events, r.Problem)
+		return fmt.Sprintf("%s: UNTERMINATED: %s: %s", r.Session, plural.N(r.Events, "event"), r.Problem)
 	}
 	if r.FirstBad > 0 {
 		return fmt.Sprintf("%s: FAILED at seq %d: %s", r.Session, r.FirstBad, r.Problem)

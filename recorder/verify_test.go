@@ -765,3 +765,20 @@ func TestSealedIsTheEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestReportLineCounts: a report of one event says "1 event", not
+// "1 events".
+func TestReportLineCounts(t *testing.T) {
+	for _, c := range []struct {
+		r    Report
+		want string
+	}{
+		{Report{Session: "s1", Status: VerifyOK, Events: 1, LastSeq: 1, Key: "k"}, "s1: ok: 1 event, seq 1-1"},
+		{Report{Session: "s2", Status: VerifyOK, Events: 2, LastSeq: 2, Key: "k"}, "s2: ok: 2 events, seq 1-2"},
+		{Report{Session: "s3", Status: VerifyUnterminated, Events: 1, Problem: "p"}, "s3: UNTERMINATED: 1 event: p"},
+	} {
+		if got := c.r.Line(); !strings.HasPrefix(got, c.want) {
+			t.Errorf("Line() = %q, want it to start with %q", got, c.want)
+		}
+	}
+}

@@ -163,6 +163,9 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 		Stream:   rec.Stream(),
 		Log:      log,
 	}
+	// Long polls (GET /v1/grants/{id}?wait=) answer at shutdown instead
+	// of holding it up.
+	hs.RegisterOnShutdown(api.Close)
 	if notifier != nil {
 		api.Service.Notify, api.Notify, srv.Denials = notifier, notifier, notifier
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -17,7 +18,7 @@ import (
 
 // specFlags are what a request or a pre-approved grant asks for.
 func specFlags(cmd *cobra.Command, spec *control.GrantSpec) {
-	cmd.Flags().StringVar(&spec.Resource, "resource", "", "resource name from the gateway config (required)")
+	cmd.Flags().StringVar(&spec.Resource, "resource", "", "resource name, as airlock resources lists them (required)")
 	cmd.Flags().StringVar(&spec.Task, "task", "", "what the access is for (required)")
 	cmd.Flags().StringVar(&spec.Access, "access", "", "database: read, write, ddl or admin (default read)")
 	cmd.Flags().StringVar(&spec.TTL, "ttl", "", "how long the grant lasts once approved (default: the gateway's, 1h)")
@@ -37,15 +38,53 @@ func specFlags(cmd *cobra.Command, spec *control.GrantSpec) {
 	_ = cmd.MarkFlagRequired("task")
 }
 
+// Exit statuses of airlock request --wait besides 0 (approved) and 1
+// (an error).
+const (
+	exitDenied   = 3 // an approver denied the request
+	exitTimeout  = 4 // --timeout passed with the request still pending
+	exitExpired  = 5 // the request expired without a decision
+	waitPollSpan = 30 * time.Second
+)
+
 func requestCmd(g *globals) *cobra.Command {
 	var spec control.GrantSpec
+	var wait bool
+	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "request --resource R --task TEXT [--access LEVEL] [--ttl DUR]",
+		Use:   "request --resource R --task TEXT [--access LEVEL] [--ttl DUR] [--wait [--timeout D]]",
 		Short: "Ask for access (agent); prints the request id and a connection token",
-		Args:  cobra.NoArgs,
-		RunE: call(g, func(ctx context.Context, c *control.Client, _ []string) (*control.Issued, error) {
-			return c.Request(ctx, spec)
-		}, func(iss *control.Issued) error {
+		Long: `Ask for access (agent); prints the request id and a connection token.
+
+With --wait it blocks until an approver decides, printing progress on
+stderr: approved, it prints the token on stdout (with --json, the request
+as approved and the token) and exits 0; denied, it prints the reason and
+exits 3. Exit 4: --timeout passed and the request is still pending (the
+token is printed on stdout all the same; it works once approved); exit 5:
+the request expired without a decision. airlock resources lists what may
+be requested.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !wait && cmd.Flags().Changed("timeout") {
+				return errors.New("--timeout applies to --wait")
+			}
+			if timeout < 0 {
+				return errors.New("--timeout must be positive (e.g. 10m)")
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			iss, err := c.Request(cmd.Context(), spec)
+			if err != nil {
+				return err
+			}
+			if wait {
+				return waitDecision(cmd.Context(), g, c, iss, timeout)
+			}
+			if g.json {
+				return printJSON(iss)
+			}
 			fmt.Printf("request: %s\n", iss.Grant.ID)
 			fmt.Printf("state:   %s (an approver must run: airlock grants approve %s)\n", iss.Grant.State, iss.Grant.ID)
 			if t := iss.Grant.RequestExpiresAt; !t.IsZero() {
@@ -54,10 +93,84 @@ func requestCmd(g *globals) *cobra.Command {
 			fmt.Printf("token:   %s\n", iss.Token)
 			fmt.Printf("\nThe token is shown only now. Use it as the password once the request is approved.\n")
 			return nil
-		}),
+		},
 	}
 	specFlags(cmd, &spec)
+	cmd.Flags().BoolVar(&wait, "wait", false, "block until the request is approved or denied; print the token on approval")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait: give up after this long (exit 4); 0 waits until the request expires")
 	return cmd
+}
+
+// waitDecision waits for iss's request to be decided, through the API's
+// long poll (GET /v1/grants/{id}?wait=), so a decision is heard at once.
+// Progress goes to stderr; stdout gets the token (or the JSON) only.
+func waitDecision(ctx context.Context, g *globals, c *control.Client, iss *control.Issued, timeout time.Duration) error {
+	id := iss.Grant.ID
+	var until time.Time
+	if timeout > 0 {
+		until = time.Now().Add(timeout)
+	}
+	limit := "until it expires"
+	if t := iss.Grant.RequestExpiresAt; !t.IsZero() {
+		limit = "until " + when(t) + ", when it expires"
+	}
+	if !until.IsZero() && (iss.Grant.RequestExpiresAt.IsZero() || until.Before(iss.Grant.RequestExpiresAt)) {
+		limit = "for " + timeout.String()
+	}
+	fmt.Fprintf(os.Stderr, "airlock: request %s filed; waiting %s for an approver (airlock grants approve %s)\n", id, limit, id)
+	printToken := func(x *authz.Grant) error {
+		if g.json {
+			return printJSON(&control.Issued{Grant: x, Token: iss.Token})
+		}
+		fmt.Println(iss.Token)
+		return nil
+	}
+	started := time.Now()
+	for {
+		span := waitPollSpan
+		if !until.IsZero() {
+			left := time.Until(until)
+			if left <= 0 {
+				if err := printToken(iss.Grant); err != nil {
+					return err
+				}
+				return &verifyFailure{code: exitTimeout, msg: fmt.Sprintf("request %s still pending after %s (--timeout); its token, printed on stdout, works once an approver approves it (airlock grants show %s)", id, timeout, id)}
+			}
+			span = min(span, left)
+		}
+		x, err := c.WaitGrant(ctx, id, span)
+		if ctx.Err() != nil {
+			fmt.Fprintf(os.Stderr, "airlock: stopped waiting; request %s is still pending and its token, on stdout, works once approved\n", id)
+			if perr := printToken(iss.Grant); perr != nil {
+				return perr
+			}
+			return ctx.Err()
+		}
+		if err != nil {
+			return err
+		}
+		switch x.State {
+		case authz.StatePending:
+			fmt.Fprintf(os.Stderr, "airlock: request %s still pending (%s)\n", id, time.Since(started).Round(time.Second))
+			continue
+		case authz.StateActive:
+			fmt.Fprintf(os.Stderr, "airlock: request %s approved by %s; the grant lasts until %s\n", id, x.DecidedBy, when(x.ExpiresAt))
+			if x.Comment != "" {
+				fmt.Fprintf(os.Stderr, "airlock: comment: %s\n", x.Comment)
+			}
+			return printToken(x)
+		case authz.StateDenied:
+			why := x.Comment
+			if why == "" {
+				why = "no reason given"
+			}
+			return &verifyFailure{code: exitDenied, msg: fmt.Sprintf("request %s denied by %s: %s", id, x.DecidedBy, why)}
+		case authz.StateExpired:
+			return &verifyFailure{code: exitExpired, msg: fmt.Sprintf("request %s expired at %s without a decision; request again", id, when(x.RequestExpiresAt))}
+		default:
+			return fmt.Errorf("request %s is %s", id, x.State)
+		}
+	}
 }
 
 func grantsCmd(g *globals) *cobra.Command {
@@ -80,7 +193,7 @@ func grantsCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATE\tAGENT\tRESOURCE\tACCESS\tEXPIRES\tTASK")
 			for _, x := range gs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.State, x.Agent, x.Resource, x.Access, when(x.ExpiredAt()), clip(x.Task, 60))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.State, x.Agent, x.Resource, accessOf(&x), when(x.ExpiredAt()), clip(x.Task, 60))
 			}
 			return tw.Flush()
 		}),
@@ -175,14 +288,20 @@ func printGrant(x *authz.Grant) {
 	row("state", string(x.State))
 	row("agent", x.Agent)
 	row("resource", x.Resource)
-	row("access", x.Access.String())
-	row("tables", strings.Join(x.Scope.Tables, ", "))
-	row("commands", strings.Join(x.SSH.Commands, " | "))
-	if x.SSH.Shell {
-		row("shell", "allowed")
+	if x.SSH.IsZero() {
+		row("access", x.Access.String())
+		row("tables", strings.Join(x.Scope.Tables, ", "))
+	} else {
+		// An SSH grant has no access level (its Access is the unused
+		// default, read): it allows what its SSH policy says.
+		row("access", "ssh")
+		row("commands", strings.Join(x.SSH.Commands, " | "))
+		if x.SSH.Shell {
+			row("shell", "allowed")
+		}
+		row("files", x.SSH.Files)
+		row("forwards", strings.Join(x.SSH.Forwards, ", "))
 	}
-	row("files", x.SSH.Files)
-	row("forwards", strings.Join(x.SSH.Forwards, ", "))
 	row("task", x.Task)
 	row("requested", x.RequestedBy+" at "+when(x.RequestedAt))
 	if x.DecidedBy != "" {
@@ -202,6 +321,16 @@ func printGrant(x *authz.Grant) {
 		row("expires", when(x.ExpiresAt))
 	}
 	_ = tw.Flush()
+}
+
+// accessOf is what a grant allows in one cell: a database grant's access
+// level, or what an SSH grant allows ("ssh: interactive shell; files:
+// read").
+func accessOf(x *authz.Grant) string {
+	if x.SSH.IsZero() {
+		return x.Access.String()
+	}
+	return "ssh: " + strings.Join(x.SSH.Allows(), "; ")
 }
 
 func when(t time.Time) string {

@@ -18,8 +18,16 @@ func replayCmd(g *globals) *cobra.Command {
 	var idle time.Duration
 	cmd := &cobra.Command{
 		Use:   "replay ID [--speed X]",
-		Short: "Play a recorded terminal (shell) session in this terminal, with its original timing",
-		Args:  cobra.ExactArgs(1),
+		Short: "Play a recorded terminal (shell) session with its original timing, or print a database session's transcript",
+		Long: `Play a recorded SSH terminal (shell or pty) session in this terminal, with
+its original timing (--speed, --idle-limit).
+
+A Postgres or MySQL session has no terminal: replay prints its transcript
+at once, in time order: each statement with its time, decision and kind,
+an allowed one's outcome (tag, rows, duration, error) at the time it
+completed, and a denied one marked DENIED with its rule and reason. Times
+are local.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if speed <= 0 {
 				return errors.New("--speed must be positive (2 plays twice as fast)")
@@ -31,6 +39,16 @@ func replayCmd(g *globals) *cobra.Command {
 			d, err := c.Session(cmd.Context(), args[0])
 			if err != nil {
 				return err
+			}
+			if recorder.IsDatabase(d.Summary.Protocol) {
+				s := d.Summary
+				fmt.Fprintf(os.Stderr, "airlock: transcript of session %s: %s on %s (%s)\n", s.Session, s.Agent, s.Resource, s.Protocol)
+				for _, l := range recorder.Transcript(d.Events, time.Local) {
+					if _, err := fmt.Fprintln(os.Stdout, l.Text); err != nil {
+						return err
+					}
+				}
+				return nil
 			}
 			cast, err := recorder.Terminal(d.Events)
 			if err != nil {

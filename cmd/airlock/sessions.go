@@ -9,11 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/internal/plural"
 	"github.com/airlockhq/airlock/recorder"
 )
 
@@ -101,7 +101,12 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 	fmt.Fprintf(tw, "session:\t%s (%s)\n", s.Session, s.Status)
 	fmt.Fprintf(tw, "agent:\t%s\n", s.Agent)
 	fmt.Fprintf(tw, "task:\t%s\n", dash(s.Task))
-	fmt.Fprintf(tw, "grant:\t%s (%s access, approved by %s)\n", dash(s.Grant), dash(s.Access), dash(s.Approver))
+	if s.Protocol == "ssh" {
+		// An SSH grant's recorded access level is the unused default.
+		fmt.Fprintf(tw, "grant:\t%s (approved by %s)\n", dash(s.Grant), dash(s.Approver))
+	} else {
+		fmt.Fprintf(tw, "grant:\t%s (%s access, approved by %s)\n", dash(s.Grant), dash(s.Access), dash(s.Approver))
+	}
 	fmt.Fprintf(tw, "resource:\t%s (%s)\n", s.Resource, s.Protocol)
 	fmt.Fprintf(tw, "client:\t%s\n", s.Client)
 	fmt.Fprintf(tw, "started:\t%s\n", when(s.Start))
@@ -150,7 +155,7 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 			case x.ExitSignal != "":
 				exit = "; last command: signal " + x.ExitSignal
 			}
-			fmt.Fprintf(w, "%s  session end: %s (%d statements, %d denied%s)\n", ts, x.Reason, x.Statements, x.Denied, exit)
+			fmt.Fprintf(w, "%s  session end: %s (%s, %d denied%s)\n", ts, x.Reason, plural.N(x.Statements, "statement"), x.Denied, exit)
 		case recorder.TypeSessionInterrupted:
 			if n := e.Interrupted; n != nil {
 				fmt.Fprintf(w, "%s  session interrupted after seq %d, noted by %s (%s): %s\n", ts, n.LastSeq, dash(e.Gateway), n.By, n.Reason)
@@ -160,27 +165,7 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 }
 
 func resultLine(r *recorder.Result) string {
-	var parts []string
-	if !r.Executed {
-		parts = append(parts, "not executed")
-	}
-	if r.Tag != "" {
-		parts = append(parts, r.Tag)
-	}
-	if r.Rows != nil {
-		parts = append(parts, fmt.Sprintf("rows=%d", *r.Rows))
-	}
-	if r.Executed {
-		parts = append(parts, (time.Duration(r.DurationUS) * time.Microsecond).String())
-	}
-	if r.Error != "" {
-		e := "error: " + r.Error
-		if r.SQLState != "" {
-			e += " (" + r.SQLState + ")"
-		}
-		parts = append(parts, e)
-	}
-	return "-> " + strings.Join(parts, ", ")
+	return "-> " + recorder.OutcomeText(r)
 }
 
 func oneLine(s string) string {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/internal/plural"
 	"github.com/airlockhq/airlock/recorder"
 )
 
@@ -248,17 +249,17 @@ func reportVerification(g *globals, reports []recorder.Report, many bool) error 
 			printReport(os.Stdout, r)
 		}
 		if many {
-			fmt.Printf("%d sessions: %d verified, %d interrupted, %d unterminated, %d failed\n",
-				len(reports), len(reports)-len(failed)-len(open)-len(interrupted), len(interrupted), len(open), len(failed))
+			fmt.Printf("%s: %d verified, %d interrupted, %d unterminated, %d failed\n",
+				plural.N(len(reports), "session"), len(reports)-len(failed)-len(open)-len(interrupted), len(interrupted), len(open), len(failed))
 		}
 	}
 	switch {
 	case len(failed) > 0:
 		r := failed[0]
-		return &verifyFailure{code: exitVerifyFailed, msg: fmt.Sprintf("%d of %d sessions failed verification; first: %s", len(failed), len(reports), reportLine(r))}
+		return &verifyFailure{code: exitVerifyFailed, msg: fmt.Sprintf("%d of %s failed verification; first: %s", len(failed), plural.N(len(reports), "session"), reportLine(r))}
 	case len(open)+len(interrupted) > 0:
-		return &verifyFailure{code: exitVerifyUnterminated, msg: fmt.Sprintf("%d of %d sessions have no session.end (%d interrupted, %d unterminated); nothing failed",
-			len(open)+len(interrupted), len(reports), len(interrupted), len(open))}
+		return &verifyFailure{code: exitVerifyUnterminated, msg: fmt.Sprintf("%d of %s no session.end (%d interrupted, %d unterminated); nothing failed",
+			len(open)+len(interrupted), plural.Of(len(reports), "session has", "sessions have"), len(interrupted), len(open))}
 	}
 	return nil
 }
@@ -269,8 +270,9 @@ func printReport(w io.Writer, r recorder.Report) {
 
 func reportLine(r recorder.Report) string { return r.Line() }
 
-// verifyFailure is a verification outcome that main turns into an exit
-// status (through errors.As to exitError) after printing msg.
+// verifyFailure is an outcome (a verification's, a request's denial or
+// wait) that main turns into an exit status (through errors.As to
+// exitError) after printing msg.
 type verifyFailure struct {
 	code int
 	msg  string
@@ -296,8 +298,10 @@ and its fingerprint, as one JSON file (--format json, the default).
 airlock sessions verify --file FILE checks it without reaching the gateway.
 
 --format asciicast writes the terminal of an SSH session (its shell or pty
-channels) as an asciicast v2 recording for asciinema and other players.
-It is a view for watching, not evidence: export json to keep or verify.`,
+channels), or a Postgres or MySQL session's transcript (what airlock
+sessions replay prints, times in UTC), as an asciicast v2 recording for
+asciinema and other players. It is a view for watching, not evidence:
+export json to keep or verify.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "json" && format != "asciicast" {
@@ -334,7 +338,7 @@ It is a view for watching, not evidence: export json to keep or verify.`,
 				return err
 			}
 			if format == "json" {
-				fmt.Fprintf(os.Stderr, "wrote %s: session %s, %d events, key %s\n", out, x.Session, len(x.Events), fingerprints(x.Keys))
+				fmt.Fprintf(os.Stderr, "wrote %s: session %s, %s, key %s\n", out, x.Session, plural.N(len(x.Events), "event"), fingerprints(x.Keys))
 			}
 			return nil
 		},

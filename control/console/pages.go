@@ -2,7 +2,6 @@ package console
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/internal/plural"
 	"github.com/airlockhq/airlock/recorder"
 )
 
@@ -64,7 +64,7 @@ func guardrails(g *authz.Grant) []string {
 		out = append(out, "extra functions: "+strings.Join(s.Functions, ", "))
 	}
 	if s.MaxTables > 0 {
-		out = append(out, fmt.Sprintf("at most %d tables per statement", s.MaxTables))
+		out = append(out, "at most "+plural.N(s.MaxTables, "table")+" per statement")
 	}
 	if g.Access >= authz.AccessWrite {
 		if s.AllowUnfiltered {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/internal/plural"
 	"github.com/airlockhq/airlock/recorder"
 )
 
@@ -282,7 +283,7 @@ func timeline(evs []recorder.Event) ([]stmtRow, int) {
 			}
 		case recorder.TypeSessionEnd:
 			if x := e.End; x != nil {
-				row.Note = fmt.Sprintf("session end: %s (%d statements, %d denied)", x.Reason, x.Statements, x.Denied)
+				row.Note = fmt.Sprintf("session end: %s (%s, %d denied)", x.Reason, plural.N(x.Statements, "statement"), x.Denied)
 				if x.ExitStatus != nil {
 					row.Note += fmt.Sprintf("; last command exit %d", *x.ExitStatus)
 				}
@@ -320,7 +321,7 @@ func outcome(r *recorder.Result) string {
 		parts = append(parts, r.Tag)
 	}
 	if r.Rows != nil {
-		parts = append(parts, fmt.Sprintf("%d rows", *r.Rows))
+		parts = append(parts, plural.N(*r.Rows, "row"))
 	}
 	switch {
 	case r.ExitStatus != nil && r.Tag != fmt.Sprintf("exit %d", *r.ExitStatus):

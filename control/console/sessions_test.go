@@ -111,8 +111,12 @@ func TestSessionPages(t *testing.T) {
 			t.Errorf("session page lacks %q", want)
 		}
 	}
-	if csp := resp.Header.Get("Content-Security-Policy"); strings.Contains(csp, "wasm") {
-		t.Errorf("a page without a player got the player's CSP: %s", csp)
+	// A database session replays as its transcript in the player.
+	if !strings.Contains(body, `data-cast="/ui/sessions/ses_one/cast"`) {
+		t.Errorf("a psql session's page has no player")
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "wasm") {
+		t.Errorf("a page with a player lacks the player's CSP: %s", csp)
 	}
 
 	// The download is the export the CLI verifies.
@@ -127,8 +131,10 @@ func TestSessionPages(t *testing.T) {
 	if rep, err := x.Verify(nil); err != nil || !rep.OK() || rep.Events != 4 {
 		t.Errorf("export verifies: %+v %v", rep, err)
 	}
-	if resp, _ := e.get(rita, "/ui/sessions/ses_one/cast"); resp.StatusCode != http.StatusNotFound {
-		t.Errorf("cast of a psql session: %s, want 404", resp.Status)
+	resp, body = e.get(rita, "/ui/sessions/ses_one/cast")
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(body, `{"version":2`) ||
+		!strings.Contains(body, "#2 DENIED (rule access-level): DELETE FROM orders") || !strings.Contains(body, "why: DELETE needs write access") {
+		t.Errorf("cast of a psql session: %s\n%s", resp.Status, body)
 	}
 	if resp, _ := e.get(rita, "/ui/sessions/ses_nope"); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("unknown session: %s", resp.Status)

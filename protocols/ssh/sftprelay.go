@@ -107,10 +107,17 @@ func (r *sftpRelay) violation(msg string) {
 	_ = r.s.up.Close()
 }
 
-// answer writes a status for a request that was not forwarded.
+// answer writes a status for a request that was not forwarded, with why
+// as its message. OpenSSH's sftp and scp print only the status code's
+// text ("Permission denied"), never the message, so why also goes to the
+// channel's stderr, which their ssh prints on the terminal: the person
+// at the client reads the reason the reviewer reads. Clients that show
+// the message (paramiko's IOError, WinSCP) show it from the status.
 func (r *sftpRelay) answer(id, code uint32, msg string) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
+	// The reason first, so it is printed before the client's own line.
+	_, _ = io.WriteString(r.s.agentErr(), msg+"\n")
 	_, _ = r.s.agentOut().Write(sftpStatusFrame(id, code, msg))
 }
 
