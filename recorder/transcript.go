@@ -138,9 +138,20 @@ func (t *transcriber) add(ev *Event) []TranscriptLine {
 	return out
 }
 
-// OutcomeText is an allowed statement's outcome in words: "SELECT 3,
-// 3 rows, 1.2ms", "not executed, error: ...".
+// OutcomeText is an allowed statement's outcome in words with its
+// duration: "SELECT 3, 3 rows, 1.2ms", "not executed, error: ...".
 func OutcomeText(r *Result) string {
+	w := r.Words()
+	if r.Executed {
+		w += ", " + (time.Duration(r.DurationUS) * time.Microsecond).String()
+	}
+	return w
+}
+
+// Words is the outcome in words, without its duration: "SELECT 3, 3
+// rows", "exit 1", "not executed, error: ... (42P01)"; "ok" when nothing
+// more is known.
+func (r *Result) Words() string {
 	var parts []string
 	if !r.Executed {
 		parts = append(parts, "not executed")
@@ -151,8 +162,14 @@ func OutcomeText(r *Result) string {
 	if r.Rows != nil {
 		parts = append(parts, plural.N(*r.Rows, "row"))
 	}
-	if r.Executed {
-		parts = append(parts, (time.Duration(r.DurationUS) * time.Microsecond).String())
+	switch {
+	case r.ExitStatus != nil && r.Tag != fmt.Sprintf("exit %d", *r.ExitStatus):
+		parts = append(parts, fmt.Sprintf("exit %d", *r.ExitStatus))
+	case r.ExitSignal != "":
+		parts = append(parts, "signal "+r.ExitSignal)
+	}
+	if r.BytesOut+r.BytesErr+r.BytesIn > 0 {
+		parts = append(parts, fmt.Sprintf("%d bytes out, %d err, %d in", r.BytesOut, r.BytesErr, r.BytesIn))
 	}
 	if r.Error != "" {
 		e := "error: " + r.Error
@@ -162,7 +179,7 @@ func OutcomeText(r *Result) string {
 		parts = append(parts, e)
 	}
 	if len(parts) == 0 {
-		return "done"
+		return "ok"
 	}
 	return strings.Join(parts, ", ")
 }

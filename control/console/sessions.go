@@ -269,7 +269,7 @@ func timeline(evs []recorder.Event) ([]stmtRow, int) {
 				denied++
 			} else if res := results[st.ID]; res != nil {
 				row.Result = res
-				row.Outcome = outcome(res)
+				row.Outcome = res.Words()
 				if res.Executed {
 					row.Duration = (time.Duration(res.DurationUS) * time.Microsecond).String()
 				}
@@ -309,40 +309,6 @@ func timeline(evs []recorder.Event) ([]stmtRow, int) {
 		rows = append(rows, row)
 	}
 	return rows, denied
-}
-
-// outcome says in words what happened to an allowed statement.
-func outcome(r *recorder.Result) string {
-	var parts []string
-	if !r.Executed {
-		parts = append(parts, "not executed")
-	}
-	if r.Tag != "" {
-		parts = append(parts, r.Tag)
-	}
-	if r.Rows != nil {
-		parts = append(parts, plural.N(*r.Rows, "row"))
-	}
-	switch {
-	case r.ExitStatus != nil && r.Tag != fmt.Sprintf("exit %d", *r.ExitStatus):
-		parts = append(parts, fmt.Sprintf("exit %d", *r.ExitStatus))
-	case r.ExitSignal != "":
-		parts = append(parts, "signal "+r.ExitSignal)
-	}
-	if r.BytesOut+r.BytesErr+r.BytesIn > 0 {
-		parts = append(parts, fmt.Sprintf("%d bytes out, %d err, %d in", r.BytesOut, r.BytesErr, r.BytesIn))
-	}
-	if r.Error != "" {
-		e := "error: " + r.Error
-		if r.SQLState != "" {
-			e += " (" + r.SQLState + ")"
-		}
-		parts = append(parts, e)
-	}
-	if len(parts) == 0 {
-		return "ok"
-	}
-	return strings.Join(parts, ", ")
 }
 
 // sessionExport is the evidence bundle: what airlock sessions export
