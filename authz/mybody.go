@@ -407,20 +407,20 @@ func (r *myReader) localAssignments(piece []myToken, n int) ([]bool, *myReadErro
 // (an unqualified one is in the routine's database), and its flags hold.
 func (r *myReader) absorb(b *myAnalysis, kind string) {
 	a := r.a
-	if kind != "" && b.f.own > AccessRead {
+	if kind != "" && b.f.Own > AccessRead {
 		why := r.what + " runs " + kind
-		if b.f.ownWhy != "" {
-			why += " (" + b.f.ownWhy + ")"
+		if b.f.OwnWhy != "" {
+			why += " (" + b.f.OwnWhy + ")"
 		}
-		a.f.needs = append(a.f.needs, need{level: b.f.own, why: why, fn: -1})
+		a.f.Needs = append(a.f.Needs, Need{Level: b.f.Own, Why: why, Fn: -1})
 	}
 	if r.inRoutine {
 		// Say whose body it is.
 		prefix := "in " + r.what + ": "
-		for i := range b.f.needs {
-			b.f.needs[i].why = prefix + b.f.needs[i].why
+		for i := range b.f.Needs {
+			b.f.Needs[i].Why = prefix + b.f.Needs[i].Why
 		}
-		for _, f := range []*string{&b.f.unresolved, &b.f.unfiltered, &b.f.drops, &b.f.serverFiles, &b.f.fileLoad} {
+		for _, f := range []*string{&b.f.Unresolved, &b.f.Unfiltered, &b.f.Drops, &b.f.ServerFiles, &b.f.FileLoad} {
 			if *f != "" {
 				*f = prefix + *f
 			}
@@ -432,13 +432,13 @@ func (r *myReader) absorb(b *myAnalysis, kind string) {
 // merge adds b's needs, function calls, tables, databases and flags to
 // a's; b's unqualified tables are in db when it is set.
 func (a *myAnalysis) merge(b *myAnalysis, db string) {
-	off := len(a.f.funcs)
-	a.f.funcs = append(a.f.funcs, b.f.funcs...)
-	for _, n := range b.f.needs {
-		if n.fn >= 0 {
-			n.fn += off
+	off := len(a.f.Funcs)
+	a.f.Funcs = append(a.f.Funcs, b.f.Funcs...)
+	for _, n := range b.f.Needs {
+		if n.Fn >= 0 {
+			n.Fn += off
 		}
-		a.f.needs = append(a.f.needs, n)
+		a.f.Needs = append(a.f.Needs, n)
 	}
 	for _, t := range b.tables {
 		if t.db == "" {
@@ -451,15 +451,15 @@ func (a *myAnalysis) merge(b *myAnalysis, db string) {
 		dst *string
 		src string
 	}{
-		{&a.f.unresolved, b.f.unresolved}, {&a.f.unfiltered, b.f.unfiltered}, {&a.f.drops, b.f.drops},
-		{&a.f.serverFiles, b.f.serverFiles}, {&a.f.fileLoad, b.f.fileLoad},
+		{&a.f.Unresolved, b.f.Unresolved}, {&a.f.Unfiltered, b.f.Unfiltered}, {&a.f.Drops, b.f.Drops},
+		{&a.f.ServerFiles, b.f.ServerFiles}, {&a.f.FileLoad, b.f.FileLoad},
 	} {
 		if *x.dst == "" {
 			*x.dst = x.src
 		}
 	}
-	if a.f.refusal == "" && b.f.refusal != "" {
-		a.f.refusal, a.f.refusalRule = b.f.refusal, b.f.refusalRule
+	if a.f.Refusal == "" && b.f.Refusal != "" {
+		a.f.Refusal, a.f.RefusalRule = b.f.Refusal, b.f.RefusalRule
 	}
 	a.calls = append(a.calls, b.calls...)
 	a.volatile = a.volatile || b.volatile

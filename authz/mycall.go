@@ -61,8 +61,8 @@ func (c *myCallResolver) resolve(b *myAnalysis, set *mySettings) {
 		if why == "" {
 			continue
 		}
-		if b.f.unresolved == "" {
-			b.f.unresolved = "CALL runs a procedure that may touch any table"
+		if b.f.Unresolved == "" {
+			b.f.Unresolved = "CALL runs a procedure that may touch any table"
 		}
 		b.need(AccessAdmin, "CALL runs a procedure airlock cannot inspect ("+why+")")
 	}
@@ -95,7 +95,7 @@ func (c *myCallResolver) read(b *myAnalysis, call myCall, set *mySettings) strin
 	create, mode, ok, err := c.src.ShowCreateProcedure(db, call.name)
 	switch {
 	case err != nil:
-		return "reading its definition failed: " + oneLine(err.Error())
+		return "reading its definition failed: " + OneLine(err.Error())
 	case !ok:
 		return "the server shows no procedure " + name
 	}
@@ -113,9 +113,9 @@ func (c *myCallResolver) read(b *myAnalysis, call myCall, set *mySettings) strin
 		return "its definition cannot be read"
 	}
 	// Creating it was DDL; calling it runs its body.
-	body.f.own, body.f.ownWhy = AccessRead, ""
-	if body.f.drops == "DROP PROCEDURE drops a procedure" {
-		body.f.drops = ""
+	body.f.Own, body.f.OwnWhy = AccessRead, ""
+	if body.f.Drops == "DROP PROCEDURE drops a procedure" {
+		body.f.Drops = ""
 	}
 	b.merge(body, db)
 	return ""

@@ -35,7 +35,7 @@ type myTable struct {
 // field of every node, so a node type the classifier does not name is
 // still searched for the function calls and tables inside it.
 type myAnalysis struct {
-	f      facts
+	f      Facts
 	tables []myTable
 	// dbs are databases the statement names outside tables (USE, SHOW
 	// TABLES FROM), checked against the resource's.
@@ -75,13 +75,13 @@ const maxWalkDepth = 1000
 
 func (a *myAnalysis) need(level Access, why string) {
 	if level > AccessRead {
-		a.f.needs = append(a.f.needs, need{level: level, why: why, fn: -1})
+		a.f.Needs = append(a.f.Needs, Need{Level: level, Why: why, Fn: -1})
 	}
 }
 
 func (a *myAnalysis) refuse(rule, why string) {
-	if a.f.refusal == "" {
-		a.f.refusal, a.f.refusalRule = why, rule
+	if a.f.Refusal == "" {
+		a.f.Refusal, a.f.RefusalRule = why, rule
 	}
 }
 
@@ -89,8 +89,8 @@ func (a *myAnalysis) refuse(rule, why string) {
 // through the walk, what is inside.
 func (a *myAnalysis) statement(stmt ast.StmtNode) string {
 	kind := a.statementKind(stmt)
-	if dropKind(kind) && a.f.drops == "" {
-		a.f.drops = kind + " drops it and everything in it"
+	if dropKind(kind) && a.f.Drops == "" {
+		a.f.Drops = kind + " drops it and everything in it"
 	}
 	return kind
 }
@@ -99,7 +99,7 @@ func (a *myAnalysis) statementKind(stmt ast.StmtNode) (kind string) {
 	a.written = map[*ast.TableName]bool{}
 	a.skip = map[*ast.TableName]bool{}
 	own := func(k string, l Access, why string) string {
-		a.f.own, a.f.ownWhy = l, why
+		a.f.Own, a.f.OwnWhy = l, why
 		return k
 	}
 	switch n := stmt.(type) {
@@ -136,11 +136,11 @@ func (a *myAnalysis) statementKind(stmt ast.StmtNode) (kind string) {
 		a.markTable(n.Table)
 		a.walk(reflect.ValueOf(n))
 		if n.FileLocRef == ast.FileLocClient {
-			a.f.fileLoad = "LOAD DATA LOCAL INFILE reads a file from the client"
+			a.f.FileLoad = "LOAD DATA LOCAL INFILE reads a file from the client"
 			return own("LOAD DATA", AccessWrite, "")
 		}
-		a.f.serverFiles = "LOAD DATA INFILE reads the database server's files"
-		return own("LOAD DATA", AccessAdmin, a.f.serverFiles)
+		a.f.ServerFiles = "LOAD DATA INFILE reads the database server's files"
+		return own("LOAD DATA", AccessAdmin, a.f.ServerFiles)
 	case *ast.ExplainStmt:
 		return a.explain(n)
 	case *ast.ExplainForStmt:
@@ -208,7 +208,7 @@ func (a *myAnalysis) statementKind(stmt ast.StmtNode) (kind string) {
 				a.dbs = append(a.dbs, n.Procedure.Schema.O)
 			}
 		} else {
-			a.f.unresolved = "CALL runs a procedure that may touch any table"
+			a.f.Unresolved = "CALL runs a procedure that may touch any table"
 			a.need(AccessAdmin, "CALL runs a procedure airlock cannot inspect")
 		}
 		// What the procedure runs is added when it is resolved
@@ -252,15 +252,15 @@ func (a *myAnalysis) explain(n *ast.ExplainStmt) string {
 	}
 	if n.Analyze {
 		ik := a.statement(n.Stmt)
-		if a.f.own <= AccessRead {
+		if a.f.Own <= AccessRead {
 			return a.ownKind("EXPLAIN", AccessRead, "")
 		}
-		return a.ownKind("EXPLAIN", a.f.own, "EXPLAIN ANALYZE executes "+ik)
+		return a.ownKind("EXPLAIN", a.f.Own, "EXPLAIN ANALYZE executes "+ik)
 	}
 	a.planOnly = true
 	ik := a.statement(n.Stmt)
-	a.f.unfiltered = ""
-	if a.f.own > AccessRead {
+	a.f.Unfiltered = ""
+	if a.f.Own > AccessRead {
 		// Nothing is changed, but MariaDB refuses EXPLAIN of a data
 		// change in a read-only transaction, as the differential oracle
 		// found; a read grant should not be where the two differ.
@@ -270,7 +270,7 @@ func (a *myAnalysis) explain(n *ast.ExplainStmt) string {
 }
 
 func (a *myAnalysis) ownKind(kind string, l Access, why string) string {
-	a.f.own, a.f.ownWhy = l, why
+	a.f.Own, a.f.OwnWhy = l, why
 	return kind
 }
 
@@ -294,7 +294,7 @@ func (a *myAnalysis) show(n *ast.ShowStmt) {
 // variable that changes how the server reads text, logs or checks, is
 // admin.
 func (a *myAnalysis) set(n *ast.SetStmt) string {
-	a.f.own = AccessRead
+	a.f.Own = AccessRead
 	for i, v := range n.Variables {
 		if v.Value != nil {
 			a.walk(reflect.ValueOf(v.Value))

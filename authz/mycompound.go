@@ -286,7 +286,7 @@ func (r *myReader) top() (string, *myReadError) {
 		kind = "GET DIAGNOSTICS"
 	}
 	r.what = "the compound statement"
-	r.a.f.own = AccessRead
+	r.a.f.Own = AccessRead
 	if err := r.stmt(); err != nil {
 		return "", err
 	}

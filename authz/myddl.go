@@ -27,21 +27,21 @@ func (a *myAnalysis) myDDL(stmt ast.StmtNode) (kind string, level Access, why st
 		return d("CREATE INDEX")
 	case *ast.DropIndexStmt:
 		a.markTable(n.Table)
-		a.f.drops = "DROP INDEX drops an index"
+		a.f.Drops = "DROP INDEX drops an index"
 		return d("DROP INDEX")
 	case *ast.DropTableStmt:
 		for _, t := range n.Tables {
 			a.markTable(t)
 		}
 		if n.IsView {
-			a.f.drops = "DROP VIEW drops a view"
+			a.f.Drops = "DROP VIEW drops a view"
 			return d("DROP VIEW")
 		}
-		a.f.drops = "DROP TABLE drops a table and its rows"
+		a.f.Drops = "DROP TABLE drops a table and its rows"
 		return d("DROP TABLE")
 	case *ast.TruncateTableStmt:
 		a.markTable(n.Table)
-		a.f.drops = "TRUNCATE removes every row"
+		a.f.Drops = "TRUNCATE removes every row"
 		return d("TRUNCATE")
 	case *ast.AlterTableStmt:
 		a.markTable(n.Table)
@@ -49,15 +49,15 @@ func (a *myAnalysis) myDDL(stmt ast.StmtNode) (kind string, level Access, why st
 			a.markTable(s.NewTable)
 			switch s.Tp {
 			case ast.AlterTableDropColumn:
-				a.f.drops = "ALTER TABLE DROP COLUMN drops a column and its values"
+				a.f.Drops = "ALTER TABLE DROP COLUMN drops a column and its values"
 			case ast.AlterTableDropPartition, ast.AlterTableDropFirstPartition:
-				a.f.drops = "ALTER TABLE DROP PARTITION drops rows"
+				a.f.Drops = "ALTER TABLE DROP PARTITION drops rows"
 			case ast.AlterTableTruncatePartition:
-				a.f.drops = "ALTER TABLE TRUNCATE PARTITION removes rows"
+				a.f.Drops = "ALTER TABLE TRUNCATE PARTITION removes rows"
 			case ast.AlterTableExchangePartition, ast.AlterTableDiscardTablespace,
 				ast.AlterTableDiscardPartitionTablespace, ast.AlterTableImportTablespace,
 				ast.AlterTableImportPartitionTablespace:
-				a.f.drops = "it replaces a table's data"
+				a.f.Drops = "it replaces a table's data"
 			}
 		}
 		return d("ALTER TABLE")
@@ -87,7 +87,7 @@ func (a *myAnalysis) myDDL(stmt ast.StmtNode) (kind string, level Access, why st
 		for _, t := range n.Sequences {
 			a.markTable(t)
 		}
-		a.f.drops = "DROP SEQUENCE drops a sequence"
+		a.f.Drops = "DROP SEQUENCE drops a sequence"
 		return d("DROP SEQUENCE")
 	case *ast.ProcedureInfo, *ast.DropProcedureStmt:
 		// airlock reads routines itself (mycompound.go); one that

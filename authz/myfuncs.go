@@ -79,7 +79,7 @@ st_touches st_union st_within st_x st_y
 
 // myEffect is what one MySQL function call needs.
 type myEffect struct {
-	use         funcUse
+	use         FuncUse
 	why         string
 	serverFiles string
 }
@@ -91,22 +91,22 @@ func myFuncEffect(db, name string) myEffect {
 	if db != "" {
 		display = db + "." + name
 	}
-	e := myEffect{use: funcUse{schema: db, name: name}}
+	e := myEffect{use: FuncUse{Schema: db, Name: name}}
 	switch {
 	case db != "":
-		e.use.level, e.use.opaque, e.use.lowerable = AccessWrite, true, true
+		e.use.Level, e.use.Opaque, e.use.Lowerable = AccessWrite, true, true
 		e.why = "calls " + display + ", a stored function that is not known to be read-only"
 	case has(myServerFileFuncs, name):
-		e.use.level = AccessAdmin
+		e.use.Level = AccessAdmin
 		e.serverFiles = "calls " + name + ", which reads the database server's files"
 		e.why = e.serverFiles
 	case myWriteFuncs[name] != "":
-		e.use.level, e.use.lowerable = AccessWrite, true
+		e.use.Level, e.use.Lowerable = AccessWrite, true
 		e.why = "calls " + name + ", which " + myWriteFuncs[name]
 	case has(myReadFuncs, name):
-		e.use.level = AccessRead
+		e.use.Level = AccessRead
 	default:
-		e.use.level, e.use.opaque, e.use.lowerable = AccessWrite, true, true
+		e.use.Level, e.use.Opaque, e.use.Lowerable = AccessWrite, true, true
 		e.why = "calls " + name + ", which is not known to be read-only"
 	}
 	return e

@@ -87,7 +87,7 @@ func (t myToken) is(kw string) bool { return t.word && strings.EqualFold(t.text,
 func (a *myAnalysis) handler(clean string, set *mySettings) (string, error) {
 	a.written = map[*ast.TableName]bool{}
 	a.skip = map[*ast.TableName]bool{}
-	a.f.own = AccessRead
+	a.f.Own = AccessRead
 	toks, err := myTokens(clean, set.lex)
 	if err != nil {
 		return "", err

@@ -18,7 +18,7 @@ func (r *myReader) create() (string, *myReadError) {
 	if err := r.definer(); err != nil {
 		return "", err
 	}
-	r.a.f.own = AccessDDL
+	r.a.f.Own = AccessDDL
 	switch {
 	case r.at("procedure"):
 		r.i++
@@ -120,8 +120,8 @@ func (r *myReader) routine(what string, function bool) *myReadError {
 			return r.fail("expected the library name")
 		}
 		r.i++
-		r.a.f.serverFiles = "CREATE FUNCTION ... SONAME loads a library into the database server"
-		r.a.need(AccessAdmin, r.a.f.serverFiles)
+		r.a.f.ServerFiles = "CREATE FUNCTION ... SONAME loads a library into the database server"
+		r.a.need(AccessAdmin, r.a.f.ServerFiles)
 		return nil
 	}
 	if err := r.params(); err != nil {
@@ -442,7 +442,7 @@ func (r *myReader) alter() (string, *myReadError) {
 	if err := r.definer(); err != nil {
 		return "", err
 	}
-	r.a.f.own = AccessDDL
+	r.a.f.Own = AccessDDL
 	switch {
 	case r.at("procedure"), r.at("function"):
 		what := strings.ToLower(r.peek(0).text)
@@ -476,11 +476,11 @@ func (r *myReader) drop() (string, *myReadError) {
 	if err := r.name(what); err != nil {
 		return "", err
 	}
-	r.a.f.own = AccessDDL
+	r.a.f.Own = AccessDDL
 	article := "a "
 	if what == "event" {
 		article = "an "
 	}
-	r.a.f.drops = "DROP " + strings.ToUpper(what) + " drops " + article + what
+	r.a.f.Drops = "DROP " + strings.ToUpper(what) + " drops " + article + what
 	return "DROP " + strings.ToUpper(what), nil
 }

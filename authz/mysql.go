@@ -189,9 +189,9 @@ func (s *MySQLSession) InitDB(g *Grant, db string) Verdict {
 	defer s.mu.Unlock()
 	st := &Statement{Text: db, Class: Classification{Kind: "USE", Required: AccessRead}}
 	if !s.databaseAllowed(db) {
-		st.f.database, st.f.databaseWhat = db, "switches to"
+		st.Facts.Database, st.Facts.DatabaseWhat = db, "switches to"
 	}
-	d := decide(g, st, s.decideOptsFor(&s.st))
+	d := Decide(g, st, s.decideOptsFor(&s.st))
 	if d.Allow {
 		s.st.dbs = addPossible(s.st.dbs, db)
 	}
@@ -224,8 +224,8 @@ func (s *MySQLSession) databaseAllowed(db string) bool {
 
 // cacheKey is the cache's key for a message in the session's present
 // state: unqualified names resolve against the possible databases.
-func (s *MySQLSession) cacheKey(g *Grant, sql string, prepare bool) cacheKey {
-	return cacheKey{settings: s.s.cacheKey + "|" + strings.Join(s.st.dbs, "\x00"), text: sql, grant: grantID(g), prepare: prepare}
+func (s *MySQLSession) cacheKey(sql string, prepare bool) CacheKey {
+	return CacheKey{Settings: s.s.cacheKey + "|" + strings.Join(s.st.dbs, "\x00"), Text: sql, Prepare: prepare}
 }
 
 // myStmt is one statement as the classifier read it, before session
@@ -432,10 +432,10 @@ func parseMySQL(text string, mode mysql.SQLMode) (ast.StmtNode, error) {
 func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var key cacheKey
+	var key CacheKey
 	if s.o.Cache != nil {
-		key = s.cacheKey(g, sql, prepare)
-		if v, ok := s.o.Cache.get(key, g); ok {
+		key = s.cacheKey(sql, prepare)
+		if v, ok := s.o.Cache.Get(key, g); ok {
 			return v
 		}
 	}
@@ -465,12 +465,12 @@ func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
 	for i, m := range stmts {
 		st := s.resolve(m, &next, prepare)
 		stateful = stateful || m.a.op != myOpNone || m.volatile
-		decisions[i] = decide(g, st, s.decideOptsFor(&next))
+		decisions[i] = Decide(g, st, s.decideOptsFor(&next))
 		if decisions[i].Allow {
 			s.apply(m, &next)
 		}
 	}
-	v := batch(decisions)
+	v := Batch(decisions)
 	if v.Allow && !prepare {
 		// After a USE the server may still be on the old database (it may
 		// have refused the USE): keep both possible until the listener
@@ -485,17 +485,17 @@ func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
 		s.st = next
 	}
 	if s.o.Cache != nil && !stateful {
-		s.o.Cache.put(key, g, v)
+		s.o.Cache.Put(key, g, v)
 	}
 	return v
 }
 
-func (s *MySQLSession) decideOptsFor(st *myState) *decideOpts {
+func (s *MySQLSession) decideOptsFor(st *myState) *DecideOptions {
 	def := ""
 	if len(st.dbs) > 0 {
 		def = st.dbs[0]
 	}
-	return &decideOpts{dialect: "mysql", defaultSchema: def, databases: s.s.databases}
+	return &DecideOptions{FoldFunctions: true, DefaultSchema: def, Databases: s.s.databases}
 }
 
 func (st myState) clone() myState {
@@ -520,11 +520,11 @@ func (s *MySQLSession) unparseable(sql string, err error, prepare bool) Verdict 
 		}
 		syn := mySyntaxAt(sql, pe.start, pos, s.s.lex)
 		near := syn.Msg[strings.Index(syn.Msg, " near '")+1:]
-		v := refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL (syntax error "+oneLine(near)+"), so none of it was run")
+		v := refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL (syntax error "+OneLine(near)+"), so none of it was run")
 		v.Statements[0].Syntax = syn
 		return v
 	}
-	return refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL ("+oneLine(err.Error())+"), so none of it was run")
+	return refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL ("+OneLine(err.Error())+"), so none of it was run")
 }
 
 // refuseMessage refuses a whole message with one decision.
@@ -542,30 +542,6 @@ func myLexReason(e *myLexError) string {
 	return "airlock could not parse this message as MySQL SQL (" + e.msg + fmt.Sprintf(" at position %d", e.pos+1) + "), so none of it was run"
 }
 
-// batch makes a verdict all or nothing; see Postgres.
-func batch(ds []Decision) Verdict {
-	v := Verdict{Allow: true, Statements: ds}
-	refused := 0
-	for i, d := range ds {
-		if !d.Allow {
-			refused = i + 1
-			break
-		}
-	}
-	if refused == 0 {
-		return v
-	}
-	v.Allow = false
-	for i := range v.Statements {
-		d := &v.Statements[i]
-		if d.Allow {
-			d.Allow, d.Rule = false, "batch"
-			d.Reason = fmt.Sprintf("not executed: statement %d of this message was refused", refused)
-		}
-	}
-	return v
-}
-
 // resolve turns a classified statement into one the policy can decide on,
 // with the session's state: its tables resolved against the possible
 // current databases, EXECUTE replaced by what was prepared.
@@ -573,8 +549,8 @@ func (s *MySQLSession) resolve(m *myStmt, st *myState, prepare bool) *Statement 
 	a := m.a
 	out := &Statement{Text: m.text}
 	if prepare && a.op != myOpNone {
-		out.f = a.f
-		out.f.refusal, out.f.refusalRule = m.kind+" cannot be prepared through airlock; send it as a plain query", "indirection"
+		out.Facts = a.f
+		out.Facts.Refusal, out.Facts.RefusalRule = m.kind+" cannot be prepared through airlock; send it as a plain query", "indirection"
 		out.Class = s.classOf(m.kind, out, a, st.dbs)
 		return out
 	}
@@ -585,22 +561,22 @@ func (s *MySQLSession) resolve(m *myStmt, st *myState, prepare bool) *Statement 
 			inner, why = nil, "PREPARE "+a.opName+": prepared "+strconv.Itoa(maxCandidates)+" times without DEALLOCATE; deallocate it first"
 		}
 		if inner == nil {
-			out.f = a.f
-			out.f.refusal, out.f.refusalRule = why, "indirection"
+			out.Facts = a.f
+			out.Facts.Refusal, out.Facts.RefusalRule = why, "indirection"
 			out.Class = s.classOf(m.kind, out, a, st.dbs)
 			return out
 		}
-		out.f = inner.a.f
-		if out.f.own > AccessRead {
-			out.f.ownWhy = "PREPARE of " + inner.kind
+		out.Facts = inner.a.f
+		if out.Facts.Own > AccessRead {
+			out.Facts.OwnWhy = "PREPARE of " + inner.kind
 		}
 		out.Class = s.classOf(m.kind, out, inner.a, st.dbs)
 		return out
 	case myOpExecute:
 		p := combinePrepared(st.prepared[a.opName])
 		if p == nil {
-			out.f = a.f
-			out.f.refusal, out.f.refusalRule = "EXECUTE "+a.opName+": no statement of that name was prepared in this session through airlock, so airlock cannot tell what it runs; PREPARE it again", "indirection"
+			out.Facts = a.f
+			out.Facts.Refusal, out.Facts.RefusalRule = "EXECUTE "+a.opName+": no statement of that name was prepared in this session through airlock, so airlock cannot tell what it runs; PREPARE it again", "indirection"
 			out.Class = s.classOf(m.kind, out, a, st.dbs)
 			return out
 		}
@@ -610,10 +586,10 @@ func (s *MySQLSession) resolve(m *myStmt, st *myState, prepare bool) *Statement 
 				dbs = append(dbs, d)
 			}
 		}
-		out.f = p.stmt.a.f
-		out.f.needs = append(slices.Clone(out.f.needs), a.f.needs...)
-		if out.f.own > AccessRead {
-			out.f.ownWhy = "EXECUTE of " + p.stmt.kind
+		out.Facts = p.stmt.a.f
+		out.Facts.Needs = append(slices.Clone(out.Facts.Needs), a.f.Needs...)
+		if out.Facts.Own > AccessRead {
+			out.Facts.OwnWhy = "EXECUTE of " + p.stmt.kind
 		}
 		out.Class = s.classOf(m.kind, out, p.stmt.a, dbs)
 		return out
@@ -626,7 +602,7 @@ func (s *MySQLSession) resolve(m *myStmt, st *myState, prepare bool) *Statement 
 		cp.tables = append([]myTable{t}, a.tables...)
 		a = &cp
 	}
-	out.f = a.f
+	out.Facts = a.f
 	out.Class = s.classOf(m.kind, out, a, st.dbs)
 	return out
 }
@@ -638,7 +614,7 @@ func (s *MySQLSession) prepareInner(text string) (*myStmt, string) {
 	case lerr != nil:
 		return nil, "PREPARE: " + myLexReason(lerr)
 	case err != nil:
-		return nil, "PREPARE: airlock could not parse the prepared statement (" + oneLine(err.Error()) + ")"
+		return nil, "PREPARE: airlock could not parse the prepared statement (" + OneLine(err.Error()) + ")"
 	case len(stmts) != 1:
 		return nil, "PREPARE: a prepared statement must hold exactly one statement"
 	case stmts[0].a.op != myOpNone:
@@ -660,16 +636,16 @@ func combinePrepared(cands []*myPrepared) *myPrepared {
 	var kinds, dbs []string
 	for _, c := range cands {
 		ca := c.stmt.a
-		off := len(a.f.funcs)
-		a.f.funcs = append(a.f.funcs, ca.f.funcs...)
-		for _, n := range ca.f.needs {
-			if n.fn >= 0 {
-				n.fn += off
+		off := len(a.f.Funcs)
+		a.f.Funcs = append(a.f.Funcs, ca.f.Funcs...)
+		for _, n := range ca.f.Needs {
+			if n.Fn >= 0 {
+				n.Fn += off
 			}
-			a.f.needs = append(a.f.needs, n)
+			a.f.Needs = append(a.f.Needs, n)
 		}
-		if ca.f.own > a.f.own {
-			a.f.own = ca.f.own
+		if ca.f.Own > a.f.Own {
+			a.f.Own = ca.f.Own
 		}
 		a.tables = append(a.tables, ca.tables...)
 		a.dbs = append(a.dbs, ca.dbs...)
@@ -677,8 +653,8 @@ func combinePrepared(cands []*myPrepared) *myPrepared {
 			dst *string
 			src string
 		}{
-			{&a.f.unresolved, ca.f.unresolved}, {&a.f.unfiltered, ca.f.unfiltered}, {&a.f.drops, ca.f.drops},
-			{&a.f.serverFiles, ca.f.serverFiles}, {&a.f.fileLoad, ca.f.fileLoad},
+			{&a.f.Unresolved, ca.f.Unresolved}, {&a.f.Unfiltered, ca.f.Unfiltered}, {&a.f.Drops, ca.f.Drops},
+			{&a.f.ServerFiles, ca.f.ServerFiles}, {&a.f.FileLoad, ca.f.FileLoad},
 		} {
 			if *x.dst == "" {
 				*x.dst = x.src
@@ -699,28 +675,28 @@ func combinePrepared(cands []*myPrepared) *myPrepared {
 // classOf fills the statement's resolved tables and database checks from
 // the analysis, and gives its Classification.
 func (s *MySQLSession) classOf(kind string, out *Statement, a *myAnalysis, dbs []string) Classification {
-	f := &out.f
-	f.tables = nil
+	f := &out.Facts
+	f.Tables = nil
 	var read, written, funcs []string
 	for _, t := range a.tables {
 		candidates := []string{t.db}
 		if t.db == "" {
 			candidates = dbs
 			if len(dbs) == 0 {
-				if f.unresolved == "" {
-					f.unresolved = "no database is selected, so " + t.name + " names no table"
+				if f.Unresolved == "" {
+					f.Unresolved = "no database is selected, so " + t.name + " names no table"
 				}
 				continue
 			}
 		}
 		for i, db := range candidates {
-			ref := tableRef{schema: db, name: t.name, written: t.written, system: strings.EqualFold(db, "information_schema")}
-			f.tables = append(f.tables, ref)
-			if !s.databaseAllowed(db) && f.database == "" {
-				f.database = db
-				f.databaseWhat = "reads a table in"
+			ref := TableRef{Schema: db, Name: t.name, Written: t.written, System: strings.EqualFold(db, "information_schema")}
+			f.Tables = append(f.Tables, ref)
+			if !s.databaseAllowed(db) && f.Database == "" {
+				f.Database = db
+				f.DatabaseWhat = "reads a table in"
 				if t.written {
-					f.databaseWhat = "writes a table in"
+					f.DatabaseWhat = "writes a table in"
 				}
 			}
 			if i == 0 {
@@ -733,25 +709,25 @@ func (s *MySQLSession) classOf(kind string, out *Statement, a *myAnalysis, dbs [
 		}
 	}
 	for _, db := range a.dbs {
-		if !s.databaseAllowed(db) && f.database == "" {
-			f.database, f.databaseWhat = db, "reaches"
+		if !s.databaseAllowed(db) && f.Database == "" {
+			f.Database, f.DatabaseWhat = db, "reaches"
 			if a.op == myOpUse {
-				f.databaseWhat = "switches to"
+				f.DatabaseWhat = "switches to"
 			}
 		}
 	}
 	if len(a.calls) > 0 {
 		// A CALL no resolver decided.
-		f.needs = append(slices.Clone(f.needs), need{level: AccessAdmin, why: "CALL runs a procedure airlock cannot inspect", fn: -1})
-		if f.unresolved == "" {
-			f.unresolved = "CALL runs a procedure that may touch any table"
+		f.Needs = append(slices.Clone(f.Needs), Need{Level: AccessAdmin, Why: "CALL runs a procedure airlock cannot inspect", Fn: -1})
+		if f.Unresolved == "" {
+			f.Unresolved = "CALL runs a procedure that may touch any table"
 		}
 	}
-	for i := range f.funcs {
-		funcs = append(funcs, f.funcs[i].display())
+	for i := range f.Funcs {
+		funcs = append(funcs, f.Funcs[i].Display())
 	}
 	c := Classification{Kind: kind, TablesRead: sortedSet(read), TablesWritten: sortedSet(written), Functions: sortedSet(funcs)}
-	c.Required, c.Why = f.required()
+	c.Required, c.Why = f.Required()
 	return c
 }
 

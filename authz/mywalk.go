@@ -136,9 +136,9 @@ func (a *myAnalysis) filtered(kind string, where ast.ExprNode, refs *ast.TableRe
 		return
 	}
 	if where == nil {
-		a.f.unfiltered = kind + " without WHERE"
+		a.f.Unfiltered = kind + " without WHERE"
 	} else {
-		a.f.unfiltered = kind + " whose WHERE clause reads no column"
+		a.f.Unfiltered = kind + " whose WHERE clause reads no column"
 	}
 }
 
@@ -213,8 +213,8 @@ func (a *myAnalysis) node(x any) bool {
 				a.need(AccessWrite, strings.ToUpper(n.LockInfo.LockType.String())+" takes row locks")
 			}
 			if n.SelectIntoOpt != nil && n.SelectIntoOpt.Tp != ast.SelectIntoVars {
-				a.f.serverFiles = "SELECT INTO OUTFILE and DUMPFILE write the database server's files"
-				a.need(AccessAdmin, a.f.serverFiles)
+				a.f.ServerFiles = "SELECT INTO OUTFILE and DUMPFILE write the database server's files"
+				a.need(AccessAdmin, a.f.ServerFiles)
 			}
 		}
 		if n.LockInfo != nil {
@@ -290,12 +290,12 @@ func (a *myAnalysis) table(n *ast.TableName) {
 
 func (a *myAnalysis) funcCall(n *ast.FuncCallExpr) {
 	fu := myFuncEffect(n.Schema.O, n.FnName.L)
-	a.f.funcs = append(a.f.funcs, fu.use)
+	a.f.Funcs = append(a.f.Funcs, fu.use)
 	if fu.serverFiles != "" && !a.planOnly {
-		a.f.serverFiles = fu.serverFiles
+		a.f.ServerFiles = fu.serverFiles
 	}
-	if fu.use.level > AccessRead {
-		a.f.needs = append(a.f.needs, need{level: fu.use.level, why: fu.why, fn: len(a.f.funcs) - 1})
+	if fu.use.Level > AccessRead {
+		a.f.Needs = append(a.f.Needs, Need{Level: fu.use.Level, Why: fu.why, Fn: len(a.f.Funcs) - 1})
 	}
 }
 

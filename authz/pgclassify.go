@@ -12,9 +12,9 @@ import (
 // and in the analysis what is inside.
 func classify(stmt *pg_query.Node) (kind string, a *analysis) {
 	a = &analysis{}
-	kind, a.f.own, a.f.ownWhy = a.statement(stmt, scope{})
-	if dropKind(kind) && a.f.drops == "" {
-		a.f.drops = kind + " drops it and everything in it"
+	kind, a.f.Own, a.f.OwnWhy = a.statement(stmt, scope{})
+	if dropKind(kind) && a.f.Drops == "" {
+		a.f.Drops = kind + " drops it and everything in it"
 	}
 	return kind, a
 }
@@ -138,7 +138,7 @@ func (a *analysis) copyStmt(n *pg_query.CopyStmt, sc scope) (kind string, level 
 		level, why = AccessAdmin, "COPY TO a file writes the database server's files"
 	}
 	if n.IsProgram || n.Filename != "" {
-		a.f.serverFiles = why
+		a.f.ServerFiles = why
 	}
 	a.children(n.ProtoReflect(), sc.inside("a subquery"), "query")
 	return "COPY", level, why, true

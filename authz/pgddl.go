@@ -27,7 +27,7 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 		for _, c := range n.Cmds {
 			switch c.GetAlterTableCmd().GetSubtype() {
 			case pg_query.AlterTableType_AT_DropColumn:
-				a.f.drops = "ALTER " + objName(n.Objtype) + " DROP COLUMN drops a column and its values"
+				a.f.Drops = "ALTER " + objName(n.Objtype) + " DROP COLUMN drops a column and its values"
 			case pg_query.AlterTableType_AT_ChangeOwner:
 				return kind, AccessAdmin, "changing an owner changes privileges", true
 			}
@@ -59,7 +59,7 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 			}
 		}
 		if n.RemoveType == pg_query.ObjectType_OBJECT_SCHEMA {
-			a.f.unresolved = "DROP SCHEMA drops every table in the schema"
+			a.f.Unresolved = "DROP SCHEMA drops every table in the schema"
 		}
 		if adminObject(n.RemoveType) {
 			return kind, AccessAdmin, "", true
@@ -76,12 +76,12 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 		return objectLevel("ALTER "+objName(n.ObjectType), n.ObjectType)
 	case *pg_query.CommentStmt:
 		if isRelation(n.Objtype) || n.Objtype == pg_query.ObjectType_OBJECT_COLUMN {
-			a.f.unresolved = "COMMENT names its table as an object, not as a table"
+			a.f.Unresolved = "COMMENT names its table as an object, not as a table"
 		}
 		return objectLevel("COMMENT", n.Objtype)
 	case *pg_query.CreateSchemaStmt:
 		if len(n.SchemaElts) > 0 {
-			a.f.unresolved = "CREATE SCHEMA creates its tables in the new schema"
+			a.f.Unresolved = "CREATE SCHEMA creates its tables in the new schema"
 		}
 		return d("CREATE SCHEMA")
 	case *pg_query.CreateTrigStmt:
@@ -141,14 +141,14 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 	case *pg_query.CreateTransformStmt:
 		return d("CREATE TRANSFORM")
 	case *pg_query.ImportForeignSchemaStmt:
-		a.f.unresolved = "IMPORT FOREIGN SCHEMA creates tables it does not name"
+		a.f.Unresolved = "IMPORT FOREIGN SCHEMA creates tables it does not name"
 		return d("IMPORT FOREIGN SCHEMA")
 	case *pg_query.VacuumStmt:
 		for _, r := range n.Rels {
 			a.markWritten(r.GetVacuumRelation().GetRelation())
 		}
 		if len(n.Rels) == 0 {
-			a.f.unresolved = "without a table list it acts on every table"
+			a.f.Unresolved = "without a table list it acts on every table"
 		}
 		if n.IsVacuumcmd {
 			return d("VACUUM")
@@ -157,13 +157,13 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 	case *pg_query.ClusterStmt:
 		a.markWritten(n.Relation)
 		if n.Relation == nil {
-			a.f.unresolved = "without a table it acts on every clustered table"
+			a.f.Unresolved = "without a table it acts on every clustered table"
 		}
 		return d("CLUSTER")
 	case *pg_query.ReindexStmt:
 		a.markWritten(n.Relation)
 		if n.Relation == nil {
-			a.f.unresolved = "REINDEX of a schema, database or system acts on every table in it"
+			a.f.Unresolved = "REINDEX of a schema, database or system acts on every table in it"
 		}
 		return d("REINDEX")
 	}
@@ -177,7 +177,7 @@ func (a *analysis) admin(m protoreflect.Message) (kind string, level Access, why
 	switch n := m.Interface().(type) {
 	case *pg_query.GrantStmt:
 		if n.Targtype != pg_query.GrantTargetType_ACL_TARGET_OBJECT {
-			a.f.unresolved = "it acts on every table of a schema"
+			a.f.Unresolved = "it acts on every table of a schema"
 		}
 		if n.IsGrant {
 			return ad("GRANT")
@@ -219,7 +219,7 @@ func (a *analysis) admin(m protoreflect.Message) (kind string, level Access, why
 	case *pg_query.AlterTableSpaceOptionsStmt:
 		return ad("ALTER TABLESPACE")
 	case *pg_query.AlterTableMoveAllStmt:
-		a.f.unresolved = "it moves every table of a tablespace"
+		a.f.Unresolved = "it moves every table of a tablespace"
 		return ad("ALTER TABLE")
 	case *pg_query.CreateSubscriptionStmt:
 		return ad("CREATE SUBSCRIPTION")
@@ -258,10 +258,10 @@ func (a *analysis) admin(m protoreflect.Message) (kind string, level Access, why
 	case *pg_query.AlterOwnerStmt:
 		return "ALTER " + objName(n.ObjectType), AccessAdmin, "changing an owner changes privileges", true
 	case *pg_query.DropOwnedStmt:
-		a.f.unresolved = "it drops every object a role owns"
+		a.f.Unresolved = "it drops every object a role owns"
 		return ad("DROP OWNED")
 	case *pg_query.ReassignOwnedStmt:
-		a.f.unresolved = "it acts on every object a role owns"
+		a.f.Unresolved = "it acts on every object a role owns"
 		return ad("REASSIGN OWNED")
 	case *pg_query.AlterSystemStmt:
 		return ad("ALTER SYSTEM")
@@ -270,10 +270,10 @@ func (a *analysis) admin(m protoreflect.Message) (kind string, level Access, why
 	case *pg_query.CheckPointStmt:
 		return ad("CHECKPOINT")
 	case *pg_query.DoStmt:
-		a.f.unresolved = "a DO block may touch any table"
+		a.f.Unresolved = "a DO block may touch any table"
 		return "DO", AccessAdmin, "a DO block runs code airlock cannot inspect", true
 	case *pg_query.CallStmt:
-		a.f.unresolved = "a procedure may touch any table"
+		a.f.Unresolved = "a procedure may touch any table"
 		return "CALL", AccessAdmin, "CALL runs a procedure airlock cannot inspect", true
 	}
 	return "", 0, "", false

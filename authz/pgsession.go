@@ -49,7 +49,7 @@ type pgPrepared struct {
 	kind string
 	// text is the PREPARE (or the Parse's query) that made it.
 	text string
-	f    facts
+	f    Facts
 }
 
 // NewPGSession starts the authorizer's state for one client session.
@@ -94,11 +94,11 @@ func (s *PGSession) Prepared(g *Grant, name string) (v Verdict, ok bool) {
 		return Verdict{}, false
 	}
 	st := &Statement{Text: cands[len(cands)-1].text, Class: Classification{Kind: "EXECUTE"}}
-	st.f.own = AccessRead
+	st.Facts.Own = AccessRead
 	for _, c := range cands {
 		st.mergeExecuted(c)
 	}
-	d := decide(g, st, &decideOpts{dialect: "postgres", defaultSchema: s.schema()})
+	d := Decide(g, st, &DecideOptions{FoldPatterns: true, DefaultSchema: s.schema()})
 	return Verdict{Allow: d.Allow, Statements: []Decision{d}}, true
 }
 
@@ -112,12 +112,12 @@ func (s *PGSession) schema() string {
 func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	opts := &decideOpts{dialect: "postgres", defaultSchema: s.schema()}
-	var key cacheKey
+	opts := &DecideOptions{FoldPatterns: true, DefaultSchema: s.schema()}
+	var key CacheKey
 	cache := s.o.Cache
 	if cache != nil && !(parse && name != "") {
-		key = cacheKey{settings: "postgres|" + opts.defaultSchema, text: sql, grant: grantID(g), prepare: parse}
-		if v, ok := cache.get(key, g); ok {
+		key = CacheKey{Settings: "postgres|" + opts.DefaultSchema, Text: sql, Prepare: parse}
+		if v, ok := cache.Get(key, g); ok {
 			return v
 		}
 	}
@@ -143,7 +143,7 @@ func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 	for i := range stmts {
 		m := &stmts[i]
 		a := m.a
-		st := m.resolve(opts.defaultSchema)
+		st := m.resolve(opts.DefaultSchema)
 		if a.exec != "" || a.prepName != "" || a.dealloc != "" || a.deallocAll {
 			stateful = true
 		}
@@ -152,10 +152,10 @@ func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 			ok = ok && len(p) > 0
 			switch {
 			case s.stateless && !ok:
-				st.f.refusal, st.f.refusalRule = "EXECUTE "+a.exec+": airlock cannot tell what a prepared statement runs without the session's state; "+
+				st.Facts.Refusal, st.Facts.RefusalRule = "EXECUTE "+a.exec+": airlock cannot tell what a prepared statement runs without the session's state; "+
 					"PREPARE and EXECUTE it in one session through airlock, or use the extended protocol", "indirection"
 			case !ok:
-				st.f.refusal, st.f.refusalRule = "EXECUTE "+a.exec+": no statement of that name was prepared in this session through airlock, so airlock cannot tell what it runs; PREPARE it again", "indirection"
+				st.Facts.Refusal, st.Facts.RefusalRule = "EXECUTE "+a.exec+": no statement of that name was prepared in this session through airlock, so airlock cannot tell what it runs; PREPARE it again", "indirection"
 			default:
 				for _, c := range p {
 					st.mergeExecuted(c)
@@ -164,11 +164,11 @@ func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 		}
 		for _, n := range []string{a.prepName, name} {
 			if n != "" && len(prepared[n]) >= maxCandidates {
-				st.f.refusal, st.f.refusalRule = "prepared statement "+n+" was prepared "+strconv.Itoa(maxCandidates)+" times without DEALLOCATE or Close; deallocate it first", "indirection"
+				st.Facts.Refusal, st.Facts.RefusalRule = "prepared statement "+n+" was prepared "+strconv.Itoa(maxCandidates)+" times without DEALLOCATE or Close; deallocate it first", "indirection"
 			}
 		}
 		resolved[i] = st
-		decisions[i] = decide(g, st, opts)
+		decisions[i] = Decide(g, st, opts)
 		if !decisions[i].Allow {
 			continue
 		}
@@ -187,20 +187,20 @@ func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 		case a.dealloc != "":
 			delete(prepared, a.dealloc)
 		case a.prepName != "":
-			f := st.f
-			f.own, f.ownWhy = a.prepOwn, ""
+			f := st.Facts
+			f.Own, f.OwnWhy = a.prepOwn, ""
 			prepared[a.prepName] = append(slices.Clone(prepared[a.prepName]), &pgPrepared{kind: a.prepKind, text: m.text, f: f})
 		}
 		if parse && name != "" {
-			prepared[name] = append(slices.Clone(prepared[name]), &pgPrepared{kind: m.kind, text: m.text, f: st.f})
+			prepared[name] = append(slices.Clone(prepared[name]), &pgPrepared{kind: m.kind, text: m.text, f: st.Facts})
 		}
 	}
-	v := batch(decisions)
+	v := Batch(decisions)
 	if v.Allow && changed {
 		s.prepared = prepared
 	}
 	if cache != nil && !stateful && !(parse && name != "") {
-		cache.put(key, g, v)
+		cache.Put(key, g, v)
 	}
 	return v
 }
@@ -208,43 +208,43 @@ func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 // mergeExecuted adds to an EXECUTE (or EXPLAIN ANALYZE EXECUTE, or CREATE
 // TABLE AS EXECUTE) what the prepared statement needs.
 func (st *Statement) mergeExecuted(p *pgPrepared) {
-	f := &st.f
-	off := len(f.funcs)
-	f.funcs = append(slices.Clone(f.funcs), p.f.funcs...)
-	needs := slices.Clone(f.needs)
-	if p.f.own > AccessRead {
-		needs = append(needs, need{level: p.f.own, why: "EXECUTE of " + p.kind, fn: -1})
+	f := &st.Facts
+	off := len(f.Funcs)
+	f.Funcs = append(slices.Clone(f.Funcs), p.f.Funcs...)
+	needs := slices.Clone(f.Needs)
+	if p.f.Own > AccessRead {
+		needs = append(needs, Need{Level: p.f.Own, Why: "EXECUTE of " + p.kind, Fn: -1})
 	}
-	for _, n := range p.f.needs {
-		if n.fn >= 0 {
-			n.fn += off
+	for _, n := range p.f.Needs {
+		if n.Fn >= 0 {
+			n.Fn += off
 		}
 		needs = append(needs, n)
 	}
-	f.needs = needs
-	f.tables = append(slices.Clone(f.tables), p.f.tables...)
+	f.Needs = needs
+	f.Tables = append(slices.Clone(f.Tables), p.f.Tables...)
 	for _, x := range []struct {
 		dst *string
 		src string
 	}{
-		{&f.unresolved, p.f.unresolved}, {&f.unfiltered, p.f.unfiltered}, {&f.drops, p.f.drops},
-		{&f.serverFiles, p.f.serverFiles},
+		{&f.Unresolved, p.f.Unresolved}, {&f.Unfiltered, p.f.Unfiltered}, {&f.Drops, p.f.Drops},
+		{&f.ServerFiles, p.f.ServerFiles},
 	} {
 		if *x.dst == "" {
 			*x.dst = x.src
 		}
 	}
 	var read, written, funcs []string
-	for _, t := range f.tables {
-		if t.written {
+	for _, t := range f.Tables {
+		if t.Written {
 			written = append(written, t.String())
 		} else {
 			read = append(read, t.String())
 		}
 	}
-	for i := range f.funcs {
-		funcs = append(funcs, f.funcs[i].display())
+	for i := range f.Funcs {
+		funcs = append(funcs, f.Funcs[i].Display())
 	}
 	st.Class.TablesRead, st.Class.TablesWritten, st.Class.Functions = sortedSet(read), sortedSet(written), sortedSet(funcs)
-	st.Class.Required, st.Class.Why = f.required()
+	st.Class.Required, st.Class.Why = f.Required()
 }

@@ -18,9 +18,9 @@ type StartupParam struct {
 // message, the verdict is all or nothing: when one is refused, the others
 // are refused too with Rule "batch", and the session must not start.
 func PostgresStartup(g *Grant, params []StartupParam, o PGOptions) Verdict {
-	opts := &decideOpts{dialect: "postgres", defaultSchema: o.DefaultSchema}
-	if opts.defaultSchema == "" {
-		opts.defaultSchema = defaultPGSchema
+	opts := &DecideOptions{FoldPatterns: true, DefaultSchema: o.DefaultSchema}
+	if opts.DefaultSchema == "" {
+		opts.DefaultSchema = defaultPGSchema
 	}
 	ds := make([]Decision, len(params))
 	refused := -1
@@ -32,7 +32,7 @@ func PostgresStartup(g *Grant, params []StartupParam, o PGOptions) Verdict {
 		}}}
 		kind, a := classify(set)
 		m := pgStmt{text: StartupText(p), kind: kind, a: a}
-		ds[i] = decide(g, m.resolve(opts.defaultSchema), opts)
+		ds[i] = Decide(g, m.resolve(opts.DefaultSchema), opts)
 		if !ds[i].Allow && refused < 0 {
 			refused = i
 		}

@@ -20,7 +20,7 @@ type analysis struct {
 	// statement (a nested DELETE, a function call, a row lock), guardrail
 	// facts, and the refusal of what airlock cannot see into. The
 	// statement's own level is kept by the caller.
-	f facts
+	f Facts
 	// rels are the relations named, before resolution against the
 	// default schema.
 	rels []pgRel
@@ -74,15 +74,15 @@ func (sc scope) inside(where string) scope {
 // need records that something inside the statement requires level.
 func (a *analysis) need(level Access, why string) {
 	if level > AccessRead {
-		a.f.needs = append(a.f.needs, need{level: level, why: why, fn: -1})
+		a.f.Needs = append(a.f.Needs, Need{Level: level, Why: why, Fn: -1})
 	}
 }
 
 // refuse refuses the statement under every grant, for the first reason
 // found.
 func (a *analysis) refuse(why string) {
-	if a.f.refusal == "" {
-		a.f.refusal, a.f.refusalRule = why, "indirection"
+	if a.f.Refusal == "" {
+		a.f.Refusal, a.f.RefusalRule = why, "indirection"
 	}
 }
 
@@ -242,14 +242,14 @@ func (a *analysis) dml(kind string, target *pg_query.RangeVar, sc scope) {
 // clause, or one that reads no column (WHERE true, WHERE 1 = 1), which
 // filters all rows or none. WHERE CURRENT OF changes one row.
 func (a *analysis) filtered(kind string, where *pg_query.Node, sc scope) {
-	if sc.planOnly || a.f.unfiltered != "" {
+	if sc.planOnly || a.f.Unfiltered != "" {
 		return
 	}
 	switch {
 	case where == nil:
-		a.f.unfiltered = kind + " without WHERE"
+		a.f.Unfiltered = kind + " without WHERE"
 	case !readsColumn(nodeMessage(where)):
-		a.f.unfiltered = kind + " whose WHERE clause reads no column"
+		a.f.Unfiltered = kind + " whose WHERE clause reads no column"
 	}
 }
 
@@ -340,16 +340,16 @@ func (a *analysis) funcCall(fc *pg_query.FuncCall, sc scope) {
 	schema, name := splitFuncName(fc.Funcname)
 	e := funcCallEffect(schema, name, fc.Args)
 	counts := !sc.planOnly || e.plannerMayRun
-	use := funcUse{schema: schema, name: name, level: AccessRead, opaque: e.opaque, lowerable: e.level == AccessWrite}
+	use := FuncUse{Schema: schema, Name: name, Level: AccessRead, Opaque: e.opaque, Lowerable: e.level == AccessWrite}
 	if counts {
-		use.level = e.level
+		use.Level = e.level
 		if e.serverFiles {
-			a.f.serverFiles = e.why
+			a.f.ServerFiles = e.why
 		}
 	}
-	a.f.funcs = append(a.f.funcs, use)
+	a.f.Funcs = append(a.f.Funcs, use)
 	if counts && e.level > AccessRead {
-		a.f.needs = append(a.f.needs, need{level: e.level, why: e.why, fn: len(a.f.funcs) - 1})
+		a.f.Needs = append(a.f.Needs, Need{Level: e.level, Why: e.why, Fn: len(a.f.Funcs) - 1})
 	}
 }
 
@@ -393,15 +393,6 @@ func (a *analysis) operator(parts []*pg_query.Node) {
 	// An operator is a function call in disguise: one airlock does not
 	// know may read any table, like an unknown function. It cannot be
 	// listed with --function.
-	a.f.funcs = append(a.f.funcs, funcUse{name: display, level: AccessWrite, opaque: true})
-	a.f.needs = append(a.f.needs, need{level: AccessWrite, why: "uses operator " + display + ", which is not known to be read-only", fn: len(a.f.funcs) - 1})
-}
-
-// sortedSet sorts and deduplicates in place.
-func sortedSet(s []string) []string {
-	if len(s) == 0 {
-		return nil
-	}
-	slices.Sort(s)
-	return slices.Compact(s)
+	a.f.Funcs = append(a.f.Funcs, FuncUse{Name: display, Level: AccessWrite, Opaque: true})
+	a.f.Needs = append(a.f.Needs, Need{Level: AccessWrite, Why: "uses operator " + display + ", which is not known to be read-only", Fn: len(a.f.Funcs) - 1})
 }

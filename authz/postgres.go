@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -27,17 +28,6 @@ func (e *parseError) Error() string {
 		return fmt.Sprintf("authz: postgres: %s at position %d", e.msg, e.cursor)
 	}
 	return "authz: postgres: " + e.msg
-}
-
-// Statement is one statement of a client message as the classifier read
-// it, before any grant is applied.
-type Statement struct {
-	// Text is the statement's slice of the message, trimmed of surrounding
-	// whitespace.
-	Text  string
-	Class Classification
-	// f is what the grant's scope and guardrails act on.
-	f facts
 }
 
 // pgStmt is one statement as the classifier read it, before the session's
@@ -195,43 +185,55 @@ func unparseablePG(sql string, err error) Verdict {
 // resolve applies the default schema to a classified statement.
 func (m *pgStmt) resolve(defSchema string) *Statement {
 	a := m.a
-	st := &Statement{Text: m.text, f: a.f}
-	f := &st.f
-	f.tables = make([]tableRef, 0, len(a.rels))
+	st := &Statement{Text: m.text, Facts: a.f}
+	f := &st.Facts
+	f.Tables = make([]TableRef, 0, len(a.rels))
 	var read, written, funcs []string
 	for _, r := range a.rels {
-		ref := tableRef{schema: r.schema, name: r.name, written: r.written}
+		ref := TableRef{Schema: r.schema, Name: r.name, Written: r.written}
 		switch {
 		case r.catalog != "":
-			if f.unresolved == "" {
-				f.unresolved = "it names " + r.catalog + "." + r.schema + "." + r.name + " with a database"
+			if f.Unresolved == "" {
+				f.Unresolved = "it names " + r.catalog + "." + r.schema + "." + r.name + " with a database"
 			}
-			ref.schema = r.catalog + "." + r.schema
+			ref.Schema = r.catalog + "." + r.schema
 		case r.schema == "":
-			ref.schema = defSchema
+			ref.Schema = defSchema
 			if _, ok := pgCatalogRelations[r.name]; ok {
-				ref.schema = "pg_catalog"
+				ref.Schema = "pg_catalog"
 			}
 		}
-		ref.system = ref.schema == "information_schema" || ref.schema == "pg_catalog" && !has(pgCatalogData, ref.name)
-		if ref.schema == "pg_catalog" && has(pgCatalogFileViews, ref.name) && !r.written {
-			why := "reads " + ref.name + ", which shows the database server's files"
-			f.serverFiles = why
-			f.needs = append(f.needs, need{level: AccessAdmin, why: why, fn: -1})
+		ref.System = ref.Schema == "information_schema" || ref.Schema == "pg_catalog" && !has(pgCatalogData, ref.Name)
+		if ref.Schema == "pg_catalog" && has(pgCatalogFileViews, ref.Name) && !r.written {
+			why := "reads " + ref.Name + ", which shows the database server's files"
+			f.ServerFiles = why
+			f.Needs = append(f.Needs, Need{Level: AccessAdmin, Why: why, Fn: -1})
 		}
-		f.tables = append(f.tables, ref)
+		f.Tables = append(f.Tables, ref)
 		if r.written {
 			written = append(written, ref.String())
 		} else {
 			read = append(read, ref.String())
 		}
 	}
-	for i := range f.funcs {
-		if !strings.HasPrefix(f.funcs[i].name, "OPERATOR(") && f.funcs[i].name != "" {
-			funcs = append(funcs, f.funcs[i].display())
+	for i := range f.Funcs {
+		if !strings.HasPrefix(f.Funcs[i].Name, "OPERATOR(") && f.Funcs[i].Name != "" {
+			funcs = append(funcs, f.Funcs[i].Display())
 		}
 	}
 	st.Class = Classification{Kind: m.kind, TablesRead: sortedSet(read), TablesWritten: sortedSet(written), Functions: sortedSet(funcs)}
-	st.Class.Required, st.Class.Why = f.required()
+	st.Class.Required, st.Class.Why = f.Required()
 	return st
+}
+
+func unparseableReason(err error) string {
+	msg := err.Error()
+	var pe *parseError
+	if errors.As(err, &pe) {
+		msg = pe.msg
+		if pe.cursor > 0 {
+			msg += fmt.Sprintf(" at position %d", pe.cursor)
+		}
+	}
+	return "airlock could not parse this message as Postgres SQL (" + OneLine(msg) + "), so none of it was run"
 }

@@ -41,7 +41,6 @@ const (
 // refused.
 const MaxSSHCommand = 16 << 10
 
-// SingleVerdict wraps one decision as a verdict.
 func SingleVerdict(d Decision) Verdict { return Verdict{Allow: d.Allow, Statements: []Decision{d}} }
 
 // SSHCommand is the decision on an exec request.
@@ -138,7 +137,7 @@ func AuthorizeSSHExec(g *Grant, command string) SSHCommand {
 		out.Rule = RuleSSHCommand
 		fmt.Fprintf(&why, "command %s matches no --command rule", sshDisplayCommand(command))
 	}
-	fmt.Fprintf(&why, "; grant %s (%s) allows %s", sshGrantName(g), displayTask(sshTaskOf(g)), describeSSH(g))
+	fmt.Fprintf(&why, "; grant %s (%s) allows %s", sshGrantName(g), DisplayTask(sshTaskOf(g)), describeSSH(g))
 	if near != "" {
 		fmt.Fprintf(&why, " (rule %q would match, but its * stands for no option (-...) and no .. path element: write -* to allow options)", near)
 	}
@@ -150,7 +149,7 @@ func AuthorizeSSHExec(g *Grant, command string) SSHCommand {
 		suggest = RawPrefix + text
 	}
 	if !strings.ContainsFunc(suggest, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		fmt.Fprintf(&why, ". To run it, request a grant with --command %s: %s", shellQuote(suggest), requestFor(g, "--command "+shellQuote(suggest)))
+		fmt.Fprintf(&why, ". To run it, request a grant with --command %s: %s", ShellQuote(suggest), RequestFor(g, "--command "+ShellQuote(suggest)))
 	} else {
 		why.WriteString(". To run it, request a grant with a raw: --command rule for it")
 	}
@@ -227,23 +226,23 @@ func AuthorizeSSHShell(g *Grant) Decision {
 		return d
 	}
 	d.Reason = fmt.Sprintf("grant %s (%s) allows no interactive shell; it allows %s. To get one, request a grant with --shell: %s",
-		sshGrantName(g), displayTask(sshTaskOf(g)), describeSSH(g), requestFor(g, "--shell"))
+		sshGrantName(g), DisplayTask(sshTaskOf(g)), describeSSH(g), RequestFor(g, "--shell"))
 	return d
 }
 
 // AuthorizeSSHPty decides a pty-req: a terminal comes with the shell.
 func AuthorizeSSHPty(g *Grant, term string) Decision {
 	d := AuthorizeSSHShell(g)
-	d.Text, d.Class.Kind = "pty "+oneLine(term), SSHPty
+	d.Text, d.Class.Kind = "pty "+OneLine(term), SSHPty
 	if !d.Allow {
-		d.Reason = fmt.Sprintf("a terminal (pty) comes only with an interactive shell: grant %s allows none; run commands without -t, or request a grant with --shell: %s", sshGrantName(g), requestFor(g, "--shell"))
+		d.Reason = fmt.Sprintf("a terminal (pty) comes only with an interactive shell: grant %s allows none; run commands without -t, or request a grant with --shell: %s", sshGrantName(g), RequestFor(g, "--shell"))
 	}
 	return d
 }
 
 // AuthorizeSSHSubsystem decides a subsystem request; sftp follows --files.
 func AuthorizeSSHSubsystem(g *Grant, name string) Decision {
-	d := Decision{Text: "subsystem " + oneLine(name), Rule: RuleSSHFiles, Class: Classification{Kind: SSHSubsystem}}
+	d := Decision{Text: "subsystem " + OneLine(name), Rule: RuleSSHFiles, Class: Classification{Kind: SSHSubsystem}}
 	if name != "sftp" {
 		d.Rule = RuleSSHNever
 		d.Reason = fmt.Sprintf("subsystem %q is not supported through airlock (only sftp)", name)
@@ -315,7 +314,7 @@ func sshFilesDecision(g *Grant, level, text string) Decision {
 		allows = "--files " + have
 	}
 	d.Reason = fmt.Sprintf("%s needs --files %s; grant %s (%s) allows %s. To get it, request a grant with --files %s: %s",
-		what, level, sshGrantName(g), displayTask(sshTaskOf(g)), allows, level, requestFor(g, "--files "+level))
+		what, level, sshGrantName(g), DisplayTask(sshTaskOf(g)), allows, level, RequestFor(g, "--files "+level))
 	return d
 }
 
@@ -348,7 +347,7 @@ func sshForwardDecision(g *Grant, kind, verb, host string, port uint32) Decision
 		allows = "forwarding to " + strings.Join(g.SSH.Forwards, ", ")
 	}
 	d.Reason = fmt.Sprintf("port forwarding to %s is not allowed (to %s it); grant %s (%s) allows %s. To get it, request a grant with --forward %s: %s",
-		dest, verb, sshGrantName(g), displayTask(sshTaskOf(g)), allows, dest, requestFor(g, "--forward "+shellQuote(dest)))
+		dest, verb, sshGrantName(g), DisplayTask(sshTaskOf(g)), allows, dest, RequestFor(g, "--forward "+ShellQuote(dest)))
 	return d
 }
 
@@ -363,7 +362,7 @@ func sshJoinHostPort(host string, port uint32) string {
 // terminal type pass; anything else could change what a command does
 // (PATH, LD_PRELOAD, BASH_ENV, ...).
 func AuthorizeSSHEnv(name, value string) Decision {
-	d := Decision{Text: oneLine(name) + "=" + oneLine(value), Rule: RuleSSHEnv, Class: Classification{Kind: SSHEnv}}
+	d := Decision{Text: OneLine(name) + "=" + OneLine(value), Rule: RuleSSHEnv, Class: Classification{Kind: SSHEnv}}
 	if name == "LANG" || name == "TERM" || len(name) > 3 && strings.HasPrefix(name, "LC_") && sshIsAssignment(name+"=") {
 		if len(value) <= 256 && !strings.ContainsAny(value, "\x00\n") {
 			d.Allow = true
@@ -372,7 +371,7 @@ func AuthorizeSSHEnv(name, value string) Decision {
 		d.Reason = fmt.Sprintf("environment variable %s: the value is too long or holds control characters", name)
 		return d
 	}
-	d.Reason = fmt.Sprintf("environment variable %s is not passed on: only LANG, LC_* and TERM are", oneLine(name))
+	d.Reason = fmt.Sprintf("environment variable %s is not passed on: only LANG, LC_* and TERM are", OneLine(name))
 	return d
 }
 
@@ -408,7 +407,7 @@ func describeSSH(g *Grant) string {
 	if n := len(g.SSH.Commands); n > 0 {
 		qs := make([]string, 0, min(n, 5))
 		for _, c := range g.SSH.Commands[:min(n, 5)] {
-			qs = append(qs, fmt.Sprintf("%q", oneLine(c)))
+			qs = append(qs, fmt.Sprintf("%q", OneLine(c)))
 		}
 		if n > 5 {
 			qs = append(qs, fmt.Sprintf("and %d more", n-5))
@@ -446,7 +445,7 @@ func sshTaskOf(g *Grant) string {
 
 // sshDisplayCommand quotes a command for a reason, cut short.
 func sshDisplayCommand(c string) string {
-	c = oneLine(c)
+	c = OneLine(c)
 	const limit = 200
 	if len(c) > limit {
 		c = c[:limit] + "…"
