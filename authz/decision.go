@@ -73,6 +73,7 @@ type Verdict struct {
 }
 
 // SingleVerdict wraps one decision as a verdict.
+func SingleVerdict(d Decision) Verdict { return Verdict{Allow: d.Allow, Statements: []Decision{d}} }
 
 // Batch makes the verdict on a message of several statements all or
 // nothing: the server runs them as one unit (Postgres in an implicit

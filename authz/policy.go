@@ -417,3 +417,10 @@ func sortedSet(s []string) []string {
 	slices.Sort(s)
 	return slices.Compact(s)
 }
+
+// IsDropKind reports whether a statement of kind (Classification.Kind)
+// drops something (DROP ..., TRUNCATE); the classifiers then set
+// Facts.Drops, which --allow-drop is about.
+func IsDropKind(kind string) bool {
+	return strings.HasPrefix(kind, "DROP ") || kind == "TRUNCATE"
+}

@@ -1,20 +1,22 @@
-package authz
-
-// The MySQL authorizer. The MySQL listener calls, for every COM_QUERY:
+// Package mysql is the authorizer of MySQL and MariaDB SQL: it reads a
+// message with the TiDB parser (and its own lexer, for what that parser
+// does not read) into the facts package authz decides on. The MySQL
+// listener calls, for every COM_QUERY:
 //
-//	func MySQL(g *Grant, sql string, o MySQLOptions) Verdict
+//	func Query(g *authz.Grant, sql string, o Options) authz.Verdict
 //
 // or, to follow PREPARE/EXECUTE, USE and HANDLER within one client
 // session (recommended), the same on one value per client session:
 //
-//	func NewMySQLSession(o MySQLOptions) *MySQLSession
-//	func (s *MySQLSession) MySQL(g *Grant, sql string) Verdict   // COM_QUERY
-//	func (s *MySQLSession) Prepare(g *Grant, sql string) Verdict // COM_STMT_PREPARE
-//	func (s *MySQLSession) InitDB(g *Grant, db string) Verdict   // COM_INIT_DB
-//	func (s *MySQLSession) SetDatabase(db string)                // the server confirmed the current database
+//	func NewSession(o Options) *Session
+//	func (s *Session) Query(g *authz.Grant, sql string) authz.Verdict   // COM_QUERY
+//	func (s *Session) Prepare(g *authz.Grant, sql string) authz.Verdict // COM_STMT_PREPARE
+//	func (s *Session) InitDB(g *authz.Grant, db string) authz.Verdict   // COM_INIT_DB
+//	func (s *Session) SetDatabase(db string)                            // the server confirmed the current database
 //
-// and refuses COM_CHANGE_USER itself. SafeMySQLCharset says which
+// and refuses COM_CHANGE_USER itself. SafeCharset says which
 // handshake character sets the listener may accept.
+package mysql
 
 import (
 	"errors"
@@ -26,15 +28,18 @@ import (
 
 	"github.com/pingcap/tidb/pkg/parser"
 	"github.com/pingcap/tidb/pkg/parser/ast"
-	"github.com/pingcap/tidb/pkg/parser/mysql"
+	tidbmysql "github.com/pingcap/tidb/pkg/parser/mysql"
 	// The parser needs a driver for literal values; this is the one its
 	// documentation names for users outside TiDB.
 	_ "github.com/pingcap/tidb/pkg/parser/test_driver"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/elide"
 )
 
-// MySQLOptions is what the MySQL authorizer needs to know about the
+// Options is what the MySQL authorizer needs to know about the
 // resource and the session.
-type MySQLOptions struct {
+type Options struct {
 	// Database is the session's current database: unqualified table names
 	// resolve against it. Empty means none is selected; a statement
 	// naming an unqualified table then cannot be held to a table scope.
@@ -55,17 +60,17 @@ type MySQLOptions struct {
 	ServerVersion string
 	// Cache, when set, keeps decisions on whole messages (see
 	// DecisionCache); share one across sessions.
-	Cache *DecisionCache
+	Cache *authz.DecisionCache
 	// Routines, when set, reads stored procedures from the server, so a
 	// CALL in a COM_QUERY is decided by what the procedure runs; without
 	// it (and for prepared statements) CALL needs admin.
-	Routines MySQLRoutines
+	Routines Routines
 }
 
-// mySettings are MySQLOptions read once per session.
+// mySettings are Options read once per session.
 type mySettings struct {
 	lex        myLexOpts
-	parserMode mysql.SQLMode
+	parserMode tidbmysql.SQLMode
 	// badMode, when set, refuses every message: the session's sql_mode
 	// makes the server read statements in a way airlock does not.
 	badMode   string
@@ -73,7 +78,7 @@ type mySettings struct {
 	cacheKey  string
 }
 
-func readMySQLOptions(o *MySQLOptions) mySettings {
+func readMySQLOptions(o *Options) mySettings {
 	s := mySettings{lex: myLexOpts{server: parseServerVersion(o.ServerVersion)}}
 	for _, m := range strings.Split(strings.ToUpper(o.SQLMode), ",") {
 		switch m = strings.TrimSpace(m); m {
@@ -81,19 +86,19 @@ func readMySQLOptions(o *MySQLOptions) mySettings {
 			s.badMode = "sql_mode ORACLE switches MariaDB to a grammar airlock does not read"
 		case "ANSI_QUOTES", "ANSI", "MSSQL", "DB2", "POSTGRESQL", "MAXDB":
 			s.lex.ansiQuotes = true
-			s.parserMode |= mysql.ModeANSIQuotes
+			s.parserMode |= tidbmysql.ModeANSIQuotes
 		case "NO_BACKSLASH_ESCAPES":
 			s.lex.noBackslashEscapes = true
-			s.parserMode |= mysql.ModeNoBackslashEscapes
+			s.parserMode |= tidbmysql.ModeNoBackslashEscapes
 		case "IGNORE_SPACE":
-			s.parserMode |= mysql.ModeIgnoreSpace
+			s.parserMode |= tidbmysql.ModeIgnoreSpace
 		case "PIPES_AS_CONCAT":
-			s.parserMode |= mysql.ModePipesAsConcat
+			s.parserMode |= tidbmysql.ModePipesAsConcat
 		case "HIGH_NOT_PRECEDENCE":
-			s.parserMode |= mysql.ModeHighNotPrecedence
+			s.parserMode |= tidbmysql.ModeHighNotPrecedence
 		}
 		if m == "ANSI" || m == "MSSQL" || m == "DB2" || m == "POSTGRESQL" || m == "MAXDB" {
-			s.parserMode |= mysql.ModePipesAsConcat | mysql.ModeIgnoreSpace
+			s.parserMode |= tidbmysql.ModePipesAsConcat | tidbmysql.ModeIgnoreSpace
 		}
 	}
 	s.databases = o.Databases
@@ -106,16 +111,16 @@ func readMySQLOptions(o *MySQLOptions) mySettings {
 	return s
 }
 
-// MySQLSession authorizes the statements of one MySQL client session and
+// Session authorizes the statements of one MySQL client session and
 // keeps the state that later statements depend on: what each prepared
 // statement runs, the current database, the open HANDLERs. The listener
 // must use one per client session and give it every COM_QUERY, so the
 // state follows the server's. State changes only when a whole message is
 // allowed. It is safe for concurrent use, though a session's messages
 // arrive in order on one connection.
-type MySQLSession struct {
+type Session struct {
 	mu sync.Mutex
-	o  MySQLOptions
+	o  Options
 	s  mySettings
 	st myState
 }
@@ -142,32 +147,36 @@ type myPrepared struct {
 	dbs []string
 }
 
+// maxCandidates bounds the statements one name may stand for; see
+// myState.prepared.
+const maxCandidates = 4
+
 // maxPossibleDBs bounds how many databases a session keeps as possibly
 // current before it resolves unqualified names against none.
 const maxPossibleDBs = 8
 
-// NewMySQLSession starts the authorizer's state for one client session.
-func NewMySQLSession(o MySQLOptions) *MySQLSession {
-	s := &MySQLSession{o: o, s: readMySQLOptions(&o)}
+// NewSession starts the authorizer's state for one client session.
+func NewSession(o Options) *Session {
+	s := &Session{o: o, s: readMySQLOptions(&o)}
 	if o.Database != "" {
 		s.st.dbs = []string{o.Database}
 	}
 	return s
 }
 
-// MySQL decides on one client message of MySQL SQL (possibly several
+// Query decides on one client message of MySQL SQL (possibly several
 // statements separated by ';') under grant g, without session state:
 // EXECUTE of a prepared statement is refused, and HANDLER READ names a
-// table, not a handler. Listeners should prefer a MySQLSession.
-func MySQL(g *Grant, sql string, o MySQLOptions) Verdict {
-	return NewMySQLSession(o).MySQL(g, sql)
+// table, not a handler. Listeners should prefer a Session.
+func Query(g *authz.Grant, sql string, o Options) authz.Verdict {
+	return NewSession(o).Query(g, sql)
 }
 
-// MySQL decides on one COM_QUERY message under g. Every statement gets a
-// Decision and the verdict is all or nothing, as for Postgres: the server
+// Query decides on one COM_QUERY message under g. Every statement gets a
+// Decision and the verdict is all or nothing, as for Postgres (see authz.Batch): the server
 // runs the statements of a multi-statement message one after the other
 // and stops at the first error, so when any is refused none is sent.
-func (s *MySQLSession) MySQL(g *Grant, sql string) Verdict {
+func (s *Session) Query(g *authz.Grant, sql string) authz.Verdict {
 	return s.message(g, sql, false)
 }
 
@@ -177,31 +186,31 @@ func (s *MySQLSession) MySQL(g *Grant, sql string) Verdict {
 // COM_STMT_EXECUTE, where airlock does not see it. The listener keeps the
 // verdict under the statement id and re-uses it for each
 // COM_STMT_EXECUTE, as the Postgres relay does for Parse.
-func (s *MySQLSession) Prepare(g *Grant, sql string) Verdict {
+func (s *Session) Prepare(g *authz.Grant, sql string) authz.Verdict {
 	return s.message(g, sql, true)
 }
 
 // InitDB decides on COM_INIT_DB: the database must be one of the
 // resource's. Once allowed, db may be current; call SetDatabase when the
 // server's OK confirms it.
-func (s *MySQLSession) InitDB(g *Grant, db string) Verdict {
+func (s *Session) InitDB(g *authz.Grant, db string) authz.Verdict {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := &Statement{Text: db, Class: Classification{Kind: "USE", Required: AccessRead}}
+	st := &authz.Statement{Text: db, Class: authz.Classification{Kind: "USE", Required: authz.AccessRead}}
 	if !s.databaseAllowed(db) {
 		st.Facts.Database, st.Facts.DatabaseWhat = db, "switches to"
 	}
-	d := Decide(g, st, s.decideOptsFor(&s.st))
+	d := authz.Decide(g, st, s.decideOptsFor(&s.st))
 	if d.Allow {
 		s.st.dbs = addPossible(s.st.dbs, db)
 	}
-	return Verdict{Allow: d.Allow, Statements: []Decision{d}}
+	return authz.Verdict{Allow: d.Allow, Statements: []authz.Decision{d}}
 }
 
 // SetDatabase records the current database as the server reports it
 // (after COM_INIT_DB, or from session-state tracking), ending any doubt a
 // USE left.
-func (s *MySQLSession) SetDatabase(db string) {
+func (s *Session) SetDatabase(db string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.dbs = nil
@@ -218,14 +227,14 @@ func addPossible(dbs []string, db string) []string {
 	return out
 }
 
-func (s *MySQLSession) databaseAllowed(db string) bool {
+func (s *Session) databaseAllowed(db string) bool {
 	return len(s.s.databases) == 0 || slices.Contains(s.s.databases, db) || strings.EqualFold(db, "information_schema")
 }
 
 // cacheKey is the cache's key for a message in the session's present
 // state: unqualified names resolve against the possible databases.
-func (s *MySQLSession) cacheKey(sql string, prepare bool) CacheKey {
-	return CacheKey{Settings: s.s.cacheKey + "|" + strings.Join(s.st.dbs, "\x00"), Text: sql, Prepare: prepare}
+func (s *Session) cacheKey(sql string, prepare bool) authz.CacheKey {
+	return authz.CacheKey{Settings: s.s.cacheKey + "|" + strings.Join(s.st.dbs, "\x00"), Text: sql, Prepare: prepare}
 }
 
 // myStmt is one statement as the classifier read it, before session
@@ -239,11 +248,14 @@ type myStmt struct {
 	volatile bool
 }
 
+// elideLiterals turns literal elision on; tests turn it off to compare.
+var elideLiterals = true
+
 // myCallEnv is what a message's CALLs are decided with: off (the zero
 // value) leaves them needing admin.
 type myCallEnv struct {
 	on  bool
-	src MySQLRoutines
+	src Routines
 	dbs []string // the possible current databases
 }
 
@@ -261,7 +273,7 @@ func classifyMySQL(sql string, set *mySettings, env myCallEnv) ([]*myStmt, *myLe
 	if set.badMode != "" {
 		return nil, &myLexError{rule: "lexical", msg: set.badMode}, nil
 	}
-	if len(sql) >= elideMin && elideLiterals {
+	if len(sql) >= elide.Min && elideLiterals {
 		if out, ok := classifyMySQLElided(sql, set); ok {
 			return out, nil, nil
 		}
@@ -323,7 +335,7 @@ func classifyMySQL(sql string, set *mySettings, env myCallEnv) ([]*myStmt, *myLe
 			env.dbs = []string{a.opDB}
 		}
 		if hint {
-			a.need(AccessAdmin, "a SET_VAR optimizer hint sets a server variable")
+			a.need(authz.AccessAdmin, "a SET_VAR optimizer hint sets a server variable")
 		}
 		out = append(out, &myStmt{text: sql[seg.start:end], kind: kind, a: a, volatile: a.volatile})
 	}
@@ -340,7 +352,7 @@ func classifyMySQLElided(sql string, set *mySettings) ([]*myStmt, bool) {
 	if !ok {
 		return nil, false
 	}
-	segs, lerr := myLex(e.text, set.lex)
+	segs, lerr := myLex(e.Text, set.lex)
 	if lerr != nil {
 		return nil, false
 	}
@@ -357,7 +369,7 @@ func classifyMySQLElided(sql string, set *mySettings) ([]*myStmt, bool) {
 		if err != nil {
 			return nil, false
 		}
-		n, ok := e.foundMySQL(stmt, seg.start, seg.end)
+		n, ok := foundMySQL(e, stmt, seg.start, seg.end)
 		if !ok {
 			return nil, false
 		}
@@ -368,11 +380,11 @@ func classifyMySQLElided(sql string, set *mySettings) ([]*myStmt, bool) {
 			return nil, false
 		}
 		if seg.setVarHint {
-			a.need(AccessAdmin, "a SET_VAR optimizer hint sets a server variable")
+			a.need(authz.AccessAdmin, "a SET_VAR optimizer hint sets a server variable")
 		}
-		out = append(out, &myStmt{text: sql[e.toOrig(seg.start):e.toOrig(seg.end)], kind: kind, a: a, volatile: a.volatile})
+		out = append(out, &myStmt{text: sql[e.ToOrig(seg.start):e.ToOrig(seg.end)], kind: kind, a: a, volatile: a.volatile})
 	}
-	return out, found == len(e.spans)
+	return out, found == len(e.Spans)
 }
 
 // myParseError is a statement of a message the parser could not read.
@@ -414,7 +426,7 @@ func parseErrorAt(err error, i, n int, seg mySegment) *myParseError {
 var parserPool = sync.Pool{New: func() any { return parser.New() }}
 
 // parseMySQL parses one statement with the TiDB parser.
-func parseMySQL(text string, mode mysql.SQLMode) (ast.StmtNode, error) {
+func parseMySQL(text string, mode tidbmysql.SQLMode) (ast.StmtNode, error) {
 	p := parserPool.Get().(*parser.Parser)
 	defer parserPool.Put(p)
 	p.SetSQLMode(mode)
@@ -429,10 +441,10 @@ func parseMySQL(text string, mode mysql.SQLMode) (ast.StmtNode, error) {
 }
 
 // message authorizes a COM_QUERY (or, with prepare, a COM_STMT_PREPARE).
-func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
+func (s *Session) message(g *authz.Grant, sql string, prepare bool) authz.Verdict {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var key CacheKey
+	var key authz.CacheKey
 	if s.o.Cache != nil {
 		key = s.cacheKey(sql, prepare)
 		if v, ok := s.o.Cache.Get(key, g); ok {
@@ -454,23 +466,23 @@ func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
 	case err != nil:
 		return s.unparseable(sql, err, prepare)
 	case len(stmts) == 0:
-		return Verdict{Allow: true}
+		return authz.Verdict{Allow: true}
 	}
 	if prepare && len(stmts) > 1 {
 		return refuseMessage(sql, "multi-statement-parse", "a prepared statement must hold exactly one statement")
 	}
 	next := s.st.clone()
-	decisions := make([]Decision, len(stmts))
+	decisions := make([]authz.Decision, len(stmts))
 	stateful := false
 	for i, m := range stmts {
 		st := s.resolve(m, &next, prepare)
 		stateful = stateful || m.a.op != myOpNone || m.volatile
-		decisions[i] = Decide(g, st, s.decideOptsFor(&next))
+		decisions[i] = authz.Decide(g, st, s.decideOptsFor(&next))
 		if decisions[i].Allow {
 			s.apply(m, &next)
 		}
 	}
-	v := Batch(decisions)
+	v := authz.Batch(decisions)
 	if v.Allow && !prepare {
 		// After a USE the server may still be on the old database (it may
 		// have refused the USE): keep both possible until the listener
@@ -490,12 +502,12 @@ func (s *MySQLSession) message(g *Grant, sql string, prepare bool) Verdict {
 	return v
 }
 
-func (s *MySQLSession) decideOptsFor(st *myState) *DecideOptions {
+func (s *Session) decideOptsFor(st *myState) *authz.DecideOptions {
 	def := ""
 	if len(st.dbs) > 0 {
 		def = st.dbs[0]
 	}
-	return &DecideOptions{FoldFunctions: true, DefaultSchema: def, Databases: s.s.databases}
+	return &authz.DecideOptions{FoldFunctions: true, DefaultSchema: def, Databases: s.s.databases}
 }
 
 func (st myState) clone() myState {
@@ -504,7 +516,7 @@ func (st myState) clone() myState {
 
 // unparseable refuses a message the parser could not read, with the
 // error the server would have given for it when the parser said where.
-func (s *MySQLSession) unparseable(sql string, err error, prepare bool) Verdict {
+func (s *Session) unparseable(sql string, err error, prepare bool) authz.Verdict {
 	var pe *myParseError
 	if errors.As(err, &pe) && pe.pos >= 0 {
 		pos := pe.pos
@@ -520,18 +532,18 @@ func (s *MySQLSession) unparseable(sql string, err error, prepare bool) Verdict 
 		}
 		syn := mySyntaxAt(sql, pe.start, pos, s.s.lex)
 		near := syn.Msg[strings.Index(syn.Msg, " near '")+1:]
-		v := refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL (syntax error "+OneLine(near)+"), so none of it was run")
+		v := refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL (syntax error "+authz.OneLine(near)+"), so none of it was run")
 		v.Statements[0].Syntax = syn
 		return v
 	}
-	return refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL ("+OneLine(err.Error())+"), so none of it was run")
+	return refuseMessage(sql, "unparseable", "airlock could not parse this message as MySQL SQL ("+authz.OneLine(err.Error())+"), so none of it was run")
 }
 
 // refuseMessage refuses a whole message with one decision.
-func refuseMessage(sql, rule, reason string) Verdict {
-	return Verdict{Statements: []Decision{{
+func refuseMessage(sql, rule, reason string) authz.Verdict {
+	return authz.Verdict{Statements: []authz.Decision{{
 		Text: sql, Rule: rule, Reason: reason,
-		Class: Classification{Kind: "UNPARSEABLE", Required: AccessAdmin},
+		Class: authz.Classification{Kind: "UNPARSEABLE", Required: authz.AccessAdmin},
 	}}}
 }
 
@@ -545,9 +557,9 @@ func myLexReason(e *myLexError) string {
 // resolve turns a classified statement into one the policy can decide on,
 // with the session's state: its tables resolved against the possible
 // current databases, EXECUTE replaced by what was prepared.
-func (s *MySQLSession) resolve(m *myStmt, st *myState, prepare bool) *Statement {
+func (s *Session) resolve(m *myStmt, st *myState, prepare bool) *authz.Statement {
 	a := m.a
-	out := &Statement{Text: m.text}
+	out := &authz.Statement{Text: m.text}
 	if prepare && a.op != myOpNone {
 		out.Facts = a.f
 		out.Facts.Refusal, out.Facts.RefusalRule = m.kind+" cannot be prepared through airlock; send it as a plain query", "indirection"
@@ -567,7 +579,7 @@ func (s *MySQLSession) resolve(m *myStmt, st *myState, prepare bool) *Statement 
 			return out
 		}
 		out.Facts = inner.a.f
-		if out.Facts.Own > AccessRead {
+		if out.Facts.Own > authz.AccessRead {
 			out.Facts.OwnWhy = "PREPARE of " + inner.kind
 		}
 		out.Class = s.classOf(m.kind, out, inner.a, st.dbs)
@@ -588,7 +600,7 @@ func (s *MySQLSession) resolve(m *myStmt, st *myState, prepare bool) *Statement 
 		}
 		out.Facts = p.stmt.a.f
 		out.Facts.Needs = append(slices.Clone(out.Facts.Needs), a.f.Needs...)
-		if out.Facts.Own > AccessRead {
+		if out.Facts.Own > authz.AccessRead {
 			out.Facts.OwnWhy = "EXECUTE of " + p.stmt.kind
 		}
 		out.Class = s.classOf(m.kind, out, p.stmt.a, dbs)
@@ -608,13 +620,13 @@ func (s *MySQLSession) resolve(m *myStmt, st *myState, prepare bool) *Statement 
 }
 
 // prepareInner classifies the text of PREPARE ... FROM '...'.
-func (s *MySQLSession) prepareInner(text string) (*myStmt, string) {
+func (s *Session) prepareInner(text string) (*myStmt, string) {
 	stmts, lerr, err := classifyMySQL(text, &s.s, myCallEnv{})
 	switch {
 	case lerr != nil:
 		return nil, "PREPARE: " + myLexReason(lerr)
 	case err != nil:
-		return nil, "PREPARE: airlock could not parse the prepared statement (" + OneLine(err.Error()) + ")"
+		return nil, "PREPARE: airlock could not parse the prepared statement (" + authz.OneLine(err.Error()) + ")"
 	case len(stmts) != 1:
 		return nil, "PREPARE: a prepared statement must hold exactly one statement"
 	case stmts[0].a.op != myOpNone:
@@ -674,7 +686,7 @@ func combinePrepared(cands []*myPrepared) *myPrepared {
 
 // classOf fills the statement's resolved tables and database checks from
 // the analysis, and gives its Classification.
-func (s *MySQLSession) classOf(kind string, out *Statement, a *myAnalysis, dbs []string) Classification {
+func (s *Session) classOf(kind string, out *authz.Statement, a *myAnalysis, dbs []string) authz.Classification {
 	f := &out.Facts
 	f.Tables = nil
 	var read, written, funcs []string
@@ -690,7 +702,7 @@ func (s *MySQLSession) classOf(kind string, out *Statement, a *myAnalysis, dbs [
 			}
 		}
 		for i, db := range candidates {
-			ref := TableRef{Schema: db, Name: t.name, Written: t.written, System: strings.EqualFold(db, "information_schema")}
+			ref := authz.TableRef{Schema: db, Name: t.name, Written: t.written, System: strings.EqualFold(db, "information_schema")}
 			f.Tables = append(f.Tables, ref)
 			if !s.databaseAllowed(db) && f.Database == "" {
 				f.Database = db
@@ -718,7 +730,7 @@ func (s *MySQLSession) classOf(kind string, out *Statement, a *myAnalysis, dbs [
 	}
 	if len(a.calls) > 0 {
 		// A CALL no resolver decided.
-		f.Needs = append(slices.Clone(f.Needs), Need{Level: AccessAdmin, Why: "CALL runs a procedure airlock cannot inspect", Fn: -1})
+		f.Needs = append(slices.Clone(f.Needs), authz.Need{Level: authz.AccessAdmin, Why: "CALL runs a procedure airlock cannot inspect", Fn: -1})
 		if f.Unresolved == "" {
 			f.Unresolved = "CALL runs a procedure that may touch any table"
 		}
@@ -726,13 +738,13 @@ func (s *MySQLSession) classOf(kind string, out *Statement, a *myAnalysis, dbs [
 	for i := range f.Funcs {
 		funcs = append(funcs, f.Funcs[i].Display())
 	}
-	c := Classification{Kind: kind, TablesRead: sortedSet(read), TablesWritten: sortedSet(written), Functions: sortedSet(funcs)}
+	c := authz.Classification{Kind: kind, TablesRead: sortedSet(read), TablesWritten: sortedSet(written), Functions: sortedSet(funcs)}
 	c.Required, c.Why = f.Required()
 	return c
 }
 
 // apply records what an allowed statement changes in the session.
-func (s *MySQLSession) apply(m *myStmt, st *myState) {
+func (s *Session) apply(m *myStmt, st *myState) {
 	a := m.a
 	switch a.op {
 	case myOpUse:

@@ -1,20 +1,33 @@
-package authz
+package mysql
 
 import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/authztest"
 )
 
-func myOpts() MySQLOptions {
-	return MySQLOptions{Database: "app", Databases: []string{"app", "reporting"}}
+func myOpts() Options {
+	return Options{Database: "app", Databases: []string{"app", "reporting"}}
 }
 
-func runMySQLSession(t *testing.T, s *MySQLSession, steps []sessionStep) {
+// Each step is one message of a session; a step's expectations hold after
+// the steps before it.
+type sessionStep struct {
+	sql   string
+	grant *authz.Grant
+	allow bool
+	rule  string // of the deciding statement; "" for allowed
+	kind  string
+}
+
+func runMySQLSession(t *testing.T, s *Session, steps []sessionStep) {
 	t.Helper()
 	for i, st := range steps {
-		v := s.MySQL(st.grant, st.sql)
-		d := deciding(v)
+		v := s.Query(st.grant, st.sql)
+		d := authztest.Deciding(v)
 		rule := ""
 		if !v.Allow {
 			rule = d.Rule
@@ -27,10 +40,10 @@ func runMySQLSession(t *testing.T, s *MySQLSession, steps []sessionStep) {
 }
 
 func TestMySQLSessionPrepareExecute(t *testing.T) {
-	rd, wr := testGrant(AccessRead), testGrant(AccessWrite)
-	scoped := testGrant(AccessRead)
+	rd, wr := authztest.NewGrant(authz.AccessRead), authztest.NewGrant(authz.AccessWrite)
+	scoped := authztest.NewGrant(authz.AccessRead)
 	scoped.Scope.Tables = []string{"app.orders"}
-	runMySQLSession(t, NewMySQLSession(myOpts()), []sessionStep{
+	runMySQLSession(t, NewSession(myOpts()), []sessionStep{
 		{"execute s", rd, false, "indirection", "EXECUTE"},
 		{"prepare s from 'select * from orders where id = ?'", rd, true, "", "PREPARE"},
 		{"set @id = 1", rd, true, "", "SET"},
@@ -57,10 +70,10 @@ func TestMySQLSessionPrepareExecute(t *testing.T) {
 }
 
 func TestMySQLSessionUse(t *testing.T) {
-	rd := testGrant(AccessRead)
-	scoped := testGrant(AccessRead)
+	rd := authztest.NewGrant(authz.AccessRead)
+	scoped := authztest.NewGrant(authz.AccessRead)
 	scoped.Scope.Tables = []string{"app.orders", "reporting.daily"}
-	s := NewMySQLSession(myOpts())
+	s := NewSession(myOpts())
 	runMySQLSession(t, s, []sessionStep{
 		{"select * from orders", scoped, true, "", "SELECT"},
 		{"use mysql", rd, false, "database", "USE"},
@@ -73,7 +86,7 @@ func TestMySQLSessionUse(t *testing.T) {
 		{"select * from orders", scoped, false, "table-scope", "SELECT"},
 		{"select * from app.orders", scoped, true, "", "SELECT"},
 	})
-	if v := s.MySQL(rd, "select * from daily"); v.Statements[0].Class.TablesRead[0] != "reporting.daily" {
+	if v := s.Query(rd, "select * from daily"); v.Statements[0].Class.TablesRead[0] != "reporting.daily" {
 		t.Fatalf("the most recent database first: %+v", v)
 	}
 	s.SetDatabase("reporting")
@@ -94,10 +107,10 @@ func TestMySQLSessionUse(t *testing.T) {
 }
 
 func TestMySQLSessionHandler(t *testing.T) {
-	rd := testGrant(AccessRead)
-	scoped := testGrant(AccessRead)
+	rd := authztest.NewGrant(authz.AccessRead)
+	scoped := authztest.NewGrant(authz.AccessRead)
 	scoped.Scope.Tables = []string{"app.orders"}
-	s := NewMySQLSession(myOpts())
+	s := NewSession(myOpts())
 	runMySQLSession(t, s, []sessionStep{
 		{"handler orders open as h", scoped, true, "", "HANDLER OPEN"},
 		{"handler h read first", scoped, true, "", "HANDLER READ"},
@@ -105,15 +118,15 @@ func TestMySQLSessionHandler(t *testing.T) {
 		{"handler customers open as h2", rd, true, "", "HANDLER OPEN"},
 		{"handler h2 read next", scoped, false, "table-scope", "HANDLER READ"},
 	})
-	v := s.MySQL(rd, "handler h2 read next")
+	v := s.Query(rd, "handler h2 read next")
 	if got := v.Statements[0].Class.TablesRead; !slices.Equal(got, []string{"app.customers"}) {
 		t.Fatalf("a handler reads its table: %v", got)
 	}
 }
 
 func TestMySQLPrepareProtocol(t *testing.T) {
-	rd := testGrant(AccessRead)
-	s := NewMySQLSession(myOpts())
+	rd := authztest.NewGrant(authz.AccessRead)
+	s := NewSession(myOpts())
 	for _, tc := range []struct {
 		sql   string
 		allow bool
@@ -128,12 +141,12 @@ func TestMySQLPrepareProtocol(t *testing.T) {
 		{"delete from orders where id = ?", false, "access-level"},
 	} {
 		v := s.Prepare(rd, tc.sql)
-		if v.Allow != tc.allow || !v.Allow && deciding(v).Rule != tc.rule {
+		if v.Allow != tc.allow || !v.Allow && authztest.Deciding(v).Rule != tc.rule {
 			t.Errorf("%q: %+v", tc.sql, v)
 		}
 	}
 	// COM_STMT_PREPARE changes no session state.
-	if v := s.MySQL(rd, "select * from orders"); v.Statements[0].Class.TablesRead[0] != "app.orders" {
+	if v := s.Query(rd, "select * from orders"); v.Statements[0].Class.TablesRead[0] != "app.orders" {
 		t.Errorf("%+v", v)
 	}
 }
@@ -151,7 +164,7 @@ func TestMySQLStatementText(t *testing.T) {
 		{"select /*!40101 1; */", nil},
 		{"select 'é';select 2", []string{"select 'é'", "select 2"}},
 	} {
-		v := MySQL(testGrant(AccessAdmin), tc.sql, myOpts())
+		v := Query(authztest.NewGrant(authz.AccessAdmin), tc.sql, myOpts())
 		var got []string
 		if v.Allow || tc.want != nil {
 			for _, d := range v.Statements {
@@ -211,37 +224,37 @@ func TestParseServerVersion(t *testing.T) {
 }
 
 func TestMySQLReasons(t *testing.T) {
-	g := testGrant(AccessRead)
+	g := authztest.NewGrant(authz.AccessRead)
 	g.Resource = "shop-mysql"
 	g.Scope.Tables = []string{"app.orders"}
 	g.Scope.MaxTables = 3
-	v := MySQL(g, "select * from customers", myOpts())
+	v := Query(g, "select * from customers", myOpts())
 	r := v.Statements[0].Reason
 	for _, want := range []string{"app.customers", "outside the tables", "--table app.orders --max-tables 3 --table app.customers", "--resource shop-mysql"} {
 		if !strings.Contains(r, want) {
 			t.Errorf("reason %q lacks %q", r, want)
 		}
 	}
-	v = MySQL(g, "select /*!80000 1 */", myOpts())
+	v = Query(g, "select /*!80000 1 */", myOpts())
 	if r := v.Statements[0].Reason; !strings.Contains(r, "/*!80000") || !strings.Contains(r, "position 8") {
 		t.Errorf("lexical reason %q", r)
 	}
-	v = MySQL(g, "selec 1", myOpts())
+	v = Query(g, "selec 1", myOpts())
 	if d := v.Statements[0]; d.Rule != "unparseable" || !strings.Contains(d.Reason, "as MySQL SQL") || d.Text != "selec 1" {
 		t.Errorf("unparseable: %+v", d)
 	}
-	w := testGrant(AccessWrite)
-	v = MySQL(w, "delete from orders", myOpts())
+	w := authztest.NewGrant(authz.AccessWrite)
+	v = Query(w, "delete from orders", myOpts())
 	if r := v.Statements[0].Reason; !strings.Contains(r, "--allow-unfiltered") {
 		t.Errorf("unfiltered reason %q", r)
 	}
 }
 
 func TestMySQLNoGrant(t *testing.T) {
-	pending := testGrant(AccessAdmin)
-	pending.State = StatePending
-	for name, g := range map[string]*Grant{"nil": nil, "none": testGrant(AccessNone), "pending": pending} {
-		v := MySQL(g, "select 1; select 2", myOpts())
+	pending := authztest.NewGrant(authz.AccessAdmin)
+	pending.State = authz.StatePending
+	for name, g := range map[string]*authz.Grant{"nil": nil, "none": authztest.NewGrant(authz.AccessNone), "pending": pending} {
+		v := Query(g, "select 1; select 2", myOpts())
 		if v.Allow || len(v.Statements) != 2 {
 			t.Fatalf("%s: %+v", name, v)
 		}
@@ -258,7 +271,7 @@ func TestSafeMySQLCharset(t *testing.T) {
 		"utf8mb4": true, "UTF8": true, "latin1": true, "binary": true, "ascii": true,
 		"gbk": false, "sjis": false, "big5": false, "cp932": false, "gb18030": false, "ucs2": false, "utf16": false, "": false,
 	} {
-		if got := SafeMySQLCharset(cs); got != want {
+		if got := SafeCharset(cs); got != want {
 			t.Errorf("%q: %v, want %v", cs, got, want)
 		}
 	}

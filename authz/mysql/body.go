@@ -1,9 +1,11 @@
-package authz
+package mysql
 
 import (
 	"strings"
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // The pieces of a compound statement's body: conditions, cursor fetches,
@@ -407,12 +409,12 @@ func (r *myReader) localAssignments(piece []myToken, n int) ([]bool, *myReadErro
 // (an unqualified one is in the routine's database), and its flags hold.
 func (r *myReader) absorb(b *myAnalysis, kind string) {
 	a := r.a
-	if kind != "" && b.f.Own > AccessRead {
+	if kind != "" && b.f.Own > authz.AccessRead {
 		why := r.what + " runs " + kind
 		if b.f.OwnWhy != "" {
 			why += " (" + b.f.OwnWhy + ")"
 		}
-		a.f.Needs = append(a.f.Needs, Need{Level: b.f.Own, Why: why, Fn: -1})
+		a.f.Needs = append(a.f.Needs, authz.Need{Level: b.f.Own, Why: why, Fn: -1})
 	}
 	if r.inRoutine {
 		// Say whose body it is.

@@ -1,8 +1,10 @@
-package authz
+package mysql
 
 import (
 	"fmt"
 	"strings"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // CALL runs what the procedure's body holds, so it is decided by that:
@@ -21,10 +23,10 @@ import (
 // procedure replaced in between (by another connection with DDL rights)
 // runs as replaced. docs/mysql.md says so.
 
-// MySQLRoutines reads a stored procedure's definition from the server.
+// Routines reads a stored procedure's definition from the server.
 // The listener answers it on the session's own upstream connection, just
 // before the CALL would be forwarded.
-type MySQLRoutines interface {
+type Routines interface {
 	// ShowCreateProcedure returns the statement SHOW CREATE PROCEDURE
 	// db.name shows and the sql_mode the procedure was created under; ok
 	// is false when the server shows none (no such procedure, or its
@@ -33,10 +35,10 @@ type MySQLRoutines interface {
 }
 
 // myCallResolver decides a CALL by what the procedure runs: it reads the
-// procedure's definition from the server (MySQLRoutines) and its body as
+// procedure's definition from the server (Routines) and its body as
 // for CREATE PROCEDURE.
 type myCallResolver struct {
-	src MySQLRoutines
+	src Routines
 	// dbs are the possible current databases, for unqualified names.
 	dbs []string
 	// seen are the procedures being read, so a recursive one is read
@@ -64,7 +66,7 @@ func (c *myCallResolver) resolve(b *myAnalysis, set *mySettings) {
 		if b.f.Unresolved == "" {
 			b.f.Unresolved = "CALL runs a procedure that may touch any table"
 		}
-		b.need(AccessAdmin, "CALL runs a procedure airlock cannot inspect ("+why+")")
+		b.need(authz.AccessAdmin, "CALL runs a procedure airlock cannot inspect ("+why+")")
 	}
 }
 
@@ -95,11 +97,11 @@ func (c *myCallResolver) read(b *myAnalysis, call myCall, set *mySettings) strin
 	create, mode, ok, err := c.src.ShowCreateProcedure(db, call.name)
 	switch {
 	case err != nil:
-		return "reading its definition failed: " + OneLine(err.Error())
+		return "reading its definition failed: " + authz.OneLine(err.Error())
 	case !ok:
 		return "the server shows no procedure " + name
 	}
-	o := MySQLOptions{SQLMode: mode}
+	o := Options{SQLMode: mode}
 	rs := readMySQLOptions(&o)
 	rs.lex.server = set.lex.server
 	segs, cl, lerr := myLexClean(create, rs.lex)
@@ -113,7 +115,7 @@ func (c *myCallResolver) read(b *myAnalysis, call myCall, set *mySettings) strin
 		return "its definition cannot be read"
 	}
 	// Creating it was DDL; calling it runs its body.
-	body.f.Own, body.f.OwnWhy = AccessRead, ""
+	body.f.Own, body.f.OwnWhy = authz.AccessRead, ""
 	if body.f.Drops == "DROP PROCEDURE drops a procedure" {
 		body.f.Drops = ""
 	}

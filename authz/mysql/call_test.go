@@ -1,10 +1,13 @@
-package authz
+package mysql
 
 import (
 	"errors"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/authztest"
 )
 
 // fakeRoutines answers SHOW CREATE PROCEDURE from a map, as the listener
@@ -34,36 +37,36 @@ func TestMySQLCall(t *testing.T) {
 		"reporting.d":        "CREATE DEFINER=`root`@`%` PROCEDURE `d`()\nSELECT * FROM daily",
 		"app.fn":             "CREATE DEFINER=`root`@`%` FUNCTION `fn`() RETURNS int(11)\nRETURN 1",
 	}}
-	rd, wr, dd := testGrant(AccessRead), testGrant(AccessWrite), testGrant(AccessDDL)
-	scoped := testGrant(AccessWrite)
+	rd, wr, dd := authztest.NewGrant(authz.AccessRead), authztest.NewGrant(authz.AccessWrite), authztest.NewGrant(authz.AccessDDL)
+	scoped := authztest.NewGrant(authz.AccessWrite)
 	scoped.Scope.Tables = []string{"app.orders"}
 	for _, tc := range []struct {
-		g                    *Grant
+		g                    *authz.Grant
 		sql                  string
 		rule                 string // "" when allowed
-		required             Access
+		required             authz.Access
 		read, written, asked []string
 	}{
-		{rd, "call report()", "", AccessRead, []string{"app.orders"}, nil, []string{"app.report"}},
-		{rd, "CALL refresh_orders(1)", "access-level", AccessWrite, []string{"app.customers"}, []string{"app.orders"}, []string{"app.refresh_orders"}},
-		{wr, "call app.refresh_orders(1)", "", AccessWrite, []string{"app.customers"}, []string{"app.orders"}, []string{"app.refresh_orders"}},
-		{scoped, "call refresh_orders(1)", "table-scope", AccessWrite, []string{"app.customers"}, []string{"app.orders"}, []string{"app.refresh_orders"}},
-		{dd, "call nuke()", "drop", AccessDDL, nil, []string{"app.orders"}, []string{"app.nuke"}},
-		{wr, "call outer_p()", "", AccessWrite, []string{"app.customers"}, []string{"app.orders"}, []string{"app.outer_p", "app.refresh_orders"}},
-		{rd, "call rec(3)", "", AccessRead, nil, nil, []string{"app.rec"}},
-		{rd, "call reporting.d()", "", AccessRead, []string{"reporting.daily"}, nil, []string{"reporting.d"}},
-		{wr, "call missing()", "access-level", AccessAdmin, nil, nil, []string{"app.missing"}},
-		{wr, "call broken()", "access-level", AccessAdmin, nil, nil, []string{"app.broken"}},
-		{wr, "call fn()", "access-level", AccessAdmin, nil, nil, []string{"app.fn"}},
-		{testGrant(AccessAdmin), "call mysql.p()", "database", AccessAdmin, nil, nil, []string{"mysql.p"}},
-		{wr, "use reporting; call d()", "", AccessRead, []string{"reporting.daily"}, nil, []string{"reporting.d"}},
+		{rd, "call report()", "", authz.AccessRead, []string{"app.orders"}, nil, []string{"app.report"}},
+		{rd, "CALL refresh_orders(1)", "access-level", authz.AccessWrite, []string{"app.customers"}, []string{"app.orders"}, []string{"app.refresh_orders"}},
+		{wr, "call app.refresh_orders(1)", "", authz.AccessWrite, []string{"app.customers"}, []string{"app.orders"}, []string{"app.refresh_orders"}},
+		{scoped, "call refresh_orders(1)", "table-scope", authz.AccessWrite, []string{"app.customers"}, []string{"app.orders"}, []string{"app.refresh_orders"}},
+		{dd, "call nuke()", "drop", authz.AccessDDL, nil, []string{"app.orders"}, []string{"app.nuke"}},
+		{wr, "call outer_p()", "", authz.AccessWrite, []string{"app.customers"}, []string{"app.orders"}, []string{"app.outer_p", "app.refresh_orders"}},
+		{rd, "call rec(3)", "", authz.AccessRead, nil, nil, []string{"app.rec"}},
+		{rd, "call reporting.d()", "", authz.AccessRead, []string{"reporting.daily"}, nil, []string{"reporting.d"}},
+		{wr, "call missing()", "access-level", authz.AccessAdmin, nil, nil, []string{"app.missing"}},
+		{wr, "call broken()", "access-level", authz.AccessAdmin, nil, nil, []string{"app.broken"}},
+		{wr, "call fn()", "access-level", authz.AccessAdmin, nil, nil, []string{"app.fn"}},
+		{authztest.NewGrant(authz.AccessAdmin), "call mysql.p()", "database", authz.AccessAdmin, nil, nil, []string{"mysql.p"}},
+		{wr, "use reporting; call d()", "", authz.AccessRead, []string{"reporting.daily"}, nil, []string{"reporting.d"}},
 	} {
 		routines.asked = nil
 		o := myOpts()
 		o.Routines = routines
-		o.Cache = NewDecisionCache(0)
-		v := NewMySQLSession(o).MySQL(tc.g, tc.sql)
-		d := deciding(v)
+		o.Cache = authz.NewDecisionCache(0)
+		v := NewSession(o).Query(tc.g, tc.sql)
+		d := authztest.Deciding(v)
 		if v.Allow {
 			d = v.Statements[len(v.Statements)-1]
 		}
@@ -83,32 +86,32 @@ func TestMySQLCall(t *testing.T) {
 	// is not cached, and a procedure replaced meanwhile is decided anew.
 	o := myOpts()
 	o.Routines = routines
-	o.Cache = NewDecisionCache(0)
-	s := NewMySQLSession(o)
-	if v := s.MySQL(rd, "call report()"); !v.Allow {
+	o.Cache = authz.NewDecisionCache(0)
+	s := NewSession(o)
+	if v := s.Query(rd, "call report()"); !v.Allow {
 		t.Fatalf("call report(): %+v", v)
 	}
 	routines.procs["app.report"] = "CREATE DEFINER=`root`@`%` PROCEDURE `report`()\nDELETE FROM orders WHERE id = 1"
-	if v := s.MySQL(rd, "call report()"); v.Allow || deciding(v).Class.Required != AccessWrite {
+	if v := s.Query(rd, "call report()"); v.Allow || authztest.Deciding(v).Class.Required != authz.AccessWrite {
 		t.Fatalf("call of a replaced procedure: %+v", v)
 	}
 	// A prepared CALL runs later, when the procedure may have changed:
 	// it needs admin, and nothing is looked up.
 	routines.asked = nil
-	if v := s.Prepare(wr, "call report()"); v.Allow || deciding(v).Class.Required != AccessAdmin || len(routines.asked) != 0 {
+	if v := s.Prepare(wr, "call report()"); v.Allow || authztest.Deciding(v).Class.Required != authz.AccessAdmin || len(routines.asked) != 0 {
 		t.Fatalf("COM_STMT_PREPARE of a CALL: %+v, asked %v", v, routines.asked)
 	}
-	if v := s.MySQL(wr, "prepare s from 'call report()'"); v.Allow || deciding(v).Class.Required != AccessAdmin {
+	if v := s.Query(wr, "prepare s from 'call report()'"); v.Allow || authztest.Deciding(v).Class.Required != authz.AccessAdmin {
 		t.Fatalf("PREPARE of a CALL: %+v", v)
 	}
 	// Without a way to read procedures, CALL needs admin as it always
 	// did.
-	if v := MySQL(wr, "call report()", myOpts()); v.Allow || !strings.Contains(deciding(v).Reason, "cannot inspect") {
+	if v := Query(wr, "call report()", myOpts()); v.Allow || !strings.Contains(authztest.Deciding(v).Reason, "cannot inspect") {
 		t.Fatalf("CALL without routines: %+v", v)
 	}
 	// CREATE PROCEDURE with a CALL inside reads the called one too.
 	routines.asked = nil
-	if v := s.MySQL(dd, "create procedure p2() begin call nuke(); end"); v.Allow || deciding(v).Rule != "drop" {
+	if v := s.Query(dd, "create procedure p2() begin call nuke(); end"); v.Allow || authztest.Deciding(v).Rule != "drop" {
 		t.Fatalf("creating a procedure that calls one that drops: %+v", v)
 	}
 }

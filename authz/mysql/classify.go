@@ -1,4 +1,4 @@
-package authz
+package mysql
 
 import (
 	"reflect"
@@ -6,6 +6,9 @@ import (
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
 	"github.com/pingcap/tidb/pkg/parser/test_driver"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/elide"
 )
 
 // myOp is what a MySQL statement does to the session's state, which the
@@ -35,7 +38,7 @@ type myTable struct {
 // field of every node, so a node type the classifier does not name is
 // still searched for the function calls and tables inside it.
 type myAnalysis struct {
-	f      Facts
+	f      authz.Facts
 	tables []myTable
 	// dbs are databases the statement names outside tables (USE, SHOW
 	// TABLES FROM), checked against the resource's.
@@ -73,9 +76,9 @@ type myCall struct{ db, name string }
 
 const maxWalkDepth = 1000
 
-func (a *myAnalysis) need(level Access, why string) {
-	if level > AccessRead {
-		a.f.Needs = append(a.f.Needs, Need{Level: level, Why: why, Fn: -1})
+func (a *myAnalysis) need(level authz.Access, why string) {
+	if level > authz.AccessRead {
+		a.f.Needs = append(a.f.Needs, authz.Need{Level: level, Why: why, Fn: -1})
 	}
 }
 
@@ -89,7 +92,7 @@ func (a *myAnalysis) refuse(rule, why string) {
 // through the walk, what is inside.
 func (a *myAnalysis) statement(stmt ast.StmtNode) string {
 	kind := a.statementKind(stmt)
-	if dropKind(kind) && a.f.Drops == "" {
+	if authz.IsDropKind(kind) && a.f.Drops == "" {
 		a.f.Drops = kind + " drops it and everything in it"
 	}
 	return kind
@@ -98,7 +101,7 @@ func (a *myAnalysis) statement(stmt ast.StmtNode) string {
 func (a *myAnalysis) statementKind(stmt ast.StmtNode) (kind string) {
 	a.written = map[*ast.TableName]bool{}
 	a.skip = map[*ast.TableName]bool{}
-	own := func(k string, l Access, why string) string {
+	own := func(k string, l authz.Access, why string) string {
 		a.f.Own, a.f.OwnWhy = l, why
 		return k
 	}
@@ -107,97 +110,97 @@ func (a *myAnalysis) statementKind(stmt ast.StmtNode) (kind string) {
 		a.walk(reflect.ValueOf(n))
 		switch n.Kind {
 		case ast.SelectStmtKindTable:
-			return own("TABLE", AccessRead, "")
+			return own("TABLE", authz.AccessRead, "")
 		case ast.SelectStmtKindValues:
-			return own("VALUES", AccessRead, "")
+			return own("VALUES", authz.AccessRead, "")
 		}
-		return own("SELECT", AccessRead, "")
+		return own("SELECT", authz.AccessRead, "")
 	case *ast.SetOprStmt:
 		a.walk(reflect.ValueOf(n))
-		return own("SELECT", AccessRead, "")
+		return own("SELECT", authz.AccessRead, "")
 	case *ast.InsertStmt:
 		a.markAll(n.Table)
 		a.walk(reflect.ValueOf(n))
 		if n.IsReplace {
-			return own("REPLACE", AccessWrite, "")
+			return own("REPLACE", authz.AccessWrite, "")
 		}
-		return own("INSERT", AccessWrite, "")
+		return own("INSERT", authz.AccessWrite, "")
 	case *ast.UpdateStmt:
 		a.updateTargets(n)
 		a.filtered("UPDATE", n.Where, n.TableRefs)
 		a.walk(reflect.ValueOf(n))
-		return own("UPDATE", AccessWrite, "")
+		return own("UPDATE", authz.AccessWrite, "")
 	case *ast.DeleteStmt:
 		a.deleteTargets(n)
 		a.filtered("DELETE", n.Where, n.TableRefs)
 		a.walk(reflect.ValueOf(n))
-		return own("DELETE", AccessWrite, "")
+		return own("DELETE", authz.AccessWrite, "")
 	case *ast.LoadDataStmt:
 		a.markTable(n.Table)
 		a.walk(reflect.ValueOf(n))
 		if n.FileLocRef == ast.FileLocClient {
 			a.f.FileLoad = "LOAD DATA LOCAL INFILE reads a file from the client"
-			return own("LOAD DATA", AccessWrite, "")
+			return own("LOAD DATA", authz.AccessWrite, "")
 		}
 		a.f.ServerFiles = "LOAD DATA INFILE reads the database server's files"
-		return own("LOAD DATA", AccessAdmin, a.f.ServerFiles)
+		return own("LOAD DATA", authz.AccessAdmin, a.f.ServerFiles)
 	case *ast.ExplainStmt:
 		return a.explain(n)
 	case *ast.ExplainForStmt:
-		return own("EXPLAIN FOR CONNECTION", AccessAdmin, "it reads another connection's statement")
+		return own("EXPLAIN FOR CONNECTION", authz.AccessAdmin, "it reads another connection's statement")
 	case *ast.ShowStmt:
 		a.show(n)
-		return own("SHOW", AccessRead, "")
+		return own("SHOW", authz.AccessRead, "")
 	case *ast.HelpStmt:
-		return own("HELP", AccessRead, "")
+		return own("HELP", authz.AccessRead, "")
 	case *ast.UseStmt:
 		a.op, a.opDB = myOpUse, n.DBName
 		a.dbs = append(a.dbs, n.DBName)
-		return own("USE", AccessRead, "")
+		return own("USE", authz.AccessRead, "")
 	case *ast.SetStmt:
 		return a.set(n)
 	case *ast.SetPwdStmt:
-		return own("SET PASSWORD", AccessAdmin, "")
+		return own("SET PASSWORD", authz.AccessAdmin, "")
 	case *ast.SetRoleStmt:
-		return own("SET ROLE", AccessAdmin, "SET ROLE switches the role")
+		return own("SET ROLE", authz.AccessAdmin, "SET ROLE switches the role")
 	case *ast.SetDefaultRoleStmt:
-		return own("SET DEFAULT ROLE", AccessAdmin, "")
+		return own("SET DEFAULT ROLE", authz.AccessAdmin, "")
 	case *ast.BeginStmt:
 		if n.AsOf != nil || n.Mode != "" || n.CausalConsistencyOnly {
-			return own("START TRANSACTION", AccessAdmin, "TiDB transaction options that MySQL does not have")
+			return own("START TRANSACTION", authz.AccessAdmin, "TiDB transaction options that MySQL does not have")
 		}
-		return own("START TRANSACTION", AccessRead, "")
+		return own("START TRANSACTION", authz.AccessRead, "")
 	case *ast.CommitStmt:
-		return own("COMMIT", AccessRead, "")
+		return own("COMMIT", authz.AccessRead, "")
 	case *ast.RollbackStmt:
 		if n.SavepointName != "" {
-			return own("ROLLBACK TO", AccessRead, "")
+			return own("ROLLBACK TO", authz.AccessRead, "")
 		}
-		return own("ROLLBACK", AccessRead, "")
+		return own("ROLLBACK", authz.AccessRead, "")
 	case *ast.SavepointStmt:
-		return own("SAVEPOINT", AccessRead, "")
+		return own("SAVEPOINT", authz.AccessRead, "")
 	case *ast.ReleaseSavepointStmt:
-		return own("RELEASE SAVEPOINT", AccessRead, "")
+		return own("RELEASE SAVEPOINT", authz.AccessRead, "")
 	case *ast.PrepareStmt:
 		if n.SQLVar != nil {
 			a.refuse("indirection", "PREPARE "+n.Name+" FROM @"+n.SQLVar.Name+" prepares SQL held in a user variable, which airlock cannot see; write the statement in the PREPARE itself: PREPARE "+n.Name+" FROM '...'")
-			return own("PREPARE", AccessRead, "")
+			return own("PREPARE", authz.AccessRead, "")
 		}
 		a.op, a.opName, a.opText = myOpPrepare, strings.ToLower(n.Name), n.SQLText
-		return own("PREPARE", AccessRead, "")
+		return own("PREPARE", authz.AccessRead, "")
 	case *ast.ExecuteStmt:
 		a.op, a.opName = myOpExecute, strings.ToLower(n.Name)
 		if n.BinaryArgs != nil || n.PrepStmt != nil {
 			a.refuse("indirection", "EXECUTE with protocol-level arguments")
 		}
 		a.walk(reflect.ValueOf(n))
-		return own("EXECUTE", AccessRead, "")
+		return own("EXECUTE", authz.AccessRead, "")
 	case *ast.DeallocateStmt:
 		a.op, a.opName = myOpDeallocate, strings.ToLower(n.Name)
-		return own("DEALLOCATE PREPARE", AccessRead, "")
+		return own("DEALLOCATE PREPARE", authz.AccessRead, "")
 	case *ast.DoStmt:
 		a.walk(reflect.ValueOf(n))
-		return own("DO", AccessRead, "")
+		return own("DO", authz.AccessRead, "")
 	case *ast.CallStmt:
 		if n.Procedure != nil {
 			// The procedure is not a function call; its arguments are
@@ -209,11 +212,11 @@ func (a *myAnalysis) statementKind(stmt ast.StmtNode) (kind string) {
 			}
 		} else {
 			a.f.Unresolved = "CALL runs a procedure that may touch any table"
-			a.need(AccessAdmin, "CALL runs a procedure airlock cannot inspect")
+			a.need(authz.AccessAdmin, "CALL runs a procedure airlock cannot inspect")
 		}
 		// What the procedure runs is added when it is resolved
 		// (myCallResolver); until then it needs admin.
-		return own("CALL", AccessRead, "")
+		return own("CALL", authz.AccessRead, "")
 	case *ast.LockTablesStmt:
 		for _, tl := range n.TableLocks {
 			if tl.Type != ast.TableLockRead && tl.Type != ast.TableLockReadLocal {
@@ -221,9 +224,9 @@ func (a *myAnalysis) statementKind(stmt ast.StmtNode) (kind string) {
 			}
 		}
 		a.walk(reflect.ValueOf(n))
-		return own("LOCK TABLES", AccessWrite, "")
+		return own("LOCK TABLES", authz.AccessWrite, "")
 	case *ast.UnlockTablesStmt:
-		return own("UNLOCK TABLES", AccessRead, "")
+		return own("UNLOCK TABLES", authz.AccessRead, "")
 	}
 	if kind, level, why, ok := a.myDDL(stmt); ok {
 		return own(kind, level, why)
@@ -233,43 +236,43 @@ func (a *myAnalysis) statementKind(stmt ast.StmtNode) (kind string) {
 	}
 	name := reflect.TypeOf(stmt).String()
 	name = strings.TrimSuffix(strings.TrimPrefix(name, "*ast."), "Stmt")
-	return own(strings.ToUpper(name), AccessAdmin, "unrecognized statement type "+reflect.TypeOf(stmt).Elem().Name())
+	return own(strings.ToUpper(name), authz.AccessAdmin, "unrecognized statement type "+reflect.TypeOf(stmt).Elem().Name())
 }
 
 func (a *myAnalysis) explain(n *ast.ExplainStmt) string {
 	if n.Stmt == nil {
-		return a.ownKind("EXPLAIN", AccessAdmin, "EXPLAIN of a digest")
+		return a.ownKind("EXPLAIN", authz.AccessAdmin, "EXPLAIN of a digest")
 	}
 	if s, ok := n.Stmt.(*ast.ShowStmt); ok {
 		a.show(s)
-		return a.ownKind("DESCRIBE", AccessRead, "")
+		return a.ownKind("DESCRIBE", authz.AccessRead, "")
 	}
 	switch n.Stmt.(type) {
 	case *ast.SelectStmt, *ast.SetOprStmt, *ast.InsertStmt, *ast.UpdateStmt, *ast.DeleteStmt:
 	default:
 		a.statement(n.Stmt)
-		return a.ownKind("EXPLAIN", AccessAdmin, "EXPLAIN of a statement MySQL does not explain")
+		return a.ownKind("EXPLAIN", authz.AccessAdmin, "EXPLAIN of a statement MySQL does not explain")
 	}
 	if n.Analyze {
 		ik := a.statement(n.Stmt)
-		if a.f.Own <= AccessRead {
-			return a.ownKind("EXPLAIN", AccessRead, "")
+		if a.f.Own <= authz.AccessRead {
+			return a.ownKind("EXPLAIN", authz.AccessRead, "")
 		}
 		return a.ownKind("EXPLAIN", a.f.Own, "EXPLAIN ANALYZE executes "+ik)
 	}
 	a.planOnly = true
 	ik := a.statement(n.Stmt)
 	a.f.Unfiltered = ""
-	if a.f.Own > AccessRead {
+	if a.f.Own > authz.AccessRead {
 		// Nothing is changed, but MariaDB refuses EXPLAIN of a data
 		// change in a read-only transaction, as the differential oracle
 		// found; a read grant should not be where the two differ.
-		return a.ownKind("EXPLAIN", AccessWrite, "the server treats EXPLAIN of "+ik+" as a write")
+		return a.ownKind("EXPLAIN", authz.AccessWrite, "the server treats EXPLAIN of "+ik+" as a write")
 	}
-	return a.ownKind("EXPLAIN", AccessRead, "")
+	return a.ownKind("EXPLAIN", authz.AccessRead, "")
 }
 
-func (a *myAnalysis) ownKind(kind string, l Access, why string) string {
+func (a *myAnalysis) ownKind(kind string, l authz.Access, why string) string {
 	a.f.Own, a.f.OwnWhy = l, why
 	return kind
 }
@@ -294,7 +297,7 @@ func (a *myAnalysis) show(n *ast.ShowStmt) {
 // variable that changes how the server reads text, logs or checks, is
 // admin.
 func (a *myAnalysis) set(n *ast.SetStmt) string {
-	a.f.Own = AccessRead
+	a.f.Own = authz.AccessRead
 	for i, v := range n.Variables {
 		if v.Value != nil {
 			a.walk(reflect.ValueOf(v.Value))
@@ -312,16 +315,16 @@ func (a *myAnalysis) set(n *ast.SetStmt) string {
 			if v.Value == nil {
 				cs, ok = "", true // SET NAMES DEFAULT: the server's default
 			}
-			if !ok || cs != "" && !SafeMySQLCharset(cs) {
-				a.need(AccessAdmin, "character set "+cs+" could make the server read text differently from airlock")
+			if !ok || cs != "" && !SafeCharset(cs) {
+				a.need(authz.AccessAdmin, "character set "+cs+" could make the server read text differently from airlock")
 			}
 		case !v.IsSystem:
 			// A user variable lives in the session.
 		case v.IsGlobal || v.IsInstance:
-			a.need(AccessAdmin, "SET GLOBAL "+name+" changes the server for every session")
+			a.need(authz.AccessAdmin, "SET GLOBAL "+name+" changes the server for every session")
 		default:
 			if why := mySessionVarWhy(name, v.Value); why != "" {
-				a.need(AccessAdmin, why)
+				a.need(authz.AccessAdmin, why)
 			}
 		}
 	}
@@ -333,7 +336,7 @@ func myConstString(e ast.ExprNode) (string, bool) {
 	switch x := e.(type) {
 	case *test_driver.ValueExpr:
 		if s, ok := x.GetValue().(string); ok {
-			return literalValue(s)
+			return elide.LiteralValue(s)
 		}
 	case *ast.ColumnNameExpr:
 		if x.Name.Table.O == "" {

@@ -1,9 +1,11 @@
-package authz
+package mysql
 
 import (
 	"strings"
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // MySQL compound statements. Stored procedures, functions, triggers and
@@ -25,7 +27,7 @@ import (
 // routine run at once and need what their statements need; SIGNAL,
 // RESIGNAL and GET DIAGNOSTICS need read.
 //
-// A CALL is decided by what the procedure runs (see MySQLRoutines).
+// A CALL is decided by what the procedure runs (see Routines).
 
 // myCompoundLead reports whether a cleaned statement is one this reader
 // reads rather than the TiDB parser. Every statement passes here, so it
@@ -286,7 +288,7 @@ func (r *myReader) top() (string, *myReadError) {
 		kind = "GET DIAGNOSTICS"
 	}
 	r.what = "the compound statement"
-	r.a.f.Own = AccessRead
+	r.a.f.Own = authz.AccessRead
 	if err := r.stmt(); err != nil {
 		return "", err
 	}

@@ -1,4 +1,4 @@
-package authz
+package mysql
 
 import (
 	"context"
@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
+	mysqldriver "github.com/go-sql-driver/mysql"
+
+	"github.com/airlockhq/airlock/authz/internal/authztest"
 )
 
 // TestMySQLCompoundOracle runs every corpus statement that airlock reads
@@ -22,14 +24,14 @@ func TestMySQLCompoundOracle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	read, refused := 0, 0
-	for _, cc := range readCorpus(t, "mysql.tsv") {
-		if !myCompoundLead(cc.sql) || strings.Contains(cc.grant, "+mode") {
+	for _, cc := range authztest.ReadCorpus(t, "mysql.tsv") {
+		if !myCompoundLead(cc.SQL) || strings.Contains(cc.Grant, "+mode") {
 			continue
 		}
 		o := myOpts()
 		o.ServerVersion = "5.5.5-" + version
 		set := readMySQLOptions(&o)
-		_, lerr, perr := classifyMySQL(cc.sql, &set, myCallEnv{})
+		_, lerr, perr := classifyMySQL(cc.SQL, &set, myCallEnv{})
 		var pe *myParseError
 		syntax := lerr == nil && errors.As(perr, &pe) && pe.pos >= 0
 		if perr != nil && !syntax {
@@ -39,21 +41,21 @@ func TestMySQLCompoundOracle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, runErr := conn.ExecContext(ctx, cc.sql)
+		_, runErr := conn.ExecContext(ctx, cc.SQL)
 		conn.Close()
-		var me *mysql.MySQLError
+		var me *mysqldriver.MySQLError
 		isSyntax := errors.As(runErr, &me) && me.Number == 1064
 		switch {
 		case syntax && !isSyntax:
-			t.Errorf("%s %q: airlock finds a syntax error, the server said %v", cc, cc.sql, runErr)
+			t.Errorf("%s %q: airlock finds a syntax error, the server said %v", cc, cc.SQL, runErr)
 		case !syntax && isSyntax:
-			t.Errorf("%s %q: airlock reads it, the server finds a syntax error: %s", cc, cc.sql, me.Message)
+			t.Errorf("%s %q: airlock reads it, the server finds a syntax error: %s", cc, cc.SQL, me.Message)
 		case syntax:
 			refused++
 		default:
 			read++
 			if runErr != nil {
-				t.Logf("%s %q: %v", cc, cc.sql, runErr)
+				t.Logf("%s %q: %v", cc, cc.SQL, runErr)
 			}
 		}
 	}

@@ -1,16 +1,17 @@
-package authz
+package mysql
 
 import (
 	"reflect"
-	"strings"
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
-func (a *myAnalysis) myDDL(stmt ast.StmtNode) (kind string, level Access, why string, ok bool) {
-	d := func(k string) (string, Access, string, bool) {
+func (a *myAnalysis) myDDL(stmt ast.StmtNode) (kind string, level authz.Access, why string, ok bool) {
+	d := func(k string) (string, authz.Access, string, bool) {
 		a.walk(reflect.ValueOf(stmt))
-		return k, AccessDDL, "", true
+		return k, authz.AccessDDL, "", true
 	}
 	switch n := stmt.(type) {
 	case *ast.CreateTableStmt:
@@ -93,13 +94,13 @@ func (a *myAnalysis) myDDL(stmt ast.StmtNode) (kind string, level Access, why st
 		// airlock reads routines itself (mycompound.go); one that
 		// reaches the TiDB parser's reading is not trusted.
 		a.refuse("unparseable", "a routine statement airlock did not read")
-		return "PROCEDURE", AccessDDL, "", true
+		return "PROCEDURE", authz.AccessDDL, "", true
 	}
 	return "", 0, "", false
 }
 
-func myAdmin(stmt ast.StmtNode) (kind string, level Access, why string, ok bool) {
-	ad := func(k string) (string, Access, string, bool) { return k, AccessAdmin, "", true }
+func myAdmin(stmt ast.StmtNode) (kind string, level authz.Access, why string, ok bool) {
+	ad := func(k string) (string, authz.Access, string, bool) { return k, authz.AccessAdmin, "", true }
 	switch n := stmt.(type) {
 	case *ast.CreateDatabaseStmt:
 		return ad("CREATE DATABASE")
@@ -126,7 +127,7 @@ func myAdmin(stmt ast.StmtNode) (kind string, level Access, why string, ok bool)
 	case *ast.RevokeStmt, *ast.RevokeRoleStmt:
 		return ad("REVOKE")
 	case *ast.KillStmt:
-		return "KILL", AccessAdmin, "KILL ends another connection's statement or session", true
+		return "KILL", authz.AccessAdmin, "KILL ends another connection's statement or session", true
 	case *ast.FlushStmt:
 		return ad("FLUSH")
 	case *ast.ShutdownStmt:
@@ -134,14 +135,9 @@ func myAdmin(stmt ast.StmtNode) (kind string, level Access, why string, ok bool)
 	case *ast.RestartStmt:
 		return ad("RESTART")
 	case *ast.BinlogStmt:
-		return "BINLOG", AccessAdmin, "BINLOG replays replication events airlock cannot read", true
+		return "BINLOG", authz.AccessAdmin, "BINLOG replays replication events airlock cannot read", true
 	case *ast.AlterInstanceStmt:
 		return ad("ALTER INSTANCE")
 	}
 	return "", 0, "", false
-}
-
-// drop reports whether a kind drops something; see facts.drops.
-func dropKind(kind string) bool {
-	return strings.HasPrefix(kind, "DROP ") || kind == "TRUNCATE"
 }

@@ -1,6 +1,12 @@
-package authz
+package mysql
 
-import "strings"
+import (
+	"slices"
+	"strings"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/elide"
+)
 
 // MySQL and MariaDB functions by what a call needs. As for Postgres, a
 // function on none of the lists needs write: it may be a stored function
@@ -79,7 +85,7 @@ st_touches st_union st_within st_x st_y
 
 // myEffect is what one MySQL function call needs.
 type myEffect struct {
-	use         FuncUse
+	use         authz.FuncUse
 	why         string
 	serverFiles string
 }
@@ -91,25 +97,42 @@ func myFuncEffect(db, name string) myEffect {
 	if db != "" {
 		display = db + "." + name
 	}
-	e := myEffect{use: FuncUse{Schema: db, Name: name}}
+	e := myEffect{use: authz.FuncUse{Schema: db, Name: name}}
 	switch {
 	case db != "":
-		e.use.Level, e.use.Opaque, e.use.Lowerable = AccessWrite, true, true
+		e.use.Level, e.use.Opaque, e.use.Lowerable = authz.AccessWrite, true, true
 		e.why = "calls " + display + ", a stored function that is not known to be read-only"
 	case has(myServerFileFuncs, name):
-		e.use.Level = AccessAdmin
+		e.use.Level = authz.AccessAdmin
 		e.serverFiles = "calls " + name + ", which reads the database server's files"
 		e.why = e.serverFiles
 	case myWriteFuncs[name] != "":
-		e.use.Level, e.use.Lowerable = AccessWrite, true
+		e.use.Level, e.use.Lowerable = authz.AccessWrite, true
 		e.why = "calls " + name + ", which " + myWriteFuncs[name]
 	case has(myReadFuncs, name):
-		e.use.Level = AccessRead
+		e.use.Level = authz.AccessRead
 	default:
-		e.use.Level, e.use.Opaque, e.use.Lowerable = AccessWrite, true, true
+		e.use.Level, e.use.Opaque, e.use.Lowerable = authz.AccessWrite, true, true
 		e.why = "calls " + name + ", which is not known to be read-only"
 	}
 	return e
+}
+
+func setOf(names ...string) map[string]struct{} {
+	m := make(map[string]struct{}, len(names))
+	for _, n := range names {
+		m[n] = struct{}{}
+	}
+	return m
+}
+
+// sortedSet sorts and deduplicates in place.
+func sortedSet(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	slices.Sort(s)
+	return slices.Compact(s)
 }
 
 func has(set map[string]struct{}, name string) bool {
@@ -167,7 +190,7 @@ func mySessionVarWhy(name string, value any) string {
 		if !ok {
 			return "", false
 		}
-		return literalValue(s)
+		return elide.LiteralValue(s)
 	}
 	switch name {
 	case "sql_mode":
@@ -184,7 +207,7 @@ func mySessionVarWhy(name string, value any) string {
 	case "character_set_client", "character_set_connection", "collation_connection":
 		s, ok := literal()
 		if ok {
-			if cs, _, _ := strings.Cut(s, "_"); name != "collation_connection" && SafeMySQLCharset(s) || name == "collation_connection" && SafeMySQLCharset(cs) {
+			if cs, _, _ := strings.Cut(s, "_"); name != "collation_connection" && SafeCharset(s) || name == "collation_connection" && SafeCharset(cs) {
 				return ""
 			}
 		}
@@ -196,14 +219,14 @@ func mySessionVarWhy(name string, value any) string {
 	return "SET " + name + " changes a setting that is not allow-listed"
 }
 
-// SafeMySQLCharset reports whether a MySQL client character set keeps the
+// SafeCharset reports whether a MySQL client character set keeps the
 // authorizer's reading of statement text the same as the server's: every
 // byte below 0x80 is the ASCII character, and no multi-byte character
 // holds a byte that could be a quote or a backslash. Not so in big5,
 // cp932, gbk, gb18030 and sjis, where the second byte of a character may
 // be a backslash (0x5c), nor in the UCS-2 family. A gateway must refuse a
 // handshake with any other.
-func SafeMySQLCharset(cs string) bool {
+func SafeCharset(cs string) bool {
 	switch strings.ToLower(cs) {
 	case "utf8mb4", "utf8", "utf8mb3", "latin1", "latin2", "latin5", "latin7", "ascii", "binary",
 		"cp1250", "cp1251", "cp1256", "cp1257", "cp850", "cp852", "cp866", "dec8", "greek", "hebrew",

@@ -1,9 +1,12 @@
-package authz
+package mysql
 
 import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/authztest"
 )
 
 // FuzzMySQL checks what must hold for any message: no panic, nothing
@@ -14,17 +17,17 @@ import (
 // message as for an unknown server and as for MariaDB, whose executable
 // comments differ.
 func FuzzMySQL(f *testing.F) {
-	for _, tc := range readCorpus(f, "mysql.tsv") {
-		f.Add(tc.sql)
+	for _, tc := range authztest.ReadCorpus(f, "mysql.tsv") {
+		f.Add(tc.SQL)
 	}
-	readGrant := testGrant(AccessRead)
-	opts := []MySQLOptions{
+	readGrant := authztest.NewGrant(authz.AccessRead)
+	opts := []Options{
 		{Database: "app", Databases: []string{"app", "reporting"}},
 		{Database: "app", ServerVersion: "5.5.5-10.11.6-MariaDB", SQLMode: "ANSI_QUOTES"},
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		for _, o := range opts {
-			v := MySQL(readGrant, s, o)
+			v := Query(readGrant, s, o)
 			set := readMySQLOptions(&o)
 			if _, lerr, err := classifyMySQL(s, &set, myCallEnv{}); (lerr != nil || err != nil) && v.Allow {
 				t.Fatalf("cannot read it (%v, %v), but allowed: %+v", lerr, err, v)
@@ -33,7 +36,7 @@ func FuzzMySQL(f *testing.F) {
 				if d.Allow != v.Allow {
 					t.Fatalf("statement %d allow=%v in a verdict of %v", i+1, d.Allow, v.Allow)
 				}
-				if d.Allow && d.Class.Required > AccessRead {
+				if d.Allow && d.Class.Required > authz.AccessRead {
 					t.Fatalf("statement %d needs %v but was allowed under read", i+1, d.Class.Required)
 				}
 				if !d.Allow && d.Reason == "" {
@@ -51,7 +54,7 @@ func FuzzMySQL(f *testing.F) {
 				t.Fatalf("refused with no decisions")
 			}
 			// A session reads a message as the stateless function does.
-			if sv := NewMySQLSession(o).MySQL(readGrant, s); sv.Allow != v.Allow {
+			if sv := NewSession(o).Query(readGrant, s); sv.Allow != v.Allow {
 				t.Fatalf("session allow=%v, stateless %v", sv.Allow, v.Allow)
 			}
 		}

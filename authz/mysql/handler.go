@@ -1,4 +1,4 @@
-package authz
+package mysql
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // HANDLER is MySQL's and MariaDB's low-level table reader; the TiDB parser
@@ -87,7 +89,7 @@ func (t myToken) is(kw string) bool { return t.word && strings.EqualFold(t.text,
 func (a *myAnalysis) handler(clean string, set *mySettings) (string, error) {
 	a.written = map[*ast.TableName]bool{}
 	a.skip = map[*ast.TableName]bool{}
-	a.f.Own = AccessRead
+	a.f.Own = authz.AccessRead
 	toks, err := myTokens(clean, set.lex)
 	if err != nil {
 		return "", err

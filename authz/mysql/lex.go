@@ -1,4 +1,4 @@
-package authz
+package mysql
 
 import (
 	"fmt"

@@ -1,6 +1,10 @@
-package authz
+package mysql
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/airlockhq/airlock/authz"
+)
 
 // The statements that create, change and drop stored routines, triggers
 // and events, read by the compound reader (mycompound.go).
@@ -18,7 +22,7 @@ func (r *myReader) create() (string, *myReadError) {
 	if err := r.definer(); err != nil {
 		return "", err
 	}
-	r.a.f.Own = AccessDDL
+	r.a.f.Own = authz.AccessDDL
 	switch {
 	case r.at("procedure"):
 		r.i++
@@ -66,7 +70,7 @@ func (r *myReader) definer() *myReadError {
 		r.i += 2
 	}
 	if !r.call {
-		r.a.need(AccessAdmin, "DEFINER names an account other than CURRENT_USER, whose privileges the body would run with")
+		r.a.need(authz.AccessAdmin, "DEFINER names an account other than CURRENT_USER, whose privileges the body would run with")
 	}
 	return nil
 }
@@ -121,7 +125,7 @@ func (r *myReader) routine(what string, function bool) *myReadError {
 		}
 		r.i++
 		r.a.f.ServerFiles = "CREATE FUNCTION ... SONAME loads a library into the database server"
-		r.a.need(AccessAdmin, r.a.f.ServerFiles)
+		r.a.need(authz.AccessAdmin, r.a.f.ServerFiles)
 		return nil
 	}
 	if err := r.params(); err != nil {
@@ -442,7 +446,7 @@ func (r *myReader) alter() (string, *myReadError) {
 	if err := r.definer(); err != nil {
 		return "", err
 	}
-	r.a.f.Own = AccessDDL
+	r.a.f.Own = authz.AccessDDL
 	switch {
 	case r.at("procedure"), r.at("function"):
 		what := strings.ToLower(r.peek(0).text)
@@ -476,7 +480,7 @@ func (r *myReader) drop() (string, *myReadError) {
 	if err := r.name(what); err != nil {
 		return "", err
 	}
-	r.a.f.Own = AccessDDL
+	r.a.f.Own = authz.AccessDDL
 	article := "a "
 	if what == "event" {
 		article = "an "

@@ -1,10 +1,12 @@
-package authz
+package mysql
 
 import (
 	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // MySQL's syntax error as the server words it. When a message cannot be
@@ -27,7 +29,7 @@ import (
 
 // mySyntaxAt is the server's syntax error for a message whose statement
 // starting at stmtStart could not be read from byte offset pos on.
-func mySyntaxAt(sql string, stmtStart, pos int, o myLexOpts) *SyntaxError {
+func mySyntaxAt(sql string, stmtStart, pos int, o myLexOpts) *authz.SyntaxError {
 	end := len(sql)
 	for end > 0 && (sql[end-1] == ';' || isMySpace(sql[end-1])) {
 		end--
@@ -44,7 +46,7 @@ func mySyntaxAt(sql string, stmtStart, pos int, o myLexOpts) *SyntaxError {
 	msg := "You have an error in your SQL syntax; check the manual that corresponds to your " + flavor +
 		" server version for the right syntax to use near '" + myNearText(sql[pos:end], o.server.mariadb) +
 		"' at line " + strconv.Itoa(myLineAt(sql, stmtStart, pos, o))
-	return &SyntaxError{Msg: msg, Pos: utf8.RuneCountInString(sql[:pos]) + 1}
+	return &authz.SyntaxError{Msg: msg, Pos: utf8.RuneCountInString(sql[:pos]) + 1}
 }
 
 // myNearText is the near '...' part: up to the first NUL, converted to

@@ -1,4 +1,4 @@
-package authz
+package mysql
 
 import (
 	"context"
@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
+	mysqldriver "github.com/go-sql-driver/mysql"
 
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/authztest"
 	"github.com/airlockhq/airlock/testenv"
 )
 
@@ -75,9 +77,9 @@ const mariaSyntaxPrefix = "You have an error in your SQL syntax; check the manua
 func TestMySQLSyntaxError(t *testing.T) {
 	o := myOpts()
 	o.ServerVersion = "5.5.5-10.11.19-MariaDB-0+deb12u1"
-	g := testGrant(AccessAdmin)
+	g := authztest.NewGrant(authz.AccessAdmin)
 	for _, tc := range mySyntaxCases {
-		v := NewMySQLSession(o).MySQL(g, tc.sql)
+		v := NewSession(o).Query(g, tc.sql)
 		if v.Allow || len(v.Statements) != 1 {
 			t.Errorf("%q: %+v", tc.sql, v)
 			continue
@@ -91,7 +93,7 @@ func TestMySQLSyntaxError(t *testing.T) {
 	// MySQL words it for MySQL and cuts near at 80 bytes without "...".
 	o.ServerVersion = "8.0.36"
 	long := "select 1 frm t where " + strings.Repeat("a", 100)
-	v := NewMySQLSession(o).MySQL(g, long)
+	v := NewSession(o).Query(g, long)
 	want := "You have an error in your SQL syntax; check the manual that corresponds to your MySQL server version for the right syntax to use near 't where " + strings.Repeat("a", 72) + "' at line 1"
 	if s := v.Statements[0].Syntax; s == nil || s.Msg != want || s.Pos != 14 {
 		t.Errorf("MySQL flavour: %+v\nwant %q at 14", s, want)
@@ -99,7 +101,7 @@ func TestMySQLSyntaxError(t *testing.T) {
 	// What the server might read differently is refused, not a syntax
 	// error: a NUL outside a string literal.
 	for _, q := range []string{"select 1 # x\x00; drop table t", "select 1\x00", "select /* \x00 */ 1"} {
-		v := NewMySQLSession(o).MySQL(g, q)
+		v := NewSession(o).Query(g, q)
 		if d := v.Statements[0]; v.Allow || d.Rule != "lexical" || d.Syntax != nil {
 			t.Errorf("%q: %+v", q, d)
 		}
@@ -112,11 +114,11 @@ func TestMySQLSyntaxError(t *testing.T) {
 func startMariaDBOracle(t *testing.T) (db *sql.DB, version string) {
 	t.Helper()
 	m := testenv.StartMariaDB(t, testenv.MariaDBOptions{InitSQL: testenv.SampleSchemaMySQL + oracleSchemaMySQL})
-	c := mysql.NewConfig()
+	c := mysqldriver.NewConfig()
 	c.User, c.Passwd, c.Net, c.Addr, c.DBName = m.User, m.Password, "tcp", m.Addr(), m.Database
 	c.MultiStatements = true
 	c.Timeout = 10 * time.Second
-	connector, err := mysql.NewConnector(c)
+	connector, err := mysqldriver.NewConnector(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,12 +137,12 @@ func TestMySQLSyntaxOracle(t *testing.T) {
 	defer cancel()
 	for _, tc := range mySyntaxCases {
 		_, err := db.ExecContext(ctx, tc.sql)
-		var me *mysql.MySQLError
+		var me *mysqldriver.MySQLError
 		if !errors.As(err, &me) || me.Number != 1064 {
 			t.Errorf("%q: the server said %v, want a syntax error", tc.sql, err)
 			continue
 		}
-		v := NewMySQLSession(o).MySQL(testGrant(AccessAdmin), tc.sql)
+		v := NewSession(o).Query(authztest.NewGrant(authz.AccessAdmin), tc.sql)
 		s := v.Statements[0].Syntax
 		if s == nil || s.Msg != me.Message {
 			t.Errorf("%q:\nserver  %q\nairlock %+v", tc.sql, me.Message, s)

@@ -1,4 +1,4 @@
-package authz
+package mysql
 
 import (
 	"reflect"
@@ -6,8 +6,10 @@ import (
 	"sync"
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
-	"github.com/pingcap/tidb/pkg/parser/mysql"
+	tidbmysql "github.com/pingcap/tidb/pkg/parser/mysql"
 	"github.com/pingcap/tidb/pkg/parser/test_driver"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // markTable marks t as written.
@@ -210,11 +212,11 @@ func (a *myAnalysis) node(x any) bool {
 	case *ast.SelectStmt:
 		if !a.planOnly {
 			if n.LockInfo != nil && n.LockInfo.LockType != ast.SelectLockNone {
-				a.need(AccessWrite, strings.ToUpper(n.LockInfo.LockType.String())+" takes row locks")
+				a.need(authz.AccessWrite, strings.ToUpper(n.LockInfo.LockType.String())+" takes row locks")
 			}
 			if n.SelectIntoOpt != nil && n.SelectIntoOpt.Tp != ast.SelectIntoVars {
 				a.f.ServerFiles = "SELECT INTO OUTFILE and DUMPFILE write the database server's files"
-				a.need(AccessAdmin, a.f.ServerFiles)
+				a.need(authz.AccessAdmin, a.f.ServerFiles)
 			}
 		}
 		if n.LockInfo != nil {
@@ -243,7 +245,7 @@ func (a *myAnalysis) node(x any) bool {
 		}
 	case *ast.VariableExpr:
 		if n.IsSystem && n.Value != nil {
-			a.need(AccessAdmin, "it sets a system variable")
+			a.need(authz.AccessAdmin, "it sets a system variable")
 		}
 	case *ast.TableOptimizerHint:
 		// Hints are blanked before parsing; one that arrives anyway is
@@ -294,8 +296,8 @@ func (a *myAnalysis) funcCall(n *ast.FuncCallExpr) {
 	if fu.serverFiles != "" && !a.planOnly {
 		a.f.ServerFiles = fu.serverFiles
 	}
-	if fu.use.Level > AccessRead {
-		a.f.Needs = append(a.f.Needs, Need{Level: fu.use.Level, Why: fu.why, Fn: len(a.f.Funcs) - 1})
+	if fu.use.Level > authz.AccessRead {
+		a.f.Needs = append(a.f.Needs, authz.Need{Level: fu.use.Level, Why: fu.why, Fn: len(a.f.Funcs) - 1})
 	}
 }
 
@@ -322,7 +324,7 @@ var fieldCache sync.Map // reflect.Type -> []int
 var (
 	ciStrType     = reflect.TypeOf(ast.CIStr{})
 	datumType     = reflect.TypeOf(test_driver.Datum{})
-	sqlModeType   = reflect.TypeOf(mysql.SQLMode(0))
+	sqlModeType   = reflect.TypeOf(tidbmysql.SQLMode(0))
 	withClausePtr = reflect.TypeOf(&ast.WithClause{})
 )
 

@@ -1,4 +1,8 @@
-package authz
+// Package postgres is the authorizer of Postgres SQL: it reads a message
+// with the Postgres parser (pgparse) into the facts package authz decides
+// on. The gateway keeps one Session per client session and gives it every
+// Query and Parse message; Startup decides on the startup parameters.
+package postgres
 
 import (
 	"errors"
@@ -8,7 +12,9 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pganalyze/pg_query_go/v6/parser"
 
-	"github.com/airlockhq/airlock/authz/pgparse"
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/elide"
+	"github.com/airlockhq/airlock/authz/postgres/pgparse"
 )
 
 // parseError is text the Postgres parser could not read.
@@ -20,7 +26,7 @@ type parseError struct {
 	// syntax is what the server would answer, when the parser itself
 	// refused the text (not for a NUL byte, which the protocol cannot
 	// carry in a statement anyway).
-	syntax *SyntaxError
+	syntax *authz.SyntaxError
 }
 
 func (e *parseError) Error() string {
@@ -44,7 +50,7 @@ func classifyPG(sql string) ([]pgStmt, error) {
 	if i := strings.IndexByte(sql, 0); i >= 0 {
 		return nil, &parseError{msg: "the message contains a NUL byte", cursor: i + 1}
 	}
-	if len(sql) >= elideMin && elideLiterals {
+	if len(sql) >= elide.Min && elideLiterals {
 		if out, ok := classifyPGElided(sql); ok {
 			return out, nil
 		}
@@ -78,33 +84,33 @@ func classifyPGElided(sql string) ([]pgStmt, bool) {
 	if !ok {
 		return nil, false
 	}
-	tree, err := pgparse.Parse(e.text)
-	if err != nil || !e.foundPG(tree) {
+	tree, err := pgparse.Parse(e.Text)
+	if err != nil || !foundPG(e, tree) {
 		return nil, false
 	}
 	out := make([]pgStmt, 0, len(tree.Stmts))
 	for _, raw := range tree.Stmts {
 		kind, a := classify(raw.Stmt)
-		start := max(0, min(int(raw.StmtLocation), len(e.text)))
-		end := len(e.text)
+		start := max(0, min(int(raw.StmtLocation), len(e.Text)))
+		end := len(e.Text)
 		if raw.StmtLen > 0 {
-			end = max(start, min(start+int(raw.StmtLen), len(e.text)))
+			end = max(start, min(start+int(raw.StmtLen), len(e.Text)))
 		}
-		out = append(out, pgStmt{text: trimSQLSpace(sql[e.toOrig(start):e.toOrig(end)]), kind: kind, a: a})
+		out = append(out, pgStmt{text: trimSQLSpace(sql[e.ToOrig(start):e.ToOrig(end)]), kind: kind, a: a})
 	}
 	return out, true
 }
 
-// ClassifyPostgres parses a message of Postgres SQL with the Postgres parser
+// Classify parses a message of Postgres SQL with the Postgres parser
 // and classifies each of its statements, resolving unqualified table names
 // against public. A message of only whitespace and comments has no
 // statements. The error is the parser's, for text it cannot read.
-func ClassifyPostgres(sql string) ([]Statement, error) {
+func Classify(sql string) ([]authz.Statement, error) {
 	stmts, err := classifyPG(sql)
 	if err != nil || len(stmts) == 0 {
 		return nil, err
 	}
-	out := make([]Statement, len(stmts))
+	out := make([]authz.Statement, len(stmts))
 	for i, m := range stmts {
 		out[i] = *m.resolve(defaultPGSchema)
 	}
@@ -149,10 +155,10 @@ func trimSQLSpace(s string) string {
 	return s
 }
 
-// Postgres decides on one client message of Postgres SQL (possibly several
+// Query decides on one client message of Postgres SQL (possibly several
 // statements separated by ';') under grant g, without session state:
 // unqualified names resolve against public, and EXECUTE of a prepared
-// statement is refused. A gateway should use a PGSession.
+// statement is refused. A gateway should use a Session.
 //
 // Every statement gets a Decision, and the verdict is all or nothing: a
 // message of several statements runs as one unit on the server (an implicit
@@ -161,36 +167,36 @@ func trimSQLSpace(s string) string {
 // refused too, with Rule "batch". Text the parser cannot read gives one
 // Decision with Rule "unparseable" for the whole message. A message of only
 // whitespace and comments is allowed with no statements.
-func Postgres(g *Grant, sql string) Verdict {
-	s := PGSession{stateless: true}
+func Query(g *authz.Grant, sql string) authz.Verdict {
+	s := Session{stateless: true}
 	return s.message(g, "", sql, false)
 }
 
 // unparseablePG refuses a message the parser could not read.
 // Its Syntax, when the parser gave one, is the error the server would
 // have answered.
-func unparseablePG(sql string, err error) Verdict {
-	d := Decision{
+func unparseablePG(sql string, err error) authz.Verdict {
+	d := authz.Decision{
 		Text:   sql,
 		Rule:   "unparseable",
 		Reason: unparseableReason(err),
-		Class:  Classification{Kind: "UNPARSEABLE", Required: AccessAdmin},
+		Class:  authz.Classification{Kind: "UNPARSEABLE", Required: authz.AccessAdmin},
 	}
 	if pe, ok := err.(*parseError); ok {
 		d.Syntax = pe.syntax
 	}
-	return Verdict{Statements: []Decision{d}}
+	return authz.Verdict{Statements: []authz.Decision{d}}
 }
 
 // resolve applies the default schema to a classified statement.
-func (m *pgStmt) resolve(defSchema string) *Statement {
+func (m *pgStmt) resolve(defSchema string) *authz.Statement {
 	a := m.a
-	st := &Statement{Text: m.text, Facts: a.f}
+	st := &authz.Statement{Text: m.text, Facts: a.f}
 	f := &st.Facts
-	f.Tables = make([]TableRef, 0, len(a.rels))
+	f.Tables = make([]authz.TableRef, 0, len(a.rels))
 	var read, written, funcs []string
 	for _, r := range a.rels {
-		ref := TableRef{Schema: r.schema, Name: r.name, Written: r.written}
+		ref := authz.TableRef{Schema: r.schema, Name: r.name, Written: r.written}
 		switch {
 		case r.catalog != "":
 			if f.Unresolved == "" {
@@ -207,7 +213,7 @@ func (m *pgStmt) resolve(defSchema string) *Statement {
 		if ref.Schema == "pg_catalog" && has(pgCatalogFileViews, ref.Name) && !r.written {
 			why := "reads " + ref.Name + ", which shows the database server's files"
 			f.ServerFiles = why
-			f.Needs = append(f.Needs, Need{Level: AccessAdmin, Why: why, Fn: -1})
+			f.Needs = append(f.Needs, authz.Need{Level: authz.AccessAdmin, Why: why, Fn: -1})
 		}
 		f.Tables = append(f.Tables, ref)
 		if r.written {
@@ -221,7 +227,7 @@ func (m *pgStmt) resolve(defSchema string) *Statement {
 			funcs = append(funcs, f.Funcs[i].Display())
 		}
 	}
-	st.Class = Classification{Kind: m.kind, TablesRead: sortedSet(read), TablesWritten: sortedSet(written), Functions: sortedSet(funcs)}
+	st.Class = authz.Classification{Kind: m.kind, TablesRead: sortedSet(read), TablesWritten: sortedSet(written), Functions: sortedSet(funcs)}
 	st.Class.Required, st.Class.Why = f.Required()
 	return st
 }
@@ -235,5 +241,5 @@ func unparseableReason(err error) string {
 			msg += fmt.Sprintf(" at position %d", pe.cursor)
 		}
 	}
-	return "airlock could not parse this message as Postgres SQL (" + OneLine(msg) + "), so none of it was run"
+	return "airlock could not parse this message as Postgres SQL (" + authz.OneLine(msg) + "), so none of it was run"
 }

@@ -1,4 +1,4 @@
-package authz
+package postgres
 
 import (
 	"os"
@@ -8,29 +8,21 @@ import (
 	"testing"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
-)
 
-func testGrant(a Access) *Grant {
-	return &Grant{
-		ID:       "gr_123",
-		Agent:    "agent-1",
-		Resource: "demo-pg",
-		Task:     "INC-42: count yesterday's failed orders",
-		Access:   a,
-		State:    StateActive,
-	}
-}
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/authztest"
+)
 
 // Short names keep the case table readable.
 const (
-	rd = AccessRead
-	wr = AccessWrite
-	dl = AccessDDL
-	ad = AccessAdmin
+	rd = authz.AccessRead
+	wr = authz.AccessWrite
+	dl = authz.AccessDDL
+	ad = authz.AccessAdmin
 )
 
 func TestPostgresBatch(t *testing.T) {
-	v := Postgres(testGrant(rd), "select 1; delete from orders; select 2")
+	v := Query(authztest.NewGrant(rd), "select 1; delete from orders; select 2")
 	if v.Allow || len(v.Statements) != 3 {
 		t.Fatalf("verdict %+v", v)
 	}
@@ -44,7 +36,7 @@ func TestPostgresBatch(t *testing.T) {
 		t.Errorf("batch reason %q, want %q", got, want)
 	}
 
-	v = Postgres(testGrant(wr), "select 1; delete from orders where id = 1; select 2")
+	v = Query(authztest.NewGrant(wr), "select 1; delete from orders where id = 1; select 2")
 	if !v.Allow {
 		t.Fatalf("write grant refused: %+v", v)
 	}
@@ -68,7 +60,7 @@ func TestPostgresStatementText(t *testing.T) {
 		{"SELECT 1 -- trailing", []string{"SELECT 1 -- trailing"}},
 		{"select 'é';select 2", []string{"select 'é'", "select 2"}},
 	} {
-		stmts, err := ClassifyPostgres(tc.sql)
+		stmts, err := Classify(tc.sql)
 		if err != nil {
 			t.Fatalf("%q: %v", tc.sql, err)
 		}
@@ -79,7 +71,7 @@ func TestPostgresStatementText(t *testing.T) {
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("%q: texts %q, want %q", tc.sql, got, tc.want)
 		}
-		v := Postgres(testGrant(ad), tc.sql)
+		v := Query(authztest.NewGrant(ad), tc.sql)
 		for i, d := range v.Statements {
 			if d.Text != tc.want[i] {
 				t.Errorf("%q: decision %d text %q, want %q", tc.sql, i, d.Text, tc.want[i])
@@ -90,8 +82,8 @@ func TestPostgresStatementText(t *testing.T) {
 
 func TestPostgresEmpty(t *testing.T) {
 	for _, sql := range []string{"", "   ", "\n\t", "-- only a comment", "/* a /* nested */ comment */", ";", " ; ; "} {
-		for _, g := range []*Grant{nil, testGrant(rd)} {
-			v := Postgres(g, sql)
+		for _, g := range []*authz.Grant{nil, authztest.NewGrant(rd)} {
+			v := Query(g, sql)
 			if !v.Allow || v.Statements != nil {
 				t.Errorf("%q: %+v, want allowed with no statements", sql, v)
 			}
@@ -106,7 +98,7 @@ func TestPostgresUnparseable(t *testing.T) {
 		{"select 'unterminated", "unterminated quoted string"},
 		{"select 1\x00; delete from orders", "NUL byte"},
 	} {
-		v := Postgres(testGrant(ad), tc.sql)
+		v := Query(authztest.NewGrant(ad), tc.sql)
 		if v.Allow || len(v.Statements) != 1 {
 			t.Fatalf("%q: %+v", tc.sql, v)
 		}
@@ -114,17 +106,17 @@ func TestPostgresUnparseable(t *testing.T) {
 		if d.Allow || d.Rule != "unparseable" || d.Text != tc.sql || !strings.Contains(d.Reason, tc.inReason) {
 			t.Errorf("%q: %+v, want unparseable with %q in the reason", tc.sql, d, tc.inReason)
 		}
-		if _, err := ClassifyPostgres(tc.sql); err == nil {
-			t.Errorf("%q: ClassifyPostgres gave no error", tc.sql)
+		if _, err := Classify(tc.sql); err == nil {
+			t.Errorf("%q: Classify gave no error", tc.sql)
 		}
 	}
 }
 
 func TestPostgresNoGrant(t *testing.T) {
-	pending := testGrant(ad)
-	pending.State = StatePending
-	for name, g := range map[string]*Grant{"nil": nil, "none": testGrant(AccessNone), "pending": pending} {
-		v := Postgres(g, "select 1; select 2")
+	pending := authztest.NewGrant(ad)
+	pending.State = authz.StatePending
+	for name, g := range map[string]*authz.Grant{"nil": nil, "none": authztest.NewGrant(authz.AccessNone), "pending": pending} {
+		v := Query(g, "select 1; select 2")
 		if v.Allow || len(v.Statements) != 2 {
 			t.Fatalf("%s: %+v", name, v)
 		}
@@ -137,21 +129,21 @@ func TestPostgresNoGrant(t *testing.T) {
 }
 
 func TestPostgresReason(t *testing.T) {
-	v := Postgres(testGrant(rd), "delete from orders")
+	v := Query(authztest.NewGrant(rd), "delete from orders")
 	want := `DELETE requires write access; grant gr_123 ("INC-42: count yesterday's failed orders") allows read. ` +
 		`To run it, request a grant with --access write: airlock request --resource demo-pg --task "INC-42: count yesterday's failed orders" --access write`
 	if got := v.Statements[0].Reason; got != want {
 		t.Errorf("reason\n got %s\nwant %s", got, want)
 	}
 
-	v = Postgres(testGrant(rd), "with d as (delete from orders returning *) select * from d")
+	v = Query(authztest.NewGrant(rd), "with d as (delete from orders returning *) select * from d")
 	if got := v.Statements[0].Reason; !strings.HasPrefix(got, "SELECT requires write access (DELETE inside a WITH clause); grant gr_123") {
 		t.Errorf("reason %q does not lead with the why", got)
 	}
 
-	g := testGrant(rd)
+	g := authztest.NewGrant(rd)
 	g.Task = "fix $HOME\nthen `rm -rf /`"
-	v = Postgres(g, "select pg_terminate_backend(1)")
+	v = Query(g, "select pg_terminate_backend(1)")
 	r := v.Statements[0].Reason
 	if strings.ContainsAny(r, "\n\r") {
 		t.Errorf("reason spans lines: %q", r)
@@ -160,7 +152,7 @@ func TestPostgresReason(t *testing.T) {
 		t.Errorf("task not shell-quoted: %q", r)
 	}
 
-	v = Postgres(testGrant(ad), "execute p")
+	v = Query(authztest.NewGrant(ad), "execute p")
 	if d := v.Statements[0]; d.Rule != "indirection" || !strings.Contains(d.Reason, "extended protocol") {
 		t.Errorf("execute: %+v", d)
 	}
@@ -199,7 +191,7 @@ func TestClassifyPostgresDetails(t *testing.T) {
 		{"drop table a, s.b", "", nil, []string{"public.a", "s.b"}, nil},
 		{"truncate a, b", "", nil, []string{"public.a", "public.b"}, nil},
 	} {
-		stmts, err := ClassifyPostgres(tc.sql)
+		stmts, err := Classify(tc.sql)
 		if err != nil || len(stmts) != 1 {
 			t.Fatalf("%q: %v %+v", tc.sql, err, stmts)
 		}
@@ -223,7 +215,7 @@ func TestPsqlCatalogQueries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v := Postgres(testGrant(rd), string(b))
+		v := Query(authztest.NewGrant(rd), string(b))
 		if !v.Allow || len(v.Statements) != 1 || v.Statements[0].Class.Kind != "SELECT" {
 			t.Errorf("%s: %+v", f, v)
 		}
@@ -231,7 +223,7 @@ func TestPsqlCatalogQueries(t *testing.T) {
 }
 
 func TestUnrecognizedStatementIsAdmin(t *testing.T) {
-	classOf := func(n *pg_query.Node) Classification {
+	classOf := func(n *pg_query.Node) authz.Classification {
 		kind, a := classify(n)
 		m := pgStmt{kind: kind, a: a}
 		return m.resolve(defaultPGSchema).Class

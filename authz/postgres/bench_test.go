@@ -1,19 +1,21 @@
-package authz
+package postgres
 
-import "testing"
+import (
+	"testing"
 
-// The pgbench-style point SELECT, the statement a busy agent sends most.
-const (
-	pgPointSelect = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;"
-	myPointSelect = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213"
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/authztest"
 )
 
+// The pgbench-style point SELECT, the statement a busy agent sends most.
+const pgPointSelect = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;"
+
 func BenchmarkPostgresPointSelect(b *testing.B) {
-	g := testGrant(AccessRead)
-	s := NewPGSession(PGOptions{})
+	g := authztest.NewGrant(authz.AccessRead)
+	s := NewSession(Options{})
 	b.ReportAllocs()
 	for b.Loop() {
-		if v := s.Postgres(g, pgPointSelect); !v.Allow {
+		if v := s.Query(g, pgPointSelect); !v.Allow {
 			b.Fatal(v)
 		}
 	}
@@ -22,25 +24,25 @@ func BenchmarkPostgresPointSelect(b *testing.B) {
 // Scoped: the same with a table scope and a limit on tables, the
 // decision's slowest path.
 func BenchmarkPostgresPointSelectScoped(b *testing.B) {
-	g := testGrant(AccessRead)
+	g := authztest.NewGrant(authz.AccessRead)
 	g.Scope.Tables = []string{"public.pgbench_branches", "public.pgbench_tellers", "public.pgbench_accounts"}
 	g.Scope.MaxTables = 2
-	s := NewPGSession(PGOptions{})
+	s := NewSession(Options{})
 	b.ReportAllocs()
 	for b.Loop() {
-		if v := s.Postgres(g, pgPointSelect); !v.Allow {
+		if v := s.Query(g, pgPointSelect); !v.Allow {
 			b.Fatal(v)
 		}
 	}
 }
 
 func BenchmarkPostgresPointSelectCached(b *testing.B) {
-	g := testGrant(AccessRead)
+	g := authztest.NewGrant(authz.AccessRead)
 	g.Scope.Tables = []string{"public.pgbench_accounts"}
-	s := NewPGSession(PGOptions{Cache: NewDecisionCache(4096)})
+	s := NewSession(Options{Cache: authz.NewDecisionCache(4096)})
 	b.ReportAllocs()
 	for b.Loop() {
-		if v := s.Postgres(g, pgPointSelect); !v.Allow {
+		if v := s.Query(g, pgPointSelect); !v.Allow {
 			b.Fatal(v)
 		}
 	}
@@ -48,38 +50,15 @@ func BenchmarkPostgresPointSelectCached(b *testing.B) {
 
 // Parallel: one cache shared by every session of a gateway.
 func BenchmarkPostgresPointSelectCachedParallel(b *testing.B) {
-	g := testGrant(AccessRead)
-	c := NewDecisionCache(4096)
+	g := authztest.NewGrant(authz.AccessRead)
+	c := authz.NewDecisionCache(4096)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
-		s := NewPGSession(PGOptions{Cache: c})
+		s := NewSession(Options{Cache: c})
 		for pb.Next() {
-			if v := s.Postgres(g, pgPointSelect); !v.Allow {
+			if v := s.Query(g, pgPointSelect); !v.Allow {
 				b.Fatal(v)
 			}
 		}
 	})
-}
-
-func BenchmarkMySQLPointSelect(b *testing.B) {
-	g := testGrant(AccessRead)
-	s := NewMySQLSession(MySQLOptions{Database: "app"})
-	b.ReportAllocs()
-	for b.Loop() {
-		if v := s.MySQL(g, myPointSelect); !v.Allow {
-			b.Fatal(v)
-		}
-	}
-}
-
-func BenchmarkMySQLPointSelectCached(b *testing.B) {
-	g := testGrant(AccessRead)
-	g.Scope.Tables = []string{"app.pgbench_accounts"}
-	s := NewMySQLSession(MySQLOptions{Database: "app", Cache: NewDecisionCache(4096)})
-	b.ReportAllocs()
-	for b.Loop() {
-		if v := s.MySQL(g, myPointSelect); !v.Allow {
-			b.Fatal(v)
-		}
-	}
 }

@@ -8,7 +8,7 @@
 //
 // then pack the names a few to a line.
 
-package authz
+package postgres
 
 import "strings"
 

@@ -1,4 +1,4 @@
-package authz
+package postgres
 
 import (
 	"reflect"
@@ -6,6 +6,8 @@ import (
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // classify reads one top-level statement: its kind, its own level and why,
@@ -13,7 +15,7 @@ import (
 func classify(stmt *pg_query.Node) (kind string, a *analysis) {
 	a = &analysis{}
 	kind, a.f.Own, a.f.OwnWhy = a.statement(stmt, scope{})
-	if dropKind(kind) && a.f.Drops == "" {
+	if authz.IsDropKind(kind) && a.f.Drops == "" {
 		a.f.Drops = kind + " drops it and everything in it"
 	}
 	return kind, a
@@ -42,10 +44,10 @@ func nodeMessage(n *pg_query.Node) protoreflect.Message {
 // that a collects what is nested inside. Statements that wrap another one
 // (EXPLAIN, PREPARE, DECLARE, COPY, CREATE TABLE AS) classify the inner one
 // as a statement of its own.
-func (a *analysis) statement(stmt *pg_query.Node, sc scope) (kind string, level Access, why string) {
+func (a *analysis) statement(stmt *pg_query.Node, sc scope) (kind string, level authz.Access, why string) {
 	m := nodeMessage(stmt)
 	if m == nil {
-		return "UNKNOWN", AccessAdmin, "empty statement node"
+		return "UNKNOWN", authz.AccessAdmin, "empty statement node"
 	}
 	kind, level, why, walked := a.wrapper(m, sc)
 	if !walked {
@@ -58,7 +60,7 @@ func (a *analysis) statement(stmt *pg_query.Node, sc scope) (kind string, level 
 // wrapper handles the statements whose level depends on a statement inside
 // them, and those that need a look at their options. It walks what it
 // handles; walked is false when m is not one of them.
-func (a *analysis) wrapper(m protoreflect.Message, sc scope) (kind string, level Access, why string, walked bool) {
+func (a *analysis) wrapper(m protoreflect.Message, sc scope) (kind string, level authz.Access, why string, walked bool) {
 	switch n := m.Interface().(type) {
 	case *pg_query.ExplainStmt:
 		analyze := explainAnalyze(n.Options)
@@ -66,8 +68,8 @@ func (a *analysis) wrapper(m protoreflect.Message, sc scope) (kind string, level
 		isc.planOnly = sc.planOnly || !analyze
 		ik, il, _ := a.statement(n.Query, isc)
 		a.children(m, sc, "query")
-		if isc.planOnly || il <= AccessRead {
-			return "EXPLAIN", AccessRead, "", true
+		if isc.planOnly || il <= authz.AccessRead {
+			return "EXPLAIN", authz.AccessRead, "", true
 		}
 		return "EXPLAIN", il, "EXPLAIN ANALYZE executes " + ik, true
 
@@ -75,15 +77,15 @@ func (a *analysis) wrapper(m protoreflect.Message, sc scope) (kind string, level
 		ik, il, _ := a.statement(n.Query, sc)
 		a.children(m, sc, "query")
 		a.prepName, a.prepKind, a.prepOwn = n.Name, ik, il
-		if il <= AccessRead {
-			return "PREPARE", AccessRead, "", true
+		if il <= authz.AccessRead {
+			return "PREPARE", authz.AccessRead, "", true
 		}
 		return "PREPARE", il, "PREPARE of " + ik, true
 
 	case *pg_query.DeclareCursorStmt:
 		ik, il, _ := a.statement(n.Query, sc)
-		if il <= AccessRead {
-			return "DECLARE CURSOR", AccessRead, "", true
+		if il <= authz.AccessRead {
+			return "DECLARE CURSOR", authz.AccessRead, "", true
 		}
 		return "DECLARE CURSOR", il, "DECLARE CURSOR of " + ik, true
 
@@ -97,7 +99,7 @@ func (a *analysis) wrapper(m protoreflect.Message, sc scope) (kind string, level
 		}
 		a.statement(n.Query, sc)
 		a.children(m, sc.inside("a subquery"), "query")
-		return kind, AccessDDL, "", true
+		return kind, authz.AccessDDL, "", true
 
 	case *pg_query.CopyStmt:
 		return a.copyStmt(n, sc)
@@ -113,29 +115,29 @@ func (a *analysis) wrapper(m protoreflect.Message, sc scope) (kind string, level
 		psc := sc.inside("a subquery")
 		psc.planOnly = false
 		a.children(m, psc, "")
-		return "EXECUTE", AccessRead, "", true
+		return "EXECUTE", authz.AccessRead, "", true
 	}
 	return "", 0, "", false
 }
 
-func (a *analysis) copyStmt(n *pg_query.CopyStmt, sc scope) (kind string, level Access, why string, walked bool) {
-	level = AccessRead
+func (a *analysis) copyStmt(n *pg_query.CopyStmt, sc scope) (kind string, level authz.Access, why string, walked bool) {
+	level = authz.AccessRead
 	if n.Query != nil {
 		ik, il, _ := a.statement(n.Query, sc)
-		if il > AccessRead {
+		if il > authz.AccessRead {
 			level, why = il, "COPY of "+ik
 		}
 	} else if n.IsFrom {
 		a.markWritten(n.Relation)
-		level = AccessWrite
+		level = authz.AccessWrite
 	}
 	switch {
 	case n.IsProgram:
-		level, why = AccessAdmin, "COPY PROGRAM runs a command on the database server"
+		level, why = authz.AccessAdmin, "COPY PROGRAM runs a command on the database server"
 	case n.Filename != "" && n.IsFrom:
-		level, why = AccessAdmin, "COPY FROM a file reads the database server's files"
+		level, why = authz.AccessAdmin, "COPY FROM a file reads the database server's files"
 	case n.Filename != "":
-		level, why = AccessAdmin, "COPY TO a file writes the database server's files"
+		level, why = authz.AccessAdmin, "COPY TO a file writes the database server's files"
 	}
 	if n.IsProgram || n.Filename != "" {
 		a.f.ServerFiles = why
@@ -183,7 +185,7 @@ func defElemTrue(arg *pg_query.Node) bool {
 			return c.GetIval().Ival != 0
 		}
 		if c.GetSval() != nil {
-			// A value literalValue does not read (a long literal, a
+			// A value elide.LiteralValue does not read (a long literal, a
 			// placeholder) is none of the false words, so it is true
 			// here either way, the stricter reading for the option
 			// this reads (EXPLAIN's ANALYZE runs the statement).
@@ -195,57 +197,57 @@ func defElemTrue(arg *pg_query.Node) bool {
 
 // plain gives the kind and level of a statement that stands on its own. It
 // marks the RangeVars a statement writes before the walk reaches them.
-func (a *analysis) plain(m protoreflect.Message) (kind string, level Access, why string) {
+func (a *analysis) plain(m protoreflect.Message) (kind string, level authz.Access, why string) {
 	switch n := m.Interface().(type) {
 	case *pg_query.SelectStmt:
 		if len(n.ValuesLists) > 0 {
-			return "VALUES", AccessRead, ""
+			return "VALUES", authz.AccessRead, ""
 		}
-		return "SELECT", AccessRead, ""
+		return "SELECT", authz.AccessRead, ""
 	case *pg_query.InsertStmt:
-		return "INSERT", AccessWrite, ""
+		return "INSERT", authz.AccessWrite, ""
 	case *pg_query.UpdateStmt:
-		return "UPDATE", AccessWrite, ""
+		return "UPDATE", authz.AccessWrite, ""
 	case *pg_query.DeleteStmt:
-		return "DELETE", AccessWrite, ""
+		return "DELETE", authz.AccessWrite, ""
 	case *pg_query.MergeStmt:
-		return "MERGE", AccessWrite, ""
+		return "MERGE", authz.AccessWrite, ""
 
 	case *pg_query.VariableSetStmt:
 		return setStmt(n)
 	case *pg_query.VariableShowStmt:
-		return "SHOW", AccessRead, ""
+		return "SHOW", authz.AccessRead, ""
 	case *pg_query.TransactionStmt:
 		return transactionStmt(n)
 	case *pg_query.ConstraintsSetStmt:
-		return "SET CONSTRAINTS", AccessRead, ""
+		return "SET CONSTRAINTS", authz.AccessRead, ""
 	case *pg_query.FetchStmt:
 		if n.Ismove {
-			return "MOVE", AccessRead, ""
+			return "MOVE", authz.AccessRead, ""
 		}
-		return "FETCH", AccessRead, ""
+		return "FETCH", authz.AccessRead, ""
 	case *pg_query.ClosePortalStmt:
-		return "CLOSE", AccessRead, ""
+		return "CLOSE", authz.AccessRead, ""
 	case *pg_query.DeallocateStmt:
 		a.dealloc, a.deallocAll = n.Name, n.Isall || n.Name == ""
-		return "DEALLOCATE", AccessRead, ""
+		return "DEALLOCATE", authz.AccessRead, ""
 	case *pg_query.DiscardStmt:
 		if n.Target == pg_query.DiscardMode_DISCARD_ALL {
 			a.deallocAll = true
 			// DISCARD ALL includes RESET ALL and SET SESSION
 			// AUTHORIZATION DEFAULT, and those are admin on their own.
-			return "DISCARD", AccessAdmin, "DISCARD ALL also resets the role and every setting"
+			return "DISCARD", authz.AccessAdmin, "DISCARD ALL also resets the role and every setting"
 		}
-		return "DISCARD", AccessRead, ""
+		return "DISCARD", authz.AccessRead, ""
 	case *pg_query.ListenStmt:
-		return "LISTEN", AccessRead, ""
+		return "LISTEN", authz.AccessRead, ""
 	case *pg_query.UnlistenStmt:
-		return "UNLISTEN", AccessRead, ""
+		return "UNLISTEN", authz.AccessRead, ""
 	case *pg_query.NotifyStmt:
-		return "NOTIFY", AccessWrite, ""
+		return "NOTIFY", authz.AccessWrite, ""
 	case *pg_query.LockStmt:
 		a.markNodes(n.Relations)
-		return "LOCK", AccessWrite, ""
+		return "LOCK", authz.AccessWrite, ""
 	}
 	if kind, level, why, ok := a.ddl(m); ok {
 		return kind, level, why
@@ -254,7 +256,7 @@ func (a *analysis) plain(m protoreflect.Message) (kind string, level Access, why
 		return kind, level, why
 	}
 	name := string(m.Descriptor().Name())
-	return strings.ToUpper(name), AccessAdmin, "unrecognized statement type " + name
+	return strings.ToUpper(name), authz.AccessAdmin, "unrecognized statement type " + name
 }
 
 func (a *analysis) markNodes(nodes []*pg_query.Node) {
@@ -263,37 +265,37 @@ func (a *analysis) markNodes(nodes []*pg_query.Node) {
 	}
 }
 
-func transactionStmt(n *pg_query.TransactionStmt) (string, Access, string) {
+func transactionStmt(n *pg_query.TransactionStmt) (string, authz.Access, string) {
 	switch n.Kind {
 	case pg_query.TransactionStmtKind_TRANS_STMT_BEGIN:
-		return "BEGIN", AccessRead, ""
+		return "BEGIN", authz.AccessRead, ""
 	case pg_query.TransactionStmtKind_TRANS_STMT_START:
-		return "START TRANSACTION", AccessRead, ""
+		return "START TRANSACTION", authz.AccessRead, ""
 	case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT:
-		return "COMMIT", AccessRead, ""
+		return "COMMIT", authz.AccessRead, ""
 	case pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK:
-		return "ROLLBACK", AccessRead, ""
+		return "ROLLBACK", authz.AccessRead, ""
 	case pg_query.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
-		return "SAVEPOINT", AccessRead, ""
+		return "SAVEPOINT", authz.AccessRead, ""
 	case pg_query.TransactionStmtKind_TRANS_STMT_RELEASE:
-		return "RELEASE", AccessRead, ""
+		return "RELEASE", authz.AccessRead, ""
 	case pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
-		return "ROLLBACK TO", AccessRead, ""
+		return "ROLLBACK TO", authz.AccessRead, ""
 	case pg_query.TransactionStmtKind_TRANS_STMT_PREPARE:
 		// A prepared transaction outlives the session and keeps its locks.
-		return "PREPARE TRANSACTION", AccessAdmin, "a prepared transaction outlives the session"
+		return "PREPARE TRANSACTION", authz.AccessAdmin, "a prepared transaction outlives the session"
 	case pg_query.TransactionStmtKind_TRANS_STMT_COMMIT_PREPARED:
-		return "COMMIT PREPARED", AccessAdmin, "it finishes a transaction of another session"
+		return "COMMIT PREPARED", authz.AccessAdmin, "it finishes a transaction of another session"
 	case pg_query.TransactionStmtKind_TRANS_STMT_ROLLBACK_PREPARED:
-		return "ROLLBACK PREPARED", AccessAdmin, "it finishes a transaction of another session"
+		return "ROLLBACK PREPARED", authz.AccessAdmin, "it finishes a transaction of another session"
 	}
-	return "TRANSACTION", AccessAdmin, "unrecognized transaction statement " + n.Kind.String()
+	return "TRANSACTION", authz.AccessAdmin, "unrecognized transaction statement " + n.Kind.String()
 }
 
 // setStmt classifies SET and RESET. Transaction characteristics (SET
 // TRANSACTION READ WRITE, ISOLATION LEVEL) are read: they allow nothing by
 // themselves, and every statement of the transaction is still checked.
-func setStmt(n *pg_query.VariableSetStmt) (string, Access, string) {
+func setStmt(n *pg_query.VariableSetStmt) (string, authz.Access, string) {
 	kind := "SET"
 	if n.Kind == pg_query.VariableSetKind_VAR_RESET || n.Kind == pg_query.VariableSetKind_VAR_RESET_ALL {
 		kind = "RESET"
@@ -301,27 +303,27 @@ func setStmt(n *pg_query.VariableSetStmt) (string, Access, string) {
 	name := strings.ToLower(n.Name)
 	switch n.Kind {
 	case pg_query.VariableSetKind_VAR_SET_MULTI:
-		return kind, AccessRead, ""
+		return kind, authz.AccessRead, ""
 	case pg_query.VariableSetKind_VAR_RESET_ALL:
-		return kind, AccessAdmin, "RESET ALL also resets the role"
+		return kind, authz.AccessAdmin, "RESET ALL also resets the role"
 	}
 	switch name {
 	case "role", "session_authorization":
-		return kind, AccessAdmin, kind + " " + strings.ToUpper(strings.ReplaceAll(name, "_", " ")) + " switches the role"
+		return kind, authz.AccessAdmin, kind + " " + strings.ToUpper(strings.ReplaceAll(name, "_", " ")) + " switches the role"
 	case "transaction_isolation", "default_transaction_isolation", "transaction_read_only", "default_transaction_read_only",
 		"transaction_deferrable", "default_transaction_deferrable":
 		// Transaction characteristics, as SET TRANSACTION and SET SESSION
 		// CHARACTERISTICS set them.
-		return kind, AccessRead, ""
+		return kind, authz.AccessRead, ""
 	}
 	toDefault := n.Kind != pg_query.VariableSetKind_VAR_SET_VALUE
 	if harmlessSetting(name, n.Args, toDefault) {
-		return kind, AccessRead, ""
+		return kind, authz.AccessRead, ""
 	}
 	if name == "client_encoding" {
-		return kind, AccessAdmin, "client_encoding " + setValue(n.Args) + " could make the server read text differently from airlock"
+		return kind, authz.AccessAdmin, "client_encoding " + setValue(n.Args) + " could make the server read text differently from airlock"
 	}
-	return kind, AccessAdmin, kind + " " + name + " changes a setting that is not allow-listed"
+	return kind, authz.AccessAdmin, kind + " " + name + " changes a setting that is not allow-listed"
 }
 
 func setValue(args []*pg_query.Node) string {

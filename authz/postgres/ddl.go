@@ -1,17 +1,19 @@
-package authz
+package postgres
 
 import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // ddl classifies statements that change the schema. Most are ddl; those
 // that act on objects outside one database's schema (roles, extensions,
 // foreign servers) or on privileges are admin, and ddl says so.
-func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why string, ok bool) {
-	d := func(kind string) (string, Access, string, bool) { return kind, AccessDDL, "", true }
+func (a *analysis) ddl(m protoreflect.Message) (kind string, level authz.Access, why string, ok bool) {
+	d := func(kind string) (string, authz.Access, string, bool) { return kind, authz.AccessDDL, "", true }
 	switch n := m.Interface().(type) {
 	case *pg_query.CreateStmt:
 		a.markWritten(n.Relation)
@@ -29,7 +31,7 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 			case pg_query.AlterTableType_AT_DropColumn:
 				a.f.Drops = "ALTER " + objName(n.Objtype) + " DROP COLUMN drops a column and its values"
 			case pg_query.AlterTableType_AT_ChangeOwner:
-				return kind, AccessAdmin, "changing an owner changes privileges", true
+				return kind, authz.AccessAdmin, "changing an owner changes privileges", true
 			}
 		}
 		return d(kind)
@@ -62,7 +64,7 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 			a.f.Unresolved = "DROP SCHEMA drops every table in the schema"
 		}
 		if adminObject(n.RemoveType) {
-			return kind, AccessAdmin, "", true
+			return kind, authz.AccessAdmin, "", true
 		}
 		return d(kind)
 	case *pg_query.RenameStmt:
@@ -172,8 +174,8 @@ func (a *analysis) ddl(m protoreflect.Message) (kind string, level Access, why s
 
 // admin classifies statements that act on the server, on roles and
 // privileges, or run code airlock cannot inspect.
-func (a *analysis) admin(m protoreflect.Message) (kind string, level Access, why string, ok bool) {
-	ad := func(kind string) (string, Access, string, bool) { return kind, AccessAdmin, "", true }
+func (a *analysis) admin(m protoreflect.Message) (kind string, level authz.Access, why string, ok bool) {
+	ad := func(kind string) (string, authz.Access, string, bool) { return kind, authz.AccessAdmin, "", true }
 	switch n := m.Interface().(type) {
 	case *pg_query.GrantStmt:
 		if n.Targtype != pg_query.GrantTargetType_ACL_TARGET_OBJECT {
@@ -256,7 +258,7 @@ func (a *analysis) admin(m protoreflect.Message) (kind string, level Access, why
 	case *pg_query.SecLabelStmt:
 		return ad("SECURITY LABEL")
 	case *pg_query.AlterOwnerStmt:
-		return "ALTER " + objName(n.ObjectType), AccessAdmin, "changing an owner changes privileges", true
+		return "ALTER " + objName(n.ObjectType), authz.AccessAdmin, "changing an owner changes privileges", true
 	case *pg_query.DropOwnedStmt:
 		a.f.Unresolved = "it drops every object a role owns"
 		return ad("DROP OWNED")
@@ -271,20 +273,20 @@ func (a *analysis) admin(m protoreflect.Message) (kind string, level Access, why
 		return ad("CHECKPOINT")
 	case *pg_query.DoStmt:
 		a.f.Unresolved = "a DO block may touch any table"
-		return "DO", AccessAdmin, "a DO block runs code airlock cannot inspect", true
+		return "DO", authz.AccessAdmin, "a DO block runs code airlock cannot inspect", true
 	case *pg_query.CallStmt:
 		a.f.Unresolved = "a procedure may touch any table"
-		return "CALL", AccessAdmin, "CALL runs a procedure airlock cannot inspect", true
+		return "CALL", authz.AccessAdmin, "CALL runs a procedure airlock cannot inspect", true
 	}
 	return "", 0, "", false
 }
 
 // objectLevel is ddl, or admin for objects outside the schema.
-func objectLevel(kind string, t pg_query.ObjectType) (string, Access, string, bool) {
+func objectLevel(kind string, t pg_query.ObjectType) (string, authz.Access, string, bool) {
 	if adminObject(t) {
-		return kind, AccessAdmin, "", true
+		return kind, authz.AccessAdmin, "", true
 	}
-	return kind, AccessDDL, "", true
+	return kind, authz.AccessDDL, "", true
 }
 
 func adminObject(t pg_query.ObjectType) bool {

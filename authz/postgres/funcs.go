@@ -1,9 +1,12 @@
-package authz
+package postgres
 
 import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/elide"
 )
 
 // What a function call needs. The lists are consulted in this order: admin,
@@ -128,7 +131,7 @@ var catalogReadOnly = setOf(strings.Fields(pgCatalogNonVolatile)...)
 
 // funcEffect is what one function call needs.
 type funcEffect struct {
-	level Access
+	level authz.Access
 	// why is set when level is above read.
 	why string
 	// plannerMayRun is set when the planner may call the function while
@@ -162,12 +165,12 @@ func funcCallEffect(schema, name string, args []*pg_query.Node) funcEffect {
 	if schema != "" {
 		display = schema + "." + name
 	}
-	unknown := funcEffect{level: AccessWrite, why: "calls " + display + ", which is not known to be read-only", plannerMayRun: true, opaque: true}
+	unknown := funcEffect{level: authz.AccessWrite, why: "calls " + display + ", which is not known to be read-only", plannerMayRun: true, opaque: true}
 	switch schema {
 	case "":
 	case "information_schema":
 		if _, ok := infoSchemaFuncs[name]; ok {
-			return funcEffect{level: AccessRead}
+			return funcEffect{level: authz.AccessRead}
 		}
 		return unknown
 	default:
@@ -183,9 +186,9 @@ func funcCallEffect(schema, name string, args []*pg_query.Node) funcEffect {
 // builtinEffect classifies a call of a function that is unqualified or
 // qualified with pg_catalog.
 func builtinEffect(name string, args []*pg_query.Node) funcEffect {
-	unknown := funcEffect{level: AccessWrite, why: "calls " + name + ", which is not known to be read-only", plannerMayRun: true, opaque: true}
-	admin := funcEffect{level: AccessAdmin, why: "calls " + name + ", which needs admin access"}
-	sqlText := funcEffect{level: AccessAdmin, why: "calls " + name + ", which runs SQL given as text", opaque: true}
+	unknown := funcEffect{level: authz.AccessWrite, why: "calls " + name + ", which is not known to be read-only", plannerMayRun: true, opaque: true}
+	admin := funcEffect{level: authz.AccessAdmin, why: "calls " + name + ", which needs admin access"}
+	sqlText := funcEffect{level: authz.AccessAdmin, why: "calls " + name + ", which runs SQL given as text", opaque: true}
 	if name == "set_config" {
 		return setConfigEffect(args)
 	}
@@ -194,11 +197,11 @@ func builtinEffect(name string, args []*pg_query.Node) funcEffect {
 		return sqlText
 	}
 	if _, ok := serverFileFuncs[name]; ok {
-		return funcEffect{level: AccessAdmin, why: "calls " + name + ", which reaches the database server's files", serverFiles: true}
+		return funcEffect{level: authz.AccessAdmin, why: "calls " + name + ", which reaches the database server's files", serverFiles: true}
 	}
 	for _, p := range serverFilePrefixes {
 		if strings.HasPrefix(name, p) {
-			return funcEffect{level: AccessAdmin, why: "calls " + name + ", which reaches the database server's files", serverFiles: true}
+			return funcEffect{level: authz.AccessAdmin, why: "calls " + name + ", which reaches the database server's files", serverFiles: true}
 		}
 	}
 	if _, ok := adminFuncs[name]; ok {
@@ -218,22 +221,22 @@ func builtinEffect(name string, args []*pg_query.Node) funcEffect {
 		}
 	}
 	if what, ok := writeFuncs[name]; ok {
-		return funcEffect{level: AccessWrite, why: "calls " + name + ", which " + what}
+		return funcEffect{level: authz.AccessWrite, why: "calls " + name + ", which " + what}
 	}
 	for _, p := range writePrefixes {
 		if strings.HasPrefix(name, p.prefix) {
-			return funcEffect{level: AccessWrite, why: "calls " + name + ", which " + p.what}
+			return funcEffect{level: authz.AccessWrite, why: "calls " + name + ", which " + p.what}
 		}
 	}
 	if _, ok := catalogReadOnly[name]; ok {
-		return funcEffect{level: AccessRead}
+		return funcEffect{level: authz.AccessRead}
 	}
 	if _, ok := readFuncs[name]; ok {
-		return funcEffect{level: AccessRead}
+		return funcEffect{level: authz.AccessRead}
 	}
 	for _, p := range readPrefixes {
 		if strings.HasPrefix(name, p) {
-			return funcEffect{level: AccessRead}
+			return funcEffect{level: authz.AccessRead}
 		}
 	}
 	return unknown
@@ -264,16 +267,16 @@ func setConfigEffect(args []*pg_query.Node) funcEffect {
 	}
 	setting, ok := stringConst(nameArg)
 	if !ok {
-		return funcEffect{level: AccessAdmin, why: "calls set_config with a setting name that is not a literal"}
+		return funcEffect{level: authz.AccessAdmin, why: "calls set_config with a setting name that is not a literal"}
 	}
 	setting = strings.ToLower(setting)
 	switch {
 	case setting == "role" || setting == "session_authorization":
-		return funcEffect{level: AccessAdmin, why: "calls set_config('" + setting + "'), which switches the role"}
+		return funcEffect{level: authz.AccessAdmin, why: "calls set_config('" + setting + "'), which switches the role"}
 	case harmlessSetting(setting, []*pg_query.Node{valueArg}, false):
-		return funcEffect{level: AccessWrite, why: "calls set_config, which changes a setting"}
+		return funcEffect{level: authz.AccessWrite, why: "calls set_config, which changes a setting"}
 	default:
-		return funcEffect{level: AccessAdmin, why: "calls set_config('" + setting + "'), which is not an allow-listed setting"}
+		return funcEffect{level: authz.AccessAdmin, why: "calls set_config('" + setting + "'), which is not an allow-listed setting"}
 	}
 }
 
@@ -288,7 +291,7 @@ func stringConst(n *pg_query.Node) (string, bool) {
 		if c == nil || c.GetSval() == nil {
 			return "", false
 		}
-		return literalValue(c.GetSval().Sval)
+		return elide.LiteralValue(c.GetSval().Sval)
 	}
 	return "", false
 }
@@ -356,6 +359,11 @@ var builtinOperators = setOf(
 	// The parser spells != as <>, but keep it should that ever change.
 	"!=",
 )
+
+func has(set map[string]struct{}, name string) bool {
+	_, ok := set[name]
+	return ok
+}
 
 func setOf(names ...string) map[string]struct{} {
 	m := make(map[string]struct{}, len(names))

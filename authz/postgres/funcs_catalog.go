@@ -10,7 +10,7 @@
 //
 // then pack the names a few to a line.
 
-package authz
+package postgres
 
 // pgCatalogNonVolatile lists every pg_catalog function that has no volatile
 // overload. Postgres guarantees that a stable or immutable function cannot

@@ -1,10 +1,13 @@
-package authz
+package postgres
 
 import (
 	"strings"
 	"testing"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/authztest"
 )
 
 // FuzzPostgres checks what must hold for any message: no panic, nothing
@@ -12,12 +15,12 @@ import (
 // the grant's level is allowed, and every statement's text is a piece of
 // the message.
 func FuzzPostgres(f *testing.F) {
-	for _, tc := range readCorpus(f, "postgres.tsv") {
-		f.Add(tc.sql)
+	for _, tc := range authztest.ReadCorpus(f, "postgres.tsv") {
+		f.Add(tc.SQL)
 	}
-	readGrant := testGrant(AccessRead)
+	readGrant := authztest.NewGrant(authz.AccessRead)
 	f.Fuzz(func(t *testing.T, s string) {
-		v := Postgres(readGrant, s)
+		v := Query(readGrant, s)
 		if _, err := pg_query.Parse(s); err != nil && v.Allow {
 			t.Fatalf("parser error %v, but allowed: %+v", err, v)
 		}
@@ -25,7 +28,7 @@ func FuzzPostgres(f *testing.F) {
 			if d.Allow != v.Allow {
 				t.Fatalf("statement %d allow=%v in a verdict of %v", i+1, d.Allow, v.Allow)
 			}
-			if d.Allow && d.Class.Required > AccessRead {
+			if d.Allow && d.Class.Required > authz.AccessRead {
 				t.Fatalf("statement %d needs %v but was allowed under read", i+1, d.Class.Required)
 			}
 			if !d.Allow && d.Reason == "" {

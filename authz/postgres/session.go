@@ -1,47 +1,49 @@
-package authz
+package postgres
 
 import (
 	"maps"
 	"slices"
 	"strconv"
 	"sync"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
-// PGOptions is what the Postgres authorizer needs to know about the
+// Options is what the Postgres authorizer needs to know about the
 // resource and the session.
-type PGOptions struct {
+type Options struct {
 	// DefaultSchema is where unqualified table names resolve (after the
 	// pg_catalog relations, which Postgres searches first); "public" when
 	// empty. SET search_path is admin, so it stays true for the session.
 	DefaultSchema string
 	// Cache, when set, keeps decisions on whole messages (see
 	// DecisionCache); share one across sessions.
-	Cache *DecisionCache
+	Cache *authz.DecisionCache
 }
 
-// PGSession authorizes the statements of one Postgres client session and
+// Session authorizes the statements of one Postgres client session and
 // keeps what later statements depend on: what each prepared statement
 // (SQL PREPARE, or a named Parse message) runs, so that EXECUTE inherits
 // the decision on what was prepared. The gateway must use one per client
 // session and give it every Query and Parse of that session, in order. The
 // state changes only when a whole message is allowed. It is safe for
 // concurrent use.
-type PGSession struct {
+type Session struct {
 	mu sync.Mutex
-	o  PGOptions
+	o  Options
 	// prepared maps a prepared statement's name to what it may run. A
 	// name prepared again without DEALLOCATE has more than one candidate:
 	// the server refuses the second PREPARE (or Parse) unless the first
 	// failed, and airlock does not see which, so an EXECUTE must be
 	// allowed as every candidate.
 	prepared map[string][]*pgPrepared
-	// stateless is set for the package-level Postgres, which has no
+	// stateless is set for the package-level Query, which has no
 	// session to remember statements in.
 	stateless bool
 }
 
 // maxCandidates bounds the statements one name may stand for; see
-// PGSession.prepared.
+// Session.prepared.
 const maxCandidates = 4
 
 // pgPrepared is what a prepared statement runs, resolved.
@@ -49,31 +51,31 @@ type pgPrepared struct {
 	kind string
 	// text is the PREPARE (or the Parse's query) that made it.
 	text string
-	f    Facts
+	f    authz.Facts
 }
 
-// NewPGSession starts the authorizer's state for one client session.
-func NewPGSession(o PGOptions) *PGSession { return &PGSession{o: o} }
+// NewSession starts the authorizer's state for one client session.
+func NewSession(o Options) *Session { return &Session{o: o} }
 
-// Postgres decides on one Query message under g; see the package-level
-// Postgres for the verdict's shape. PREPARE, EXECUTE and DEALLOCATE follow
+// Query decides on one Query message under g; see the package-level
+// Query for the verdict's shape. PREPARE, EXECUTE and DEALLOCATE follow
 // the session: EXECUTE of a statement this session prepared is decided as
 // that statement (with the grant in force now), EXECUTE of any other name
 // is refused.
-func (s *PGSession) Postgres(g *Grant, sql string) Verdict {
+func (s *Session) Query(g *authz.Grant, sql string) authz.Verdict {
 	return s.message(g, "", sql, false)
 }
 
 // Parse decides on an extended-protocol Parse message: one statement,
 // remembered under name (when not empty and allowed) so that a later SQL
 // EXECUTE of that name is decided as it.
-func (s *PGSession) Parse(g *Grant, name, sql string) Verdict {
+func (s *Session) Parse(g *authz.Grant, name, sql string) authz.Verdict {
 	return s.message(g, name, sql, true)
 }
 
 // CloseStatement forgets a named statement, for a Close message that
 // closes it; forward the Close, then call this.
-func (s *PGSession) CloseStatement(name string) {
+func (s *Session) CloseStatement(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.prepared[name]; ok {
@@ -86,37 +88,37 @@ func (s *PGSession) CloseStatement(name string) {
 // name, as an EXECUTE of it would be decided: for a Bind of a statement
 // made with SQL PREPARE, which the gateway did not see as a Parse. ok is
 // false when this session prepared nothing under that name.
-func (s *PGSession) Prepared(g *Grant, name string) (v Verdict, ok bool) {
+func (s *Session) Prepared(g *authz.Grant, name string) (v authz.Verdict, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cands := s.prepared[name]
 	if len(cands) == 0 {
-		return Verdict{}, false
+		return authz.Verdict{}, false
 	}
-	st := &Statement{Text: cands[len(cands)-1].text, Class: Classification{Kind: "EXECUTE"}}
-	st.Facts.Own = AccessRead
+	st := &authz.Statement{Text: cands[len(cands)-1].text, Class: authz.Classification{Kind: "EXECUTE"}}
+	st.Facts.Own = authz.AccessRead
 	for _, c := range cands {
-		st.mergeExecuted(c)
+		mergeExecuted(st, c)
 	}
-	d := Decide(g, st, &DecideOptions{FoldPatterns: true, DefaultSchema: s.schema()})
-	return Verdict{Allow: d.Allow, Statements: []Decision{d}}, true
+	d := authz.Decide(g, st, &authz.DecideOptions{FoldPatterns: true, DefaultSchema: s.schema()})
+	return authz.Verdict{Allow: d.Allow, Statements: []authz.Decision{d}}, true
 }
 
-func (s *PGSession) schema() string {
+func (s *Session) schema() string {
 	if s.o.DefaultSchema != "" {
 		return s.o.DefaultSchema
 	}
 	return defaultPGSchema
 }
 
-func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
+func (s *Session) message(g *authz.Grant, name, sql string, parse bool) authz.Verdict {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	opts := &DecideOptions{FoldPatterns: true, DefaultSchema: s.schema()}
-	var key CacheKey
+	opts := &authz.DecideOptions{FoldPatterns: true, DefaultSchema: s.schema()}
+	var key authz.CacheKey
 	cache := s.o.Cache
 	if cache != nil && !(parse && name != "") {
-		key = CacheKey{Settings: "postgres|" + opts.DefaultSchema, Text: sql, Prepare: parse}
+		key = authz.CacheKey{Settings: "postgres|" + opts.DefaultSchema, Text: sql, Prepare: parse}
 		if v, ok := cache.Get(key, g); ok {
 			return v
 		}
@@ -126,20 +128,20 @@ func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 		return unparseablePG(sql, err)
 	}
 	if len(stmts) == 0 {
-		return Verdict{Allow: true}
+		return authz.Verdict{Allow: true}
 	}
 	if parse && len(stmts) > 1 {
 		// The server refuses it too, with this error.
-		return Verdict{Statements: []Decision{{Text: sql, Rule: "multi-statement-parse",
+		return authz.Verdict{Statements: []authz.Decision{{Text: sql, Rule: "multi-statement-parse",
 			Reason: "a prepared statement must hold exactly one statement",
-			Class:  Classification{Kind: "UNPARSEABLE", Required: AccessAdmin},
-			Syntax: &SyntaxError{Msg: "cannot insert multiple commands into a prepared statement", Routine: "exec_parse_message", File: "postgres.c"}}}}
+			Class:  authz.Classification{Kind: "UNPARSEABLE", Required: authz.AccessAdmin},
+			Syntax: &authz.SyntaxError{Msg: "cannot insert multiple commands into a prepared statement", Routine: "exec_parse_message", File: "postgres.c"}}}}
 	}
 	prepared := s.prepared // copied before any change
 	changed := false
 	stateful := false
-	decisions := make([]Decision, len(stmts))
-	resolved := make([]*Statement, len(stmts))
+	decisions := make([]authz.Decision, len(stmts))
+	resolved := make([]*authz.Statement, len(stmts))
 	for i := range stmts {
 		m := &stmts[i]
 		a := m.a
@@ -158,7 +160,7 @@ func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 				st.Facts.Refusal, st.Facts.RefusalRule = "EXECUTE "+a.exec+": no statement of that name was prepared in this session through airlock, so airlock cannot tell what it runs; PREPARE it again", "indirection"
 			default:
 				for _, c := range p {
-					st.mergeExecuted(c)
+					mergeExecuted(st, c)
 				}
 			}
 		}
@@ -168,7 +170,7 @@ func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 			}
 		}
 		resolved[i] = st
-		decisions[i] = Decide(g, st, opts)
+		decisions[i] = authz.Decide(g, st, opts)
 		if !decisions[i].Allow {
 			continue
 		}
@@ -195,7 +197,7 @@ func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 			prepared[name] = append(slices.Clone(prepared[name]), &pgPrepared{kind: m.kind, text: m.text, f: st.Facts})
 		}
 	}
-	v := Batch(decisions)
+	v := authz.Batch(decisions)
 	if v.Allow && changed {
 		s.prepared = prepared
 	}
@@ -207,13 +209,13 @@ func (s *PGSession) message(g *Grant, name, sql string, parse bool) Verdict {
 
 // mergeExecuted adds to an EXECUTE (or EXPLAIN ANALYZE EXECUTE, or CREATE
 // TABLE AS EXECUTE) what the prepared statement needs.
-func (st *Statement) mergeExecuted(p *pgPrepared) {
+func mergeExecuted(st *authz.Statement, p *pgPrepared) {
 	f := &st.Facts
 	off := len(f.Funcs)
 	f.Funcs = append(slices.Clone(f.Funcs), p.f.Funcs...)
 	needs := slices.Clone(f.Needs)
-	if p.f.Own > AccessRead {
-		needs = append(needs, Need{Level: p.f.Own, Why: "EXECUTE of " + p.kind, Fn: -1})
+	if p.f.Own > authz.AccessRead {
+		needs = append(needs, authz.Need{Level: p.f.Own, Why: "EXECUTE of " + p.kind, Fn: -1})
 	}
 	for _, n := range p.f.Needs {
 		if n.Fn >= 0 {

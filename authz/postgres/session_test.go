@@ -1,25 +1,28 @@
-package authz
+package postgres
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/authztest"
 )
 
 // Each step is one message of a session; a step's expectations hold after
 // the steps before it.
 type sessionStep struct {
 	sql   string
-	grant *Grant
+	grant *authz.Grant
 	allow bool
 	rule  string // of the deciding statement; "" for allowed
 	kind  string
 }
 
-func runPGSession(t *testing.T, s *PGSession, steps []sessionStep) {
+func runPGSession(t *testing.T, s *Session, steps []sessionStep) {
 	t.Helper()
 	for i, st := range steps {
-		v := s.Postgres(st.grant, st.sql)
-		d := deciding(v)
+		v := s.Query(st.grant, st.sql)
+		d := authztest.Deciding(v)
 		rule := ""
 		if !v.Allow {
 			rule = d.Rule
@@ -32,10 +35,10 @@ func runPGSession(t *testing.T, s *PGSession, steps []sessionStep) {
 }
 
 func TestPGSessionPrepareExecute(t *testing.T) {
-	rd, wr := testGrant(AccessRead), testGrant(AccessWrite)
-	scoped := testGrant(AccessRead)
+	rd, wr := authztest.NewGrant(authz.AccessRead), authztest.NewGrant(authz.AccessWrite)
+	scoped := authztest.NewGrant(authz.AccessRead)
 	scoped.Scope.Tables = []string{"public.orders"}
-	runPGSession(t, NewPGSession(PGOptions{}), []sessionStep{
+	runPGSession(t, NewSession(Options{}), []sessionStep{
 		{"execute p", rd, false, "indirection", "EXECUTE"},
 		{"prepare p as select * from orders where id = $1", rd, true, "", "PREPARE"},
 		{"execute p(1)", rd, true, "", "EXECUTE"},
@@ -70,10 +73,10 @@ func TestPGSessionPrepareExecute(t *testing.T) {
 }
 
 func TestPGSessionExecuteInheritsGuardrails(t *testing.T) {
-	wr := testGrant(AccessWrite)
-	unf := testGrant(AccessWrite)
+	wr := authztest.NewGrant(authz.AccessWrite)
+	unf := authztest.NewGrant(authz.AccessWrite)
 	unf.Scope.AllowUnfiltered = true
-	runPGSession(t, NewPGSession(PGOptions{}), []sessionStep{
+	runPGSession(t, NewSession(Options{}), []sessionStep{
 		{"prepare u as update orders set status = $1", wr, false, "unfiltered", "PREPARE"},
 		{"prepare u as update orders set status = $1", unf, true, "", "PREPARE"},
 		{"execute u('x')", wr, false, "unfiltered", "EXECUTE"},
@@ -83,13 +86,13 @@ func TestPGSessionExecuteInheritsGuardrails(t *testing.T) {
 }
 
 func TestPGSessionParse(t *testing.T) {
-	rd, wr := testGrant(AccessRead), testGrant(AccessWrite)
-	s := NewPGSession(PGOptions{})
+	rd, wr := authztest.NewGrant(authz.AccessRead), authztest.NewGrant(authz.AccessWrite)
+	s := NewSession(Options{})
 	if v := s.Parse(rd, "s1", "select * from orders where id = $1"); !v.Allow {
 		t.Fatalf("parse: %+v", v)
 	}
 	// A statement named by Parse is the one SQL EXECUTE finds.
-	if v := s.Postgres(rd, "execute s1(1)"); !v.Allow {
+	if v := s.Query(rd, "execute s1(1)"); !v.Allow {
 		t.Fatalf("execute of a parsed statement: %+v", v)
 	}
 	// A second Parse of the name (the first may have failed upstream):
@@ -100,7 +103,7 @@ func TestPGSessionParse(t *testing.T) {
 	if v := s.Parse(wr, "s1", "select nextval('s')"); !v.Allow {
 		t.Fatalf("%+v", v)
 	}
-	if v := s.Postgres(rd, "execute s1(1)"); v.Allow {
+	if v := s.Query(rd, "execute s1(1)"); v.Allow {
 		t.Fatalf("execute of a name that may be a write: %+v", v)
 	}
 	for range 2 {
@@ -121,23 +124,23 @@ func TestPGSessionParse(t *testing.T) {
 	if v := s.Parse(rd, "s3", "delete from orders where id = $1"); v.Allow {
 		t.Fatalf("refused parse allowed: %+v", v)
 	}
-	if v := s.Postgres(wr, "execute s3(1)"); v.Allow {
+	if v := s.Query(wr, "execute s3(1)"); v.Allow {
 		t.Fatalf("execute of a refused parse: %+v", v)
 	}
 	// A Bind of a statement made with SQL PREPARE.
-	s.Postgres(rd, "prepare q as select * from orders where id = $1")
-	if v, ok := s.Prepared(rd, "q"); !ok || !v.Allow || v.Statements[0].Class.Kind != "EXECUTE" || v.Statements[0].Class.Required != AccessRead ||
+	s.Query(rd, "prepare q as select * from orders where id = $1")
+	if v, ok := s.Prepared(rd, "q"); !ok || !v.Allow || v.Statements[0].Class.Kind != "EXECUTE" || v.Statements[0].Class.Required != authz.AccessRead ||
 		v.Statements[0].Text != "prepare q as select * from orders where id = $1" {
 		t.Fatalf("Prepared: %v %+v", ok, v)
 	}
-	if v, ok := s.Prepared(testGrant(AccessNone), "q"); !ok || v.Allow {
+	if v, ok := s.Prepared(authztest.NewGrant(authz.AccessNone), "q"); !ok || v.Allow {
 		t.Fatalf("Prepared under no grant: %+v", v)
 	}
 	if _, ok := s.Prepared(rd, "nope"); ok {
 		t.Fatal("Prepared of an unknown name")
 	}
 	s.CloseStatement("s1")
-	if v := s.Postgres(rd, "execute s1(1)"); v.Allow {
+	if v := s.Query(rd, "execute s1(1)"); v.Allow {
 		t.Fatalf("execute after Close: %+v", v)
 	}
 	if v := s.Parse(rd, "s1", "select 1"); !v.Allow {
@@ -146,25 +149,25 @@ func TestPGSessionParse(t *testing.T) {
 }
 
 func TestPGSessionDefaultSchema(t *testing.T) {
-	g := testGrant(AccessRead)
+	g := authztest.NewGrant(authz.AccessRead)
 	g.Scope.Tables = []string{"shop.*"}
-	s := NewPGSession(PGOptions{DefaultSchema: "shop"})
-	v := s.Postgres(g, "select * from orders, pg_class")
+	s := NewSession(Options{DefaultSchema: "shop"})
+	v := s.Query(g, "select * from orders, pg_class")
 	if !v.Allow || strings.Join(v.Statements[0].Class.TablesRead, ",") != "pg_catalog.pg_class,shop.orders" {
 		t.Fatalf("%+v", v)
 	}
-	if v := s.Postgres(g, "select * from public.orders"); v.Allow {
+	if v := s.Query(g, "select * from public.orders"); v.Allow {
 		t.Fatalf("public.orders under shop.*: %+v", v)
 	}
 }
 
 func TestPostgresStatelessExecute(t *testing.T) {
-	v := Postgres(testGrant(AccessAdmin), "execute p")
+	v := Query(authztest.NewGrant(authz.AccessAdmin), "execute p")
 	if d := v.Statements[0]; v.Allow || d.Rule != "indirection" || !strings.Contains(d.Reason, "session") {
 		t.Fatalf("%+v", v)
 	}
 	// Within one message the stateless authorizer still follows PREPARE.
-	if v := Postgres(testGrant(AccessRead), "prepare p as select 1; execute p"); !v.Allow {
+	if v := Query(authztest.NewGrant(authz.AccessRead), "prepare p as select 1; execute p"); !v.Allow {
 		t.Fatalf("%+v", v)
 	}
 }

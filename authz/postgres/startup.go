@@ -1,7 +1,9 @@
-package authz
+package postgres
 
 import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // StartupParam is a setting a Postgres client asks for when it connects:
@@ -11,18 +13,18 @@ type StartupParam struct {
 	Name, Value string
 }
 
-// PostgresStartup decides under g on the settings a client asks for at
+// Startup decides under g on the settings a client asks for at
 // connect time. Each is decided as SET name = 'value' would be (the value
 // taken whole, as the server takes a startup parameter's), so a grant may
 // set at connect time exactly what it may SET afterwards. As for a
 // message, the verdict is all or nothing: when one is refused, the others
 // are refused too with Rule "batch", and the session must not start.
-func PostgresStartup(g *Grant, params []StartupParam, o PGOptions) Verdict {
-	opts := &DecideOptions{FoldPatterns: true, DefaultSchema: o.DefaultSchema}
+func Startup(g *authz.Grant, params []StartupParam, o Options) authz.Verdict {
+	opts := &authz.DecideOptions{FoldPatterns: true, DefaultSchema: o.DefaultSchema}
 	if opts.DefaultSchema == "" {
 		opts.DefaultSchema = defaultPGSchema
 	}
-	ds := make([]Decision, len(params))
+	ds := make([]authz.Decision, len(params))
 	refused := -1
 	for i, p := range params {
 		set := &pg_query.Node{Node: &pg_query.Node_VariableSetStmt{VariableSetStmt: &pg_query.VariableSetStmt{
@@ -32,12 +34,12 @@ func PostgresStartup(g *Grant, params []StartupParam, o PGOptions) Verdict {
 		}}}
 		kind, a := classify(set)
 		m := pgStmt{text: StartupText(p), kind: kind, a: a}
-		ds[i] = Decide(g, m.resolve(opts.DefaultSchema), opts)
+		ds[i] = authz.Decide(g, m.resolve(opts.DefaultSchema), opts)
 		if !ds[i].Allow && refused < 0 {
 			refused = i
 		}
 	}
-	v := Verdict{Allow: refused < 0, Statements: ds}
+	v := authz.Verdict{Allow: refused < 0, Statements: ds}
 	if refused >= 0 {
 		for i := range ds {
 			if ds[i].Allow {

@@ -1,17 +1,20 @@
-package authz
+package postgres
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/internal/authztest"
 )
 
 // TestPostgresStartup: a setting asked for at connect time gets the
 // decision SET of it gets under the same grant; one refusal refuses all.
 func TestPostgresStartup(t *testing.T) {
-	read, admin := testGrant(AccessRead), testGrant(AccessAdmin)
+	read, admin := authztest.NewGrant(authz.AccessRead), authztest.NewGrant(authz.AccessAdmin)
 	cases := []struct {
 		name  string
-		g     *Grant
+		g     *authz.Grant
 		param StartupParam
 		allow bool
 	}{
@@ -26,14 +29,14 @@ func TestPostgresStartup(t *testing.T) {
 		{"default_transaction_read_only off", read, StartupParam{"default_transaction_read_only", "off"}, true},
 		{"search_path under read", read, StartupParam{"search_path", "evil, public"}, false},
 		{"search_path under admin", admin, StartupParam{"search_path", "evil, public"}, true},
-		{"role", testGrant(AccessDDL), StartupParam{"role", "postgres"}, false},
+		{"role", authztest.NewGrant(authz.AccessDDL), StartupParam{"role", "postgres"}, false},
 		{"custom setting", read, StartupParam{"myapp.tenant", "7"}, false},
 		{"standard_conforming_strings", read, StartupParam{"standard_conforming_strings", "off"}, false},
 		// A value is one value, however it reads as SQL.
 		{"quotes in a value", read, StartupParam{"application_name", "x'; drop table orders; --"}, true},
 	}
 	for _, c := range cases {
-		v := PostgresStartup(c.g, []StartupParam{c.param}, PGOptions{})
+		v := Startup(c.g, []StartupParam{c.param}, Options{})
 		d := v.Statements[0]
 		if v.Allow != c.allow || d.Allow != c.allow || len(v.Statements) != 1 {
 			t.Errorf("%s: %+v, want allow %v", c.name, v, c.allow)
@@ -45,12 +48,12 @@ func TestPostgresStartup(t *testing.T) {
 			t.Errorf("%s: refused with %s: %s", c.name, d.Rule, d.Reason)
 		}
 	}
-	v := PostgresStartup(read, []StartupParam{{"application_name", "a"}, {"search_path", "x"}, {"TimeZone", "UTC"}}, PGOptions{})
+	v := Startup(read, []StartupParam{{"application_name", "a"}, {"search_path", "x"}, {"TimeZone", "UTC"}}, Options{})
 	if v.Allow || v.Statements[1].Rule != "access-level" || v.Statements[0].Rule != "batch" || v.Statements[2].Rule != "batch" ||
 		!strings.Contains(v.Statements[0].Reason, "search_path was refused") {
 		t.Errorf("one refusal among three: %+v", v)
 	}
-	if v := PostgresStartup(read, nil, PGOptions{}); !v.Allow || len(v.Statements) != 0 {
+	if v := Startup(read, nil, Options{}); !v.Allow || len(v.Statements) != 0 {
 		t.Errorf("no parameters: %+v", v)
 	}
 }

@@ -1,9 +1,11 @@
-package authz
+package postgres
 
 import (
 	"strings"
 
 	"github.com/pganalyze/pg_query_go/v6/parser"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // The Postgres parser (pg_query is PostgreSQL's own raw parser) says what
@@ -77,8 +79,8 @@ var pgParserErrors = []pgParserError{
 // pgSyntaxError is what the client should be told about a parser error:
 // the server's message, position, code, hint and detail, and where the
 // parser raised it.
-func pgSyntaxError(e *parser.Error) *SyntaxError {
-	se := &SyntaxError{Msg: e.Message, Pos: e.Cursorpos, Routine: e.Funcname, File: pgSourceFile(e.Filename), Line: e.Lineno}
+func pgSyntaxError(e *parser.Error) *authz.SyntaxError {
+	se := &authz.SyntaxError{Msg: e.Message, Pos: e.Cursorpos, Routine: e.Funcname, File: pgSourceFile(e.Filename), Line: e.Lineno}
 	for i := range pgParserErrors {
 		pe := &pgParserErrors[i]
 		if (pe.routine == "" || pe.routine == e.Funcname) && matchFormat(pe.format, e.Message) {

@@ -1,4 +1,4 @@
-package authz
+package postgres
 
 import (
 	"os"
@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // TestPGSyntaxError: an unparseable message is refused with the error the
@@ -15,7 +17,7 @@ import (
 // from the start of the whole message, so for a later statement too), its
 // SQLSTATE when not 42601, and its hint.
 func TestPGSyntaxError(t *testing.T) {
-	g := &Grant{ID: "gr_1", Access: AccessAdmin, State: StateActive}
+	g := &authz.Grant{ID: "gr_1", Access: authz.AccessAdmin, State: authz.StateActive}
 	cases := []struct {
 		sql           string
 		msg           string
@@ -41,12 +43,12 @@ func TestPGSyntaxError(t *testing.T) {
 	}
 	for _, c := range cases {
 		for _, parse := range []bool{false, true} {
-			s := NewPGSession(PGOptions{})
-			var v Verdict
+			s := NewSession(Options{})
+			var v authz.Verdict
 			if parse {
 				v = s.Parse(g, "", c.sql)
 			} else {
-				v = s.Postgres(g, c.sql)
+				v = s.Query(g, c.sql)
 			}
 			if v.Allow || len(v.Statements) != 1 || v.Statements[0].Rule != "unparseable" {
 				t.Errorf("%q: %+v, want one unparseable refusal", c.sql, v)
@@ -66,12 +68,12 @@ func TestPGSyntaxError(t *testing.T) {
 		}
 	}
 	// Several statements in one Parse: the server's own refusal.
-	v := NewPGSession(PGOptions{}).Parse(g, "", "select 1; select 2")
+	v := NewSession(Options{}).Parse(g, "", "select 1; select 2")
 	if v.Allow || v.Statements[0].Syntax == nil || v.Statements[0].Syntax.Msg != "cannot insert multiple commands into a prepared statement" {
 		t.Errorf("multi-statement Parse: %+v", v)
 	}
 	// A refusal that is not the parser's carries no syntax error.
-	v = Postgres(&Grant{ID: "gr_2", Access: AccessRead, State: StateActive}, "delete from orders")
+	v = Query(&authz.Grant{ID: "gr_2", Access: authz.AccessRead, State: authz.StateActive}, "delete from orders")
 	if v.Allow || v.Statements[0].Syntax != nil {
 		t.Errorf("policy refusal: %+v", v)
 	}

@@ -1,4 +1,4 @@
-package authz
+package postgres
 
 import (
 	"slices"
@@ -7,7 +7,8 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/airlockhq/airlock/authz/pgparse"
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/authz/postgres/pgparse"
 )
 
 // analysis collects what one top-level statement does while its parse tree
@@ -20,7 +21,7 @@ type analysis struct {
 	// statement (a nested DELETE, a function call, a row lock), guardrail
 	// facts, and the refusal of what airlock cannot see into. The
 	// statement's own level is kept by the caller.
-	f Facts
+	f authz.Facts
 	// rels are the relations named, before resolution against the
 	// default schema.
 	rels []pgRel
@@ -33,7 +34,7 @@ type analysis struct {
 	exec, execWhere string
 	// prepName, prepKind and prepOwn describe what a PREPARE prepares.
 	prepName, prepKind string
-	prepOwn            Access
+	prepOwn            authz.Access
 	// dealloc names what a DEALLOCATE drops; deallocAll is DEALLOCATE ALL
 	// (or DISCARD ALL).
 	dealloc    string
@@ -72,9 +73,9 @@ func (sc scope) inside(where string) scope {
 }
 
 // need records that something inside the statement requires level.
-func (a *analysis) need(level Access, why string) {
-	if level > AccessRead {
-		a.f.Needs = append(a.f.Needs, Need{Level: level, Why: why, Fn: -1})
+func (a *analysis) need(level authz.Access, why string) {
+	if level > authz.AccessRead {
+		a.f.Needs = append(a.f.Needs, authz.Need{Level: level, Why: why, Fn: -1})
 	}
 }
 
@@ -234,7 +235,7 @@ func (a *analysis) withStmt(m protoreflect.Message, w *pg_query.WithClause, sc s
 func (a *analysis) dml(kind string, target *pg_query.RangeVar, sc scope) {
 	a.markWritten(target)
 	if sc.where != "" && !sc.planOnly {
-		a.need(AccessWrite, kind+" inside "+sc.where)
+		a.need(authz.AccessWrite, kind+" inside "+sc.where)
 	}
 }
 
@@ -287,7 +288,7 @@ func (a *analysis) selectEffects(n *pg_query.SelectStmt, sc scope) {
 	if n.IntoClause != nil {
 		a.markWritten(n.IntoClause.Rel)
 		if !sc.planOnly {
-			a.need(AccessDDL, "SELECT INTO creates a table")
+			a.need(authz.AccessDDL, "SELECT INTO creates a table")
 		}
 	}
 	if sc.planOnly {
@@ -295,7 +296,7 @@ func (a *analysis) selectEffects(n *pg_query.SelectStmt, sc scope) {
 	}
 	for _, l := range n.LockingClause {
 		if lc := l.GetLockingClause(); lc != nil {
-			a.need(AccessWrite, lockName(lc.Strength)+" takes row locks")
+			a.need(authz.AccessWrite, lockName(lc.Strength)+" takes row locks")
 		}
 	}
 }
@@ -340,7 +341,7 @@ func (a *analysis) funcCall(fc *pg_query.FuncCall, sc scope) {
 	schema, name := splitFuncName(fc.Funcname)
 	e := funcCallEffect(schema, name, fc.Args)
 	counts := !sc.planOnly || e.plannerMayRun
-	use := FuncUse{Schema: schema, Name: name, Level: AccessRead, Opaque: e.opaque, Lowerable: e.level == AccessWrite}
+	use := authz.FuncUse{Schema: schema, Name: name, Level: authz.AccessRead, Opaque: e.opaque, Lowerable: e.level == authz.AccessWrite}
 	if counts {
 		use.Level = e.level
 		if e.serverFiles {
@@ -348,14 +349,23 @@ func (a *analysis) funcCall(fc *pg_query.FuncCall, sc scope) {
 		}
 	}
 	a.f.Funcs = append(a.f.Funcs, use)
-	if counts && e.level > AccessRead {
-		a.f.Needs = append(a.f.Needs, Need{Level: e.level, Why: e.why, Fn: len(a.f.Funcs) - 1})
+	if counts && e.level > authz.AccessRead {
+		a.f.Needs = append(a.f.Needs, authz.Need{Level: e.level, Why: e.why, Fn: len(a.f.Funcs) - 1})
 	}
 }
 
 // splitFuncName splits a qualified function name, dropping pg_catalog: it is
 // where built-ins live, and an unqualified name finds it first anyway. The
 // name of a malformed call (no parts) is empty, which no list holds.
+// sortedSet sorts and deduplicates in place.
+func sortedSet(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
 func splitFuncName(parts []*pg_query.Node) (schema, name string) {
 	names := make([]string, 0, 3)
 	for _, p := range parts {
@@ -393,6 +403,6 @@ func (a *analysis) operator(parts []*pg_query.Node) {
 	// An operator is a function call in disguise: one airlock does not
 	// know may read any table, like an unknown function. It cannot be
 	// listed with --function.
-	a.f.Funcs = append(a.f.Funcs, FuncUse{Name: display, Level: AccessWrite, Opaque: true})
-	a.f.Needs = append(a.f.Needs, Need{Level: AccessWrite, Why: "uses operator " + display + ", which is not known to be read-only", Fn: len(a.f.Funcs) - 1})
+	a.f.Funcs = append(a.f.Funcs, authz.FuncUse{Name: display, Level: authz.AccessWrite, Opaque: true})
+	a.f.Needs = append(a.f.Needs, authz.Need{Level: authz.AccessWrite, Why: "uses operator " + display + ", which is not known to be read-only", Fn: len(a.f.Funcs) - 1})
 }

@@ -1,51 +1,55 @@
-package authz
+// Package ssh is the authorizer of SSH requests: exec commands (matched
+// against a grant's --command rules after reading them as a shell would),
+// shells, ptys, subsystems, SFTP operations, forwarding and environment
+// variables, each decided under the grant's SSH policy.
+package ssh
 
 import (
 	"fmt"
 	"path"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // SSH request kinds, as Classification.Kind of SSH decisions.
 const (
-	SSHExec          = "EXEC"
-	SSHSCP           = "SCP"
-	SSHShell         = "SHELL"
-	SSHPty           = "PTY"
-	SSHEnv           = "ENV"
-	SSHSubsystem     = "SUBSYSTEM"
-	SSHDirectTCPIP   = "DIRECT-TCPIP"
-	SSHTCPIPForward  = "TCPIP-FORWARD"
-	SSHX11           = "X11"
-	SSHAgentForward  = "AGENT-FORWARDING"
-	SSHOtherRequest  = "REQUEST"
-	SSHUpstream      = "UPSTREAM"
-	SSHProtocolError = "PROTOCOL"
+	KindExec          = "EXEC"
+	KindSCP           = "SCP"
+	KindShell         = "SHELL"
+	KindPty           = "PTY"
+	KindEnv           = "ENV"
+	KindSubsystem     = "SUBSYSTEM"
+	KindDirectTCPIP   = "DIRECT-TCPIP"
+	KindTCPIPForward  = "TCPIP-FORWARD"
+	KindX11           = "X11"
+	KindAgentForward  = "AGENT-FORWARDING"
+	KindOtherRequest  = "REQUEST"
+	KindUpstream      = "UPSTREAM"
+	KindProtocolError = "PROTOCOL"
 )
 
 // Rules of SSH decisions, in Decision.Rule.
 const (
-	RuleSSHCommand     = "command"      // an argv --command rule matched, or none did
-	RuleSSHRaw         = "raw-command"  // a raw: rule matched
-	RuleSSHShellSyntax = "shell-syntax" // shell syntax without a raw: rule
-	RuleSSHUnparseable = "unparseable"
-	RuleSSHShell       = "shell"
-	RuleSSHFiles       = "files"
-	RuleSSHForward     = "forward"
-	RuleSSHEnv         = "env"
-	RuleSSHNever       = "never" // refused under every grant
+	RuleCommand     = "command"      // an argv --command rule matched, or none did
+	RuleRaw         = "raw-command"  // a raw: rule matched
+	RuleShellSyntax = "shell-syntax" // shell syntax without a raw: rule
+	RuleUnparseable = "unparseable"
+	RuleShell       = "shell"
+	RuleFiles       = "files"
+	RuleForward     = "forward"
+	RuleEnv         = "env"
+	RuleNever       = "never" // refused under every grant
 )
 
-// MaxSSHCommand is the longest exec command airlock reads; a longer one is
+// MaxCommand is the longest exec command airlock reads; a longer one is
 // refused.
-const MaxSSHCommand = 16 << 10
+const MaxCommand = 16 << 10
 
-func SingleVerdict(d Decision) Verdict { return Verdict{Allow: d.Allow, Statements: []Decision{d}} }
-
-// SSHCommand is the decision on an exec request.
-type SSHCommand struct {
-	Decision
+// Command is the decision on an exec request.
+type Command struct {
+	authz.Decision
 	// Command is what to send the target when allowed: the argv requoted
 	// so the target's shell splits it back into exactly what was matched,
 	// or, under a raw rule, the command as the agent sent it.
@@ -66,25 +70,25 @@ type SCP struct {
 	Paths     []string
 }
 
-// AuthorizeSSHExec decides an exec request under g's SSH policy.
-func AuthorizeSSHExec(g *Grant, command string) SSHCommand {
-	out := SSHCommand{Decision: Decision{Text: command, Class: Classification{Kind: SSHExec}}}
-	deny := func(rule, reason string) SSHCommand {
+// AuthorizeExec decides an exec request under g's SSH policy.
+func AuthorizeExec(g *authz.Grant, command string) Command {
+	out := Command{Decision: authz.Decision{Text: command, Class: authz.Classification{Kind: KindExec}}}
+	deny := func(rule, reason string) Command {
 		out.Rule, out.Reason = rule, reason
 		return out
 	}
-	if len(command) > MaxSSHCommand {
-		return deny(RuleSSHUnparseable, fmt.Sprintf("the command is %d bytes long; airlock reads commands of up to %d bytes", len(command), MaxSSHCommand))
+	if len(command) > MaxCommand {
+		return deny(RuleUnparseable, fmt.Sprintf("the command is %d bytes long; airlock reads commands of up to %d bytes", len(command), MaxCommand))
 	}
 	if !utf8.ValidString(command) {
-		return deny(RuleSSHUnparseable, "the command is not valid UTF-8; airlock records commands as text, so it runs only commands it can record exactly")
+		return deny(RuleUnparseable, "the command is not valid UTF-8; airlock records commands as text, so it runs only commands it can record exactly")
 	}
 	sc, err := ParseShellCommand(command)
 	if err != nil {
-		return deny(RuleSSHUnparseable, "airlock could not read this command as a shell would ("+err.Error()+"), so it was not run")
+		return deny(RuleUnparseable, "airlock could not read this command as a shell would ("+err.Error()+"), so it was not run")
 	}
 	if len(sc.Argv) == 0 && sc.Plain() {
-		return deny(RuleSSHUnparseable, "the command is empty; to get a shell, ssh without a command under a grant with --shell")
+		return deny(RuleUnparseable, "the command is empty; to get a shell, ssh without a command under a grant with --shell")
 	}
 	out.Argv = sc.Argv
 	if len(sc.Argv) > 0 {
@@ -92,8 +96,8 @@ func AuthorizeSSHExec(g *Grant, command string) SSHCommand {
 		case "scp":
 			return authorizeSCP(g, out, sc)
 		case "sftp-server", "internal-sftp":
-			out.Class.Kind = SSHSubsystem
-			return deny(RuleSSHFiles, "run sftp as the sftp subsystem (sftp, scp), not as a command, so airlock can read and record each file operation")
+			out.Class.Kind = KindSubsystem
+			return deny(RuleFiles, "run sftp as the sftp subsystem (sftp, scp), not as a command, so airlock can read and record each file operation")
 		}
 	}
 	rules, bad := sshCompileRules(g)
@@ -105,7 +109,7 @@ func AuthorizeSSHExec(g *Grant, command string) SSHCommand {
 			}
 			switch r.matchArgv(sc.Argv) {
 			case sshFullMatch:
-				out.Allow, out.Rule = true, RuleSSHCommand
+				out.Allow, out.Rule = true, RuleCommand
 				out.Class.Why = fmt.Sprintf("matches --command %q", r.text)
 				out.Command = QuoteArgv(sc.Argv)
 				return out
@@ -121,7 +125,7 @@ func AuthorizeSSHExec(g *Grant, command string) SSHCommand {
 		}
 		switch r.matchRaw(text) {
 		case sshFullMatch:
-			out.Allow, out.Rule = true, RuleSSHRaw
+			out.Allow, out.Rule = true, RuleRaw
 			out.Class.Why = fmt.Sprintf("matches --command %q", r.text)
 			out.Command = command
 			return out
@@ -131,13 +135,13 @@ func AuthorizeSSHExec(g *Grant, command string) SSHCommand {
 	}
 	var why strings.Builder
 	if !sc.Plain() {
-		out.Rule = RuleSSHShellSyntax
+		out.Rule = RuleShellSyntax
 		fmt.Fprintf(&why, "command %s uses shell syntax (%s), which airlock runs only under a raw: rule", sshDisplayCommand(command), strings.Join(sc.Syntax, ", "))
 	} else {
-		out.Rule = RuleSSHCommand
+		out.Rule = RuleCommand
 		fmt.Fprintf(&why, "command %s matches no --command rule", sshDisplayCommand(command))
 	}
-	fmt.Fprintf(&why, "; grant %s (%s) allows %s", sshGrantName(g), DisplayTask(sshTaskOf(g)), describeSSH(g))
+	fmt.Fprintf(&why, "; grant %s (%s) allows %s", sshGrantName(g), authz.DisplayTask(sshTaskOf(g)), describeSSH(g))
 	if near != "" {
 		fmt.Fprintf(&why, " (rule %q would match, but its * stands for no option (-...) and no .. path element: write -* to allow options)", near)
 	}
@@ -149,7 +153,7 @@ func AuthorizeSSHExec(g *Grant, command string) SSHCommand {
 		suggest = RawPrefix + text
 	}
 	if !strings.ContainsFunc(suggest, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		fmt.Fprintf(&why, ". To run it, request a grant with --command %s: %s", ShellQuote(suggest), RequestFor(g, "--command "+ShellQuote(suggest)))
+		fmt.Fprintf(&why, ". To run it, request a grant with --command %s: %s", authz.ShellQuote(suggest), authz.RequestFor(g, "--command "+authz.ShellQuote(suggest)))
 	} else {
 		why.WriteString(". To run it, request a grant with a raw: --command rule for it")
 	}
@@ -158,9 +162,9 @@ func AuthorizeSSHExec(g *Grant, command string) SSHCommand {
 }
 
 // authorizeSCP decides the remote end of scp, which follows --files.
-func authorizeSCP(g *Grant, out SSHCommand, sc ShellCommand) SSHCommand {
-	out.Class.Kind = SSHSCP
-	out.Rule = RuleSSHFiles
+func authorizeSCP(g *authz.Grant, out Command, sc ShellCommand) Command {
+	out.Class.Kind = KindSCP
+	out.Rule = RuleFiles
 	if !sc.Plain() {
 		out.Reason = fmt.Sprintf("scp command %s uses shell syntax (%s); quote remote paths and list files instead of globs", sshDisplayCommand(out.Text), strings.Join(sc.Syntax, ", "))
 		return out
@@ -218,33 +222,33 @@ func authorizeSCP(g *Grant, out SSHCommand, sc ShellCommand) SSHCommand {
 	return out
 }
 
-// AuthorizeSSHShell decides a shell request.
-func AuthorizeSSHShell(g *Grant) Decision {
-	d := Decision{Text: "shell", Rule: RuleSSHShell, Class: Classification{Kind: SSHShell}}
+// AuthorizeShell decides a shell request.
+func AuthorizeShell(g *authz.Grant) authz.Decision {
+	d := authz.Decision{Text: "shell", Rule: RuleShell, Class: authz.Classification{Kind: KindShell}}
 	if g != nil && g.SSH.Shell {
 		d.Allow = true
 		return d
 	}
 	d.Reason = fmt.Sprintf("grant %s (%s) allows no interactive shell; it allows %s. To get one, request a grant with --shell: %s",
-		sshGrantName(g), DisplayTask(sshTaskOf(g)), describeSSH(g), RequestFor(g, "--shell"))
+		sshGrantName(g), authz.DisplayTask(sshTaskOf(g)), describeSSH(g), authz.RequestFor(g, "--shell"))
 	return d
 }
 
-// AuthorizeSSHPty decides a pty-req: a terminal comes with the shell.
-func AuthorizeSSHPty(g *Grant, term string) Decision {
-	d := AuthorizeSSHShell(g)
-	d.Text, d.Class.Kind = "pty "+OneLine(term), SSHPty
+// AuthorizePty decides a pty-req: a terminal comes with the shell.
+func AuthorizePty(g *authz.Grant, term string) authz.Decision {
+	d := AuthorizeShell(g)
+	d.Text, d.Class.Kind = "pty "+authz.OneLine(term), KindPty
 	if !d.Allow {
-		d.Reason = fmt.Sprintf("a terminal (pty) comes only with an interactive shell: grant %s allows none; run commands without -t, or request a grant with --shell: %s", sshGrantName(g), RequestFor(g, "--shell"))
+		d.Reason = fmt.Sprintf("a terminal (pty) comes only with an interactive shell: grant %s allows none; run commands without -t, or request a grant with --shell: %s", sshGrantName(g), authz.RequestFor(g, "--shell"))
 	}
 	return d
 }
 
-// AuthorizeSSHSubsystem decides a subsystem request; sftp follows --files.
-func AuthorizeSSHSubsystem(g *Grant, name string) Decision {
-	d := Decision{Text: "subsystem " + OneLine(name), Rule: RuleSSHFiles, Class: Classification{Kind: SSHSubsystem}}
+// AuthorizeSubsystem decides a subsystem request; sftp follows --files.
+func AuthorizeSubsystem(g *authz.Grant, name string) authz.Decision {
+	d := authz.Decision{Text: "subsystem " + authz.OneLine(name), Rule: RuleFiles, Class: authz.Classification{Kind: KindSubsystem}}
 	if name != "sftp" {
-		d.Rule = RuleSSHNever
+		d.Rule = RuleNever
 		d.Reason = fmt.Sprintf("subsystem %q is not supported through airlock (only sftp)", name)
 		return d
 	}
@@ -283,7 +287,7 @@ func (o SFTPOp) Text() string {
 
 // AuthorizeSFTP decides one SFTP operation: reads need --files read,
 // writes --files read-write.
-func AuthorizeSFTP(g *Grant, op SFTPOp) Decision {
+func AuthorizeSFTP(g *authz.Grant, op SFTPOp) authz.Decision {
 	need := "read"
 	if op.Write {
 		need = "read-write"
@@ -295,8 +299,8 @@ func AuthorizeSFTP(g *Grant, op SFTPOp) Decision {
 
 // sshFilesDecision allows a file transfer that needs level ("read" or
 // "read-write").
-func sshFilesDecision(g *Grant, level, text string) Decision {
-	d := Decision{Text: text, Rule: RuleSSHFiles, Class: Classification{Kind: SSHSubsystem}}
+func sshFilesDecision(g *authz.Grant, level, text string) authz.Decision {
+	d := authz.Decision{Text: text, Rule: RuleFiles, Class: authz.Classification{Kind: KindSubsystem}}
 	have := ""
 	if g != nil {
 		have = g.SSH.Files
@@ -314,25 +318,25 @@ func sshFilesDecision(g *Grant, level, text string) Decision {
 		allows = "--files " + have
 	}
 	d.Reason = fmt.Sprintf("%s needs --files %s; grant %s (%s) allows %s. To get it, request a grant with --files %s: %s",
-		what, level, sshGrantName(g), DisplayTask(sshTaskOf(g)), allows, level, RequestFor(g, "--files "+level))
+		what, level, sshGrantName(g), authz.DisplayTask(sshTaskOf(g)), allows, level, authz.RequestFor(g, "--files "+level))
 	return d
 }
 
-// AuthorizeSSHForward decides a direct-tcpip channel (ssh -L, -W, -J):
+// AuthorizeForward decides a direct-tcpip channel (ssh -L, -W, -J):
 // its destination must be listed in the grant's --forward entries.
-func AuthorizeSSHForward(g *Grant, host string, port uint32) Decision {
-	return sshForwardDecision(g, SSHDirectTCPIP, "connect to", host, port)
+func AuthorizeForward(g *authz.Grant, host string, port uint32) authz.Decision {
+	return sshForwardDecision(g, KindDirectTCPIP, "connect to", host, port)
 }
 
-// AuthorizeSSHListen decides a tcpip-forward request (ssh -R): the address
+// AuthorizeListen decides a tcpip-forward request (ssh -R): the address
 // to listen on must be listed in the grant's --forward entries.
-func AuthorizeSSHListen(g *Grant, host string, port uint32) Decision {
-	return sshForwardDecision(g, SSHTCPIPForward, "listen on", host, port)
+func AuthorizeListen(g *authz.Grant, host string, port uint32) authz.Decision {
+	return sshForwardDecision(g, KindTCPIPForward, "listen on", host, port)
 }
 
-func sshForwardDecision(g *Grant, kind, verb, host string, port uint32) Decision {
+func sshForwardDecision(g *authz.Grant, kind, verb, host string, port uint32) authz.Decision {
 	dest := sshJoinHostPort(host, port)
-	d := Decision{Text: strings.ToLower(kind) + " " + dest, Rule: RuleSSHForward, Class: Classification{Kind: kind}}
+	d := authz.Decision{Text: strings.ToLower(kind) + " " + dest, Rule: RuleForward, Class: authz.Classification{Kind: kind}}
 	if g != nil {
 		for _, f := range g.SSH.Forwards {
 			if sshForwardMatch(f, host, port) {
@@ -347,7 +351,7 @@ func sshForwardDecision(g *Grant, kind, verb, host string, port uint32) Decision
 		allows = "forwarding to " + strings.Join(g.SSH.Forwards, ", ")
 	}
 	d.Reason = fmt.Sprintf("port forwarding to %s is not allowed (to %s it); grant %s (%s) allows %s. To get it, request a grant with --forward %s: %s",
-		dest, verb, sshGrantName(g), DisplayTask(sshTaskOf(g)), allows, dest, RequestFor(g, "--forward "+ShellQuote(dest)))
+		dest, verb, sshGrantName(g), authz.DisplayTask(sshTaskOf(g)), allows, dest, authz.RequestFor(g, "--forward "+authz.ShellQuote(dest)))
 	return d
 }
 
@@ -358,11 +362,11 @@ func sshJoinHostPort(host string, port uint32) string {
 	return fmt.Sprintf("%s:%d", host, port)
 }
 
-// AuthorizeSSHEnv decides an env request: only the locale and the
+// AuthorizeEnv decides an env request: only the locale and the
 // terminal type pass; anything else could change what a command does
 // (PATH, LD_PRELOAD, BASH_ENV, ...).
-func AuthorizeSSHEnv(name, value string) Decision {
-	d := Decision{Text: OneLine(name) + "=" + OneLine(value), Rule: RuleSSHEnv, Class: Classification{Kind: SSHEnv}}
+func AuthorizeEnv(name, value string) authz.Decision {
+	d := authz.Decision{Text: authz.OneLine(name) + "=" + authz.OneLine(value), Rule: RuleEnv, Class: authz.Classification{Kind: KindEnv}}
 	if name == "LANG" || name == "TERM" || len(name) > 3 && strings.HasPrefix(name, "LC_") && sshIsAssignment(name+"=") {
 		if len(value) <= 256 && !strings.ContainsAny(value, "\x00\n") {
 			d.Allow = true
@@ -371,19 +375,19 @@ func AuthorizeSSHEnv(name, value string) Decision {
 		d.Reason = fmt.Sprintf("environment variable %s: the value is too long or holds control characters", name)
 		return d
 	}
-	d.Reason = fmt.Sprintf("environment variable %s is not passed on: only LANG, LC_* and TERM are", OneLine(name))
+	d.Reason = fmt.Sprintf("environment variable %s is not passed on: only LANG, LC_* and TERM are", authz.OneLine(name))
 	return d
 }
 
-// RefuseSSH is the decision on a request airlock refuses under every
+// Refuse is the decision on a request airlock refuses under every
 // grant (X11 and agent forwarding, unknown requests and channels).
-func RefuseSSH(kind, text, reason string) Decision {
-	return Decision{Text: text, Rule: RuleSSHNever, Reason: reason, Class: Classification{Kind: kind}}
+func Refuse(kind, text, reason string) authz.Decision {
+	return authz.Decision{Text: text, Rule: RuleNever, Reason: reason, Class: authz.Classification{Kind: kind}}
 }
 
 // sshCompileRules compiles g's command rules; bad lists those that do not
 // compile (they match nothing).
-func sshCompileRules(g *Grant) (rules []*sshCommandRule, bad []string) {
+func sshCompileRules(g *authz.Grant) (rules []*sshCommandRule, bad []string) {
 	if g == nil {
 		return nil, nil
 	}
@@ -399,7 +403,7 @@ func sshCompileRules(g *Grant) (rules []*sshCommandRule, bad []string) {
 }
 
 // describeSSH says what an SSH grant allows, for a reason.
-func describeSSH(g *Grant) string {
+func describeSSH(g *authz.Grant) string {
 	if g == nil {
 		return "nothing"
 	}
@@ -407,7 +411,7 @@ func describeSSH(g *Grant) string {
 	if n := len(g.SSH.Commands); n > 0 {
 		qs := make([]string, 0, min(n, 5))
 		for _, c := range g.SSH.Commands[:min(n, 5)] {
-			qs = append(qs, fmt.Sprintf("%q", OneLine(c)))
+			qs = append(qs, fmt.Sprintf("%q", authz.OneLine(c)))
 		}
 		if n > 5 {
 			qs = append(qs, fmt.Sprintf("and %d more", n-5))
@@ -429,14 +433,14 @@ func describeSSH(g *Grant) string {
 	return strings.Join(parts, "; ")
 }
 
-func sshGrantName(g *Grant) string {
+func sshGrantName(g *authz.Grant) string {
 	if g == nil || g.ID == "" {
 		return "(none)"
 	}
 	return g.ID
 }
 
-func sshTaskOf(g *Grant) string {
+func sshTaskOf(g *authz.Grant) string {
 	if g == nil {
 		return ""
 	}
@@ -445,7 +449,7 @@ func sshTaskOf(g *Grant) string {
 
 // sshDisplayCommand quotes a command for a reason, cut short.
 func sshDisplayCommand(c string) string {
-	c = OneLine(c)
+	c = authz.OneLine(c)
 	const limit = 200
 	if len(c) > limit {
 		c = c[:limit] + "…"

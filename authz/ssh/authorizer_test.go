@@ -1,9 +1,11 @@
-package authz
+package ssh
 
 import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 func TestSSHParseShellCommand(t *testing.T) {
@@ -118,12 +120,12 @@ func TestSSHQuoteArgv(t *testing.T) {
 	}
 }
 
-func sshGrant(p SSHPolicy) *Grant {
-	return &Grant{ID: "gr_test", Agent: "agent-1", Resource: "web-1", Task: "INC-9: look at nginx", State: StateActive, SSH: p}
+func sshGrant(p authz.SSHPolicy) *authz.Grant {
+	return &authz.Grant{ID: "gr_test", Agent: "agent-1", Resource: "web-1", Task: "INC-9: look at nginx", State: authz.StateActive, SSH: p}
 }
 
 func TestSSHExec(t *testing.T) {
-	g := sshGrant(SSHPolicy{Commands: []string{
+	g := sshGrant(authz.SSHPolicy{Commands: []string{
 		"uptime",
 		"systemctl status *",
 		"journalctl -u * --since *",
@@ -142,8 +144,8 @@ func TestSSHExec(t *testing.T) {
 		forward   string // the command sent upstream, when allowed
 		reason    []string
 	}{
-		{name: "exact", cmd: "uptime", allow: true, rule: RuleSSHCommand, forward: "uptime"},
-		{name: "wildcard word", cmd: "systemctl status nginx", allow: true, rule: RuleSSHCommand, forward: "systemctl status nginx"},
+		{name: "exact", cmd: "uptime", allow: true, rule: RuleCommand, forward: "uptime"},
+		{name: "wildcard word", cmd: "systemctl status nginx", allow: true, rule: RuleCommand, forward: "systemctl status nginx"},
 		{name: "quoted argument", cmd: `journalctl -u nginx --since "1 hour ago"`, allow: true, forward: `journalctl -u nginx --since '1 hour ago'`},
 		{name: "path wildcard", cmd: "cat /var/log/app/error.log", allow: true},
 		{name: "path wildcard deeper", cmd: "cat /var/log/app/2024/01/x.log", allow: true},
@@ -153,47 +155,47 @@ func TestSSHExec(t *testing.T) {
 		{name: "quoted star in rule is literal", cmd: "echo 'a *'", allow: true, forward: "echo 'a *'"},
 		{name: "escaped star in rule is literal", cmd: "echo '*'", allow: true},
 		{name: "escaped star does not match other", cmd: "echo x", reason: []string{"matches no --command rule"}},
-		{name: "raw pipe", cmd: "ps aux | grep nginx", allow: true, rule: RuleSSHRaw, forward: "ps aux | grep nginx"},
-		{name: "raw plain text", cmd: "df -h; free -m", allow: true, rule: RuleSSHRaw},
+		{name: "raw pipe", cmd: "ps aux | grep nginx", allow: true, rule: RuleRaw, forward: "ps aux | grep nginx"},
+		{name: "raw plain text", cmd: "df -h; free -m", allow: true, rule: RuleRaw},
 
-		{name: "no rule", cmd: "reboot", rule: RuleSSHCommand, reason: []string{`command "reboot" matches no --command rule`, "gr_test", "INC-9", `--command reboot`, "airlock request --resource web-1"}},
-		{name: "extra word", cmd: "uptime -p", rule: RuleSSHCommand},
-		{name: "missing word", cmd: "systemctl status", rule: RuleSSHCommand},
-		{name: "different literal", cmd: "systemctl restart nginx", rule: RuleSSHCommand},
+		{name: "no rule", cmd: "reboot", rule: RuleCommand, reason: []string{`command "reboot" matches no --command rule`, "gr_test", "INC-9", `--command reboot`, "airlock request --resource web-1"}},
+		{name: "extra word", cmd: "uptime -p", rule: RuleCommand},
+		{name: "missing word", cmd: "systemctl status", rule: RuleCommand},
+		{name: "different literal", cmd: "systemctl restart nginx", rule: RuleCommand},
 		{name: "wildcard is not an option", cmd: "systemctl status --now", reason: []string{"would match", "-*"}},
 		{name: "path traversal", cmd: "cat /var/log/app/../../../etc/shadow", reason: []string{"no .. path element"}},
 		{name: "rest is not an option", cmd: "grep -r ERROR --include=x /", reason: []string{"would match"}},
-		{name: "separator", cmd: "uptime; reboot", rule: RuleSSHShellSyntax, reason: []string{"uses shell syntax", "`;`", "raw:uptime; reboot"}},
-		{name: "and", cmd: "uptime && reboot", rule: RuleSSHShellSyntax},
-		{name: "pipe not in raw", cmd: "ps aux | sh", rule: RuleSSHShellSyntax},
-		{name: "raw wildcard cannot hold syntax", cmd: "ps aux | grep x; reboot", rule: RuleSSHShellSyntax},
-		{name: "raw wildcard cannot hold spaces", cmd: "ps aux | grep x y", rule: RuleSSHShellSyntax},
+		{name: "separator", cmd: "uptime; reboot", rule: RuleShellSyntax, reason: []string{"uses shell syntax", "`;`", "raw:uptime; reboot"}},
+		{name: "and", cmd: "uptime && reboot", rule: RuleShellSyntax},
+		{name: "pipe not in raw", cmd: "ps aux | sh", rule: RuleShellSyntax},
+		{name: "raw wildcard cannot hold syntax", cmd: "ps aux | grep x; reboot", rule: RuleShellSyntax},
+		{name: "raw wildcard cannot hold spaces", cmd: "ps aux | grep x y", rule: RuleShellSyntax},
 		{name: "raw wildcard cannot be an option", cmd: "ps aux | grep -v x", reason: []string{"would match"}},
-		{name: "substitution", cmd: "systemctl status $(id)", rule: RuleSSHShellSyntax, reason: []string{"`$(`"}},
-		{name: "backticks", cmd: "systemctl status `id`", rule: RuleSSHShellSyntax},
-		{name: "redirection", cmd: "cat /var/log/app/x > /etc/passwd", rule: RuleSSHShellSyntax},
-		{name: "variable", cmd: "systemctl status $HOME", rule: RuleSSHShellSyntax},
-		{name: "glob", cmd: "cat /var/log/app/*", rule: RuleSSHShellSyntax, reason: []string{"glob"}},
-		{name: "assignment", cmd: "LD_PRELOAD=/x uptime", rule: RuleSSHShellSyntax},
-		{name: "newline", cmd: "uptime\nreboot", rule: RuleSSHShellSyntax},
-		{name: "quoted newline", cmd: "uptime 'a\nb'", rule: RuleSSHCommand, reason: []string{"raw: --command rule"}},
-		{name: "unterminated", cmd: "cat 'x", rule: RuleSSHUnparseable},
-		{name: "nul", cmd: "uptime\x00; reboot", rule: RuleSSHUnparseable},
-		{name: "empty", cmd: "   ", rule: RuleSSHUnparseable},
-		{name: "not utf-8", cmd: "cat '\xff'", rule: RuleSSHUnparseable, reason: []string{"UTF-8"}},
-		{name: "too long", cmd: "echo " + strings.Repeat("a", MaxSSHCommand), rule: RuleSSHUnparseable},
-		{name: "sftp-server as a command", cmd: "/usr/lib/openssh/sftp-server", rule: RuleSSHFiles, reason: []string{"subsystem"}},
+		{name: "substitution", cmd: "systemctl status $(id)", rule: RuleShellSyntax, reason: []string{"`$(`"}},
+		{name: "backticks", cmd: "systemctl status `id`", rule: RuleShellSyntax},
+		{name: "redirection", cmd: "cat /var/log/app/x > /etc/passwd", rule: RuleShellSyntax},
+		{name: "variable", cmd: "systemctl status $HOME", rule: RuleShellSyntax},
+		{name: "glob", cmd: "cat /var/log/app/*", rule: RuleShellSyntax, reason: []string{"glob"}},
+		{name: "assignment", cmd: "LD_PRELOAD=/x uptime", rule: RuleShellSyntax},
+		{name: "newline", cmd: "uptime\nreboot", rule: RuleShellSyntax},
+		{name: "quoted newline", cmd: "uptime 'a\nb'", rule: RuleCommand, reason: []string{"raw: --command rule"}},
+		{name: "unterminated", cmd: "cat 'x", rule: RuleUnparseable},
+		{name: "nul", cmd: "uptime\x00; reboot", rule: RuleUnparseable},
+		{name: "empty", cmd: "   ", rule: RuleUnparseable},
+		{name: "not utf-8", cmd: "cat '\xff'", rule: RuleUnparseable, reason: []string{"UTF-8"}},
+		{name: "too long", cmd: "echo " + strings.Repeat("a", MaxCommand), rule: RuleUnparseable},
+		{name: "sftp-server as a command", cmd: "/usr/lib/openssh/sftp-server", rule: RuleFiles, reason: []string{"subsystem"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := AuthorizeSSHExec(g, c.cmd)
+			d := AuthorizeExec(g, c.cmd)
 			if d.Allow != c.allow {
 				t.Fatalf("allow = %v (rule %s: %s), want %v", d.Allow, d.Rule, d.Reason, c.allow)
 			}
 			if c.rule != "" && d.Rule != c.rule {
 				t.Errorf("rule = %q, want %q", d.Rule, c.rule)
 			}
-			if d.Text != c.cmd || d.Class.Kind != SSHExec && d.Class.Kind != SSHSubsystem {
+			if d.Text != c.cmd || d.Class.Kind != KindExec && d.Class.Kind != KindSubsystem {
 				t.Errorf("decision text %q kind %q", d.Text, d.Class.Kind)
 			}
 			if c.allow {
@@ -226,9 +228,9 @@ func TestSSHExec(t *testing.T) {
 // TestSSHExecForwardsWhatWasMatched: for an allowed plain command, the
 // command sent upstream reads back as exactly the argv that was matched.
 func TestSSHExecForwardsWhatWasMatched(t *testing.T) {
-	g := sshGrant(SSHPolicy{Commands: []string{"echo *", "printf * *"}})
+	g := sshGrant(authz.SSHPolicy{Commands: []string{"echo *", "printf * *"}})
 	for _, cmd := range []string{`echo "a b"`, `echo 'x;y'`, `printf '%s\n' "it's"`, `echo ''`, `echo '$(id)'`, `echo '*'`} {
-		d := AuthorizeSSHExec(g, cmd)
+		d := AuthorizeExec(g, cmd)
 		if !d.Allow {
 			t.Fatalf("%s refused: %s", cmd, d.Reason)
 		}
@@ -240,14 +242,14 @@ func TestSSHExecForwardsWhatWasMatched(t *testing.T) {
 }
 
 func TestSSHExecNoGrant(t *testing.T) {
-	for _, g := range []*Grant{nil, sshGrant(SSHPolicy{})} {
-		d := AuthorizeSSHExec(g, "uptime")
+	for _, g := range []*authz.Grant{nil, sshGrant(authz.SSHPolicy{})} {
+		d := AuthorizeExec(g, "uptime")
 		if d.Allow || !strings.Contains(d.Reason, "matches no --command rule") {
 			t.Errorf("grant %v: %+v", g, d)
 		}
 	}
 	// A rule that does not compile matches nothing and is named.
-	d := AuthorizeSSHExec(sshGrant(SSHPolicy{Commands: []string{"echo 'x", "** x"}}), "echo x")
+	d := AuthorizeExec(sshGrant(authz.SSHPolicy{Commands: []string{"echo 'x", "** x"}}), "echo x")
 	if d.Allow || !strings.Contains(d.Reason, "unusable rules") {
 		t.Errorf("bad rules: %+v", d)
 	}
@@ -258,19 +260,19 @@ func TestSSHCheckCommandPattern(t *testing.T) {
 		"uptime": true, "systemctl status *": true, "grep x **": true, "raw:ps | grep *": true,
 		"": false, "   ": false, "raw:": false, "echo 'x": false, "** x": false, "**": false, "a ** b": false,
 	} {
-		if err := CheckSSHCommandPattern(p); (err == nil) != ok {
-			t.Errorf("CheckSSHCommandPattern(%q) = %v", p, err)
+		if err := CheckCommandPattern(p); (err == nil) != ok {
+			t.Errorf("CheckCommandPattern(%q) = %v", p, err)
 		}
 	}
 }
 
 func TestSSHSCP(t *testing.T) {
-	read := sshGrant(SSHPolicy{Files: "read"})
-	rw := sshGrant(SSHPolicy{Files: "read-write"})
-	none := sshGrant(SSHPolicy{Commands: []string{"scp **"}})
+	read := sshGrant(authz.SSHPolicy{Files: "read"})
+	rw := sshGrant(authz.SSHPolicy{Files: "read-write"})
+	none := sshGrant(authz.SSHPolicy{Commands: []string{"scp **"}})
 	cases := []struct {
 		name  string
-		g     *Grant
+		g     *authz.Grant
 		cmd   string
 		allow bool
 		scp   *SCP
@@ -291,8 +293,8 @@ func TestSSHSCP(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := AuthorizeSSHExec(c.g, c.cmd)
-			if d.Class.Kind != SSHSCP {
+			d := AuthorizeExec(c.g, c.cmd)
+			if d.Class.Kind != KindSCP {
 				t.Errorf("kind %q", d.Class.Kind)
 			}
 			if d.Allow != c.allow {
@@ -309,37 +311,37 @@ func TestSSHSCP(t *testing.T) {
 }
 
 func TestSSHShellAndPty(t *testing.T) {
-	yes, no := sshGrant(SSHPolicy{Shell: true}), sshGrant(SSHPolicy{Commands: []string{"uptime"}})
-	if d := AuthorizeSSHShell(yes); !d.Allow || d.Class.Kind != SSHShell {
+	yes, no := sshGrant(authz.SSHPolicy{Shell: true}), sshGrant(authz.SSHPolicy{Commands: []string{"uptime"}})
+	if d := AuthorizeShell(yes); !d.Allow || d.Class.Kind != KindShell {
 		t.Errorf("shell under --shell: %+v", d)
 	}
-	if d := AuthorizeSSHShell(no); d.Allow || !strings.Contains(d.Reason, "--shell") || !strings.Contains(d.Reason, `commands "uptime"`) {
+	if d := AuthorizeShell(no); d.Allow || !strings.Contains(d.Reason, "--shell") || !strings.Contains(d.Reason, `commands "uptime"`) {
 		t.Errorf("shell without --shell: %+v", d)
 	}
-	if d := AuthorizeSSHPty(yes, "xterm"); !d.Allow || d.Text != "pty xterm" {
+	if d := AuthorizePty(yes, "xterm"); !d.Allow || d.Text != "pty xterm" {
 		t.Errorf("pty under --shell: %+v", d)
 	}
-	if d := AuthorizeSSHPty(no, "xterm"); d.Allow || !strings.Contains(d.Reason, "without -t") {
+	if d := AuthorizePty(no, "xterm"); d.Allow || !strings.Contains(d.Reason, "without -t") {
 		t.Errorf("pty without --shell: %+v", d)
 	}
 }
 
 func TestSSHSubsystem(t *testing.T) {
-	if d := AuthorizeSSHSubsystem(sshGrant(SSHPolicy{Files: "read"}), "sftp"); !d.Allow {
+	if d := AuthorizeSubsystem(sshGrant(authz.SSHPolicy{Files: "read"}), "sftp"); !d.Allow {
 		t.Errorf("sftp under read: %+v", d)
 	}
-	if d := AuthorizeSSHSubsystem(sshGrant(SSHPolicy{Shell: true}), "sftp"); d.Allow || !strings.Contains(d.Reason, "--files read") {
+	if d := AuthorizeSubsystem(sshGrant(authz.SSHPolicy{Shell: true}), "sftp"); d.Allow || !strings.Contains(d.Reason, "--files read") {
 		t.Errorf("sftp without files: %+v", d)
 	}
-	if d := AuthorizeSSHSubsystem(sshGrant(SSHPolicy{Files: "read-write"}), "netconf"); d.Allow || d.Rule != RuleSSHNever {
+	if d := AuthorizeSubsystem(sshGrant(authz.SSHPolicy{Files: "read-write"}), "netconf"); d.Allow || d.Rule != RuleNever {
 		t.Errorf("other subsystem: %+v", d)
 	}
 }
 
 func TestSSHSFTP(t *testing.T) {
-	read, rw := sshGrant(SSHPolicy{Files: "read"}), sshGrant(SSHPolicy{Files: "read-write"})
+	read, rw := sshGrant(authz.SSHPolicy{Files: "read"}), sshGrant(authz.SSHPolicy{Files: "read-write"})
 	cases := []struct {
-		g     *Grant
+		g     *authz.Grant
 		op    SFTPOp
 		allow bool
 		text  string
@@ -349,7 +351,7 @@ func TestSSHSFTP(t *testing.T) {
 		{read, SFTPOp{Op: "open", Path: "/tmp/x", Write: true, Detail: "write,create,truncate"}, false, "sftp open /tmp/x (write,create,truncate)"},
 		{read, SFTPOp{Op: "rename", Path: "/a", Target: "/b", Write: true}, false, "sftp rename /a -> /b"},
 		{rw, SFTPOp{Op: "remove", Path: "/tmp/x", Write: true}, true, "sftp remove /tmp/x"},
-		{sshGrant(SSHPolicy{Shell: true}), SFTPOp{Op: "stat", Path: "/"}, false, "sftp stat /"},
+		{sshGrant(authz.SSHPolicy{Shell: true}), SFTPOp{Op: "stat", Path: "/"}, false, "sftp stat /"},
 	}
 	for _, c := range cases {
 		d := AuthorizeSFTP(c.g, c.op)
@@ -363,7 +365,7 @@ func TestSSHSFTP(t *testing.T) {
 }
 
 func TestSSHForward(t *testing.T) {
-	g := sshGrant(SSHPolicy{Forwards: []string{"127.0.0.1:5432", "db-*.internal:*", "[::1]:80", "localhost:8080"}})
+	g := sshGrant(authz.SSHPolicy{Forwards: []string{"127.0.0.1:5432", "db-*.internal:*", "[::1]:80", "localhost:8080"}})
 	cases := []struct {
 		host  string
 		port  uint32
@@ -379,18 +381,18 @@ func TestSSHForward(t *testing.T) {
 		{"10.0.0.1", 22, false},
 	}
 	for _, c := range cases {
-		d := AuthorizeSSHForward(g, c.host, c.port)
-		if d.Allow != c.allow || d.Class.Kind != SSHDirectTCPIP {
+		d := AuthorizeForward(g, c.host, c.port)
+		if d.Allow != c.allow || d.Class.Kind != KindDirectTCPIP {
 			t.Errorf("forward to %s:%d: %+v", c.host, c.port, d)
 		}
 		if !c.allow && !strings.Contains(d.Reason, "--forward") {
 			t.Errorf("reason: %s", d.Reason)
 		}
 	}
-	if d := AuthorizeSSHListen(g, "localhost", 8080); !d.Allow || d.Class.Kind != SSHTCPIPForward {
+	if d := AuthorizeListen(g, "localhost", 8080); !d.Allow || d.Class.Kind != KindTCPIPForward {
 		t.Errorf("listen: %+v", d)
 	}
-	if d := AuthorizeSSHForward(sshGrant(SSHPolicy{Shell: true}), "127.0.0.1", 22); d.Allow || !strings.Contains(d.Reason, "allows no forwarding") {
+	if d := AuthorizeForward(sshGrant(authz.SSHPolicy{Shell: true}), "127.0.0.1", 22); d.Allow || !strings.Contains(d.Reason, "allows no forwarding") {
 		t.Errorf("no forwards: %+v", d)
 	}
 }
@@ -404,7 +406,7 @@ func TestSSHEnv(t *testing.T) {
 		{"PATH", "/tmp", false}, {"LD_PRELOAD", "/tmp/x.so", false}, {"BASH_ENV", "/tmp/x", false},
 		{"LC_", "x", false}, {"LC_X-Y", "x", false}, {"LANG", strings.Repeat("a", 300), false}, {"LANG", "a\nb", false},
 	} {
-		if d := AuthorizeSSHEnv(c.name, c.value); d.Allow != c.allow {
+		if d := AuthorizeEnv(c.name, c.value); d.Allow != c.allow {
 			t.Errorf("env %s=%q: %+v", c.name, c.value, d)
 		}
 	}

@@ -1,8 +1,10 @@
-package authz
+package ssh
 
 import (
 	"reflect"
 	"testing"
+
+	"github.com/airlockhq/airlock/authz"
 )
 
 // FuzzSSHExec: the shell reader never panics, an allowed plain command is
@@ -16,14 +18,14 @@ func FuzzSSHExec(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	g := sshGrant(SSHPolicy{Commands: []string{"*", "* *", "* * *", "* * * *", "raw:ps aux | grep *"}})
+	g := sshGrant(authz.SSHPolicy{Commands: []string{"*", "* *", "* * *", "* * * *", "raw:ps aux | grep *"}})
 	f.Fuzz(func(t *testing.T, cmd string) {
 		sc, err := ParseShellCommand(cmd)
-		d := AuthorizeSSHExec(g, cmd)
+		d := AuthorizeExec(g, cmd)
 		if err != nil || !d.Allow {
 			return
 		}
-		if d.Rule == RuleSSHRaw {
+		if d.Rule == RuleRaw {
 			if d.Command != cmd {
 				t.Fatalf("raw command changed: %q -> %q", cmd, d.Command)
 			}

@@ -1,4 +1,4 @@
-package authz
+package ssh
 
 import (
 	"fmt"
@@ -57,9 +57,9 @@ type sshPatWord struct {
 	wild bool
 }
 
-// CheckSSHCommandPattern says why p is not a usable --command pattern, or
+// CheckCommandPattern says why p is not a usable --command pattern, or
 // returns nil.
-func CheckSSHCommandPattern(p string) error {
+func CheckCommandPattern(p string) error {
 	_, err := sshCompileRule(p)
 	return err
 }

@@ -164,7 +164,7 @@ func TestSameTreeAsProtobuf(t *testing.T) {
 
 // TestGeneratedIsCurrent: decode_gen.go and children_gen.go are what the
 // generator writes for the pg_query_go in go.mod; after an update, run go
-// generate ./authz/pgparse.
+// generate ./authz/postgres/pgparse.
 func TestGeneratedIsCurrent(t *testing.T) {
 	dir := t.TempDir()
 	gen := exec.Command("go", "run", "./gen", "-o", filepath.Join(dir, "decode_gen.go"), "-children", filepath.Join(dir, "children_gen.go"))
@@ -181,7 +181,7 @@ func TestGeneratedIsCurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 		if string(have) != string(want) {
-			t.Fatalf("%s is stale: run go generate ./authz/pgparse", name)
+			t.Fatalf("%s is stale: run go generate ./authz/postgres/pgparse", name)
 		}
 	}
 }

@@ -1,7 +1,7 @@
 // Command gen writes decode_gen.go, one JSON decoder per message of
 // pg_query's protobuf schema filling pg_query_go's Go types directly, and
 // children_gen.go, which lists the messages each of them holds without
-// reflection. Run it with go generate ./authz/pgparse after updating
+// reflection. Run it with go generate ./authz/postgres/pgparse after updating
 // pg_query_go.
 package main
 
