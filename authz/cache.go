@@ -28,13 +28,22 @@ type DecisionCache struct {
 // rarely repeated and would crowd the cache's memory.
 const maxCachedText = 16 << 10
 
-type cacheKey struct {
-	// settings names the dialect and the session settings the decision
+// CacheKey is what a dialect's session keys a verdict by; the cache adds
+// the grant's ID.
+type CacheKey struct {
+	// Settings names the dialect and the session settings the decision
 	// read (default schema, current databases, sql_mode, server version).
-	settings string
-	text     string
-	grant    string
-	prepare  bool
+	Settings string
+	// Text is the message as the client sent it.
+	Text string
+	// Prepare is set for a message that prepares a statement (Parse,
+	// COM_STMT_PREPARE) rather than runs it.
+	Prepare bool
+}
+
+type cacheKey struct {
+	CacheKey
+	grant string
 }
 
 type cacheEntry struct {
@@ -103,8 +112,9 @@ func grantID(g *Grant) string {
 	return g.ID
 }
 
-// get returns a copy of the cached verdict for key under g.
-func (c *DecisionCache) get(key cacheKey, g *Grant) (Verdict, bool) {
+// Get returns a copy of the verdict cached for k under g.
+func (c *DecisionCache) Get(k CacheKey, g *Grant) (Verdict, bool) {
+	key := cacheKey{k, grantID(g)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.m[key]
@@ -118,10 +128,13 @@ func (c *DecisionCache) get(key cacheKey, g *Grant) (Verdict, bool) {
 	return Verdict{Allow: e.v.Allow, Statements: slices.Clone(e.v.Statements)}, true
 }
 
-func (c *DecisionCache) put(key cacheKey, g *Grant, v Verdict) {
-	if len(key.text) > maxCachedText {
+// Put keeps v as the verdict for k under g, unless the message is too
+// long to be worth keeping.
+func (c *DecisionCache) Put(k CacheKey, g *Grant, v Verdict) {
+	if len(k.Text) > maxCachedText {
 		return
 	}
+	key := cacheKey{k, grantID(g)}
 	v.Statements = slices.Clone(v.Statements)
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -1,5 +1,7 @@
 package authz
 
+import "fmt"
+
 // Decision is the verdict on one statement.
 type Decision struct {
 	// Text is the statement as the client sent it (one statement of a
@@ -68,4 +70,35 @@ type Classification struct {
 type Verdict struct {
 	Allow      bool       `json:"allow"`
 	Statements []Decision `json:"statements"`
+}
+
+// SingleVerdict wraps one decision as a verdict.
+func SingleVerdict(d Decision) Verdict { return Verdict{Allow: d.Allow, Statements: []Decision{d}} }
+
+// Batch makes the verdict on a message of several statements all or
+// nothing: the server runs them as one unit (Postgres in an implicit
+// transaction, MySQL one after the other until the first error), so when
+// one is refused, every statement after or before it that was allowed is
+// refused too, with Rule "batch".
+func Batch(ds []Decision) Verdict {
+	v := Verdict{Allow: true, Statements: ds}
+	refused := 0
+	for i, d := range ds {
+		if !d.Allow {
+			refused = i + 1
+			break
+		}
+	}
+	if refused == 0 {
+		return v
+	}
+	v.Allow = false
+	for i := range v.Statements {
+		d := &v.Statements[i]
+		if d.Allow {
+			d.Allow, d.Rule = false, "batch"
+			d.Reason = fmt.Sprintf("not executed: statement %d of this message was refused", refused)
+		}
+	}
+	return v
 }

@@ -1,6 +1,9 @@
-// Package authz decides whether a statement may run under a task grant.
-// It is pure: statement text and grant in, decision out. It knows nothing of
-// sockets, wire protocols or storage.
+// Package authz is what every protocol's authorizer shares: grants, the
+// policy that applies a grant to what a statement does (Decide), the
+// decisions and their reasons, and the decision cache. It is pure:
+// statement and grant in, decision out. It knows nothing of sockets, wire
+// protocols, storage or any dialect: authz/postgres, authz/mysql and
+// authz/ssh read their protocol's statements into what it decides on.
 package authz
 
 import (

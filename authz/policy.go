@@ -7,132 +7,147 @@ import (
 	"strings"
 )
 
-// facts are what the policy needs to know about one statement beyond its
-// Classification: the pieces a grant's scope and guardrails act on. Both
-// dialects' classifiers fill them; decide applies a grant to them.
-type facts struct {
-	// own is the statement's own level (that of its kind) and why.
-	own    Access
-	ownWhy string
-	// needs are what something inside the statement requires, in the
+// Facts are what the policy needs to know about one statement beyond its
+// Classification: the pieces a grant's scope and guardrails act on. The
+// SQL dialects' classifiers (authz/postgres, authz/mysql) fill them;
+// Decide applies a grant to them.
+type Facts struct {
+	// Own is the statement's own level (that of its kind) and why.
+	Own    Access
+	OwnWhy string
+	// Needs are what something inside the statement requires, in the
 	// order found: a nested write, a row lock, a function call. The first
 	// need of the highest level gives the reason.
-	needs []need
-	// funcs are the function calls, in order.
-	funcs []funcUse
-	// tables are the tables the statement reads or writes, resolved
+	Needs []Need
+	// Funcs are the function calls, in order.
+	Funcs []FuncUse
+	// Tables are the tables the statement reads or writes, resolved
 	// against the session's default schema or database.
-	tables []tableRef
-	// unresolved says why the statement acts on tables it does not name
+	Tables []TableRef
+	// Unresolved says why the statement acts on tables it does not name
 	// (VACUUM of a whole database, a function that runs SQL from a
 	// string); such a statement cannot be held to a table scope.
-	unresolved string
-	// unfiltered names an UPDATE or DELETE that changes every row.
-	unfiltered string
-	// drops says what the statement drops (DROP, TRUNCATE, DROP COLUMN).
-	drops string
-	// serverFiles says how the statement reads or writes the database
+	Unresolved string
+	// Unfiltered names an UPDATE or DELETE that changes every row.
+	Unfiltered string
+	// Drops says what the statement drops (DROP, TRUNCATE, DROP COLUMN).
+	Drops string
+	// ServerFiles says how the statement reads or writes the database
 	// server's files or runs its programs.
-	serverFiles string
-	// fileLoad says how the statement reads a client's file (MySQL LOAD
+	ServerFiles string
+	// FileLoad says how the statement reads a client's file (MySQL LOAD
 	// DATA LOCAL INFILE).
-	fileLoad string
-	// database names a database outside the resource that the statement
+	FileLoad string
+	// Database names a database outside the resource that the statement
 	// reaches (MySQL), with what reaches it.
-	database, databaseWhat string
-	// refusal refuses the statement whatever the grant, under refusalRule
+	Database, DatabaseWhat string
+	// Refusal refuses the statement whatever the grant, under RefusalRule
 	// (default "indirection").
-	refusal, refusalRule string
+	Refusal, RefusalRule string
 }
 
-// need is one requirement found inside a statement.
-type need struct {
-	level Access
-	why   string
-	// fn indexes facts.funcs when a function call is the cause, else -1.
-	fn int
+// Need is one requirement found inside a statement.
+type Need struct {
+	Level Access
+	Why   string
+	// Fn indexes Facts.Funcs when a function call is the cause, else -1.
+	Fn int
 }
 
-// funcUse is one function call.
-type funcUse struct {
-	// schema is the qualification as written ("" when unqualified, and
-	// for Postgres built-ins qualified with pg_catalog); name the name as
+// FuncUse is one function call.
+type FuncUse struct {
+	// Schema is the qualification as written ("" when unqualified, and
+	// for Postgres built-ins qualified with pg_catalog); Name the name as
 	// the server folds it.
-	schema, name string
-	level        Access
-	// opaque is set when airlock cannot see what the function touches: a
+	Schema, Name string
+	Level        Access
+	// Opaque is set when airlock cannot see what the function touches: a
 	// user-defined or unknown function, or one that runs SQL from a
 	// string. Under a table scope such a call needs --function.
-	opaque bool
-	// lowerable is set when a grant may list the function with --function
+	Opaque bool
+	// Lowerable is set when a grant may list the function with --function
 	// to allow it at read: unknown functions and those that merely write.
 	// Functions that reach outside the database (files, other sessions,
 	// replication) stay at admin whatever the grant lists.
-	lowerable bool
+	Lowerable bool
 }
 
-// tableRef is one table as the statement names it, resolved.
-type tableRef struct {
-	schema, name string
-	written      bool
-	// system is set for catalog tables (pg_catalog, information_schema):
+// TableRef is one table as the statement names it, resolved.
+type TableRef struct {
+	Schema, Name string
+	Written      bool
+	// System is set for catalog tables (pg_catalog, information_schema):
 	// they describe the schema, not the data, so table scopes and
 	// --max-tables leave them out.
-	system bool
+	System bool
 }
 
-func (t tableRef) String() string { return t.schema + "." + t.name }
+func (t TableRef) String() string { return t.Schema + "." + t.Name }
 
-// decideOpts are the parts of a session's options the policy needs.
-type decideOpts struct {
-	// dialect is "postgres" or "mysql": table and function names fold
-	// differently.
-	dialect string
-	// defaultSchema is where unqualified names in --table and --function
+// Statement is one statement of a client message as the classifier read
+// it, before any grant is applied.
+type Statement struct {
+	// Text is the statement's slice of the message, trimmed of surrounding
+	// whitespace.
+	Text  string
+	Class Classification
+	// Facts is what the grant's scope and guardrails act on.
+	Facts Facts
+}
+
+// DecideOptions are the parts of a session's options the policy needs.
+// Table and function names fold differently in each dialect; the two
+// Fold fields say how.
+type DecideOptions struct {
+	// FoldPatterns lowers the unquoted parts of --table and --function
+	// patterns, as Postgres folds unquoted identifiers.
+	FoldPatterns bool
+	// FoldFunctions compares function names without regard to case, as
+	// MySQL does.
+	FoldFunctions bool
+	// DefaultSchema is where unqualified names in --table and --function
 	// patterns point.
-	defaultSchema string
-	// databases (MySQL) are the databases of the resource; empty means
+	DefaultSchema string
+	// Databases (MySQL) are the databases of the resource; empty means
 	// no restriction.
-	databases []string
-	// resource names the resource in reasons about databases.
-	resource string
+	Databases []string
 }
 
-// decide applies g to one classified statement, ignoring the rest of its
+// Decide applies g to one classified statement, ignoring the rest of its
 // message.
-func decide(g *Grant, s *Statement, o *decideOpts) Decision {
+func Decide(g *Grant, s *Statement, o *DecideOptions) Decision {
 	d := Decision{Text: s.Text, Class: s.Class}
-	f := &s.f
+	f := &s.Facts
 	if g == nil || g.Access <= AccessNone || g.State != "" && g.State != StateActive {
 		d.Rule, d.Reason = "no-grant", noGrantReason(g, s.Class)
 		return d
 	}
-	if f.refusal != "" {
-		d.Rule, d.Reason = f.refusalRule, f.refusal
+	if f.Refusal != "" {
+		d.Rule, d.Reason = f.RefusalRule, f.Refusal
 		if d.Rule == "" {
 			d.Rule = "indirection"
 		}
 		return d
 	}
 	if len(g.Scope.Functions) > 0 {
-		d.Class.Required, d.Class.Why = requiredWith(f, func(fu *funcUse) bool {
-			return fu.lowerable && functionListed(g.Scope.Functions, fu, o)
+		d.Class.Required, d.Class.Why = requiredWith(f, func(fu *FuncUse) bool {
+			return fu.Lowerable && functionListed(g.Scope.Functions, fu, o)
 		})
 	}
 	sc := &g.Scope
 	switch {
 	case d.Class.Required > g.Access:
 		d.Rule, d.Reason = "access-level", accessReason(g, d.Class)
-	case f.database != "":
+	case f.Database != "":
 		d.Rule, d.Reason = "database", databaseReason(g, d.Class, f, o)
-	case f.serverFiles != "" && !sc.AllowServerFiles:
-		d.Rule, d.Reason = "server-files", flagReason(g, d.Class, f.serverFiles, "does not allow the database server's files or programs", "--allow-server-files")
-	case f.fileLoad != "" && !sc.AllowFileLoad:
-		d.Rule, d.Reason = "file-load", flagReason(g, d.Class, f.fileLoad, "does not allow file loads", "--allow-file-load")
-	case f.drops != "" && !sc.AllowDrop:
-		d.Rule, d.Reason = "drop", flagReason(g, d.Class, f.drops, "does not allow dropping", "--allow-drop")
-	case f.unfiltered != "" && !sc.AllowUnfiltered:
-		d.Rule, d.Reason = "unfiltered", unfilteredReason(g, d.Class, f.unfiltered)
+	case f.ServerFiles != "" && !sc.AllowServerFiles:
+		d.Rule, d.Reason = "server-files", flagReason(g, d.Class, f.ServerFiles, "does not allow the database server's files or programs", "--allow-server-files")
+	case f.FileLoad != "" && !sc.AllowFileLoad:
+		d.Rule, d.Reason = "file-load", flagReason(g, d.Class, f.FileLoad, "does not allow file loads", "--allow-file-load")
+	case f.Drops != "" && !sc.AllowDrop:
+		d.Rule, d.Reason = "drop", flagReason(g, d.Class, f.Drops, "does not allow dropping", "--allow-drop")
+	case f.Unfiltered != "" && !sc.AllowUnfiltered:
+		d.Rule, d.Reason = "unfiltered", unfilteredReason(g, d.Class, f.Unfiltered)
 	default:
 		if rule, reason := scopeCheck(g, s, o); rule != "" {
 			d.Rule, d.Reason = rule, reason
@@ -145,53 +160,53 @@ func decide(g *Grant, s *Statement, o *decideOpts) Decision {
 
 // requiredWith recomputes a statement's level when some function calls
 // count as read (listed treats them so).
-func requiredWith(f *facts, listed func(*funcUse) bool) (Access, string) {
-	level, why := f.own, f.ownWhy
-	for _, n := range f.needs {
-		l := n.level
-		if n.fn >= 0 && n.fn < len(f.funcs) && listed(&f.funcs[n.fn]) {
+func requiredWith(f *Facts, listed func(*FuncUse) bool) (Access, string) {
+	level, why := f.Own, f.OwnWhy
+	for _, n := range f.Needs {
+		l := n.Level
+		if n.Fn >= 0 && n.Fn < len(f.Funcs) && listed(&f.Funcs[n.Fn]) {
 			l = AccessRead
 		}
 		if l > level {
-			level, why = l, n.why
+			level, why = l, n.Why
 		}
 	}
 	return level, why
 }
 
-// required is the statement's level with every function call counted.
-func (f *facts) required() (Access, string) {
-	return requiredWith(f, func(*funcUse) bool { return false })
+// Required is the statement's level with every function call counted.
+func (f *Facts) Required() (Access, string) {
+	return requiredWith(f, func(*FuncUse) bool { return false })
 }
 
 // scopeCheck applies the grant's table scope and --max-tables.
-func scopeCheck(g *Grant, s *Statement, o *decideOpts) (rule, reason string) {
+func scopeCheck(g *Grant, s *Statement, o *DecideOptions) (rule, reason string) {
 	sc := &g.Scope
-	f := &s.f
+	f := &s.Facts
 	if len(sc.Tables) > 0 {
-		if f.unresolved != "" {
-			return "table-scope", unresolvedReason(g, s.Class, f.unresolved, "--table")
+		if f.Unresolved != "" {
+			return "table-scope", unresolvedReason(g, s.Class, f.Unresolved, "--table")
 		}
-		for _, t := range f.tables {
-			if t.system || tableListed(sc.Tables, t, o) {
+		for _, t := range f.Tables {
+			if t.System || tableListed(sc.Tables, t, o) {
 				continue
 			}
 			return "table-scope", tableScopeReason(g, s.Class, t, o)
 		}
-		for i := range f.funcs {
-			fu := &f.funcs[i]
-			if fu.opaque && !functionListed(sc.Functions, fu, o) {
+		for i := range f.Funcs {
+			fu := &f.Funcs[i]
+			if fu.Opaque && !functionListed(sc.Functions, fu, o) {
 				return "table-scope", opaqueFunctionReason(g, s.Class, fu)
 			}
 		}
 	}
 	if sc.MaxTables > 0 {
-		if f.unresolved != "" {
-			return "max-tables", unresolvedReason(g, s.Class, f.unresolved, "--max-tables")
+		if f.Unresolved != "" {
+			return "max-tables", unresolvedReason(g, s.Class, f.Unresolved, "--max-tables")
 		}
 		var names []string
-		for _, t := range f.tables {
-			if !t.system {
+		for _, t := range f.Tables {
+			if !t.System {
 				names = append(names, t.String())
 			}
 		}
@@ -210,20 +225,20 @@ func scopeCheck(g *Grant, s *Statement, o *decideOpts) (rule, reason string) {
 // compares names exactly (table names are case-sensitive on Linux).
 type pattern struct{ schema, name string }
 
-func parsePattern(p string, o *decideOpts) pattern {
+func parsePattern(p string, o *DecideOptions) pattern {
 	parts := splitQualified(p)
 	fold := func(s string) string {
 		if len(s) >= 2 && (s[0] == '"' && s[len(s)-1] == '"' || s[0] == '`' && s[len(s)-1] == '`') {
 			q := s[:1]
 			return strings.ReplaceAll(s[1:len(s)-1], q+q, q)
 		}
-		if o.dialect == "postgres" {
+		if o.FoldPatterns {
 			return strings.ToLower(s)
 		}
 		return s
 	}
 	if len(parts) == 1 {
-		return pattern{o.defaultSchema, fold(parts[0])}
+		return pattern{o.DefaultSchema, fold(parts[0])}
 	}
 	return pattern{fold(parts[0]), fold(strings.Join(parts[1:], "."))}
 }
@@ -277,9 +292,9 @@ func globMatch(p, s string) bool {
 	}
 }
 
-func tableListed(patterns []string, t tableRef, o *decideOpts) bool {
+func tableListed(patterns []string, t TableRef, o *DecideOptions) bool {
 	for _, p := range patterns {
-		if parsePattern(p, o).matches(t.schema, t.name) {
+		if parsePattern(p, o).matches(t.Schema, t.Name) {
 			return true
 		}
 	}
@@ -289,17 +304,17 @@ func tableListed(patterns []string, t tableRef, o *decideOpts) bool {
 // functionListed reports whether a --function pattern names fu. An
 // unqualified pattern, like an unqualified call, names the default schema
 // (for MySQL, the current database).
-func functionListed(patterns []string, fu *funcUse, o *decideOpts) bool {
-	schema, name := fu.schema, fu.name
+func functionListed(patterns []string, fu *FuncUse, o *DecideOptions) bool {
+	schema, name := fu.Schema, fu.Name
 	if schema == "" {
-		schema = o.defaultSchema
+		schema = o.DefaultSchema
 	}
-	if o.dialect == "mysql" {
+	if o.FoldFunctions {
 		name = strings.ToLower(name)
 	}
 	for _, ps := range patterns {
 		p := parsePattern(ps, o)
-		if o.dialect == "mysql" {
+		if o.FoldFunctions {
 			p.name = strings.ToLower(p.name)
 		}
 		if p.matches(schema, name) {
@@ -309,11 +324,11 @@ func functionListed(patterns []string, fu *funcUse, o *decideOpts) bool {
 	return false
 }
 
-func (fu *funcUse) display() string {
-	if fu.schema != "" {
-		return fu.schema + "." + fu.name
+func (fu *FuncUse) Display() string {
+	if fu.Schema != "" {
+		return fu.Schema + "." + fu.Name
 	}
-	return fu.name
+	return fu.Name
 }
 
 // Reasons for the scope and guardrail rules. Each says what was refused,
@@ -321,48 +336,44 @@ func (fu *funcUse) display() string {
 
 func flagReason(g *Grant, c Classification, what, lacks, flag string) string {
 	return fmt.Sprintf("%s: %s; grant %s (%s) %s. To run it, request a grant with %s: %s",
-		c.Kind, what, g.ID, displayTask(g.Task), lacks, flag, requestCommand(g, max(c.Required, g.Access), flag))
+		c.Kind, what, g.ID, DisplayTask(g.Task), lacks, flag, requestCommand(g, max(c.Required, g.Access), flag))
 }
 
 func unfilteredReason(g *Grant, c Classification, what string) string {
 	return fmt.Sprintf("%s would change every row (%s); grant %s (%s) refuses UPDATE and DELETE without a WHERE clause that filters rows. Add one, or request a grant with --allow-unfiltered: %s",
-		c.Kind, what, g.ID, displayTask(g.Task), requestCommand(g, max(c.Required, g.Access), "--allow-unfiltered"))
+		c.Kind, what, g.ID, DisplayTask(g.Task), requestCommand(g, max(c.Required, g.Access), "--allow-unfiltered"))
 }
 
-func tableScopeReason(g *Grant, c Classification, t tableRef, o *decideOpts) string {
+func tableScopeReason(g *Grant, c Classification, t TableRef, o *DecideOptions) string {
 	verb := "reads"
-	if t.written {
+	if t.Written {
 		verb = "writes"
 	}
 	return fmt.Sprintf("%s %s %s, which is outside the tables of grant %s (%s): %s. To run it, request a grant that includes it: %s",
-		c.Kind, verb, t, g.ID, displayTask(g.Task), strings.Join(g.Scope.Tables, ", "),
-		requestCommand(g, max(c.Required, g.Access), "--table "+shellQuote(t.String())))
+		c.Kind, verb, t, g.ID, DisplayTask(g.Task), strings.Join(g.Scope.Tables, ", "),
+		requestCommand(g, max(c.Required, g.Access), "--table "+ShellQuote(t.String())))
 }
 
 func unresolvedReason(g *Grant, c Classification, why, flag string) string {
 	return fmt.Sprintf("%s cannot be held to grant %s's %s (%s): %s, so airlock cannot name every table it touches. Name the tables, or request a grant without %s: %s",
-		c.Kind, g.ID, flag, displayTask(g.Task), why, flag, requestCommandWithout(g, max(c.Required, g.Access), flag))
+		c.Kind, g.ID, flag, DisplayTask(g.Task), why, flag, requestCommandWithout(g, max(c.Required, g.Access), flag))
 }
 
-func opaqueFunctionReason(g *Grant, c Classification, fu *funcUse) string {
+func opaqueFunctionReason(g *Grant, c Classification, fu *FuncUse) string {
 	return fmt.Sprintf("%s calls %s, which airlock cannot see into and which may read any table; grant %s (%s) is limited to the tables %s. If %s is safe, request a grant that lists it: %s",
-		c.Kind, fu.display(), g.ID, displayTask(g.Task), strings.Join(g.Scope.Tables, ", "), fu.display(),
-		requestCommand(g, max(c.Required, g.Access), "--function "+shellQuote(fu.display())))
+		c.Kind, fu.Display(), g.ID, DisplayTask(g.Task), strings.Join(g.Scope.Tables, ", "), fu.Display(),
+		requestCommand(g, max(c.Required, g.Access), "--function "+ShellQuote(fu.Display())))
 }
 
 func maxTablesReason(g *Grant, c Classification, names []string) string {
 	return fmt.Sprintf("%s touches %d tables (%s); grant %s (%s) allows at most %d. Split the statement, or request a grant with --max-tables %d: %s",
-		c.Kind, len(names), strings.Join(names, ", "), g.ID, displayTask(g.Task), g.Scope.MaxTables, len(names),
+		c.Kind, len(names), strings.Join(names, ", "), g.ID, DisplayTask(g.Task), g.Scope.MaxTables, len(names),
 		requestCommand(g, max(c.Required, g.Access), "--max-tables "+strconv.Itoa(len(names))))
 }
 
-func databaseReason(g *Grant, c Classification, f *facts, o *decideOpts) string {
-	res := o.resource
-	if res == "" {
-		res = g.Resource
-	}
+func databaseReason(g *Grant, c Classification, f *Facts, o *DecideOptions) string {
 	return fmt.Sprintf("%s %s database %s, which is not a database of resource %s (%s); airlock allows only those. Ask the operator to add it to the resource",
-		c.Kind, f.databaseWhat, f.database, res, strings.Join(o.databases, ", "))
+		c.Kind, f.DatabaseWhat, f.Database, g.Resource, strings.Join(o.Databases, ", "))
 }
 
 // scopeFlags are the flags of g's scope as airlock request takes them, so
@@ -371,10 +382,10 @@ func scopeFlags(g *Grant) []string {
 	var out []string
 	sc := &g.Scope
 	for _, t := range sc.Tables {
-		out = append(out, "--table "+shellQuote(t))
+		out = append(out, "--table "+ShellQuote(t))
 	}
 	for _, f := range sc.Functions {
-		out = append(out, "--function "+shellQuote(f))
+		out = append(out, "--function "+ShellQuote(f))
 	}
 	if sc.MaxTables > 0 {
 		out = append(out, "--max-tables "+strconv.Itoa(sc.MaxTables))
@@ -396,4 +407,20 @@ func scopeFlags(g *Grant) []string {
 // withoutFlag drops every occurrence of flag (and its value) from flags.
 func withoutFlag(flags []string, flag string) []string {
 	return slices.DeleteFunc(flags, func(s string) bool { return s == flag || strings.HasPrefix(s, flag+" ") })
+}
+
+// sortedSet sorts and deduplicates in place.
+func sortedSet(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// IsDropKind reports whether a statement of kind (Classification.Kind)
+// drops something (DROP ..., TRUNCATE); the classifiers then set
+// Facts.Drops, which --allow-drop is about.
+func IsDropKind(kind string) bool {
+	return strings.HasPrefix(kind, "DROP ") || kind == "TRUNCATE"
 }

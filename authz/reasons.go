@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -18,7 +17,7 @@ func accessReason(g *Grant, c Classification) string {
 		what += " (" + c.Why + ")"
 	}
 	return fmt.Sprintf("%s; grant %s (%s) allows %s. To run it, request a grant with --access %s: %s",
-		what, g.ID, displayTask(g.Task), g.Access, c.Required, requestCommand(g, c.Required))
+		what, g.ID, DisplayTask(g.Task), g.Access, c.Required, requestCommand(g, c.Required))
 }
 
 func noGrantReason(g *Grant, c Classification) string {
@@ -30,18 +29,6 @@ func noGrantReason(g *Grant, c Classification) string {
 		return fmt.Sprintf("grant %s is %s, not active; request one: %s", g.ID, g.State, requestCommand(g, need))
 	}
 	return fmt.Sprintf("grant %s allows no statements; request one: %s", g.ID, requestCommand(g, need))
-}
-
-func unparseableReason(err error) string {
-	msg := err.Error()
-	var pe *parseError
-	if errors.As(err, &pe) {
-		msg = pe.msg
-		if pe.cursor > 0 {
-			msg += fmt.Sprintf(" at position %d", pe.cursor)
-		}
-	}
-	return "could not parse this message as Postgres SQL (" + oneLine(msg) + "), so none of it was run"
 }
 
 // requestCommand is the airlock request command line that asks for access
@@ -73,29 +60,29 @@ func requestCommandWithout(g *Grant, level Access, flag string) string {
 }
 
 func requestLine(g *Grant, level Access, flags []string) string {
-	return requestFor(g, strings.Join(append([]string{"--access", level.String()}, flags...), " "))
+	return RequestFor(g, strings.Join(append([]string{"--access", level.String()}, flags...), " "))
 }
 
-// requestFor is the airlock request command line asking for the same
+// RequestFor is the airlock request command line asking for the same
 // resource and task as g, with flags.
-func requestFor(g *Grant, flags string) string {
+func RequestFor(g *Grant, flags string) string {
 	resource, task := "RESOURCE", ""
 	if g != nil {
 		if g.Resource != "" {
 			resource = g.Resource
 		}
-		task = oneLine(g.Task)
+		task = OneLine(g.Task)
 	}
 	if task == "" {
 		task = "..."
 	}
-	return fmt.Sprintf("airlock request --resource %s --task %s %s", shellQuote(resource), shellQuote(task), flags)
+	return fmt.Sprintf("airlock request --resource %s --task %s %s", ShellQuote(resource), ShellQuote(task), flags)
 }
 
-// displayTask quotes a task for a reason, cut short so the reason stays
+// DisplayTask quotes a task for a reason, cut short so the reason stays
 // readable.
-func displayTask(task string) string {
-	task = oneLine(task)
+func DisplayTask(task string) string {
+	task = OneLine(task)
 	const limit = 80
 	if utf8.RuneCountInString(task) > limit {
 		task = string([]rune(task)[:limit]) + "…"
@@ -103,19 +90,19 @@ func displayTask(task string) string {
 	return fmt.Sprintf("%q", task)
 }
 
-// oneLine collapses every run of white space and control characters into
+// OneLine collapses every run of white space and control characters into
 // one space, so text from a grant or the parser cannot break the reason
 // across lines.
-func oneLine(s string) string {
+func OneLine(s string) string {
 	return strings.Join(strings.FieldsFunc(s, func(r rune) bool {
 		return r < 0x20 || r == 0x7f || r == ' ' || r == '\u2028' || r == '\u2029' || r == 0x85
 	}), " ")
 }
 
-// shellQuote quotes s for a POSIX shell, in double quotes when nothing in
+// ShellQuote quotes s for a POSIX shell, in double quotes when nothing in
 // it is special there (the common case, and it reads best), else in single
 // quotes.
-func shellQuote(s string) string {
+func ShellQuote(s string) string {
 	if s != "" && !strings.ContainsAny(s, " \t\"'$`\\!&|;<>()*?[]#~{}") {
 		return s
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/airlockhq/airlock/authz"
+	sshauthz "github.com/airlockhq/airlock/authz/ssh"
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/credential"
 )
@@ -340,7 +341,7 @@ func checkShape(protocol string, spec GrantSpec) error {
 		}
 	}
 	for _, c := range ssh.Commands {
-		if err := authz.CheckSSHCommandPattern(c); err != nil {
+		if err := sshauthz.CheckCommandPattern(c); err != nil {
 			return userErr(400, "--command %q: %v", c, err)
 		}
 	}

@@ -4,16 +4,17 @@ import (
 	"sync"
 
 	"github.com/airlockhq/airlock/authz"
+	myauthz "github.com/airlockhq/airlock/authz/mysql"
 )
 
 // Authorizer decides the statements of one client session. It keeps
 // state across calls (the current database after USE, what PREPARE
-// prepared), so each session has its own; authz.MySQLSession is the one
+// prepared), so each session has its own; myauthz.Session is the one
 // the gateway uses.
 type Authorizer interface {
-	// MySQL decides one COM_QUERY text: every statement in it, all or
+	// Query decides one COM_QUERY text: every statement in it, all or
 	// nothing.
-	MySQL(g *authz.Grant, sql string) authz.Verdict
+	Query(g *authz.Grant, sql string) authz.Verdict
 	// Prepare decides a COM_STMT_PREPARE text.
 	Prepare(g *authz.Grant, sql string) authz.Verdict
 	// InitDB decides a COM_INIT_DB into db.
@@ -31,13 +32,13 @@ type cacheHolder struct {
 	cache *authz.DecisionCache
 }
 
-func (p *Protocol) newAuthorizer(o authz.MySQLOptions) Authorizer {
+func (p *Protocol) newAuthorizer(o myauthz.Options) Authorizer {
 	if p.NewAuthorizer != nil {
 		return p.NewAuthorizer(o)
 	}
 	p.cache.once.Do(func() { p.cache.cache = authz.NewDecisionCache(0) })
 	o.Cache = p.cache.cache
-	return authz.NewMySQLSession(o)
+	return myauthz.NewSession(o)
 }
 
 func quoteIdent(s string) string {

@@ -23,7 +23,7 @@ import (
 
 	"github.com/pingcap/tidb/pkg/parser/charset"
 
-	"github.com/airlockhq/airlock/authz"
+	myauthz "github.com/airlockhq/airlock/authz/mysql"
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/credential"
 	"github.com/airlockhq/airlock/proxy"
@@ -43,7 +43,7 @@ type Protocol struct {
 	Dialer *net.Dialer
 	// NewAuthorizer makes the statement authorizer of one session; nil
 	// uses authz's MySQL authorizer.
-	NewAuthorizer func(authz.MySQLOptions) Authorizer
+	NewAuthorizer func(myauthz.Options) Authorizer
 	// Log is for what happens outside a session (version probes).
 	Log *slog.Logger
 	// AWS mints the tokens of rds-iam resources; nil refuses them.
@@ -293,7 +293,7 @@ func (p *Protocol) handshake(ctx context.Context, cl *client) (*handshakeState, 
 	if resp.user == "" {
 		return hs, &handshakeError{erAccessDenied, "28000", "airlock: no user name: connect as your agent name", "protocol"}
 	}
-	if cs := collationCharset(resp.collation); cs != "" && !authz.SafeMySQLCharset(cs) {
+	if cs := collationCharset(resp.collation); cs != "" && !myauthz.SafeCharset(cs) {
 		return hs, &handshakeError{erAccessDenied, "28000",
 			fmt.Sprintf("airlock: character set %s is not allowed (its multi-byte characters can hide quotes); use utf8mb4", cs), "protocol"}
 	}

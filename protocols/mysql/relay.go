@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/airlockhq/airlock/authz"
+	myauthz "github.com/airlockhq/airlock/authz/mysql"
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/proxy"
 	"github.com/airlockhq/airlock/recorder"
@@ -103,7 +104,7 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 		up: up.conn, ur: bufio.NewReaderSize(up.conn, 64<<10), uw: bufio.NewWriterSize(up.conn, 64<<10),
 		stmts: map[uint32]*stmt{}, maxStatement: sess.MaxStatementBytes(),
 	}
-	s.az = p.newAuthorizer(authz.MySQLOptions{
+	s.az = p.newAuthorizer(myauthz.Options{
 		Database: res.Database, Databases: []string{res.Database},
 		SQLMode: up.sqlMode, ServerVersion: up.version,
 		// A CALL is decided by the procedure's body, read on this
@@ -265,7 +266,7 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 				return s.kill(h, v, upstreamSQL, k.id)
 			}
 		}
-		return s.query(h, body, s.az.MySQL(g, sql), false)
+		return s.query(h, body, s.az.Query(g, sql), false)
 	case comInitDB:
 		return s.initDB(h, body)
 	case comFieldList:
@@ -277,7 +278,7 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 		if len(rest) > 0 {
 			sql += " LIKE '" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(string(rest)) + "'"
 		}
-		v := s.az.MySQL(g, sql)
+		v := s.az.Query(g, sql)
 		for i := range v.Statements {
 			v.Statements[i].Text = "COM_FIELD_LIST " + table
 		}
@@ -313,7 +314,7 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 		if v, upstreamSQL, ok := s.p.killVerdict(s.sess, text, killStmt{id: id}); ok {
 			return s.kill(h, v, upstreamSQL, id)
 		}
-		return s.query(h, body, s.az.MySQL(g, text), false)
+		return s.query(h, body, s.az.Query(g, text), false)
 	case comPing, comSetOption, comStmtReset, comResetConnection:
 		if cmd == comStmtReset {
 			if id, ok := stmtID(body); ok {

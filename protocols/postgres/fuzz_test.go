@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/airlockhq/airlock/authz"
+	pgauthz "github.com/airlockhq/airlock/authz/postgres"
 )
 
 func startupPacket(code uint32, rest ...byte) []byte {
@@ -244,7 +245,7 @@ func TestParseOptions(t *testing.T) {
 	}
 	// The other parameters follow options and win over them.
 	set, err := settings(map[string]string{"user": "u", "database": "d", "options": "-c TimeZone=UTC", "TimeZone": "Asia/Tokyo", "application_name": "x", "_pq_.ext": "1", "replication": "false"})
-	if err != nil || len(set) != 3 || set[0] != (authz.StartupParam{Name: "TimeZone", Value: "UTC"}) ||
+	if err != nil || len(set) != 3 || set[0] != (pgauthz.StartupParam{Name: "TimeZone", Value: "UTC"}) ||
 		set[1].Name != "TimeZone" || set[2].Name != "application_name" {
 		t.Errorf("settings: %+v, %v", set, err)
 	}

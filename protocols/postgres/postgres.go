@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/airlockhq/airlock/authz"
+	pgauthz "github.com/airlockhq/airlock/authz/postgres"
 	"github.com/airlockhq/airlock/credential"
 	"github.com/airlockhq/airlock/proxy"
 )
@@ -65,7 +66,7 @@ type client struct {
 	params map[string]string
 	// settings are the settings the client asked for at connect time
 	// (startup.go).
-	settings []authz.StartupParam
+	settings []pgauthz.StartupParam
 }
 
 // Serve implements proxy.Protocol.

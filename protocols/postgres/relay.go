@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/airlockhq/airlock/authz"
+	pgauthz "github.com/airlockhq/airlock/authz/postgres"
 	"github.com/airlockhq/airlock/proxy"
 	"github.com/airlockhq/airlock/recorder"
 )
@@ -57,7 +58,7 @@ type session struct {
 	toUp, toClient proxy.Copier
 
 	// az is the session's authorizer: it remembers what was prepared.
-	az *authz.PGSession
+	az *pgauthz.Session
 
 	cwMu sync.Mutex // guards cl.w: the upstream reader and the ender write to it
 
@@ -97,7 +98,7 @@ type session struct {
 func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cache *authz.DecisionCache) string {
 	s := &session{
 		sess: sess, cl: cl, up: up, clientPID: clientPID,
-		az: authz.NewPGSession(authz.PGOptions{Cache: cache}),
+		az: pgauthz.NewSession(pgauthz.Options{Cache: cache}),
 		// Small, so that an idle session holds little: frames larger
 		// than a buffer are streamed past it (bufio reads and writes
 		// directly once its buffer is empty), so they cost no copy.
@@ -309,7 +310,7 @@ func (s *session) query(n int) error {
 	if i < 0 {
 		return &frameError{"Query message without its terminating zero byte"}
 	}
-	v := s.az.Postgres(s.sess.Grant(), proxy.TextOf(body[:i]))
+	v := s.az.Query(s.sess.Grant(), proxy.TextOf(body[:i]))
 	return s.sess.Forward(v, nil, func(adm *proxy.Admitted) error {
 		s.push(&pending{kind: 'Q', adm: adm})
 		return writeFrame(s.uw, 'Q', body)

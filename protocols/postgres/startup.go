@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/airlockhq/airlock/authz"
+	pgauthz "github.com/airlockhq/airlock/authz/postgres"
 	"github.com/airlockhq/airlock/proxy"
 	"github.com/airlockhq/airlock/recorder"
 )
@@ -30,7 +31,7 @@ var protocolParams = map[string]bool{"user": true, "database": true, "options": 
 // settings lists the settings a startup message asks for, in the order
 // the server applies them: those of options first, then the other
 // parameters (which win over options for the same name).
-func settings(params map[string]string) ([]authz.StartupParam, error) {
+func settings(params map[string]string) ([]pgauthz.StartupParam, error) {
 	out, err := parseOptions(params["options"])
 	if err != nil {
 		return nil, err
@@ -43,7 +44,7 @@ func settings(params map[string]string) ([]authz.StartupParam, error) {
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		out = append(out, authz.StartupParam{Name: k, Value: params[k]})
+		out = append(out, pgauthz.StartupParam{Name: k, Value: params[k]})
 	}
 	return out, nil
 }
@@ -55,9 +56,9 @@ func settings(params map[string]string) ([]authz.StartupParam, error) {
 // name read as underscores. The server's other switches (-B, -e, -F, ...)
 // are refused by name: they are rare, and each would need its own
 // reading.
-func parseOptions(opts string) ([]authz.StartupParam, error) {
+func parseOptions(opts string) ([]pgauthz.StartupParam, error) {
 	words := splitOptions(opts)
-	var out []authz.StartupParam
+	var out []pgauthz.StartupParam
 	for i := 0; i < len(words); i++ {
 		w := words[i]
 		var arg, flag string
@@ -94,7 +95,7 @@ func parseOptions(opts string) ([]authz.StartupParam, error) {
 			// upstream's startup message early.
 			return nil, &fatal{stateUndefinedObject, `unrecognized configuration parameter ""`}
 		}
-		out = append(out, authz.StartupParam{Name: strings.ReplaceAll(name, "-", "_"), Value: value})
+		out = append(out, pgauthz.StartupParam{Name: strings.ReplaceAll(name, "-", "_"), Value: value})
 	}
 	return out, nil
 }
@@ -140,11 +141,11 @@ func splitOptions(s string) []string {
 // admitSettings decides on and records the settings the client asked for
 // at connect time. It returns the admission, whose outcomes are reported
 // once the upstream has applied them, or the FATAL to send.
-func admitSettings(sess *proxy.Session, set []authz.StartupParam) (*proxy.Admitted, *fatal) {
+func admitSettings(sess *proxy.Session, set []pgauthz.StartupParam) (*proxy.Admitted, *fatal) {
 	if len(set) == 0 {
 		return nil, nil
 	}
-	v := authz.PostgresStartup(sess.Grant(), set, authz.PGOptions{})
+	v := pgauthz.Startup(sess.Grant(), set, pgauthz.Options{})
 	adm, err := sess.Admit(v)
 	if err == nil {
 		return adm, nil
@@ -186,7 +187,7 @@ func settingsApplied(adm *proxy.Admitted, dialErr error) {
 
 // upstreamParams are the settings of the upstream's startup message: what
 // the client asked for (and was allowed), after the gateway's own.
-func upstreamParams(g *authz.Grant, set []authz.StartupParam) map[string]string {
+func upstreamParams(g *authz.Grant, set []pgauthz.StartupParam) map[string]string {
 	// The authorizer reads string literals as the SQL standard says; the
 	// server must too, whatever its configured default.
 	rp := map[string]string{"standard_conforming_strings": "on"}

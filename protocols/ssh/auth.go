@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/airlockhq/airlock/authz"
+	sshauthz "github.com/airlockhq/airlock/authz/ssh"
 	"github.com/airlockhq/airlock/credential"
 	"github.com/airlockhq/airlock/proxy"
 )
@@ -197,7 +198,7 @@ func (l *login) started(sess *proxy.Session, err error) (*ssh.Permissions, error
 		msg := fmt.Sprintf("cannot connect to %s: %v", res.Name, err)
 		sess.Refuse(authz.SingleVerdict(authz.Decision{
 			Text: "connect " + res.User + "@" + res.Address, Rule: rule, Reason: msg,
-			Class: authz.Classification{Kind: authz.SSHUpstream},
+			Class: authz.Classification{Kind: sshauthz.KindUpstream},
 		}))
 		sess.Logger().Error("upstream connection failed", "err", err)
 		sess.End("upstream connection failed: " + err.Error())

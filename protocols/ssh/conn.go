@@ -9,6 +9,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/airlockhq/airlock/authz"
+	sshauthz "github.com/airlockhq/airlock/authz/ssh"
 	"github.com/airlockhq/airlock/proxy"
 )
 
@@ -217,16 +218,16 @@ func (c *conn) channel(nc ssh.NewChannel) {
 	case "direct-tcpip":
 		c.directTCPIP(nc)
 	case "direct-streamlocal@openssh.com":
-		msg := c.refuse(authz.RefuseSSH(authz.SSHDirectTCPIP, "direct-streamlocal", "forwarding to Unix sockets is not supported through airlock"))
+		msg := c.refuse(sshauthz.Refuse(sshauthz.KindDirectTCPIP, "direct-streamlocal", "forwarding to Unix sockets is not supported through airlock"))
 		_ = nc.Reject(ssh.Prohibited, msg)
 	case "x11":
-		msg := c.refuse(authz.RefuseSSH(authz.SSHX11, "x11 channel", "X11 forwarding is not allowed through airlock"))
+		msg := c.refuse(sshauthz.Refuse(sshauthz.KindX11, "x11 channel", "X11 forwarding is not allowed through airlock"))
 		_ = nc.Reject(ssh.Prohibited, msg)
 	case "auth-agent@openssh.com":
-		msg := c.refuse(authz.RefuseSSH(authz.SSHAgentForward, "agent channel", "agent forwarding is not allowed through airlock"))
+		msg := c.refuse(sshauthz.Refuse(sshauthz.KindAgentForward, "agent channel", "agent forwarding is not allowed through airlock"))
 		_ = nc.Reject(ssh.Prohibited, msg)
 	default:
-		msg := c.refuse(authz.RefuseSSH(authz.SSHOtherRequest, "channel "+safeText([]byte(typ)), fmt.Sprintf("channel type %q is not supported through airlock", typ)))
+		msg := c.refuse(sshauthz.Refuse(sshauthz.KindOtherRequest, "channel "+safeText([]byte(typ)), fmt.Sprintf("channel type %q is not supported through airlock", typ)))
 		_ = nc.Reject(ssh.UnknownChannelType, msg)
 	}
 }
@@ -243,10 +244,10 @@ func (c *conn) globalRequests(reqs <-chan *ssh.Request) {
 			// Not requests for access: a keepalive only wants an answer.
 			_ = r.Reply(false, nil)
 		case "streamlocal-forward@openssh.com":
-			c.refuse(authz.RefuseSSH(authz.SSHTCPIPForward, "streamlocal-forward", "forwarding from Unix sockets is not supported through airlock"))
+			c.refuse(sshauthz.Refuse(sshauthz.KindTCPIPForward, "streamlocal-forward", "forwarding from Unix sockets is not supported through airlock"))
 			_ = r.Reply(false, nil)
 		default:
-			c.refuse(authz.RefuseSSH(authz.SSHOtherRequest, "global request "+safeText([]byte(r.Type)), fmt.Sprintf("global request %q is not supported through airlock", r.Type)))
+			c.refuse(sshauthz.Refuse(sshauthz.KindOtherRequest, "global request "+safeText([]byte(r.Type)), fmt.Sprintf("global request %q is not supported through airlock", r.Type)))
 			_ = r.Reply(false, nil)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/airlockhq/airlock/authz"
+	sshauthz "github.com/airlockhq/airlock/authz/ssh"
 	"github.com/airlockhq/airlock/recorder"
 )
 
@@ -43,7 +44,7 @@ func (c *conn) protocolError(what string, n int) string {
 	return c.refuse(authz.Decision{
 		Text: what, Rule: "protocol",
 		Reason: fmt.Sprintf("malformed %s (%d bytes)", what, n),
-		Class:  authz.Classification{Kind: authz.SSHProtocolError},
+		Class:  authz.Classification{Kind: sshauthz.KindProtocolError},
 	})
 }
 
@@ -53,7 +54,7 @@ func (c *conn) directTCPIP(nc ssh.NewChannel) {
 		_ = nc.Reject(ssh.ConnectionFailed, c.protocolError("direct-tcpip channel", len(nc.ExtraData())))
 		return
 	}
-	d := authz.AuthorizeSSHForward(c.sess.Grant(), safeText([]byte(m.Host)), m.Port)
+	d := sshauthz.AuthorizeForward(c.sess.Grant(), safeText([]byte(m.Host)), m.Port)
 	d.Text += fmt.Sprintf(" (from %s:%d)", safeText([]byte(m.OrigHost)), m.OrigPort)
 	adm, err := c.sess.Admit(authz.SingleVerdict(d))
 	if err != nil {
@@ -92,7 +93,7 @@ func (c *conn) tcpipForward(r *ssh.Request) {
 		_ = r.Reply(false, nil)
 		return
 	}
-	d := authz.AuthorizeSSHListen(c.sess.Grant(), safeText([]byte(m.Addr)), m.Port)
+	d := sshauthz.AuthorizeListen(c.sess.Grant(), safeText([]byte(m.Addr)), m.Port)
 	adm, err := c.sess.Admit(authz.SingleVerdict(d))
 	if err != nil {
 		_ = r.Reply(false, nil)
@@ -147,7 +148,7 @@ func (c *conn) forwardedTCPIP(nc ssh.NewChannel) {
 		_ = nc.Reject(ssh.Prohibited, "airlock: no such forward")
 		return
 	}
-	d := authz.AuthorizeSSHListen(c.sess.Grant(), safeText([]byte(m.Addr)), m.Port)
+	d := sshauthz.AuthorizeListen(c.sess.Grant(), safeText([]byte(m.Addr)), m.Port)
 	d.Text = fmt.Sprintf("forwarded-tcpip %s from %s:%d", listenKey(safeText([]byte(m.Addr)), m.Port), safeText([]byte(m.OrigAddr)), m.OrigPort)
 	adm, err := c.sess.Admit(authz.SingleVerdict(d))
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/airlockhq/airlock/authz"
+	sshauthz "github.com/airlockhq/airlock/authz/ssh"
 	"github.com/airlockhq/airlock/proxy"
 	"github.com/airlockhq/airlock/recorder"
 )
@@ -164,15 +165,15 @@ func (s *sessionChan) request(req *ssh.Request) {
 		ok, _ := s.up.SendRequest("break", true, req.Payload)
 		_ = req.Reply(ok, nil)
 	case "x11-req":
-		s.c.refuse(authz.RefuseSSH(authz.SSHX11, "x11-req", "X11 forwarding is not allowed through airlock"))
+		s.c.refuse(sshauthz.Refuse(sshauthz.KindX11, "x11-req", "X11 forwarding is not allowed through airlock"))
 		_ = req.Reply(false, nil)
 	case "auth-agent-req@openssh.com":
-		s.c.refuse(authz.RefuseSSH(authz.SSHAgentForward, "auth-agent-req", "agent forwarding is not allowed through airlock: the gateway holds the target's credentials"))
+		s.c.refuse(sshauthz.Refuse(sshauthz.KindAgentForward, "auth-agent-req", "agent forwarding is not allowed through airlock: the gateway holds the target's credentials"))
 		_ = req.Reply(false, nil)
 	case "keepalive@openssh.com":
 		_ = req.Reply(false, nil)
 	default:
-		s.c.refuse(authz.RefuseSSH(authz.SSHOtherRequest, "channel request "+safeText([]byte(req.Type)), fmt.Sprintf("channel request %q is not supported through airlock", req.Type)))
+		s.c.refuse(sshauthz.Refuse(sshauthz.KindOtherRequest, "channel request "+safeText([]byte(req.Type)), fmt.Sprintf("channel request %q is not supported through airlock", req.Type)))
 		_ = req.Reply(false, nil)
 	}
 }
@@ -182,7 +183,7 @@ func (s *sessionChan) malformed(req *ssh.Request) {
 	s.c.refuse(authz.Decision{
 		Text: safeText([]byte(req.Type)) + " request", Rule: "protocol",
 		Reason: fmt.Sprintf("malformed %s request (%d bytes)", req.Type, len(req.Payload)),
-		Class:  authz.Classification{Kind: authz.SSHProtocolError},
+		Class:  authz.Classification{Kind: sshauthz.KindProtocolError},
 	})
 	_ = req.Reply(false, nil)
 }
@@ -197,7 +198,7 @@ func (s *sessionChan) ptyReq(req *ssh.Request, g *authz.Grant) {
 		_ = req.Reply(false, nil)
 		return
 	}
-	if d := authz.AuthorizeSSHPty(g, m.Term); !d.Allow {
+	if d := sshauthz.AuthorizePty(g, m.Term); !d.Allow {
 		// A refused pty-req carries no reason, and OpenSSH closes the
 		// channel when -t was explicit; the reason goes to stderr first.
 		msg := s.c.refuse(d)
@@ -227,7 +228,7 @@ func (s *sessionChan) envReq(req *ssh.Request) {
 		_ = req.Reply(false, nil)
 		return
 	}
-	d := authz.AuthorizeSSHEnv(m.Name, m.Value)
+	d := sshauthz.AuthorizeEnv(m.Name, m.Value)
 	d.Text = safeText([]byte(m.Name)) + "=" + safeText([]byte(m.Value))
 	if _, err := s.c.sess.Admit(authz.SingleVerdict(d)); err != nil {
 		_ = req.Reply(false, nil)
@@ -304,21 +305,21 @@ func (s *sessionChan) start(req *ssh.Request, g *authz.Grant) {
 			s.malformed(req)
 			return
 		}
-		ex := authz.AuthorizeSSHExec(g, m.Command)
+		ex := sshauthz.AuthorizeExec(g, m.Command)
 		d = ex.Decision
 		if !utf8.ValidString(m.Command) {
 			d.Text = safeText([]byte(m.Command))
 		}
 		upPayload = ssh.Marshal(execMsg{Command: ex.Command})
 	case "shell":
-		d = authz.AuthorizeSSHShell(g)
+		d = sshauthz.AuthorizeShell(g)
 	case "subsystem":
 		var m subsystemMsg
 		if err := ssh.Unmarshal(req.Payload, &m); err != nil {
 			s.malformed(req)
 			return
 		}
-		d = authz.AuthorizeSSHSubsystem(g, safeText([]byte(m.Name)))
+		d = sshauthz.AuthorizeSubsystem(g, safeText([]byte(m.Name)))
 		s.sftp = d.Allow
 	}
 	if s.pty != nil {

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/airlockhq/airlock/authz"
+	sshauthz "github.com/airlockhq/airlock/authz/ssh"
 	"github.com/airlockhq/airlock/proxy"
 	"github.com/airlockhq/airlock/recorder"
 )
@@ -101,7 +102,7 @@ func (r *sftpRelay) fromAgent() {
 func (r *sftpRelay) violation(msg string) {
 	r.s.c.refuse(authz.Decision{
 		Text: "sftp packet", Rule: "protocol", Reason: "malformed SFTP packet: " + msg,
-		Class: authz.Classification{Kind: authz.SSHProtocolError},
+		Class: authz.Classification{Kind: sshauthz.KindProtocolError},
 	})
 	_ = r.s.ch.Close()
 	_ = r.s.up.Close()
@@ -128,7 +129,7 @@ func (r *sftpRelay) admit(q sftpRequest) bool {
 	switch {
 	case q.Op == "":
 		what := fmt.Sprintf("sftp request type %d", q.Type)
-		msg := s.c.refuse(authz.RefuseSSH("SFTP", what, what+" is not one airlock can read, so it was not forwarded"))
+		msg := s.c.refuse(sshauthz.Refuse("SFTP", what, what+" is not one airlock can read, so it was not forwarded"))
 		r.answer(q.ID, fxOpUnsupported, msg)
 		return false
 	case q.Quiet:
@@ -142,7 +143,7 @@ func (r *sftpRelay) admit(q sftpRequest) bool {
 			if f != nil {
 				path = f.path
 			}
-			if d := authz.AuthorizeSFTP(g, authz.SFTPOp{Op: q.Op, Path: path, Write: true}); !d.Allow {
+			if d := sshauthz.AuthorizeSFTP(g, sshauthz.SFTPOp{Op: q.Op, Path: path, Write: true}); !d.Allow {
 				r.answer(q.ID, fxPermissionDenied, s.c.refuse(d))
 				return false
 			}
@@ -157,12 +158,12 @@ func (r *sftpRelay) admit(q sftpRequest) bool {
 		r.mu.Unlock()
 		return true
 	}
-	op := authz.SFTPOp{Op: q.Op, Path: safeText([]byte(q.Path)), Target: safeText([]byte(q.Target)), Write: q.Write}
+	op := sshauthz.SFTPOp{Op: q.Op, Path: safeText([]byte(q.Path)), Target: safeText([]byte(q.Target)), Write: q.Write}
 	if q.Type == fxpOpen {
 		op.Detail = openFlags(q.Pflags)
 	}
 	forwarded := false
-	_ = s.c.sess.Forward(authz.SingleVerdict(authz.AuthorizeSFTP(g, op)), nil, func(adm *proxy.Admitted) error {
+	_ = s.c.sess.Forward(authz.SingleVerdict(sshauthz.AuthorizeSFTP(g, op)), nil, func(adm *proxy.Admitted) error {
 		r.mu.Lock()
 		r.pending[q.ID] = &sftpPending{q: q, adm: adm}
 		r.mu.Unlock()
