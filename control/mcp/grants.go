@@ -6,7 +6,8 @@ import (
 	"sync"
 
 	"github.com/go-mysql-org/go-mysql/client"
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -23,10 +24,12 @@ type grant struct {
 	token    string // the grant's password; never logged
 
 	// mu runs one call at a time on the connection, as one client would.
-	mu  sync.Mutex
-	pg  *pgx.Conn
-	my  *client.Conn
-	ssh *ssh.Client
+	mu sync.Mutex
+	pg *pgconn.PgConn
+	// types names Postgres column types.
+	types *pgtype.Map
+	my    *client.Conn
+	ssh   *ssh.Client
 }
 
 // closeConn ends the grant's open connection, if any; mu is held.

@@ -3,16 +3,18 @@ package mcp
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
 	mysqlproto "github.com/go-mysql-org/go-mysql/mysql"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -85,6 +87,10 @@ func (s *Server) query(ctx context.Context, _ *mcp.CallToolRequest, in QueryInpu
 // pgQuery runs sql on the grant's Postgres session, opening it first
 // through the gateway's Postgres listener (TLS, as psql's
 // sslmode=require: the listener's certificate is often self-signed).
+// The statement goes as one extended-protocol round trip (Parse, Bind,
+// Describe, Execute, Sync) with its parameters in text and of no declared
+// type, as psql's \bind sends them: the server infers their types, and
+// the record shows them as the agent gave them.
 func (g *grant) pgQuery(ctx context.Context, sql string, params []any, maxRows int) (QueryOutput, error) {
 	if g.pg != nil && g.pg.IsClosed() {
 		g.pg = nil
@@ -94,56 +100,104 @@ func (g *grant) pgQuery(ctx context.Context, sql string, params []any, maxRows i
 		if err != nil {
 			return QueryOutput{}, fmt.Errorf("gateway address %q: %v", g.address, err)
 		}
-		cfg, err := pgx.ParseConfig("sslmode=require")
+		// Host and port in the string, so the TLS settings are made for
+		// them; the rest is set below, never quoted into it.
+		cfg, err := pgconn.ParseConfig("sslmode=require host=" + host + " port=" + port)
 		if err != nil {
-			return QueryOutput{}, err
+			return QueryOutput{}, fmt.Errorf("gateway address %q: %v", g.address, err)
 		}
-		p, _ := strconv.ParseUint(port, 10, 16)
-		cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = host, uint16(p), g.agent, g.token, g.resource
+		cfg.User, cfg.Password, cfg.Database = g.agent, g.token, g.resource
 		cfg.ConnectTimeout = dialTimeout
 		cfg.RuntimeParams["application_name"] = "airlock-mcp"
-		// One round trip per statement and no statements prepared behind
-		// the agent's back: the record shows what the agent sent.
-		cfg.DefaultQueryExecMode = pgx.QueryExecModeDescribeExec
-		c, err := pgx.ConnectConfig(ctx, cfg)
+		c, err := pgconn.ConnectConfig(ctx, cfg)
 		if err != nil {
 			return QueryOutput{}, fmt.Errorf("connecting to %s through airlock: %s", g.resource, pgErrorText(err))
 		}
 		g.pg = c
 	}
-	rows, err := g.pg.Query(ctx, sql, params...)
-	if err != nil {
-		return QueryOutput{}, g.pgFailed(err)
+	vals := make([][]byte, len(params))
+	for i, p := range params {
+		v, err := pgParam(p)
+		if err != nil {
+			return QueryOutput{}, fmt.Errorf("params[%d]: %v", i, err)
+		}
+		vals[i] = v
 	}
-	defer rows.Close()
+	rr := g.pg.ExecParams(ctx, sql, vals, nil, nil, nil)
 	var out QueryOutput
-	tm := g.pg.TypeMap()
-	for _, fd := range rows.FieldDescriptions() {
-		typ := strconv.FormatUint(uint64(fd.DataTypeOID), 10)
-		if t, ok := tm.TypeForOID(fd.DataTypeOID); ok {
+	fds := rr.FieldDescriptions()
+	for _, fd := range fds {
+		typ := "oid " + strconv.FormatUint(uint64(fd.DataTypeOID), 10)
+		if t, ok := g.types.TypeForOID(fd.DataTypeOID); ok {
 			typ = t.Name
 		}
 		out.Columns = append(out.Columns, Column{Name: fd.Name, Type: typ})
 	}
-	for rows.Next() {
+	for rr.NextRow() {
 		if len(out.Rows) == maxRows {
 			out.Truncated = true
 			// The rest is read and dropped: the statement runs (and is
 			// recorded) whole, as it would for psql.
 			continue
 		}
-		vals, err := rows.Values()
-		if err != nil {
-			return QueryOutput{}, g.pgFailed(err)
+		row := make([]any, len(fds))
+		for i, v := range rr.Values() {
+			row[i] = g.pgValue(fds[i], v)
 		}
-		out.Rows = append(out.Rows, vals)
+		out.Rows = append(out.Rows, row)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	tag, err := rr.Close()
+	if err != nil {
 		return QueryOutput{}, g.pgFailed(err)
 	}
-	out.Tag = rows.CommandTag().String()
+	out.Tag = tag.String()
 	return out, nil
+}
+
+// pgParam is a JSON parameter as Postgres text; nil is NULL.
+func pgParam(p any) ([]byte, error) {
+	switch v := p.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return []byte(v), nil
+	case bool:
+		return []byte(strconv.FormatBool(v)), nil
+	case float64:
+		return []byte(strconv.FormatFloat(v, 'f', -1, 64)), nil
+	default:
+		// Arrays and objects: their JSON, for json and jsonb parameters.
+		return json.Marshal(v)
+	}
+}
+
+// pgValue is a text result value as JSON can carry it: numbers, booleans
+// and JSON as themselves, the rest (numeric, times, uuids, ...) as the
+// server's text, so nothing loses precision.
+func (g *grant) pgValue(fd pgconn.FieldDescription, v []byte) any {
+	if v == nil {
+		return nil
+	}
+	if fd.Format != pgtype.TextFormatCode {
+		return v
+	}
+	switch fd.DataTypeOID {
+	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID:
+		if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
+			return n
+		}
+	case pgtype.Float4OID, pgtype.Float8OID:
+		if f, err := strconv.ParseFloat(string(v), 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) {
+			return f
+		}
+	case pgtype.BoolOID:
+		return string(v) == "t"
+	case pgtype.JSONOID, pgtype.JSONBOID:
+		if json.Valid(v) {
+			return json.RawMessage(v)
+		}
+	}
+	return string(v)
 }
 
 // pgFailed is a statement's failure as the agent sees it; a connection

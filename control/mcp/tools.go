@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/airlockhq/airlock/authz"
@@ -140,7 +141,7 @@ func (s *Server) requestAccess(ctx context.Context, _ *mcp.CallToolRequest, in R
 	}
 	s.table.add(&grant{
 		id: iss.Grant.ID, agent: iss.Grant.Agent, resource: res.Name, protocol: res.Protocol,
-		address: res.Address, token: iss.Token,
+		address: res.Address, token: iss.Token, types: pgtype.NewMap(),
 	})
 	s.log.Info("mcp: access requested", "grant", iss.Grant.ID, "agent", iss.Grant.Agent, "resource", res.Name)
 	return nil, RequestAccessOutput{
