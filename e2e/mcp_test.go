@@ -254,8 +254,8 @@ func TestMCPStdio(t *testing.T) {
 	t.Run("ssh", func(t *testing.T) {
 		id := mcpGrant(t, g, cs, map[string]any{"resource": "box", "task": "INC-72 check the box over MCP", "commands": []string{"echo *"}})
 		var r airlockmcp.RunCommandOutput
-		call(t, cs, "run_command", map[string]any{"grant": id, "argv": []string{"echo", "hello from mcp", "it's"}}, true, &r)
-		if r.Stdout != "hello from mcp it's\n" || r.ExitStatus != 0 {
+		call(t, cs, "run_command", map[string]any{"grant": id, "argv": []string{"echo", "it's from mcp"}}, true, &r)
+		if r.Stdout != "it's from mcp\n" || r.ExitStatus != 0 {
 			t.Fatalf("run_command echo: %+v", r)
 		}
 		call(t, cs, "run_command", map[string]any{"grant": id, "argv": []string{"uname", "-a"}}, true, &r)
@@ -267,7 +267,7 @@ func TestMCPStdio(t *testing.T) {
 		}
 		call(t, cs, "end_session", map[string]any{"grant": id}, true, nil)
 		d := g.lastSession("box")
-		st, _ := findStatement(t, d.Events, "EXEC", "echo 'hello from mcp'")
+		st, _ := findStatement(t, d.Events, "EXEC", "from mcp")
 		if st.Decision != "allow" || d.Summary.Grant != id {
 			t.Errorf("ssh record: %+v (grant %s)", st, d.Summary.Grant)
 		}
