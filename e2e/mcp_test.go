@@ -131,7 +131,7 @@ func mcpGrant(t *testing.T, g *gateway, cs *mcp.ClientSession, args map[string]a
 // query (rows back, parameters, a transaction over two calls), a refused
 // write (a tool error with the gateway's reason and SQLSTATE) and
 // end_session, and checks the session's record.
-func mcpPostgresFlow(t *testing.T, g *gateway, cs *mcp.ClientSession, task string) {
+func mcpPostgresFlow(t *testing.T, g *gateway, cs *mcp.ClientSession, task string) (grant string) {
 	var rs airlockmcp.ListResourcesOutput
 	call(t, cs, "list_resources", nil, true, &rs)
 	found := false
@@ -210,6 +210,7 @@ func mcpPostgresFlow(t *testing.T, g *gateway, cs *mcp.ClientSession, task strin
 		}
 	}
 	g.mustCLI("rita", "sessions", "verify", d.Summary.Session)
+	return id
 }
 
 // TestMCPStdio: the SDK's client drives `airlock mcp` over stdio through
@@ -306,5 +307,18 @@ func TestMCPHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatalf("connecting to /mcp: %v", err)
 	}
-	mcpPostgresFlow(t, g, cs, "INC-73 look at orders over MCP/HTTP")
+	id := mcpPostgresFlow(t, g, cs, "INC-73 look at orders over MCP/HTTP")
+
+	// The MCP session's end closes the connections it holds.
+	call(t, cs, "query", map[string]any{"grant": id, "sql": "select 1"}, true, nil)
+	before := len(g.sessionsOf("demo-pg"))
+	if err := cs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(g.sessionsOf("demo-pg")); n != before {
+		t.Fatalf("%d sessions, then %d", before, n)
+	}
+	if d := g.lastSession("demo-pg"); d.Summary.Grant != id || d.Summary.Status == recorder.StatusOpen {
+		t.Errorf("after the MCP session closed: %+v", d.Summary)
+	}
 }
