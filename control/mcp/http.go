@@ -63,7 +63,7 @@ func Handler(o HTTPOptions) http.Handler {
 			Token:  tok,
 			HTTP:   &http.Client{Transport: inProcess{o.API}},
 		}
-		s := New(Options{API: api, Log: log.With("agent", ti.UserID), Version: o.Version})
+		s := New(Options{API: api, Log: log, Version: o.Version})
 		s.onInitialized = func(ss *mcp.ServerSession) {
 			// The session's connections close with the session (the
 			// client's DELETE or IdleTimeout).
@@ -99,6 +99,9 @@ func Handler(o HTTPOptions) http.Handler {
 type inProcess struct{ h http.Handler }
 
 func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		defer r.Body.Close()
+	}
 	rec := httptest.NewRecorder()
 	r.RemoteAddr = "127.0.0.1:0"
 	r.RequestURI = r.URL.RequestURI()
