@@ -29,6 +29,9 @@ type Resource struct {
 	// once a grant is approved (the token is the password); empty when
 	// the gateway has no listener for the protocol.
 	Connect string `json:"connect,omitempty"`
+	// Address is the listener's host:port as in Connect, for programs
+	// (airlock mcp connects there); empty when Connect is.
+	Address string `json:"address,omitempty"`
 }
 
 // Access levels a database request can ask for, lowest first.
@@ -54,18 +57,21 @@ func Resources(cfg *config.Config, who *config.Identity, host string) []Resource
 			x.Access = sshAccess
 			x.Request = fmt.Sprintf(`airlock request --resource %s --task "..." --command "uname -a"`, r.Name)
 			if h, p, ok := listenAt(cfg.Listen.SSH, host); ok {
+				x.Address = net.JoinHostPort(h, p)
 				x.Connect = fmt.Sprintf("ssh -p %s %s+%s@%s", p, agent, r.Name, h)
 			}
 		case "mysql":
 			x.Access = dbAccess
 			x.Request = fmt.Sprintf(`airlock request --resource %s --task "..." --access read`, r.Name)
 			if h, p, ok := listenAt(cfg.Listen.MySQL, host); ok {
+				x.Address = net.JoinHostPort(h, p)
 				x.Connect = fmt.Sprintf("mysql -h %s -P %s -u %s -p %s", h, p, agent, r.Name)
 			}
 		default:
 			x.Access = dbAccess
 			x.Request = fmt.Sprintf(`airlock request --resource %s --task "..." --access read`, r.Name)
 			if h, p, ok := listenAt(cfg.Listen.Postgres, host); ok {
+				x.Address = net.JoinHostPort(h, p)
 				x.Connect = fmt.Sprintf(`psql "host=%s port=%s user=%s dbname=%s sslmode=require"`, h, p, agent, r.Name)
 			}
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/airlockhq/airlock/config"
 	"github.com/airlockhq/airlock/control"
 	"github.com/airlockhq/airlock/control/console"
+	airlockmcp "github.com/airlockhq/airlock/control/mcp"
 	"github.com/airlockhq/airlock/control/notify"
 	"github.com/airlockhq/airlock/metrics"
 	"github.com/airlockhq/airlock/natsconn"
@@ -242,7 +243,11 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 			}
 		}()
 	}
-	status.Ready(httpRoutes(api.Handler(), uiHandler))
+	apiRoutes := api.Handler()
+	// MCP over streamable HTTP calls the API in process as the agent, and
+	// reaches resources through the listeners above like any client.
+	mcpHandler := airlockmcp.Handler(airlockmcp.HTTPOptions{Config: cfg, API: apiRoutes, Log: log.With("component", "mcp")})
+	status.Ready(httpRoutes(apiRoutes, uiHandler, mcpHandler))
 	ready = true
 	instances.Start()
 	notifier.Start()
@@ -270,11 +275,12 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	return err
 }
 
-// httpRoutes puts the web console (/ui/, and / redirecting there) beside
-// the API on the HTTP listener.
-func httpRoutes(api, ui http.Handler) http.Handler {
+// httpRoutes puts the web console (/ui/, and / redirecting there) and
+// MCP (/mcp) beside the API on the HTTP listener.
+func httpRoutes(api, ui, mcp http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
+	mux.Handle("/mcp", mcp)
 	mux.Handle("/ui/", ui)
 	mux.Handle("GET /{$}", ui)
 	return mux
