@@ -99,7 +99,7 @@ func BenchmarkSuite(b *testing.B) {
 		}
 	}
 
-	dir := filepath.Join(moduleRoot(b), "docs")
+	dir := filepath.Join(testenv.ModuleRoot(b), "docs")
 	if len(only) > 0 {
 		dir = b.TempDir()
 	}
@@ -110,7 +110,7 @@ func BenchmarkSuite(b *testing.B) {
 }
 
 func setup(b *testing.B) *env {
-	e := &env{profiles: filepath.Join(moduleRoot(b), "docs", "profiles")}
+	e := &env{profiles: filepath.Join(testenv.ModuleRoot(b), "docs", "profiles")}
 	if os.Getenv("AIRLOCK_BENCH_ONLY") != "" {
 		e.profiles = filepath.Join(os.TempDir(), "airlock-bench-profiles")
 	}
@@ -121,25 +121,25 @@ func setup(b *testing.B) *env {
 	bouncer := testenv.StartPgBouncer(b, e.pg, testenv.PgBouncerOptions{PoolMode: "session"})
 	e.bouncer = target{"pgbouncer", bouncer.Addr(), e.pg.User, e.pg.Password, e.pg.Database}
 	pool := testenv.StartPgBouncer(b, e.pg, testenv.PgBouncerOptions{PoolMode: "transaction", MaxClientConn: 10000, PoolSize: 10})
-	benchPG := resource{name: "bench-pg", protocol: "postgres", addr: e.pg.Addr(), database: e.pg.Database, user: e.pg.User,
-		passwordEnv: "BENCH_PG_PASSWORD", password: e.pg.Password}
+	benchPG := testenv.GatewayResource{Name: "bench-pg", Protocol: "postgres", Address: e.pg.Addr(), Database: e.pg.Database, User: e.pg.User,
+		PasswordEnv: "BENCH_PG_PASSWORD", Password: e.pg.Password}
 	pooledPG := benchPG
-	pooledPG.name, pooledPG.addr = "pooled-pg", pool.Addr()
+	pooledPG.Name, pooledPG.Address = "pooled-pg", pool.Addr()
 	my, myRes := startMariaDB(b)
 	sshd, sshRes := startSSHD(b)
 
-	e.gw = startGateway(b, gatewayOptions{Resources: []resource{benchPG, pooledPG, myRes, sshRes}, MaxStatementBytes: largeStatementMaxBytes})
+	e.gw = startGateway(b, testenv.GatewayOptions{Resources: []testenv.GatewayResource{benchPG, pooledPG, myRes, sshRes}, MaxStatementBytes: largeStatementMaxBytes})
 	read := func(g *gateway, res string) string {
 		return g.grant(b, control.GrantSpec{Resource: res, Access: "read"})
 	}
-	e.airlock = target{"airlock R1", e.gw.pgAddr, "agent-1", read(e.gw, "bench-pg"), "bench-pg"}
-	e.idle = target{"airlock R1", e.gw.pgAddr, "agent-1", read(e.gw, "pooled-pg"), "pooled-pg"}
-	e.my = newMySQLEnv(my, e.gw, read(e.gw, myRes.name))
-	e.ssh = newSSHEnv(b, sshd, e.gw, sshRes.name)
+	e.airlock = target{"airlock R1", e.gw.PostgresAddr, "agent-1", read(e.gw, "bench-pg"), "bench-pg"}
+	e.idle = target{"airlock R1", e.gw.PostgresAddr, "agent-1", read(e.gw, "pooled-pg"), "pooled-pg"}
+	e.my = newMySQLEnv(my, e.gw, read(e.gw, myRes.Name))
+	e.ssh = newSSHEnv(b, sshd, e.gw, sshRes.Name)
 
 	cluster, creds := startRecorderCluster(b)
-	e.gwR3 = startGateway(b, gatewayOptions{NATSURL: cluster.URL, NATSCredentials: creds, Replicas: 3, Resources: []resource{benchPG}})
-	e.airlockR3 = target{"airlock R3", e.gwR3.pgAddr, "agent-1", read(e.gwR3, "bench-pg"), "bench-pg"}
+	e.gwR3 = startGateway(b, testenv.GatewayOptions{NATSURL: cluster.URL, NATSCredentials: creds, Replicas: 3, Resources: []testenv.GatewayResource{benchPG}})
+	e.airlockR3 = target{"airlock R3", e.gwR3.PostgresAddr, "agent-1", read(e.gwR3, "bench-pg"), "bench-pg"}
 	return e
 }
 
@@ -198,12 +198,12 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 					}
 					var cpu0 float64
 					if g != nil {
-						cpu0 = cpuSeconds(b, g.cmd.Process.Pid)
+						cpu0 = cpuSeconds(b, g.PID())
 					}
 					t, l := pgbench(b, c, clients, mode, secs)
 					if g != nil && t > 0 {
 						// pgbench -S runs one statement per transaction.
-						cpu[c.name] = append(cpu[c.name], (cpuSeconds(b, g.cmd.Process.Pid)-cpu0)/(t*float64(secs))*1e6)
+						cpu[c.name] = append(cpu[c.name], (cpuSeconds(b, g.PID())-cpu0)/(t*float64(secs))*1e6)
 					}
 					if profile != nil {
 						<-profile
@@ -303,7 +303,7 @@ func benchLatency(b *testing.B, e *env, r *report) {
 // metric reads one unlabelled gauge or counter from the gateway's
 // metrics endpoint.
 func (g *gateway) metric(b *testing.B, name string) float64 {
-	resp, err := http.Get("http://" + g.metrics + "/metrics")
+	resp, err := http.Get("http://" + g.MetricsAddr + "/metrics")
 	if err != nil {
 		b.Fatalf("metrics: %v", err)
 	}
@@ -419,9 +419,9 @@ func benchLargeResult(b *testing.B, e *env, r *report) {
 // holds now; the function it returns reads how far the peak rose since,
 // in MB.
 func (g *gateway) watchPeak(b testing.TB) func() float64 {
-	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", g.pid()), []byte("5"), 0)
-	before := procKB(b, g.pid(), "VmRSS")
-	return func() float64 { return float64(procKB(b, g.pid(), "VmHWM")-before) / 1024 }
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", g.PID()), []byte("5"), 0)
+	before := procKB(b, g.PID(), "VmRSS")
+	return func() float64 { return float64(procKB(b, g.PID(), "VmHWM")-before) / 1024 }
 }
 
 // benchConnect times connect-and-close: TLS, authentication, and through
@@ -453,7 +453,7 @@ func benchConnect(b *testing.B, e *env, r *report) {
 func benchIdle(b *testing.B, e *env, r *report, n int) {
 	ctx := context.Background()
 	e.gw.collect(b)
-	before := procKB(b, e.gw.pid(), "VmRSS")
+	before := procKB(b, e.gw.PID(), "VmRSS")
 	heap0, stack0 := e.gw.metric(b, "go_memstats_heap_inuse_bytes"), e.gw.metric(b, "go_memstats_stack_inuse_bytes")
 	conns := make([]*pgconn.PgConn, n)
 	var wg sync.WaitGroup
@@ -480,7 +480,7 @@ func benchIdle(b *testing.B, e *env, r *report, n int) {
 	}
 	// What the sessions hold, not the garbage their handshakes left.
 	e.gw.collect(b)
-	after := procKB(b, e.gw.pid(), "VmRSS")
+	after := procKB(b, e.gw.PID(), "VmRSS")
 	heap1, stack1 := e.gw.metric(b, "go_memstats_heap_inuse_bytes"), e.gw.metric(b, "go_memstats_stack_inuse_bytes")
 	e.heapProfile(b, e.gw, "idle-sessions-heap.pprof")
 	r.profile(filepath.Join(e.profiles, "idle-sessions-heap.pprof"), fmt.Sprintf("heap of the gateway holding %d idle sessions (go tool pprof -sample_index=inuse_space)", n))
@@ -503,7 +503,7 @@ func benchIdle(b *testing.B, e *env, r *report, n int) {
 // endpoint does one first when asked with gc=1), then gives the runtime a
 // moment to return freed pages.
 func (g *gateway) collect(b *testing.B) {
-	resp, err := http.Get("http://" + g.metrics + "/debug/pprof/heap?gc=1")
+	resp, err := http.Get("http://" + g.MetricsAddr + "/debug/pprof/heap?gc=1")
 	if err != nil {
 		b.Fatalf("gc: %v", err)
 	}
@@ -515,7 +515,7 @@ func (g *gateway) collect(b *testing.B) {
 // heapProfile saves gateway g's heap profile as name, beside the CPU
 // profiles.
 func (e *env) heapProfile(b *testing.B, g *gateway, name string) {
-	resp, err := http.Get("http://" + g.metrics + "/debug/pprof/heap")
+	resp, err := http.Get("http://" + g.MetricsAddr + "/debug/pprof/heap")
 	if err != nil {
 		b.Fatalf("heap profile: %v", err)
 	}
@@ -534,7 +534,7 @@ func (e *env) cpuProfile(b *testing.B, g *gateway, name string, secs int) chan s
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", g.metrics, max(secs, 1)))
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", g.MetricsAddr, max(secs, 1)))
 		if err != nil {
 			b.Logf("profile %s: %v", name, err)
 			return
@@ -650,21 +650,4 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
-}
-
-func moduleRoot(b testing.TB) string {
-	dir, err := os.Getwd()
-	if err != nil {
-		b.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			b.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }

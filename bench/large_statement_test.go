@@ -104,7 +104,7 @@ type statementMemory struct {
 // and measures g's memory meanwhile and 5 s after.
 func (g *gateway) measureStatement(b *testing.B, run func() (int64, error), want int64) statementMemory {
 	g.collect(b)
-	rss0 := procKB(b, g.pid(), "VmRSS")
+	rss0 := procKB(b, g.PID(), "VmRSS")
 	heap0 := g.metric(b, "go_memstats_heap_inuse_bytes")
 	alloc0 := g.metric(b, "go_memstats_alloc_bytes_total")
 	peak := g.watchPeak(b)
@@ -135,9 +135,9 @@ func (g *gateway) measureStatement(b *testing.B, run func() (int64, error), want
 		// Where the statement's bytes were allocated: compare with
 		// go tool pprof -sample_index=alloc_space -base before after.
 		profile = func(name string) {
-			resp, err := http.Get("http://" + g.metrics + "/debug/pprof/allocs")
+			resp, err := http.Get("http://" + g.MetricsAddr + "/debug/pprof/allocs")
 			if name == "later" {
-				resp, err = http.Get("http://" + g.metrics + "/debug/pprof/heap")
+				resp, err = http.Get("http://" + g.MetricsAddr + "/debug/pprof/heap")
 			}
 			if err != nil {
 				b.Fatal(err)
@@ -170,7 +170,7 @@ func (g *gateway) measureStatement(b *testing.B, run func() (int64, error), want
 		took:      took,
 	}
 	time.Sleep(5 * time.Second)
-	m.after = float64(procKB(b, g.pid(), "VmRSS")-rss0) * 1024
+	m.after = float64(procKB(b, g.PID(), "VmRSS")-rss0) * 1024
 	if profile != nil {
 		profile("later")
 	}
@@ -180,7 +180,7 @@ func (g *gateway) measureStatement(b *testing.B, run func() (int64, error), want
 // gauge is metric without failing the benchmark, for sampling from a
 // goroutine.
 func (g *gateway) gauge(name string) (float64, bool) {
-	resp, err := plainHTTP.Get("http://" + g.metrics + "/metrics")
+	resp, err := plainHTTP.Get("http://" + g.MetricsAddr + "/metrics")
 	if err != nil {
 		return 0, false
 	}

@@ -27,7 +27,7 @@ type mysqlEnv struct {
 
 // startMariaDB starts MariaDB with bench_accounts (aid, abalance, filler,
 // the shape of pgbench_accounts) and returns it with its gateway resource.
-func startMariaDB(b testing.TB) (*testenv.MariaDB, resource) {
+func startMariaDB(b testing.TB) (*testenv.MariaDB, testenv.GatewayResource) {
 	b.Helper()
 	my := testenv.StartMariaDB(b, testenv.MariaDBOptions{Database: "app"})
 	// max_allowed_packet: MariaDB takes the large statements of
@@ -38,14 +38,14 @@ create table bench_accounts (aid int primary key, abalance int not null, filler 
 insert into bench_accounts
   with recursive s (n) as (select 1 union all select n + 1 from s where n < %[1]d)
   select n, 0, '' from s`, accountsRows))
-	return my, resource{name: "bench-mysql", protocol: "mysql", addr: my.Addr(), database: my.Database, user: my.User,
-		passwordEnv: "BENCH_MYSQL_PASSWORD", password: my.Password}
+	return my, testenv.GatewayResource{Name: "bench-mysql", Protocol: "mysql", Address: my.Addr(), Database: my.Database, User: my.User,
+		PasswordEnv: "BENCH_MYSQL_PASSWORD", Password: my.Password}
 }
 
 func newMySQLEnv(my *testenv.MariaDB, g *gateway, token string) mysqlEnv {
 	return mysqlEnv{
 		direct:  target{"direct", my.Addr(), my.User, my.Password, my.Database},
-		airlock: target{"airlock R1", g.myAddr, "agent-1", token, "bench-mysql"},
+		airlock: target{"airlock R1", g.MySQLAddr, "agent-1", token, "bench-mysql"},
 	}
 }
 

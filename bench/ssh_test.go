@@ -40,11 +40,11 @@ type sshEnv struct {
 // ~/.bashrc as a top-level shell started by sshd does: on a machine whose
 // .bashrc runs pyenv or the like, that takes ~200 ms per command and would
 // bury what the gateway adds to an exec.
-func startSSHD(b testing.TB) (*testenv.SSHD, resource) {
+func startSSHD(b testing.TB) (*testenv.SSHD, testenv.GatewayResource) {
 	b.Helper()
 	sshd := testenv.StartSSHD(b, testenv.SSHDOptions{ExtraConfig: "SetEnv SHLVL=1"})
-	return sshd, resource{name: "bench-box", protocol: "ssh", addr: sshd.Addr(), user: sshd.User,
-		keyFile: sshd.ClientKeyFile, hostKey: sshd.HostKey}
+	return sshd, testenv.GatewayResource{Name: "bench-box", Protocol: "ssh", Address: sshd.Addr(), User: sshd.User,
+		KeyFile: sshd.ClientKeyFile, HostKey: sshd.HostKey}
 }
 
 // newSSHEnv grants agent-1 `cat` and `true` on resource; agent-1 logs in
@@ -58,7 +58,7 @@ func newSSHEnv(b testing.TB, sshd *testenv.SSHD, g *gateway, resource string) ss
 	}
 	return sshEnv{
 		direct:  sshTarget{"direct", sshd.Addr(), sshd.User, sshd.ClientKeyFile, sshd.KnownHostsFile, hostKey},
-		airlock: sshTarget{judged, g.sshAddr, "agent-1+" + resource, g.agentKey, g.knownHosts, g.hostKey},
+		airlock: sshTarget{judged, g.SSHAddr, "agent-1+" + resource, g.agentKey, g.KnownHosts, g.HostKey},
 	}
 }
 

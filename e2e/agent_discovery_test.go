@@ -27,28 +27,28 @@ import (
 func TestResources(t *testing.T) {
 	g := startGateway(t, gatewayOptions{MySQL: true})
 
-	text := g.mustCLI("agent-1", "resources")
+	text := g.MustCLI("agent-1", "resources")
 	for _, want := range []string{
 		"NAME", "demo-pg", "postgres", "read, write, ddl, admin", "shop-mysql", "mysql",
-		`psql "host=127.0.0.1 port=` + strings.Split(g.pgAddr, ":")[1] + ` user=agent-1 dbname=demo-pg sslmode=require"`,
-		"mysql -h 127.0.0.1 -P " + strings.Split(g.myAddr, ":")[1] + " -u agent-1 -p shop-mysql",
+		`psql "host=127.0.0.1 port=` + strings.Split(g.PostgresAddr, ":")[1] + ` user=agent-1 dbname=demo-pg sslmode=require"`,
+		"mysql -h 127.0.0.1 -P " + strings.Split(g.MySQLAddr, ":")[1] + " -u agent-1 -p shop-mysql",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("airlock resources lacks %q:\n%s", want, text)
 		}
 	}
 	var rs []control.Resource
-	g.cliJSON(&rs, "agent-1", "resources")
+	g.CLIJSON(&rs, "agent-1", "resources")
 	if len(rs) != 2 || rs[0].Name != "demo-pg" || rs[1].Name != "shop-mysql" || rs[1].Protocol != "mysql" ||
 		strings.Join(rs[0].Access, ",") != "read,write,ddl,admin" {
 		t.Errorf("resources --json: %+v", rs)
 	}
 	// Every identity may list them; nobody without a token.
-	g.cliJSON(&rs, "rita", "resources")
+	g.CLIJSON(&rs, "rita", "resources")
 	if len(rs) != 2 {
 		t.Errorf("reviewer's resources: %+v", rs)
 	}
-	resp, err := http.Get(g.httpURL + "/v1/resources")
+	resp, err := http.Get(g.URL + "/v1/resources")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestResources(t *testing.T) {
 		t.Errorf("GET /v1/resources without a token: %s", resp.Status)
 	}
 
-	_, err = g.cli("agent-1", "request", "--resource", "shop-mysq", "--task", "INC-9 orders")
+	_, err = g.CLI("agent-1", "request", "--resource", "shop-mysq", "--task", "INC-9 orders")
 	if err == nil || !strings.Contains(err.Error(), `unknown resource "shop-mysq": did you mean shop-mysql?`) ||
 		!strings.Contains(err.Error(), "airlock resources lists") || strings.Contains(err.Error(), "gateway config") {
 		t.Errorf("request for a misspelt resource: %v", err)
@@ -66,7 +66,7 @@ func TestResources(t *testing.T) {
 	if err != nil && strings.Contains(err.Error(), "airlock: airlock") {
 		t.Errorf("doubled prefix: %v", err)
 	}
-	_, err = g.cli("agent-1", "request", "--resource", "billing", "--task", "INC-9 orders")
+	_, err = g.CLI("agent-1", "request", "--resource", "billing", "--task", "INC-9 orders")
 	if err == nil || strings.Contains(err.Error(), "did you mean") || !strings.Contains(err.Error(), "airlock resources lists") {
 		t.Errorf("request for an unknown resource with no close name: %v", err)
 	}
@@ -91,8 +91,8 @@ func (g *gateway) startWait(t *testing.T, args ...string) (*waitRun, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	w := &waitRun{id: make(chan string, 1), done: make(chan struct{})}
-	w.cmd = exec.CommandContext(ctx, g.bin, append([]string{"request", "--wait"}, args...)...)
-	w.cmd.Env = append(os.Environ(), "AIRLOCK_SERVER="+g.httpURL, "AIRLOCK_TOKEN="+g.tokens["agent-1"])
+	w.cmd = exec.CommandContext(ctx, g.Bin, append([]string{"request", "--wait"}, args...)...)
+	w.cmd.Env = append(os.Environ(), "AIRLOCK_SERVER="+g.URL, "AIRLOCK_TOKEN="+g.Tokens["agent-1"])
 	w.cmd.Stdout = &w.stdout
 	pr, err := w.cmd.StderrPipe()
 	if err != nil {
@@ -166,7 +166,7 @@ func TestRequestWait(t *testing.T) {
 	default:
 	}
 	approved := time.Now()
-	g.mustCLI("alice", "grants", "approve", id, "--comment", "go ahead")
+	g.MustCLI("alice", "grants", "approve", id, "--comment", "go ahead")
 	w.wait(t)
 	if w.code != 0 {
 		t.Fatalf("approved: exit %d\n%s", w.code, w.errText())
@@ -187,7 +187,7 @@ func TestRequestWait(t *testing.T) {
 
 	// Denied: exit 3 and the reason.
 	w, id = g.startWait(t, "--resource", "demo-pg", "--task", "INC-32 drop orders", "--access", "ddl")
-	g.mustCLI("alice", "grants", "deny", id, "--reason", "no DDL on Fridays")
+	g.MustCLI("alice", "grants", "deny", id, "--reason", "no DDL on Fridays")
 	w.wait(t)
 	if w.code != 3 || !strings.Contains(w.errText(), "request "+id+" denied by alice: no DDL on Fridays") || w.stdout.Len() != 0 {
 		t.Errorf("denied: exit %d, stdout %q, stderr:\n%s", w.code, w.stdout.String(), w.errText())
@@ -204,15 +204,15 @@ func TestRequestWait(t *testing.T) {
 		t.Errorf("timeout: exit %d, stdout %q, stderr:\n%s", w.code, w.stdout.String(), w.errText())
 	}
 	// The request is still pending; approved later, its token works.
-	g.mustCLI("alice", "grants", "approve", id)
+	g.MustCLI("alice", "grants", "approve", id)
 	if out, err := g.psql("agent-1", iss.Token, "demo-pg", "select 2;", "-At"); err != nil || strings.TrimSpace(out) != "2" {
 		t.Errorf("psql with the token of the request approved after --timeout: %v\n%s", err, out)
 	}
 
 	// The long poll itself: a decided grant answers at once; a bad wait
 	// is refused.
-	req, _ := http.NewRequest("GET", g.httpURL+"/v1/grants/"+id+"?wait=forever", nil)
-	req.Header.Set("Authorization", "Bearer "+g.tokens["agent-1"])
+	req, _ := http.NewRequest("GET", g.URL+"/v1/grants/"+id+"?wait=forever", nil)
+	req.Header.Set("Authorization", "Bearer "+g.Tokens["agent-1"])
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +233,7 @@ func TestReplayDatabase(t *testing.T) {
 	g := startGateway(t, gatewayOptions{MySQL: true})
 
 	var pg control.Issued
-	g.cliJSON(&pg, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-40 replay me", "--access", "read")
+	g.CLIJSON(&pg, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-40 replay me", "--access", "read")
 	script := "select count(*) from orders;\ndelete from orders;\nselect * from no_such_table;\nselect 1 as one;\n"
 	if out, _ := g.psql("agent-1", pg.Token, "demo-pg", script); !strings.Contains(out, "42501") {
 		t.Fatalf("psql:\n%s", out)
@@ -263,7 +263,7 @@ func TestReplayDatabase(t *testing.T) {
 		}},
 	} {
 		sid := g.lastSessionID(c.resource)
-		out, err := g.cli("rita", "sessions", "replay", sid)
+		out, err := g.CLI("rita", "sessions", "replay", sid)
 		if err != nil {
 			t.Fatalf("replay of the %s session: %v", c.resource, err)
 		}
@@ -287,7 +287,7 @@ func TestReplayDatabase(t *testing.T) {
 
 		// The asciicast is the transcript, for the console's player.
 		file := t.TempDir() + "/s.cast"
-		g.mustCLI("rita", "sessions", "export", sid, "--format", "asciicast", "-o", file)
+		g.MustCLI("rita", "sessions", "export", sid, "--format", "asciicast", "-o", file)
 		b, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)

@@ -46,7 +46,7 @@ func rdsResource(name, protocol, addr, user, region, caFile string) string {
 func (g *gateway) grant(resource, task string, flags ...string) control.Issued {
 	g.t.Helper()
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", append([]string{"grants", "create", "--agent", "agent-1", "--resource", resource, "--task", task}, flags...)...)
+	g.CLIJSON(&iss, "alice", append([]string{"grants", "create", "--agent", "agent-1", "--resource", resource, "--task", task}, flags...)...)
 	if iss.Grant.State != "active" {
 		g.t.Fatalf("grant: %+v", iss.Grant)
 	}
@@ -122,7 +122,7 @@ func TestAWSRDSPostgres(t *testing.T) {
 		t.Errorf("the second connection within ten minutes did not reuse the cached token")
 	}
 	_, rec := g.sessionJSON("orders-db")
-	if leaked := secretsLeaked(front.Tokens(), out, out2, rec, g.logText()); len(leaked) > 0 {
+	if leaked := secretsLeaked(front.Tokens(), out, out2, rec, g.Log()); len(leaked) > 0 {
 		t.Errorf("an IAM token reached the agent, the record or the log: %q", leaked)
 	}
 
@@ -187,7 +187,7 @@ func TestAWSRDSMySQL(t *testing.T) {
 		t.Fatalf("the front saw %+v", l)
 	}
 	_, rec := g.sessionJSON("shop-rds")
-	if leaked := secretsLeaked(front.Tokens(), out, rec, g.logText()); len(leaked) > 0 {
+	if leaked := secretsLeaked(front.Tokens(), out, rec, g.Log()); len(leaked) > 0 {
 		t.Errorf("an IAM token reached the agent, the record or the log: %q", leaked)
 	}
 
@@ -228,7 +228,6 @@ func TestAWSInstanceConnect(t *testing.T) {
 		Config:    awsConfig(a),
 		Env:       a.Env(),
 	})
-	g.sshReady()
 
 	for _, c := range []struct{ resource, via string }{
 		{"web-1", "ec2-instance-connect:SendSSHPublicKey " + awsInstance + " " + sshd.User + ": ok"},
@@ -316,9 +315,8 @@ func TestAWSMissingCredentials(t *testing.T) {
 		Config: awsConfig(a),
 		Env:    testenv.AWSIsolatedEnv(dir),
 	})
-	g.sshReady()
-	if !waitFor(10*time.Second, func() bool { return strings.Contains(g.logText(), "AWS resources will refuse sessions") }) {
-		t.Errorf("the gateway did not warn at start:\n%s", g.logText())
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(g.Log(), "AWS resources will refuse sessions") }) {
+		t.Errorf("the gateway did not warn at start:\n%s", g.Log())
 	}
 
 	iss := g.grant("orders-db", "INC-85: no credentials", "--access", "read")

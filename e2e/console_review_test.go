@@ -26,24 +26,23 @@ import (
 // refused another agent's session.
 func TestConsoleReview(t *testing.T) {
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
 
 	// A psql session with a denied statement, and a statement whose text
 	// is markup.
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-77: orders report", "--access", "read")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-77: orders report", "--access", "read")
 	out, err := g.psql("agent-1", iss.Token, "demo-pg", "select count(*) from orders;\ndelete from orders;\nselect '<script>alert(1)</script>' as x;\n")
 	if err != nil && !strings.Contains(out, "airlock") {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1", "--denied", "--state", "ended")
+	g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1", "--denied", "--state", "ended")
 	if len(list) != 1 || list[0].Denied != 1 {
 		t.Fatalf("sessions list --denied: %+v", list)
 	}
 	sid := list[0].Session
 	var d control.SessionDetail
-	g.cliJSON(&d, "rita", "sessions", "show", sid)
+	g.CLIJSON(&d, "rita", "sessions", "show", sid)
 	var rule, reason string
 	for _, ev := range d.Events {
 		if ev.Statement != nil && ev.Statement.Decision == "deny" {
@@ -150,7 +149,7 @@ func TestConsoleReview(t *testing.T) {
 	// The SSH session replays in the player; its terminal shows the
 	// command's output.
 	within(t, b, 30*time.Second, "ssh session page",
-		chromedp.Navigate(g.httpURL+"/ui/sessions/"+sshSid),
+		chromedp.Navigate(g.URL+"/ui/sessions/"+sshSid),
 		chromedp.WaitVisible(chromedp.ID("player")),
 		chromedp.WaitVisible(chromedp.CSS("#player .ap-player")))
 	evalJS[bool](t, b, `(window.airlockPlayer.play(), true)`)
@@ -175,15 +174,15 @@ func TestConsoleReview(t *testing.T) {
 	b2 := testenv.Chromium(t)
 	b2.Allow("404 (Not Found)")
 	signInByLink(t, b2, g.consoleLink("agent-2").URL)
-	within(t, b2, 30*time.Second, "agent-2 opens agent-1's session", chromedp.Navigate(g.httpURL+"/ui/sessions/"+sid), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	within(t, b2, 30*time.Second, "agent-2 opens agent-1's session", chromedp.Navigate(g.URL+"/ui/sessions/"+sid), chromedp.WaitVisible(chromedp.CSS("main h1")))
 	if h1 := evalJS[string](t, b2, `document.querySelector("main h1").textContent`); h1 != "404" || strings.Contains(evalJS[string](t, b2, "document.body.innerText"), "delete from orders") {
 		t.Errorf("agent-2 opening agent-1's session got %q", h1)
 	}
-	within(t, b2, 30*time.Second, "agent-2's list", chromedp.Navigate(g.httpURL+"/ui/sessions"), chromedp.WaitVisible(chromedp.ID("session-list")))
+	within(t, b2, 30*time.Second, "agent-2's list", chromedp.Navigate(g.URL+"/ui/sessions"), chromedp.WaitVisible(chromedp.ID("session-list")))
 	if n := evalJS[int](t, b2, `document.querySelectorAll("#session-list tr[data-session]").length`); n != 0 {
 		t.Errorf("agent-2's list shows %d sessions of others", n)
 	}
-	resp, err := http.Get(g.httpURL + "/ui/sessions/" + sid)
+	resp, err := http.Get(g.URL + "/ui/sessions/" + sid)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,9 +29,9 @@ import (
 func (g *gateway) consoleLink(identity string) control.ConsoleLink {
 	g.t.Helper()
 	var l control.ConsoleLink
-	g.cliJSON(&l, identity, "console")
-	if !strings.HasPrefix(l.URL, g.httpURL+"/ui/signin/") {
-		g.t.Fatalf("airlock console printed %q, want a link under %s/ui/signin/", l.URL, g.httpURL)
+	g.CLIJSON(&l, identity, "console")
+	if !strings.HasPrefix(l.URL, g.URL+"/ui/signin/") {
+		g.t.Fatalf("airlock console printed %q, want a link under %s/ui/signin/", l.URL, g.URL)
 	}
 	return l
 }
@@ -133,7 +133,7 @@ func TestConsoleApprove(t *testing.T) {
 		t.Fatal("the sign-in link is the current page")
 	}
 	// Used on one replica, the link is spent on the other too.
-	resp, err := http.Post(g2.httpURL+strings.TrimPrefix(link.URL, g.httpURL), "application/x-www-form-urlencoded", nil)
+	resp, err := http.Post(g2.URL+strings.TrimPrefix(link.URL, g.URL), "application/x-www-form-urlencoded", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestConsoleApprove(t *testing.T) {
 	docShot(t, b, "requests.png")
 
 	// The same session works on the other replica (the cookie is per host).
-	within(t, b, 30*time.Second, "other replica", chromedp.Navigate(g2.httpURL+"/ui/requests/"+id), chromedp.WaitVisible(chromedp.ID("approve-form")))
+	within(t, b, 30*time.Second, "other replica", chromedp.Navigate(g2.URL+"/ui/requests/"+id), chromedp.WaitVisible(chromedp.ID("approve-form")))
 	within(t, b, 30*time.Second, "narrow the approval",
 		chromedp.SetValue(chromedp.ID("ttl"), "30m"),
 		chromedp.Click(chromedp.CSS(`input[name="table"][value="public.customers"]`)),
@@ -182,7 +182,7 @@ func TestConsoleApprove(t *testing.T) {
 		t.Fatalf("after approving the browser is at %q", loc)
 	}
 	var gr authz.Grant
-	g.cliJSON(&gr, "alice", "grants", "show", id)
+	g.CLIJSON(&gr, "alice", "grants", "show", id)
 	if gr.State != authz.StateActive || gr.DecidedBy != "alice" || gr.Comment != "orders only, for INC-42" ||
 		time.Duration(gr.TTL) != 30*time.Minute || strings.Join(gr.Scope.Tables, ",") != "public.orders" {
 		t.Fatalf("approved grant: state %s by %s comment %q ttl %s tables %v", gr.State, gr.DecidedBy, gr.Comment, time.Duration(gr.TTL), gr.Scope.Tables)
@@ -200,7 +200,7 @@ func TestConsoleApprove(t *testing.T) {
 		Session string `json:"session"`
 		Grant   string `json:"grant"`
 	}
-	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+	g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 	var sid string
 	for _, s := range list {
 		if s.Grant == id {
@@ -217,7 +217,7 @@ func TestConsoleApprove(t *testing.T) {
 			ApprovalComment string `json:"approval_comment"`
 		} `json:"events"`
 	}
-	g.cliJSON(&d, "rita", "sessions", "show", sid)
+	g.CLIJSON(&d, "rita", "sessions", "show", sid)
 	if len(d.Events) < 2 {
 		t.Fatalf("session %s has %d events", sid, len(d.Events))
 	}
@@ -226,14 +226,14 @@ func TestConsoleApprove(t *testing.T) {
 			t.Errorf("event %s carries approver %q comment %q", ev.Type, ev.Approver, ev.ApprovalComment)
 		}
 	}
-	if out := g.mustCLI("rita", "sessions", "verify", sid); !strings.Contains(out, sid+": ok:") {
+	if out := g.MustCLI("rita", "sessions", "verify", sid); !strings.Contains(out, sid+": ok:") {
 		t.Errorf("verify after adding approval_comment: %s", out)
 	}
 
 	// A live session shows on the grants page; revoke there ends it.
 	live := startPsql(t, g, "agent-1", iss.Token, "demo-pg")
 	live.query(t, "select count(*) from orders;", "count")
-	within(t, b, 30*time.Second, "grants page", chromedp.Navigate(g.httpURL+"/ui/grants"), chromedp.WaitVisible(chromedp.ID("grant-"+id)))
+	within(t, b, 30*time.Second, "grants page", chromedp.Navigate(g.URL+"/ui/grants"), chromedp.WaitVisible(chromedp.ID("grant-"+id)))
 	deadline := time.Now().Add(10 * time.Second)
 	for !evalJS[bool](t, b, fmt.Sprintf(`!!document.querySelector("#grant-%s table.sessions")`, id)) {
 		if time.Now().After(deadline) {
@@ -248,25 +248,25 @@ func TestConsoleApprove(t *testing.T) {
 		t.Fatalf("psql still connected after revoking in the browser: %v", err)
 	}
 	t.Logf("revoke in the browser to psql ended: %s", time.Since(start).Round(time.Millisecond))
-	g.cliJSON(&gr, "alice", "grants", "show", id)
+	g.CLIJSON(&gr, "alice", "grants", "show", id)
 	if gr.State != authz.StateRevoked || gr.RevokedBy != "alice" {
 		t.Errorf("after revoke: %s by %q", gr.State, gr.RevokedBy)
 	}
 	// The same decision options from the CLI; the open queue follows it.
-	within(t, b, 30*time.Second, "queue", chromedp.Navigate(g.httpURL+"/ui/requests"), chromedp.WaitVisible(chromedp.ID("no-pending")))
+	within(t, b, 30*time.Second, "queue", chromedp.Navigate(g.URL+"/ui/requests"), chromedp.WaitVisible(chromedp.ID("no-pending")))
 	evalJS[bool](t, b, "window.__noReload = true")
 	var iss2 control.Issued
 	if err := g.cliJSONErr(&iss2, "agent-1", "request", "--resource", "demo-pg", "--task", "INC-43", "--ttl", "1h"); err != nil {
 		t.Fatal(err)
 	}
 	within(t, b, 30*time.Second, "second request appears live", chromedp.WaitVisible(chromedp.ID("req-"+iss2.Grant.ID)))
-	if _, err := g.cli("alice", "grants", "deny", iss2.Grant.ID); err == nil || !strings.Contains(err.Error(), "reason") {
+	if _, err := g.CLI("alice", "grants", "deny", iss2.Grant.ID); err == nil || !strings.Contains(err.Error(), "reason") {
 		t.Errorf("deny without --reason: %v", err)
 	}
-	if _, err := g.cli("alice", "grants", "approve", iss2.Grant.ID, "--ttl", "3h"); err == nil || !strings.Contains(err.Error(), "longer than") {
+	if _, err := g.CLI("alice", "grants", "approve", iss2.Grant.ID, "--ttl", "3h"); err == nil || !strings.Contains(err.Error(), "longer than") {
 		t.Errorf("approve for longer than asked: %v", err)
 	}
-	g.cliJSON(&gr, "alice", "grants", "approve", iss2.Grant.ID, "--ttl", "20m", "--table", "public.orders", "--comment", "cli ok")
+	g.CLIJSON(&gr, "alice", "grants", "approve", iss2.Grant.ID, "--ttl", "20m", "--table", "public.orders", "--comment", "cli ok")
 	if gr.State != authz.StateActive || gr.Comment != "cli ok" || time.Duration(gr.TTL) != 20*time.Minute || strings.Join(gr.Scope.Tables, ",") != "public.orders" {
 		t.Errorf("CLI approval: %s %q %s %v", gr.State, gr.Comment, time.Duration(gr.TTL), gr.Scope.Tables)
 	}
@@ -289,7 +289,7 @@ func TestConsoleSecurity(t *testing.T) {
 	// Refusals the test causes, as the browser logs them.
 	b.Allow("403 (Forbidden)")
 	b.Allow("410 (Gone)")
-	b.Allow("(" + g.httpURL + "/ui/sessions)") // the reviewer's home, another helper's page
+	b.Allow("(" + g.URL + "/ui/sessions)") // the reviewer's home, another helper's page
 
 	used := g.consoleLink("alice")
 	signInByLink(t, b, used.URL)
@@ -302,7 +302,7 @@ func TestConsoleSecurity(t *testing.T) {
 
 	// The task is text, in the queue and on the request's page.
 	for _, p := range []string{"/ui/requests", "/ui/requests/" + id} {
-		within(t, b, 30*time.Second, "open "+p, chromedp.Navigate(g.httpURL+p), chromedp.WaitVisible(chromedp.CSS(".task")))
+		within(t, b, 30*time.Second, "open "+p, chromedp.Navigate(g.URL+p), chromedp.WaitVisible(chromedp.CSS(".task")))
 		n := evalJS[int](t, b, `document.querySelectorAll("main script, main img, main [onerror]").length`)
 		if n != 0 {
 			t.Errorf("%s: the task text became %d elements", p, n)
@@ -319,7 +319,7 @@ func TestConsoleSecurity(t *testing.T) {
 	// A page of another origin (same site: the cookie goes along) posts an
 	// approval: refused, and the request stays pending.
 	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `<!doctype html><form id="f" method="post" action="%s/ui/requests/%s/approve"><input name="comment" value="pwned"></form><script>document.getElementById("f").submit()</script>`, g.httpURL, id)
+		fmt.Fprintf(w, `<!doctype html><form id="f" method="post" action="%s/ui/requests/%s/approve"><input name="comment" value="pwned"></form><script>document.getElementById("f").submit()</script>`, g.URL, id)
 	}))
 	defer evil.Close()
 	within(t, b, 30*time.Second, "cross-origin post", chromedp.Navigate(evil.URL), chromedp.WaitVisible(chromedp.CSS("main h1")))
@@ -327,7 +327,7 @@ func TestConsoleSecurity(t *testing.T) {
 		t.Errorf("the cross-origin post answered %q, want the 403 page", h1)
 	}
 	var gr authz.Grant
-	g.cliJSON(&gr, "alice", "grants", "show", id)
+	g.CLIJSON(&gr, "alice", "grants", "show", id)
 	if gr.State != authz.StatePending {
 		t.Fatalf("after a cross-origin post the request is %s", gr.State)
 	}
@@ -337,18 +337,18 @@ func TestConsoleSecurity(t *testing.T) {
 	if txt := evalJS[string](t, b, `document.querySelector("p.error").textContent`); !strings.Contains(txt, "used or has expired") {
 		t.Errorf("reused link says %q", txt)
 	}
-	if _, err := chromedp.Run(b, chromedp.Evaluate[int](fmt.Sprintf(`fetch(%q, {method: "POST"}).then(r => r.status)`, strings.TrimPrefix(used.URL, g.httpURL)), chromedp.EvalAwaitPromise)); err != nil {
+	if _, err := chromedp.Run(b, chromedp.Evaluate[int](fmt.Sprintf(`fetch(%q, {method: "POST"}).then(r => r.status)`, strings.TrimPrefix(used.URL, g.URL)), chromedp.EvalAwaitPromise)); err != nil {
 		t.Fatal(err)
 	}
 
 	// The reviewer: no approve form, and a same-origin POST is 403.
-	within(t, b, 30*time.Second, "sign out", chromedp.Navigate(g.httpURL+"/ui/requests"), chromedp.Click(chromedp.CSS(`form[action="/ui/signout"] button`)), chromedp.WaitVisible(chromedp.ID("token")))
+	within(t, b, 30*time.Second, "sign out", chromedp.Navigate(g.URL+"/ui/requests"), chromedp.Click(chromedp.CSS(`form[action="/ui/signout"] button`)), chromedp.WaitVisible(chromedp.ID("token")))
 	within(t, b, 30*time.Second, "reviewer signs in with a token",
-		chromedp.SendKeys(chromedp.ID("token"), g.tokens["rita"]),
+		chromedp.SendKeys(chromedp.ID("token"), g.Tokens["rita"]),
 		chromedp.Submit(chromedp.ID("token")),
 	)
 	leftPage(t, b, "/ui/signin")
-	within(t, b, 30*time.Second, "reviewer opens the request", chromedp.Navigate(g.httpURL+"/ui/requests/"+id), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	within(t, b, 30*time.Second, "reviewer opens the request", chromedp.Navigate(g.URL+"/ui/requests/"+id), chromedp.WaitVisible(chromedp.CSS("main h1")))
 	if h1 := evalJS[string](t, b, `document.querySelector("main h1").textContent`); h1 != "403" {
 		t.Errorf("reviewer on a request page sees %q, want 403", h1)
 	}
@@ -359,7 +359,7 @@ func TestConsoleSecurity(t *testing.T) {
 	if err != nil || status != http.StatusForbidden {
 		t.Errorf("reviewer's approve POST: %d, %v; want 403", status, err)
 	}
-	g.cliJSON(&gr, "alice", "grants", "show", id)
+	g.CLIJSON(&gr, "alice", "grants", "show", id)
 	if gr.State != authz.StatePending {
 		t.Fatalf("after the reviewer's POST the request is %s", gr.State)
 	}
@@ -382,7 +382,7 @@ func TestConsoleSecurity(t *testing.T) {
 		chromedp.Click(chromedp.ID("deny")),
 		chromedp.WaitVisible(chromedp.ID("notice")),
 	)
-	g.cliJSON(&gr, "alice", "grants", "show", id)
+	g.CLIJSON(&gr, "alice", "grants", "show", id)
 	if gr.State != authz.StateDenied || gr.Comment != "not with markup in the task" {
 		t.Errorf("denied without JavaScript: %s %q", gr.State, gr.Comment)
 	}
@@ -407,7 +407,7 @@ func TestConsoleSecurity(t *testing.T) {
 func assertNoSecretsLogged(t *testing.T, b context.Context, gs []*gateway, links ...string) {
 	t.Helper()
 	var secrets []string
-	for _, tok := range gs[0].tokens {
+	for _, tok := range gs[0].Tokens {
 		secrets = append(secrets, tok)
 	}
 	for _, l := range links {
@@ -426,9 +426,9 @@ func assertNoSecretsLogged(t *testing.T, b context.Context, gs []*gateway, links
 		}
 	}
 	for _, g := range gs {
-		logs := g.logText()
+		logs := g.Log()
 		if g == gs[0] && !regexp.MustCompile(`msg="console sign-in" .*identity=alice`).MatchString(logs) {
-			t.Errorf("the log of %s has no sign-in line: is this the right log?", g.httpURL)
+			t.Errorf("the log of %s has no sign-in line: is this the right log?", g.URL)
 		}
 		for _, s := range secrets {
 			if len(s) >= 16 && strings.Contains(logs, s) {
@@ -441,7 +441,7 @@ func assertNoSecretsLogged(t *testing.T, b context.Context, gs []*gateway, links
 // cliJSONErr is cliJSON that returns the error.
 func (g *gateway) cliJSONErr(v any, identity string, args ...string) error {
 	g.t.Helper()
-	out, err := g.cli(identity, append(args, "--json")...)
+	out, err := g.CLI(identity, append(args, "--json")...)
 	if err != nil {
 		return err
 	}
@@ -458,7 +458,7 @@ type livePsql struct {
 
 func startPsql(t *testing.T, g *gateway, user, password, dbname string) *livePsql {
 	t.Helper()
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	cmd := exec.Command("psql", fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=require connect_timeout=10", host, port, user, dbname), "-X")
 	cmd.Env = append(os.Environ(), "PGPASSWORD="+password)
 	stdin, _ := cmd.StdinPipe()

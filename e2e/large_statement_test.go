@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/airlockhq/airlock/recorder"
+	"github.com/airlockhq/airlock/testenv"
 )
 
 // Statements larger than NATS's default max_payload (1 MiB): a 4 MB
@@ -63,7 +64,7 @@ func verifyAll(t *testing.T, g *gateway, session string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var list []recorder.Summary
-		g.cliJSON(&list, "rita", "sessions", "list")
+		g.CLIJSON(&list, "rita", "sessions", "list")
 		open := 0
 		for _, s := range list {
 			if s.Status == recorder.StatusOpen {
@@ -82,7 +83,7 @@ func verifyAll(t *testing.T, g *gateway, session string) {
 		t.Fatalf("verify --all: exit %d\n%s%s", code, stdout, stderr)
 	}
 	file := filepath.Join(t.TempDir(), "export.json")
-	g.mustCLI("rita", "sessions", "export", session, "-o", file)
+	g.MustCLI("rita", "sessions", "export", session, "-o", file)
 	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", "--file", file); code != 0 {
 		t.Fatalf("verify --file of the export: exit %d\n%s%s", code, stdout, stderr)
 	}
@@ -325,10 +326,10 @@ func TestStatementCapMySQL(t *testing.T) {
 // session verifies, its chunks read back through the events stream that
 // sources the standby.
 func TestLargeStatementFailover(t *testing.T) {
-	u := newNATSUsers(t)
-	c := startDeployCluster(t, u)
+	u := testenv.NewNATSUsers(t)
+	c := testenv.StartDeployNATSCluster(t, u)
 	g := startGateway(t, gatewayOptions{
-		NATSURL: c.URL, NATSCredentials: u.seedFiles["gateway"], Replicas: 3,
+		NATSURL: c.URL, NATSCredentials: u.SeedFiles["gateway"], Replicas: 3,
 		PublishTimeout: 2 * time.Second,
 	})
 	js := adminJS(t, c, u)
@@ -354,13 +355,13 @@ func TestLargeStatementFailover(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var list []recorder.Summary
-		g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+		g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 		for _, s := range list {
 			var d struct{ Events []recorder.Event }
 			if _, _, code := g.cliRun("rita", "sessions", "show", s.Session); code != 0 {
 				continue
 			}
-			g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+			g.CLIJSON(&d, "rita", "sessions", "show", s.Session)
 			if statementWith(d.Events, "select 'after big'") != nil {
 				evs = d.Events
 			}
@@ -375,7 +376,7 @@ func TestLargeStatementFailover(t *testing.T) {
 		t.Fatalf("the 4 MB INSERT is not recorded whole (found %v)", st != nil)
 	}
 	verifyAll(t, g, evs[0].Session)
-	if !strings.Contains(g.logText(), "recorder failing over") {
+	if !strings.Contains(g.Log(), "recorder failing over") {
 		t.Logf("note: the recorder did not switch to the standby in this run (the election may have been quick)")
 	}
 }

@@ -37,7 +37,7 @@ func from(ip string) *net.Dialer {
 }
 
 func (g *gateway) pgLoginFrom(ip, user, token string) error {
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=demo-pg sslmode=require", host, port, user, token))
 	if err != nil {
 		return err
@@ -54,7 +54,7 @@ func (g *gateway) pgLoginFrom(ip, user, token string) error {
 
 func (g *gateway) myLoginFrom(ip, user, token string) error {
 	c := mysql.NewConfig()
-	c.User, c.Passwd, c.Net, c.Addr, c.DBName = user, token, "limits-"+ip, g.myAddr, "shop-mysql"
+	c.User, c.Passwd, c.Net, c.Addr, c.DBName = user, token, "limits-"+ip, g.MySQLAddr, "shop-mysql"
 	c.TLSConfig = "skip-verify"
 	c.Timeout = 10 * time.Second
 	mysql.RegisterDialContext(c.Net, func(ctx context.Context, addr string) (net.Conn, error) {
@@ -98,7 +98,6 @@ func (g *gateway) sshLoginFrom(ip, user, token string) error {
 func TestLoginThrottle(t *testing.T) {
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	g := startGateway(t, gatewayOptions{MySQL: true, SSH: true, Config: limitsConfig, Listen: "  metrics: " + metricsAddr + "\n"})
-	g.sshReady()
 	_, pgTok := grantFor(t, g, "read")
 	myTok := g.grantMySQL("agent-1", "INC-16: throttle", "read").Token
 	sshTok := g.sshGrant("box", "INC-16: throttle", "--command", "true").Token
@@ -173,14 +172,14 @@ func TestLoginThrottle(t *testing.T) {
 
 	// Recorded: every throttled attempt is an auth.failed saying so.
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list", "--limit", "500")
+	g.CLIJSON(&list, "rita", "sessions", "list", "--limit", "500")
 	throttled := map[string]int{}
 	for _, s := range list {
 		if s.Status != recorder.StatusAuthFailed {
 			continue
 		}
 		var d struct{ Events []recorder.Event }
-		g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+		g.CLIJSON(&d, "rita", "sessions", "show", s.Session)
 		for _, e := range d.Events {
 			if e.Auth != nil && strings.HasPrefix(e.Auth.Reason, "throttled:") {
 				throttled[s.Protocol]++
@@ -218,7 +217,6 @@ func TestLoginThrottle(t *testing.T) {
 // serving.
 func TestMessageStall(t *testing.T) {
 	g := startGateway(t, gatewayOptions{MySQL: true, SSH: true, Config: limitsConfig})
-	g.sshReady()
 	pgGrant, pgTok := grantFor(t, g, "read")
 	my := g.grantMySQL("agent-1", "INC-16: stall", "read")
 	sshIss := g.sshGrant("box", "INC-16: stall", "--command", "true")
@@ -246,7 +244,7 @@ func TestMessageStall(t *testing.T) {
 	}
 
 	t.Run("postgres", func(t *testing.T) {
-		host, port, _ := strings.Cut(g.pgAddr, ":")
+		host, port, _ := strings.Cut(g.PostgresAddr, ":")
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		pc, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=require", host, port, pgTok))
@@ -337,7 +335,7 @@ func TestMessageStall(t *testing.T) {
 			t.Fatal("no ssh session recorded")
 		}
 		var d struct{ Events []recorder.Event }
-		g.cliJSON(&d, "rita", "sessions", "show", list[0].Session)
+		g.CLIJSON(&d, "rita", "sessions", "show", list[0].Session)
 		if r := endReason(t, d.Events); !strings.Contains(r, "limits.message_timeout") {
 			t.Errorf("session end reason %q", r)
 		}
@@ -345,7 +343,7 @@ func TestMessageStall(t *testing.T) {
 
 	// Connections that never finish logging in are closed after
 	// login_timeout, on each listener.
-	for _, l := range []struct{ name, addr string }{{"postgres", g.pgAddr}, {"mysql", g.myAddr}, {"ssh", g.ssh.addr}} {
+	for _, l := range []struct{ name, addr string }{{"postgres", g.PostgresAddr}, {"mysql", g.MySQLAddr}, {"ssh", g.ssh.addr}} {
 		nc, err := net.DialTimeout("tcp", l.addr, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)

@@ -87,7 +87,7 @@ func mysqlGrantSessions(t *testing.T, g *gateway, grant string, min int) [][]rec
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		var list []recorder.Summary
-		g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+		g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 		open, n := 0, 0
 		for _, s := range list {
 			if s.Grant == grant {
@@ -202,7 +202,7 @@ func checkMySQLClientEvents(t *testing.T, sessions [][]recorder.Event, grant, ta
 // mysqlClientEnv is the environment of a client program: the connection
 // in MYSQL_* variables and the tag for the rows it writes.
 func mysqlClientEnv(g *gateway, token, tag string) []string {
-	host, port, _ := strings.Cut(g.myAddr, ":")
+	host, port, _ := strings.Cut(g.MySQLAddr, ":")
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "MYSQL_") })
 	return append(env, "MYSQL_HOST="+host, "MYSQL_PORT="+port, "MYSQL_USER=agent-1", "MYSQL_PWD="+token,
 		"MYSQL_DATABASE=shop-mysql", "CLIENT_TAG="+tag)

@@ -32,7 +32,7 @@ func (g *gateway) mysqlDirect(script string, extra ...string) (string, error) {
 // it printed on stderr.
 func (g *gateway) mysqlStderr(user, token, script string, extra ...string) (string, error) {
 	g.t.Helper()
-	host, port, _ := strings.Cut(g.myAddr, ":")
+	host, port, _ := strings.Cut(g.MySQLAddr, ":")
 	return g.mysqlClientStderr(script, append([]string{"-h", host, "-P", port, "-u", user, "--password=" + token,
 		"--ssl", "shop-mysql"}, extra...))
 }

@@ -26,7 +26,7 @@ type mysqlProc struct {
 func (g *gateway) startMySQLCLI(token string, args ...string) *mysqlProc {
 	g.t.Helper()
 	bin := testenv.RequireBinary(g.t, "mariadb", "mariadb-client")
-	host, port, _ := strings.Cut(g.myAddr, ":")
+	host, port, _ := strings.Cut(g.MySQLAddr, ":")
 	cmd := exec.Command(bin, append([]string{"--no-defaults", "-h", host, "-P", port, "-u", "agent-1", "--password=" + token,
 		"--ssl", "--connect-timeout=10", "-N", "-B", "--unbuffered", "shop-mysql"}, args...)...)
 	pr, pw := io.Pipe()

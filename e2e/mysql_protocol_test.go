@@ -29,7 +29,7 @@ func (g *gateway) mysqlRaw(user, token string) *gomysql.Conn {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	d := &net.Dialer{Timeout: 10 * time.Second}
-	c, err := gomysql.ConnectWithDialer(ctx, "tcp", g.myAddr, user, token, "shop-mysql", d.DialContext, func(c *gomysql.Conn) error {
+	c, err := gomysql.ConnectWithDialer(ctx, "tcp", g.MySQLAddr, user, token, "shop-mysql", d.DialContext, func(c *gomysql.Conn) error {
 		c.SetTLSConfig(&tls.Config{InsecureSkipVerify: true})
 		return nil
 	})
@@ -303,7 +303,7 @@ func TestMySQLRecorderDown(t *testing.T) {
 	}
 
 	g.nats.Start(t)
-	g.waitHealthy()
+	g.WaitReady()
 	if err := insert(); err != nil {
 		t.Fatalf("insert after the recorder returned, same connection: %v", err)
 	}
@@ -343,7 +343,7 @@ func TestMySQLRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := c.Conn.Conn
-	g.mustCLI("alice", "grants", "revoke", iss.Grant.ID)
+	g.MustCLI("alice", "grants", "revoke", iss.Grant.ID)
 	revoked := time.Now()
 	_ = raw.SetReadDeadline(time.Now().Add(3 * time.Second))
 	rest, err := io.ReadAll(raw)
@@ -377,7 +377,7 @@ func TestMySQLMalformed(t *testing.T) {
 		{"oversized", append([]byte{0xff, 0xff, 0xff, 1}, make([]byte, 70000)...), 1153},
 		{"not protocol 4.1", append([]byte{33, 0, 0, 1}, make([]byte, 33)...), 1043},
 	} {
-		nc, err := net.Dial("tcp", g.myAddr)
+		nc, err := net.Dial("tcp", g.MySQLAddr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,7 +436,7 @@ func TestMySQLMalformed(t *testing.T) {
 		t.Fatalf("after the malformed attempts: %v\n%s", err, out)
 	}
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list")
+	g.CLIJSON(&list, "rita", "sessions", "list")
 	authFailed := 0
 	for _, s := range list {
 		if s.Status == "auth.failed" && s.Protocol == "mysql" {
@@ -489,7 +489,7 @@ func TestMySQLLargeResult(t *testing.T) {
 	}
 	big = ""
 
-	pid := g.cmd.Process.Pid
+	pid := g.PID()
 	// Reset the peak so VmHWM measures this query alone (Linux 4.0+).
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 	before := procKB(t, pid, "VmRSS")

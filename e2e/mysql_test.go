@@ -23,7 +23,7 @@ import (
 func (g *gateway) mysqlCLI(user, password, db, script string, extra ...string) (string, error) {
 	g.t.Helper()
 	bin := testenv.RequireBinary(g.t, "mariadb", "mariadb-client")
-	host, port, _ := strings.Cut(g.myAddr, ":")
+	host, port, _ := strings.Cut(g.MySQLAddr, ":")
 	args := append([]string{"--no-defaults", "-h", host, "-P", port, "-u", user, "--password=" + password,
 		"--ssl", "--connect-timeout=10", db}, extra...)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -39,7 +39,7 @@ func (g *gateway) mysqlCLI(user, password, db, script string, extra ...string) (
 func (g *gateway) mysqlDB(user, token string, tweak ...func(*mysql.Config)) *sql.DB {
 	g.t.Helper()
 	c := mysql.NewConfig()
-	c.User, c.Passwd, c.Net, c.Addr, c.DBName = user, token, "tcp", g.myAddr, "shop-mysql"
+	c.User, c.Passwd, c.Net, c.Addr, c.DBName = user, token, "tcp", g.MySQLAddr, "shop-mysql"
 	c.TLSConfig = "skip-verify"
 	c.Timeout = 10 * time.Second
 	c.InterpolateParams = false
@@ -62,7 +62,7 @@ func (g *gateway) grantMySQL(agent, task, access string, extra ...string) contro
 	g.t.Helper()
 	var iss control.Issued
 	args := append([]string{"grants", "create", "--agent", agent, "--resource", "shop-mysql", "--task", task, "--access", access}, extra...)
-	g.cliJSON(&iss, "alice", args...)
+	g.CLIJSON(&iss, "alice", args...)
 	if iss.Grant.State != "active" {
 		g.t.Fatalf("grant: %+v", iss.Grant)
 	}
@@ -74,14 +74,14 @@ func (g *gateway) grantMySQL(agent, task, access string, extra ...string) contro
 func (g *gateway) sessionEvents(grant string) [][]recorder.Event {
 	g.t.Helper()
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list")
+	g.CLIJSON(&list, "rita", "sessions", "list")
 	var out [][]recorder.Event
 	for i := len(list) - 1; i >= 0; i-- {
 		if list[i].Grant != grant {
 			continue
 		}
 		var d control.SessionDetail
-		g.cliJSON(&d, "rita", "sessions", "show", list[i].Session)
+		g.CLIJSON(&d, "rita", "sessions", "show", list[i].Session)
 		out = append(out, d.Events)
 	}
 	return out
@@ -186,7 +186,7 @@ func TestMySQLLoginRefusals(t *testing.T) {
 		}
 	}
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list")
+	g.CLIJSON(&list, "rita", "sessions", "list")
 	failed := 0
 	for _, s := range list {
 		if s.Status == "auth.failed" && s.Protocol == "mysql" {

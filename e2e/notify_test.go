@@ -90,7 +90,7 @@ func TestNotifyLifecycle(t *testing.T) {
 
 	task := "INC-7: totals <!channel> & <https://evil.example|x>"
 	var iss control.Issued
-	g.cliJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", task, "--access", "read", "--table", "public.orders")
+	g.CLIJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", task, "--access", "read", "--table", "public.orders")
 	id := iss.Grant.ID
 	b := waitType(t, hook, "request.created", id)
 	d := b.Data
@@ -105,7 +105,7 @@ func TestNotifyLifecycle(t *testing.T) {
 	}
 	checkBlockKit(t, slack.Received()[0].Body, publicURL+"/ui/requests/"+id)
 
-	g.mustCLI("alice", "grants", "approve", id)
+	g.MustCLI("alice", "grants", "approve", id)
 	if b := waitType(t, hook, "request.approved", id); b.Data.By != "alice" || b.Data.URL != publicURL+"/ui/grants/"+id || b.Data.ExpiresAt == nil {
 		t.Errorf("request.approved: %+v", b.Data)
 	}
@@ -120,20 +120,20 @@ func TestNotifyLifecycle(t *testing.T) {
 		t.Errorf("statement.denied: %+v", sd)
 	}
 
-	g.mustCLI("alice", "grants", "revoke", id)
+	g.MustCLI("alice", "grants", "revoke", id)
 	if b := waitType(t, hook, "grant.revoked", id); b.Data.By != "alice" {
 		t.Errorf("grant.revoked: %+v", b.Data)
 	}
 
 	var other control.Issued
-	g.cliJSON(&other, "agent-1", "request", "--resource", "demo-pg", "--task", "INC-8", "--access", "write")
-	g.mustCLI("alice", "grants", "deny", other.Grant.ID, "--reason", "not for INC-8")
+	g.CLIJSON(&other, "agent-1", "request", "--resource", "demo-pg", "--task", "INC-8", "--access", "write")
+	g.MustCLI("alice", "grants", "deny", other.Grant.ID, "--reason", "not for INC-8")
 	if b := waitType(t, hook, "request.denied", other.Grant.ID); b.Data.By != "alice" || b.Data.Access != "write" || b.Data.Reason != "not for INC-8" {
 		t.Errorf("request.denied: %+v", b.Data)
 	}
 
 	var short control.Issued
-	g.cliJSON(&short, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-9", "--ttl", "2s")
+	g.CLIJSON(&short, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-9", "--ttl", "2s")
 	if b := waitType(t, hook, "grant.expired", short.Grant.ID); b.Data.URL != publicURL+"/ui/grants/"+short.Grant.ID {
 		t.Errorf("grant.expired: %+v", b.Data)
 	}
@@ -145,7 +145,7 @@ func TestNotifyLifecycle(t *testing.T) {
 		t.Errorf("%d notifications delivered, want 7", n)
 	}
 	// No log line holds the target's path or the signing secret.
-	logs := g.logText()
+	logs := g.Log()
 	for _, secret := range []string{"T0SECRETPATH", strings.TrimPrefix(hook.Secret, "whsec_")} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("the gateway logged %q", secret)
@@ -153,11 +153,11 @@ func TestNotifyLifecycle(t *testing.T) {
 	}
 
 	var st control.NotifyReport
-	g.cliJSON(&st, "alice", "notify", "status")
+	g.CLIJSON(&st, "alice", "notify", "status")
 	if len(st.Targets) != 2 || st.Targets[0].Delivered < 7 || st.Targets[1].Name != "slack" || st.Targets[1].Delivered != 2 {
 		t.Errorf("notify status: %+v", st)
 	}
-	if _, err := g.cli("rita", "notify", "status"); err == nil || !strings.Contains(err.Error(), "approver or admin") {
+	if _, err := g.CLI("rita", "notify", "status"); err == nil || !strings.Contains(err.Error(), "approver or admin") {
 		t.Errorf("a reviewer read the notify status: %v", err)
 	}
 }
@@ -243,7 +243,7 @@ func TestNotifyOutageAndRestart(t *testing.T) {
 	var ids []string
 	request := func(task string) {
 		var iss control.Issued
-		g.cliJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", task)
+		g.CLIJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", task)
 		ids = append(ids, iss.Grant.ID)
 	}
 	for i := range 3 {
@@ -251,17 +251,17 @@ func TestNotifyOutageAndRestart(t *testing.T) {
 	}
 	// Attempts fail (connection refused) before the gateway dies.
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(g.logText(), "notification delivery failed") {
+	for !strings.Contains(g.Log(), "notification delivery failed") {
 		if time.Now().After(deadline) {
-			t.Fatalf("no failed attempt logged:\n%s", g.logText())
+			t.Fatalf("no failed attempt logged:\n%s", g.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if strings.Contains(g.logText(), "T0SECRETPATH") {
+	if strings.Contains(g.Log(), "T0SECRETPATH") {
 		t.Fatal("a failed attempt logged the target's path")
 	}
-	g.kill()
-	g.restart()
+	g.Kill()
+	g.Restart()
 	var mu sync.Mutex
 	failing := true
 	hook.Respond(func(*testenv.Delivery) (int, http.Header) {
@@ -320,9 +320,9 @@ func TestNotifyTwoReplicas(t *testing.T) {
 		if i%2 == 1 {
 			gw = b
 		}
-		gw.cliJSON(&last, "agent-1", "request", "--resource", "demo-pg", "--task", fmt.Sprintf("replicas %d", i), "--access", "read")
+		gw.CLIJSON(&last, "agent-1", "request", "--resource", "demo-pg", "--task", fmt.Sprintf("replicas %d", i), "--access", "read")
 	}
-	b.mustCLI("alice", "grants", "approve", last.Grant.ID)
+	b.MustCLI("alice", "grants", "approve", last.Grant.ID)
 	// Denied statements on both replicas.
 	for _, gw := range []*gateway{a, b} {
 		if out, _ := gw.psql("agent-1", last.Token, "demo-pg", "delete from orders;\n"); !strings.Contains(out, "ERROR") {
@@ -335,7 +335,7 @@ func TestNotifyTwoReplicas(t *testing.T) {
 	}
 	p := a.openPsql(t, last.Token)
 	p.run("select 'on a';", "(1 row)")
-	a.kill()
+	a.Kill()
 	p.gone()
 	si := waitType(t, hook, "session.interrupted", "")
 	if !strings.HasPrefix(si.Data.Session, "ses_") || si.Data.URL != publicURL+"/ui/sessions/"+si.Data.Session {
@@ -376,9 +376,9 @@ func TestNotifyGiveUpAndSlowTarget(t *testing.T) {
 	})
 	began := time.Now()
 	var iss control.Issued
-	g.cliJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", "slow target", "--access", "read")
+	g.CLIJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", "slow target", "--access", "read")
 	answered := time.Now()
-	g.mustCLI("alice", "grants", "approve", iss.Grant.ID)
+	g.MustCLI("alice", "grants", "approve", iss.Grant.ID)
 	approved := time.Since(answered)
 	t0 := time.Now()
 	out, _ := g.psql("agent-1", iss.Token, "demo-pg", "delete from orders;\nselect 1;\n")
@@ -406,7 +406,7 @@ func TestNotifyGiveUpAndSlowTarget(t *testing.T) {
 	var st control.NotifyReport
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		g.cliJSON(&st, "alice", "notify", "status")
+		g.CLIJSON(&st, "alice", "notify", "status")
 		if len(st.Targets) == 2 && st.Targets[0].GivenUp == 1 && st.Targets[1].Failures > 0 {
 			break
 		}
@@ -425,7 +425,7 @@ func TestNotifyGiveUpAndSlowTarget(t *testing.T) {
 	if !strings.Contains(sl.LastError, "no answer within 1s") || sl.Pending == 0 || sl.OldestPending == nil || sl.OldestPending.After(time.Now()) || sl.OldestPending.Before(began.Add(-time.Second)) {
 		t.Errorf("slow target: %+v", sl)
 	}
-	text := g.mustCLI("alice", "notify", "status")
+	text := g.MustCLI("alice", "notify", "status")
 	for _, want := range []string{"target:", "gone", "given up", "410", "slow", "last error:", "no answer within 1s", "oldest pending:"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("notify status text lacks %q:\n%s", want, text)
@@ -461,34 +461,34 @@ func TestNotifyGiveUpAndSlowTarget(t *testing.T) {
 // notifications stream, bucket and consumers, follows the events stream
 // and delivers; nothing it does is refused.
 func TestNotifyNATSPermissions(t *testing.T) {
-	u := newNATSUsers(t)
-	c := startDeployCluster(t, u)
+	u := testenv.NewNATSUsers(t)
+	c := testenv.StartDeployNATSCluster(t, u)
 	hook := testenv.StartWebhook(t, testenv.WebhookOptions{})
 	failing := testenv.StartWebhook(t, testenv.WebhookOptions{Unsigned: true})
 	failing.Respond(func(*testenv.Delivery) (int, http.Header) { return 503, nil })
 	g := startGateway(t, gatewayOptions{
-		NATSURL: c.URL, NATSCredentials: u.seedFiles["gateway"], Replicas: 3,
+		NATSURL: c.URL, NATSCredentials: u.SeedFiles["gateway"], Replicas: 3,
 		Config: notifyConfig([]*testenv.Webhook{hook, failing},
 			"format: standard, secret_env: HOOK_SECRET, events: [request.created, request.approved, statement.denied, grant.revoked]",
 			"name: failing, format: slack, events: [request.created]"),
 		Env: []string{"HOOK_SECRET=" + hook.Secret},
 	})
 	var iss control.Issued
-	g.cliJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", "permissions", "--access", "read")
+	g.CLIJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", "permissions", "--access", "read")
 	waitType(t, hook, "request.created", iss.Grant.ID)
-	g.mustCLI("alice", "grants", "approve", iss.Grant.ID)
+	g.MustCLI("alice", "grants", "approve", iss.Grant.ID)
 	if out, _ := g.psql("agent-1", iss.Token, "demo-pg", "delete from orders;\n"); !strings.Contains(out, "ERROR") {
 		t.Fatalf("delete not refused:\n%s", out)
 	}
 	waitType(t, hook, "statement.denied", iss.Grant.ID)
-	g.mustCLI("alice", "grants", "revoke", iss.Grant.ID)
+	g.MustCLI("alice", "grants", "revoke", iss.Grant.ID)
 	waitType(t, hook, "grant.revoked", iss.Grant.ID)
 	var st control.NotifyReport
-	g.cliJSON(&st, "alice", "notify", "status")
+	g.CLIJSON(&st, "alice", "notify", "status")
 	if len(st.Targets) != 2 || st.Targets[0].Delivered < 3 || st.Targets[1].Pending != 1 || st.Targets[1].OldestPending == nil {
 		t.Errorf("status: %+v", st)
 	}
-	if logs := g.logText(); strings.Contains(strings.ToLower(logs), "permissions violation") || strings.Contains(logs, "authorization violation") {
+	if logs := g.Log(); strings.Contains(strings.ToLower(logs), "permissions violation") || strings.Contains(logs, "authorization violation") {
 		t.Errorf("the gateway was refused something:\n%s", logs)
 	}
 }
@@ -503,7 +503,6 @@ func TestNotifySSHDenied(t *testing.T) {
 		Config: notifyConfig([]*testenv.Webhook{hook}, "format: standard, secret_env: HOOK_SECRET, events: [statement.denied]"),
 		Env:    []string{"HOOK_SECRET=" + hook.Secret},
 	})
-	g.sshReady()
 	iss := g.sshGrant("box", "INC-13: uname only", "--command", "uname")
 	r := g.sshAs("box", g.keyAuth(), "", "touch", "/tmp/airlock-notify-marker")
 	if r.code != 126 {

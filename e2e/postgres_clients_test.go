@@ -128,7 +128,7 @@ func grantSessions(t *testing.T, g *gateway, grant string, atLeast int) [][]reco
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		var list []recorder.Summary
-		g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+		g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 		var ids []string
 		open := 0
 		for _, s := range list {
@@ -145,7 +145,7 @@ func grantSessions(t *testing.T, g *gateway, grant string, atLeast int) [][]reco
 			out := make([][]recorder.Event, len(ids))
 			for i, id := range ids {
 				var d control.SessionDetail
-				g.cliJSON(&d, "rita", "sessions", "show", id)
+				g.CLIJSON(&d, "rita", "sessions", "show", id)
 				out[i] = d.Events
 			}
 			return out
@@ -279,7 +279,7 @@ func checkClientEvents(t *testing.T, sessions [][]recorder.Event, grant, tag str
 // clientEnv is the environment of a client program: the connection in
 // the standard PG* variables and the tag for the rows it writes.
 func clientEnv(g *gateway, token, tag string) []string {
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "PG") })
 	return append(env, "PGHOST="+host, "PGPORT="+port, "PGUSER=agent-1", "PGPASSWORD="+token,
 		"PGDATABASE=demo-pg", "PGSSLMODE=require", "PGCONNECT_TIMEOUT=10", "CLIENT_TAG="+tag)
@@ -601,7 +601,7 @@ var pgbenchTPS = regexp.MustCompile(`number of transactions actually processed: 
 func TestPostgresClientPgbench(t *testing.T) {
 	testenv.RequireBinary(t, "pgbench", "postgresql-client")
 	g := startGateway(t, gatewayOptions{})
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	pgbench := func(token string, args ...string) (string, error) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -820,7 +820,7 @@ func TestPostgresClientPgx(t *testing.T) {
 		}
 		return c
 	}
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	viaAirlock := fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=require", host, port, tok)
 	for i, mode := range []pgx.QueryExecMode{pgx.QueryExecModeExec, pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe, pgx.QueryExecModeDescribeExec, pgx.QueryExecModeSimpleProtocol} {
 		n := 100 + i

@@ -41,7 +41,7 @@ func psqlRun(t *testing.T, conn string, env []string, script string, args ...str
 
 // airlockConn is the psql connection string to the gateway as agent-1.
 func (g *gateway) airlockConn(extra string) string {
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	return strings.TrimSpace(fmt.Sprintf("host=%s port=%s user=agent-1 dbname=demo-pg sslmode=require %s", host, port, extra))
 }
 
@@ -118,7 +118,7 @@ select 'after' as marker;
 
 	// pgx, over each protocol: the same PgError as the server's.
 	ctx := context.Background()
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	viaAirlock := fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=require", host, port, tok)
 	connect := func(dsn string, mode pgx.QueryExecMode) *pgx.Conn {
 		cfg, err := pgx.ParseConfig(dsn)
@@ -303,7 +303,7 @@ func TestPostgresUpstreamTerminated(t *testing.T) {
 	// idle_session_timeout, asked for at connect time: the server ends the
 	// idle session (57P05) and the client sees it close.
 	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=require",
-		strings.Split(g.pgAddr, ":")[0], strings.Split(g.pgAddr, ":")[1], tok))
+		strings.Split(g.PostgresAddr, ":")[0], strings.Split(g.PostgresAddr, ":")[1], tok))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,10 +359,10 @@ func waitSession(t *testing.T, g *gateway, keep func([]recorder.Event) bool) []r
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		var list []recorder.Summary
-		g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+		g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 		for _, s := range list {
 			var d control.SessionDetail
-			g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+			g.CLIJSON(&d, "rita", "sessions", "show", s.Session)
 			if len(d.Events) > 0 && keep(d.Events) {
 				return d.Events
 			}
@@ -441,7 +441,7 @@ show extra_float_digits; show "IntervalStyle"; show client_encoding; show search
 	// pgx's RuntimeParams, and the ParameterStatus messages the client is
 	// given: the server's.
 	ctx := context.Background()
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	pgxConnect := func(token string, params map[string]string) (*pgx.Conn, error) {
 		cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=require", host, port, token))
 		if err != nil {
@@ -562,9 +562,9 @@ func TestPostgresRefusalCodes(t *testing.T) {
 	var pending struct {
 		Token string `json:"token"`
 	}
-	g.cliJSON(&pending, "agent-1", "request", "--resource", "demo-pg", "--task", "pending", "--access", "read")
+	g.CLIJSON(&pending, "agent-1", "request", "--resource", "demo-pg", "--task", "pending", "--access", "read")
 	ctx := context.Background()
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	connect := func(user, token, db string, params map[string]string) (*pgx.Conn, error) {
 		cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=%s sslmode=require", host, port, user, token, db))
 		if err != nil {
@@ -611,7 +611,7 @@ func TestPostgresRefusalCodes(t *testing.T) {
 			t.Errorf("%q: %v, want %s", sql, err, want)
 		}
 	}
-	g.mustCLI("alice", "grants", "revoke", grant)
+	g.MustCLI("alice", "grants", "revoke", grant)
 	_ = conn.PgConn().Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
 	b, _ := io.ReadAll(conn.PgConn().Conn())
 	if !strings.Contains(string(b), "FATAL") || !strings.Contains(string(b), "57P01") || !strings.Contains(string(b), "revoked by alice") {

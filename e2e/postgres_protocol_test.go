@@ -27,7 +27,7 @@ func grantFor(t *testing.T, g *gateway, access string, extra ...string) (string,
 	t.Helper()
 	var iss control.Issued
 	args := append([]string{"grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", t.Name(), "--access", access}, extra...)
-	g.cliJSON(&iss, "alice", args...)
+	g.CLIJSON(&iss, "alice", args...)
 	return iss.Grant.ID, iss.Token
 }
 
@@ -36,10 +36,10 @@ func grantFor(t *testing.T, g *gateway, access string, extra ...string) (string,
 func sessionEvents(t *testing.T, g *gateway, keep func([]recorder.Event) bool) []recorder.Event {
 	t.Helper()
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+	g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 	for _, s := range list {
 		var d control.SessionDetail
-		g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+		g.CLIJSON(&d, "rita", "sessions", "show", s.Session)
 		if keep(d.Events) {
 			return d.Events
 		}
@@ -68,7 +68,7 @@ func TestPostgresCancel(t *testing.T) {
 	}
 
 	// psql, interrupted by SIGINT as a terminal's Ctrl-C would.
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	cmd := exec.Command("psql", fmt.Sprintf("host=%s port=%s user=agent-1 dbname=demo-pg sslmode=require", host, port), "-X", "-c", "select pg_sleep(30)")
 	cmd.Env = append(os.Environ(), "PGPASSWORD="+tok)
 	out := &strings.Builder{}
@@ -201,7 +201,7 @@ func TestPostgresLargeResultStreams(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
 	_, tok := grantFor(t, g, "read")
 	conn := connectPgx(t, g, "agent-1", tok)
-	pid := g.cmd.Process.Pid
+	pid := g.PID()
 	// Reset the peak so it measures this query only.
 	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 	before := procStatusKB(t, pid, "VmRSS")
@@ -284,7 +284,7 @@ func TestPostgresMalformedInput(t *testing.T) {
 
 	raw := func(payload []byte) string {
 		t.Helper()
-		c, err := net.DialTimeout("tcp", g.pgAddr, 5*time.Second)
+		c, err := net.DialTimeout("tcp", g.PostgresAddr, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -350,7 +350,7 @@ func TestPostgresMalformedInput(t *testing.T) {
 		return false
 	})
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list")
+	g.CLIJSON(&list, "rita", "sessions", "list")
 	failed := 0
 	for _, s := range list {
 		if s.Status == "auth.failed" {
@@ -367,7 +367,7 @@ func TestPostgresMalformedInput(t *testing.T) {
 func TestPostgresDirectTLS(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
 	_, tok := grantFor(t, g, "read")
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	conn, err := pgconn.Connect(ctx, fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=require sslnegotiation=direct", host, port, tok))

@@ -27,11 +27,11 @@ func TestPostgresStory(t *testing.T) {
 
 	// The agent asks for read access and gets a request id and a token.
 	var iss control.Issued
-	g.cliJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", task, "--access", "read")
+	g.CLIJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", task, "--access", "read")
 	if iss.Grant.State != "pending" || !strings.HasPrefix(iss.Token, "alk_") || !strings.HasPrefix(iss.Grant.ID, "gr_") {
 		t.Fatalf("request returned %+v", iss)
 	}
-	text := g.mustCLI("agent-1", "request", "--resource", "demo-pg", "--task", "second request")
+	text := g.MustCLI("agent-1", "request", "--resource", "demo-pg", "--task", "second request")
 	if !strings.Contains(text, "request: gr_") || !strings.Contains(text, "token:   alk_") {
 		t.Fatalf("request prints no id and token:\n%s", text)
 	}
@@ -43,10 +43,10 @@ func TestPostgresStory(t *testing.T) {
 	}
 
 	// An agent cannot approve; the approver can.
-	if _, err := g.cli("agent-1", "grants", "approve", iss.Grant.ID); err == nil || !strings.Contains(err.Error(), "approver") {
+	if _, err := g.CLI("agent-1", "grants", "approve", iss.Grant.ID); err == nil || !strings.Contains(err.Error(), "approver") {
 		t.Fatalf("agent approving its own request: %v", err)
 	}
-	if out := g.mustCLI("alice", "grants", "approve", iss.Grant.ID); !strings.Contains(out, "active") {
+	if out := g.MustCLI("alice", "grants", "approve", iss.Grant.ID); !strings.Contains(out, "active") {
 		t.Fatalf("approve printed:\n%s", out)
 	}
 
@@ -102,7 +102,7 @@ select 'after rollback' as marker;
 
 	// The reviewer sees the sessions and every statement.
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+	g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 	var scriptSession *recorder.Summary
 	for i := range list {
 		// The script's 10, and the application_name=psql psql asks for
@@ -119,9 +119,9 @@ select 'after rollback' as marker;
 		t.Errorf("session summary: %+v", scriptSession)
 	}
 	var d control.SessionDetail
-	g.cliJSON(&d, "rita", "sessions", "show", scriptSession.Session)
+	g.CLIJSON(&d, "rita", "sessions", "show", scriptSession.Session)
 	checkScriptEvents(t, d.Events, iss.Grant.ID)
-	text = g.mustCLI("rita", "sessions", "show", scriptSession.Session)
+	text = g.MustCLI("rita", "sessions", "show", scriptSession.Session)
 	for _, want := range []string{"agent-1", task, iss.Grant.ID, "approved by alice", "DENY", "delete from orders", "requires write access", "1 row,", "session end"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("sessions show lacks %q:\n%s", want, text)
@@ -129,14 +129,14 @@ select 'after rollback' as marker;
 	}
 	// An agent lists its own sessions only (issue 17).
 	var own []recorder.Summary
-	g.cliJSON(&own, "agent-1", "sessions", "list")
+	g.CLIJSON(&own, "agent-1", "sessions", "list")
 	for _, s := range own {
 		if s.Agent != "agent-1" {
 			t.Errorf("agent-1's list holds %s of %s", s.Session, s.Agent)
 		}
 	}
 	var others []recorder.Summary
-	g.cliJSON(&others, "agent-2", "sessions", "list")
+	g.CLIJSON(&others, "agent-2", "sessions", "list")
 	if len(own) == 0 || len(others) != 0 {
 		t.Errorf("agent-1 lists %d sessions, agent-2 (none recorded) %d", len(own), len(others))
 	}
@@ -152,7 +152,7 @@ select 'after rollback' as marker;
 		t.Fatal(err)
 	}
 	defer hc.Conn.Close()
-	g.mustCLI("alice", "grants", "revoke", iss.Grant.ID)
+	g.MustCLI("alice", "grants", "revoke", iss.Grant.ID)
 	revoked := time.Now()
 	_ = hc.Conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 	rest, err := io.ReadAll(hc.Conn)
@@ -226,7 +226,7 @@ func checkScriptEvents(t *testing.T, evs []recorder.Event, grant string) {
 
 func connectPgx(t *testing.T, g *gateway, user, token string) *pgx.Conn {
 	t.Helper()
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=demo-pg sslmode=require", host, port, user, token))
@@ -242,7 +242,7 @@ func connectPgx(t *testing.T, g *gateway, user, token string) *pgx.Conn {
 func TestPostgresLoginRefusals(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "short task", "--ttl", "8s")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "short task", "--ttl", "8s")
 	if iss.Grant.State != "active" || iss.Grant.Approver() != "alice" {
 		t.Fatalf("pre-approved grant: %+v", iss.Grant)
 	}
@@ -274,7 +274,7 @@ func TestPostgresLoginRefusals(t *testing.T) {
 	}
 
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list")
+	g.CLIJSON(&list, "rita", "sessions", "list")
 	failed := map[string]bool{}
 	for _, s := range list {
 		if s.Status == "auth.failed" {
@@ -290,7 +290,7 @@ func TestPostgresLoginRefusals(t *testing.T) {
 	for _, s := range list {
 		if s.Status == "auth.failed" {
 			var d control.SessionDetail
-			g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+			g.CLIJSON(&d, "rita", "sessions", "show", s.Session)
 			for _, e := range d.Events {
 				if e.Auth != nil {
 					reasons = append(reasons, e.Auth.Reason)
@@ -312,7 +312,7 @@ func TestPostgresLoginRefusals(t *testing.T) {
 func TestPostgresRecorderDown(t *testing.T) {
 	g := startGateway(t, gatewayOptions{PublishTimeout: 500 * time.Millisecond})
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-7: fix a customer", "--access", "write")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-7: fix a customer", "--access", "write")
 	conn := connectPgx(t, g, "agent-1", iss.Token)
 	ctx := context.Background()
 	n := 0
@@ -342,7 +342,7 @@ func TestPostgresRecorderDown(t *testing.T) {
 	}
 
 	g.nats.Start(t)
-	g.waitHealthy()
+	g.WaitReady()
 	if _, err := conn.Exec(ctx, insert()); err != nil {
 		t.Fatalf("insert after the recorder returned, same session: %v", err)
 	}
@@ -354,11 +354,11 @@ func TestPostgresRecorderDown(t *testing.T) {
 	// The refused attempt is in the record: denied (the grant could not be
 	// confirmed either) or allowed but not executed.
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+	g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 	var found bool
 	for _, s := range list {
 		var d control.SessionDetail
-		g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+		g.CLIJSON(&d, "rita", "sessions", "show", s.Session)
 		notExecuted := map[uint64]bool{}
 		for _, e := range d.Events {
 			for _, r := range e.Outcomes() {
@@ -377,7 +377,7 @@ func TestPostgresRecorderDown(t *testing.T) {
 		t.Errorf("the refused insert is not in the record")
 	}
 	// Events republished after the outage keep the chain whole.
-	if out, err := g.cli("rita", "sessions", "verify", "--all"); err != nil {
+	if out, err := g.CLI("rita", "sessions", "verify", "--all"); err != nil {
 		t.Errorf("verify after the outage: %v\n%s", err, out)
 	}
 }
@@ -388,7 +388,7 @@ func TestPostgresRevocationReachesReplicas(t *testing.T) {
 	a := startGateway(t, gatewayOptions{})
 	b := startGateway(t, gatewayOptions{ReplicaOf: a})
 	var iss control.Issued
-	a.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-3: replica check")
+	a.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-3: replica check")
 	conn := connectPgx(t, b, "agent-1", iss.Token)
 	if _, err := conn.Exec(context.Background(), "select 1"); err != nil {
 		t.Fatalf("session on replica b: %v", err)
@@ -398,7 +398,7 @@ func TestPostgresRevocationReachesReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hc.Conn.Close()
-	a.mustCLI("alice", "grants", "revoke", iss.Grant.ID)
+	a.MustCLI("alice", "grants", "revoke", iss.Grant.ID)
 	revoked := time.Now()
 	_ = hc.Conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 	rest, err := io.ReadAll(hc.Conn)

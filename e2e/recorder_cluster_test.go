@@ -25,18 +25,18 @@ import (
 // account for: nothing ran unrecorded and nothing recorded was lost. And
 // every session verifies.
 func TestRecorderClusterNodeLoss(t *testing.T) {
-	u := newNATSUsers(t)
-	c := startDeployCluster(t, u)
+	u := testenv.NewNATSUsers(t)
+	c := testenv.StartDeployNATSCluster(t, u)
 	g := startGateway(t, gatewayOptions{
-		NATSURL: c.URL, NATSCredentials: u.seedFiles["gateway"], Replicas: 3,
+		NATSURL: c.URL, NATSCredentials: u.SeedFiles["gateway"], Replicas: 3,
 		PublishTimeout: 2 * time.Second,
 	})
 	g.pg.Exec(t, "create table load (id bigserial primary key, worker int not null, n int not null)")
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-12: load under node loss", "--access", "write")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-12: load under node loss", "--access", "write")
 
 	// The test's own view of the stream, as the operator.
-	nc, err := nats.Connect(c.URL, u.option(t, "admin"))
+	nc, err := nats.Connect(c.URL, u.Option(t, "admin"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestRecorderClusterNodeLoss(t *testing.T) {
 // loadConn connects one load worker; nil when the gateway refuses (the
 // recorder is failing over).
 func loadConn(g *gateway, token string, simple bool) *pgx.Conn {
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=agent-1 password=%s dbname=demo-pg sslmode=require connect_timeout=10", host, port, token))
 	if err != nil {
 		return nil

@@ -38,18 +38,18 @@ const failoverBound = 2 * time.Second
 // holds are exactly the executed inserts on record (nothing ran
 // unrecorded) and every session verifies.
 func TestRecorderFailoverWindow(t *testing.T) {
-	u := newNATSUsers(t)
-	c := startDeployCluster(t, u)
+	u := testenv.NewNATSUsers(t)
+	c := testenv.StartDeployNATSCluster(t, u)
 	// Gateway a knows only one seed and finds the others from the
 	// cluster; b is given every node.
 	a := startGateway(t, gatewayOptions{
-		NATSURL: c.Nodes[0].URL, NATSCredentials: u.seedFiles["gateway"], Replicas: 3,
+		NATSURL: c.Nodes[0].URL, NATSCredentials: u.SeedFiles["gateway"], Replicas: 3,
 		PublishTimeout: 2 * time.Second,
 	})
 	b := startGateway(t, gatewayOptions{ReplicaOf: a})
 	a.pg.Exec(t, "create table load (id bigserial primary key, worker int not null, n int not null)")
 	var iss control.Issued
-	a.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-16: failover window", "--access", "write")
+	a.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-16: failover window", "--access", "write")
 	js := adminJS(t, c, u)
 
 	load := startLoad(t, []*gateway{a, b}, iss.Token, 2)
@@ -93,10 +93,10 @@ func TestRecorderFailoverWindow(t *testing.T) {
 // replicas is revoked right after a node is killed; both sessions end
 // within failoverBound of the revoke command, whichever node was lost.
 func TestRecorderFailoverRevoke(t *testing.T) {
-	u := newNATSUsers(t)
-	c := startDeployCluster(t, u)
+	u := testenv.NewNATSUsers(t)
+	c := testenv.StartDeployNATSCluster(t, u)
 	a := startGateway(t, gatewayOptions{
-		NATSURL: c.URL, NATSCredentials: u.seedFiles["gateway"], Replicas: 3,
+		NATSURL: c.URL, NATSCredentials: u.SeedFiles["gateway"], Replicas: 3,
 		PublishTimeout: 2 * time.Second,
 	})
 	b := startGateway(t, gatewayOptions{ReplicaOf: a})
@@ -113,13 +113,13 @@ func TestRecorderFailoverRevoke(t *testing.T) {
 	}
 	for i, r := range rounds {
 		var iss control.Issued
-		a.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", fmt.Sprintf("INC-16: revoke during failover %d", i))
+		a.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", fmt.Sprintf("INC-16: revoke during failover %d", i))
 		ends := []<-chan sessionClosed{liveSession(t, a, iss.Token), liveSession(t, b, iss.Token)}
 		victim := r.victim()
 		leaders := clusterLeaders(t, c, js)
 		c.Kill(t, victim)
 		revoking := time.Now()
-		out, err := a.cli("alice", "grants", "revoke", iss.Grant.ID)
+		out, err := a.CLI("alice", "grants", "revoke", iss.Grant.ID)
 		revoked := time.Now()
 		if err != nil {
 			t.Errorf("revoke after killing %s (%s): %v\n%s", c.Nodes[victim].Name, r.what, err, out)
@@ -178,9 +178,9 @@ func liveSession(t *testing.T, g *gateway, token string) <-chan sessionClosed {
 }
 
 // adminJS is the test's own view of the cluster, as the operator.
-func adminJS(t *testing.T, c *testenv.NATSCluster, u *natsUsers) jetstream.JetStream {
+func adminJS(t *testing.T, c *testenv.NATSCluster, u *testenv.NATSUsers) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(c.URL, u.option(t, "admin"), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect(c.URL, u.Option(t, "admin"), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ var connectedRE = regexp.MustCompile(`msg="nats (?:re)?connected" url=nats://127
 // from the gateway's log.
 func connectedNode(t *testing.T, c *testenv.NATSCluster, g *gateway) int {
 	t.Helper()
-	m := connectedRE.FindAllStringSubmatch(g.logText(), -1)
+	m := connectedRE.FindAllStringSubmatch(g.Log(), -1)
 	if len(m) == 0 {
 		t.Fatalf("the gateway's log does not say which NATS server it is connected to")
 	}
@@ -510,16 +510,16 @@ func checkInsertsRecorded(t *testing.T, g *gateway, js jetstream.JetStream, ackn
 // clients' longest stop is measured like a SIGKILL's (and bounded by
 // failoverBound).
 func TestRecorderFailoverHostVanishes(t *testing.T) {
-	u := newNATSUsers(t)
-	c := startDeployCluster(t, u)
+	u := testenv.NewNATSUsers(t)
+	c := testenv.StartDeployNATSCluster(t, u)
 	fp := startFreezeProxy(t, strings.TrimPrefix(c.Nodes[0].URL, "nats://"))
 	g := startGateway(t, gatewayOptions{
-		NATSURL: fp.URL(), NATSCredentials: u.seedFiles["gateway"], Replicas: 3,
+		NATSURL: fp.URL(), NATSCredentials: u.SeedFiles["gateway"], Replicas: 3,
 		PublishTimeout: 2 * time.Second,
 	})
 	g.pg.Exec(t, "create table load (id bigserial primary key, worker int not null, n int not null)")
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-16: host vanishes", "--access", "write")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-16: host vanishes", "--access", "write")
 	js := adminJS(t, c, u)
 
 	load := startLoad(t, []*gateway{g}, iss.Token, 4)
@@ -633,23 +633,23 @@ func TestRecorderFailoverOldPermissions(t *testing.T) {
 	if err := os.WriteFile(conf, []byte(strings.Join(old, "\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	u := newNATSUsers(t)
+	u := testenv.NewNATSUsers(t)
 	c := testenv.StartNATSCluster(t, testenv.NATSClusterOptions{
-		Include: conf, Env: u.env, ClientOptions: []nats.Option{u.option(t, "admin")},
+		Include: conf, Env: u.Env, ClientOptions: []nats.Option{u.Option(t, "admin")},
 	})
-	g := startGateway(t, gatewayOptions{NATSURL: c.URL, NATSCredentials: u.seedFiles["gateway"], Replicas: 3})
+	g := startGateway(t, gatewayOptions{NATSURL: c.URL, NATSCredentials: u.SeedFiles["gateway"], Replicas: 3})
 	for _, want := range []string{"recorder failover off", "grants standby bucket off"} {
-		if !strings.Contains(g.logText(), want) {
+		if !strings.Contains(g.Log(), want) {
 			t.Errorf("the gateway's log does not say %q", want)
 		}
 	}
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-16: old permissions")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-16: old permissions")
 	if out, err := g.psql("agent-1", iss.Token, "demo-pg", "select 1;", "-At"); err != nil || strings.TrimSpace(out) != "1" {
 		t.Fatalf("statement without failover: %v\n%s", err, out)
 	}
 	end := liveSession(t, g, iss.Token)
-	g.mustCLI("alice", "grants", "revoke", iss.Grant.ID)
+	g.MustCLI("alice", "grants", "revoke", iss.Grant.ID)
 	select {
 	case e := <-end:
 		if !strings.Contains(e.said, "revoked") {

@@ -44,7 +44,7 @@ func (p *psqlSession) output() string {
 // listener and keeps it open.
 func (g *gateway) openPsql(t *testing.T, token string) *psqlSession {
 	t.Helper()
-	host, port, _ := strings.Cut(g.pgAddr, ":")
+	host, port, _ := strings.Cut(g.PostgresAddr, ":")
 	p := &psqlSession{t: t, done: make(chan struct{})}
 	p.cmd = exec.Command("psql", fmt.Sprintf("host=%s port=%s user=agent-1 dbname=demo-pg sslmode=require connect_timeout=10", host, port), "-X")
 	p.cmd.Env = append(os.Environ(), "PGPASSWORD="+token)
@@ -106,9 +106,9 @@ var instanceRe = regexp.MustCompile(`msg="gateway instance" instance=(gi_[a-z2-7
 // instanceOf is the instance id the gateway logged at its last start.
 func (g *gateway) instanceOf() string {
 	g.t.Helper()
-	m := instanceRe.FindAllStringSubmatch(g.logText(), -1)
+	m := instanceRe.FindAllStringSubmatch(g.Log(), -1)
 	if len(m) == 0 {
-		g.t.Fatalf("the gateway did not log its instance:\n%s", g.logText())
+		g.t.Fatalf("the gateway did not log its instance:\n%s", g.Log())
 	}
 	return m[len(m)-1][1]
 }
@@ -126,7 +126,7 @@ func TestRecorderInterruptedByReplica(t *testing.T) {
 	a := startGateway(t, gatewayOptions{Recorder: rc})
 	b := startGateway(t, gatewayOptions{ReplicaOf: a, Recorder: rc})
 	var iss control.Issued
-	a.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-12: replica notices", "--access", "read")
+	a.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-12: replica notices", "--access", "read")
 
 	// One finished session on a, one live session on b.
 	if out, err := a.psql("agent-1", iss.Token, "demo-pg", "select 1;\n"); err != nil {
@@ -138,7 +138,7 @@ func TestRecorderInterruptedByReplica(t *testing.T) {
 	p := a.openPsql(t, iss.Token)
 	p.run("select count(*) from orders;", "(1 row)")
 	p.run("select 'still here';", "(1 row)")
-	a.kill()
+	a.Kill()
 	killed := time.Now()
 	p.gone()
 
@@ -146,7 +146,7 @@ func TestRecorderInterruptedByReplica(t *testing.T) {
 	deadline := killed.Add(timeout + 20*time.Second)
 	for {
 		var list []recorder.Summary
-		b.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+		b.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 		var interrupted []recorder.Summary
 		for _, s := range list {
 			if s.Status == recorder.StatusInterrupted {
@@ -161,7 +161,7 @@ func TestRecorderInterruptedByReplica(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the killed gateway's session is not marked interrupted %s after the kill: %+v\n%s", time.Since(killed), list, b.logText())
+			t.Fatalf("the killed gateway's session is not marked interrupted %s after the kill: %+v\n%s", time.Since(killed), list, b.Log())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -178,7 +178,7 @@ func TestRecorderInterruptedByReplica(t *testing.T) {
 
 	// The others are as they were: b's live session open, a's first ended.
 	var list []recorder.Summary
-	b.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+	b.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 	status := map[string]int{}
 	for _, s := range list {
 		status[s.Status]++
@@ -192,7 +192,7 @@ func TestRecorderInterruptedByReplica(t *testing.T) {
 		t.Fatalf("verify: exit %d, want 3\n%s%s", code, stdout, stderr)
 	}
 	var d control.SessionDetail
-	b.cliJSON(&d, "rita", "sessions", "show", sess.Session)
+	b.CLIJSON(&d, "rita", "sessions", "show", sess.Session)
 	last := d.Events[len(d.Events)-1]
 	if last.Type != recorder.TypeSessionInterrupted || last.Interrupted.LastSeq != last.Seq-1 || last.Time.Before(killed) {
 		t.Fatalf("the last event: %+v", last)
@@ -209,14 +209,14 @@ func TestRecorderInterruptedByReplica(t *testing.T) {
 func TestRecorderUnsignedTailAfterKill(t *testing.T) {
 	g := startGateway(t, gatewayOptions{Recorder: "  sign_interval: 40s\n"})
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-12: unsigned tail", "--access", "read")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-12: unsigned tail", "--access", "read")
 	p := g.openPsql(t, iss.Token)
 	for i := range 3 {
 		p.run(fmt.Sprintf("select %d as n;", i), "(1 row)")
 	}
-	g.kill()
+	g.Kill()
 	p.gone()
-	g.restart()
+	g.Restart()
 	s := waitInterrupted(t, g, "rita", 15*time.Second)
 
 	// The signed session.start, then four unsigned events: psql's

@@ -91,7 +91,7 @@ func TestNetnsAgentReachesOnlyGateway(t *testing.T) {
 	gwPort := testenv.FreePort(t)
 	g := startGateway(t, gatewayOptions{PostgresListen: fmt.Sprintf("%s:%d", ns.hostIP, gwPort)})
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-14: agent in a box", "--access", "read")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-14: agent in a box", "--access", "read")
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -105,7 +105,7 @@ func TestNetnsAgentReachesOnlyGateway(t *testing.T) {
 		t.Fatalf("a refused statement from the namespace: %s", out)
 	}
 
-	httpPort, _ := strconv.Atoi(g.httpURL[strings.LastIndex(g.httpURL, ":")+1:])
+	httpPort, _ := strconv.Atoi(g.URL[strings.LastIndex(g.URL, ":")+1:])
 	backends := []struct {
 		what string
 		port int

@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/config"
@@ -22,55 +19,6 @@ import (
 	"github.com/airlockhq/airlock/recorder"
 	"github.com/airlockhq/airlock/testenv"
 )
-
-// natsUsers are nkeys for the users of deploy/nats/accounts.conf: seed
-// files to connect with and the environment the servers read the public
-// keys from.
-type natsUsers struct {
-	seedFiles map[string]string // user -> seed file
-	env       []string
-}
-
-func newNATSUsers(t *testing.T) *natsUsers {
-	t.Helper()
-	u := &natsUsers{seedFiles: map[string]string{}}
-	dir := t.TempDir()
-	for _, name := range []string{"gateway", "reviewer", "admin", "sys"} {
-		kp, err := nkeys.CreateUser()
-		if err != nil {
-			t.Fatal(err)
-		}
-		pub, _ := kp.PublicKey()
-		seed, _ := kp.Seed()
-		p := filepath.Join(dir, name+".nk")
-		if err := os.WriteFile(p, seed, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		u.seedFiles[name] = p
-		u.env = append(u.env, "AIRLOCK_NATS_"+strings.ToUpper(name)+"_NKEY="+pub)
-	}
-	return u
-}
-
-func (u *natsUsers) option(t *testing.T, user string) nats.Option {
-	t.Helper()
-	opt, err := nats.NkeyOptionFromSeed(u.seedFiles[user])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return opt
-}
-
-// startDeployCluster runs a 3-node cluster with the users and permissions
-// of deploy/nats/accounts.conf.
-func startDeployCluster(t *testing.T, u *natsUsers) *testenv.NATSCluster {
-	t.Helper()
-	return testenv.StartNATSCluster(t, testenv.NATSClusterOptions{
-		Include:       filepath.Join("..", "deploy", "nats", "accounts.conf"),
-		Env:           u.env,
-		ClientOptions: []nats.Option{u.option(t, "admin")},
-	})
-}
 
 // violations collects the permission errors the server sends a
 // connection, which is how a refused publish or subscribe is reported.
@@ -105,9 +53,9 @@ func (v *violations) wait(t *testing.T, subject string) {
 	t.Fatalf("no permissions violation for %s; got %q", subject, v.errs)
 }
 
-func connectAs(t *testing.T, c *testenv.NATSCluster, u *natsUsers, user string, v *violations, extra ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+func connectAs(t *testing.T, c *testenv.NATSCluster, u *testenv.NATSUsers, user string, v *violations, extra ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	opts := append([]nats.Option{u.option(t, user), nats.ErrorHandler(v.handler)}, extra...)
+	opts := append([]nats.Option{u.Option(t, user), nats.ErrorHandler(v.handler)}, extra...)
 	nc, err := nats.Connect(c.URL, opts...)
 	if err != nil {
 		t.Fatalf("connect as %s: %v", user, err)
@@ -125,14 +73,14 @@ func connectAs(t *testing.T, c *testenv.NATSCluster, u *natsUsers, user string, 
 // that configuration, then proves that the gateway, the reviewer and the
 // operator are each refused what they must not do to the events stream.
 func TestRecorderNATSPermissions(t *testing.T) {
-	u := newNATSUsers(t)
-	c := startDeployCluster(t, u)
+	u := testenv.NewNATSUsers(t)
+	c := testenv.StartDeployNATSCluster(t, u)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
 	// The gateway, connected the way the gateway connects (natsconn with
 	// an nkey seed as recorder.credentials_file), does its whole job.
-	gw, err := natsconn.Connect(ctx, natsconn.Options{URL: c.URL, CredentialsFile: u.seedFiles["gateway"], Name: "perm-test"})
+	gw, err := natsconn.Connect(ctx, natsconn.Options{URL: c.URL, CredentialsFile: u.SeedFiles["gateway"], Name: "perm-test"})
 	if err != nil {
 		t.Fatal(err)
 	}

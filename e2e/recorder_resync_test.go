@@ -98,7 +98,7 @@ func TestRecorderGrantResync(t *testing.T) {
 	proxy := startCutProxy(t, strings.TrimPrefix(n.URL, "nats://"))
 	g := startGateway(t, gatewayOptions{NATSURL: proxy.URL(), PublishTimeout: 500 * time.Millisecond})
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-13: revoked while cut off", "--access", "read")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-13: revoked while cut off", "--access", "read")
 	conn := connectPgx(t, g, "agent-1", iss.Token)
 	ctx := context.Background()
 	if _, err := conn.Exec(ctx, "select 1"); err != nil {
@@ -192,7 +192,7 @@ func TestRecorderGrantResync(t *testing.T) {
 	// The record agrees: nothing allowed after the loss, every attempt
 	// there refused, and the session ended because of the revocation.
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+	g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 	var sess *recorder.Summary
 	for i := range list {
 		if list[i].Status == recorder.StatusEnded {
@@ -203,7 +203,7 @@ func TestRecorderGrantResync(t *testing.T) {
 		t.Fatalf("sessions: %+v", list)
 	}
 	var d control.SessionDetail
-	g.cliJSON(&d, "rita", "sessions", "show", sess.Session)
+	g.CLIJSON(&d, "rita", "sessions", "show", sess.Session)
 	executed := map[uint64]bool{}
 	for _, ev := range d.Events {
 		for _, r := range ev.Outcomes() {
@@ -240,7 +240,7 @@ func waitStatus(t *testing.T, g *gateway, status int) {
 	deadline := time.Now().Add(30 * time.Second)
 	last := 0
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(g.httpURL + "/healthz")
+		resp, err := http.Get(g.URL + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			last = resp.StatusCode

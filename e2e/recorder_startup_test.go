@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,22 +16,10 @@ import (
 	"github.com/airlockhq/airlock/testenv"
 )
 
-// waitExit waits up to d for the gateway process to exit and returns its
-// exit code; the test fails if it is still running.
-func (g *gateway) waitExit(d time.Duration) int {
-	g.t.Helper()
-	select {
-	case <-g.exitedCh:
-	case <-time.After(d):
-		g.t.Fatalf("the gateway still runs after %s:\n%s", d, g.logText())
-	}
-	return g.cmd.ProcessState.ExitCode()
-}
-
 // healthz is one GET /healthz: its status and decoded body; status 0
 // when nothing answers.
 func (g *gateway) healthz() (int, map[string]any) {
-	resp, err := http.Get(g.httpURL + "/healthz")
+	resp, err := http.Get(g.URL + "/healthz")
 	if err != nil {
 		return 0, nil
 	}
@@ -52,25 +39,14 @@ func TestGatewayRefusesOldNATSServer(t *testing.T) {
 	bin := testenv.RequireFile(t, "/usr/sbin/nats-server", "nats-server")
 	n := testenv.StartNATS(t, testenv.NATSOptions{Binary: bin})
 	g := startGateway(t, gatewayOptions{NATSURL: n.URL, NoWait: true})
-	if code := g.waitExit(30 * time.Second); code == 0 {
-		t.Fatalf("the gateway exited 0 on an old nats-server:\n%s", g.logText())
+	if code := g.WaitExit(30 * time.Second); code == 0 {
+		t.Fatalf("the gateway exited 0 on an old nats-server:\n%s", g.Log())
 	}
-	log := g.logText()
+	log := g.Log()
 	for _, want := range []string{"2.9.", "version", natsconn.MinServerVersion, "too old", n.URL} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the gateway's error does not mention %q:\n%s", want, log)
 		}
-	}
-}
-
-// stop ends the gateway as an operator does (SIGINT) and waits for it.
-func (g *gateway) stop() {
-	g.t.Helper()
-	_ = g.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-g.exitedCh:
-	case <-time.After(20 * time.Second):
-		g.t.Fatalf("the gateway did not stop within 20s of SIGINT:\n%s", g.logText())
 	}
 }
 
@@ -83,8 +59,8 @@ func (g *gateway) waitStarting(what string) map[string]any {
 	lastCode := 0
 	for time.Now().Before(deadline) {
 		select {
-		case <-g.exitedCh:
-			g.t.Fatalf("the gateway exited while it should wait for %s:\n%s", what, g.logText())
+		case <-g.Exited():
+			g.t.Fatalf("the gateway exited while it should wait for %s:\n%s", what, g.Log())
 		default:
 		}
 		code, body := g.healthz()
@@ -94,7 +70,7 @@ func (g *gateway) waitStarting(what string) map[string]any {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	g.t.Fatalf("/healthz never said the gateway waits for %q; last answer %d %v\n%s", what, lastCode, last, g.logText())
+	g.t.Fatalf("/healthz never said the gateway waits for %q; last answer %d %v\n%s", what, lastCode, last, g.Log())
 	return nil
 }
 
@@ -124,24 +100,24 @@ func TestGatewayWaitsForNATSCluster(t *testing.T) {
 	if e, _ := body["error"].(string); !strings.Contains(e, "gateway starting: waiting for") {
 		t.Fatalf("healthz while down: %v", body)
 	}
-	refusesConnections(t, g.pgAddr)
+	refusesConnections(t, g.PostgresAddr)
 	// The API says the same to the CLI.
-	if _, err := g.cli("rita", "sessions", "list"); err == nil || !strings.Contains(err.Error(), "gateway starting") {
+	if _, err := g.CLI("rita", "sessions", "list"); err == nil || !strings.Contains(err.Error(), "gateway starting") {
 		t.Fatalf("sessions list while starting: %v", err)
 	}
 
 	// One node of three: a connection, but no JetStream without a quorum.
 	c.Spawn(t, 0)
 	g.waitStarting("JetStream on NATS at " + c.URL)
-	refusesConnections(t, g.pgAddr)
+	refusesConnections(t, g.PostgresAddr)
 
 	c.Start(t, 1)
 	c.Start(t, 2)
-	g.waitHealthy()
-	t.Logf("start log:\n%s", grepLines(g.logText(), "start:"))
+	g.WaitReady()
+	t.Logf("start log:\n%s", grepLines(g.Log(), "start:"))
 
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-16: wait for the cluster", "--access", "read")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-16: wait for the cluster", "--access", "read")
 	out, err := g.psql("agent-1", iss.Token, "demo-pg", "select count(*) from orders;\n")
 	if err != nil || !strings.Contains(out, "(1 row)") {
 		t.Fatalf("psql after the cluster came back: %v\n%s", err, out)
@@ -157,10 +133,10 @@ func TestGatewayStartTimeout(t *testing.T) {
 	g := startGateway(t, gatewayOptions{NATSURL: url, NoWait: true, Recorder: "  start_timeout: 4s\n"})
 	g.waitStarting("a connection to NATS at " + url)
 	began := time.Now()
-	if code := g.waitExit(30 * time.Second); code == 0 {
-		t.Fatalf("exit 0 after the start timed out:\n%s", g.logText())
+	if code := g.WaitExit(30 * time.Second); code == 0 {
+		t.Fatalf("exit 0 after the start timed out:\n%s", g.Log())
 	}
-	log := g.logText()
+	log := g.Log()
 	for _, want := range []string{"gave up waiting for a connection to NATS at " + url, "recorder.start_timeout 4s", "start: waiting"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the gateway's log does not say %q:\n%s", want, log)
@@ -181,29 +157,29 @@ func TestGatewayAfterClusterRestart(t *testing.T) {
 	c := testenv.StartNATSCluster(t, testenv.NATSClusterOptions{})
 	g := startGateway(t, gatewayOptions{NATSURL: c.URL, Replicas: 3})
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-16: restart the stack", "--access", "read")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-16: restart the stack", "--access", "read")
 	if out, err := g.psql("agent-1", iss.Token, "demo-pg", "select 1;\n"); err != nil {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
 	waitSessionsEnded(t, g, 1)
 
 	for round, gatewayFirst := range []bool{false, true} {
-		g.stop()
+		g.Stop()
 		c.StopAll(t)
 		if gatewayFirst {
-			g.spawn()
+			g.Start()
 			g.waitStarting("NATS at " + c.URL)
 			c.StartAll(t)
 		} else {
 			for i := range c.Nodes {
 				c.Spawn(t, i)
 			}
-			g.spawn()
+			g.Start()
 		}
 		began := time.Now()
-		g.waitHealthy()
+		g.WaitReady()
 		t.Logf("round %d (gateway first: %v): ready after %s; start log:\n%s", round+1, gatewayFirst,
-			time.Since(began).Round(100*time.Millisecond), grepLines(g.logText(), "start:"))
+			time.Since(began).Round(100*time.Millisecond), grepLines(g.Log(), "start:"))
 
 		if out, err := g.psql("agent-1", iss.Token, "demo-pg", "select 2;\n"); err != nil {
 			t.Fatalf("psql after the restart: %v\n%s", err, out)
@@ -221,7 +197,7 @@ func waitSessionsEnded(t *testing.T, g *gateway, n int) {
 	deadline := time.Now().Add(15 * time.Second)
 	var list []recorder.Summary
 	for time.Now().Before(deadline) {
-		g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+		g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 		ended := 0
 		for _, s := range list {
 			if s.Status == recorder.StatusEnded {

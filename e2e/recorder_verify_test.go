@@ -24,8 +24,8 @@ func (g *gateway) cliRun(identity string, args ...string) (stdout, stderr string
 	g.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, g.bin, args...)
-	cmd.Env = append(os.Environ(), "AIRLOCK_SERVER="+g.httpURL, "AIRLOCK_TOKEN="+g.tokens[identity])
+	cmd := exec.CommandContext(ctx, g.Bin, args...)
+	cmd.Env = append(os.Environ(), "AIRLOCK_SERVER="+g.URL, "AIRLOCK_TOKEN="+g.Tokens[identity])
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -43,7 +43,7 @@ func (g *gateway) cliRun(identity string, args ...string) (stdout, stderr string
 // publishedKeys reads GET /v1/keys without a token: the key is public.
 func (g *gateway) publishedKeys(t *testing.T) []recorder.PublicKey {
 	t.Helper()
-	resp, err := http.Get(g.httpURL + "/v1/keys")
+	resp, err := http.Get(g.URL + "/v1/keys")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,13 +62,13 @@ func (g *gateway) publishedKeys(t *testing.T) []recorder.PublicKey {
 func TestRecorderVerifyAndExport(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-9: check the chain", "--access", "read")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-9: check the chain", "--access", "read")
 	out, err := g.psql("agent-1", iss.Token, "demo-pg", "select count(*) from orders;\ndelete from orders;\nselect 1; select 2;\n")
 	if err != nil && !strings.Contains(out, "airlock") {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+	g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 	if len(list) != 1 || list[0].Status != recorder.StatusEnded {
 		t.Fatalf("sessions: %+v", list)
 	}
@@ -77,7 +77,7 @@ func TestRecorderVerifyAndExport(t *testing.T) {
 	// The key is published, and is the one the gateway logged at start.
 	keys := g.publishedKeys(t)
 	fp := keys[0].Fingerprint
-	if !strings.Contains(g.logText(), fp) {
+	if !strings.Contains(g.Log(), fp) {
 		t.Fatalf("the gateway's log does not name its key %s", fp)
 	}
 
@@ -86,7 +86,7 @@ func TestRecorderVerifyAndExport(t *testing.T) {
 		t.Fatalf("verify %s: exit %d\n%s%s", id, code, stdout, stderr)
 	}
 	var rep recorder.Report
-	g.cliJSON(&rep, "rita", "sessions", "verify", id)
+	g.CLIJSON(&rep, "rita", "sessions", "verify", id)
 	// start, four statements (the outcomes ride on the next event), end.
 	if !rep.OK() || rep.Key != fp || rep.Events < 6 {
 		t.Fatalf("verify --json: %+v", rep)
@@ -114,7 +114,7 @@ func TestRecorderVerifyAndExport(t *testing.T) {
 	}
 	// Offline: no server, no token.
 	offline := func(args ...string) (string, string, int) {
-		cmd := exec.Command(g.bin, append([]string{"sessions", "verify", "--file", file}, args...)...)
+		cmd := exec.Command(g.Bin, append([]string{"sessions", "verify", "--file", file}, args...)...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 		var o, e bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &o, &e
@@ -173,7 +173,7 @@ func TestRecorderVerifyAndExport(t *testing.T) {
 func TestRecorderGatewayKilled(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-11: crash", "--access", "write")
+	g.CLIJSON(&iss, "alice", "grants", "create", "--agent", "agent-1", "--resource", "demo-pg", "--task", "INC-11: crash", "--access", "write")
 	conn := connectPgx(t, g, "agent-1", iss.Token)
 	ctx := context.Background()
 	for _, q := range []string{"select 1", "insert into customers(name, email) values ('Kim', 'kim@example.com')"} {
@@ -181,11 +181,11 @@ func TestRecorderGatewayKilled(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	g.kill()
+	g.Kill()
 	if _, err := conn.Exec(ctx, "select 2"); err == nil {
 		t.Fatal("the session outlived the gateway")
 	}
-	g.restart()
+	g.Restart()
 
 	s := waitInterrupted(t, g, "rita", 15*time.Second)
 	id := s.Session
@@ -207,11 +207,11 @@ func TestRecorderGatewayKilled(t *testing.T) {
 	if _, _, code := g.cliRun("rita", "sessions", "verify", "--all"); code != 3 {
 		t.Fatalf("verify --all with only an interrupted session: exit %d, want 3", code)
 	}
-	show := g.mustCLI("rita", "sessions", "show", id)
+	show := g.MustCLI("rita", "sessions", "show", id)
 	if !strings.Contains(show, "("+recorder.StatusInterrupted+")") || !strings.Contains(show, "session interrupted after seq") {
 		t.Fatalf("sessions show:\n%s", show)
 	}
-	t.Logf("sessions list:\n%s\nsessions show:\n%s\nsessions verify:\n%s", g.mustCLI("rita", "sessions", "list"), show, stdout)
+	t.Logf("sessions list:\n%s\nsessions show:\n%s\nsessions verify:\n%s", g.MustCLI("rita", "sessions", "list"), show, stdout)
 
 	// New sessions on the restarted gateway verify.
 	conn2 := connectPgx(t, g, "agent-1", iss.Token)
@@ -222,7 +222,7 @@ func TestRecorderGatewayKilled(t *testing.T) {
 	var list []recorder.Summary
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+		g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 		if len(list) == 2 && list[0].Status == recorder.StatusEnded || time.Now().After(deadline) {
 			break
 		}
@@ -240,13 +240,13 @@ func waitInterrupted(t *testing.T, g *gateway, identity string, within time.Dura
 	deadline := time.Now().Add(within)
 	var list []recorder.Summary
 	for time.Now().Before(deadline) {
-		g.cliJSON(&list, identity, "sessions", "list", "--agent", "agent-1")
+		g.CLIJSON(&list, identity, "sessions", "list", "--agent", "agent-1")
 		if len(list) == 1 && list[0].Status == recorder.StatusInterrupted {
 			return list[0]
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("no interrupted session within %s: %+v\n%s", within, list, g.logText())
+	t.Fatalf("no interrupted session within %s: %+v\n%s", within, list, g.Log())
 	return recorder.Summary{}
 }
 

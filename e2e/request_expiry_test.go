@@ -17,12 +17,12 @@ import (
 func TestRequestExpiry(t *testing.T) {
 	g := startGateway(t, gatewayOptions{Config: "grants:\n  request_ttl: 4s\n"})
 
-	out := g.mustCLI("agent-1", "request", "--resource", "demo-pg", "--task", "INC-77 stale request")
+	out := g.MustCLI("agent-1", "request", "--resource", "demo-pg", "--task", "INC-77 stale request")
 	if !strings.Contains(out, "expires:") || !strings.Contains(out, "unless approved or denied") {
 		t.Errorf("request output does not say when it expires:\n%s", out)
 	}
 	var stale control.Issued
-	g.cliJSON(&stale, "agent-1", "request", "--resource", "demo-pg", "--task", "INC-78 stale request")
+	g.CLIJSON(&stale, "agent-1", "request", "--resource", "demo-pg", "--task", "INC-78 stale request")
 	id := stale.Grant.ID
 	if stale.Grant.State != authz.StatePending || stale.Grant.RequestExpiresAt.IsZero() {
 		t.Fatalf("request: %+v", stale.Grant)
@@ -31,21 +31,21 @@ func TestRequestExpiry(t *testing.T) {
 		t.Errorf("request_expires_at is %s after requested_at, want 4s", d)
 	}
 	var fresh control.Issued
-	g.cliJSON(&fresh, "agent-1", "request", "--resource", "demo-pg", "--task", "INC-79 decided in time")
-	g.mustCLI("alice", "grants", "approve", fresh.Grant.ID)
+	g.CLIJSON(&fresh, "agent-1", "request", "--resource", "demo-pg", "--task", "INC-79 decided in time")
+	g.MustCLI("alice", "grants", "approve", fresh.Grant.ID)
 
 	time.Sleep(time.Until(stale.Grant.RequestExpiresAt) + 500*time.Millisecond)
 
-	_, err := g.cli("alice", "grants", "approve", id)
+	_, err := g.CLI("alice", "grants", "approve", id)
 	want := "request " + id + " expired at " + stale.Grant.RequestExpiresAt.UTC().Format(time.RFC3339)
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "the agent must request again") {
 		t.Fatalf("approving an expired request: %v, want %q ... the agent must request again", err, want)
 	}
-	if _, err := g.cli("alice", "grants", "deny", id, "--reason", "late"); err == nil || !strings.Contains(err.Error(), "the agent must request again") {
+	if _, err := g.CLI("alice", "grants", "deny", id, "--reason", "late"); err == nil || !strings.Contains(err.Error(), "the agent must request again") {
 		t.Errorf("denying an expired request: %v", err)
 	}
 
-	list := g.mustCLI("alice", "grants", "list")
+	list := g.MustCLI("alice", "grants", "list")
 	var row, freshRow string
 	for _, l := range strings.Split(list, "\n") {
 		if strings.HasPrefix(l, id) {
@@ -62,7 +62,7 @@ func TestRequestExpiry(t *testing.T) {
 		t.Errorf("grants list row of the request approved in time: %q\n%s", freshRow, list)
 	}
 	var expired []authz.Grant
-	g.cliJSON(&expired, "alice", "grants", "list", "--state", "expired")
+	g.CLIJSON(&expired, "alice", "grants", "list", "--state", "expired")
 	if len(expired) != 2 {
 		t.Errorf("grants list --state expired: %d grants, want the 2 requests nobody decided: %+v", len(expired), expired)
 	}

@@ -98,7 +98,6 @@ func TestSSHPasswordClients(t *testing.T) {
 	testenv.RequireBinary(t, "sftp", "openssh-client")
 	py := testenv.RequirePythonModule(t, "paramiko", "python3-paramiko")
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
 	remote := t.TempDir()
 	if err := os.WriteFile(filepath.Join(remote, "hosts.txt"), []byte("box file\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -256,7 +255,7 @@ func TestSSHPasswordClients(t *testing.T) {
 		}
 		for _, s := range fails[:4] {
 			var d control.SessionDetail
-			g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+			g.CLIJSON(&d, "rita", "sessions", "show", s.Session)
 			if len(d.Events) != 1 || d.Events[0].Auth == nil || !strings.HasPrefix(d.Events[0].Auth.Reason, "bad-token:") {
 				t.Errorf("wrong-token session %s recorded as %+v", s.Session, d.Events)
 			}

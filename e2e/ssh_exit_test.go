@@ -67,7 +67,6 @@ func exitOf(status *int, signal string) string {
 // and a connection with several channels (the end carries the last).
 func TestSSHExitStatus(t *testing.T) {
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
 	g.sshGrant("box", "INC-16: exit statuses", "--command", "exit *", "--command", "sh -c *",
 		"--command", "raw:kill -TERM $$", "--shell", "--files", "read")
 
@@ -193,7 +192,7 @@ func TestSSHExitStatus(t *testing.T) {
 		t.Errorf("session of two channels: end %+v, want the last one's signal TERM", end)
 	}
 	// airlock sessions show prints it.
-	if out := g.mustCLI("rita", "sessions", "show", d.Summary.Session); !strings.Contains(out, "denied; last command: signal TERM)") {
+	if out := g.MustCLI("rita", "sessions", "show", d.Summary.Session); !strings.Contains(out, "denied; last command: signal TERM)") {
 		t.Errorf("sessions show does not show how the session's last command ended:\n%s", out)
 	}
 }

@@ -35,71 +35,42 @@ type sshSide struct {
 	// agentKey is agent-1's private key file (registered in the config).
 	agentKey string
 	// knownHosts pins the gateway's host key for OpenSSH clients; written
-	// once the gateway made its key.
+	// once the gateway is ready (testenv.Gateway.KnownHosts).
 	knownHosts string
 	// askpass prints $AIRLOCK_TEST_TOKEN, so OpenSSH can log in with a
 	// token as its password.
 	askpass string
 }
 
-// addSSH adds the SSH listener, agent-1's public key and the ssh resources
-// to cfg: box (the sshd, its host key pinned) and box-badkey (the same
-// sshd with another host key pinned).
-func (g *gateway) addSSH(t testing.TB, cfg string) string {
+// newSSHSide starts the sshd and makes agent-1's key (returned as its
+// authorized_keys line); it adds the ssh resources to res: box (the sshd,
+// its host key pinned) and box-badkey (the same sshd with another host
+// key pinned).
+func newSSHSide(t testing.TB, res []testenv.GatewayResource) (*sshSide, string, []testenv.GatewayResource) {
 	t.Helper()
 	testenv.RequireBinary(t, "ssh", "openssh-client")
 	sshd := testenv.StartSSHD(t, testenv.SSHDOptions{})
-	s := &sshSide{sshd: sshd, host: "127.0.0.1", port: fmt.Sprint(testenv.FreePort(t))}
-	s.addr = s.host + ":" + s.port
-	s.agentKey = filepath.Join(g.dir, "agent-1_ed25519")
+	dir := t.TempDir()
+	s := &sshSide{sshd: sshd}
+	s.agentKey = filepath.Join(dir, "agent-1_ed25519")
 	pub := strings.TrimSpace(testenv.NewSSHKey(t, s.agentKey))
-	wrong := strings.TrimSpace(testenv.NewSSHKey(t, filepath.Join(g.dir, "not_the_host_key")))
-	s.knownHosts = filepath.Join(g.dir, "gateway_known_hosts")
-	s.askpass = filepath.Join(g.dir, "askpass.sh")
+	wrong := strings.TrimSpace(testenv.NewSSHKey(t, filepath.Join(dir, "not_the_host_key")))
+	s.askpass = filepath.Join(dir, "askpass.sh")
 	if err := os.WriteFile(s.askpass, []byte("#!/bin/sh\nprintf '%s\\n' \"$AIRLOCK_TEST_TOKEN\"\n"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	g.ssh = s
-	cfg = strings.Replace(cfg, "listen:\n", "listen:\n  ssh: "+s.addr+"\n", 1)
-	cfg = strings.Replace(cfg, "  - { name: agent-1, role: agent, ", fmt.Sprintf("  - { name: agent-1, role: agent, ssh_public_keys: [%q], ", pub), 1)
 	for _, r := range []struct{ name, hostKey string }{{"box", sshd.HostKey}, {"box-badkey", wrong}} {
-		cfg += fmt.Sprintf(`  - name: %s
-    protocol: ssh
-    address: %s
-    user: %s
-    auth: { type: private_key, key_file: %s }
-    host_key: %q
-`, r.name, sshd.Addr(), sshd.User, sshd.ClientKeyFile, r.hostKey)
+		res = append(res, testenv.GatewayResource{Name: r.name, Protocol: "ssh", Address: sshd.Addr(), User: sshd.User,
+			KeyFile: sshd.ClientKeyFile, HostKey: r.hostKey})
 	}
-	return cfg
+	return s, pub, res
 }
 
-// sshReady writes known_hosts from the host key the gateway generated in
-// its data_dir on first start.
-func (g *gateway) sshReady() {
-	g.t.Helper()
-	// The HTTP API answers before the SSH listener is up.
-	var pub []byte
-	up := waitFor(15*time.Second, func() bool {
-		var err error
-		pub, err = os.ReadFile(filepath.Join(g.dir, "data", "ssh_host_ed25519_key.pub"))
-		if err != nil {
-			return false
-		}
-		c, err := net.DialTimeout("tcp", g.ssh.addr, time.Second)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	})
-	if !up {
-		g.t.Fatalf("the SSH listener is not up, or wrote no host key in data_dir:\n%s", g.logText())
-	}
-	line := fmt.Sprintf("[%s]:%s %s", g.ssh.host, g.ssh.port, pub)
-	if err := os.WriteFile(g.ssh.knownHosts, []byte(line), 0o600); err != nil {
-		g.t.Fatal(err)
-	}
+// listening takes the SSH listener's address and the known_hosts file
+// pinning its host key from the started gateway.
+func (s *sshSide) listening(g *testenv.Gateway) {
+	s.addr, s.knownHosts = g.SSHAddr, g.KnownHosts
+	s.host, s.port, _ = net.SplitHostPort(g.SSHAddr)
 }
 
 // sshRun is one run of an OpenSSH client program.
@@ -161,7 +132,7 @@ func (g *gateway) sshAs(resource string, auth []string, token string, args ...st
 func (g *gateway) sshGrant(resource, task string, flags ...string) control.Issued {
 	g.t.Helper()
 	var iss control.Issued
-	g.cliJSON(&iss, "alice", append([]string{"grants", "create", "--agent", "agent-1", "--resource", resource, "--task", task}, flags...)...)
+	g.CLIJSON(&iss, "alice", append([]string{"grants", "create", "--agent", "agent-1", "--resource", resource, "--task", task}, flags...)...)
 	return iss
 }
 
@@ -169,7 +140,7 @@ func (g *gateway) sshGrant(resource, task string, flags ...string) control.Issue
 func (g *gateway) sessionsOf(resource string) []recorder.Summary {
 	g.t.Helper()
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list", "--agent", "agent-1", "--resource", resource)
+	g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1", "--resource", resource)
 	return list
 }
 
@@ -182,7 +153,7 @@ func (g *gateway) lastSession(resource string) control.SessionDetail {
 		list := g.sessionsOf(resource)
 		if len(list) > 0 && list[0].Status != recorder.StatusOpen {
 			var d control.SessionDetail
-			g.cliJSON(&d, "rita", "sessions", "show", list[0].Session)
+			g.CLIJSON(&d, "rita", "sessions", "show", list[0].Session)
 			return d
 		}
 		if time.Now().After(deadline) {
@@ -243,8 +214,7 @@ func dataOf(evs []recorder.Event, id uint64, stream string) string {
 // exit status, byte counts and output.
 func TestSSHExec(t *testing.T) {
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
-	if log := g.logText(); !strings.Contains(log, "SSH host key") || !strings.Contains(log, "fingerprint=SHA256:") {
+	if log := g.Log(); !strings.Contains(log, "SSH host key") || !strings.Contains(log, "fingerprint=SHA256:") {
 		t.Errorf("the gateway did not log its SSH host key fingerprint:\n%s", log)
 	}
 	marker := filepath.Join(t.TempDir(), "marker")
@@ -399,7 +369,6 @@ func waitFor(d time.Duration, cond func() bool) bool {
 func TestSSHShellReplay(t *testing.T) {
 	testenv.RequireBinary(t, "tmux", "tmux")
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
 	g.sshGrant("box", "INC-12: look around", "--shell")
 
 	sock := filepath.Join(t.TempDir(), "tmux.sock")
@@ -429,7 +398,7 @@ func TestSSHShellReplay(t *testing.T) {
 		t.Fatalf("tmux: %v %s", err, out)
 	}
 	if !waitFor(15*time.Second, func() bool { p := pane(); return strings.Contains(p, "#") || strings.Contains(p, "$") || dead() }) || dead() {
-		t.Fatalf("no shell prompt through airlock:\n%s\n%s", pane(), g.logText())
+		t.Fatalf("no shell prompt through airlock:\n%s\n%s", pane(), g.Log())
 	}
 	time.Sleep(300 * time.Millisecond)
 	if out, err := tmux("send-keys", "-t", "agent", "echo airlock-$((6*7)) && tput cols", "Enter"); err != nil {
@@ -485,7 +454,7 @@ func TestSSHShellReplay(t *testing.T) {
 	}
 	// What the reviewer exports with the CLI plays in asciinema.
 	castFile := filepath.Join(t.TempDir(), "session.cast")
-	g.mustCLI("rita", "sessions", "export", d.Summary.Session, "--format", "asciicast", "-o", castFile)
+	g.MustCLI("rita", "sessions", "export", d.Summary.Session, "--format", "asciicast", "-o", castFile)
 	player := testenv.RequireBinary(t, "asciinema", "asciinema")
 	script := testenv.RequireBinary(t, "script", "bsdutils")
 	// asciinema wants a terminal; script(1) gives it one.
@@ -495,7 +464,7 @@ func TestSSHShellReplay(t *testing.T) {
 
 	// The replay plays the output with the original timing.
 	start := time.Now()
-	out := g.mustCLI("rita", "sessions", "replay", d.Summary.Session)
+	out := g.MustCLI("rita", "sessions", "replay", d.Summary.Session)
 	took := time.Since(start)
 	if !strings.Contains(out, "airlock-42") {
 		t.Errorf("replay lacks the output:\n%q", out)
@@ -504,7 +473,7 @@ func TestSSHShellReplay(t *testing.T) {
 		t.Errorf("replay at speed 1 took %v for a %0.2fs recording", took, last)
 	}
 	start = time.Now()
-	if out := g.mustCLI("rita", "sessions", "replay", d.Summary.Session, "--speed", "100"); !strings.Contains(out, "airlock-42") || time.Since(start) > took {
+	if out := g.MustCLI("rita", "sessions", "replay", d.Summary.Session, "--speed", "100"); !strings.Contains(out, "airlock-42") || time.Since(start) > took {
 		t.Errorf("replay at speed 100 took %v (speed 1: %v)", time.Since(start), took)
 	}
 
@@ -526,11 +495,11 @@ func TestSSHShellReplay(t *testing.T) {
 	}
 	all := g.sessionsOf("box")
 	var pty control.SessionDetail
-	g.cliJSON(&pty, "rita", "sessions", "show", all[1].Session)
+	g.CLIJSON(&pty, "rita", "sessions", "show", all[1].Session)
 	if st, _ := findStatement(t, pty.Events, "PTY", "pty"); st.Decision != "deny" {
 		t.Errorf("pty recorded as %+v", st)
 	}
-	if _, err := g.cli("rita", "sessions", "replay", d.Summary.Session); err == nil || !strings.Contains(err.Error(), "no terminal") {
+	if _, err := g.CLI("rita", "sessions", "replay", d.Summary.Session); err == nil || !strings.Contains(err.Error(), "no terminal") {
 		t.Errorf("replaying a session without a terminal: %v", err)
 	}
 }
@@ -560,7 +529,6 @@ func echoServer(t *testing.T) string {
 // -R is refused; each is recorded.
 func TestSSHForwarding(t *testing.T) {
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
 	echo := echoServer(t)
 	iss := g.sshGrant("box", "INC-13: reach the echo service", "--forward", echo)
 	args := func(extra ...string) []string {
@@ -616,7 +584,7 @@ func TestSSHForwarding(t *testing.T) {
 	var all []recorder.Event
 	for _, s := range g.sessionsOf("box") {
 		var d control.SessionDetail
-		g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+		g.CLIJSON(&d, "rita", "sessions", "show", s.Session)
 		all = append(all, d.Events...)
 	}
 	if st, _ := findStatement(t, all, "DIRECT-TCPIP", "direct-tcpip "+echo); st.Decision != "allow" {
@@ -637,7 +605,6 @@ func TestSSHForwarding(t *testing.T) {
 func TestSSHFiles(t *testing.T) {
 	testenv.RequireBinary(t, "sftp", "openssh-client")
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
 	remote, local := t.TempDir(), t.TempDir()
 	if err := os.Chmod(remote, 0o755); err != nil {
 		t.Fatal(err)
@@ -721,12 +688,12 @@ func TestSSHFiles(t *testing.T) {
 	}
 	t.Logf("sftp -b under --files read, stderr:\n%s", r.stderr)
 	// The grant lists as what it allows, not as "read" access.
-	for _, l := range strings.Split(g.mustCLI("alice", "grants", "list"), "\n") {
+	for _, l := range strings.Split(g.MustCLI("alice", "grants", "list"), "\n") {
 		if strings.HasPrefix(l, ro.Grant.ID) && !strings.Contains(l, "ssh: files: read") {
 			t.Errorf("grants list row of an ssh grant: %q", l)
 		}
 	}
-	if show := g.mustCLI("alice", "grants", "show", ro.Grant.ID); strings.Contains(show, "access:    read") || !strings.Contains(show, "files:") {
+	if show := g.MustCLI("alice", "grants", "show", ro.Grant.ID); strings.Contains(show, "access:    read") || !strings.Contains(show, "files:") {
 		t.Errorf("grants show of an ssh grant:\n%s", show)
 	}
 	if r.code == 0 {
@@ -766,24 +733,10 @@ func TestSSHFiles(t *testing.T) {
 	}
 }
 
-// gatewayHostKey is the gateway's SSH host public key.
-func (g *gateway) gatewayHostKey() ssh.PublicKey {
-	g.t.Helper()
-	b, err := os.ReadFile(filepath.Join(g.dir, "data", "ssh_host_ed25519_key.pub"))
-	if err != nil {
-		g.t.Fatal(err)
-	}
-	k, _, _, _, err := ssh.ParseAuthorizedKey(b)
-	if err != nil {
-		g.t.Fatal(err)
-	}
-	return k
-}
-
 // dialSSH logs in to the gateway with the x/crypto client.
 func (g *gateway) dialSSH(user string, auth ...ssh.AuthMethod) (*ssh.Client, error) {
 	return ssh.Dial("tcp", g.ssh.addr, &ssh.ClientConfig{
-		User: user, Auth: auth, HostKeyCallback: ssh.FixedHostKey(g.gatewayHostKey()), Timeout: 10 * time.Second,
+		User: user, Auth: auth, HostKeyCallback: ssh.FixedHostKey(g.HostKey), Timeout: 10 * time.Second,
 	})
 }
 
@@ -817,7 +770,6 @@ c.close()
 func TestSSHClients(t *testing.T) {
 	py := testenv.RequirePythonModule(t, "paramiko", "python3-paramiko")
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
 	remote := t.TempDir()
 	if err := os.WriteFile(filepath.Join(remote, "hosts.txt"), []byte("box file\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -924,7 +876,6 @@ func TestSSHClients(t *testing.T) {
 // and the refusal is recorded.
 func TestSSHUpstreamHostKeyMismatch(t *testing.T) {
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
 	g.sshGrant("box-badkey", "INC-17: a box with a changed key", "--command", "echo *")
 	r := g.sshAs("box-badkey", g.keyAuth(), "", "echo", "should-not-run")
 	if r.code != 255 || strings.Contains(r.stdout, "should-not-run") || !strings.Contains(r.stderr, "host key mismatch for box-badkey") {
@@ -944,14 +895,13 @@ func TestSSHUpstreamHostKeyMismatch(t *testing.T) {
 // connection at once, telling the agent why; the token stops working.
 func TestSSHRevokedMidSession(t *testing.T) {
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
 	iss := g.sshGrant("box", "INC-18: wait a while", "--command", "sh -c *")
 	a := append(append(g.sshOpts(), tokenAuth("password")...), "-p", g.ssh.port, "agent-1+box@"+g.ssh.host, "sh -c 'echo started; exec sleep 60'")
 	cmd, out := g.startClient("ssh", iss.Token, a...)
 	if !waitFor(15*time.Second, func() bool { return strings.Contains(out.String(), "started") }) {
 		t.Fatalf("the sleep never started:\n%s", out.String())
 	}
-	g.mustCLI("alice", "grants", "revoke", iss.Grant.ID)
+	g.MustCLI("alice", "grants", "revoke", iss.Grant.ID)
 	revoked := time.Now()
 	select {
 	case <-out.done:
@@ -980,10 +930,9 @@ func TestSSHRevokedMidSession(t *testing.T) {
 // TestSSHLoginRefusals: each refused login says why and is recorded once.
 func TestSSHLoginRefusals(t *testing.T) {
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
 	iss := g.sshGrant("box", "INC-19: active", "--command", "echo *")
 	var pending control.Issued
-	g.cliJSON(&pending, "agent-1", "request", "--resource", "box", "--task", "INC-19: not yet", "--command", "echo *")
+	g.CLIJSON(&pending, "agent-1", "request", "--resource", "box", "--task", "INC-19: not yet", "--command", "echo *")
 	pw := tokenAuth("password")
 	cases := []struct {
 		name, user, token string
@@ -1006,14 +955,14 @@ func TestSSHLoginRefusals(t *testing.T) {
 		}
 	}
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list")
+	g.CLIJSON(&list, "rita", "sessions", "list")
 	var reasons []string
 	for _, s := range list {
 		if s.Protocol != "ssh" || s.Status != recorder.StatusAuthFailed {
 			continue
 		}
 		var d control.SessionDetail
-		g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+		g.CLIJSON(&d, "rita", "sessions", "show", s.Session)
 		if len(d.Events) != 1 || d.Events[0].Auth == nil {
 			t.Errorf("refused login %s has %d events, want one auth.failed", s.Session, len(d.Events))
 			continue
@@ -1036,7 +985,6 @@ func TestSSHLoginRefusals(t *testing.T) {
 // recorded; the gateway keeps serving.
 func TestSSHMalformedPackets(t *testing.T) {
 	g := startGateway(t, gatewayOptions{SSH: true})
-	g.sshReady()
 	iss := g.sshGrant("box", "INC-20: fuzzing", "--command", "echo *", "--files", "read")
 	raw := func(name string, send func(c net.Conn, r *bufio.Reader)) {
 		c, err := net.Dial("tcp", g.ssh.addr)
@@ -1126,12 +1074,12 @@ func TestSSHMalformedPackets(t *testing.T) {
 		t.Errorf("unknown channel recorded as %+v", st)
 	}
 	var list []recorder.Summary
-	g.cliJSON(&list, "rita", "sessions", "list")
+	g.CLIJSON(&list, "rita", "sessions", "list")
 	handshake := 0
 	for _, s := range list {
 		if s.Status == recorder.StatusAuthFailed && s.Protocol == "ssh" {
 			var d control.SessionDetail
-			g.cliJSON(&d, "rita", "sessions", "show", s.Session)
+			g.CLIJSON(&d, "rita", "sessions", "show", s.Session)
 			if strings.Contains(d.Events[0].Auth.Reason, "ssh handshake failed") {
 				handshake++
 			}
@@ -1158,7 +1106,6 @@ func BenchmarkSSHThroughput(b *testing.B) {
 		}
 	}
 	g := startGateway(b, gatewayOptions{SSH: true})
-	g.sshReady()
 	g.sshGrant("box", "bench: throughput", "--command", "cat")
 	sshd := g.ssh.sshd
 	direct := []string{"-F", "/dev/null", "-o", "UserKnownHostsFile=" + sshd.KnownHostsFile, "-o", "StrictHostKeyChecking=yes",
@@ -1232,7 +1179,6 @@ func TestSSHCiphers(t *testing.T) {
 		{"  ssh_ciphers: [aes128-gcm@openssh.com, aes256-gcm@openssh.com]\n", "aes128-gcm@openssh.com", false},
 	} {
 		g := startGateway(t, gatewayOptions{SSH: true, Listen: tc.listen})
-		g.sshReady()
 		iss := g.sshGrant("box", "INC-70: ciphers", "--command", "echo *")
 		r := g.sshAs("box", tokenAuth("password"), iss.Token, "-v", "echo", "cipher-ok")
 		if r.code != 0 || strings.TrimSpace(r.stdout) != "cipher-ok" {

@@ -180,6 +180,16 @@ func buildAirlock() (string, error) {
 	return path, goBuild(root, "./cmd/airlock", path)
 }
 
+// ModuleRoot is the directory of go.mod, the checkout under test.
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return root
+}
+
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
