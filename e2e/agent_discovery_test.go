@@ -91,8 +91,7 @@ func (g *gateway) startWait(t *testing.T, args ...string) (*waitRun, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	w := &waitRun{id: make(chan string, 1), done: make(chan struct{})}
-	w.cmd = exec.CommandContext(ctx, g.Bin, append([]string{"request", "--wait"}, args...)...)
-	w.cmd.Env = append(os.Environ(), "AIRLOCK_SERVER="+g.URL, "AIRLOCK_TOKEN="+g.Tokens["agent-1"])
+	w.cmd = g.Command(ctx, "agent-1", append([]string{"request", "--wait"}, args...)...)
 	w.cmd.Stdout = &w.stdout
 	pr, err := w.cmd.StderrPipe()
 	if err != nil {

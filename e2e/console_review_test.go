@@ -140,7 +140,7 @@ func TestConsoleReview(t *testing.T) {
 	if badge != want {
 		t.Errorf("after tampering the badge reads %q, want %q", badge, want)
 	}
-	cli, _, code := g.cliRun("rita", "sessions", "verify", sid)
+	cli, _, code := g.CLIRun("rita", "sessions", "verify", sid)
 	if code != 1 || !strings.Contains(cli, strings.TrimSpace(evalJS[string](t, b, `document.getElementById("verify-detail").innerText`))) {
 		t.Errorf("the badge's detail is not what airlock sessions verify says:\nCLI: %s\npage: %s", cli, evalJS[string](t, b, `document.getElementById("verify-detail").innerText`))
 	}

@@ -79,12 +79,12 @@ func verifyAll(t *testing.T, g *gateway, session string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", "--all"); code != 0 {
+	if stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", "--all"); code != 0 {
 		t.Fatalf("verify --all: exit %d\n%s%s", code, stdout, stderr)
 	}
 	file := filepath.Join(t.TempDir(), "export.json")
 	g.MustCLI("rita", "sessions", "export", session, "-o", file)
-	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", "--file", file); code != 0 {
+	if stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", "--file", file); code != 0 {
 		t.Fatalf("verify --file of the export: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
@@ -358,7 +358,7 @@ func TestLargeStatementFailover(t *testing.T) {
 		g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 		for _, s := range list {
 			var d struct{ Events []recorder.Event }
-			if _, _, code := g.cliRun("rita", "sessions", "show", s.Session); code != 0 {
+			if _, _, code := g.CLIRun("rita", "sessions", "show", s.Session); code != 0 {
 				continue
 			}
 			g.CLIJSON(&d, "rita", "sessions", "show", s.Session)

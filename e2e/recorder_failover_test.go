@@ -496,7 +496,7 @@ func checkInsertsRecorded(t *testing.T, g *gateway, js jetstream.JetStream, ackn
 	if rows == 0 {
 		t.Error("no rows inserted")
 	}
-	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", "--all"); code != 0 {
+	if stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", "--all"); code != 0 {
 		t.Errorf("verify --all: exit %d\n%s%s", code, stdout, stderr)
 	} else {
 		t.Logf("verify --all: %s", lastLine(stdout))

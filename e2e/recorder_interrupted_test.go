@@ -187,7 +187,7 @@ func TestRecorderInterruptedByReplica(t *testing.T) {
 		t.Fatalf("sessions: %+v", list)
 	}
 
-	stdout, stderr, code := b.cliRun("rita", "sessions", "verify", sess.Session)
+	stdout, stderr, code := b.CLIRun("rita", "sessions", "verify", sess.Session)
 	if code != 3 || !strings.Contains(stdout, sess.Session+": INTERRUPTED (intact)") || !strings.Contains(stdout, "sent no heartbeat") {
 		t.Fatalf("verify: exit %d, want 3\n%s%s", code, stdout, stderr)
 	}
@@ -222,7 +222,7 @@ func TestRecorderUnsignedTailAfterKill(t *testing.T) {
 	// The signed session.start, then four unsigned events: psql's
 	// application_name, asked for at connect and recorded as a startup
 	// setting, and the three statements.
-	stdout, stderr, code := g.cliRun("rita", "sessions", "verify", s.Session)
+	stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", s.Session)
 	if code != 3 || !strings.Contains(stdout, "INTERRUPTED (intact)") || !strings.Contains(stdout, "chained, unsigned tail: the last 4 events (seq 2-5)") {
 		t.Fatalf("verify: exit %d, want 3 and a 4-event unsigned tail\n%s%s", code, stdout, stderr)
 	}
@@ -235,10 +235,10 @@ func TestRecorderUnsignedTailAfterKill(t *testing.T) {
 	}
 	// The record as exported verifies offline the same way.
 	file := t.TempDir() + "/s.json"
-	if _, stderr, code := g.cliRun("rita", "sessions", "export", s.Session, "-o", file); code != 0 {
+	if _, stderr, code := g.CLIRun("rita", "sessions", "export", s.Session, "-o", file); code != 0 {
 		t.Fatalf("export: %s", stderr)
 	}
-	if stdout, _, code := g.cliRun("rita", "sessions", "verify", "--file", file); code != 3 || !strings.Contains(stdout, "chained, unsigned tail") {
+	if stdout, _, code := g.CLIRun("rita", "sessions", "verify", "--file", file); code != 3 || !strings.Contains(stdout, "chained, unsigned tail") {
 		t.Fatalf("verify --file: exit %d\n%s", code, stdout)
 	}
 }

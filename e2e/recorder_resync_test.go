@@ -229,7 +229,7 @@ func TestRecorderGrantResync(t *testing.T) {
 	if refused == 0 {
 		t.Errorf("no refused attempt recorded after the loss")
 	}
-	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", sess.Session); code != 0 {
+	if stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", sess.Session); code != 0 {
 		t.Errorf("verify: exit %d\n%s%s", code, stdout, stderr)
 	}
 }

@@ -185,7 +185,7 @@ func TestGatewayAfterClusterRestart(t *testing.T) {
 			t.Fatalf("psql after the restart: %v\n%s", err, out)
 		}
 		waitSessionsEnded(t, g, round+2)
-		if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", "--all"); code != 0 {
+		if stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", "--all"); code != 0 {
 			t.Fatalf("verify --all after the restart: exit %d\n%s%s", code, stdout, stderr)
 		}
 	}

@@ -18,28 +18,6 @@ import (
 	"github.com/airlockhq/airlock/recorder"
 )
 
-// cliRun runs the airlock CLI as identity and returns stdout, stderr and
-// the exit status, for commands whose status carries meaning.
-func (g *gateway) cliRun(identity string, args ...string) (stdout, stderr string, code int) {
-	g.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, g.Bin, args...)
-	cmd.Env = append(os.Environ(), "AIRLOCK_SERVER="+g.URL, "AIRLOCK_TOKEN="+g.Tokens[identity])
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		g.t.Fatalf("airlock %s: %v", strings.Join(args, " "), err)
-	}
-	return out.String(), errb.String(), code
-}
-
 // publishedKeys reads GET /v1/keys without a token: the key is public.
 func (g *gateway) publishedKeys(t *testing.T) []recorder.PublicKey {
 	t.Helper()
@@ -81,7 +59,7 @@ func TestRecorderVerifyAndExport(t *testing.T) {
 		t.Fatalf("the gateway's log does not name its key %s", fp)
 	}
 
-	stdout, stderr, code := g.cliRun("rita", "sessions", "verify", id)
+	stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", id)
 	if code != 0 || !strings.Contains(stdout, id+": ok: ") || !strings.Contains(stdout, fp) {
 		t.Fatalf("verify %s: exit %d\n%s%s", id, code, stdout, stderr)
 	}
@@ -91,17 +69,17 @@ func TestRecorderVerifyAndExport(t *testing.T) {
 	if !rep.OK() || rep.Key != fp || rep.Events < 6 {
 		t.Fatalf("verify --json: %+v", rep)
 	}
-	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", "--all", "--since", "1h"); code != 0 || !strings.Contains(stdout, "1 sessions: 1 verified") {
+	if stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", "--all", "--since", "1h"); code != 0 || !strings.Contains(stdout, "1 sessions: 1 verified") {
 		t.Fatalf("verify --all: exit %d\n%s%s", code, stdout, stderr)
 	}
 	// An agent reads its own sessions only (issue 17): another agent's
 	// is not found.
-	if _, _, code := g.cliRun("agent-2", "sessions", "verify", id); code != 1 {
+	if _, _, code := g.CLIRun("agent-2", "sessions", "verify", id); code != 1 {
 		t.Fatalf("agent-2 verified agent-1's session: exit %d", code)
 	}
 
 	file := filepath.Join(t.TempDir(), id+".json")
-	if _, stderr, code := g.cliRun("rita", "sessions", "export", id, "-o", file); code != 0 {
+	if _, stderr, code := g.CLIRun("rita", "sessions", "export", id, "-o", file); code != 0 {
 		t.Fatalf("export: exit %d: %s", code, stderr)
 	}
 	b, err := os.ReadFile(file)
@@ -192,7 +170,7 @@ func TestRecorderGatewayKilled(t *testing.T) {
 	if s.End == nil || s.InterruptedBy == "" || s.Interrupted == nil || !strings.Contains(s.Interrupted.Reason, "successor on the same data directory") {
 		t.Fatalf("interrupted session: %+v %+v", s, s.Interrupted)
 	}
-	stdout, stderr, code := g.cliRun("rita", "sessions", "verify", id)
+	stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", id)
 	if code != 3 || !strings.Contains(stdout, id+": INTERRUPTED (intact)") || strings.Contains(stdout, "FAILED") {
 		t.Fatalf("verify of the cut session: exit %d, want 3\n%s%s", code, stdout, stderr)
 	}
@@ -204,7 +182,7 @@ func TestRecorderGatewayKilled(t *testing.T) {
 	if rep.Status != recorder.VerifyInterrupted || rep.FirstBad != 0 || rep.LastSeq < 3 || rep.Interrupted == nil || rep.Interrupted.LastSeq != rep.LastSeq {
 		t.Fatalf("verify --json: %+v", rep)
 	}
-	if _, _, code := g.cliRun("rita", "sessions", "verify", "--all"); code != 3 {
+	if _, _, code := g.CLIRun("rita", "sessions", "verify", "--all"); code != 3 {
 		t.Fatalf("verify --all with only an interrupted session: exit %d, want 3", code)
 	}
 	show := g.MustCLI("rita", "sessions", "show", id)
@@ -228,7 +206,7 @@ func TestRecorderGatewayKilled(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if stdout, stderr, code := g.cliRun("rita", "sessions", "verify", list[0].Session); code != 0 {
+	if stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", list[0].Session); code != 0 {
 		t.Fatalf("verify of a session after the restart: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
@@ -254,6 +232,6 @@ func waitInterrupted(t *testing.T, g *gateway, identity string, within time.Dura
 // non-zero and returns its stdout.
 func mustCLIJSONRaw(t *testing.T, g *gateway, args ...string) string {
 	t.Helper()
-	stdout, _, _ := g.cliRun("rita", append(args, "--json")...)
+	stdout, _, _ := g.CLIRun("rita", append(args, "--json")...)
 	return stdout
 }

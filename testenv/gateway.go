@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -386,16 +387,47 @@ func (w gatewayLog) Write(p []byte) (int, error) {
 // its stdout; a non-zero exit is returned as an error carrying stderr.
 func (g *Gateway) CLI(identity string, args ...string) (string, error) {
 	g.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	out, errs, err := g.runCLI(30*time.Second, identity, args)
+	if err != nil {
+		return out, fmt.Errorf("airlock %s: %v: %s", strings.Join(args, " "), err, errs)
+	}
+	return out, nil
+}
+
+// CLIRun runs the airlock CLI as identity and returns stdout, stderr and
+// the exit status, for commands whose status carries meaning; the test
+// fails if the CLI cannot run at all.
+func (g *Gateway) CLIRun(identity string, args ...string) (stdout, stderr string, code int) {
+	g.t.Helper()
+	stdout, stderr, err := g.runCLI(2*time.Minute, identity, args)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		g.t.Fatalf("airlock %s: %v", strings.Join(args, " "), err)
+	}
+	return stdout, stderr, code
+}
+
+func (g *Gateway) runCLI(timeout time.Duration, identity string, args []string) (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, g.Bin, args...)
-	cmd.Env = append(os.Environ(), "AIRLOCK_SERVER="+g.URL, "AIRLOCK_TOKEN="+g.Tokens[identity])
+	cmd := g.Command(ctx, identity, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("airlock %s: %v: %s", strings.Join(args, " "), err, errb.String())
-	}
-	return out.String(), nil
+	err = cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+// Command is the airlock CLI with args, run as identity against the
+// gateway (AIRLOCK_SERVER and AIRLOCK_TOKEN set), for tests that need
+// more than CLI: an exit status, a process in the background.
+func (g *Gateway) Command(ctx context.Context, identity string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, g.Bin, args...)
+	cmd.Env = append(os.Environ(), "AIRLOCK_SERVER="+g.URL, "AIRLOCK_TOKEN="+g.Tokens[identity])
+	return cmd
 }
 
 // MustCLI is CLI that fails the test on error.

@@ -121,6 +121,9 @@ func TestGateway(t *testing.T) {
 	if _, err := g.CLI("agent-1", "grants", "create", "--agent", "agent-1", "--resource", "shop", "--task", "x"); err == nil {
 		t.Error("an agent created a pre-approved grant")
 	}
+	if _, stderr, code := g.CLIRun("agent-1", "grants", "create", "--agent", "agent-1", "--resource", "shop", "--task", "x"); code == 0 || stderr == "" {
+		t.Errorf("an agent's grants create: exit %d, stderr %q", code, stderr)
+	}
 
 	pid := g.PID()
 	g.Kill()
