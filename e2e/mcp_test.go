@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -20,9 +18,9 @@ import (
 // client to it over stdio.
 func (g *gateway) mcpStdio(t *testing.T, identity string) *mcp.ClientSession {
 	t.Helper()
-	cmd := exec.Command(g.bin, "mcp")
-	cmd.Env = append(os.Environ(), "AIRLOCK_SERVER="+g.httpURL, "AIRLOCK_TOKEN="+g.tokens[identity])
-	cmd.Stderr = g.logWriter()
+	// The process lives as long as the session; cs.Close ends it.
+	cmd := g.Command(context.Background(), identity, "mcp")
+	cmd.Stderr = g.LogWriter()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := mcp.NewClient(&mcp.Implementation{Name: "airlock-e2e", Version: "1"}, nil)
@@ -53,8 +51,8 @@ func (g *gateway) mcpHTTP(t *testing.T, identity string) (*mcp.ClientSession, er
 	defer cancel()
 	c := mcp.NewClient(&mcp.Implementation{Name: "airlock-e2e", Version: "1"}, nil)
 	tr := &mcp.StreamableClientTransport{
-		Endpoint:   g.httpURL + "/mcp",
-		HTTPClient: &http.Client{Transport: bearer{g.tokens[identity], http.DefaultTransport}},
+		Endpoint:   g.URL + "/mcp",
+		HTTPClient: &http.Client{Transport: bearer{g.Tokens[identity], http.DefaultTransport}},
 		MaxRetries: -1,
 	}
 	cs, err := c.Connect(ctx, tr, nil)
@@ -119,7 +117,7 @@ func mcpGrant(t *testing.T, g *gateway, cs *mcp.ClientSession, args map[string]a
 		done <- waited{out, time.Since(start)}
 	}()
 	time.Sleep(700 * time.Millisecond)
-	g.mustCLI("alice", "grants", "approve", req.RequestID, "--comment", "ok for the incident")
+	g.MustCLI("alice", "grants", "approve", req.RequestID, "--comment", "ok for the incident")
 	w := <-done
 	if w.out.State != "active" || w.out.DecidedBy != "alice" || w.out.Reason != "ok for the incident" || w.took < 500*time.Millisecond {
 		t.Fatalf("wait_for_grant: %+v after %s", w.out, w.took)
@@ -136,12 +134,12 @@ func mcpPostgresFlow(t *testing.T, g *gateway, cs *mcp.ClientSession, task strin
 	call(t, cs, "list_resources", nil, true, &rs)
 	found := false
 	for _, r := range rs.Resources {
-		if r.Name == "demo-pg" && r.Protocol == "postgres" && r.Address == g.pgAddr {
+		if r.Name == "demo-pg" && r.Protocol == "postgres" && r.Address == g.PostgresAddr {
 			found = true
 		}
 	}
 	if !found {
-		t.Fatalf("list_resources lacks demo-pg at %s: %+v", g.pgAddr, rs)
+		t.Fatalf("list_resources lacks demo-pg at %s: %+v", g.PostgresAddr, rs)
 	}
 	id := mcpGrant(t, g, cs, map[string]any{"resource": "demo-pg", "task": task, "access": "read", "duration": "10m"})
 
@@ -209,7 +207,7 @@ func mcpPostgresFlow(t *testing.T, g *gateway, cs *mcp.ClientSession, task strin
 			t.Errorf("parameters of %q recorded as %+v", st.Text, st.Params)
 		}
 	}
-	g.mustCLI("rita", "sessions", "verify", d.Summary.Session)
+	g.MustCLI("rita", "sessions", "verify", d.Summary.Session)
 	return id
 }
 
@@ -287,8 +285,8 @@ func TestMCPHTTP(t *testing.T) {
 	for _, c := range []struct {
 		tok  string
 		want int
-	}{{"", http.StatusUnauthorized}, {"not-a-token", http.StatusUnauthorized}, {g.tokens["rita"], http.StatusForbidden}} {
-		req, _ := http.NewRequest("POST", g.httpURL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
+	}{{"", http.StatusUnauthorized}, {"not-a-token", http.StatusUnauthorized}, {g.Tokens["rita"], http.StatusForbidden}} {
+		req, _ := http.NewRequest("POST", g.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		if c.tok != "" {

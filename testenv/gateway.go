@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -373,6 +374,10 @@ func (g *Gateway) Log() string {
 	defer g.logMu.Unlock()
 	return g.log.String()
 }
+
+// LogWriter adds to the gateway's log, e.g. the stderr of a CLI process
+// the test runs beside it.
+func (g *Gateway) LogWriter() io.Writer { return gatewayLog{g} }
 
 // gatewayLog collects the output of every process Start ran.
 type gatewayLog struct{ g *Gateway }
