@@ -69,7 +69,7 @@ func TestRecorderVerifyAndExport(t *testing.T) {
 	if !rep.OK() || rep.Key != fp || rep.Events < 6 {
 		t.Fatalf("verify --json: %+v", rep)
 	}
-	if stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", "--all", "--since", "1h"); code != 0 || !strings.Contains(stdout, "1 sessions: 1 verified") {
+	if stdout, stderr, code := g.CLIRun("rita", "sessions", "verify", "--all", "--since", "1h"); code != 0 || !strings.Contains(stdout, "1 session: 1 verified") {
 		t.Fatalf("verify --all: exit %d\n%s%s", code, stdout, stderr)
 	}
 	// An agent reads its own sessions only (issue 17): another agent's
