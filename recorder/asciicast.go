@@ -53,6 +53,21 @@ type Cast struct {
 	Events []CastEvent
 }
 
+// TerminalSize is the size of the terminal Terminal would play, without
+// building its cast where that is known beforehand: a database session's
+// transcript is always the same size (a reviewer's page for a long
+// session needs only that).
+func TerminalSize(evs []Event) (cols, rows int, err error) {
+	if IsDatabase(sessionProtocol(evs)) {
+		return transcriptCols, transcriptRows, nil
+	}
+	c, err := Terminal(evs)
+	if err != nil {
+		return 0, 0, err
+	}
+	return c.Header.Width, c.Header.Height, nil
+}
+
 // Terminal builds the recording of a session's terminal channels from its
 // events (in seq order, as Reader.Events returns them). Several terminal
 // channels in one session are merged in time order. A database session's

@@ -186,8 +186,8 @@ func (c *Console) sessionPage(w http.ResponseWriter, r *http.Request, who *confi
 		}
 	}
 	d.Rows, d.Denied = timeline(evs)
-	if cast, err := recorder.Terminal(evs); err == nil {
-		d.Replay, d.Cols, d.Rows2 = true, cast.Header.Width, cast.Header.Height
+	if cols, rows, err := recorder.TerminalSize(evs); err == nil {
+		d.Replay, d.Cols, d.Rows2 = true, cols, rows
 		d.CastURL = "/ui/sessions/" + id + "/cast"
 		if d.S.Status == recorder.StatusOpen {
 			d.Live, d.LiveURL = true, "/ui/sessions/"+id+"/live"
