@@ -18,6 +18,10 @@ type Decision struct {
 	// allows, and what to ask for instead. Empty when allowed.
 	Reason string         `json:"reason,omitempty"`
 	Class  Classification `json:"class"`
+	// Hold is set on an allowed statement that runs only once a person
+	// approves it (see Holds and ApplyHolds); Rule and Reason say which
+	// hold and why.
+	Hold bool `json:"hold,omitempty"`
 	// Syntax is set when Rule is "unparseable": what the dialect's parser
 	// said, so the client can be given the error the server itself would
 	// have given (Postgres 42601 with its position, MySQL 1064).

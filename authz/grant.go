@@ -118,6 +118,9 @@ type Grant struct {
 	Scope Scope `json:"scope,omitzero"`
 	// SSH is what an SSH grant allows; nothing when empty.
 	SSH SSHPolicy `json:"ssh,omitzero"`
+	// Holds are the statements that wait for a person's approval inside
+	// the session; nothing when empty.
+	Holds Holds `json:"holds,omitzero"`
 
 	// Verifier checks the grant's connection token. The token itself is
 	// shown once, when the grant is created, and never stored.
