@@ -66,6 +66,13 @@ type Denials interface {
 	StatementDenied(ev *recorder.Event)
 }
 
+// Holds keeps held messages until a person decides them. Wait files h and
+// returns it decided: approved or denied by a person, expired at
+// h.ExpiresAt, or cancelled when ctx ends (with its cause as the comment).
+type Holds interface {
+	Wait(ctx context.Context, h *authz.Hold) (*authz.Hold, error)
+}
+
 // Protocol is one listener's wire protocol.
 type Protocol interface {
 	// Name is the protocol's name in events and logs ("postgres").
@@ -91,6 +98,10 @@ type Server struct {
 	// Denials is told of every denied statement once its event is
 	// recorded (notifications); nil: nobody is.
 	Denials Denials
+	// Holds is where a held message waits for a person (control's
+	// HoldStore); nil: a message a grant holds is refused, never run
+	// unapproved.
+	Holds Holds
 
 	once     sync.Once
 	throttle *loginThrottle

@@ -39,6 +39,10 @@ type Session struct {
 	// for its end event (see SetExit).
 	exitStatus *int
 	exitSignal string
+	// recent are the texts of the session's latest statements, for a
+	// hold's context; holdCancel ends the wait of a held message.
+	recent     []string
+	holdCancel context.CancelCauseFunc
 	// relay is the session's relay (see Relay); stopReason why it
 	// stopped, relayClosed whether its connections are closed.
 	relay       Relay
@@ -159,11 +163,14 @@ func (a *Admitted) Len() int { return len(a.ids) }
 // (see Server.Param).
 func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, error) {
 	unconfirmed := false
+	g := s.Grant()
 	if err := s.srv.Grants.Ready(); err != nil {
 		unconfirmed = true
 		v = denyAll(v, "grant-unconfirmed", "the gateway cannot confirm your grant right now (control plane unavailable); nothing was executed")
 	} else if err := s.grantError(); err != nil {
 		v = denyAll(v, "grant-ended", strings.TrimPrefix(err.Error(), ErrGrantEnded.Error()+": ")+"; nothing was executed")
+	} else {
+		v = authz.ApplyHolds(g, v)
 	}
 	now := s.srv.now()
 	ids := make([]uint64, len(v.Statements))
@@ -180,12 +187,16 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 		if len(v.Statements) == 1 {
 			st.Params = params
 		}
-		if !d.Allow {
+		switch {
+		case !d.Allow:
 			st.Decision = "deny"
 			s.denied++
 			denied = append(denied, st)
+		case d.Hold:
+			st.Decision = "hold"
 		}
 		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
+		s.remember(d.Text)
 	}
 	s.mu.Unlock()
 
@@ -222,6 +233,9 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 			a.Done(i, recorder.Result{Executed: false, Error: "recording unavailable; statement not executed"})
 		}
 		return nil, errUnrecorded
+	}
+	if v.Held() {
+		return s.hold(g, v, params)
 	}
 	return &Admitted{s: s, ids: ids, start: s.srv.now()}, nil
 }

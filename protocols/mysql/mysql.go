@@ -65,6 +65,7 @@ const (
 	erNoDB                  = 1046 // 3D000
 	erHandshake             = 1043 // 08S01
 	erTableAccessDenied     = 1142 // 42000: the refusal of a statement
+	erQueryInterrupted      = 1317 // 70100: a query killed by KILL QUERY
 	erUnknown               = 1105 // HY000
 	erUnknownCom            = 1047 // 08S01
 	erNetPacketTooLarge     = 1153 // 08S01

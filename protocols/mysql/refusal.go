@@ -61,6 +61,10 @@ func refusalPacket(v authz.Verdict, err error, grantEnded func() bool) []byte {
 		}
 	case "recorder":
 		return errPacket(erLockWaitTimeout, "HY000", ref.Msg)
+	case "cancelled":
+		// A held statement the client gave up on: the server's answer
+		// to a query killed by KILL QUERY.
+		return errPacket(erQueryInterrupted, "70100", ref.Msg)
 	case "too-large":
 		// Larger than recorder.max_statement_bytes: the server's own
 		// answer to a packet larger than max_allowed_packet.

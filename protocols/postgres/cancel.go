@@ -84,6 +84,12 @@ func (p *Protocol) cancelRequest(body []byte, c *proxy.Conn) {
 		c.Logger().Info("cancel request for no known session")
 		return
 	}
+	if t.sess.CancelHold() {
+		// The statement is waiting for an approver, not running: the
+		// wait ends, recorded as hold-cancelled, and the client gets
+		// 57014 as from a cancelled statement.
+		return
+	}
 	adm, err := t.sess.Admit(authz.Verdict{Allow: true, Statements: []authz.Decision{{
 		Text: "<cancel request from " + c.Remote + ">", Allow: true, Rule: "cancel",
 		Class: authz.Classification{Kind: "CANCEL", Required: authz.AccessRead},

@@ -10,6 +10,7 @@ import (
 const (
 	stateSyntaxError           = "42601"
 	stateInsufficientPrivilege = "42501"
+	stateQueryCanceled         = "57014"
 	stateInvalidAuthSpec       = "28000"
 	stateInvalidPassword       = "28P01"
 	stateInvalidCatalogName    = "3D000"
@@ -56,6 +57,10 @@ func refusalResponse(ref *proxy.Refusal) *pgproto3.ErrorResponse {
 		// Larger than recorder.max_statement_bytes: the server's code for
 		// a statement past an implementation limit.
 		return errorResponse("ERROR", stateProgramLimitExceeded, ref.Msg)
+	case ref.Kind == "cancelled":
+		// A held statement the client cancelled: what the server says of
+		// a statement cancelled by request.
+		return errorResponse("ERROR", stateQueryCanceled, ref.Msg)
 	case ref.Kind == "recorder", ref.Rule == "grant-unconfirmed":
 		// The gateway cannot record, or cannot confirm the grant, now:
 		// the same message may go through later.

@@ -1,0 +1,212 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/recorder"
+)
+
+// A held message (see authz.Holds) is recorded with decision "hold" and
+// acknowledged before anyone is asked; then it waits in the server's Holds
+// while the client simply waits for its answer. When a person approves it,
+// each statement is recorded again with decision "allow", rule
+// "hold-approved" and the approver in its reason, and those are the
+// statements that run and get outcomes; when it is denied, expires or the
+// client gives up, each is recorded with decision "deny" and rule
+// "hold-denied", "hold-expired" or "hold-cancelled", and the client gets a
+// refusal in its protocol. A session waits for one held message at a time:
+// its client is waiting for that message's answer.
+
+// keepRecent is how many of the session's latest statements a hold shows
+// its approver.
+const keepRecent = 5
+
+// remember keeps text among the session's recent statements. s.mu is held.
+func (s *Session) remember(text string) {
+	if len(s.recent) == keepRecent {
+		copy(s.recent, s.recent[1:])
+		s.recent = s.recent[:keepRecent-1]
+	}
+	s.recent = append(s.recent, clipText(text, 4096))
+}
+
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// ErrHoldCancelled is the cause of a hold the client gave up on (a
+// Postgres cancel request, MySQL KILL QUERY, the SSH channel closing).
+var ErrHoldCancelled = errors.New("the client cancelled the statement while it waited for an approver")
+
+// CancelHold ends the wait of the session's held message, if one waits,
+// and reports whether one did.
+func (s *Session) CancelHold() bool {
+	s.mu.Lock()
+	cancel := s.holdCancel
+	s.mu.Unlock()
+	if cancel == nil {
+		return false
+	}
+	cancel(ErrHoldCancelled)
+	return true
+}
+
+// Holding reports whether a message of the session waits for an approver.
+func (s *Session) Holding() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.holdCancel != nil
+}
+
+// hold waits for a person to decide v, whose statements are recorded as
+// held, and records the decision; approved, it returns the statements to
+// forward.
+func (s *Session) hold(g *authz.Grant, v authz.Verdict, params []recorder.Param) (*Admitted, error) {
+	now := s.srv.now()
+	h := &authz.Hold{
+		ID: newHoldID(), Session: s.ID, Grant: g.ID, Agent: g.Agent, Resource: g.Resource, Task: g.Task,
+		CreatedAt: now, ExpiresAt: now.Add(g.Holds.Wait()), State: authz.HoldPending,
+	}
+	for _, d := range v.Statements {
+		hs := authz.HeldStatement{Text: d.Text, Kind: d.Class.Kind, Hold: d.Hold}
+		if d.Hold {
+			hs.Rule, hs.Reason = d.Rule, d.Reason
+		}
+		if len(v.Statements) == 1 {
+			for _, p := range params {
+				hs.Params = append(hs.Params, paramText(p))
+			}
+		}
+		h.Statements = append(h.Statements, hs)
+	}
+	ctx, cancel := context.WithCancelCause(s.ctx)
+	defer cancel(nil)
+	s.mu.Lock()
+	if n := len(s.recent) - len(v.Statements); n > 0 {
+		h.Before = append([]string(nil), s.recent[:n]...)
+	}
+	s.holdCancel = cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.holdCancel = nil
+		s.mu.Unlock()
+	}()
+	s.log.Info("statement held for an approver", "hold", h.ID, "expires", h.ExpiresAt)
+	decided := h
+	var err error
+	if s.srv.Holds == nil {
+		err = errors.New("this gateway keeps no holds")
+	} else {
+		decided, err = s.srv.Holds.Wait(ctx, h)
+	}
+	if err != nil {
+		s.log.Error("hold failed; the message is refused", "hold", h.ID, "err", err)
+		decided = &authz.Hold{State: authz.HoldCancelled, Comment: "the hold could not be kept (" + err.Error() + ")"}
+	}
+	if decided.State == authz.HoldCancelled && context.Cause(ctx) != nil && !errors.Is(context.Cause(ctx), ErrHoldCancelled) && s.ctx.Err() != nil {
+		// The session itself ended (revoked, expired, shutdown).
+		decided.Comment = context.Cause(s.ctx).Error()
+	}
+	return s.decided(h.ID, v, params, decided)
+}
+
+// decided records how a held message was decided and returns what Admit
+// returns for it.
+func (s *Session) decided(id string, v authz.Verdict, params []recorder.Param, h *authz.Hold) (*Admitted, error) {
+	now := s.srv.now()
+	approved := h.State == authz.HoldApproved
+	var rule, reason string
+	switch h.State {
+	case authz.HoldApproved:
+		rule, reason = "hold-approved", "approved by "+h.DecidedBy
+	case authz.HoldDenied:
+		rule, reason = "hold-denied", "denied by "+h.DecidedBy
+	case authz.HoldExpired:
+		rule, reason = "hold-expired", "no approver decided within the grant's hold timeout"
+	default:
+		rule, reason = "hold-cancelled", "the wait for an approver ended"
+	}
+	if h.Comment != "" {
+		reason += ": " + h.Comment
+	}
+	reason = fmt.Sprintf("%s (hold %s)", reason, id)
+	ids := make([]uint64, len(v.Statements))
+	var denied []*recorder.Statement
+	s.mu.Lock()
+	for i, d := range v.Statements {
+		s.nextStmt++
+		ids[i] = s.nextStmt
+		st := &recorder.Statement{
+			ID: ids[i], Index: i, Count: len(v.Statements), Text: d.Text,
+			Decision: "allow", Rule: rule, Reason: reason, Class: d.Class,
+		}
+		if len(v.Statements) == 1 {
+			st.Params = params
+		}
+		if !approved {
+			st.Decision = "deny"
+			s.denied++
+			denied = append(denied, st)
+		}
+		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
+	}
+	s.mu.Unlock()
+	// The decision is recorded before the statement runs or the client
+	// hears of it; the session's end gets its own timeout if this one
+	// is cut short.
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.publishTimeout())
+	defer cancel()
+	err := s.events.Commit(ctx)
+	if err == nil {
+		s.announceDenied(now, denied)
+	}
+	if err != nil {
+		s.log.Error("hold decision not recorded; refused", "err", err)
+		defer s.endIfBroken()
+		return nil, errUnrecorded
+	}
+	if !approved {
+		kind := "policy"
+		if h.State == authz.HoldCancelled {
+			kind = "cancelled"
+		}
+		return nil, &Refusal{Kind: kind, Rule: rule, Msg: "airlock: " + reasonFor(h.State) + ": " + reason}
+	}
+	return &Admitted{s: s, ids: ids, start: s.srv.now()}, nil
+}
+
+func reasonFor(st authz.HoldState) string {
+	switch st {
+	case authz.HoldDenied:
+		return "the held statement was denied"
+	case authz.HoldExpired:
+		return "the held statement timed out"
+	}
+	return "the held statement was cancelled"
+}
+
+func paramText(p recorder.Param) string {
+	switch {
+	case p.Null:
+		return "NULL"
+	case p.Redacted:
+		return "(redacted)"
+	}
+	return clipText(p.Value, 256)
+}
+
+func newHoldID() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	return "hold_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
