@@ -28,6 +28,8 @@ type GrantSpec struct {
 	// Scope narrows a database grant; SSH says what an SSH grant allows.
 	Scope authz.Scope     `json:"scope,omitzero"`
 	SSH   authz.SSHPolicy `json:"ssh,omitzero"`
+	// Holds are the statements that wait for an approver in the session.
+	Holds authz.Holds `json:"holds,omitzero"`
 }
 
 // Issued is a new grant with its connection token, which is shown only
@@ -132,6 +134,7 @@ func (s *Service) newGrant(spec GrantSpec, by string) (*authz.Grant, string, err
 		TTL:         authz.Duration(ttl),
 		Scope:       spec.Scope,
 		SSH:         spec.SSH,
+		Holds:       spec.Holds,
 		Verifier:    credential.NewVerifier(spec.Agent, token),
 	}
 	return g, token, nil
@@ -347,6 +350,9 @@ func checkShape(protocol string, spec GrantSpec) error {
 	}
 	if spec.Scope.MaxTables < 0 {
 		return userErr(400, "--max-tables must be positive")
+	}
+	if err := spec.Holds.Check(); err != nil {
+		return userErr(400, "%v", err)
 	}
 	for _, t := range spec.Scope.Tables {
 		if strings.TrimSpace(t) == "" || strings.Count(t, ".") > 1 {

@@ -34,9 +34,34 @@ func specFlags(cmd *cobra.Command, spec *control.GrantSpec) {
 	f.BoolVar(&spec.SSH.Shell, "shell", false, "ssh: allow an interactive shell")
 	f.StringVar(&spec.SSH.Files, "files", "", "ssh: allow scp and sftp: read or read-write")
 	f.StringArrayVar(&spec.SSH.Forwards, "forward", nil, "ssh: allow forwarding to HOST:PORT (repeatable)")
+	f.StringArrayVar(&spec.Holds.Kinds, "hold", nil, "database: statements of this kind wait for an approver (DELETE, TRUNCATE, ..., or DDL, WRITE, UNFILTERED; repeatable)")
+	f.StringArrayVar(&spec.Holds.Tables, "hold-table", nil, "database: statements writing this table wait for an approver (repeatable)")
+	f.BoolVar(&spec.Holds.Denied, "hold-denied", false, "database: what the grant would refuse waits for an approver instead")
+	f.Var((*durationFlag)(&spec.Holds.Timeout), "hold-timeout", "how long a held statement waits before it is refused (default 5m)")
 	_ = cmd.MarkFlagRequired("resource")
 	_ = cmd.MarkFlagRequired("task")
 }
+
+// durationFlag is an authz.Duration flag.
+type durationFlag authz.Duration
+
+func (d *durationFlag) String() string {
+	if *d == 0 {
+		return ""
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *durationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = durationFlag(v)
+	return nil
+}
+
+func (d *durationFlag) Type() string { return "duration" }
 
 // Exit statuses of airlock request --wait besides 0 (approved) and 1
 // (an error).
