@@ -309,6 +309,9 @@ type Grants struct {
 	RequestTTL time.Duration `yaml:"request_ttl"`
 	// Bucket is the JetStream key-value bucket of grants.
 	Bucket string `yaml:"bucket"`
+	// HoldsBucket is the JetStream key-value bucket of statements held
+	// for an approver (airlock_holds).
+	HoldsBucket string `yaml:"holds_bucket"`
 }
 
 // DefaultRequestTTL is grants.request_ttl when omitted: a request
@@ -499,6 +502,9 @@ func (c *Config) setDefaults() {
 	}
 	if g.Bucket == "" {
 		g.Bucket = "airlock_grants"
+	}
+	if g.HoldsBucket == "" {
+		g.HoldsBucket = "airlock_holds"
 	}
 	for i := range c.Resources {
 		if c.Resources[i].TLS.Mode == "" {

@@ -116,6 +116,9 @@ func (a *API) Handler() http.Handler {
 	mux.Handle("GET /v1/sessions", a.auth(roles(config.RoleReviewer, config.RoleAdmin, config.RoleAgent), a.listSessions))
 	mux.Handle("GET /v1/sessions/{id}", a.auth(roles(config.RoleReviewer, config.RoleAdmin, config.RoleAgent), a.getSession))
 	mux.Handle("GET /v1/sessions/{id}/export", a.auth(roles(config.RoleReviewer, config.RoleAdmin, config.RoleAgent), a.exportSession))
+	mux.Handle("GET /v1/holds", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.listHolds))
+	mux.Handle("GET /v1/holds/{id}", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.getHold))
+	mux.Handle("POST /v1/holds/{id}/{action}", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.decideHold))
 	mux.Handle("GET /v1/notify", a.auth(roles(config.RoleApprover, config.RoleAdmin), a.notifyStatus))
 	mux.Handle("POST /v1/console/links", a.auth(nil, a.consoleLink))
 	// The signing key is public: anyone holding a record may check it.

@@ -117,6 +117,35 @@ func (c *Client) Keys(ctx context.Context) ([]recorder.PublicKey, error) {
 	return out.Keys, c.do(ctx, "GET", "/v1/keys", nil, &out)
 }
 
+// Holds lists held statements, newest first; state "" is every state.
+func (c *Client) Holds(ctx context.Context, state authz.HoldState) ([]*authz.Hold, error) {
+	var out []*authz.Hold
+	q := url.Values{}
+	if state != "" {
+		q.Set("state", string(state))
+	}
+	return out, c.do(ctx, "GET", "/v1/holds?"+q.Encode(), nil, &out)
+}
+
+// Hold returns one held statement.
+func (c *Client) Hold(ctx context.Context, id string) (*authz.Hold, error) {
+	var out authz.Hold
+	return &out, c.do(ctx, "GET", "/v1/holds/"+url.PathEscape(id), nil, &out)
+}
+
+// ApproveHold lets a held statement run; comment is optional.
+func (c *Client) ApproveHold(ctx context.Context, id, comment string) (*authz.Hold, error) {
+	var out authz.Hold
+	return &out, c.do(ctx, "POST", "/v1/holds/"+url.PathEscape(id)+"/approve", HoldDecision{Comment: comment}, &out)
+}
+
+// DenyHold refuses a held statement; the reason is required and the
+// agent's client is told it.
+func (c *Client) DenyHold(ctx context.Context, id, reason string) (*authz.Hold, error) {
+	var out authz.Hold
+	return &out, c.do(ctx, "POST", "/v1/holds/"+url.PathEscape(id)+"/deny", HoldDecision{Reason: reason}, &out)
+}
+
 // NotifyStatus reports the notify targets' deliveries.
 func (c *Client) NotifyStatus(ctx context.Context) (*NotifyReport, error) {
 	var out NotifyReport

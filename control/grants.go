@@ -47,6 +47,9 @@ type Service struct {
 	// Notify is told of requests filed and decided and grants revoked;
 	// nil: nobody is. It must not block.
 	Notify GrantNotifier
+	// Holds keeps statements held for an approver (/v1/holds); nil: the
+	// gateway could not open its bucket, and the routes answer 503.
+	Holds *HoldStore
 }
 
 // GrantNotifier hears of grant changes worth telling people about: the

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -128,6 +129,34 @@ func TestRecorderNATSPermissions(t *testing.T) {
 	}
 	<-revoked
 	store.Close()
+	// Held statements: created, watched while waiting, listed, decided.
+	hs, err := control.OpenHoldStore(ctx, gw.JS, control.HoldStoreOptions{Bucket: "airlock_holds", Replicas: 3})
+	if err != nil {
+		t.Fatalf("holds bucket as the gateway user: %v", err)
+	}
+	held := &authz.Hold{ID: control.NewHoldID(), Agent: "a", ExpiresAt: time.Now().Add(time.Minute)}
+	heldDone := make(chan error, 1)
+	go func() {
+		h, err := hs.Wait(ctx, held)
+		if err == nil && h.State != authz.HoldApproved {
+			err = fmt.Errorf("hold ended %s", h.State)
+		}
+		heldDone <- err
+	}()
+	for {
+		if l, err := hs.List(ctx, authz.HoldPending); err != nil {
+			t.Fatalf("holds listed as the gateway user: %v", err)
+		} else if len(l) == 1 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := hs.Decide(ctx, held.ID, true, "alice", ""); err != nil {
+		t.Fatalf("hold approved as the gateway user: %v", err)
+	}
+	if err := <-heldDone; err != nil {
+		t.Fatalf("hold waited for as the gateway user: %v", err)
+	}
 	// Web console sessions and sign-in links.
 	cs, err := console.OpenStore(ctx, gw.JS, "airlock_console", 3, 12*time.Hour)
 	if err != nil {

@@ -155,7 +155,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	ictx, icancel := context.WithCancel(ctx)
 	defer icancel()
 	go func() { _ = index.Run(ictx) }()
-	svc := &control.Service{Store: store, Config: cfg}
+	svc := &control.Service{Store: store, Config: cfg, Holds: ns.holds}
 	api := &control.API{
 		Service:  svc,
 		Sessions: reader,
@@ -305,6 +305,7 @@ type natsParts struct {
 	instances *recorder.Instances
 	notifier  *notify.Notifier // nil without notify targets
 	console   *console.Store
+	holds     *control.HoldStore // nil: the NATS user may not use its bucket
 }
 
 // waitForNATS connects to NATS and opens what the gateway keeps there,
@@ -409,7 +410,24 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previo
 		instances.Close(context.WithoutCancel(ctx), true)
 		return natsParts{}, err
 	}
-	parts := natsParts{nc: nc, rec: rec, reader: reader, store: store, instances: instances, console: cs}
+	holds, err := waitFor(startCtx, st, "key-value bucket "+cfg.Grants.HoldsBucket+" (held statements)", func(ctx context.Context) (*control.HoldStore, error) {
+		h, err := control.OpenHoldStore(ctx, nc.JS, control.HoldStoreOptions{Bucket: cfg.Grants.HoldsBucket, Replicas: cfg.Recorder.Replicas, Logger: log})
+		if err != nil && natsconn.Denied(nc.NC, "KV_"+cfg.Grants.HoldsBucket) {
+			// Like the console: an operator who upgraded the gateway but
+			// not the NATS permissions keeps a working gateway. A
+			// statement a grant holds is then refused (nothing can wait
+			// for a person), and /v1/holds answers 503.
+			log.Warn("held statements off: the gateway's NATS user may not use their bucket (see deploy/nats/accounts.conf); statements grants hold are refused",
+				"bucket", cfg.Grants.HoldsBucket, "err", nc.NC.LastError())
+			return nil, nil
+		}
+		return h, err
+	})
+	if err != nil {
+		instances.Close(context.WithoutCancel(ctx), true)
+		return natsParts{}, err
+	}
+	parts := natsParts{nc: nc, rec: rec, reader: reader, store: store, instances: instances, console: cs, holds: holds}
 	if len(cfg.Notify) > 0 {
 		parts.notifier, err = waitFor(startCtx, st, "JetStream stream "+notify.Stream+" (notifications)", func(ctx context.Context) (*notify.Notifier, error) {
 			return notify.Open(ctx, notify.Options{

@@ -55,7 +55,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.server, "server", os.Getenv("AIRLOCK_SERVER"), "gateway HTTP API URL (env AIRLOCK_SERVER)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON")
-	root.AddCommand(gatewayCmd(), resourcesCmd(g), requestCmd(g), grantsCmd(g), sessionsCmd(g), notifyCmd(g), consoleCmd(g), mcpCmd(g))
+	root.AddCommand(gatewayCmd(), resourcesCmd(g), requestCmd(g), grantsCmd(g), sessionsCmd(g), notifyCmd(g), holdsCmd(g), consoleCmd(g), mcpCmd(g))
 	return root
 }
 
