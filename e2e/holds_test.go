@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -134,13 +135,26 @@ func TestHoldPostgres(t *testing.T) {
 		t.Fatalf("held delete nobody decides: %v after %v", err, time.Since(start))
 	}
 
-	// Cancel: the client gives up (pgx sends a cancel request when its
-	// context ends); the wait ends with 57014.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_, err = conn.Exec(ctx, "delete from orders where id = 4")
-	if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
-		t.Fatalf("cancelled held delete: %v", err)
+	// Cancel: psql interrupted by SIGINT, as a terminal's Ctrl-C, sends a
+	// cancel request; the wait ends and psql reads 57014's message.
+	psql = exec.Command("psql", fmt.Sprintf("host=%s port=%s user=agent-1 dbname=demo-pg sslmode=require", host, port), "-X", "-c", "delete from orders where id = 4")
+	psql.Env = append(os.Environ(), "PGPASSWORD="+tok)
+	out.Reset()
+	psql.Stdout, psql.Stderr = out, out
+	if err := psql.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- psql.Wait() }()
+	pendingHold(t, g)
+	_ = psql.Process.Signal(syscall.SIGINT)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = psql.Process.Kill()
+		t.Fatalf("psql still waiting 10s after SIGINT:\n%s", out)
+	}
+	if !strings.Contains(out.String(), "cancelled") {
+		t.Errorf("psql after SIGINT on a held statement:\n%s", out)
 	}
 	var all []*authz.Hold
 	g.CLIJSON(&all, "alice", "holds", "list")
@@ -151,7 +165,20 @@ func TestHoldPostgres(t *testing.T) {
 	if states[authz.HoldApproved] != 1 || states[authz.HoldDenied] != 1 || states[authz.HoldExpired] != 1 || states[authz.HoldCancelled] != 1 {
 		t.Errorf("holds by state: %v", states)
 	}
-	if out, err := g.CLI("rita", "sessions", "verify", "--all", "--since", "1h"); err != nil {
-		t.Errorf("verify after holds: %v\n%s", err, out)
+	// Every session verifies, with its held, approved and refused
+	// statements, once the last one has ended.
+	conn.Close(context.Background())
+	var verr error
+	for range 50 {
+		var vout string
+		if vout, verr = g.CLI("rita", "sessions", "verify", "--all", "--since", "1h"); verr == nil {
+			break
+		} else if !strings.Contains(vout, "unterminated") && !strings.Contains(verr.Error(), "unterminated") {
+			t.Fatalf("verify after holds: %v\n%s", verr, vout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if verr != nil {
+		t.Errorf("verify after holds: %v", verr)
 	}
 }

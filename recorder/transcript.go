@@ -123,6 +123,8 @@ func (t *transcriber) add(ev *Event) []TranscriptLine {
 		if st.Decision == "allow" {
 			t.started[st.ID] = ev.Time
 			line(ev.Time, "#%d %s %s: %s", st.ID, st.Class.Kind, st.Class.Required, text)
+		} else if st.Decision == "hold" {
+			line(ev.Time, "#%d HELD for an approver (rule %s): %s\n%s", st.ID, st.Rule, text, "why: "+st.Reason)
 		} else {
 			line(ev.Time, "#%d DENIED (rule %s): %s\n%s", st.ID, st.Rule, text, "why: "+st.Reason)
 		}

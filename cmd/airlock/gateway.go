@@ -149,6 +149,11 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	}()
 
 	srv = &proxy.Server{Config: cfg, Grants: store, Recorder: rec, Log: log, Gateway: host, Observer: mx}
+	if ns.holds != nil {
+		// Without its bucket a held statement is refused, never run
+		// unapproved (proxy.Server.Holds).
+		srv.Holds = ns.holds
+	}
 	// The session index reads the stream's history in the background;
 	// session lists wait for it (briefly) until then.
 	index := recorder.NewIndex(nc.JS, recorder.IndexOptions{Stream: rec.Stream(), SubjectPrefix: rec.SubjectPrefix(), Logger: log.With("component", "session-index")})

@@ -258,7 +258,12 @@ func timeline(evs []recorder.Event) ([]stmtRow, int) {
 				row.Class += " · needs " + st.Class.Required.String()
 			}
 			row.Params = st.Params
-			row.Denied = st.Decision != "allow"
+			row.Denied = st.Decision == "deny"
+			if st.Decision == "hold" {
+				// Recorded before it waited; the next event of the same
+				// text says how the approver decided.
+				row.Outcome = "held for an approver (" + st.Rule + "): " + st.Reason
+			}
 			if ref := st.TextRef; ref != nil {
 				row.TextNote = fmt.Sprintf("text of %d bytes, sha256 %s", ref.Size, ref.SHA256)
 				if ref.Omitted {
