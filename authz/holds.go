@@ -46,10 +46,6 @@ func (h Holds) Wait() time.Duration {
 	return DefaultHoldTimeout
 }
 
-// holdClasses are the Kinds that name a class of statements rather than
-// one kind.
-var holdClasses = map[string]bool{"DDL": true, "WRITE": true, "UNFILTERED": true}
-
 // Check says what is wrong with the rules, or nil.
 func (h Holds) Check() error {
 	for _, k := range h.Kinds {
@@ -76,39 +72,32 @@ const (
 )
 
 // ApplyHolds marks the statements of v that g's holds match: an allowed
-// statement a rule matches is held (Hold), and with Holds.Denied a
-// statement refused by policy is held instead of refused. A message holds
-// as a whole: it runs once every held statement of it is approved. It
-// changes nothing when g holds nothing.
+// statement a rule matches is held (Hold), and a statement refused by
+// policy is held instead when the grant holds what it would refuse
+// (Holds.Denied) or it is a guardrail's refusal of a kind the grant holds.
+// A message holds as a whole: it runs once every held statement of it is
+// approved, and a message with a statement still refused is refused, with
+// nothing in it held. It changes nothing when g holds nothing.
 func ApplyHolds(g *Grant, v Verdict) Verdict {
 	if g == nil || g.Holds.IsZero() {
 		return v
 	}
 	out := Verdict{Allow: true, Statements: make([]Decision, len(v.Statements))}
-	held := false
 	for i, d := range v.Statements {
 		switch {
 		case d.Allow:
-			if rule, why := g.Holds.match(d.Class); rule != "" {
+			if rule, why := g.Holds.match(d); rule != "" {
 				d.Hold, d.Rule, d.Reason = true, rule, why
 			}
-		case holdable(d) && (g.Holds.Denied || guardrail[d.Rule] && g.Holds.kindRule(d) != ""):
-			// A guardrail's refusal (DROP, TRUNCATE, UPDATE or DELETE
-			// without WHERE) waits instead when the grant holds that kind.
+		case holdable(d) && (g.Holds.Denied || guardrail[d.Rule] && g.Holds.kind(d) != ""):
 			d.Allow, d.Hold = true, true
 			d.Reason = "held for an approver: the grant would refuse it (" + d.Rule + ": " + d.Reason + ")"
 			d.Rule = RuleHoldDenied
 		}
-		held = held || d.Hold
 		out.Allow = out.Allow && d.Allow
 		out.Statements[i] = d
 	}
-	if !held {
-		return v
-	}
-	if !out.Allow {
-		// Something is still refused: the message is refused as a whole,
-		// and nothing in it waits for anyone.
+	if !out.Allow || !out.Held() {
 		return v
 	}
 	return out
@@ -137,49 +126,45 @@ func holdable(d Decision) bool {
 	return true
 }
 
-// guardrail are the rules whose refusals a Kinds rule can turn into holds.
+// guardrail are the rules whose refusals a Kinds rule turns into holds:
+// DROP and TRUNCATE without --allow-drop, UPDATE and DELETE without WHERE.
 var guardrail = map[string]bool{"drop": true, "unfiltered": true}
 
-// kindRule is the Kinds rule that holds d, a statement a guardrail
-// refused, or "".
-func (h Holds) kindRule(d Decision) string {
+// kind is the Kinds entry that holds d, or "": a statement kind (with *
+// wildcards), or a class: DDL and WRITE by the access d needs, UNFILTERED
+// by the guardrail that refused it.
+func (h Holds) kind(d Decision) string {
 	for _, k := range h.Kinds {
 		k = strings.ToUpper(strings.TrimSpace(k))
-		if k == "UNFILTERED" && d.Rule == "unfiltered" || !holdClasses[k] && globMatch(k, d.Class.Kind) || k == "DDL" && d.Class.Required >= AccessDDL || k == "WRITE" && d.Class.Required >= AccessWrite {
+		var hit bool
+		switch k {
+		case "DDL":
+			hit = d.Class.Required >= AccessDDL
+		case "WRITE":
+			hit = d.Class.Required >= AccessWrite
+		case "UNFILTERED":
+			hit = d.Rule == "unfiltered"
+		default:
+			hit = globMatch(k, d.Class.Kind)
+		}
+		if hit {
 			return k
 		}
 	}
 	return ""
 }
 
-// match is the rule that holds a statement of class c, and why, or "".
-func (h Holds) match(c Classification) (rule, why string) {
-	for _, k := range h.Kinds {
-		k = strings.ToUpper(strings.TrimSpace(k))
-		hit := false
-		switch k {
-		case "DDL":
-			hit = c.Required >= AccessDDL
-		case "WRITE":
-			hit = c.Required >= AccessWrite
-		case "UNFILTERED":
-			// Refused by the unfiltered guardrail unless allowed; see
-			// kindRule.
-		default:
-			hit = globMatch(k, c.Kind)
-		}
-		if hit {
-			return RuleHoldKind, fmt.Sprintf("%s waits for an approver: the grant holds %s statements", c.Kind, k)
-		}
+// match is the rule that holds d, an allowed statement, and why, or "".
+func (h Holds) match(d Decision) (rule, why string) {
+	c := d.Class
+	if k := h.kind(d); k != "" {
+		return RuleHoldKind, fmt.Sprintf("%s waits for an approver: the grant holds %s statements", c.Kind, k)
 	}
 	for _, p := range h.Tables {
 		p = strings.ToLower(strings.TrimSpace(p))
 		for _, t := range c.TablesWritten {
 			t = strings.ToLower(t)
-			name := t
-			if i := strings.LastIndexByte(t, '.'); i >= 0 {
-				name = t[i+1:]
-			}
+			name := t[strings.LastIndexByte(t, '.')+1:]
 			if globMatch(p, t) || !strings.Contains(p, ".") && globMatch(p, name) {
 				return RuleHoldTable, fmt.Sprintf("%s writes %s, which the grant holds for an approver", c.Kind, t)
 			}

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"errors"
 	"net/http"
 
@@ -67,11 +68,10 @@ func (a *API) decideHold(w http.ResponseWriter, r *http.Request, who *config.Ide
 			return
 		}
 	}
-	comment := d.Comment
-	if action == "deny" && d.Reason != "" {
-		comment = d.Reason
-	} else if comment == "" {
-		comment = d.Reason
+	// A denial's reason, an approval's comment; either field is read.
+	comment := cmp.Or(d.Comment, d.Reason)
+	if action == "deny" {
+		comment = cmp.Or(d.Reason, d.Comment)
 	}
 	h, err := hs.Decide(r.Context(), r.PathValue("id"), action == "approve", who.Name, comment)
 	if err == nil {

@@ -36,11 +36,12 @@ func (s *Session) remember(text string) {
 	s.recent = append(s.recent, clipText(text, 4096))
 }
 
+// clipText is s cut to at most n bytes, on a character boundary.
 func clipText(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	return recorder.PrefixOf(s, n) + "…"
 }
 
 // ErrHoldCancelled is the cause of a hold the client gave up on (a
@@ -113,7 +114,7 @@ func (s *Session) hold(g *authz.Grant, v authz.Verdict, params []recorder.Param)
 		s.log.Error("hold failed; the message is refused", "hold", h.ID, "err", err)
 		decided = &authz.Hold{State: authz.HoldCancelled, Comment: "the hold could not be kept (" + err.Error() + ")"}
 	}
-	if decided.State == authz.HoldCancelled && context.Cause(ctx) != nil && !errors.Is(context.Cause(ctx), ErrHoldCancelled) && s.ctx.Err() != nil {
+	if decided.State == authz.HoldCancelled && s.ctx.Err() != nil {
 		// The session itself ended (revoked, expired, shutdown).
 		decided.Comment = context.Cause(s.ctx).Error()
 	}
@@ -124,75 +125,41 @@ func (s *Session) hold(g *authz.Grant, v authz.Verdict, params []recorder.Param)
 // returns for it.
 func (s *Session) decided(id string, v authz.Verdict, params []recorder.Param, h *authz.Hold) (*Admitted, error) {
 	now := s.srv.now()
-	approved := h.State == authz.HoldApproved
-	var rule, reason string
+	// rule and reason go on the events; told is what the client reads
+	// before the reason when the message is refused.
+	decision, kind, rule, reason, told := "deny", "policy", "", "", ""
 	switch h.State {
 	case authz.HoldApproved:
-		rule, reason = "hold-approved", "approved by "+h.DecidedBy
+		decision, rule, reason = "allow", "hold-approved", "approved by "+h.DecidedBy
 	case authz.HoldDenied:
-		rule, reason = "hold-denied", "denied by "+h.DecidedBy
+		rule, reason, told = "hold-denied", "denied by "+h.DecidedBy, "the held statement was denied"
 	case authz.HoldExpired:
-		rule, reason = "hold-expired", "no approver decided within the grant's hold timeout"
+		rule, reason, told = "hold-expired", "no approver decided within the grant's hold timeout", "the held statement timed out"
 	default:
-		rule, reason = "hold-cancelled", "the wait for an approver ended"
+		kind, rule, reason, told = "cancelled", "hold-cancelled", "the wait for an approver ended", "the held statement was cancelled"
 	}
 	if h.Comment != "" {
 		reason += ": " + h.Comment
 	}
 	reason = fmt.Sprintf("%s (hold %s)", reason, id)
-	ids := make([]uint64, len(v.Statements))
-	var denied []*recorder.Statement
-	s.mu.Lock()
-	for i, d := range v.Statements {
-		s.nextStmt++
-		ids[i] = s.nextStmt
-		st := &recorder.Statement{
-			ID: ids[i], Index: i, Count: len(v.Statements), Text: d.Text,
-			Decision: "allow", Rule: rule, Reason: reason, Class: d.Class,
-		}
-		if len(v.Statements) == 1 {
-			st.Params = params
-		}
-		if !approved {
-			st.Decision = "deny"
-			s.denied++
-			denied = append(denied, st)
-		}
-		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
-	}
-	s.mu.Unlock()
+	ids, denied := s.appendStatements(v, params, now, false, func(authz.Decision) (string, string, string) {
+		return decision, rule, reason
+	})
 	// The decision is recorded before the statement runs or the client
-	// hears of it; the session's end gets its own timeout if this one
-	// is cut short.
+	// hears of it, even when the session's context has ended (a revoked
+	// grant cancels the wait): it has a publish timeout of its own.
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.publishTimeout())
 	defer cancel()
-	err := s.events.Commit(ctx)
-	if err == nil {
-		s.announceDenied(now, denied)
-	}
-	if err != nil {
+	if err := s.events.Commit(ctx); err != nil {
 		s.log.Error("hold decision not recorded; refused", "err", err)
 		defer s.endIfBroken()
 		return nil, errUnrecorded
 	}
-	if !approved {
-		kind := "policy"
-		if h.State == authz.HoldCancelled {
-			kind = "cancelled"
-		}
-		return nil, &Refusal{Kind: kind, Rule: rule, Msg: "airlock: " + reasonFor(h.State) + ": " + reason}
+	s.announceDenied(now, denied)
+	if decision == "deny" {
+		return nil, &Refusal{Kind: kind, Rule: rule, Msg: "airlock: " + told + ": " + reason}
 	}
 	return &Admitted{s: s, ids: ids, start: s.srv.now()}, nil
-}
-
-func reasonFor(st authz.HoldState) string {
-	switch st {
-	case authz.HoldDenied:
-		return "the held statement was denied"
-	case authz.HoldExpired:
-		return "the held statement timed out"
-	}
-	return "the held statement was cancelled"
 }
 
 func paramText(p recorder.Param) string {

@@ -173,32 +173,22 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 		v = authz.ApplyHolds(g, v)
 	}
 	now := s.srv.now()
-	ids := make([]uint64, len(v.Statements))
-	var denied []*recorder.Statement
-	s.mu.Lock()
-	for i, d := range v.Statements {
-		s.nextStmt++
-		ids[i] = s.nextStmt
-		s.statements++
-		st := &recorder.Statement{
-			ID: ids[i], Index: i, Count: len(v.Statements), Text: d.Text,
-			Decision: "allow", Rule: d.Rule, Reason: d.Reason, Class: d.Class,
-		}
-		if len(v.Statements) == 1 {
-			st.Params = params
-		}
+	ids, denied := s.appendStatements(v, params, now, true, func(d authz.Decision) (string, string, string) {
 		switch {
 		case !d.Allow:
-			st.Decision = "deny"
-			s.denied++
-			denied = append(denied, st)
+			return "deny", d.Rule, d.Reason
 		case d.Hold:
-			st.Decision = "hold"
+			return "hold", d.Rule, d.Reason
 		}
-		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
-		s.remember(d.Text)
+		return "allow", d.Rule, d.Reason
+	})
+	if !g.Holds.IsZero() {
+		s.mu.Lock()
+		for _, d := range v.Statements {
+			s.remember(d.Text)
+		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 
 	allowed := len(v.Statements)
 	if !v.Allow {
@@ -238,6 +228,35 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 		return s.hold(g, v, params)
 	}
 	return &Admitted{s: s, ids: ids, start: s.srv.now()}, nil
+}
+
+// appendStatements appends a statement event for each statement of v with
+// the decision, rule and reason decide gives it (decision "deny" counts as
+// denied), and returns their ids and the denied ones. count says whether
+// they are new statements of the session; a held message's decision
+// records the same statements again, and they are not counted twice.
+func (s *Session) appendStatements(v authz.Verdict, params []recorder.Param, now time.Time, count bool, decide func(authz.Decision) (decision, rule, reason string)) (ids []uint64, denied []*recorder.Statement) {
+	ids = make([]uint64, len(v.Statements))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, d := range v.Statements {
+		s.nextStmt++
+		ids[i] = s.nextStmt
+		if count {
+			s.statements++
+		}
+		st := &recorder.Statement{ID: ids[i], Index: i, Count: len(v.Statements), Text: d.Text, Class: d.Class}
+		st.Decision, st.Rule, st.Reason = decide(d)
+		if len(v.Statements) == 1 {
+			st.Params = params
+		}
+		if st.Decision == "deny" {
+			s.denied++
+			denied = append(denied, st)
+		}
+		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
+	}
+	return ids, denied
 }
 
 // announceDenied tells the server's Denials of recorded denied
