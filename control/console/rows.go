@@ -47,11 +47,12 @@ func (w *rowWriter) uint(n uint64) { w.b = strconv.AppendUint(w.b, n, 10) }
 
 // row appends one row as the template "rows" writes it.
 func (w *rowWriter) row(r *stmtRow) {
+	// Both kinds of row open alike: <tr> with the row's class and seq.
+	w.raw("\n<tr class=\"")
+	w.text(r.RowClass)
+	w.raw("\" id=\"seq-")
+	w.uint(r.Seq)
 	if !r.Stmt {
-		w.raw("\n<tr class=\"")
-		w.text(r.RowClass)
-		w.raw("\" id=\"seq-")
-		w.uint(r.Seq)
 		w.raw("\"><td>")
 		w.text(r.Clock)
 		w.raw("</td><td></td><td colspan=\"4\" class=\"muted\">")
@@ -59,10 +60,6 @@ func (w *rowWriter) row(r *stmtRow) {
 		w.raw("</td></tr>\n")
 		return
 	}
-	w.raw("\n<tr class=\"")
-	w.text(r.RowClass)
-	w.raw("\" id=\"seq-")
-	w.uint(r.Seq)
 	w.raw("\">\n<td>")
 	w.text(r.Clock)
 	w.raw("</td>\n<td>")
