@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/airlockhq/airlock/authz"
@@ -156,13 +157,36 @@ func TestHoldPostgres(t *testing.T) {
 	if !strings.Contains(out.String(), "cancelled") {
 		t.Errorf("psql after SIGINT on a held statement:\n%s", out)
 	}
+	// --hold-denied: what the read grant refuses waits, over the simple
+	// protocol; refused at Parse (the extended protocol, which prepares
+	// before anything runs) it stays refused and nothing waits.
+	_, readTok := grantFor(t, g, "read", "--hold-denied", "--hold-timeout", "3s")
+	rc := connectPgx(t, g, "agent-1", readTok)
+	start = time.Now()
+	if _, err := rc.Exec(context.Background(), "delete from orders where id = $1", 5); !errors.As(err, &pgErr) || pgErr.Code != "42501" || time.Since(start) > 2*time.Second {
+		t.Fatalf("delete refused at Parse under --hold-denied: %v after %v", err, time.Since(start))
+	}
+	go func() {
+		_, err := rc.Exec(context.Background(), "delete from orders where id = 5", pgx.QueryExecModeSimpleProtocol)
+		errc <- err
+	}()
+	h = pendingHold(t, g)
+	if h.Statements[0].Rule != authz.RuleHoldDenied {
+		t.Errorf("held under --hold-denied with rule %q", h.Statements[0].Rule)
+	}
+	g.MustCLI("alice", "holds", "deny", h.ID, "--reason", "read grant")
+	if err := <-errc; !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+		t.Fatalf("denied hold of a refused delete: %v", err)
+	}
+	rc.Close(context.Background())
+
 	var all []*authz.Hold
 	g.CLIJSON(&all, "alice", "holds", "list")
 	states := map[authz.HoldState]int{}
 	for _, h := range all {
 		states[h.State]++
 	}
-	if states[authz.HoldApproved] != 1 || states[authz.HoldDenied] != 1 || states[authz.HoldExpired] != 1 || states[authz.HoldCancelled] != 1 {
+	if states[authz.HoldApproved] != 1 || states[authz.HoldDenied] != 2 || states[authz.HoldExpired] != 1 || states[authz.HoldCancelled] != 1 {
 		t.Errorf("holds by state: %v", states)
 	}
 	// Every session verifies, with its held, approved and refused

@@ -109,10 +109,13 @@ func (s *Session) Forward(v authz.Verdict, params []recorder.Param, forward func
 // Refuse records v, a verdict that refuses its message (a denied
 // request, a message refused whatever it holds), and returns what to tell
 // the client. Each statement is recorded with its own decision, as Admit
-// records them; the message is refused even where v says Allow.
+// records them; the message is refused even where v says Allow, and the
+// grant's holds do not apply.
 func (s *Session) Refuse(v authz.Verdict) *Refusal {
+	// Refused whatever the grant holds: a hold would let a person turn a
+	// refusal its caller has already answered into a run.
 	v.Allow = false
-	_, err := s.Admit(v)
+	_, err := s.admit(v, nil, false)
 	return asRefusal(err)
 }
 

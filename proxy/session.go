@@ -162,6 +162,12 @@ func (a *Admitted) Len() int { return len(a.ids) }
 // params, if any, are the bound parameters of a single-statement execution
 // (see Server.Param).
 func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, error) {
+	return s.admit(v, params, true)
+}
+
+// admit is Admit; holds says whether the grant's holds apply (not to a
+// message refused whatever it holds, see Refuse).
+func (s *Session) admit(v authz.Verdict, params []recorder.Param, holds bool) (*Admitted, error) {
 	unconfirmed := false
 	g := s.Grant()
 	if err := s.srv.Grants.Ready(); err != nil {
@@ -169,7 +175,7 @@ func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, e
 		v = denyAll(v, "grant-unconfirmed", "the gateway cannot confirm your grant right now (control plane unavailable); nothing was executed")
 	} else if err := s.grantError(); err != nil {
 		v = denyAll(v, "grant-ended", strings.TrimPrefix(err.Error(), ErrGrantEnded.Error()+": ")+"; nothing was executed")
-	} else {
+	} else if holds {
 		v = authz.ApplyHolds(g, v)
 	}
 	now := s.srv.now()

@@ -422,6 +422,11 @@ func (s *session) execute(n int) error {
 		v = &authz.Verdict{Statements: []authz.Decision{{Text: "<execute portal " + strconv.Quote(portal) + ">", Rule: "unknown-statement",
 			Reason: "the portal is bound to a statement the gateway did not authorize; prepare it with a Parse message"}}}
 	}
+	if !v.Allow {
+		// Refused at Parse (its stand-in is what the server prepared) or
+		// unknown: refused again, never held.
+		return s.refuse('E', s.sess.Refuse(*v), &pgproto3.Execute{Portal: refusedSQL})
+	}
 	return s.sess.Forward(*v, params, func(adm *proxy.Admitted) error {
 		s.push(&pending{kind: 'E', adm: adm, name: portal})
 		return writeFrame(s.uw, 'E', body)
