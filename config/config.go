@@ -312,7 +312,15 @@ type Grants struct {
 	// HoldsBucket is the JetStream key-value bucket of statements held
 	// for an approver (airlock_holds).
 	HoldsBucket string `yaml:"holds_bucket"`
+	// StopGrace is how long a statement still running when its grant is
+	// revoked or expires has to end after airlock asked the upstream to
+	// cancel it, before airlock ends it harder (the backend, the
+	// connection, SIGKILL), and again to confirm that (2s).
+	StopGrace time.Duration `yaml:"stop_grace"`
 }
+
+// DefaultStopGrace is grants.stop_grace when omitted.
+const DefaultStopGrace = 2 * time.Second
 
 // DefaultRequestTTL is grants.request_ttl when omitted: a request
 // waits a day for a decision.
@@ -506,6 +514,9 @@ func (c *Config) setDefaults() {
 	if g.HoldsBucket == "" {
 		g.HoldsBucket = "airlock_holds"
 	}
+	if g.StopGrace == 0 {
+		g.StopGrace = DefaultStopGrace
+	}
 	for i := range c.Resources {
 		if c.Resources[i].TLS.Mode == "" {
 			c.Resources[i].TLS.Mode = "prefer"
@@ -665,6 +676,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Grants.RequestTTL < time.Second {
 		bad("grants.request_ttl", "%s must be at least 1s: a request needs time to be seen and decided", c.Grants.RequestTTL)
+	}
+	if c.Grants.StopGrace < 0 || c.Grants.StopGrace > time.Minute {
+		bad("grants.stop_grace", "%s must be positive and at most 1m: a revoked grant's work must stop soon", c.Grants.StopGrace)
 	}
 	seen := map[string]bool{}
 	for i, id := range c.Identities {

@@ -159,7 +159,7 @@ func (s *Session) decided(id string, v authz.Verdict, params []recorder.Param, h
 	if decision == "deny" {
 		return nil, &Refusal{Kind: kind, Rule: rule, Msg: "airlock: " + told + ": " + reason}
 	}
-	return &Admitted{s: s, ids: ids, start: s.srv.now()}, nil
+	return s.newAdmitted(v, ids), nil
 }
 
 func paramText(p recorder.Param) string {

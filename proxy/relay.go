@@ -27,13 +27,24 @@ type Relay interface {
 	// Close closes the client and the upstream connections, which makes
 	// Run return. It is called once.
 	Close()
+	// Interrupt says how it would stop the work the upstream runs for
+	// the session, as hard as step says (see interrupt.go): the method
+	// ("cancel", "terminate", "kill-query", "kill-connection", "signal",
+	// "close"), and do, which does it and says why it could not; "" and
+	// nil when there is nothing to do at this step. The session notes
+	// the method before calling do, so the server's answer, which may
+	// come before do returns, is recorded as stopped by it. do returns
+	// within its ctx. The relay keeps running meanwhile, so that answer
+	// reaches the client and the record.
+	Interrupt(step StopStep) (method string, do func(ctx context.Context) error)
 }
 
 // Relay runs r as the session's relay, and returns why the session ended:
 // the first of the reasons given by Stop, by r.Run, or the cause that
 // ended the session's context (a revoked or expired grant, shutdown), in
 // which case the client is told with r.Terminate before both connections
-// close. The caller ends the session with the reason (End).
+// close; a revoked or expired grant's running statements are stopped
+// first (stopRunning). The caller ends the session with the reason (End).
 func (s *Session) Relay(r Relay) string {
 	s.mu.Lock()
 	s.relay = r
@@ -45,6 +56,11 @@ func (s *Session) Relay(r Relay) string {
 		// The cause is why, whatever the relay says when its
 		// connections close under it.
 		s.setStopReason(cause.Error())
+		if errors.Is(cause, ErrGrantEnded) {
+			// The approver's brake stops the work, not only the
+			// session.
+			s.stopRunning(r)
+		}
 		r.Terminate(EndMessage(cause))
 		s.Stop(cause.Error())
 	})

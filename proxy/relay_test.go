@@ -18,6 +18,18 @@ type fakeRelay struct {
 	// the session's Stop.
 	ret, stop string
 	s         *Session
+	// interrupt, when set, answers Interrupt.
+	interrupt func(step StopStep) (string, error)
+}
+
+func (f *fakeRelay) Interrupt(step StopStep) (string, func(context.Context) error) {
+	if f.interrupt == nil {
+		return "", nil
+	}
+	return []string{"cancel", "terminate"}[step], func(context.Context) error {
+		_, err := f.interrupt(step)
+		return err
+	}
 }
 
 func (f *fakeRelay) Run() string {

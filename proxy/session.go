@@ -48,6 +48,15 @@ type Session struct {
 	relay       Relay
 	stopReason  string
 	relayClosed bool
+	// running are the texts of the admitted statements whose outcome is
+	// still to come, by id; idle is closed when none is left (see
+	// interrupt.go). stopMethods are the ways the running statements
+	// were asked to stop since the grant ended, stop the outcome, for the
+	// session's end.
+	running     map[uint64]string
+	idle        chan struct{}
+	stopMethods []string
+	stop        *recorder.Stop
 }
 
 // Context is cancelled, with the reason as its cause, when the session must
@@ -233,7 +242,7 @@ func (s *Session) admit(v authz.Verdict, params []recorder.Param, holds bool) (*
 	if v.Held() {
 		return s.hold(g, v, params)
 	}
-	return &Admitted{s: s, ids: ids, start: s.srv.now()}, nil
+	return s.newAdmitted(v, ids), nil
 }
 
 // appendStatements appends a statement event for each statement of v with
@@ -339,6 +348,9 @@ func (a *Admitted) Done(i int, r recorder.Result) {
 	if r.DurationUS == 0 && r.Executed {
 		r.DurationUS = a.s.srv.now().Sub(a.start).Microseconds()
 	}
+	a.s.mu.Lock()
+	a.s.finished(&r)
+	a.s.mu.Unlock()
 	a.s.events.Result(r)
 }
 
@@ -372,6 +384,7 @@ func (s *Session) End(reason string) {
 		Reason: reason, Statements: s.statements, Denied: s.denied,
 		DurationMS: s.srv.now().Sub(s.started).Milliseconds(),
 		ExitStatus: s.exitStatus, ExitSignal: s.exitSignal,
+		Stop: s.stop,
 	}
 	s.mu.Unlock()
 	s.srv.untrack(s)

@@ -197,6 +197,12 @@ type Result struct {
 	BytesOut     int64  `json:"bytes_out,omitempty"`
 	BytesErr     int64  `json:"bytes_err,omitempty"`
 	OutputCapped bool   `json:"output_capped,omitempty"`
+
+	// Stopped is set on the outcome of a statement that was still running
+	// when its session's grant was revoked or expired: the ways airlock
+	// asked the upstream to stop it, in order (see Stop.Methods). The rest
+	// of the outcome (Error and SQLState, ExitSignal) is the server's own.
+	Stopped []string `json:"stopped,omitempty"`
 }
 
 // AuthFailure is a refused connection attempt.
@@ -220,7 +226,46 @@ type End struct {
 	// ran no command. Each channel's own is in its statement's result.
 	ExitStatus *int   `json:"exit_status,omitempty"`
 	ExitSignal string `json:"exit_signal,omitempty"`
+
+	// Stop is set when the grant ended while statements were running:
+	// what ran, how airlock stopped it and whether the stop was
+	// confirmed.
+	Stop *Stop `json:"stop,omitempty"`
 }
+
+// Stop is how airlock stopped the work that was running when a session's
+// grant was revoked or expired (docs/events.md, session.end).
+type Stop struct {
+	// Running are the statements whose outcome was still to come.
+	Running []Running `json:"running"`
+	// Methods are the ways airlock asked the upstream to stop, in order:
+	// "cancel", "terminate" (Postgres: a CancelRequest, then
+	// pg_terminate_backend), "kill-query", "kill-connection" (MySQL),
+	// "signal", "close" (SSH: a signal request, then closing the channel).
+	Methods []string `json:"methods"`
+	// Outcome is "stopped" when every running statement ended (each one's
+	// result says how, in the server's words), or "unconfirmed" when one
+	// had not ended when airlock gave up waiting and closed the upstream
+	// connection.
+	Outcome string `json:"outcome"`
+	// Errors are the stop requests that could not be made, and why.
+	Errors []string `json:"errors,omitempty"`
+	// DurationMS is the time from the grant's end to the outcome.
+	DurationMS int64 `json:"duration_ms"`
+}
+
+// Running is a statement that was running when its session was stopped.
+type Running struct {
+	ID uint64 `json:"id"`
+	// Text is the statement's text, cut to 200 bytes.
+	Text string `json:"text"`
+}
+
+// Stop outcomes.
+const (
+	StopStopped     = "stopped"
+	StopUnconfirmed = "unconfirmed"
+)
 
 // Data is a chunk of an SSH channel's data, in the order it was relayed.
 // The event's time is when the gateway relayed it, which is what a replay

@@ -62,7 +62,9 @@ type session struct {
 	cr *bufio.Reader
 	cw *bufio.Writer
 	up net.Conn
-	ur *bufio.Reader
+	// thread is the upstream's connection id, which a KILL names.
+	thread uint32
+	ur     *bufio.Reader
 	uw *bufio.Writer
 	// toClient and toUp stream the payloads the gateway does not read.
 	toClient, toUp proxy.Copier
@@ -101,7 +103,7 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 		p: p, sess: sess, log: sess.Logger(), res: res,
 		fileLoads: up.caps&capLocalFiles != 0,
 		cl:        cl.conn, cr: cl.r, cw: cl.w,
-		up: up.conn, ur: bufio.NewReaderSize(up.conn, 64<<10), uw: bufio.NewWriterSize(up.conn, 64<<10),
+		up: up.conn, thread: up.thread, ur: bufio.NewReaderSize(up.conn, 64<<10), uw: bufio.NewWriterSize(up.conn, 64<<10),
 		stmts: map[uint32]*stmt{}, maxStatement: sess.MaxStatementBytes(),
 	}
 	s.az = p.newAuthorizer(myauthz.Options{

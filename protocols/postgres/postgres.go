@@ -124,7 +124,7 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	reason := relay(sess, cl, up, ct.clientPID, p.decisions())
+	reason := relay(p, sess, cl, up, ct.clientPID)
 	sess.End(reason)
 }
 

@@ -45,6 +45,7 @@ type pending struct {
 
 // session relays one authorized client connection.
 type session struct {
+	p    *Protocol
 	sess *proxy.Session
 	cl   *client
 	up   *upstream
@@ -95,10 +96,10 @@ type session struct {
 
 // relay runs the session until either side stops or the session's context
 // ends it, and returns why it ended.
-func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cache *authz.DecisionCache) string {
+func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream, clientPID uint32) string {
 	s := &session{
-		sess: sess, cl: cl, up: up, clientPID: clientPID,
-		az: pgauthz.NewSession(pgauthz.Options{Cache: cache}),
+		p: p, sess: sess, cl: cl, up: up, clientPID: clientPID,
+		az: pgauthz.NewSession(pgauthz.Options{Cache: p.decisions()}),
 		// Small, so that an idle session holds little: frames larger
 		// than a buffer are streamed past it (bufio reads and writes
 		// directly once its buffer is empty), so they cost no copy.
@@ -108,10 +109,11 @@ func relay(sess *proxy.Session, cl *client, up *upstream, clientPID uint32, cach
 		maxStatement: sess.MaxStatementBytes(),
 	}
 	reason := sess.Relay(s)
-	if s.upstreamFatal != "" && !strings.HasPrefix(reason, "upstream closed") {
+	if s.upstreamFatal != "" && !strings.HasPrefix(reason, "upstream closed") && sess.Context().Err() == nil {
 		// The server ended the connection, and the client hung up on
 		// reading its FATAL before the upstream's close was seen: the
-		// server's word is why.
+		// server's word is why (unless the gateway ended the session,
+		// e.g. terminating the backend of a revoked grant).
 		reason = "upstream closed the connection: " + s.upstreamFatal
 	}
 	s.unanswered(reason)

@@ -34,6 +34,22 @@ type RDSAuth interface {
 // connection over for the relay.
 // params are the settings of its startup message (upstreamParams).
 func (p *Protocol) dialUpstream(ctx context.Context, res *config.Resource, params map[string]string) (*upstream, error) {
+	pc, err := p.connect(ctx, res, params)
+	if err != nil {
+		return nil, err
+	}
+	hc, err := pc.Hijack()
+	if err != nil {
+		pc.Close(ctx)
+		return nil, err
+	}
+	return &upstream{conn: hc.Conn, params: hc.ParameterStatuses, pid: hc.PID, key: hc.SecretKey}, nil
+}
+
+// connect opens a connection to the resource with the gateway's
+// credentials (its password, or an IAM token), with params as the
+// settings of its startup message.
+func (p *Protocol) connect(ctx context.Context, res *config.Resource, params map[string]string) (*pgconn.PgConn, error) {
 	host, port, err := net.SplitHostPort(res.Address)
 	if err != nil {
 		return nil, err
@@ -83,12 +99,7 @@ func (p *Protocol) dialUpstream(ctx context.Context, res *config.Resource, param
 	if err != nil {
 		return nil, err
 	}
-	hc, err := pc.Hijack()
-	if err != nil {
-		pc.Close(ctx)
-		return nil, err
-	}
-	return &upstream{conn: hc.Conn, params: hc.ParameterStatuses, pid: hc.PID, key: hc.SecretKey}, nil
+	return pc, nil
 }
 
 // rdsTLS makes sure an rds-iam connection's only route is TLS with the

@@ -230,10 +230,12 @@ func (s *sessionChan) envReq(req *ssh.Request) {
 	}
 	d := sshauthz.AuthorizeEnv(m.Name, m.Value)
 	d.Text = safeText([]byte(m.Name)) + "=" + safeText([]byte(m.Value))
-	if _, err := s.c.sess.Admit(authz.SingleVerdict(d)); err != nil {
+	adm, err := s.c.sess.Admit(authz.SingleVerdict(d))
+	if err != nil {
 		_ = req.Reply(false, nil)
 		return
 	}
+	adm.Settled() // a setting: nothing runs that a revocation would stop
 	if err := s.openUpstream(); err != nil {
 		_ = req.Reply(false, nil)
 		return
