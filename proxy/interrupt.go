@@ -148,6 +148,9 @@ func (s *Session) stopRunning(r Relay) {
 			if s.log != nil {
 				s.log.Warn("could not stop the running statement", "method", method, "err", err)
 			}
+			if step != StopTerminate {
+				continue // nothing to wait for: escalate at once
+			}
 		}
 		t := time.NewTimer(grace)
 		select {

@@ -231,6 +231,10 @@ func (e *encoder) body(ev *Event) {
 			e.int("exit_status", int64(*x.ExitStatus))
 		}
 		e.strOmit("exit_signal", x.ExitSignal)
+		if x.Stop != nil {
+			e.key("stop")
+			e.stop(x.Stop)
+		}
 		e.close()
 	}
 	if d := ev.Data; d != nil {
@@ -338,6 +342,44 @@ func (e *encoder) result(r *Result) {
 	e.intOmit("bytes_out", r.BytesOut)
 	e.intOmit("bytes_err", r.BytesErr)
 	e.boolOmit("output_capped", r.OutputCapped)
+	e.strings("stopped", r.Stopped)
+	e.close()
+}
+
+func (e *encoder) stop(s *Stop) {
+	e.open()
+	e.key("running")
+	if s.Running == nil {
+		e.b = append(e.b, "null"...)
+	} else {
+		e.b = append(e.b, '[')
+		for i, r := range s.Running {
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.open()
+			e.uint("id", r.ID)
+			e.str("text", r.Text)
+			e.close()
+		}
+		e.b = append(e.b, ']')
+	}
+	e.key("methods")
+	if s.Methods == nil {
+		e.b = append(e.b, "null"...)
+	} else {
+		e.b = append(e.b, '[')
+		for i, m := range s.Methods {
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.string(m)
+		}
+		e.b = append(e.b, ']')
+	}
+	e.str("outcome", s.Outcome)
+	e.strings("errors", s.Errors)
+	e.int("duration_ms", s.DurationMS)
 	e.close()
 }
 

@@ -130,7 +130,7 @@ func (t *transcriber) add(ev *Event) []TranscriptLine {
 		}
 	case TypeSessionEnd:
 		if x := ev.End; x != nil {
-			line(ev.Time, "session end: %s (%s, %d denied)", x.Reason, plural.N(x.Statements, "statement"), x.Denied)
+			line(ev.Time, "session end: %s (%s, %d denied)%s", x.Reason, plural.N(x.Statements, "statement"), x.Denied, x.Stop.Words())
 		}
 	case TypeSessionInterrupted:
 		if n := ev.Interrupted; n != nil {
@@ -157,6 +157,9 @@ func (r *Result) Words() string {
 	var parts []string
 	if !r.Executed {
 		parts = append(parts, "not executed")
+	}
+	if len(r.Stopped) > 0 {
+		parts = append(parts, "stopped by "+strings.Join(r.Stopped, ", ")+" (grant ended)")
 	}
 	if r.Tag != "" {
 		parts = append(parts, r.Tag)
@@ -248,4 +251,25 @@ const (
 // \r\n on the way.
 func castLine(s string) string {
 	return strings.ReplaceAll(s, "\n", "\r\n") + "\r\n"
+}
+
+// Words is the stop in words, for a session end's line: "; running work
+// stopped by cancel: #3 stopped in 12ms"; "" for no stop.
+func (s *Stop) Words() string {
+	if s == nil {
+		return ""
+	}
+	ids := make([]string, len(s.Running))
+	for i, r := range s.Running {
+		ids[i] = fmt.Sprintf("#%d", r.ID)
+	}
+	how := "nothing the upstream could be asked"
+	if len(s.Methods) > 0 {
+		how = strings.Join(s.Methods, ", ")
+	}
+	w := fmt.Sprintf("; running work stopped by %s: %s %s in %dms", how, strings.Join(ids, " "), s.Outcome, s.DurationMS)
+	if len(s.Errors) > 0 {
+		w += " (" + strings.Join(s.Errors, "; ") + ")"
+	}
+	return w
 }

@@ -155,7 +155,7 @@ func printSession(w io.Writer, d *control.SessionDetail) {
 			case x.ExitSignal != "":
 				exit = "; last command: signal " + x.ExitSignal
 			}
-			fmt.Fprintf(w, "%s  session end: %s (%s, %d denied%s)\n", ts, x.Reason, plural.N(x.Statements, "statement"), x.Denied, exit)
+			fmt.Fprintf(w, "%s  session end: %s (%s, %d denied%s)%s\n", ts, x.Reason, plural.N(x.Statements, "statement"), x.Denied, exit, x.Stop.Words())
 		case recorder.TypeSessionInterrupted:
 			if n := e.Interrupted; n != nil {
 				fmt.Fprintf(w, "%s  session interrupted after seq %d, noted by %s (%s): %s\n", ts, n.LastSeq, dash(e.Gateway), n.By, n.Reason)

@@ -292,6 +292,7 @@ func timeline(evs []recorder.Event) ([]stmtRow, int) {
 				if x.ExitStatus != nil {
 					row.Note += fmt.Sprintf("; last command exit %d", *x.ExitStatus)
 				}
+				row.Note += x.Stop.Words()
 			}
 		case recorder.TypeSessionInterrupted:
 			if n := e.Interrupted; n != nil {

@@ -3,6 +3,7 @@ package postgres
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -700,6 +701,14 @@ func (s *session) observeError(h *pending, body []byte) encoder {
 		return out
 	}
 	res := recorder.Result{Executed: true, Error: e.Message, SQLState: e.Code}
+	var out encoder
+	if cause := context.Cause(s.sess.Context()); errors.Is(cause, proxy.ErrGrantEnded) && e.Detail == "" {
+		// The statement was stopped because the grant ended (see
+		// Interrupt): the server's error, and why in its detail, as a
+		// client that exits on the error reads no later FATAL.
+		e.Detail = "airlock: the statement was stopped: " + proxy.EndMessage(cause)
+		out = &e
+	}
 	switch h.kind {
 	case 'Q', 'F':
 		if h.adm != nil && !h.failed {
@@ -716,7 +725,7 @@ func (s *session) observeError(h *pending, body []byte) encoder {
 		}
 		s.skipToSync(h, res)
 	}
-	return nil
+	return out
 }
 
 // skipToSync drops what the server will skip after an error in the
