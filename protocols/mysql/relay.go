@@ -65,7 +65,7 @@ type session struct {
 	// thread is the upstream's connection id, which a KILL names.
 	thread uint32
 	ur     *bufio.Reader
-	uw *bufio.Writer
+	uw     *bufio.Writer
 	// toClient and toUp stream the payloads the gateway does not read.
 	toClient, toUp proxy.Copier
 
