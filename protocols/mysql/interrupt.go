@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -66,4 +67,20 @@ func (s *session) killUpstream(ctx context.Context, sql string) error {
 		return fmt.Errorf("%s: error %d: %s", sql, code, msg)
 	}
 	return nil
+}
+
+// stoppedErr is p, an ERR packet from the server, as the client gets it:
+// a statement stopped because the grant ended says why after the
+// server's words, since a client that exits on the error reads no later
+// packet (the record keeps the server's own).
+func (s *session) stoppedErr(p []byte) []byte {
+	cause := context.Cause(s.sess.Context())
+	if !errors.Is(cause, proxy.ErrGrantEnded) {
+		return p
+	}
+	e := parseErr(p)
+	if e.code != erQueryInterrupted || len(e.state) != 5 {
+		return p
+	}
+	return rawErrPacket(e.code, e.state, e.msg+" (airlock: the statement was stopped: "+proxy.EndMessage(cause)+")")
 }

@@ -199,7 +199,7 @@ func (s *session) relayResults(t *tracker, binary bool) (err error) {
 			if err != nil {
 				return err
 			}
-			if err := s.writeClient(seq, p); err != nil {
+			if err := s.writeClient(seq, s.stoppedErr(p)); err != nil {
 				return err
 			}
 			t.fail(parseErr(p))
@@ -298,7 +298,7 @@ func (s *session) relayRows(t *tracker) (o okInfo, more bool, err error) {
 			if err != nil {
 				return okInfo{}, false, err
 			}
-			if err := s.writeClient(seq, p); err != nil {
+			if err := s.writeClient(seq, s.stoppedErr(p)); err != nil {
 				return okInfo{}, false, err
 			}
 			t.fail(parseErr(p))
