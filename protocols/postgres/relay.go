@@ -162,8 +162,11 @@ func (s *session) fatal(code, msg string) {
 // have returned, so the queue is this goroutine's.
 func (s *session) unanswered(reason string) {
 	for h := s.pop(); h != nil; h = s.pop() {
-		if h.adm == nil {
-			continue // not a statement, or a refused one: nothing ran
+		if h.adm == nil || h.failed {
+			// Not a statement, or a refused one: nothing ran. Or a
+			// query whose error (a FATAL: the server ended the
+			// connection) recorded every outcome already.
+			continue
 		}
 		for i := h.next; i < h.adm.Len(); i++ {
 			h.adm.Done(i, recorder.Result{Executed: true, Error: "outcome unknown: the session ended (" + reason + ") before the server answered"})
