@@ -41,16 +41,14 @@ func TestStopRunning(t *testing.T) {
 			defer cancel(nil)
 			srv := &Server{Config: &config.Config{Grants: config.Grants{StopGrace: 50 * time.Millisecond}}}
 			s := &Session{ctx: ctx, cancel: cancel, srv: srv, log: slog.New(slog.DiscardHandler)}
-			var adm *Admitted
 			if !tc.idle {
-				adm = s.newAdmitted(authz.SingleVerdict(authz.Decision{Text: "select pg_sleep(60)", Allow: true}), []uint64{7})
+				s.newAdmitted(authz.SingleVerdict(authz.Decision{Text: "select pg_sleep(60)", Allow: true}), []uint64{7})
 			}
 			var done recorder.Result
 			f := &fakeRelay{closed: make(chan struct{}), s: s}
-			f.interrupt = func(step StopStep) (string, error) {
-				method := []string{"cancel", "terminate"}[step]
+			f.interrupt = func(step StopStep) error {
 				if step == StopCancel && tc.failCancel {
-					return method, errors.New("dial tcp: connection refused")
+					return errors.New("dial tcp: connection refused")
 				}
 				if step == tc.endsAt {
 					// The server's answer arrives on the relay.
@@ -61,7 +59,7 @@ func TestStopRunning(t *testing.T) {
 						s.mu.Unlock()
 					}()
 				}
-				return method, nil
+				return nil
 			}
 			out := make(chan string)
 			go func() { out <- s.Relay(f) }()
@@ -78,7 +76,6 @@ func TestStopRunning(t *testing.T) {
 				}
 				return
 			}
-			_ = adm
 			st := s.stop
 			if st == nil {
 				t.Fatal("no stop recorded")

@@ -19,17 +19,14 @@ type fakeRelay struct {
 	ret, stop string
 	s         *Session
 	// interrupt, when set, answers Interrupt.
-	interrupt func(step StopStep) (string, error)
+	interrupt func(step StopStep) error
 }
 
 func (f *fakeRelay) Interrupt(step StopStep) (string, func(context.Context) error) {
 	if f.interrupt == nil {
 		return "", nil
 	}
-	return []string{"cancel", "terminate"}[step], func(context.Context) error {
-		_, err := f.interrupt(step)
-		return err
-	}
+	return []string{"cancel", "terminate"}[step], func(context.Context) error { return f.interrupt(step) }
 }
 
 func (f *fakeRelay) Run() string {
