@@ -34,10 +34,16 @@ var ErrNoHold = errors.New("no such hold")
 // its key, and every change is an optimistic-concurrency update on the
 // revision its writer read, so exactly one decision wins.
 type HoldStore struct {
-	kv  jetstream.KeyValue
-	log *slog.Logger
-	now func() time.Time
+	kv   jetstream.KeyValue
+	log  *slog.Logger
+	now  func() time.Time
+	held func(*authz.Hold)
 }
+
+// OnHeld sets fn to be told of each hold once it is stored as pending, on
+// the replica where its statement waits (the notifier's statement.held).
+// fn must not block. Set it before the store is used.
+func (s *HoldStore) OnHeld(fn func(*authz.Hold)) { s.held = fn }
 
 // HoldStoreOptions configures OpenHoldStore.
 type HoldStoreOptions struct {
@@ -137,6 +143,10 @@ func (s *HoldStore) Wait(ctx context.Context, h *authz.Hold) (*authz.Hold, error
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("control: storing hold %s: %w", c.ID, err)
+	}
+	if s.held != nil {
+		told := c
+		s.held(&told)
 	}
 
 	// The watcher delivers the key's latest value first, so a decision
