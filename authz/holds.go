@@ -20,6 +20,10 @@ type Holds struct {
 	// Tables: a statement that writes one of these tables (TABLE or
 	// SCHEMA.TABLE, * wildcards) waits.
 	Tables []string `json:"tables,omitempty"`
+	// Commands: an SSH exec command matching one of these patterns (the
+	// syntax of the grant's --command rules) waits, whether or not the
+	// grant's own rules allow it: a person decides each one.
+	Commands []string `json:"commands,omitempty"`
 	// Denied: a statement the grant's policy would refuse waits instead
 	// (not one the parser cannot read, nor one refused because the grant
 	// is no longer active).
@@ -35,7 +39,7 @@ const DefaultHoldTimeout = 5 * time.Minute
 
 // IsZero reports whether the grant holds nothing.
 func (h Holds) IsZero() bool {
-	return len(h.Kinds) == 0 && len(h.Tables) == 0 && !h.Denied
+	return len(h.Kinds) == 0 && len(h.Tables) == 0 && len(h.Commands) == 0 && !h.Denied
 }
 
 // Wait is how long a held statement waits for a person.
@@ -58,6 +62,11 @@ func (h Holds) Check() error {
 			return fmt.Errorf("holds.tables: an empty table")
 		}
 	}
+	for _, c := range h.Commands {
+		if strings.TrimSpace(c) == "" {
+			return fmt.Errorf("holds.commands: an empty pattern")
+		}
+	}
 	if h.Timeout < 0 {
 		return fmt.Errorf("holds.timeout: negative")
 	}
@@ -66,9 +75,10 @@ func (h Holds) Check() error {
 
 // Rules that hold a statement, Decision.Rule of a held one.
 const (
-	RuleHoldKind   = "hold-kind"
-	RuleHoldTable  = "hold-table"
-	RuleHoldDenied = "hold-denied"
+	RuleHoldKind    = "hold-kind"
+	RuleHoldTable   = "hold-table"
+	RuleHoldCommand = "hold-command" // set by authz/ssh, which reads commands
+	RuleHoldDenied  = "hold-denied"
 )
 
 // ApplyHolds marks the statements of v that g's holds match: an allowed

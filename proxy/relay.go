@@ -58,15 +58,20 @@ func (s *Session) Relay(r Relay) string {
 }
 
 // Stop ends the session's relay with why (the first reason counts):
-// both connections close, and Run returns.
+// both connections close, and Run returns. A message waiting for an
+// approver stops waiting: nobody is left to answer.
 func (s *Session) Stop(why string) {
 	s.setStopReason(why)
 	s.mu.Lock()
 	r, closed := s.relay, s.relayClosed
 	s.relayClosed = true
+	cancelHold := s.holdCancel
 	s.mu.Unlock()
 	if r != nil && !closed {
 		r.Close()
+	}
+	if cancelHold != nil {
+		cancelHold(errors.New("the session ended while the statement waited: " + why))
 	}
 }
 

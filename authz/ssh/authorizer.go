@@ -72,6 +72,33 @@ type SCP struct {
 
 // AuthorizeExec decides an exec request under g's SSH policy.
 func AuthorizeExec(g *authz.Grant, command string) Command {
+	out := authorizeExec(g, command)
+	if g == nil || len(g.Holds.Commands) == 0 || out.Rule == RuleUnparseable || out.Rule == RuleFiles ||
+		out.SCP != nil || out.Class.Kind != KindExec {
+		return out // file transfers follow --files, not command rules
+	}
+	// A --hold-command pattern: the command waits for a person, whether
+	// the grant's rules allow it or not.
+	if sc, err := ParseShellCommand(command); err == nil {
+		rules, _ := sshCompileCommands(g.Holds.Commands)
+		for _, r := range rules {
+			if r.raw && r.matchRaw(strings.TrimSpace(command)) == sshFullMatch || !r.raw && sc.Plain() && r.matchArgv(sc.Argv) == sshFullMatch {
+				if !out.Allow {
+					out.Command = command
+					if !r.raw {
+						out.Command = QuoteArgv(sc.Argv)
+					}
+				}
+				out.Allow, out.Hold, out.Rule = true, true, authz.RuleHoldCommand
+				out.Reason = fmt.Sprintf("command %s waits for an approver: the grant holds commands matching %q", sshDisplayCommand(command), r.text)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func authorizeExec(g *authz.Grant, command string) Command {
 	out := Command{Decision: authz.Decision{Text: command, Class: authz.Classification{Kind: KindExec}}}
 	deny := func(rule, reason string) Command {
 		out.Rule, out.Reason = rule, reason
@@ -391,7 +418,11 @@ func sshCompileRules(g *authz.Grant) (rules []*sshCommandRule, bad []string) {
 	if g == nil {
 		return nil, nil
 	}
-	for _, p := range g.SSH.Commands {
+	return sshCompileCommands(g.SSH.Commands)
+}
+
+func sshCompileCommands(patterns []string) (rules []*sshCommandRule, bad []string) {
+	for _, p := range patterns {
 		r, err := sshCompileRule(p)
 		if err != nil {
 			bad = append(bad, err.Error())

@@ -427,3 +427,33 @@ func TestSSHGlobMatchIsLinear(t *testing.T) {
 		t.Fatal("inert wildcard refuses single dots")
 	}
 }
+
+// TestHoldCommand: a --hold-command pattern holds what it matches, allowed
+// by the grant's rules or not; what it does not match is decided as
+// without it, and file transfers stay under --files.
+func TestHoldCommand(t *testing.T) {
+	g := &authz.Grant{ID: "gr_h", State: authz.StateActive, SSH: authz.SSHPolicy{Commands: []string{"echo *", "touch /tmp/ok"}},
+		Holds: authz.Holds{Commands: []string{"touch *", "raw:systemctl restart *"}}}
+	for _, c := range []struct {
+		cmd         string
+		allow, hold bool
+		rule        string
+	}{
+		{"echo hi", true, false, RuleCommand},
+		{"touch /tmp/ok", true, true, authz.RuleHoldCommand},
+		{"touch /tmp/other", true, true, authz.RuleHoldCommand},
+		{"systemctl restart nginx", true, true, authz.RuleHoldCommand},
+		{"rm -rf /tmp/x", false, false, RuleCommand},
+		{"sftp-server", false, false, RuleFiles},
+		{"touch '/tmp/a", false, false, RuleUnparseable},
+	} {
+		v := authz.ApplyHolds(g, authz.SingleVerdict(AuthorizeExec(g, c.cmd).Decision))
+		d := v.Statements[0]
+		if d.Allow != c.allow || d.Hold != c.hold || d.Rule != c.rule || v.Held() != c.hold {
+			t.Errorf("%q: allow %v hold %v rule %q (%s); want %v %v %q", c.cmd, d.Allow, d.Hold, d.Rule, d.Reason, c.allow, c.hold, c.rule)
+		}
+	}
+	if got := AuthorizeExec(g, "touch /tmp/other").Command; got != "touch /tmp/other" {
+		t.Errorf("held command sent upstream as %q", got)
+	}
+}

@@ -36,6 +36,7 @@ func specFlags(cmd *cobra.Command, spec *control.GrantSpec) {
 	f.StringArrayVar(&spec.SSH.Forwards, "forward", nil, "ssh: allow forwarding to HOST:PORT (repeatable)")
 	f.StringArrayVar(&spec.Holds.Kinds, "hold", nil, "database: statements of this kind wait for an approver (DELETE, TRUNCATE, ..., or DDL, WRITE, UNFILTERED; repeatable)")
 	f.StringArrayVar(&spec.Holds.Tables, "hold-table", nil, "database: statements writing this table wait for an approver (repeatable)")
+	f.StringArrayVar(&spec.Holds.Commands, "hold-command", nil, "ssh: commands matching this pattern (as --command) wait for an approver, allowed by the grant's rules or not (repeatable)")
 	f.BoolVar(&spec.Holds.Denied, "hold-denied", false, "database: what the grant would refuse waits for an approver instead")
 	f.Var((*durationFlag)(&spec.Holds.Timeout), "hold-timeout", "how long a held statement waits before it is refused (default 5m)")
 	_ = cmd.MarkFlagRequired("resource")

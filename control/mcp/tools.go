@@ -33,6 +33,7 @@ type RequestAccessInput struct {
 	Commands        []string `json:"commands,omitempty" jsonschema:"ssh: allow commands matching these argv patterns, * per word (e.g. 'systemctl status *')"`
 	Hold            []string `json:"hold,omitempty" jsonschema:"database: statements of these kinds wait for a person to approve each one (DELETE, TRUNCATE, ..., or DDL, WRITE, UNFILTERED); the query call waits meanwhile"`
 	HoldTables      []string `json:"hold_tables,omitempty" jsonschema:"database: statements writing these tables wait for a person to approve each one"`
+	HoldCommands    []string `json:"hold_commands,omitempty" jsonschema:"ssh: commands matching these patterns (as commands) wait for a person to approve each one"`
 	HoldDenied      bool     `json:"hold_denied,omitempty" jsonschema:"database: a statement the grant would refuse waits for a person instead, who may let it through once"`
 	HoldTimeout     string   `json:"hold_timeout,omitempty" jsonschema:"how long a held statement waits before it is refused, a Go duration (default 5m)"`
 }
@@ -135,7 +136,7 @@ func (s *Server) requestAccess(ctx context.Context, _ *mcp.CallToolRequest, in R
 		Resource: in.Resource, Task: in.Task, Access: in.Access, TTL: in.Duration,
 		Scope: authz.Scope{Tables: in.Tables, Functions: in.Functions, AllowDrop: in.AllowDrop, AllowUnfiltered: in.AllowUnfiltered},
 		SSH:   authz.SSHPolicy{Commands: in.Commands},
-		Holds: authz.Holds{Kinds: in.Hold, Tables: in.HoldTables, Denied: in.HoldDenied},
+		Holds: authz.Holds{Kinds: in.Hold, Tables: in.HoldTables, Commands: in.HoldCommands, Denied: in.HoldDenied},
 	}
 	if in.HoldTimeout != "" {
 		d, err := time.ParseDuration(in.HoldTimeout)

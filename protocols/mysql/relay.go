@@ -262,8 +262,8 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 	case comQuery:
 		sql := proxy.TextOf(body[1:])
 		if k, ok := parseKill(sql); ok {
-			if v, upstreamSQL, ok := s.p.killVerdict(s.sess, sql, k); ok {
-				return s.kill(h, v, upstreamSQL, k.id)
+			if v, upstreamSQL, target, ok := s.p.killVerdict(s.sess, sql, k); ok {
+				return s.kill(h, v, upstreamSQL, k.id, k.query, target)
 			}
 		}
 		return s.query(h, body, s.az.Query(g, sql), false)
@@ -311,8 +311,8 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 		}
 		id := binary.LittleEndian.Uint32(body[1:])
 		text := fmt.Sprintf("KILL CONNECTION %d", id)
-		if v, upstreamSQL, ok := s.p.killVerdict(s.sess, text, killStmt{id: id}); ok {
-			return s.kill(h, v, upstreamSQL, id)
+		if v, upstreamSQL, target, ok := s.p.killVerdict(s.sess, text, killStmt{id: id}); ok {
+			return s.kill(h, v, upstreamSQL, id, false, target)
 		}
 		return s.query(h, body, s.az.Query(g, text), false)
 	case comPing, comSetOption, comStmtReset, comResetConnection:
@@ -448,9 +448,16 @@ func (s *session) query(h header, body []byte, v authz.Verdict, binary bool) err
 
 // kill runs a KILL the grant's own sessions decided (killVerdict): the
 // upstream gets upstreamSQL, which names the session's upstream thread; a
-// refused one gets the server's answer for an unknown id, with why.
-func (s *session) kill(h header, v authz.Verdict, upstreamSQL string, id uint32) error {
+// refused one gets the server's answer for an unknown id, with why. A
+// KILL QUERY of a session whose statement waits for an approver ends that
+// wait first (its client gets ER_QUERY_INTERRUPTED, as from a killed
+// statement); the KILL still goes to the server, which answers it as for
+// an idle thread, so this client reads the server's own OK.
+func (s *session) kill(h header, v authz.Verdict, upstreamSQL string, id uint32, query bool, target *proxy.Session) error {
 	return s.sess.Forward(v, nil, func(adm *proxy.Admitted) error {
+		if query && target != nil && target.CancelHold() {
+			s.log.Info("KILL QUERY ended a wait for an approver", "target", target.ID)
+		}
 		if err := s.forward(append([]byte{comQuery}, upstreamSQL...)); err != nil {
 			return err
 		}
