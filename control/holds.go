@@ -442,3 +442,49 @@ func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueC
 		}
 	}
 }
+
+// Follow calls fn with every hold in the bucket, then with each hold as it
+// is created or changes, through any replica, until ctx ends. fn runs on
+// one goroutine and must not block. The console's live pages use it.
+//
+// When the watch breaks (NATS away for longer than the watcher survives),
+// it is started again after a pause and delivers every hold again, so fn
+// must take a hold it has seen before in its stride.
+func (s *HoldStore) Follow(ctx context.Context, fn func(*authz.Hold)) {
+	for ctx.Err() == nil {
+		if err := s.follow(ctx, fn); err != nil && ctx.Err() == nil {
+			s.log.Warn("following the holds bucket", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *HoldStore) follow(ctx context.Context, fn func(*authz.Hold)) error {
+	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("the watcher ended")
+			}
+			if e == nil {
+				continue // the initial values are all delivered
+			}
+			h, err := decodeHold(e)
+			if err != nil {
+				s.log.Error("hold record unreadable", "key", e.Key(), "err", err)
+				continue
+			}
+			fn(s.effective(h))
+		}
+	}
+}
