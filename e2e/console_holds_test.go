@@ -174,8 +174,9 @@ func TestConsoleHolds(t *testing.T) {
 		t.Errorf("recently decided row: %q", row)
 	}
 
-	// 3. A prepared statement's parameters; a cross-origin POST refused;
-	// a denial from the CLI takes the card away live.
+	// 3. A prepared statement's parameters; a live refresh keeps what is
+	// being typed; a cross-origin POST refused; a denial from the CLI takes
+	// the card away live.
 	evalJS[bool](t, b, "window.__noReload = true")
 	conn := connectPgx(t, g, "agent-1", tok)
 	errc := make(chan error, 1)
@@ -188,6 +189,21 @@ func TestConsoleHolds(t *testing.T) {
 	id3 := newHoldCard(t, b, "")
 	if p := evalJS[string](t, b, fmt.Sprintf(`document.querySelector("#hold-%s ol.params").innerText`, id3)); strings.TrimSpace(p) != "3" {
 		t.Errorf("the hold's parameters read %q, want 3", p)
+	}
+	// A new hold refreshes the list; what the approver typed stays.
+	within(t, b, 30*time.Second, "type a reason", chromedp.SendKeys(chromedp.CSS("#hold-"+id3+" .deny-form textarea"), "half-typed"))
+	conn2 := connectPgx(t, g, "agent-1", tok)
+	errc2 := make(chan error, 1)
+	go func() {
+		_, err := conn2.Exec(context.Background(), "delete from orders where id = $1", 4)
+		errc2 <- err
+	}()
+	id4 := newHoldCard(t, b, id3)
+	if v := evalJS[string](t, b, fmt.Sprintf(`document.querySelector("#hold-%s .deny-form textarea").value`, id3)); v != "half-typed" {
+		t.Errorf("after a live refresh the reason being typed reads %q", v)
+	}
+	if first := evalJS[string](t, b, `document.querySelector("article.hold-card").dataset.hold`); first != id4 {
+		t.Errorf("the first card is %s, want the newest hold %s", first, id4)
 	}
 	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `<!doctype html><form id="f" method="post" action="%s/ui/holds/%s/approve"><input name="comment" value="pwned"></form><script>document.getElementById("f").submit()</script>`, g.URL, id3)
@@ -205,12 +221,12 @@ func TestConsoleHolds(t *testing.T) {
 	within(t, b, 30*time.Second, "holds page again", chromedp.Navigate(g.URL+"/ui/holds"), chromedp.WaitVisible(chromedp.ID("hold-"+id3)))
 	evalJS[bool](t, b, "window.__noReload = true")
 	g.MustCLI("alice", "holds", "deny", id3, "--reason", "decided in the CLI")
-	within(t, b, 30*time.Second, "a hold decided elsewhere leaves the page", chromedp.WaitNotPresent(chromedp.ID("hold-"+id3)), chromedp.WaitVisible(chromedp.ID("no-holds")))
+	within(t, b, 30*time.Second, "a hold decided elsewhere leaves the page", chromedp.WaitNotPresent(chromedp.ID("hold-"+id3)), chromedp.WaitVisible(chromedp.ID("hold-"+id4)))
 	if !evalJS[bool](t, b, "window.__noReload === true") {
 		t.Fatal("the holds page reloaded")
 	}
-	if n := evalJS[string](t, b, `document.getElementById("holds-count").textContent`); n != "" {
-		t.Errorf("the navigation counts %q pending holds after the last was decided", n)
+	if n := evalJS[string](t, b, `document.getElementById("holds-count").textContent`); n != "1" {
+		t.Errorf("the navigation counts %q pending holds, want 1", n)
 	}
 	var pgErr *pgconn.PgError
 	if err := <-errc; !errors.As(err, &pgErr) || pgErr.Code != "42501" || !strings.Contains(pgErr.Message, "decided in the CLI") {
@@ -219,11 +235,6 @@ func TestConsoleHolds(t *testing.T) {
 
 	// 4. A reviewer: no Holds in the navigation, the page and a decision
 	// answer 403, and the hold stays pending.
-	go func() {
-		_, err := conn.Exec(context.Background(), "delete from orders where id = $1", 4)
-		errc <- err
-	}()
-	id4 := newHoldCard(t, b, "")
 	within(t, b, 30*time.Second, "sign out", chromedp.Click(chromedp.CSS(`form[action="/ui/signout"] button`)), chromedp.WaitVisible(chromedp.ID("token")))
 	within(t, b, 30*time.Second, "reviewer signs in with a token",
 		chromedp.SendKeys(chromedp.ID("token"), g.Tokens["rita"]),
@@ -254,7 +265,7 @@ func TestConsoleHolds(t *testing.T) {
 		t.Fatalf("after the reviewer's POSTs the hold is %s", h.State)
 	}
 	g.MustCLI("alice", "holds", "deny", id4, "--reason", "end of test")
-	if err := <-errc; !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+	if err := <-errc2; !errors.As(err, &pgErr) || pgErr.Code != "42501" {
 		t.Fatalf("the last held delete: %v", err)
 	}
 }
