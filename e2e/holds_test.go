@@ -81,7 +81,7 @@ func (c *heldClient) end(t *testing.T, within time.Duration) error {
 		return err
 	case <-time.After(within):
 		_ = c.cmd.Process.Kill()
-		t.Fatalf("%s still waiting %v after the hold was decided:\n%s", c.cmd.Path, within, c.out)
+		t.Fatalf("%s still running %v after its wait should have ended:\n%s", c.cmd.Path, within, c.out)
 	}
 	return nil
 }
@@ -386,7 +386,7 @@ func TestHoldMySQL(t *testing.T) {
 // a signal request, ends the wait as cancelled.
 func TestHoldSSH(t *testing.T) {
 	g := startGateway(t, gatewayOptions{SSH: true})
-	iss := g.sshGrant("box", t.Name(), "--command", "rm -f *", "--command", "uptime", "--hold-command", "rm **", "--hold-timeout", "30s")
+	iss := g.sshGrant("box", t.Name(), "--command", "rm -f *", "--command", "rm -i *", "--command", "uptime", "--shell", "--hold-command", "rm **", "--hold-timeout", "30s")
 	dir := t.TempDir()
 	file := func(name string) string {
 		p := filepath.Join(dir, name)
@@ -396,10 +396,11 @@ func TestHoldSSH(t *testing.T) {
 		return p
 	}
 	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
-	ssh := func(command string) *heldClient {
-		a := append(append(g.sshOpts(), g.keyAuth()...), "-p", g.ssh.port, "agent-1+box@"+g.ssh.host, command)
-		return startHeld(t, exec.Command("ssh", a...))
+	sshCmd := func(command string, opts ...string) *exec.Cmd {
+		a := append(append(append(g.sshOpts(), g.keyAuth()...), opts...), "-p", g.ssh.port, "agent-1+box@"+g.ssh.host, command)
+		return exec.Command("ssh", a...)
 	}
+	ssh := func(command string) *heldClient { return startHeld(t, sshCmd(command)) }
 
 	// Not held: a command no --hold-command matches runs at once.
 	if r := g.sshThrough(t, "", nil, "uptime"); r.code != 0 {
@@ -446,6 +447,42 @@ func TestHoldSSH(t *testing.T) {
 		t.Errorf("hold after ssh's Ctrl-C: %s, file kept: %v", st, exists(d))
 	}
 
+	// With a terminal (-tt), what the agent types while the command waits
+	// reaches it once approved: rm -i reads its answer.
+	i := file("interactive")
+	cmd := sshCmd("rm -i "+i, "-tt")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = startHeld(t, cmd)
+	h = pendingHold(t, g)
+	if _, err := stdin.Write([]byte("y\n")); err != nil {
+		t.Fatal(err)
+	}
+	g.MustCLI("alice", "holds", "approve", h.ID, "--comment", "interactive")
+	if err := c.end(t, 10*time.Second); err != nil || exists(i) {
+		t.Errorf("ssh -tt rm -i after approval, with y typed while it waited: %v, file left: %v\n%s", err, exists(i), c.out)
+	}
+
+	// With a terminal, Ctrl-C is a 0x03 byte of input: it ends the wait
+	// as cancelled.
+	cmd = sshCmd("rm -f "+d, "-tt")
+	if stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	c = startHeld(t, cmd)
+	h = pendingHold(t, g)
+	if _, err := stdin.Write([]byte{0x03}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.end(t, 10*time.Second); err == nil || !strings.Contains(c.out.String(), "cancelled") {
+		t.Errorf("ssh -tt after Ctrl-C while held: %v\n%s", err, c.out)
+	}
+	if st := holdState(t, g, h.ID); st != authz.HoldCancelled || !exists(d) {
+		t.Errorf("hold after Ctrl-C on a terminal: %s, file kept: %v", st, exists(d))
+	}
+
 	// A signal request (x/crypto's client; OpenSSH's sends none) ends the
 	// wait too: the agent reads why and exit status 126.
 	client, err := g.dialSSH("agent-1+box", gossh.Password(iss.Token))
@@ -479,6 +516,6 @@ func TestHoldSSH(t *testing.T) {
 	}
 	client.Close()
 
-	checkHoldStates(t, g, map[authz.HoldState]int{authz.HoldApproved: 1, authz.HoldDenied: 1, authz.HoldCancelled: 2})
+	checkHoldStates(t, g, map[authz.HoldState]int{authz.HoldApproved: 2, authz.HoldDenied: 1, authz.HoldCancelled: 3})
 	verifyAllSessions(t, g)
 }

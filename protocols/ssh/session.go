@@ -71,6 +71,9 @@ type sessionChan struct {
 	// waited for an approver, handled after it (see admitStart).
 	reqs   <-chan *ssh.Request
 	queued []*ssh.Request
+	// heldIn reads the agent's input from the time a command with a pty
+	// started to wait, for a Ctrl-C (see admitStart); nil otherwise.
+	heldIn *heldInput
 
 	// The target's side, opened at the first request that must reach it.
 	up         ssh.Channel
@@ -383,43 +386,6 @@ func (s *sessionChan) start(req *ssh.Request, g *authz.Grant) {
 	})
 }
 
-// admitStart runs admit, which decides and starts the channel's exec,
-// shell or subsystem and may wait for an approver (a hold) for as long as
-// the grant's hold timeout, while it reads the agent's requests on the
-// channel: the agent gives up on a held command by closing the channel or
-// the connection (ssh without a terminal ends at Ctrl-C) or by sending a
-// signal, and gaveUp then ends the wait as cancelled. Other requests, and
-// the signal itself, are handled after admit returns, in the order they
-// came, so their replies keep the order of the requests.
-func (s *sessionChan) admitStart(admit func(gaveUp context.Context)) {
-	// The wait's own context: it ends only when the agent gives up;
-	// the session's end already ends a wait (proxy.Session).
-	gaveUp, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		admit(gaveUp)
-	}()
-	for {
-		select {
-		case <-done:
-			return
-		case req, ok := <-s.reqs:
-			if !ok {
-				s.reqs = nil
-				cancel()
-				<-done
-				return
-			}
-			if req.Type == "signal" {
-				cancel()
-			}
-			s.queued = append(s.queued, req)
-		}
-	}
-}
-
 // run starts the channel's admitted request on the target and relays it.
 func (s *sessionChan) run(req *ssh.Request, upPayload []byte, adm *proxy.Admitted) {
 	if err := s.openUpstream(); err != nil {
@@ -548,8 +514,12 @@ func (s *sessionChan) setErr(err error) {
 func (s *sessionChan) copyStdin() {
 	defer close(s.stdinDone)
 	buf := make([]byte, 32<<10)
+	var in io.Reader = s.ch
+	if s.heldIn != nil {
+		in = s.heldIn // it has been reading the channel since the wait
+	}
 	for {
-		n, err := s.ch.Read(buf)
+		n, err := in.Read(buf)
 		if n > 0 {
 			if rerr := s.rec.input(buf[:n]); rerr != nil {
 				s.setErr(rerr)
