@@ -402,6 +402,18 @@ func TestHoldSSH(t *testing.T) {
 	}
 	ssh := func(command string) *heldClient { return startHeld(t, sshCmd(command)) }
 
+	// --hold-command is for ssh, and a pattern must read as a --command
+	// rule.
+	for _, bad := range [][]string{
+		{"--resource", "demo-pg", "--access", "write", "--hold-command", "rm *"},
+		{"--resource", "box", "--command", "uptime", "--hold-command", "raw:"},
+	} {
+		args := append([]string{"grants", "create", "--agent", "agent-1", "--task", t.Name()}, bad...)
+		if out, err := g.CLI("alice", args...); err == nil || !strings.Contains(out+err.Error(), "--hold-command") {
+			t.Errorf("grants create %v: %v\n%s", bad, err, out)
+		}
+	}
+
 	// Not held: a command no --hold-command matches runs at once.
 	if r := g.sshThrough(t, "", nil, "uptime"); r.code != 0 {
 		t.Fatalf("uptime under a grant that holds rm: exit %d, %s", r.code, r.stderr)
