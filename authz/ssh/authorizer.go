@@ -72,33 +72,6 @@ type SCP struct {
 
 // AuthorizeExec decides an exec request under g's SSH policy.
 func AuthorizeExec(g *authz.Grant, command string) Command {
-	out := authorizeExec(g, command)
-	if g == nil || len(g.Holds.Commands) == 0 || out.Rule == RuleUnparseable || out.Rule == RuleFiles ||
-		out.SCP != nil || out.Class.Kind != KindExec {
-		return out // file transfers follow --files, not command rules
-	}
-	// A --hold-command pattern: the command waits for a person, whether
-	// the grant's rules allow it or not.
-	if sc, err := ParseShellCommand(command); err == nil {
-		rules, _ := sshCompileCommands(g.Holds.Commands)
-		for _, r := range rules {
-			if r.raw && r.matchRaw(strings.TrimSpace(command)) == sshFullMatch || !r.raw && sc.Plain() && r.matchArgv(sc.Argv) == sshFullMatch {
-				if !out.Allow {
-					out.Command = command
-					if !r.raw {
-						out.Command = QuoteArgv(sc.Argv)
-					}
-				}
-				out.Allow, out.Hold, out.Rule = true, true, authz.RuleHoldCommand
-				out.Reason = fmt.Sprintf("command %s waits for an approver: the grant holds commands matching %q", sshDisplayCommand(command), r.text)
-				break
-			}
-		}
-	}
-	return out
-}
-
-func authorizeExec(g *authz.Grant, command string) Command {
 	out := Command{Decision: authz.Decision{Text: command, Class: authz.Classification{Kind: KindExec}}}
 	deny := func(rule, reason string) Command {
 		out.Rule, out.Reason = rule, reason
@@ -139,7 +112,7 @@ func authorizeExec(g *authz.Grant, command string) Command {
 				out.Allow, out.Rule = true, RuleCommand
 				out.Class.Why = fmt.Sprintf("matches --command %q", r.text)
 				out.Command = QuoteArgv(sc.Argv)
-				return out
+				return holdCommand(g, sc, command, out)
 			case sshNearMatch:
 				near = r.text
 			}
@@ -155,7 +128,7 @@ func authorizeExec(g *authz.Grant, command string) Command {
 			out.Allow, out.Rule = true, RuleRaw
 			out.Class.Why = fmt.Sprintf("matches --command %q", r.text)
 			out.Command = command
-			return out
+			return holdCommand(g, sc, command, out)
 		case sshNearMatch:
 			near = r.text
 		}
@@ -185,6 +158,32 @@ func authorizeExec(g *authz.Grant, command string) Command {
 		why.WriteString(". To run it, request a grant with a raw: --command rule for it")
 	}
 	out.Reason = why.String()
+	return out
+}
+
+// holdCommand marks out, an allowed command, as held when one of g's
+// --hold-command patterns matches it. A pattern's * that would not allow
+// an option or a .. path element (a near match) holds it all the same:
+// holding errs towards asking a person.
+func holdCommand(g *authz.Grant, sc ShellCommand, command string, out Command) Command {
+	for _, p := range g.Holds.Commands {
+		r, err := sshCompileRule(p)
+		if err != nil {
+			continue // refused when the grant was made
+		}
+		m := sshNoMatch
+		switch {
+		case r.raw:
+			m = r.matchRaw(strings.TrimSpace(command))
+		case sc.Plain():
+			m = r.matchArgv(sc.Argv)
+		}
+		if m != sshNoMatch {
+			out.Hold, out.Rule = true, authz.RuleHoldCommand
+			out.Reason = fmt.Sprintf("command %s waits for an approver: the grant holds commands matching %q", sshDisplayCommand(command), p)
+			return out
+		}
+	}
 	return out
 }
 
@@ -418,11 +417,7 @@ func sshCompileRules(g *authz.Grant) (rules []*sshCommandRule, bad []string) {
 	if g == nil {
 		return nil, nil
 	}
-	return sshCompileCommands(g.SSH.Commands)
-}
-
-func sshCompileCommands(patterns []string) (rules []*sshCommandRule, bad []string) {
-	for _, p := range patterns {
+	for _, p := range g.SSH.Commands {
 		r, err := sshCompileRule(p)
 		if err != nil {
 			bad = append(bad, err.Error())
