@@ -20,6 +20,11 @@ type Holds struct {
 	// Tables: a statement that writes one of these tables (TABLE or
 	// SCHEMA.TABLE, * wildcards) waits.
 	Tables []string `json:"tables,omitempty"`
+	// Commands: an SSH exec command one of these patterns matches waits
+	// (the syntax of SSHPolicy.Commands, but a * here also stands for an
+	// option or a .. path element: a hold errs towards asking). The SSH
+	// authorizer applies them, as it reads commands.
+	Commands []string `json:"commands,omitempty"`
 	// Denied: a statement the grant's policy would refuse waits instead
 	// (not one the parser cannot read, nor one refused because the grant
 	// is no longer active).
@@ -35,7 +40,7 @@ const DefaultHoldTimeout = 5 * time.Minute
 
 // IsZero reports whether the grant holds nothing.
 func (h Holds) IsZero() bool {
-	return len(h.Kinds) == 0 && len(h.Tables) == 0 && !h.Denied
+	return len(h.Kinds) == 0 && len(h.Tables) == 0 && len(h.Commands) == 0 && !h.Denied
 }
 
 // Wait is how long a held statement waits for a person.
@@ -58,6 +63,11 @@ func (h Holds) Check() error {
 			return fmt.Errorf("holds.tables: an empty table")
 		}
 	}
+	for _, c := range h.Commands {
+		if strings.TrimSpace(c) == "" {
+			return fmt.Errorf("holds.commands: an empty command pattern")
+		}
+	}
 	if h.Timeout < 0 {
 		return fmt.Errorf("holds.timeout: negative")
 	}
@@ -69,6 +79,9 @@ const (
 	RuleHoldKind   = "hold-kind"
 	RuleHoldTable  = "hold-table"
 	RuleHoldDenied = "hold-denied"
+	// RuleHoldCommand holds an SSH command (Holds.Commands), set by the
+	// SSH authorizer.
+	RuleHoldCommand = "hold-command"
 )
 
 // ApplyHolds marks the statements of v that g's holds match: an allowed
@@ -77,7 +90,9 @@ const (
 // (Holds.Denied) or it is a guardrail's refusal of a kind the grant holds.
 // A message holds as a whole: it runs once every held statement of it is
 // approved, and a message with a statement still refused is refused, with
-// nothing in it held. It changes nothing when g holds nothing.
+// nothing in it held. It changes nothing when g holds nothing. (An SSH
+// command that Holds.Commands match comes already held from the SSH
+// authorizer, which reads the command's words.)
 func ApplyHolds(g *Grant, v Verdict) Verdict {
 	if g == nil || g.Holds.IsZero() {
 		return v

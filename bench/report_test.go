@@ -28,10 +28,14 @@ type value struct {
 // row is one measurement: the baseline (a direct connection) and the
 // others, in the same run.
 type row struct {
-	section      string // Postgres, MySQL, SSH: one table each
-	metric       string
-	unit         string
-	baseline     float64
+	section  string // Postgres, MySQL, SSH: one table each
+	metric   string
+	unit     string
+	baseline float64
+	// ratioBase, when set, is what the ratios are taken against instead
+	// of baseline (the gateway CPU rows: PgBouncer's CPU, as direct
+	// has no process in between).
+	ratioBase    float64
 	others       []value
 	target       string
 	higherBetter bool
@@ -57,11 +61,18 @@ type profile struct {
 }
 
 func (r *report) add(x row) {
-	if x.met == nil && strings.HasPrefix(x.target, ">= ") && x.baseline > 0 {
-		want, _ := strconv.ParseFloat(strings.TrimPrefix(x.target, ">= "), 64)
+	base := cmp.Or(x.ratioBase, x.baseline)
+	if x.met == nil && base > 0 {
 		for _, o := range x.others {
-			if o.name == judged {
-				x.met = metPtr(true, o.v/x.baseline >= want)
+			if o.name != judged {
+				continue
+			}
+			if want, ok := strings.CutPrefix(x.target, ">= "); ok {
+				w, _ := strconv.ParseFloat(want, 64)
+				x.met = metPtr(true, o.v/base >= w)
+			} else if want, ok := strings.CutPrefix(x.target, "<= "); ok {
+				w, _ := strconv.ParseFloat(want, 64)
+				x.met = metPtr(true, o.v/base <= w)
 			}
 		}
 	}
@@ -104,10 +115,11 @@ func (r *report) machine(natsServer string) {
 }
 
 func (x row) ratio(v float64) string {
-	if x.baseline == 0 {
+	base := cmp.Or(x.ratioBase, x.baseline)
+	if base == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.2f", v/x.baseline)
+	return fmt.Sprintf("%.2f", v/base)
 }
 
 func fmtv(v float64) string {

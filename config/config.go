@@ -68,7 +68,7 @@ type Console struct {
 // Notification event types a target may ask for.
 var NotifyEvents = []string{
 	"request.created", "request.approved", "request.denied",
-	"grant.revoked", "grant.expired", "statement.denied", "session.interrupted",
+	"grant.revoked", "grant.expired", "statement.denied", "statement.held", "session.interrupted",
 }
 
 // NotifyTarget is one webhook that receives notifications.

@@ -351,6 +351,14 @@ func checkShape(protocol string, spec GrantSpec) error {
 			return userErr(400, "--command %q: %v", c, err)
 		}
 	}
+	if protocol != "ssh" && len(spec.Holds.Commands) > 0 {
+		return userErr(400, "--hold-command is for ssh resources; this one is %s", protocol)
+	}
+	for _, c := range spec.Holds.Commands {
+		if err := sshauthz.CheckCommandPattern(c); err != nil {
+			return userErr(400, "--hold-command %q: %v", c, err)
+		}
+	}
 	if spec.Scope.MaxTables < 0 {
 		return userErr(400, "--max-tables must be positive")
 	}

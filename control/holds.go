@@ -34,10 +34,16 @@ var ErrNoHold = errors.New("no such hold")
 // its key, and every change is an optimistic-concurrency update on the
 // revision its writer read, so exactly one decision wins.
 type HoldStore struct {
-	kv  jetstream.KeyValue
-	log *slog.Logger
-	now func() time.Time
+	kv   jetstream.KeyValue
+	log  *slog.Logger
+	now  func() time.Time
+	held func(*authz.Hold)
 }
+
+// OnHeld sets fn to be told of each hold once it is stored as pending, on
+// the replica where its statement waits (the notifier's statement.held).
+// fn must not block. Set it before the store is used.
+func (s *HoldStore) OnHeld(fn func(*authz.Hold)) { s.held = fn }
 
 // HoldStoreOptions configures OpenHoldStore.
 type HoldStoreOptions struct {
@@ -137,6 +143,10 @@ func (s *HoldStore) Wait(ctx context.Context, h *authz.Hold) (*authz.Hold, error
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("control: storing hold %s: %w", c.ID, err)
+	}
+	if s.held != nil {
+		told := c
+		s.held(&told)
 	}
 
 	// The watcher delivers the key's latest value first, so a decision
@@ -278,7 +288,7 @@ func (s *HoldStore) effective(h *authz.Hold) *authz.Hold {
 
 // Get returns hold id (ErrNoHold if unknown).
 func (s *HoldStore) Get(ctx context.Context, id string) (*authz.Hold, error) {
-	if !validHoldID(id) {
+	if !ValidHoldID(id) {
 		return nil, ErrNoHold
 	}
 	e, err := s.kv.Get(ctx, id)
@@ -295,9 +305,9 @@ func (s *HoldStore) Get(ctx context.Context, id string) (*authz.Hold, error) {
 	return s.effective(h), nil
 }
 
-// validHoldID: a key the bucket accepts, so a bad id is "not found"
+// ValidHoldID reports whether id is a key the bucket accepts, so a bad id is "not found"
 // rather than an error from the bucket.
-func validHoldID(id string) bool {
+func ValidHoldID(id string) bool {
 	if id == "" || len(id) > 128 {
 		return false
 	}
@@ -378,7 +388,7 @@ func (s *HoldStore) Decide(ctx context.Context, id string, approve bool, by, com
 	if by == "" {
 		return nil, userErr(400, "who decides must be named")
 	}
-	if !validHoldID(id) {
+	if !ValidHoldID(id) {
 		return nil, userErr(404, "no hold %s", id)
 	}
 	state := authz.HoldDenied
@@ -439,6 +449,52 @@ func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueC
 		cancel()
 		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) || natsconn.Denied(js.Conn(), "KV_"+cfg.Bucket) {
 			return kv, err
+		}
+	}
+}
+
+// Follow calls fn with every hold in the bucket, then with each hold as it
+// is created or changes, through any replica, until ctx ends. fn runs on
+// one goroutine and must not block. The console's live pages use it.
+//
+// When the watch breaks (NATS away for longer than the watcher survives),
+// it is started again after a pause and delivers every hold again, so fn
+// must take a hold it has seen before in its stride.
+func (s *HoldStore) Follow(ctx context.Context, fn func(*authz.Hold)) {
+	for ctx.Err() == nil {
+		if err := s.follow(ctx, fn); err != nil && ctx.Err() == nil {
+			s.log.Warn("following the holds bucket", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *HoldStore) follow(ctx context.Context, fn func(*authz.Hold)) error {
+	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("the watcher ended")
+			}
+			if e == nil {
+				continue // the initial values are all delivered
+			}
+			h, err := decodeHold(e)
+			if err != nil {
+				s.log.Error("hold record unreadable", "key", e.Key(), "err", err)
+				continue
+			}
+			fn(s.effective(h))
 		}
 	}
 }

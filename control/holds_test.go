@@ -312,3 +312,40 @@ func TestHoldsAPI(t *testing.T) {
 		t.Fatalf("no hold store: %v", err)
 	}
 }
+
+// TestHoldFollow: Follow delivers the holds already stored, then a hold
+// created and decided through another replica.
+func TestHoldFollow(t *testing.T) {
+	ss := openHoldStores(t, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	old := newTestHold(time.Minute)
+	oldDone := startWait(t, ctx, ss[1], old)
+	seen := make(chan *authz.Hold, 16)
+	go ss[0].Follow(ctx, func(h *authz.Hold) { seen <- h })
+	next := func() *authz.Hold {
+		t.Helper()
+		select {
+		case h := <-seen:
+			return h
+		case <-time.After(10 * time.Second):
+			t.Fatal("Follow delivered nothing")
+			return nil
+		}
+	}
+	if h := next(); h.ID != old.ID || h.State != authz.HoldPending {
+		t.Fatalf("first delivery: %+v", h)
+	}
+	if _, err := ss[1].Decide(ctx, old.ID, true, "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, oldDone, 10*time.Second)
+	if h := next(); h.ID != old.ID || h.State != authz.HoldApproved || h.DecidedBy != "alice" {
+		t.Fatalf("after the decision: %+v", h)
+	}
+	fresh := newTestHold(time.Minute)
+	startWait(t, ctx, ss[1], fresh)
+	if h := next(); h.ID != fresh.ID || h.State != authz.HoldPending {
+		t.Fatalf("a new hold: %+v", h)
+	}
+}

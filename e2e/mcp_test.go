@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -319,4 +320,85 @@ func TestMCPHTTP(t *testing.T) {
 	if d := g.lastSession("demo-pg"); d.Summary.Grant != id || d.Summary.Status == recorder.StatusOpen {
 		t.Errorf("after the MCP session closed: %+v", d.Summary)
 	}
+}
+
+// TestMCPHold: a query the grant holds makes the tool call wait until a
+// person decides: approved, it runs and its result comes back; denied,
+// the call fails with the reason; the record reads hold, then the
+// decision naming the approver, then the result.
+func TestMCPHold(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	cs := g.mcpStdio(t, "agent-1")
+	id := mcpGrant(t, g, cs, map[string]any{"resource": "demo-pg", "task": "INC-74 remove two orders over MCP", "access": "write",
+		"hold": []string{"DELETE"}, "hold_timeout": "1m"})
+
+	type answer struct {
+		q   airlockmcp.QueryOutput
+		msg string
+		err bool
+	}
+	run := func(sql string, params ...any) chan answer {
+		c := make(chan answer, 1)
+		go func() {
+			res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "query", Arguments: map[string]any{"grant": id, "sql": sql, "params": params}})
+			if err != nil {
+				c <- answer{msg: err.Error(), err: true}
+				return
+			}
+			var a answer
+			for _, ct := range res.Content {
+				if tc, ok := ct.(*mcp.TextContent); ok {
+					a.msg += tc.Text
+				}
+			}
+			a.err = res.IsError
+			b, _ := json.Marshal(res.StructuredContent)
+			_ = json.Unmarshal(b, &a.q)
+			c <- a
+		}()
+		return c
+	}
+	done := run("delete from orders where id = $1", 7)
+	h := pendingHold(t, g)
+	if h.Grant != id || len(h.Statements) != 1 || h.Statements[0].Text != "delete from orders where id = $1" || !slices.Equal(h.Statements[0].Params, []string{"7"}) {
+		t.Fatalf("hold: %+v", h)
+	}
+	select {
+	case a := <-done:
+		t.Fatalf("the held query returned before anyone decided: %+v", a)
+	case <-time.After(300 * time.Millisecond):
+	}
+	g.MustCLI("alice", "holds", "approve", h.ID, "--comment", "INC-74 ok")
+	if a := <-done; a.err || a.q.Tag != "DELETE 1" {
+		t.Fatalf("approved held query: %+v", a)
+	}
+
+	done = run("delete from orders where id = 8")
+	h = pendingHold(t, g)
+	g.MustCLI("alice", "holds", "deny", h.ID, "--reason", "keep order 8")
+	if a := <-done; !a.err || !strings.Contains(a.msg, "42501") || !strings.Contains(a.msg, "keep order 8") {
+		t.Fatalf("denied held query: %+v", a)
+	}
+	var q airlockmcp.QueryOutput
+	call(t, cs, "query", map[string]any{"grant": id, "sql": "select id from orders where id in (7, 8) order by id"}, true, &q)
+	if len(q.Rows) != 1 || q.Rows[0][0] != float64(8) {
+		t.Errorf("orders 7 and 8 after an approved and a denied delete: %+v", q)
+	}
+	call(t, cs, "end_session", map[string]any{"grant": id}, true, nil)
+
+	d := g.lastSession("demo-pg")
+	sts, _ := statements(d.Events)
+	var got []string
+	for _, st := range sts {
+		if strings.HasPrefix(st.Text, "delete") {
+			got = append(got, st.Decision+"/"+st.Rule)
+			if st.Rule == "hold-approved" && !strings.Contains(st.Reason, "approved by alice: INC-74 ok") {
+				t.Errorf("approved statement's reason: %q", st.Reason)
+			}
+		}
+	}
+	if want := []string{"hold/hold-kind", "allow/hold-approved", "hold/hold-kind", "deny/hold-denied"}; !slices.Equal(got, want) {
+		t.Errorf("held deletes recorded as %v, want %v", got, want)
+	}
+	g.MustCLI("rita", "sessions", "verify", d.Summary.Session)
 }

@@ -25,10 +25,7 @@ type mysqlProc struct {
 
 func (g *gateway) startMySQLCLI(token string, args ...string) *mysqlProc {
 	g.t.Helper()
-	bin := testenv.RequireBinary(g.t, "mariadb", "mariadb-client")
-	host, port, _ := strings.Cut(g.MySQLAddr, ":")
-	cmd := exec.Command(bin, append([]string{"--no-defaults", "-h", host, "-P", port, "-u", "agent-1", "--password=" + token,
-		"--ssl", "--connect-timeout=10", "-N", "-B", "--unbuffered", "shop-mysql"}, args...)...)
+	cmd := g.mysqlCommand(token, args...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	p := &mysqlProc{cmd: cmd, lines: make(chan string, 100), done: make(chan error, 1)}
@@ -45,6 +42,16 @@ func (g *gateway) startMySQLCLI(token string, args ...string) *mysqlProc {
 	go func() { err := cmd.Wait(); pw.Close(); p.done <- err }()
 	g.t.Cleanup(func() { _ = cmd.Process.Kill() })
 	return p
+}
+
+// mysqlCommand is the mysql client as agent-1 on shop-mysql with token,
+// in batch mode without column names, then args.
+func (g *gateway) mysqlCommand(token string, args ...string) *exec.Cmd {
+	g.t.Helper()
+	bin := testenv.RequireBinary(g.t, "mariadb", "mariadb-client")
+	host, port, _ := strings.Cut(g.MySQLAddr, ":")
+	return exec.Command(bin, append([]string{"--no-defaults", "-h", host, "-P", port, "-u", "agent-1", "--password=" + token,
+		"--ssl", "--connect-timeout=10", "-N", "-B", "--unbuffered", "shop-mysql"}, args...)...)
 }
 
 // line returns the client's next line of output.

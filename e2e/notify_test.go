@@ -1,14 +1,19 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/airlockhq/airlock/control"
 	"github.com/airlockhq/airlock/control/notify"
@@ -512,5 +517,45 @@ func TestNotifySSHDenied(t *testing.T) {
 	if d.Resource != "box" || d.Protocol != "ssh" || !strings.Contains(d.Statement, "touch") || d.Rule == "" ||
 		d.URL != publicURL+"/ui/sessions/"+d.Session || d.Task != "INC-13: uname only" {
 		t.Errorf("statement.denied: %+v", d)
+	}
+}
+
+// TestNotifyHeld: a statement its grant holds is announced as
+// statement.held once the hold is stored, with the text, the prepared
+// parameters, the rule, the hold id and its console page, while the
+// client still waits; deciding it there (here from the CLI) answers the
+// client.
+func TestNotifyHeld(t *testing.T) {
+	hook := testenv.StartWebhook(t, testenv.WebhookOptions{})
+	g := startGateway(t, gatewayOptions{
+		Config: notifyConfig([]*testenv.Webhook{hook}, "format: standard, secret_env: HOOK_SECRET, events: [statement.held]"),
+		Env:    []string{"HOOK_SECRET=" + hook.Secret},
+	})
+	grant, tok := grantFor(t, g, "write", "--hold", "DELETE")
+	conn := connectPgx(t, g, "agent-1", tok)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(context.Background(), "delete from orders where id = $1", 3)
+		errc <- err
+	}()
+	d := waitType(t, hook, "statement.held", grant).Data
+	h := pendingHold(t, g)
+	if d.HoldID != h.ID || d.Statement != "delete from orders where id = $1" || !slices.Equal(d.Params, []string{"3"}) ||
+		d.Rule == "" || d.Reason == "" || d.Agent != "agent-1" || d.Resource != "demo-pg" || d.Session != h.Session ||
+		d.ExpiresAt == nil || !d.ExpiresAt.Equal(h.ExpiresAt) || d.URL != publicURL+"/ui/holds/"+h.ID {
+		t.Errorf("statement.held: %+v\nhold: %+v", d, h)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("the held delete returned before anyone decided: %v", err)
+	default:
+	}
+	g.MustCLI("alice", "holds", "deny", h.ID, "--reason", "not during the freeze")
+	var pgErr *pgconn.PgError
+	if err := <-errc; !errors.As(err, &pgErr) || pgErr.Code != "42501" || !strings.Contains(pgErr.Message, "not during the freeze") {
+		t.Fatalf("denied held delete: %v", err)
+	}
+	if n := len(onceEach(t, hook)); n != 1 {
+		t.Errorf("%d notifications, want the one statement.held", n)
 	}
 }

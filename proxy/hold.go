@@ -20,8 +20,9 @@ import (
 // statements that run and get outcomes; when it is denied, expires or the
 // client gives up, each is recorded with decision "deny" and rule
 // "hold-denied", "hold-expired" or "hold-cancelled", and the client gets a
-// refusal in its protocol. A session waits for one held message at a time:
-// its client is waiting for that message's answer.
+// refusal in its protocol. A session of a database waits for one held
+// message at a time: its client is waiting for that message's answer; an
+// SSH session may wait for one on each of its channels.
 
 // keepRecent is how many of the session's latest statements a hold shows
 // its approver.
@@ -48,30 +49,36 @@ func clipText(s string, n int) string {
 // Postgres cancel request, MySQL KILL QUERY, the SSH channel closing).
 var ErrHoldCancelled = errors.New("the client cancelled the statement while it waited for an approver")
 
-// CancelHold ends the wait of the session's held message, if one waits,
-// and reports whether one did.
-func (s *Session) CancelHold() bool {
+// CancelHold ends the wait of the session's held messages, if one waits,
+// and reports whether one did. (A client that can give up on one message
+// among several waiting passes a context to AdmitContext instead.)
+func (s *Session) CancelHold() bool { return s.cancelHolds(ErrHoldCancelled) }
+
+// cancelHolds ends every wait of the session with cause.
+func (s *Session) cancelHolds(cause error) bool {
 	s.mu.Lock()
-	cancel := s.holdCancel
-	s.mu.Unlock()
-	if cancel == nil {
-		return false
+	waits := make([]context.CancelCauseFunc, 0, len(s.waits))
+	for _, cancel := range s.waits {
+		waits = append(waits, cancel)
 	}
-	cancel(ErrHoldCancelled)
-	return true
+	s.mu.Unlock()
+	for _, cancel := range waits {
+		cancel(cause)
+	}
+	return len(waits) > 0
 }
 
 // Holding reports whether a message of the session waits for an approver.
 func (s *Session) Holding() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.holdCancel != nil
+	return len(s.waits) > 0
 }
 
 // hold waits for a person to decide v, whose statements are recorded as
 // held, and records the decision; approved, it returns the statements to
-// forward.
-func (s *Session) hold(g *authz.Grant, v authz.Verdict, params []recorder.Param) (*Admitted, error) {
+// forward. gaveUp, if not nil, ends the wait as cancelled.
+func (s *Session) hold(gaveUp context.Context, g *authz.Grant, v authz.Verdict, params []recorder.Param) (*Admitted, error) {
 	now := s.srv.now()
 	h := &authz.Hold{
 		ID: newHoldID(), Session: s.ID, Grant: g.ID, Agent: g.Agent, Resource: g.Resource, Task: g.Task,
@@ -91,15 +98,22 @@ func (s *Session) hold(g *authz.Grant, v authz.Verdict, params []recorder.Param)
 	}
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
+	if gaveUp != nil {
+		stop := context.AfterFunc(gaveUp, func() { cancel(ErrHoldCancelled) })
+		defer stop()
+	}
 	s.mu.Lock()
 	if n := len(s.recent) - len(v.Statements); n > 0 {
 		h.Before = append([]string(nil), s.recent[:n]...)
 	}
-	s.holdCancel = cancel
+	if s.waits == nil {
+		s.waits = map[string]context.CancelCauseFunc{}
+	}
+	s.waits[h.ID] = cancel
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		s.holdCancel = nil
+		delete(s.waits, h.ID)
 		s.mu.Unlock()
 	}()
 	s.log.Info("statement held for an approver", "hold", h.ID, "expires", h.ExpiresAt)

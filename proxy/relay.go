@@ -74,7 +74,8 @@ func (s *Session) Relay(r Relay) string {
 }
 
 // Stop ends the session's relay with why (the first reason counts):
-// both connections close, and Run returns.
+// both connections close, and Run returns. A message waiting for an
+// approver stops waiting: nobody is left to answer.
 func (s *Session) Stop(why string) {
 	s.setStopReason(why)
 	s.mu.Lock()
@@ -84,6 +85,7 @@ func (s *Session) Stop(why string) {
 	if r != nil && !closed {
 		r.Close()
 	}
+	s.cancelHolds(errors.New("the session ended while the statement waited: " + why))
 }
 
 // StopReason is why the session's relay is ending, or "" while it runs.
@@ -115,7 +117,19 @@ func EndMessage(cause error) string {
 // params, if any, are the bound parameters of a single-statement
 // execution (see Server.Param).
 func (s *Session) Forward(v authz.Verdict, params []recorder.Param, forward func(*Admitted) error, refuse func(*Refusal) error) error {
-	adm, err := s.Admit(v, params...)
+	return s.forward(nil, v, params, forward, refuse)
+}
+
+// ForwardContext is Forward for a client that can give up on the unit
+// while it is held: when ctx ends, the wait ends as cancelled (see
+// AdmitContext).
+func (s *Session) ForwardContext(ctx context.Context, v authz.Verdict, params []recorder.Param, forward func(*Admitted) error, refuse func(*Refusal) error) error {
+	return s.forward(ctx, v, params, forward, refuse)
+}
+
+// forward is Forward; gaveUp, if not nil, ends a hold's wait.
+func (s *Session) forward(gaveUp context.Context, v authz.Verdict, params []recorder.Param, forward func(*Admitted) error, refuse func(*Refusal) error) error {
+	adm, err := s.admit(gaveUp, v, params, true)
 	if err != nil {
 		return refuse(asRefusal(err))
 	}
@@ -131,7 +145,7 @@ func (s *Session) Refuse(v authz.Verdict) *Refusal {
 	// Refused whatever the grant holds: a hold would let a person turn a
 	// refusal its caller has already answered into a run.
 	v.Allow = false
-	_, err := s.admit(v, nil, false)
+	_, err := s.admit(nil, v, nil, false)
 	return asRefusal(err)
 }
 

@@ -40,9 +40,10 @@ type Session struct {
 	exitStatus *int
 	exitSignal string
 	// recent are the texts of the session's latest statements, for a
-	// hold's context; holdCancel ends the wait of a held message.
-	recent     []string
-	holdCancel context.CancelCauseFunc
+	// hold's context; waits end the waits of its held messages, by hold
+	// id (one at most, but for SSH, whose channels each may wait).
+	recent []string
+	waits  map[string]context.CancelCauseFunc
 	// relay is the session's relay (see Relay); stopReason why it
 	// stopped, relayClosed whether its connections are closed.
 	relay       Relay
@@ -171,12 +172,20 @@ func (a *Admitted) Len() int { return len(a.ids) }
 // params, if any, are the bound parameters of a single-statement execution
 // (see Server.Param).
 func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, error) {
-	return s.admit(v, params, true)
+	return s.admit(nil, v, params, true)
+}
+
+// AdmitContext is Admit for a client that can give up on its message
+// while it is held: when ctx ends, the wait ends as cancelled (see
+// CancelHold). Nothing else about the message depends on ctx.
+func (s *Session) AdmitContext(ctx context.Context, v authz.Verdict, params ...recorder.Param) (*Admitted, error) {
+	return s.admit(ctx, v, params, true)
 }
 
 // admit is Admit; holds says whether the grant's holds apply (not to a
-// message refused whatever it holds, see Refuse).
-func (s *Session) admit(v authz.Verdict, params []recorder.Param, holds bool) (*Admitted, error) {
+// message refused whatever it holds, see Refuse); gaveUp, if not nil,
+// ends a hold's wait as cancelled.
+func (s *Session) admit(gaveUp context.Context, v authz.Verdict, params []recorder.Param, holds bool) (*Admitted, error) {
 	unconfirmed := false
 	g := s.Grant()
 	if err := s.srv.Grants.Ready(); err != nil {
@@ -240,7 +249,7 @@ func (s *Session) admit(v authz.Verdict, params []recorder.Param, holds bool) (*
 		return nil, errUnrecorded
 	}
 	if v.Held() {
-		return s.hold(g, v, params)
+		return s.hold(gaveUp, g, v, params)
 	}
 	return s.newAdmitted(v, ids), nil
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,10 +27,26 @@ type PgBouncerOptions struct {
 type PgBouncer struct {
 	Host string
 	Port int
+	dir  string
 }
 
 // Addr is PgBouncer's TCP address.
 func (b *PgBouncer) Addr() string { return net.JoinHostPort(b.Host, strconv.Itoa(b.Port)) }
+
+// PID is the pgbouncer process's id, from its pidfile (the benchmarks
+// read its CPU time).
+func (b *PgBouncer) PID(t testing.TB) int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(b.dir, "pgbouncer.pid"))
+	if err != nil {
+		t.Fatalf("testenv: pgbouncer pid: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatalf("testenv: pgbouncer pidfile %q: %v", raw, err)
+	}
+	return pid
+}
 
 // StartPgBouncer starts PgBouncer (Debian's pgbouncer package, installed
 // when missing) in front of p, with client TLS on p's certificate. It runs
@@ -48,6 +65,7 @@ func StartPgBouncer(t testing.TB, p *Postgres, o PgBouncerOptions) *PgBouncer {
 	}
 	b := &PgBouncer{Host: "127.0.0.1", Port: FreePort(t)}
 	dir := filepath.Join(p.Dir, fmt.Sprintf("pgbouncer-%d", b.Port))
+	b.dir = dir
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}

@@ -112,7 +112,7 @@ func AuthorizeExec(g *authz.Grant, command string) Command {
 				out.Allow, out.Rule = true, RuleCommand
 				out.Class.Why = fmt.Sprintf("matches --command %q", r.text)
 				out.Command = QuoteArgv(sc.Argv)
-				return out
+				return holdCommand(g, sc, command, out)
 			case sshNearMatch:
 				near = r.text
 			}
@@ -128,7 +128,7 @@ func AuthorizeExec(g *authz.Grant, command string) Command {
 			out.Allow, out.Rule = true, RuleRaw
 			out.Class.Why = fmt.Sprintf("matches --command %q", r.text)
 			out.Command = command
-			return out
+			return holdCommand(g, sc, command, out)
 		case sshNearMatch:
 			near = r.text
 		}
@@ -158,6 +158,32 @@ func AuthorizeExec(g *authz.Grant, command string) Command {
 		why.WriteString(". To run it, request a grant with a raw: --command rule for it")
 	}
 	out.Reason = why.String()
+	return out
+}
+
+// holdCommand marks out, an allowed command, as held when one of g's
+// --hold-command patterns matches it. A pattern's * that would not allow
+// an option or a .. path element (a near match) holds it all the same:
+// holding errs towards asking a person.
+func holdCommand(g *authz.Grant, sc ShellCommand, command string, out Command) Command {
+	for _, p := range g.Holds.Commands {
+		r, err := sshCompileRule(p)
+		if err != nil {
+			continue // refused when the grant was made
+		}
+		m := sshNoMatch
+		switch {
+		case r.raw:
+			m = r.matchRaw(strings.TrimSpace(command))
+		case sc.Plain():
+			m = r.matchArgv(sc.Argv)
+		}
+		if m != sshNoMatch {
+			out.Hold, out.Rule = true, authz.RuleHoldCommand
+			out.Reason = fmt.Sprintf("command %s waits for an approver: the grant holds commands matching %q", sshDisplayCommand(command), p)
+			return out
+		}
+	}
 	return out
 }
 

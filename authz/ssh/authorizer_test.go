@@ -427,3 +427,32 @@ func TestSSHGlobMatchIsLinear(t *testing.T) {
 		t.Fatal("inert wildcard refuses single dots")
 	}
 }
+
+// TestSSHHoldCommand: --hold-command holds an allowed command its pattern
+// matches, a * standing for options too; what it does not match, or what
+// the grant refuses, is decided as without it.
+func TestSSHHoldCommand(t *testing.T) {
+	g := &authz.Grant{ID: "gr_1", SSH: authz.SSHPolicy{Commands: []string{"rm *", "rm -* *", "ls *", "raw:ps aux | grep *"}},
+		Holds: authz.Holds{Commands: []string{"rm * *", "rm *", "raw:ps aux | *"}}}
+	for _, tc := range []struct {
+		cmd         string
+		allow, hold bool
+	}{
+		{"rm /tmp/x", true, true},
+		{"rm -f /tmp/x", true, true}, // "rm *" near-matches: held
+		{"ls /tmp", true, false},
+		{"ps aux | grep nginx", true, true},
+		{"cat /etc/passwd", false, false}, // refused stays refused
+	} {
+		d := AuthorizeExec(g, tc.cmd)
+		if d.Allow != tc.allow || d.Hold != tc.hold || tc.hold && d.Rule != authz.RuleHoldCommand {
+			t.Errorf("%q: allow %v hold %v rule %q; want %v %v", tc.cmd, d.Allow, d.Hold, d.Rule, tc.allow, tc.hold)
+		}
+		if tc.hold && (d.Command == "" || !strings.Contains(d.Reason, "waits for an approver")) {
+			t.Errorf("%q held: command %q, reason %q", tc.cmd, d.Command, d.Reason)
+		}
+	}
+	if v := authz.ApplyHolds(g, authz.SingleVerdict(AuthorizeExec(g, "rm /tmp/x").Decision)); !v.Allow || !v.Held() {
+		t.Errorf("ApplyHolds lost a command hold: %+v", v)
+	}
+}

@@ -174,6 +174,9 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	hs.RegisterOnShutdown(api.Close)
 	if notifier != nil {
 		api.Service.Notify, api.Notify, srv.Denials = notifier, notifier, notifier
+		if ns.holds != nil {
+			ns.holds.OnHeld(notifier.StatementHeld)
+		}
 	}
 	uiHandler := consoleOff(cfg.Console.Bucket)
 	if ns.console != nil {

@@ -109,7 +109,7 @@ func New(o Options) (*Console, error) {
 	if err := c.parse(); err != nil {
 		return nil, err
 	}
-	c.events = newHub(c.svc.Store, c.now)
+	c.events = newHub(c.svc.Store, c.svc.Holds, c.now)
 	c.routes()
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -161,6 +161,7 @@ func (c *Console) routes() {
 	c.handle("GET /ui/{$}", anyone, c.home)
 	c.handle("GET /ui/events", anyone, c.serveEvents)
 	c.pageRoutes()
+	c.holdRoutes()
 	c.sessionRoutes()
 	c.mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "No such page.")
@@ -252,21 +253,28 @@ func (c *Console) home(w http.ResponseWriter, r *http.Request, who *config.Ident
 type navItem struct {
 	Href, Label string
 	Current     bool
+	// Count is shown beside the label when set (pending holds).
+	Count int
+	// CountID is the count's element id, which the holds page's live
+	// refresh replaces.
+	CountID string
 }
 
-// nav is the navigation a role sees: only what it may open.
-func nav(who *config.Identity, current string) []navItem {
+// nav is the navigation a role sees: only what it may open. holds is the
+// number of pending holds, which only approvers and admins see.
+func nav(who *config.Identity, current string, holds int) []navItem {
 	if who == nil {
 		return nil
 	}
 	var items []navItem
+	holdsItem := navItem{Href: "/ui/holds", Label: "Holds", Count: holds, CountID: "holds-count"}
 	switch who.Role {
 	case config.RoleApprover:
-		items = []navItem{{Href: "/ui/requests", Label: "Requests"}, {Href: "/ui/grants", Label: "Grants"}}
+		items = []navItem{{Href: "/ui/requests", Label: "Requests"}, {Href: "/ui/grants", Label: "Grants"}, holdsItem}
 	case config.RoleReviewer:
 		items = []navItem{{Href: "/ui/sessions", Label: "Sessions"}}
 	case config.RoleAdmin:
-		items = []navItem{{Href: "/ui/requests", Label: "Requests"}, {Href: "/ui/grants", Label: "Grants"}, {Href: "/ui/sessions", Label: "Sessions"}}
+		items = []navItem{{Href: "/ui/requests", Label: "Requests"}, {Href: "/ui/grants", Label: "Grants"}, holdsItem, {Href: "/ui/sessions", Label: "Sessions"}}
 	case config.RoleAgent:
 		items = []navItem{{Href: "/ui/requests", Label: "My requests"}, {Href: "/ui/sessions", Label: "My sessions"}}
 	}
@@ -320,7 +328,7 @@ func (c *Console) parse() error {
 
 // requiredPages are the templates the handlers render; a missing one
 // fails New.
-var requiredPages = []string{"signin", "signin_link", "error", "requests", "request", "grants", "grant", "sessions", "session"}
+var requiredPages = []string{"signin", "signin_link", "error", "requests", "request", "grants", "grant", "holds", "sessions", "session"}
 
 // requiredSet is every page template in templates/, for tests.
 func (c *Console) requiredSet() map[string]bool {
@@ -341,12 +349,25 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, name string, da
 }
 
 func (c *Console) renderStatus(w http.ResponseWriter, r *http.Request, status int, name string, data any) {
-	c.execute(w, status, name, "layout.html", page{Who: identityFrom(r), Nav: nav(identityFrom(r), r.URL.Path), Path: r.URL.Path, Data: data})
+	who := identityFrom(r)
+	c.execute(w, status, name, "layout.html", page{Who: who, Nav: nav(who, r.URL.Path, c.holdCount(who)), Path: r.URL.Path, Data: data})
 }
 
-// renderPart writes the template part of page name alone (for htmx).
+// holdCount is the number of pending holds for the navigation of who: 0
+// for a role that may not see holds.
+func (c *Console) holdCount(who *config.Identity) int {
+	if who == nil || !isApprover(who) {
+		return 0
+	}
+	return c.events.pendingHolds()
+}
+
+// renderPart writes the template part of page name alone (for htmx). Its
+// Nav is the full navigation, for a part that updates the layout's counts
+// out of band.
 func (c *Console) renderPart(w http.ResponseWriter, r *http.Request, name, part string, data any) {
-	c.execute(w, http.StatusOK, name, part, page{Who: identityFrom(r), Path: r.URL.Path, Data: data})
+	who := identityFrom(r)
+	c.execute(w, http.StatusOK, name, part, page{Who: who, Nav: nav(who, r.URL.Path, c.holdCount(who)), Path: r.URL.Path, Data: data})
 }
 
 func (c *Console) execute(w http.ResponseWriter, status int, name, tmpl string, p page) {

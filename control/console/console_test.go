@@ -98,7 +98,11 @@ func newEnv(t testing.TB) *env {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = index.Run(ictx) }()
 	t.Cleanup(func() { icancel(); <-done })
-	e := &env{t: t, cfg: cfg, svc: &control.Service{Store: store, Config: cfg}, rec: rec, index: index,
+	holds, err := control.OpenHoldStore(ctx, nc.JS, control.HoldStoreOptions{Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, cfg: cfg, svc: &control.Service{Store: store, Config: cfg, Holds: holds}, rec: rec, index: index,
 		rd: recorder.NewReader(nc.JS, "AIRLOCK_EVENTS", "")}
 	cs.now = func() time.Time {
 		e.mu.Lock()

@@ -31,6 +31,11 @@ type RequestAccessInput struct {
 	AllowDrop       bool     `json:"allow_drop,omitempty" jsonschema:"database, ddl: let DDL drop (DROP, TRUNCATE)"`
 	AllowUnfiltered bool     `json:"allow_unfiltered,omitempty" jsonschema:"database: let UPDATE and DELETE run without WHERE"`
 	Commands        []string `json:"commands,omitempty" jsonschema:"ssh: allow commands matching these argv patterns, * per word (e.g. 'systemctl status *')"`
+	Hold            []string `json:"hold,omitempty" jsonschema:"database: statements of these kinds wait for a person to approve each one (DELETE, TRUNCATE, ..., or DDL, WRITE, UNFILTERED); the query call waits meanwhile"`
+	HoldTables      []string `json:"hold_tables,omitempty" jsonschema:"database: statements writing these tables wait for a person to approve each one"`
+	HoldCommands    []string `json:"hold_commands,omitempty" jsonschema:"ssh: commands matching these patterns (as commands) wait for a person to approve each one"`
+	HoldDenied      bool     `json:"hold_denied,omitempty" jsonschema:"database: a statement the grant would refuse waits for a person instead, who may let it through once"`
+	HoldTimeout     string   `json:"hold_timeout,omitempty" jsonschema:"how long a held statement waits before it is refused, a Go duration (default 5m)"`
 }
 
 // RequestAccessOutput is request_access's result. The grant's token is
@@ -90,7 +95,8 @@ func (s *Server) addTools() {
 		Name: "query",
 		Description: "Run one SQL statement on a Postgres or MySQL resource through airlock, under an active grant. " +
 			"Parameters are $1, $2 (Postgres) or ? (MySQL). Statements of one grant share one connection (transactions carry over) " +
-			"until end_session. A statement the grant does not allow is refused with the reason.",
+			"until end_session. A statement the grant does not allow is refused with the reason; one the grant holds waits until a person " +
+			"approves it (then it runs and its result comes back) or denies it (an error with the reason).",
 	}, s.query)
 	mcp.AddTool(s.mcp, &mcp.Tool{
 		Name:        "run_command",
@@ -130,6 +136,14 @@ func (s *Server) requestAccess(ctx context.Context, _ *mcp.CallToolRequest, in R
 		Resource: in.Resource, Task: in.Task, Access: in.Access, TTL: in.Duration,
 		Scope: authz.Scope{Tables: in.Tables, Functions: in.Functions, AllowDrop: in.AllowDrop, AllowUnfiltered: in.AllowUnfiltered},
 		SSH:   authz.SSHPolicy{Commands: in.Commands},
+		Holds: authz.Holds{Kinds: in.Hold, Tables: in.HoldTables, Commands: in.HoldCommands, Denied: in.HoldDenied},
+	}
+	if in.HoldTimeout != "" {
+		d, err := time.ParseDuration(in.HoldTimeout)
+		if err != nil || d <= 0 {
+			return nil, zero, fmt.Errorf("hold_timeout %q: want a duration such as 10m", in.HoldTimeout)
+		}
+		spec.Holds.Timeout = authz.Duration(d)
 	}
 	// The gateway names an unknown resource and the closest one; let it.
 	iss, err := s.api.Request(ctx, spec)

@@ -25,6 +25,7 @@ const (
 	GrantRevoked       = "grant.revoked"
 	GrantExpired       = "grant.expired"
 	StatementDenied    = "statement.denied"
+	StatementHeld      = "statement.held"
 	SessionInterrupted = "session.interrupted"
 )
 
@@ -65,14 +66,19 @@ type Data struct {
 	By        string     `json:"by,omitempty"`
 	Comment   string     `json:"comment,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
-	// Session, Statement, Rule and Reason describe a denied statement or
-	// an interrupted session.
+	// Session, Statement, Rule and Reason describe a denied or held
+	// statement or an interrupted session.
 	Session            string `json:"session,omitempty"`
 	Protocol           string `json:"protocol,omitempty"`
 	Statement          string `json:"statement,omitempty"`
 	StatementTruncated bool   `json:"statement_truncated,omitempty"`
 	Rule               string `json:"rule,omitempty"`
 	Reason             string `json:"reason,omitempty"`
+	// HoldID names a held statement (statement.held), Params are its
+	// prepared parameters as text, and ExpiresAt is when it is refused
+	// if nobody decides.
+	HoldID string   `json:"hold_id,omitempty"`
+	Params []string `json:"params,omitempty"`
 	// URL is the console page to act on or read it.
 	URL string `json:"url,omitempty"`
 }
@@ -144,6 +150,36 @@ func FromEvent(ev *recorder.Event, consoleURL string) *Notification {
 		return &Notification{ID: idFor(SessionInterrupted, ev.Session), Type: SessionInterrupted, Time: ev.Time.UTC(), Data: d}
 	}
 	return nil
+}
+
+// FromHold is the statement.held notification of hold h, which waits for
+// an approver: the held statements' text (joined, as sent in one
+// message), the rule that held them, and the console page where it is
+// decided.
+func FromHold(h *authz.Hold, consoleURL string) *Notification {
+	d := Data{
+		GrantID:  h.Grant,
+		Agent:    h.Agent,
+		Task:     h.Task,
+		Resource: h.Resource,
+		Session:  h.Session,
+		HoldID:   h.ID,
+		URL:      link(consoleURL, "/ui/holds/", h.ID),
+	}
+	var text []string
+	for _, st := range h.Statements {
+		text = append(text, st.Text)
+		if st.Hold && d.Rule == "" {
+			d.Rule, d.Reason = st.Rule, st.Reason
+		}
+		d.Params = append(d.Params, st.Params...)
+	}
+	d.Statement, d.StatementTruncated = cut(strings.Join(text, "; "), MaxStatementText)
+	if !h.ExpiresAt.IsZero() {
+		t := h.ExpiresAt.UTC()
+		d.ExpiresAt = &t
+	}
+	return &Notification{ID: idFor(StatementHeld, h.ID), Type: StatementHeld, Time: h.CreatedAt.UTC(), Data: d}
 }
 
 func grantAccess(g *authz.Grant) string {

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -92,16 +93,16 @@ func SlackBody(n *Notification) ([]byte, error) {
 		stmt := strings.ReplaceAll(d.Statement, "```", "` ` `")
 		body.WriteString("\n*Statement:*\n```" + slackEscape(stmt) + "```")
 	}
+	if len(d.Params) > 0 {
+		body.WriteString("\n*Parameters:* " + slackEscape(strings.Join(d.Params, ", ")))
+	}
 	if d.Reason != "" {
 		body.WriteString("\n*Reason:* " + slackEscape(d.Reason))
 	}
 	if d.Session != "" {
 		body.WriteString("\n*Session:* " + slackEscape(d.Session))
 	}
-	id := d.GrantID
-	if d.RequestID != "" {
-		id = d.RequestID
-	}
+	id := cmp.Or(d.HoldID, d.RequestID, d.GrantID)
 	if id != "" {
 		body.WriteString("\n*Id:* " + slackEscape(id))
 	}
@@ -156,6 +157,8 @@ func slackTitle(n *Notification) string {
 		return fmt.Sprintf("Grant expired: %s on %s", d.Agent, d.Resource)
 	case StatementDenied:
 		return fmt.Sprintf("Statement denied: %s on %s", d.Agent, d.Resource)
+	case StatementHeld:
+		return fmt.Sprintf("Statement held for approval: %s on %s", d.Agent, d.Resource)
 	case SessionInterrupted:
 		return fmt.Sprintf("Session interrupted: %s on %s", d.Agent, d.Resource)
 	}

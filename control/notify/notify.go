@@ -286,6 +286,15 @@ func (n *Notifier) StatementDenied(ev *recorder.Event) {
 	}
 }
 
+// StatementHeld announces hold h once it is stored and waits for an
+// approver. It never waits.
+func (n *Notifier) StatementHeld(h *authz.Hold) {
+	if n == nil || h == nil || !n.wanted[StatementHeld] {
+		return
+	}
+	n.enqueue(FromHold(h, n.o.ConsoleURL))
+}
+
 func (n *Notifier) enqueue(x *Notification) {
 	select {
 	case n.outbox <- x:

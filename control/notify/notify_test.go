@@ -579,3 +579,32 @@ func decodedText(t *testing.T, body []byte) string {
 	walk(v)
 	return b.String()
 }
+
+// TestFromHold: a held message is announced with its statements' text,
+// the rule that held it, its parameters and its console page; in Slack
+// every part written by the agent is escaped.
+func TestFromHold(t *testing.T) {
+	at := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	h := &authz.Hold{ID: "hold_x1", Session: "ses_s", Grant: "gr_1", Agent: "agent-1", Resource: "demo-pg", Task: "<!here> cleanup",
+		CreatedAt: at, ExpiresAt: at.Add(5 * time.Minute), State: authz.HoldPending,
+		Statements: []authz.HeldStatement{
+			{Text: "select 1", Kind: "SELECT"},
+			{Text: "delete from t where x = $1 -- <script>", Kind: "DELETE", Hold: true, Rule: "hold-kind", Reason: "DELETE is held", Params: []string{"<b>7</b>"}},
+		}}
+	n := FromHold(h, "https://a.example")
+	d := n.Data
+	if n.Type != StatementHeld || n.ID != "msg_statement_held_hold_x1" || !n.Time.Equal(at) || d.HoldID != "hold_x1" || d.GrantID != "gr_1" ||
+		d.Statement != "select 1; delete from t where x = $1 -- <script>" || d.Rule != "hold-kind" || d.Reason != "DELETE is held" ||
+		len(d.Params) != 1 || d.ExpiresAt == nil || !d.ExpiresAt.Equal(at.Add(5*time.Minute)) || d.URL != "https://a.example/ui/holds/hold_x1" {
+		t.Fatalf("FromHold: %+v", n)
+	}
+	b, err := SlackBody(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSlack(t, b, "https://a.example/ui/holds/hold_x1")
+	txt := decodedText(t, b)
+	if strings.Contains(txt, "<script>") || strings.Contains(txt, "<!here>") || strings.Contains(txt, "<b>") || !strings.Contains(txt, "hold_x1") {
+		t.Errorf("slack body: %s", txt)
+	}
+}

@@ -27,12 +27,18 @@ import (
 //
 // Greeting ids are drawn from [2^30, 2^31), above the thread ids servers
 // hand out, so the two kinds of id do not meet.
+//
+// A KILL of a session whose statement waits for an approver (a hold,
+// proxy/hold.go) ends that wait as cancelled: its client gets 1317
+// ER_QUERY_INTERRUPTED, as from a killed query. Nothing runs upstream for
+// it, so a KILL QUERY is not sent there; a KILL CONNECTION still is.
 
 // killTarget is a live session that a KILL may name.
 type killTarget struct {
 	grant, resource string
 	thread          uint32 // the upstream's connection id
 	session         string
+	sess            *proxy.Session
 }
 
 // killTargets are the live sessions of a listener by the connection id
@@ -144,28 +150,28 @@ func parseKill(sql string) (killStmt, bool) {
 }
 
 // killVerdict decides a KILL of k.id sent as text: the verdict to record,
-// the statement to send upstream instead, and whether the grant's own
+// the session it names (nil when refused), and whether the grant's own
 // sessions decide it (ok false: the authorizer does, for an admin grant).
-func (p *Protocol) killVerdict(sess *proxy.Session, text string, k killStmt) (v authz.Verdict, upstreamSQL string, ok bool) {
+func (p *Protocol) killVerdict(sess *proxy.Session, text string, k killStmt) (v authz.Verdict, target *killTarget, ok bool) {
 	g := sess.Grant()
 	if g == nil {
-		return v, "", false
+		return v, nil, false
 	}
 	t, found := p.kills.find(g.ID, k.id)
 	if !found {
 		if g.Access >= authz.AccessAdmin {
-			return v, "", false
+			return v, nil, false
 		}
 		return authz.Verdict{Statements: []authz.Decision{{
 			Text: text, Rule: "no-such-thread",
 			Reason: fmt.Sprintf("no session of grant %s has connection id %d: an agent may stop only the statements and sessions of its own grant (the id the greeting gave, or CONNECTION_ID())", g.ID, k.id),
 			Class:  authz.Classification{Kind: k.kind(), Required: authz.AccessAdmin, Why: "it names a connection of another grant, or none"},
-		}}}, "", true
+		}}}, nil, true
 	}
 	why := fmt.Sprintf("it stops the grant's own session %s (upstream thread %d)", t.session, t.thread)
 	return authz.Verdict{Allow: true, Statements: []authz.Decision{{
 		Allow: true, Text: text, Rule: "own-session",
 		Reason: why,
 		Class:  authz.Classification{Kind: k.kind(), Required: authz.AccessRead, Why: why},
-	}}}, k.sql(t.thread), true
+	}}}, &t, true
 }

@@ -197,7 +197,7 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	defer p.kills.add(hs.connID, killTarget{grant: sess.Grant().ID, resource: sess.Resource().Name,
-		thread: up.thread, session: sess.ID})()
+		thread: up.thread, session: sess.ID, sess: sess})()
 	reason := relay(p, sess, cl, up)
 	sess.End(reason)
 }

@@ -264,8 +264,8 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 	case comQuery:
 		sql := proxy.TextOf(body[1:])
 		if k, ok := parseKill(sql); ok {
-			if v, upstreamSQL, ok := s.p.killVerdict(s.sess, sql, k); ok {
-				return s.kill(h, v, upstreamSQL, k.id)
+			if v, t, ok := s.p.killVerdict(s.sess, sql, k); ok {
+				return s.kill(h, v, k, t)
 			}
 		}
 		return s.query(h, body, s.az.Query(g, sql), false)
@@ -313,8 +313,8 @@ func (s *session) command(cmd byte, h header, body []byte) error {
 		}
 		id := binary.LittleEndian.Uint32(body[1:])
 		text := fmt.Sprintf("KILL CONNECTION %d", id)
-		if v, upstreamSQL, ok := s.p.killVerdict(s.sess, text, killStmt{id: id}); ok {
-			return s.kill(h, v, upstreamSQL, id)
+		if v, t, ok := s.p.killVerdict(s.sess, text, killStmt{id: id}); ok {
+			return s.kill(h, v, killStmt{id: id}, t)
 		}
 		return s.query(h, body, s.az.Query(g, text), false)
 	case comPing, comSetOption, comStmtReset, comResetConnection:
@@ -448,18 +448,35 @@ func (s *session) query(h header, body []byte, v authz.Verdict, binary bool) err
 	})
 }
 
-// kill runs a KILL the grant's own sessions decided (killVerdict): the
-// upstream gets upstreamSQL, which names the session's upstream thread; a
-// refused one gets the server's answer for an unknown id, with why.
-func (s *session) kill(h header, v authz.Verdict, upstreamSQL string, id uint32) error {
+// kill runs k, a KILL the grant's own sessions decided (killVerdict) to
+// name t: the upstream gets it with t's upstream thread id, and a wait of
+// t's for an approver ends (see kill.go); a refused one gets the server's
+// answer for an unknown id, with why.
+func (s *session) kill(h header, v authz.Verdict, k killStmt, t *killTarget) error {
 	return s.sess.Forward(v, nil, func(adm *proxy.Admitted) error {
-		if err := s.forward(append([]byte{comQuery}, upstreamSQL...)); err != nil {
+		if t.sess.CancelHold() && k.query {
+			// Nothing of t's runs upstream: the KILL QUERY is answered
+			// with the upstream's OK to a ping, whose status flags
+			// (autocommit, transaction) are this session's, as the
+			// server's OK to the KILL would be.
+			if err := s.forward([]byte{comPing}); err != nil {
+				return err
+			}
+			ok, err := s.relayStatus()
+			if ok {
+				adm.Done(0, recorder.Result{Executed: true, Tag: "OK"})
+			} else if err == nil {
+				adm.Done(0, recorder.Result{Executed: false, Error: "the server refused a ping"})
+			}
+			return err
+		}
+		if err := s.forward(append([]byte{comQuery}, k.sql(t.thread)...)); err != nil {
 			return err
 		}
 		return s.relayResults(&tracker{adm: adm, v: v}, false)
 	}, func(ref *proxy.Refusal) error {
 		if ref.Kind == "policy" {
-			return s.writeClient(h.seq+1, errPacket(erNoSuchThread, "HY000", fmt.Sprintf("Unknown thread id: %d (%s)", id, ref.Msg)))
+			return s.writeClient(h.seq+1, errPacket(erNoSuchThread, "HY000", fmt.Sprintf("Unknown thread id: %d (%s)", k.id, ref.Msg)))
 		}
 		return s.refuse(h, v, ref)
 	})

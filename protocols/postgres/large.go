@@ -21,7 +21,7 @@ const stateProgramLimitExceeded = "54000"
 // (to authorize them) rather than streaming them through.
 func readWhole(typ byte) bool {
 	switch typ {
-	case 'Q', 'P', 'B', 'E', 'C':
+	case 'Q', 'P', 'B', 'E', 'C', 'D':
 		return true
 	}
 	return false
@@ -32,8 +32,8 @@ func readWhole(typ byte) bool {
 // through a digest, never held, recorded as refused with its size, SHA-256
 // and first bytes, and replaced upstream by a stand-in that fails, so the
 // client gets the refusal where the statement's answer would be and the
-// session goes on. An Execute or Close that large is no statement at all
-// (their only content is a name): a protocol violation.
+// session goes on. An Execute, Close or Describe that large is no
+// statement at all (their only content is a name): a protocol violation.
 func (s *session) oversized(typ byte, n int) error {
 	var what string
 	switch typ {

@@ -37,8 +37,12 @@ type pending struct {
 	// completion comes next.
 	next   int
 	failed bool
-	// name is the statement a Parse names, or the portal a Bind or an
-	// Execute names; stmt is the statement a Bind binds. They tie a
+	// describesStatement marks a Describe of statement name (not of a
+	// portal): its ParameterDescription gives the statement's parameter
+	// types.
+	describesStatement bool
+	// name is the statement a Parse or a Describe names, or the portal a
+	// Bind or an Execute names; stmt is the statement a Bind binds. They tie a
 	// server error at Parse or Bind to the Execute it fails (see
 	// skipToSync).
 	name, stmt string
@@ -66,6 +70,11 @@ type session struct {
 
 	qmu   sync.Mutex
 	queue []*pending
+	// paramTypes are the parameter type OIDs of prepared statements, as
+	// the client's Parse or the server's ParameterDescription gave them,
+	// so binary parameters are recorded as text (guarded by qmu: the
+	// upstream goroutine learns them, the client goroutine reads them).
+	paramTypes map[string][]uint32
 
 	// Client-goroutine state: the decision on each prepared statement, and
 	// what each portal runs with which parameters, so an Execute is
@@ -239,7 +248,7 @@ func (s *session) clientToUpstream() string {
 		case 'C':
 			err = s.close(n)
 		case 'D':
-			err = s.forwardExpecting('D', n)
+			err = s.describe(n)
 		case 'S':
 			s.refusedBeforeSync = false
 			err = s.forwardExpecting('S', n)
@@ -352,8 +361,55 @@ func (s *session) parse(n int) error {
 		return s.refuse('P', s.sess.Refuse(v), &pgproto3.Parse{Name: p.Name, Query: refusedSQL})
 	}
 	s.stmts[p.Name] = &v
+	s.setParamTypes(p.Name, p.ParameterOIDs, true)
 	s.push(&pending{kind: 'P', name: p.Name})
 	return writeFrame(s.uw, 'P', body)
+}
+
+// describe forwards a Describe, noting which statement it describes.
+func (s *session) describe(n int) error {
+	body, err := s.body(n, 'D')
+	if err != nil {
+		return err
+	}
+	if len(body) < 2 {
+		return &frameError{"malformed Describe"}
+	}
+	name, _, _ := cstring(body[1:])
+	s.push(&pending{kind: 'D', name: name, describesStatement: body[0] == 'S'})
+	return writeFrame(s.uw, 'D', body)
+}
+
+// setParamTypes notes statement name's parameter types; from a Parse
+// (fresh) they replace what a statement of that name had, from a
+// ParameterDescription they fill in what the Parse left unspecified.
+func (s *session) setParamTypes(name string, oids []uint32, fresh bool) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if fresh {
+		delete(s.paramTypes, name)
+	}
+	if len(oids) == 0 {
+		return
+	}
+	if s.paramTypes == nil {
+		s.paramTypes = map[string][]uint32{}
+	}
+	old := s.paramTypes[name]
+	merged := make([]uint32, len(oids))
+	for i, o := range oids {
+		if o == 0 && i < len(old) {
+			o = old[i]
+		}
+		merged[i] = o
+	}
+	s.paramTypes[name] = merged
+}
+
+func (s *session) paramTypesOf(name string) []uint32 {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.paramTypes[name]
 }
 
 // bound is a portal: the statement it runs and the parameters it was
@@ -373,6 +429,7 @@ func (s *session) bind(n int) error {
 		return &frameError{"malformed Bind: " + err.Error()}
 	}
 	params := make([]recorder.Param, len(b.Parameters))
+	var types []uint32
 	for i, v := range b.Parameters {
 		binary := false
 		switch len(b.ParameterFormatCodes) {
@@ -381,6 +438,21 @@ func (s *session) bind(n int) error {
 			binary = b.ParameterFormatCodes[0] == 1
 		default:
 			binary = i < len(b.ParameterFormatCodes) && b.ParameterFormatCodes[i] == 1
+		}
+		if binary && v != nil {
+			if types == nil {
+				types = s.paramTypesOf(b.PreparedStatement)
+			}
+			// A binary value of a known type is kept as its text
+			// form (as the MySQL binary protocol's are), so people
+			// read 42 rather than AAAAKg==.
+			if i < len(types) {
+				if text, name, ok := binaryText(types[i], v); ok {
+					params[i] = s.sess.Param(text, false, false)
+					params[i].Type, params[i].Size = name, len(v)
+					continue
+				}
+			}
 		}
 		params[i] = s.sess.Param(v, binary, v == nil)
 	}
@@ -452,6 +524,7 @@ func (s *session) close(n int) error {
 	name, _, _ := cstring(body[1:])
 	if body[0] == 'S' {
 		delete(s.stmts, name)
+		s.setParamTypes(name, nil, true)
 		s.az.CloseStatement(name)
 	} else {
 		delete(s.portals, name)
@@ -533,7 +606,7 @@ func (s *session) upstreamToClient() string {
 			if s.streamed += int64(n); s.streamed >= streamThreshold && s.small == nil {
 				s.growClientWriter()
 			}
-		case 'C', 'I', 's', 'E', 'Z', '1', '2', '3', 'n', 'T', 'A':
+		case 'C', 'I', 's', 'E', 'Z', '1', '2', '3', 'n', 'T', 'A', 't':
 			if typ == 'T' && n > 64<<10 {
 				// A huge RowDescription is only ever relayed.
 				if h := s.head(); h != nil && h.kind == 'D' {
@@ -665,6 +738,13 @@ func (s *session) observe(typ byte, body []byte) encoder {
 		}
 	case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
 		s.pop()
+	case 't': // ParameterDescription, before a statement's RowDescription
+		if h != nil && h.kind == 'D' && h.describesStatement {
+			var d pgproto3.ParameterDescription
+			if d.Decode(body) == nil {
+				s.setParamTypes(h.name, d.ParameterOIDs, false)
+			}
+		}
 	case 'n', 'T': // NoData, RowDescription
 		if h != nil && h.kind == 'D' {
 			s.pop()

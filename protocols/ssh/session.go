@@ -1,6 +1,7 @@
 package ssh
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -65,6 +66,15 @@ type sessionChan struct {
 	ch  ssh.Channel
 	log *slog.Logger
 
+	// reqs are the agent's requests on the channel, nil once it closed;
+	// queued are those that came while an exec, shell or subsystem
+	// waited for an approver, handled after it (see admitStart).
+	reqs   <-chan *ssh.Request
+	queued []*ssh.Request
+	// heldIn reads the agent's input from the time a command with a pty
+	// started to wait, for a Ctrl-C (see admitStart); nil otherwise.
+	heldIn *heldInput
+
 	// The target's side, opened at the first request that must reach it.
 	up         ssh.Channel
 	upReqsDone chan struct{}
@@ -103,10 +113,10 @@ func (c *conn) session(nc ssh.NewChannel) {
 	if err != nil {
 		return
 	}
-	s := &sessionChan{c: c, ch: ch, log: c.log}
+	s := &sessionChan{c: c, ch: ch, log: c.log, reqs: reqs}
 	c.track(s)
 	defer c.untrack(s)
-	for req := range reqs {
+	for req := s.next(); req != nil; req = s.next() {
 		s.request(req)
 	}
 	// The agent closed the channel, or the connection ended: stop the
@@ -122,6 +132,25 @@ func (c *conn) session(nc ssh.NewChannel) {
 		s.exitMu.Unlock()
 		c.sess.SetExit(status, signal)
 	}
+}
+
+// next is the agent's next request on the channel, nil once the channel
+// closed.
+func (s *sessionChan) next() *ssh.Request {
+	if len(s.queued) > 0 {
+		req := s.queued[0]
+		s.queued = s.queued[1:]
+		return req
+	}
+	if s.reqs == nil {
+		return nil
+	}
+	req, ok := <-s.reqs
+	if !ok {
+		s.reqs = nil
+		return nil
+	}
+	return req
 }
 
 func (s *sessionChan) request(req *ssh.Request) {
@@ -230,6 +259,14 @@ func (s *sessionChan) envReq(req *ssh.Request) {
 	}
 	d := sshauthz.AuthorizeEnv(m.Name, m.Value)
 	d.Text = safeText([]byte(m.Name)) + "=" + safeText([]byte(m.Value))
+	if !d.Allow {
+		// Refused, never held (--hold-denied): a variable is no command
+		// for a person to weigh, and its request comes before the one
+		// that is.
+		s.c.refuse(d)
+		_ = req.Reply(false, nil)
+		return
+	}
 	adm, err := s.c.sess.Admit(authz.SingleVerdict(d))
 	if err != nil {
 		_ = req.Reply(false, nil)
@@ -312,7 +349,14 @@ func (s *sessionChan) start(req *ssh.Request, g *authz.Grant) {
 		if !utf8.ValidString(m.Command) {
 			d.Text = safeText([]byte(m.Command))
 		}
-		upPayload = ssh.Marshal(execMsg{Command: ex.Command})
+		cmd := ex.Command
+		if cmd == "" {
+			// Refused, but held under --hold-denied: if an approver
+			// lets it run, it runs as the agent sent it, the text the
+			// approver read.
+			cmd = m.Command
+		}
+		upPayload = ssh.Marshal(execMsg{Command: cmd})
 	case "shell":
 		d = sshauthz.AuthorizeShell(g)
 	case "subsystem":
@@ -328,16 +372,19 @@ func (s *sessionChan) start(req *ssh.Request, g *authz.Grant) {
 		d.Class.Why = strings.TrimPrefix(d.Class.Why+"; with a pty", "; ")
 	}
 	s.started = true
-	_ = s.c.sess.Forward(authz.SingleVerdict(d), nil, func(adm *proxy.Admitted) error {
-		s.run(req, upPayload, adm)
-		return nil
-	}, func(ref *proxy.Refusal) error {
-		// Refused by policy, by the grant's state or because it could not
-		// be recorded: the agent reads why on stderr and gets exit status
-		// 126; nothing reached the target.
-		_ = req.Reply(true, nil)
-		s.refused(ref.Msg)
-		return nil
+	s.admitStart(func(gaveUp context.Context) {
+		_ = s.c.sess.ForwardContext(gaveUp, authz.SingleVerdict(d), nil, func(adm *proxy.Admitted) error {
+			s.run(req, upPayload, adm)
+			return nil
+		}, func(ref *proxy.Refusal) error {
+			// Refused by policy, by the grant's state or because it could
+			// not be recorded, or a wait for an approver that ended
+			// without a yes: the agent reads why on stderr and gets exit
+			// status 126; nothing reached the target.
+			_ = req.Reply(true, nil)
+			s.refused(ref.Msg)
+			return nil
+		})
 	})
 }
 
@@ -469,8 +516,12 @@ func (s *sessionChan) setErr(err error) {
 func (s *sessionChan) copyStdin() {
 	defer close(s.stdinDone)
 	buf := make([]byte, 32<<10)
+	var in io.Reader = s.ch
+	if s.heldIn != nil {
+		in = s.heldIn // it has been reading the channel since the wait
+	}
 	for {
-		n, err := s.ch.Read(buf)
+		n, err := in.Read(buf)
 		if n > 0 {
 			if rerr := s.rec.input(buf[:n]); rerr != nil {
 				s.setErr(rerr)

@@ -7,8 +7,26 @@
   // was last brought up to date.
   document.addEventListener("htmx:afterSwap", function (e) {
     var stamp = document.getElementById("updated");
-    if (stamp && e.detail && e.detail.target && e.detail.target.id === "queue") {
+    var id = e.detail && e.detail.target && e.detail.target.id;
+    if (stamp && (id === "queue" || id === "holds")) {
       stamp.textContent = "updated " + new Date().toLocaleTimeString();
     }
   });
+
+  // A held statement's countdown: <time class="countdown" datetime=...>
+  // reads the time left until its deadline, every second.
+  function left(ms) {
+    var s = Math.max(0, Math.round(ms / 1000));
+    var m = Math.floor(s / 60);
+    return m > 0 ? m + "m" + (s % 60) + "s" : s + "s";
+  }
+  setInterval(function () {
+    var els = document.querySelectorAll("time.countdown[datetime]");
+    for (var i = 0; i < els.length; i++) {
+      var at = Date.parse(els[i].getAttribute("datetime"));
+      if (!isNaN(at)) {
+        els[i].textContent = left(at - Date.now());
+      }
+    }
+  }, 1000);
 })();
