@@ -45,6 +45,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"ttl above max", base + "grants: { default_ttl: 48h }\n", "grants"},
 		{"negative request_ttl", base + "grants: { request_ttl: -1h }\n", "grants.request_ttl: -1h0m0s must be at least 1s"},
 		{"tiny request_ttl", base + "grants: { request_ttl: 10ms }\n", "grants.request_ttl: 10ms must be at least 1s"},
+		{"negative stop_grace", base + "grants: { stop_grace: -1s }\n", "grants.stop_grace: -1s must be positive and at most 1m"},
+		{"long stop_grace", base + "grants: { stop_grace: 5m }\n", "grants.stop_grace: 5m0s must be positive and at most 1m"},
 		{"short max_age", base + "recorder: { max_age: 10m }\n", "recorder.max_age"},
 		{"negative max_bytes", base + "recorder: { max_bytes: -1 }\n", "recorder.max_bytes"},
 		{"negative max_msgs", base + "recorder: { max_msgs: -5 }\n", "recorder.max_msgs"},
