@@ -74,7 +74,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"instances_bucket is the grants bucket", base + "recorder: { instances_bucket: airlock_grants }\n", "recorder.instances_bucket"},
 		{"notify without public_url", base + "notify: [{ url: \"https://h/x\", format: slack, events: [request.created] }]\n", "console.public_url: required"},
 		{"bad public_url", base + "console: { public_url: \"airlock.example.com\" }\n", "console.public_url"},
-		{"notify unknown event", notify("format: slack, events: [request.created, statement.held]"), "notify[0].events[1]: \"statement.held\" is not one of"},
+		{"notify unknown event", notify("format: slack, events: [request.created, statement.approved]"), "notify[0].events[1]: \"statement.approved\" is not one of"},
 		{"notify unknown format", notify("format: teams, events: [request.created]"), "notify[0].format: \"teams\" is not standard or slack"},
 		{"notify no events", notify("format: slack"), "notify[0].events: required"},
 		{"notify standard without secret", notify("format: standard, events: [request.created]"), "notify[0].secret_env: required"},
