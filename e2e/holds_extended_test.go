@@ -172,6 +172,18 @@ func TestHoldPostgresTransactionPipeline(t *testing.T) {
 	if want := []string{"INSERT 0 1", "sync", "DELETE 1", "sync", "SELECT 1 0", "sync"}; !slices.Equal(got, want) {
 		t.Errorf("pipeline: %v, want %v", got, want)
 	}
+	// The reader ends once the pipeline has nothing more (its channel
+	// closes): only then may this goroutine use the connection again.
+	select {
+	case r, more := <-results:
+		if more {
+			t.Errorf("the pipeline answered more than it was sent: %s", r)
+			for range results {
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pipeline's reader did not end")
+	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
