@@ -248,17 +248,17 @@ func TestUnrecognizedStatementIsAdmin(t *testing.T) {
 // is on the read list too); the stricter list must win.
 func TestFunctionListPrecedence(t *testing.T) {
 	for name := range adminFuncs {
-		if e := funcCallEffect("", name, nil); e.level != ad {
+		if e := (&analysis{}).funcCallEffect("", name, nil); e.level != ad {
 			t.Errorf("%s: %v, want admin", name, e.level)
 		}
 	}
 	for name := range sqlTextFuncs {
-		if e := funcCallEffect("", name, nil); e.level != ad {
+		if e := (&analysis{}).funcCallEffect("", name, nil); e.level != ad {
 			t.Errorf("%s: %v, want admin", name, e.level)
 		}
 	}
 	for name := range writeFuncs {
-		if e := funcCallEffect("", name, nil); e.level != wr {
+		if e := (&analysis{}).funcCallEffect("", name, nil); e.level != wr {
 			t.Errorf("%s: %v, want write", name, e.level)
 		}
 	}
@@ -279,17 +279,17 @@ func TestFunctionListPrecedence(t *testing.T) {
 		"has_schema_privilege", "pg_is_in_recovery", "current_database", "current_schema",
 		"current_schemas", "inet_server_addr", "pg_backend_pid", "clock_timestamp", "gen_random_uuid",
 	} {
-		if e := funcCallEffect("", name, nil); e.level != rd {
+		if e := (&analysis{}).funcCallEffect("", name, nil); e.level != rd {
 			t.Errorf("%s: %v (%s), want read", name, e.level, e.why)
 		}
 	}
 	for _, name := range []string{"pg_stat_reset_shared", "dblink_connect", "pg_create_physical_replication_slot", "pg_ls_waldir"} {
-		if e := funcCallEffect("", name, nil); e.level != ad {
+		if e := (&analysis{}).funcCallEffect("", name, nil); e.level != ad {
 			t.Errorf("%s: %v, want admin", name, e.level)
 		}
 	}
 	for _, name := range []string{"pg_advisory_xact_lock", "pg_try_advisory_lock_shared", "lo_unlink", "lo_put"} {
-		if e := funcCallEffect("", name, nil); e.level != wr {
+		if e := (&analysis{}).funcCallEffect("", name, nil); e.level != wr {
 			t.Errorf("%s: %v, want write", name, e.level)
 		}
 	}

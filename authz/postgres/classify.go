@@ -63,7 +63,7 @@ func (a *analysis) statement(stmt *pg_query.Node, sc scope) (kind string, level 
 func (a *analysis) wrapper(m protoreflect.Message, sc scope) (kind string, level authz.Access, why string, walked bool) {
 	switch n := m.Interface().(type) {
 	case *pg_query.ExplainStmt:
-		analyze := explainAnalyze(n.Options)
+		analyze := a.explainAnalyze(n.Options)
 		isc := sc
 		isc.planOnly = sc.planOnly || !analyze
 		ik, il, _ := a.statement(n.Query, isc)
@@ -131,15 +131,16 @@ func (a *analysis) copyStmt(n *pg_query.CopyStmt, sc scope) (kind string, level 
 		a.markWritten(n.Relation)
 		level = authz.AccessWrite
 	}
+	file := a.copyFile(n)
 	switch {
 	case n.IsProgram:
 		level, why = authz.AccessAdmin, "COPY PROGRAM runs a command on the database server"
-	case n.Filename != "" && n.IsFrom:
+	case file && n.IsFrom:
 		level, why = authz.AccessAdmin, "COPY FROM a file reads the database server's files"
-	case n.Filename != "":
+	case file:
 		level, why = authz.AccessAdmin, "COPY TO a file writes the database server's files"
 	}
-	if n.IsProgram || n.Filename != "" {
+	if n.IsProgram || file {
 		a.f.ServerFiles = why
 	}
 	a.children(n.ProtoReflect(), sc.inside("a subquery"), "query")
@@ -148,51 +149,16 @@ func (a *analysis) copyStmt(n *pg_query.CopyStmt, sc scope) (kind string, level 
 
 // explainAnalyze reports whether EXPLAIN's options ask it to execute. An
 // option value it cannot read counts as yes.
-func explainAnalyze(opts []*pg_query.Node) bool {
+func (a *analysis) explainAnalyze(opts []*pg_query.Node) bool {
 	analyze := false
 	for _, o := range opts {
 		d := o.GetDefElem()
 		if d == nil || !strings.EqualFold(d.Defname, "analyze") {
 			continue
 		}
-		analyze = defElemTrue(d.Arg)
+		analyze = a.optionTrue(d.Arg)
 	}
 	return analyze
-}
-
-func defElemTrue(arg *pg_query.Node) bool {
-	if arg == nil {
-		return true
-	}
-	if s := arg.GetString_(); s != nil {
-		switch strings.ToLower(s.Sval) {
-		case "false", "off", "no", "0":
-			return false
-		}
-		return true
-	}
-	if i := arg.GetInteger(); i != nil {
-		return i.Ival != 0
-	}
-	if b := arg.GetBoolean(); b != nil {
-		return b.Boolval
-	}
-	if c := arg.GetAConst(); c != nil {
-		if c.GetBoolval() != nil {
-			return c.GetBoolval().Boolval
-		}
-		if c.GetIval() != nil {
-			return c.GetIval().Ival != 0
-		}
-		if c.GetSval() != nil {
-			// A value elide.LiteralValue does not read (a long literal, a
-			// placeholder) is none of the false words, so it is true
-			// here either way, the stricter reading for the option
-			// this reads (EXPLAIN's ANALYZE runs the statement).
-			return defElemTrue(&pg_query.Node{Node: &pg_query.Node_String_{String_: c.GetSval()}})
-		}
-	}
-	return true
 }
 
 // plain gives the kind and level of a statement that stands on its own. It
@@ -214,7 +180,7 @@ func (a *analysis) plain(m protoreflect.Message) (kind string, level authz.Acces
 		return "MERGE", authz.AccessWrite, ""
 
 	case *pg_query.VariableSetStmt:
-		return setStmt(n)
+		return a.setStmt(n)
 	case *pg_query.VariableShowStmt:
 		return "SHOW", authz.AccessRead, ""
 	case *pg_query.TransactionStmt:
@@ -295,7 +261,7 @@ func transactionStmt(n *pg_query.TransactionStmt) (string, authz.Access, string)
 // setStmt classifies SET and RESET. Transaction characteristics (SET
 // TRANSACTION READ WRITE, ISOLATION LEVEL) are read: they allow nothing by
 // themselves, and every statement of the transaction is still checked.
-func setStmt(n *pg_query.VariableSetStmt) (string, authz.Access, string) {
+func (a *analysis) setStmt(n *pg_query.VariableSetStmt) (string, authz.Access, string) {
 	kind := "SET"
 	if n.Kind == pg_query.VariableSetKind_VAR_RESET || n.Kind == pg_query.VariableSetKind_VAR_RESET_ALL {
 		kind = "RESET"
@@ -317,18 +283,18 @@ func setStmt(n *pg_query.VariableSetStmt) (string, authz.Access, string) {
 		return kind, authz.AccessRead, ""
 	}
 	toDefault := n.Kind != pg_query.VariableSetKind_VAR_SET_VALUE
-	if harmlessSetting(name, n.Args, toDefault) {
+	if a.harmlessSetting(name, n.Args, toDefault) {
 		return kind, authz.AccessRead, ""
 	}
 	if name == "client_encoding" {
-		return kind, authz.AccessAdmin, "client_encoding " + setValue(n.Args) + " could make the server read text differently from airlock"
+		return kind, authz.AccessAdmin, "client_encoding " + a.setValue(n.Args) + " could make the server read text differently from airlock"
 	}
 	return kind, authz.AccessAdmin, kind + " " + name + " changes a setting that is not allow-listed"
 }
 
-func setValue(args []*pg_query.Node) string {
+func (a *analysis) setValue(args []*pg_query.Node) string {
 	if len(args) == 1 {
-		if v, ok := stringConst(args[0]); ok {
+		if v, ok := a.stringConst(args[0]); ok {
 			return v
 		}
 	}

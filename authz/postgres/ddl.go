@@ -351,7 +351,7 @@ func objName(t pg_query.ObjectType) string {
 func relFromParts(parts []*pg_query.Node) pgRel {
 	names := make([]string, 0, len(parts))
 	for _, p := range parts {
-		names = append(names, p.GetString_().GetSval())
+		names = append(names, identName(p))
 	}
 	r := pgRel{written: true}
 	switch len(names) {

@@ -6,7 +6,6 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/airlockhq/airlock/authz"
-	"github.com/airlockhq/airlock/authz/internal/elide"
 )
 
 // What a function call needs. The lists are consulted in this order: admin,
@@ -160,7 +159,7 @@ var serverFilePrefixes = []string{"pg_ls_", "pg_file_"}
 // funcCallEffect classifies a call. name is the function's name with any
 // pg_catalog qualification removed; schema is the other qualification, if
 // any.
-func funcCallEffect(schema, name string, args []*pg_query.Node) funcEffect {
+func (a *analysis) funcCallEffect(schema, name string, args []*pg_query.Node) funcEffect {
 	display := name
 	if schema != "" {
 		display = schema + "." + name
@@ -176,7 +175,7 @@ func funcCallEffect(schema, name string, args []*pg_query.Node) funcEffect {
 	default:
 		return unknown
 	}
-	e := builtinEffect(name, args)
+	e := a.builtinEffect(name, args)
 	if _, ok := catalogReadOnly[name]; ok {
 		e.plannerMayRun = true
 	}
@@ -185,12 +184,12 @@ func funcCallEffect(schema, name string, args []*pg_query.Node) funcEffect {
 
 // builtinEffect classifies a call of a function that is unqualified or
 // qualified with pg_catalog.
-func builtinEffect(name string, args []*pg_query.Node) funcEffect {
+func (a *analysis) builtinEffect(name string, args []*pg_query.Node) funcEffect {
 	unknown := funcEffect{level: authz.AccessWrite, why: "calls " + name + ", which is not known to be read-only", plannerMayRun: true, opaque: true}
 	admin := funcEffect{level: authz.AccessAdmin, why: "calls " + name + ", which needs admin access"}
 	sqlText := funcEffect{level: authz.AccessAdmin, why: "calls " + name + ", which runs SQL given as text", opaque: true}
 	if name == "set_config" {
-		return setConfigEffect(args)
+		return a.setConfigEffect(args)
 	}
 	if name == "ts_rewrite" && len(args) == 2 {
 		// The two-argument form runs its second argument as a query.
@@ -246,7 +245,7 @@ func builtinEffect(name string, args []*pg_query.Node) funcEffect {
 // but never less than write: set_config is how a query changes a setting
 // without a SET statement. A setting name that is not a literal could be
 // anything, role included.
-func setConfigEffect(args []*pg_query.Node) funcEffect {
+func (a *analysis) setConfigEffect(args []*pg_query.Node) funcEffect {
 	var nameArg *pg_query.Node
 	if len(args) > 0 && args[0].GetNamedArgExpr() == nil {
 		nameArg = args[0]
@@ -265,7 +264,7 @@ func setConfigEffect(args []*pg_query.Node) funcEffect {
 			valueArg = na.Arg
 		}
 	}
-	setting, ok := stringConst(nameArg)
+	setting, ok := a.stringConst(nameArg)
 	if !ok {
 		return funcEffect{level: authz.AccessAdmin, why: "calls set_config with a setting name that is not a literal"}
 	}
@@ -273,27 +272,11 @@ func setConfigEffect(args []*pg_query.Node) funcEffect {
 	switch {
 	case setting == "role" || setting == "session_authorization":
 		return funcEffect{level: authz.AccessAdmin, why: "calls set_config('" + setting + "'), which switches the role"}
-	case harmlessSetting(setting, []*pg_query.Node{valueArg}, false):
+	case a.harmlessSetting(setting, []*pg_query.Node{valueArg}, false):
 		return funcEffect{level: authz.AccessWrite, why: "calls set_config, which changes a setting"}
 	default:
 		return funcEffect{level: authz.AccessAdmin, why: "calls set_config('" + setting + "'), which is not an allow-listed setting"}
 	}
-}
-
-// stringConst reads a string literal, looking through casts ('role'::text).
-func stringConst(n *pg_query.Node) (string, bool) {
-	for n != nil {
-		if tc := n.GetTypeCast(); tc != nil {
-			n = tc.Arg
-			continue
-		}
-		c := n.GetAConst()
-		if c == nil || c.GetSval() == nil {
-			return "", false
-		}
-		return elide.LiteralValue(c.GetSval().Sval)
-	}
-	return "", false
 }
 
 // harmlessSettings change only how this session formats, times out or
@@ -311,7 +294,7 @@ var harmlessSettings = setOf(
 
 // harmlessSetting reports whether setting name to the values args (or back
 // to its default, when toDefault) leaves the session as safe as it was.
-func harmlessSetting(name string, args []*pg_query.Node, toDefault bool) bool {
+func (a *analysis) harmlessSetting(name string, args []*pg_query.Node, toDefault bool) bool {
 	name = strings.ToLower(name)
 	if _, ok := harmlessSettings[name]; !ok {
 		return false
@@ -322,7 +305,7 @@ func harmlessSetting(name string, args []*pg_query.Node, toDefault bool) bool {
 	if len(args) != 1 {
 		return false
 	}
-	v, ok := stringConst(args[0])
+	v, ok := a.stringConst(args[0])
 	return ok && asciiSafeEncoding(v)
 }
 

@@ -39,6 +39,11 @@ type analysis struct {
 	// (or DISCARD ALL).
 	dealloc    string
 	deallocAll bool
+
+	// literal is set when the walk read the value of a constant of the
+	// message (through literal.go): the decision then holds for this
+	// text only, not for every message of the same masked key.
+	literal bool
 }
 
 // pgRel is a relation as a statement names it.
@@ -339,7 +344,7 @@ func rangeVarName(rv *pg_query.RangeVar) string {
 
 func (a *analysis) funcCall(fc *pg_query.FuncCall, sc scope) {
 	schema, name := splitFuncName(fc.Funcname)
-	e := funcCallEffect(schema, name, fc.Args)
+	e := a.funcCallEffect(schema, name, fc.Args)
 	counts := !sc.planOnly || e.plannerMayRun
 	use := authz.FuncUse{Schema: schema, Name: name, Level: authz.AccessRead, Opaque: e.opaque, Lowerable: e.level == authz.AccessWrite}
 	if counts {
@@ -369,7 +374,7 @@ func sortedSet(s []string) []string {
 func splitFuncName(parts []*pg_query.Node) (schema, name string) {
 	names := make([]string, 0, 3)
 	for _, p := range parts {
-		names = append(names, p.GetString_().GetSval())
+		names = append(names, identName(p))
 	}
 	switch len(names) {
 	case 0:
