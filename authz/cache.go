@@ -5,14 +5,27 @@ import (
 	"sync"
 )
 
-// DecisionCache keeps recent verdicts, keyed by the exact message text,
-// the grant and the session settings that change a decision. Never by a
-// normalized fingerprint: literals matter (set_config('role', ...) and
-// set_config('application_name', ...) share one). A hit is checked
-// against every field of the grant a decision reads (ID, resource, task,
-// access, state, scope), so an updated grant never gets a verdict made for
-// its older version. Messages whose verdict depends on session state
-// (PREPARE, EXECUTE, USE, HANDLER, ...) are not cached.
+// DecisionCache keeps recent verdicts on whole messages, keyed by the
+// grant, the session settings that change a decision, and one of:
+//
+//   - the exact text of the message;
+//   - its masked key (CacheKey.Masked), the text with each constant (a
+//     string, bit string or number) replaced by a placeholder of its
+//     kind, so that SELECT ... WHERE aid = 1 and ... WHERE aid = 2 share
+//     one. Only a verdict that read no constant's value is kept under it:
+//     the dialect marks each statement whose decision read one
+//     (set_config('role', ...) and set_config('application_name', ...)
+//     share a masked key, and their decisions read the setting's name),
+//     and keeps such a verdict under the exact text only. A verdict kept
+//     under a masked key holds no statement text; a hit carries where
+//     each statement's text lies in the key (TextSpan), and the caller
+//     cuts it from its own message, so that a hit is deep-equal to the
+//     verdict the message itself gets.
+//
+// A hit is checked against every field of the grant a decision reads (ID,
+// resource, task, access, state, scope), so an updated grant never gets
+// a verdict made for its older version. Messages whose verdict depends on
+// session state (PREPARE, EXECUTE, USE, HANDLER, ...) are not cached.
 //
 // It is bounded (least recently used entries go first) and safe for
 // concurrent use; one cache serves every session of a gateway.
@@ -24,9 +37,9 @@ type DecisionCache struct {
 	hits, miss uint64
 }
 
-// maxCachedText is the longest message the cache keeps: long messages are
-// rarely repeated and would crowd the cache's memory.
-const maxCachedText = 16 << 10
+// MaxCachedText is the longest message the cache keeps: long messages
+// are rarely repeated and would crowd the cache's memory.
+const MaxCachedText = 16 << 10
 
 // CacheKey is what a dialect's session keys a verdict by; the cache adds
 // the grant's ID.
@@ -36,20 +49,38 @@ type CacheKey struct {
 	Settings string
 	// Text is the message as the client sent it.
 	Text string
+	// Masked is the message's masked key, when the dialect made one (see
+	// DecisionCache); GetMasked and PutMasked use it.
+	Masked string
 	// Prepare is set for a message that prepares a statement (Parse,
 	// COM_STMT_PREPARE) rather than runs it.
 	Prepare bool
 }
 
+// TextSpan is where one statement's text lies in a masked key: bytes
+// [Start, End), neither inside a placeholder.
+type TextSpan struct{ Start, End int }
+
 type cacheKey struct {
-	CacheKey
-	grant string
+	settings, text  string
+	prepare, masked bool
+	grant           string
+}
+
+func exactKey(k CacheKey, g *Grant) cacheKey {
+	return cacheKey{settings: k.Settings, text: k.Text, prepare: k.Prepare, grant: grantID(g)}
+}
+
+func maskedKey(k CacheKey, g *Grant) cacheKey {
+	return cacheKey{settings: k.Settings, text: k.Masked, prepare: k.Prepare, masked: true, grant: grantID(g)}
 }
 
 type cacheEntry struct {
-	key        cacheKey
-	g          grantSnap
-	v          Verdict
+	key cacheKey
+	g   grantSnap
+	v   Verdict
+	// at is where each statement's text lies in a masked key.
+	at         []TextSpan
 	prev, next *cacheEntry
 }
 
@@ -112,38 +143,91 @@ func grantID(g *Grant) string {
 	return g.ID
 }
 
-// Get returns a copy of the verdict cached for k under g.
+// Get returns a copy of the verdict cached for k's exact text under g.
 func (c *DecisionCache) Get(k CacheKey, g *Grant) (Verdict, bool) {
-	key := cacheKey{k, grantID(g)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.m[key]
-	if e == nil || !e.g.matches(g) {
+	e := c.lookup(exactKey(k, g), g)
+	if e == nil {
 		c.miss++
 		return Verdict{}, false
 	}
 	c.hits++
 	c.moveFront(e)
-	// The caller may change its copy; the cached one stays as made.
-	return Verdict{Allow: e.v.Allow, Statements: slices.Clone(e.v.Statements)}, true
+	return e.copy(), true
 }
 
-// Put keeps v as the verdict for k under g, unless the message is too
-// long to be worth keeping.
+// GetMasked returns a copy of the verdict cached for k.Masked under g,
+// or else for k.Text. at is nil for a verdict cached under the exact
+// text. For one cached under the masked key, its statements have no Text
+// and at says where to cut each from the message: k.Masked[at[i].Start:
+// at[i].End] with the message's own constants in place of the
+// placeholders. The caller must not change at.
+func (c *DecisionCache) GetMasked(k CacheKey, g *Grant) (v Verdict, at []TextSpan, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.lookup(maskedKey(k, g), g)
+	if e == nil {
+		e = c.lookup(exactKey(k, g), g)
+	}
+	if e == nil {
+		c.miss++
+		return Verdict{}, nil, false
+	}
+	c.hits++
+	c.moveFront(e)
+	return e.copy(), e.at, true
+}
+
+// Put keeps v as the verdict for k's exact text under g, unless the
+// message is too long to be worth keeping.
 func (c *DecisionCache) Put(k CacheKey, g *Grant, v Verdict) {
-	if len(k.Text) > maxCachedText {
+	if len(k.Text) > MaxCachedText {
 		return
 	}
-	key := cacheKey{k, grantID(g)}
 	v.Statements = slices.Clone(v.Statements)
+	c.put(exactKey(k, g), g, v, nil)
+}
+
+// PutMasked keeps v as the verdict for every message of the masked key
+// k.Masked under g: the caller has checked that no decision of v read a
+// constant's value. at is where each statement's text lies in the key;
+// the texts themselves are not kept.
+func (c *DecisionCache) PutMasked(k CacheKey, g *Grant, v Verdict, at []TextSpan) {
+	if len(k.Text) > MaxCachedText || k.Masked == "" || len(at) != len(v.Statements) {
+		return
+	}
+	v.Statements = slices.Clone(v.Statements)
+	for i := range v.Statements {
+		v.Statements[i].Text = ""
+	}
+	c.put(maskedKey(k, g), g, v, slices.Clone(at))
+}
+
+// lookup finds the entry for key made under g as it is now.
+func (c *DecisionCache) lookup(key cacheKey, g *Grant) *cacheEntry {
+	e := c.m[key]
+	if e == nil || !e.g.matches(g) {
+		return nil
+	}
+	return e
+}
+
+// copy is the entry's verdict, for a caller that may change it; the
+// cached one stays as made.
+func (e *cacheEntry) copy() Verdict {
+	return Verdict{Allow: e.v.Allow, Statements: slices.Clone(e.v.Statements)}
+}
+
+func (c *DecisionCache) put(key cacheKey, g *Grant, v Verdict, at []TextSpan) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.m[key]; e != nil {
-		e.g, e.v = snapGrant(g), v
+		e.g, e.v, e.at = snapGrant(g), v, at
 		c.moveFront(e)
 		return
 	}
-	e := &cacheEntry{key: key, g: snapGrant(g), v: v}
+	e := &cacheEntry{key: key, g: snapGrant(g), v: v, at: at}
 	c.m[key] = e
 	c.pushFront(e)
 	for len(c.m) > c.max {

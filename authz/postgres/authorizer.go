@@ -40,6 +40,8 @@ func (e *parseError) Error() string {
 // default schema and state are applied.
 type pgStmt struct {
 	text, kind string
+	// start and end are where text lies in the message.
+	start, end int
 	a          *analysis
 }
 
@@ -67,7 +69,8 @@ func classifyPG(sql string) ([]pgStmt, error) {
 	out := make([]pgStmt, 0, len(tree.Stmts))
 	for _, raw := range tree.Stmts {
 		kind, a := classify(raw.Stmt)
-		out = append(out, pgStmt{text: stmtText(sql, raw), kind: kind, a: a})
+		start, end := stmtSpan(sql, raw)
+		out = append(out, pgStmt{text: sql[start:end], start: start, end: end, kind: kind, a: a})
 	}
 	return out, nil
 }
@@ -96,7 +99,8 @@ func classifyPGElided(sql string) ([]pgStmt, bool) {
 		if raw.StmtLen > 0 {
 			end = max(start, min(start+int(raw.StmtLen), len(e.Text)))
 		}
-		out = append(out, pgStmt{text: trimSQLSpace(sql[e.ToOrig(start):e.ToOrig(end)]), kind: kind, a: a})
+		start, end = trimSpan(sql, e.ToOrig(start), e.ToOrig(end))
+		out = append(out, pgStmt{text: sql[start:end], start: start, end: end, kind: kind, a: a})
 	}
 	return out, true
 }
@@ -129,30 +133,29 @@ var pgCatalogData = setOf("pg_largeobject", "pg_authid", "pg_shadow", "pg_statis
 // functions of the same names do.
 var pgCatalogFileViews = setOf("pg_hba_file_rules", "pg_ident_file_mappings", "pg_file_settings")
 
-// stmtText cuts a statement out of the message by the parser's byte
-// offsets. StmtLen 0 means "to the end". The offsets come from C; they are
-// clamped rather than trusted, so odd input cannot make this panic.
-func stmtText(sql string, raw *pg_query.RawStmt) string {
-	start := max(0, min(int(raw.StmtLocation), len(sql)))
-	end := len(sql)
+// stmtSpan is where a statement lies in the message, by the parser's byte
+// offsets, trimmed of white space. StmtLen 0 means "to the end". The
+// offsets come from C; they are clamped rather than trusted, so odd input
+// cannot make this panic.
+func stmtSpan(sql string, raw *pg_query.RawStmt) (start, end int) {
+	start = max(0, min(int(raw.StmtLocation), len(sql)))
+	end = len(sql)
 	if raw.StmtLen > 0 {
 		end = max(start, min(start+int(raw.StmtLen), len(sql)))
 	}
-	return trimSQLSpace(sql[start:end])
+	return trimSpan(sql, start, end)
 }
 
-// trimSQLSpace trims what the Postgres scanner counts as white space.
-func trimSQLSpace(s string) string {
-	isSpace := func(c byte) bool {
-		return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+// trimSpan narrows sql[start:end] by what the Postgres scanner counts as
+// white space at either end.
+func trimSpan(sql string, start, end int) (int, int) {
+	for start < end && pgSpace(sql[start]) {
+		start++
 	}
-	for len(s) > 0 && isSpace(s[0]) {
-		s = s[1:]
+	for end > start && pgSpace(sql[end-1]) {
+		end--
 	}
-	for len(s) > 0 && isSpace(s[len(s)-1]) {
-		s = s[:len(s)-1]
-	}
-	return s
+	return start, end
 }
 
 // Query decides on one client message of Postgres SQL (possibly several

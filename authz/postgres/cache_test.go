@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"fmt"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
@@ -28,11 +30,15 @@ func TestDecisionCache(t *testing.T) {
 		t.Fatalf("cached verdict changed: %+v", v)
 	}
 
-	// Literals matter: another text is another entry.
-	if v := s.Query(rd, "select set_config('role', 'postgres', false)"); v.Allow {
+	// Literals the decision reads matter: another text is another entry.
+	wr := authztest.NewGrant(authz.AccessWrite)
+	if v := s.Query(wr, "select set_config('role', 'postgres', false)"); v.Allow {
 		t.Fatalf("%+v", v)
 	}
-	if v := s.Query(rd, "select set_config('application_name', 'x', false)"); v.Allow {
+	if v := s.Query(wr, "select set_config('application_name', 'x', false)"); !v.Allow {
+		t.Fatalf("%+v", v)
+	}
+	if v := s.Query(wr, "select set_config('role', 'postgres', false)"); v.Allow {
 		t.Fatalf("%+v", v)
 	}
 
@@ -81,13 +87,13 @@ func TestDecisionCacheBound(t *testing.T) {
 	s := NewSession(Options{Cache: c})
 	rd := authztest.NewGrant(authz.AccessRead)
 	for i := range 100 {
-		s.Query(rd, fmt.Sprintf("select %d", i))
+		s.Query(rd, fmt.Sprintf("select c%d from t", i))
 	}
 	if c.Len() != 8 {
 		t.Fatalf("len %d", c.Len())
 	}
 	// The most recent are kept.
-	s.Query(rd, "select 99")
+	s.Query(rd, "select c99 from t")
 	if hits, _ := c.Stats(); hits != 1 {
 		t.Fatalf("hits %d", hits)
 	}
@@ -122,5 +128,91 @@ func TestDecisionCacheConcurrent(t *testing.T) {
 	wg.Wait()
 	if c.Len() > 64 {
 		t.Fatalf("len %d", c.Len())
+	}
+}
+
+// TestDecisionCacheMasked: the point SELECT with another aid is a hit
+// that parses nothing, with the message's own text; a decision that read
+// a constant is kept under the exact text only.
+func TestDecisionCacheMasked(t *testing.T) {
+	c := authz.NewDecisionCache(16)
+	s := NewSession(Options{Cache: c})
+	rd := authztest.NewGrant(authz.AccessRead)
+	first := s.Query(rd, "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;")
+	if !first.Allow || s.parsed != 1 {
+		t.Fatalf("%+v, parsed %d", first, s.parsed)
+	}
+	for _, q := range []string{
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 2147483647;",
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
+	} {
+		got := s.Query(rd, q)
+		if s.parsed != 1 {
+			t.Fatalf("%q parsed", q)
+		}
+		if want := NewSession(Options{}).Query(rd, q); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\n got %+v\nwant %+v", q, got, want)
+		}
+		if got.Statements[0].Text != strings.TrimSuffix(q, ";") {
+			t.Fatalf("%q: text %q", q, got.Statements[0].Text)
+		}
+	}
+	if hits, misses := c.Stats(); hits != 3 || misses != 1 {
+		t.Fatalf("hits %d misses %d", hits, misses)
+	}
+	// Another kind of constant is another key.
+	s.Query(rd, "SELECT abalance FROM pgbench_accounts WHERE aid = 4821300000;")
+	if s.parsed != 2 {
+		t.Fatalf("an FCONST shared the key of an ICONST")
+	}
+
+	// Several statements, each with its own text.
+	s.Query(rd, "select 1 ;  select 'a', b from t where c = $1")
+	v := s.Query(rd, "select 22 ;  select 'bcd', b from t where c = $1")
+	if s.parsed != 3 || len(v.Statements) != 2 || v.Statements[0].Text != "select 22" || v.Statements[1].Text != "select 'bcd', b from t where c = $1" {
+		t.Fatalf("parsed %d: %+v", s.parsed, v)
+	}
+
+	// set_config reads its setting's name: each text is decided.
+	wr := authztest.NewGrant(authz.AccessWrite)
+	parsed := s.parsed
+	for range 2 {
+		if v := s.Query(wr, "select set_config('application_name', 'x', false)"); !v.Allow {
+			t.Fatalf("%+v", v)
+		}
+		if v := s.Query(wr, "select set_config('role', 'x', false)"); v.Allow {
+			t.Fatalf("%+v", v)
+		}
+	}
+	if s.parsed != parsed+2 {
+		t.Fatalf("parsed %d messages, want 2 (each once, then from the exact text)", s.parsed-parsed)
+	}
+	// A NUL byte in a constant: the parser would read only up to it.
+	s.Query(rd, "select 'a' from t")
+	if v := s.Query(rd, "select '\x00' from t"); v.Allow || v.Statements[0].Rule != "unparseable" {
+		t.Fatalf("%+v", v)
+	}
+	parsed = s.parsed
+	// Unparseable messages are not cached at all.
+	s.Query(rd, "select E'\\q' frm t")
+	s.Query(rd, "select E'\\q' frm t")
+	if s.parsed != parsed+2 {
+		t.Fatalf("an unparseable message was cached")
+	}
+}
+
+// TestDecisionCacheMaskedAllocs: a masked hit allocates the key and the
+// verdict's copy, nothing else.
+func TestDecisionCacheMaskedAllocs(t *testing.T) {
+	s := NewSession(Options{Cache: authz.NewDecisionCache(16)})
+	rd := authztest.NewGrant(authz.AccessRead)
+	s.Query(rd, pgPointSelect)
+	q := "SELECT abalance FROM pgbench_accounts WHERE aid = 1;"
+	if n := testing.AllocsPerRun(100, func() { s.Query(rd, q) }); n > 2 {
+		t.Fatalf("%v allocations", n)
+	}
+	if s.parsed != 1 {
+		t.Fatalf("parsed %d", s.parsed)
 	}
 }

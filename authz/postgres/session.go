@@ -40,6 +40,20 @@ type Session struct {
 	// stateless is set for the package-level Query, which has no
 	// session to remember statements in.
 	stateless bool
+
+	// settings names the session's settings in cache keys.
+	settings string
+	// keyBuf and consts are the masked key of the message being decided
+	// and its constants (mask.go), buffers kept from message to message.
+	keyBuf []byte
+	consts []maskConst
+	// parsed counts the messages this session parsed, and maskedHits
+	// those it found under their masked key, for tests.
+	parsed, maskedHits int
+	// maskAll makes the session keep verdicts under the masked key even
+	// when a decision read a constant: a broken cache, for tests to show
+	// that the oracle catches one.
+	maskAll bool
 }
 
 // maxCandidates bounds the statements one name may stand for; see
@@ -117,12 +131,17 @@ func (s *Session) message(g *authz.Grant, name, sql string, parse bool) authz.Ve
 	opts := &authz.DecideOptions{FoldPatterns: true, DefaultSchema: s.schema()}
 	var key authz.CacheKey
 	cache := s.o.Cache
-	if cache != nil && !(parse && name != "") {
-		key = authz.CacheKey{Settings: "postgres|" + opts.DefaultSchema, Text: sql, Prepare: parse}
-		if v, ok := cache.Get(key, g); ok {
+	cacheable := cache != nil && !(parse && name != "")
+	if cacheable {
+		if s.settings == "" {
+			s.settings = "postgres|" + opts.DefaultSchema
+		}
+		key = authz.CacheKey{Settings: s.settings, Text: sql, Prepare: parse}
+		if v, ok := s.cached(cache, &key, g, sql); ok {
 			return v
 		}
 	}
+	s.parsed++
 	stmts, err := classifyPG(sql)
 	if err != nil {
 		return unparseablePG(sql, err)
@@ -201,10 +220,63 @@ func (s *Session) message(g *authz.Grant, name, sql string, parse bool) authz.Ve
 	if v.Allow && changed {
 		s.prepared = prepared
 	}
-	if cache != nil && !stateful && !(parse && name != "") {
-		cache.Put(key, g, v)
+	if cacheable && !stateful {
+		s.keep(cache, key, g, v, stmts)
 	}
 	return v
+}
+
+// cached looks a message up in the cache: under its masked key, when the
+// scanner gives it one (set in key), and under its exact text. A verdict
+// kept under the masked key gets this message's own statement texts.
+func (s *Session) cached(cache *authz.DecisionCache, key *authz.CacheKey, g *authz.Grant, sql string) (authz.Verdict, bool) {
+	masked := false
+	if len(sql) <= authz.MaxCachedText {
+		s.keyBuf, s.consts, masked = maskPG(sql, s.keyBuf[:0], s.consts[:0])
+	}
+	if !masked {
+		return cache.Get(*key, g)
+	}
+	key.Masked = string(s.keyBuf)
+	v, at, ok := cache.GetMasked(*key, g)
+	if !ok || at == nil {
+		return v, ok
+	}
+	s.maskedHits++
+	for i, sp := range at {
+		start, end := maskFromKey(s.consts, sp.Start), maskFromKey(s.consts, sp.End)
+		if start > end || end > len(sql) {
+			return authz.Verdict{}, false // cannot be: the same key has the same text around its constants
+		}
+		v.Statements[i].Text = sql[start:end]
+	}
+	return v, true
+}
+
+// keep puts a verdict in the cache: under the message's masked key when
+// it has one and no statement's decision read a constant, else under its
+// exact text.
+func (s *Session) keep(cache *authz.DecisionCache, key authz.CacheKey, g *authz.Grant, v authz.Verdict, stmts []pgStmt) {
+	literal := false
+	for i := range stmts {
+		literal = literal || stmts[i].a.literal
+	}
+	if key.Masked != "" && (!literal || s.maskAll) {
+		at := make([]authz.TextSpan, len(stmts))
+		ok := len(v.Statements) == len(stmts)
+		for i := 0; ok && i < len(stmts); i++ {
+			m := &stmts[i]
+			start, ok1 := maskToKey(s.consts, m.start)
+			end, ok2 := maskToKey(s.consts, m.end)
+			ok = ok1 && ok2 && v.Statements[i].Text == m.text
+			at[i] = authz.TextSpan{Start: start, End: end}
+		}
+		if ok {
+			cache.PutMasked(key, g, v, at)
+			return
+		}
+	}
+	cache.Put(key, g, v)
 }
 
 // mergeExecuted adds to an EXECUTE (or EXPLAIN ANALYZE EXECUTE, or CREATE
