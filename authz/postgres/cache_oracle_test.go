@@ -197,3 +197,30 @@ func fuzzSeeds(t testing.TB, target string) []string {
 	}
 	return out
 }
+
+// FuzzMaskedCache is the oracle for any message: warmed with the message,
+// a shared cache gives each extreme substitution of its constants the
+// verdict a session without a cache gives it, under each grant.
+func FuzzMaskedCache(f *testing.F) {
+	for _, sql := range maskSamples(f) {
+		f.Add(sql)
+	}
+	grants := oracleGrants()
+	f.Fuzz(func(t *testing.T, sql string) {
+		_, consts, ok := maskPG(sql, nil, nil)
+		if !ok {
+			return
+		}
+		for name, g := range grants {
+			cache := authz.NewDecisionCache(16)
+			NewSession(Options{Cache: cache}).Query(g, sql)
+			for _, ext := range maskExtremes {
+				v := substituteConsts(sql, consts, func(k byte) string { return ext[k] })
+				got := NewSession(Options{Cache: cache}).Query(g, v)
+				if want := NewSession(Options{}).Query(g, v); !reflect.DeepEqual(got, want) {
+					t.Fatalf("%q, warmed with %q, under %s:\n cached %.600v\n   want %.600v", v, sql, name, got, want)
+				}
+			}
+		}
+	})
+}
