@@ -14,16 +14,17 @@ import (
 //
 // Why two messages with the same masked key get the same decision when
 // the decision read no constant: the key keeps every byte outside the
-// constants as it is, and each placeholder is a NUL byte (which no
-// message holds: classifyPG refuses it) and the constant's kind, so the
-// two messages are the same text but for the constants, and each constant
-// of one is a constant of the same kind at the same place in the other.
-// The scanner below recognizes a constant only where Postgres's lexer
-// (scan.l, standard_conforming_strings on, as the gateway keeps it) would
-// start one, and ends it where the lexer would, and the kinds are the
-// lexer's token kinds (SCONST, BCONST, XCONST, ICONST and FCONST, an
-// integer too large for int32 being an FCONST); so the lexer gives both
-// messages the same tokens, the same but for the constants' values.
+// constants as it is, and each placeholder is a NUL byte (which the
+// scanner refuses in a message, as classifyPG does) and the constant's
+// kind, so the two messages are the same text but for the constants, and
+// each constant of one is a constant of the same kind at the same place
+// in the other. The scanner below recognizes a constant only where
+// Postgres's lexer (scan.l, standard_conforming_strings on, as the
+// gateway keeps it) would start one, and ends it where the lexer would,
+// and its kinds are the lexer's token kinds or finer (SCONST, split into
+// plain, escape and dollar-quoted strings; BCONST; XCONST; ICONST; and
+// FCONST, which includes an integer too large for int32); so the lexer
+// gives both messages the same tokens but for the constants' values.
 // The grammar sees only token kinds, except in the few places its actions
 // check a constant's value (see maskPG), which the scanner refuses; so
 // the parser gives both the same tree but for constant values and
