@@ -377,7 +377,7 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previo
 			PublishTimeout: cfg.Recorder.PublishTimeout, SignInterval: cfg.Recorder.SignInterval,
 			Gateway: host, Instance: instance, Logger: log,
 			Signer: signer, MaxAge: cfg.Recorder.MaxAge, MaxBytes: cfg.Recorder.MaxBytes, MaxMsgs: cfg.Recorder.MaxMsgs,
-			Failover: failover,
+			Failover: failover, GroupCommit: cfg.Recorder.GroupCommitOn(),
 		})
 	})
 	if err != nil {
