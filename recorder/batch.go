@@ -273,18 +273,85 @@ func (b *batcher) batchMsg(items []*batchItem, size int) *nats.Msg {
 var errBatch = errors.New("not a batch of events")
 
 // splitBatch returns the stored bodies of a batch's events, exactly as
-// they are in it.
+// they are in it (slices of data, not copies). It checks the array's
+// structure only: strings (with their escapes) and nesting, so that each
+// element is one whole JSON object; what is inside an event is for the
+// event's reader to judge, as for an event stored alone.
 func splitBatch(data []byte) ([]json.RawMessage, error) {
-	var raws []json.RawMessage
-	if err := json.Unmarshal(data, &raws); err != nil {
-		return nil, errors.Join(errBatch, err)
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '[' {
+		return nil, errBatch
 	}
-	for _, raw := range raws {
-		if len(raw) == 0 || raw[0] != '{' {
+	var out []json.RawMessage
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == ']' {
+		if skipSpace(data, i+1) != len(data) {
+			return nil, errBatch
+		}
+		return out, nil
+	}
+	for {
+		if i >= len(data) || data[i] != '{' {
+			return nil, errBatch
+		}
+		end, ok := objectEnd(data, i)
+		if !ok {
+			return nil, errBatch
+		}
+		out = append(out, json.RawMessage(data[i:end:end]))
+		i = skipSpace(data, end)
+		if i >= len(data) {
+			return nil, errBatch
+		}
+		switch data[i] {
+		case ',':
+			i = skipSpace(data, i+1)
+		case ']':
+			if skipSpace(data, i+1) != len(data) {
+				return nil, errBatch
+			}
+			return out, nil
+		default:
 			return nil, errBatch
 		}
 	}
-	return raws, nil
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// objectEnd returns the index just past the JSON object that starts at
+// b[i] ('{'), following strings and nesting.
+func objectEnd(b []byte, i int) (int, bool) {
+	depth := 0
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			if i >= len(b) {
+				return 0, false
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				if b[i] != '}' {
+					return 0, false
+				}
+				return i + 1, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // isBatch reports whether subject is a batch message's.

@@ -348,3 +348,68 @@ func TestPeekType(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitBatch(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string // nil: an error
+	}{
+		{`[]`, []string{}},
+		{`[{"a":1}]`, []string{`{"a":1}`}},
+		{`[{"a":"},{"},{"b":[{"c":"\"]"}]}]`, []string{`{"a":"},{"}`, `{"b":[{"c":"\"]"}]}`}},
+		{` [ {"a":"\\"} , {} ] `, []string{`{"a":"\\"}`, `{}`}},
+		{`{"a":1}`, nil},
+		{`[{"a":1}`, nil},
+		{`[{"a":1},]`, nil},
+		{`[{"a":1}]x`, nil},
+		{`[1]`, nil},
+		{`[{"a":"1}]`, nil},
+		{`[{"a":[1}]`, nil},
+		{``, nil},
+	} {
+		got, err := splitBatch([]byte(tc.in))
+		if tc.want == nil {
+			if err == nil {
+				t.Errorf("splitBatch(%s) = %q, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || len(got) != len(tc.want) {
+			t.Errorf("splitBatch(%s) = %q, %v; want %q", tc.in, got, err, tc.want)
+			continue
+		}
+		for i := range got {
+			if string(got[i]) != tc.want[i] {
+				t.Errorf("splitBatch(%s)[%d] = %s, want %s", tc.in, i, got[i], tc.want[i])
+			}
+		}
+	}
+}
+
+// FuzzSplitBatch: whatever splitBatch accepts is an array of the objects
+// it returns, by encoding/json's reading.
+func FuzzSplitBatch(f *testing.F) {
+	for _, s := range []string{`[]`, `[{"a":1},{"b":"}]"}]`, `[{"a":[{}]}]`, `[{"a":"\"}"}]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		raws, err := splitBatch(data)
+		if err != nil {
+			return
+		}
+		var all []json.RawMessage
+		if json.Unmarshal(data, &all) != nil {
+			// splitBatch checks structure, not every value; only a valid
+			// array must split the same.
+			return
+		}
+		if len(all) != len(raws) {
+			t.Fatalf("%q: %d elements, json finds %d", data, len(raws), len(all))
+		}
+		for i := range all {
+			if !bytes.Equal(bytes.TrimSpace(all[i]), raws[i]) {
+				t.Fatalf("%q: element %d is %q, json finds %q", data, i, raws[i], all[i])
+			}
+		}
+	})
+}
