@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -78,9 +79,11 @@ type batcher struct {
 	// flights hands the flight an idle publisher's caller sent to the
 	// goroutine that waits for its acknowledgements.
 	flights chan []flightMsg
-	stop    chan struct{}
-	done    chan struct{}
-	timer   *time.Timer
+	// sent counts the messages sent and the events they carried.
+	sentMsgs, sentEvents atomic.Uint64
+	stop                 chan struct{}
+	done                 chan struct{}
+	timer                *time.Timer
 }
 
 // batchItem is one event waiting for, or in, a flight. Its channels carry
@@ -140,8 +143,20 @@ func (b *batcher) submit(msg *nats.Msg, lone bool, stall jetstream.PublishOpt) (
 		b.flights <- nil
 		return nil, nil, err, true
 	}
+	b.sentMsgs.Add(1)
+	b.sentEvents.Add(1)
 	b.flights <- []flightMsg{{items: []*batchItem{it}, fut: fut}}
 	return it.ok, it.errc, nil, true
+}
+
+// GroupCommitStats returns how many messages the group-commit publisher
+// has sent and how many events they carried (both 0 without group
+// commit): their ratio is the average batch.
+func (r *Recorder) GroupCommitStats() (messages, events uint64) {
+	if r.batch == nil {
+		return 0, 0
+	}
+	return r.batch.sentMsgs.Load(), r.batch.sentEvents.Load()
 }
 
 // close stops the publisher once what it holds is sent; later events are
@@ -246,6 +261,10 @@ func (b *batcher) send(q []*batchItem) []flightMsg {
 		}
 		fut, err := b.r.js.PublishMsgAsync(msg, commitStall, noRetry)
 		f = append(f, flightMsg{items: items, fut: fut, err: err})
+		if err == nil {
+			b.sentMsgs.Add(1)
+			b.sentEvents.Add(uint64(len(items)))
+		}
 		i = j
 	}
 	return f
