@@ -185,7 +185,7 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 		for _, mode := range envWords("AIRLOCK_BENCH_MODES", []string{"simple", "prepared"}) {
 			tps := map[string][]float64{}
 			lat := map[string][]float64{}
-			cpu := map[string][]float64{} // gateway CPU per statement, µs
+			cpu := map[string][]float64{}   // gateway CPU per statement, µs
 			batch := map[string][]float64{} // events per recorder message
 			for round := range rounds {
 				for i := range contenders {
