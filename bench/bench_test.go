@@ -185,7 +185,8 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 		for _, mode := range envWords("AIRLOCK_BENCH_MODES", []string{"simple", "prepared"}) {
 			tps := map[string][]float64{}
 			lat := map[string][]float64{}
-			cpu := map[string][]float64{} // gateway CPU per statement, µs
+			cpu := map[string][]float64{}   // gateway CPU per statement, µs
+			batch := map[string][]float64{} // events per recorder message
 			for round := range rounds {
 				for i := range contenders {
 					c := contenders[(i+round)%len(contenders)]
@@ -203,11 +204,19 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 						profile = e.cpuProfile(b, g, name, secs-1)
 						r.profile(filepath.Join(e.profiles, name), fmt.Sprintf("pgbench -S, %d clients, %s protocol, %s", clients, mode, c.name))
 					}
-					var cpu0 float64
+					var cpu0, msgs0, evs0 float64
 					if pid != 0 {
 						cpu0 = cpuSeconds(b, pid)
 					}
+					if g != nil {
+						msgs0, evs0 = groupCommitCounts(b, g)
+					}
 					t, l := pgbench(b, c, clients, mode, secs)
+					if g != nil {
+						if msgs, evs := groupCommitCounts(b, g); msgs > msgs0 {
+							batch[c.name] = append(batch[c.name], (evs-evs0)/(msgs-msgs0))
+						}
+					}
 					if pid != 0 && t > 0 {
 						// pgbench -S runs one statement per transaction.
 						cpu[c.name] = append(cpu[c.name], (cpuSeconds(b, pid)-cpu0)/(t*float64(secs))*1e6)
@@ -246,8 +255,50 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 			r.add(row{section: "Postgres", metric: name + ": gateway CPU per statement", unit: "µs",
 				ratioBase: median(cpu[e.bouncer.name]), others: cpuOthers, target: cpuTarget,
 				note: "user and system time of the process between client and server over the run, per statement, and its ratio to PgBouncer's; R1's includes its embedded JetStream server"})
+			var batchOthers []value
+			for _, c := range contenders[1:] {
+				if len(batch[c.name]) > 0 {
+					batchOthers = append(batchOthers, value{c.name, median(batch[c.name])})
+				}
+			}
+			if len(batchOthers) > 0 {
+				r.add(row{section: "Postgres", metric: name + ": recorder events per message", unit: "events", others: batchOthers,
+					note: "group commit: events the recorder published over the run per message it sent (airlock_recorder_events_published_total / airlock_recorder_messages_total)"})
+			}
 		}
 	}
+}
+
+// groupCommitCounts scrapes gateway g's group-commit counters: messages
+// sent, events they carried.
+func groupCommitCounts(b *testing.B, g *gateway) (msgs, evs float64) {
+	b.Helper()
+	resp, err := http.Get("http://" + g.MetricsAddr + "/metrics")
+	if err != nil {
+		b.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.Fatalf("metrics: %v", err)
+	}
+	for line := range strings.Lines(string(body)) {
+		name, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "airlock_recorder_messages_total":
+			msgs = f
+		case "airlock_recorder_events_published_total":
+			evs = f
+		}
+	}
+	return msgs, evs
 }
 
 // gatewayOf is the gateway a contender connects to, nil for none.

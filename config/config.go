@@ -292,7 +292,14 @@ type Recorder struct {
 	// InstancesBucket is the JetStream key-value bucket where gateway
 	// processes heartbeat (default airlock_instances).
 	InstancesBucket string `yaml:"instances_bucket"`
+	// GroupCommit lets the events of the gateway's sessions that arrive
+	// while a publish is in flight share one message (docs/recorder.md,
+	// "Group commit"). Omitted: on.
+	GroupCommit *bool `yaml:"group_commit"`
 }
+
+// GroupCommitOn is recorder.group_commit with its default.
+func (r *Recorder) GroupCommitOn() bool { return r.GroupCommit == nil || *r.GroupCommit }
 
 // DefaultStartTimeout is recorder.start_timeout when omitted.
 const DefaultStartTimeout = 2 * time.Minute

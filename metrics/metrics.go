@@ -100,6 +100,20 @@ func (m *Metrics) Committed(d time.Duration, err error) {
 	}
 }
 
+// GroupCommit serves the recorder's group-commit counters (the messages
+// its publisher sent, and the events they carried: their ratio is the
+// average batch), read from stats at each scrape.
+func (m *Metrics) GroupCommit(stats func() (messages, events uint64)) {
+	_ = m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "airlock_recorder_messages_total",
+		Help: "Messages the recorder's group-commit publisher sent: an event alone, or a batch of events.",
+	}, func() float64 { n, _ := stats(); return float64(n) }))
+	_ = m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "airlock_recorder_events_published_total",
+		Help: "Events the recorder's group-commit publisher sent, alone or in batches (republishes not counted).",
+	}, func() float64 { _, n := stats(); return float64(n) }))
+}
+
 // Handler serves /metrics and /debug/pprof/.
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()

@@ -16,6 +16,7 @@ func TestMetricsExposed(t *testing.T) {
 	m.Statements("postgres", 3, 1)
 	m.Committed(80*time.Microsecond, nil)
 	m.Committed(time.Second, errors.New("down"))
+	m.GroupCommit(func() (uint64, uint64) { return 4, 10 })
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL + "/metrics")
@@ -32,6 +33,8 @@ func TestMetricsExposed(t *testing.T) {
 		`airlock_recorder_commit_failures_total 1`,
 		`airlock_recorder_commit_seconds_count 2`,
 		`process_resident_memory_bytes`,
+		`airlock_recorder_messages_total 4`,
+		`airlock_recorder_events_published_total 10`,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %q", want)

@@ -252,6 +252,9 @@ func (r *Recorder) watchConnection() {
 // Close stops the recorder's background work. Logs stay usable: a Log's
 // publishes never depended on it.
 func (r *Recorder) Close() {
+	if r.batch != nil {
+		r.batch.close()
+	}
 	if r.stopMonitor != nil {
 		r.stopMonitor()
 		<-r.monitorDone

@@ -40,6 +40,9 @@ type harnessOptions struct {
 	SignInterval time.Duration
 	// Failover keeps a standby stream (Options.Failover).
 	Failover bool
+	// GroupCommit batches events (Options.GroupCommit), under a fresh
+	// instance id.
+	GroupCommit bool
 }
 
 func newHarness(tb testing.TB, o harnessOptions) *harness {
@@ -62,6 +65,8 @@ func newHarness(tb testing.TB, o harnessOptions) *harness {
 		Replicas:       o.Replicas,
 		SignInterval:   o.SignInterval,
 		Failover:       o.Failover,
+		GroupCommit:    o.GroupCommit,
+		Instance:       instanceIf(o.GroupCommit),
 		Gateway:        "gw-test",
 		Signer:         testSigner(tb),
 	})
@@ -74,6 +79,14 @@ func newHarness(tb testing.TB, o harnessOptions) *harness {
 		tb.Fatal(err)
 	}
 	return &harness{conn: conn, js: conn.JS, rec: rec, rd: NewReader(conn.JS, testStream, ""), keys: keys}
+}
+
+// instanceIf is a fresh instance id when on, else none.
+func instanceIf(on bool) string {
+	if on {
+		return NewInstanceID()
+	}
+	return ""
 }
 
 func testSigner(tb testing.TB) *Signer {

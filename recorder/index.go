@@ -40,7 +40,8 @@ var ErrIndexLoading = errors.New("the session index is still reading the event s
 // the sessions that history leaves without an end (open, or interrupted),
 // their statements up to that point, to count denials, since only a
 // session.end carries totals. From there one ordered consumer follows the
-// five subjects live: a statement adds to its session's counts until the
+// five subjects live, and the batches that carry statements (batch.go): a
+// statement adds to its session's counts until the
 // session's end replaces them with the end's totals.
 //
 // Memory: one indexEntry per session (about 130 bytes, see
@@ -295,36 +296,49 @@ func (x *Index) load(ctx context.Context, rd *Reader) error {
 		}
 	}
 	x.mu.Lock()
+	type open struct {
+		id, instance string
+	}
 	var (
-		unended []string
+		unended []open
 		from    = last
 	)
 	for id, e := range x.byID {
 		if e.flags&flagStarted != 0 && e.flags&flagEnded == 0 {
-			unended = append(unended, id)
+			unended = append(unended, open{id, e.instance})
 			from = min(from, startSeq[id])
 		}
 	}
 	x.mu.Unlock()
-	count := func(data []byte, ev *Event, seq uint64) {
-		if seq > last {
-			return
+	// A session's statements are counted once per seq and in seq order,
+	// so its own statement subject and the batches that carry its other
+	// statements (batch.go) are read together, in stream order.
+	count := func(session string) func(data []byte, ev *Event, seq uint64) {
+		return func(data []byte, ev *Event, seq uint64) {
+			if seq > last || ev.Type != TypeStatement || session != "" && ev.Session != session {
+				return
+			}
+			x.mu.Lock()
+			if e := x.byID[ev.Session]; e != nil && e.flags&flagEnded == 0 {
+				x.applyEvent(ev)
+			}
+			x.mu.Unlock()
 		}
-		x.mu.Lock()
-		if e := x.byID[ev.Session]; e != nil && e.flags&flagEnded == 0 {
-			x.applyEvent(ev)
-		}
-		x.mu.Unlock()
 	}
 	if len(unended) > loadPerSession {
 		// Many sessions without an end: one read of every statement
 		// since the oldest of them beats a consumer per session.
-		if err := rd.readAfter(ctx, []string{x.prefix + ".*." + KindStmt}, nil, from-1, nil, count); err != nil {
+		filters := []string{x.prefix + ".*." + KindStmt, x.prefix + ".*." + KindBatch}
+		if err := rd.readAfter(ctx, filters, nil, max(from, 1)-1, nil, count("")); err != nil {
 			return err
 		}
 	} else {
-		for _, id := range unended {
-			if err := rd.readAfter(ctx, []string{x.prefix + "." + id + "." + KindStmt}, nil, 0, nil, count); err != nil {
+		for _, s := range unended {
+			filters := []string{x.prefix + "." + s.id + "." + KindStmt}
+			if ValidSessionID(s.instance) {
+				filters = append(filters, x.prefix+"."+s.instance+"."+KindBatch)
+			}
+			if err := rd.readAfter(ctx, filters, nil, max(startSeq[s.id], 1)-1, nil, count(s.id)); err != nil {
 				return err
 			}
 		}
@@ -348,6 +362,7 @@ func (x *Index) follow(ctx context.Context) error {
 			x.prefix + ".*." + KindEnd,
 			x.prefix + ".*." + KindInterrupted,
 			x.prefix + ".*." + KindStmt,
+			x.prefix + ".*." + KindBatch,
 		},
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       from,
@@ -426,6 +441,10 @@ type indexStmt struct {
 // ignored, so a consumer restarted from an earlier point does no harm.
 func (x *Index) Apply(subject string, data []byte, streamSeq uint64) {
 	kind := subject[strings.LastIndexByte(subject, '.')+1:]
+	if kind == KindBatch {
+		x.applyBatch(subject, data, streamSeq)
+		return
+	}
 	if kind == KindStmt {
 		// A statement is read only for its seq and decision: statements
 		// are most of the stream, and every gateway's index reads every
@@ -451,6 +470,31 @@ func (x *Index) Apply(subject string, data []byte, streamSeq uint64) {
 		return
 	}
 	x.applyEvent(&ev)
+	x.last = max(x.last, streamSeq)
+}
+
+// applyBatch counts the statements a batch carries (batch.go); the
+// batch's other events are not what the index follows.
+func (x *Index) applyBatch(subject string, data []byte, streamSeq uint64) {
+	raws, err := splitBatch(data)
+	if err != nil {
+		x.log.Warn("session index: unreadable batch skipped", "stream", x.stream, "seq", streamSeq, "subject", subject, "err", err)
+		x.skip(streamSeq)
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if streamSeq != 0 && streamSeq <= x.last {
+		return
+	}
+	for _, raw := range raws {
+		if t := peekType(raw); t != "" && t != TypeStatement {
+			continue
+		}
+		if p, ok := peekStmt(raw); ok {
+			x.applyStmt(p)
+		}
+	}
 	x.last = max(x.last, streamSeq)
 }
 

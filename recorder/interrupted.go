@@ -52,18 +52,22 @@ type stored struct {
 	streamSeq uint64
 }
 
-// storedEvents reads one session's events in stream order with their
-// stream sequences, and the stream sequence of the session's last message
-// of any kind: a chunk whose event was never stored (the gateway stopped
-// between them) may be the last.
+// storedEvents reads one session's events with their stream sequences,
+// and the stream sequence of the session's last message of any kind on
+// its own subjects (not a batch: see Reader.session): a chunk whose event
+// was never stored (the gateway stopped between them) may be the last.
 func (r *Reader) storedEvents(ctx context.Context, session string) ([]stored, uint64, error) {
 	var out []stored
 	var last uint64
 	err := r.session(ctx, session, func(_ Chunk, _ bool, seq uint64) {
 		last = max(last, seq)
-	}, func(_ []byte, ev *Event, seq uint64) {
+	}, func(_ []byte, ev *Event, seq uint64, batched bool) {
 		out = append(out, stored{*ev, seq})
-		last = max(last, seq)
+		if !batched {
+			// A batch is on the instance's subject, not the session's:
+			// the note's expectation covers the session's subjects.
+			last = max(last, seq)
+		}
 	})
 	return out, last, err
 }

@@ -96,6 +96,9 @@ type entry struct {
 	chunk bool
 	// held: not published yet, waiting for earlier entries (pumpLocked).
 	held bool
+	// lone: never batched (batch.go): a session's first event, its end,
+	// a refused authentication.
+	lone bool
 	// base is the event's subject on the events stream; msg carries it on
 	// lane, where it has been published since laneSince.
 	base      string
@@ -205,6 +208,7 @@ func (l *Log) appendLocked(ev Event) uint64 {
 		msg:  &nats.Msg{Subject: l.r.subjectOn(base, lane), Data: data, Header: hdr},
 		base: base,
 		lane: lane,
+		lone: seq == 1 || !batchable(ev.Type),
 	}
 	if len(blobs) == 0 && l.held == 0 {
 		l.outbox = append(l.outbox, e)
@@ -375,22 +379,44 @@ func (l *Log) publishLocked(e *entry, stall jetstream.PublishOpt) {
 	if e.laneSince.IsZero() {
 		e.laneSince = a.sent
 	}
+	first := a.first
 	e.att = a
+	if first && !e.chunk && e.lane == 0 && l.r.batch != nil {
+		// A first publish goes through the gateway's group-commit
+		// publisher (batch.go), in the order appended; republishes and
+		// chunks go directly.
+		ok, errc, err, handled := l.r.batch.submit(e.msg, e.lone, stall)
+		if handled {
+			if err != nil {
+				l.syncFailLocked(e, a, err)
+				return
+			}
+			a.ok, a.errc = ok, errc
+			return
+		}
+	}
 	fut, err := l.r.js.PublishMsgAsync(e.msg, stall, noRetry)
 	if err != nil {
-		if errors.Is(err, nats.ErrMaxPayload) {
-			err = l.oversize(e, err)
-			if l.broken == nil {
-				l.broken = err
-			}
-		}
-		a.settled, a.err, a.sync = true, err, true
-		close(a.done)
+		l.syncFailLocked(e, a, err)
 		return
 	}
 	// Ask for both channels now: the future only buffers the outcome for
 	// channels that exist, and we want to poll without blocking later.
 	a.ok, a.errc = fut.Ok(), fut.Err()
+}
+
+// syncFailLocked settles a with err, a publish the client refused on the
+// spot (closed connection, full reconnect buffer, stalled window, too
+// large).
+func (l *Log) syncFailLocked(e *entry, a *attempt, err error) {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		err = l.oversize(e, err)
+		if l.broken == nil {
+			l.broken = err
+		}
+	}
+	a.settled, a.err, a.sync = true, err, true
+	close(a.done)
 }
 
 // settle records the outcome of a; the first outcome wins.

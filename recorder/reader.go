@@ -52,6 +52,9 @@ type Reader struct {
 	prefix string
 	// seqOnly decodes only each event's seq and session (Stored).
 	seqOnly bool
+	// until, when set, ends a read at the first message past this
+	// stream sequence.
+	until uint64
 }
 
 // NewReader reads stream, whose event subjects start with subjectPrefix
@@ -170,7 +173,7 @@ func (r *Reader) Events(ctx context.Context, session string) ([]Event, error) {
 		evs    []Event
 		chunks []Chunk
 	)
-	err := r.session(ctx, session, keepChunk(&chunks), func(_ []byte, ev *Event, _ uint64) {
+	err := r.session(ctx, session, keepChunk(&chunks), func(_ []byte, ev *Event, _ uint64, _ bool) {
 		evs = append(evs, *ev)
 	})
 	if err != nil {
@@ -260,7 +263,7 @@ func (r *Reader) Stored(ctx context.Context, session string) (*Stored, error) {
 	)
 	r2 := *r
 	r2.seqOnly = true // the bodies are kept as stored; only their seq is needed
-	err := r2.session(ctx, session, keepChunk(&chunks), func(data []byte, ev *Event, _ uint64) {
+	err := r2.session(ctx, session, keepChunk(&chunks), func(data []byte, ev *Event, _ uint64, _ bool) {
 		out = append(out, raw{ev.Seq, slices.Clone(data)})
 	})
 	if err != nil {
@@ -274,22 +277,94 @@ func (r *Reader) Stored(ctx context.Context, session string) (*Stored, error) {
 	return &Stored{Events: raws, Chunks: dedupChunks(chunks)}, nil
 }
 
-// session reads every message of one session in stream order: chunks to
-// chunk, events to fn.
-func (r *Reader) session(ctx context.Context, session string, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) error {
+// session reads every message of one session: its own subjects in stream
+// order (chunks to chunk, events to fn), then the events of it that
+// batches carry (batched true), then the standby's copies. A session's
+// batched events are in the batches of the gateway instance its start
+// names, between its start and its end in the stream (batch.go), so only
+// those are read.
+func (r *Reader) session(ctx context.Context, session string, chunk func(c Chunk, ok bool, streamSeq uint64), fn func(data []byte, ev *Event, streamSeq uint64, batched bool)) error {
 	if !ValidSessionID(session) {
 		return fmt.Errorf("recorder: %w: invalid session id %q", ErrNotFound, session)
 	}
-	n := 0
-	err := r.read(ctx, []string{r.prefix + "." + session + ".>"}, nil, chunk, func(data []byte, ev *Event, streamSeq uint64) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultReadTimeout)
+		defer cancel()
+	}
+	own := []string{r.prefix + "." + session + ".>"}
+	var (
+		n                int
+		inst             string
+		startSeq, endSeq uint64
+	)
+	bounds := func(data []byte, ev *Event, streamSeq uint64, events bool) {
+		typ := ev.Type
+		if typ == "" {
+			typ = peekType(data)
+		}
+		switch typ {
+		case TypeSessionStart:
+			if inst == "" {
+				var p struct {
+					Start *Start `json:"start"`
+				}
+				if json.Unmarshal(data, &p) == nil && p.Start != nil && ValidSessionID(p.Start.Instance) {
+					inst = p.Start.Instance
+				}
+			}
+			if events && startSeq == 0 {
+				startSeq = streamSeq
+			}
+		case TypeSessionEnd, TypeAuthFailed:
+			if events {
+				endSeq = max(endSeq, streamSeq)
+			}
+		}
+	}
+	err := r.readStream(ctx, r.stream, own, nil, 0, chunk, func(data []byte, ev *Event, streamSeq uint64) {
 		n++
-		fn(data, ev, streamSeq)
+		bounds(data, ev, streamSeq, true)
+		fn(data, ev, streamSeq, false)
+	})
+	if err != nil {
+		return err
+	}
+	var standby []func()
+	err = r.readStandby(ctx, own, nil, chunk, func(data []byte, ev *Event, streamSeq uint64) {
+		n++
+		bounds(data, ev, streamSeq, false)
+		// Delivered after the batches, as the events stream's own
+		// copies were delivered before them.
+		ev2, data := *ev, slices.Clone(data)
+		standby = append(standby, func() { fn(data, &ev2, streamSeq, false) })
 	})
 	if err != nil {
 		return err
 	}
 	if n == 0 {
 		return fmt.Errorf("recorder: %w: %s", ErrNotFound, session)
+	}
+	if inst != "" {
+		// From the start on (the whole stream when the start is only
+		// in the standby so far), to the end when there is one.
+		after := uint64(0)
+		if startSeq > 0 {
+			after = startSeq - 1
+		}
+		rb := *r
+		rb.until = endSeq
+		err := rb.readStream(ctx, r.stream, []string{r.prefix + "." + inst + "." + KindBatch}, nil, after, nil, func(data []byte, ev *Event, streamSeq uint64) {
+			if ev.Session == session {
+				fn(data, ev, streamSeq, true)
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, f := range standby {
+		f()
 	}
 	return nil
 }
@@ -309,13 +384,19 @@ func (r *Reader) read(ctx context.Context, filters []string, since *time.Time, c
 	if err := r.readStream(ctx, r.stream, filters, since, 0, chunk, fn); err != nil {
 		return err
 	}
-	// Events a failover sent to the standby reach the events stream
-	// through its source, but not at once: nats-server checks a stalled
-	// source every 10 s and retries it with a backoff of up to 2 minutes,
-	// so for that long after a node is lost the events stream can lack
-	// them, and a read of it alone would show a gap where nothing was
-	// removed. So a read takes the standby's copies too; the callers keep
-	// one of identical copies.
+	return r.readStandby(ctx, filters, since, chunk, fn)
+}
+
+// readStandby is read on the standby stream, for filters of the events
+// stream's subjects.
+//
+// Events a failover sent to the standby reach the events stream through
+// its source, but not at once: nats-server checks a stalled source every
+// 10 s and retries it with a backoff of up to 2 minutes, so for that long
+// after a node is lost the events stream can lack them, and a read of it
+// alone would show a gap where nothing was removed. So a read takes the
+// standby's copies too; the callers keep one of identical copies.
+func (r *Reader) readStandby(ctx context.Context, filters []string, since *time.Time, chunk func(c Chunk, ok bool, streamSeq uint64), fn func([]byte, *Event, uint64)) error {
 	standby := make([]string, len(filters))
 	for i, f := range filters {
 		standby[i] = StandbySubjects(r.prefix) + strings.TrimPrefix(f, r.prefix)
@@ -424,6 +505,9 @@ func (r *Reader) readFrom(ctx context.Context, stream string, filters []string, 
 		if err != nil {
 			return false, fmt.Errorf("recorder: read stream %s: %w", stream, err)
 		}
+		if r.until > 0 && md.Sequence.Stream > r.until {
+			return true, nil
+		}
 		*last = md.Sequence.Stream
 		left--
 		if strings.HasSuffix(msg.Subject(), "."+KindChunk) {
@@ -431,22 +515,21 @@ func (r *Reader) readFrom(ctx context.Context, stream string, filters []string, 
 				c, ok := chunkOf(msg.Headers(), msg.Data())
 				chunk(c, ok, md.Sequence.Stream)
 			}
-		} else {
-			var ev Event
-			var err error
-			if r.seqOnly {
-				var ok bool
-				if ev.Seq, ok = peekSeq(msg.Data()); !ok {
-					var p struct {
-						Session string `json:"session"`
-						Seq     uint64 `json:"seq"`
-					}
-					err = json.Unmarshal(msg.Data(), &p)
-					ev.Session, ev.Seq = p.Session, p.Seq
-				}
-			} else {
-				err = json.Unmarshal(msg.Data(), &ev)
+		} else if isBatch(msg.Subject()) {
+			raws, err := splitBatch(msg.Data())
+			if err != nil {
+				return false, fmt.Errorf("recorder: stream %s seq %d (%s): %w", stream, md.Sequence.Stream, msg.Subject(), err)
 			}
+			for i, raw := range raws {
+				ev, err := r.decode(raw)
+				if err != nil {
+					return false, fmt.Errorf("recorder: stream %s seq %d (%s) event %d: decode event: %w",
+						stream, md.Sequence.Stream, msg.Subject(), i+1, err)
+				}
+				fn(raw, &ev, md.Sequence.Stream)
+			}
+		} else {
+			ev, err := r.decode(msg.Data())
 			if err != nil {
 				// A record we cannot read is reported, not skipped:
 				// skipping would hide exactly the kind of damage a
@@ -461,6 +544,27 @@ func (r *Reader) readFrom(ctx context.Context, stream string, filters []string, 
 		}
 	}
 	return true, nil
+}
+
+// decode reads one stored event body: whole, or with seqOnly only its
+// session and seq.
+func (r *Reader) decode(data []byte) (Event, error) {
+	var ev Event
+	if !r.seqOnly {
+		err := json.Unmarshal(data, &ev)
+		return ev, err
+	}
+	if seq, ok := peekSeq(data); ok {
+		ev.Seq, ev.Session = seq, peekSession(data)
+		return ev, nil
+	}
+	var p struct {
+		Session string `json:"session"`
+		Seq     uint64 `json:"seq"`
+	}
+	err := json.Unmarshal(data, &p)
+	ev.Session, ev.Seq = p.Session, p.Seq
+	return ev, err
 }
 
 // deleteConsumer removes the read's consumer now rather than after
@@ -501,11 +605,22 @@ func (r *Reader) Follow(ctx context.Context, session string, fn func(ev *Event) 
 	if !ValidSessionID(session) {
 		return fmt.Errorf("recorder: %w: invalid session id %q", ErrNotFound, session)
 	}
-	cons, err := r.js.OrderedConsumer(ctx, r.stream, jetstream.OrderedConsumerConfig{
+	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{r.prefix + "." + session + ".>"},
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: consumerIdle,
-	})
+	}
+	// The session's batched events (batch.go) are on its instance's
+	// batch subject, from its start on.
+	inst, startSeq, err := r.startOf(ctx, session)
+	if err != nil {
+		return fmt.Errorf("recorder: follow %s: %w", session, err)
+	}
+	if inst != "" {
+		cfg.FilterSubjects = append(cfg.FilterSubjects, r.prefix+"."+inst+"."+KindBatch)
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, startSeq
+	}
+	cons, err := r.js.OrderedConsumer(ctx, r.stream, cfg)
 	if err != nil {
 		return fmt.Errorf("recorder: follow %s: %w", session, err)
 	}
@@ -528,6 +643,22 @@ func (r *Reader) Follow(ctx context.Context, session string, fn func(ev *Event) 
 		if strings.HasSuffix(msg.Subject(), "."+KindChunk) {
 			continue
 		}
+		if isBatch(msg.Subject()) {
+			raws, err := splitBatch(msg.Data())
+			if err != nil {
+				continue
+			}
+			for _, raw := range raws {
+				var ev Event
+				if json.Unmarshal(raw, &ev) != nil || ev.Session != session {
+					continue
+				}
+				if !fn(&ev) {
+					return nil
+				}
+			}
+			continue
+		}
 		var ev Event
 		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
 			continue
@@ -536,6 +667,20 @@ func (r *Reader) Follow(ctx context.Context, session string, fn func(ev *Event) 
 			return nil
 		}
 	}
+}
+
+// startOf returns the instance a session's start names and the start's
+// stream sequence; "" when the stream holds no start of it (yet) or the
+// start names none (records written before instances).
+func (r *Reader) startOf(ctx context.Context, session string) (inst string, streamSeq uint64, err error) {
+	rctx, cancel := context.WithTimeout(ctx, defaultReadTimeout)
+	defer cancel()
+	err = r.readStream(rctx, r.stream, []string{r.prefix + "." + session + "." + KindStart}, nil, 0, nil, func(data []byte, ev *Event, seq uint64) {
+		if inst == "" && ev.Start != nil && ValidSessionID(ev.Start.Instance) {
+			inst, streamSeq = ev.Start.Instance, seq
+		}
+	})
+	return inst, streamSeq, err
 }
 
 // peekSession reads the session of a body peekSeq accepted.

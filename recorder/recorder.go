@@ -163,6 +163,10 @@ type Options struct {
 	// acknowledge (its leader's server died and the others are electing);
 	// see failover.go. For a replicated stream on a cluster.
 	Failover bool
+	// GroupCommit lets the events of many sessions share one message
+	// while a publish is in flight (batch.go). It needs Instance, whose
+	// batch subject it publishes on.
+	GroupCommit bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -199,6 +203,10 @@ type Recorder struct {
 
 	stopMonitor context.CancelFunc
 	monitorDone chan struct{}
+
+	// batch is the group-commit publisher; nil without
+	// Options.GroupCommit.
+	batch *batcher
 
 	// connEpoch counts the connection's reconnects; reconnected is closed
 	// (and replaced) at each, to wake Commits whose publishes went out on
@@ -342,6 +350,9 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Recorder, err
 	// Last: an error above must leave nothing running (the start retries
 	// New until the cluster answers).
 	r.watchConnection()
+	if o.GroupCommit && ValidSessionID(o.Instance) {
+		r.batch = newBatcher(r)
+	}
 	return r, nil
 }
 
@@ -467,6 +478,11 @@ func (r *Recorder) Open(session string, meta Meta) *Log {
 	l.inline = min(maxInline, l.maxEvent/8)
 	if !ValidSessionID(session) {
 		l.broken = fmt.Errorf("invalid session id %q", session)
+		return l
+	}
+	if session == r.instance {
+		// Its subjects would hold the instance's batches.
+		l.broken = fmt.Errorf("session id %q is the gateway instance's id", session)
 		return l
 	}
 	base := r.prefix + "." + session + "."

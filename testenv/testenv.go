@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,13 +30,32 @@ var SampleSchema string
 // functions retry with a new port when the server reports it in use.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testenv: free port: %v", err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("testenv: free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// The kernel may hand a port just closed out again at once: two
+		// listeners of one gateway got the same one. A port is handed out
+		// once per test process.
+		portsMu.Lock()
+		seen := handedOut[port]
+		handedOut[port] = true
+		portsMu.Unlock()
+		if !seen {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("testenv: free port: every port offered was handed out before")
+	return 0
 }
+
+var (
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{}
+)
 
 // terminate stops a server process: SIGTERM, then SIGKILL if it has not
 // exited (exited is closed by whoever waits for it) within grace. It

@@ -377,7 +377,7 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previo
 			PublishTimeout: cfg.Recorder.PublishTimeout, SignInterval: cfg.Recorder.SignInterval,
 			Gateway: host, Instance: instance, Logger: log,
 			Signer: signer, MaxAge: cfg.Recorder.MaxAge, MaxBytes: cfg.Recorder.MaxBytes, MaxMsgs: cfg.Recorder.MaxMsgs,
-			Failover: failover,
+			Failover: failover, GroupCommit: cfg.Recorder.GroupCommitOn(),
 		})
 	})
 	if err != nil {
@@ -436,6 +436,7 @@ func waitForNATS(ctx context.Context, cfg *config.Config, host, instance, previo
 		return natsParts{}, err
 	}
 	parts := natsParts{nc: nc, rec: rec, reader: reader, store: store, instances: instances, console: cs, holds: holds}
+	mx.GroupCommit(rec.GroupCommitStats)
 	if len(cfg.Notify) > 0 {
 		parts.notifier, err = waitFor(startCtx, st, "JetStream stream "+notify.Stream+" (notifications)", func(ctx context.Context) (*notify.Notifier, error) {
 			return notify.Open(ctx, notify.Options{
