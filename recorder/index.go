@@ -39,9 +39,9 @@ var ErrIndexLoading = errors.New("the session index is still reading the event s
 // end and interrupted subjects, from the stream's first message; then, for
 // the sessions that history leaves without an end (open, or interrupted),
 // their statements up to that point, to count denials, since only a
-// session.end carries totals. From there one ordered consumer follows the
-// five subjects live, and the batches that carry statements (batch.go): a
-// statement adds to its session's counts until the
+// session.end carries totals. From there one consumer (see follow) follows
+// the five subjects live, and the batches that carry statements
+// (batch.go): a statement adds to its session's counts until the
 // session's end replaces them with the end's totals.
 //
 // Memory: one indexEntry per session (about 130 bytes, see
@@ -349,13 +349,29 @@ func (x *Index) load(ctx context.Context, rd *Reader) error {
 	return nil
 }
 
+// Bounds of follow's consumer: how long making it may take, and the
+// heartbeat the server sends while there is nothing to deliver (two
+// missed, and follow starts over with a new consumer).
+const (
+	followCreateWait = 5 * time.Second
+	followHeartbeat  = 5 * time.Second
+)
+
 // follow applies the messages after x.last as they arrive, until ctx ends
-// or the consumer fails.
+// or its consumer fails; Run then makes a new one after x.last.
+//
+// Its consumer is made here, with a new name each time, rather than by
+// the library's ordered consumer: that one, when its server is lost, makes
+// itself again under the same name, retrying without end and holding the
+// lock its Info takes, so Sync, and the List waiting on it, blocked for as
+// long as the retries went on, and for good once that name had been
+// placed on the lost server (TestIndexListWhileLeaderLost).
 func (x *Index) follow(ctx context.Context) error {
 	x.mu.RLock()
 	from := x.last + 1
 	x.mu.RUnlock()
-	cons, err := x.js.OrderedConsumer(ctx, x.stream, jetstream.OrderedConsumerConfig{
+	cctx, cancel := context.WithTimeout(ctx, followCreateWait)
+	cons, err := x.js.CreateConsumer(cctx, x.stream, jetstream.ConsumerConfig{
 		FilterSubjects: []string{
 			x.prefix + ".*." + KindStart,
 			x.prefix + ".*." + KindAuth,
@@ -364,34 +380,65 @@ func (x *Index) follow(ctx context.Context) error {
 			x.prefix + ".*." + KindStmt,
 			x.prefix + ".*." + KindBatch,
 		},
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       from,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   from,
+		// As an ordered consumer is: nothing to acknowledge, one
+		// replica in memory, since a lost one is made again from x.last.
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
 		InactiveThreshold: consumerIdle,
 	})
+	cancel()
 	if err != nil {
-		return err
+		return fmt.Errorf("recorder: session index consumer: %w", err)
 	}
+	defer x.deleteConsumer(cons)
 	x.mu.Lock()
 	x.cons = cons
 	x.mu.Unlock()
-	it, err := cons.Messages(jetstream.PullMaxMessages(readBatch))
+	it, err := cons.Messages(jetstream.PullMaxMessages(readBatch), jetstream.PullHeartbeat(followHeartbeat))
 	if err != nil {
-		return err
+		return fmt.Errorf("recorder: session index consumer: %w", err)
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	defer it.Stop()
+	// delivered is the consumer's count of messages sent: with nothing
+	// acknowledged, a message lost on the way is not sent again, so a
+	// jump in it means one is missing, and follow starts over after the
+	// last applied.
+	var delivered uint64
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			return err
+			return fmt.Errorf("recorder: session index consumer: %w", err)
 		}
 		md, err := msg.Metadata()
 		if err != nil {
-			return err
+			return fmt.Errorf("recorder: session index consumer: %w", err)
 		}
+		if md.Sequence.Consumer != delivered+1 {
+			return fmt.Errorf("recorder: session index consumer: message %d after %d", md.Sequence.Consumer, delivered)
+		}
+		delivered = md.Sequence.Consumer
 		x.Apply(msg.Subject(), msg.Data(), md.Sequence.Stream)
 	}
+}
+
+// deleteConsumer removes a consumer follow is done with, in the
+// background (its server may be the one lost, and Run goes on at once);
+// consumerIdle removes it if this does not.
+func (x *Index) deleteConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = x.js.DeleteConsumer(ctx, x.stream, info.Name)
+	}()
 }
 
 // loadPerSession is how many sessions without an end load reads the

@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,6 +121,9 @@ type Gateway struct {
 	exited chan struct{}
 	logMu  sync.Mutex
 	log    bytes.Buffer
+	// cliTimedOut is set when a CLI call ran out of time: the cleanup
+	// of a failed test then has the gateway dump its goroutines.
+	cliTimedOut atomic.Bool
 }
 
 // StartGateway builds (once per process) and starts the airlock gateway
@@ -172,7 +177,13 @@ func StartGateway(t testing.TB, o GatewayOptions) *Gateway {
 	g.args = []string{"gateway", "--config", g.ConfigPath, "--log-level", level}
 	g.Start()
 	t.Cleanup(func() {
-		_ = g.cmd.Process.Signal(os.Interrupt)
+		sig := os.Interrupt
+		if t.Failed() && g.cliTimedOut.Load() {
+			// A CLI call hung: the gateway's stacks say where its
+			// request was stuck (SIGQUIT prints them into the log).
+			sig = syscall.SIGQUIT
+		}
+		_ = g.cmd.Process.Signal(sig)
 		select {
 		case <-g.exited:
 		case <-time.After(10 * time.Second):
@@ -408,6 +419,8 @@ func (g *Gateway) CLIRun(identity string, args ...string) (stdout, stderr string
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
+	case errors.Is(err, errCLITimeout):
+		g.t.Fatalf("airlock %s: %v\n%s", strings.Join(args, " "), err, stderr)
 	case errors.As(err, &ee):
 		code = ee.ExitCode()
 	default:
@@ -416,13 +429,26 @@ func (g *Gateway) CLIRun(identity string, args ...string) (stdout, stderr string
 	return stdout, stderr, code
 }
 
+// errCLITimeout is a CLI call that ran out of time.
+var errCLITimeout = errors.New("timed out")
+
+// runCLI runs the CLI for at most timeout. Out of time, the CLI gets
+// SIGQUIT first, so its goroutines (where it waited) are in stderr, and
+// SIGKILL 5 s later.
 func (g *Gateway) runCLI(timeout time.Duration, identity string, args []string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := g.Command(ctx, identity, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 5 * time.Second
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
 	err = cmd.Run()
+	if ctx.Err() != nil {
+		g.cliTimedOut.Store(true)
+		err = fmt.Errorf("%w after %s (%v); the CLI's goroutines, dumped on SIGQUIT, follow", errCLITimeout, time.Since(start).Round(time.Millisecond), err)
+	}
 	return out.String(), errb.String(), err
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -123,6 +124,12 @@ func TestGateway(t *testing.T) {
 	}
 	if _, stderr, code := g.CLIRun("agent-1", "grants", "create", "--agent", "agent-1", "--resource", "shop", "--task", "x"); code == 0 || stderr == "" {
 		t.Errorf("an agent's grants create: exit %d, stderr %q", code, stderr)
+	}
+	// A CLI call out of time says so, with its goroutines (request --wait
+	// blocks until an approver decides).
+	if _, stderr, err := g.runCLI(2*time.Second, "agent-1", []string{"request", "--resource", "shop", "--task", "wait", "--wait"}); !errors.Is(err, errCLITimeout) ||
+		!strings.Contains(stderr, "SIGQUIT") || !strings.Contains(stderr, "goroutine 1 ") {
+		t.Errorf("a CLI call out of time: %v\n%s", err, stderr)
 	}
 
 	pid := g.PID()
