@@ -62,8 +62,10 @@ type Index struct {
 	strs  map[string]string
 	// last is the stream sequence of the last message applied.
 	last uint64
-	// cons is the live consumer, for Sync.
-	cons jetstream.Consumer
+	// cons is the live consumer, for Sync; stopFollow stops its
+	// messages, so that follow returns and Run makes a new one.
+	cons       jetstream.Consumer
+	stopFollow func()
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -169,6 +171,17 @@ func (x *Index) Sync(ctx context.Context) error {
 			continue
 		}
 		info, err := cons.Info(ctx)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			// Lost with its server (a memory consumer does not outlive a
+			// restart): follow may not notice before its heartbeat is
+			// missed, so it is told to start over now, and this waits
+			// for the new consumer to catch up.
+			x.restartFollow(cons)
+			if !sleepCtx(ctx, 5*time.Millisecond) {
+				return fmt.Errorf("recorder: index sync: %w", err)
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("recorder: index sync: %w", err)
 		}
@@ -231,7 +244,8 @@ func (x *Index) Run(ctx context.Context) error {
 			return context.Cause(ctx)
 		}
 		x.log.Warn("session index: following the stream stopped; following again", "stream", x.stream, "err", err)
-		if !sleepCtx(ctx, time.Second) {
+		// Short: a list may be waiting (Sync) for the new consumer.
+		if !sleepCtx(ctx, followRetry) {
 			return context.Cause(ctx)
 		}
 	}
@@ -349,10 +363,12 @@ func (x *Index) load(ctx context.Context, rd *Reader) error {
 	return nil
 }
 
-// Bounds of follow's consumer: how long making it may take, and the
-// heartbeat the server sends while there is nothing to deliver (two
-// missed, and follow starts over with a new consumer).
+// Bounds of follow's consumer: the pause before a new one when one
+// ended, how long making it may take, and the heartbeat the server sends
+// while there is nothing to deliver (two missed, and follow starts over
+// with a new consumer).
 const (
+	followRetry      = 250 * time.Millisecond
 	followCreateWait = 5 * time.Second
 	followHeartbeat  = 5 * time.Second
 )
@@ -397,6 +413,14 @@ func (x *Index) follow(ctx context.Context) error {
 	x.mu.Lock()
 	x.cons = cons
 	x.mu.Unlock()
+	defer func() {
+		// Sync waits for the next consumer rather than asking this one.
+		x.mu.Lock()
+		if x.cons == cons {
+			x.cons, x.stopFollow = nil, nil
+		}
+		x.mu.Unlock()
+	}()
 	it, err := cons.Messages(jetstream.PullMaxMessages(readBatch), jetstream.PullHeartbeat(followHeartbeat))
 	if err != nil {
 		return fmt.Errorf("recorder: session index consumer: %w", err)
@@ -404,6 +428,15 @@ func (x *Index) follow(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	defer it.Stop()
+	x.mu.Lock()
+	lost := x.cons != cons // Sync found it gone already
+	if !lost {
+		x.stopFollow = it.Stop
+	}
+	x.mu.Unlock()
+	if lost {
+		return errors.New("recorder: session index consumer lost")
+	}
 	// delivered is the consumer's count of messages sent: with nothing
 	// acknowledged, a message lost on the way is not sent again, so a
 	// jump in it means one is missing, and follow starts over after the
@@ -423,6 +456,21 @@ func (x *Index) follow(ctx context.Context) error {
 		}
 		delivered = md.Sequence.Consumer
 		x.Apply(msg.Subject(), msg.Data(), md.Sequence.Stream)
+	}
+}
+
+// restartFollow makes follow give up cons, which its server no longer
+// has, unless it has moved on already.
+func (x *Index) restartFollow(cons jetstream.Consumer) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.cons != cons {
+		return
+	}
+	x.cons = nil
+	if x.stopFollow != nil {
+		x.stopFollow()
+		x.stopFollow = nil
 	}
 }
 
