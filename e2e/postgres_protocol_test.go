@@ -35,6 +35,17 @@ func grantFor(t *testing.T, g *gateway, access string, extra ...string) (string,
 // satisfies keep.
 func sessionEvents(t *testing.T, g *gateway, keep func([]recorder.Event) bool) []recorder.Event {
 	t.Helper()
+	if evs := findSessionEvents(t, g, keep); evs != nil {
+		return evs
+	}
+	t.Fatalf("no session of agent-1 matches")
+	return nil
+}
+
+// findSessionEvents is sessionEvents that returns nil when no session
+// matches, for a test that waits for one.
+func findSessionEvents(t *testing.T, g *gateway, keep func([]recorder.Event) bool) []recorder.Event {
+	t.Helper()
 	var list []recorder.Summary
 	g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
 	for _, s := range list {
@@ -44,7 +55,6 @@ func sessionEvents(t *testing.T, g *gateway, keep func([]recorder.Event) bool) [
 			return d.Events
 		}
 	}
-	t.Fatalf("no session of agent-1 matches")
 	return nil
 }
 
@@ -114,7 +124,14 @@ func TestPostgresOutcomeUnknownAtEnd(t *testing.T) {
 		_, err := conn.Exec(context.Background(), "select pg_sleep(5)")
 		done <- err
 	}()
-	time.Sleep(700 * time.Millisecond)
+	// Once the statement runs upstream (recorded and forwarded: under
+	// load that can take longer than any fixed sleep), the client goes.
+	for deadline := time.Now().Add(15 * time.Second); g.pg.QueryInt(t, "select count(*) from pg_stat_activity where query = 'select pg_sleep(5)' and state = 'active'") == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("pg_sleep(5) did not start upstream within 15s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	_ = conn.PgConn().Conn().Close() // gone, without a Terminate or a cancel
 	if err := <-done; err == nil {
 		t.Fatal("pg_sleep(5) finished although its connection was closed")
@@ -122,7 +139,7 @@ func TestPostgresOutcomeUnknownAtEnd(t *testing.T) {
 	var evs []recorder.Event
 	deadline := time.Now().Add(15 * time.Second)
 	for evs == nil {
-		evs = sessionEvents(t, g, func(evs []recorder.Event) bool {
+		evs = findSessionEvents(t, g, func(evs []recorder.Event) bool {
 			for _, e := range evs {
 				if e.Statement != nil && e.Statement.Text == "select pg_sleep(5)" {
 					return evs[len(evs)-1].Type == recorder.TypeSessionEnd
@@ -131,7 +148,21 @@ func TestPostgresOutcomeUnknownAtEnd(t *testing.T) {
 			return false
 		})
 		if evs == nil && time.Now().After(deadline) {
-			t.Fatal("the session did not end")
+			var seen []string
+			findSessionEvents(t, g, func(evs []recorder.Event) bool {
+				for _, e := range evs {
+					seen = append(seen, fmt.Sprintf("%d:%s", e.Seq, e.Type))
+					if e.Statement != nil {
+						seen = append(seen, fmt.Sprintf("%q/%s", e.Statement.Text, e.Statement.Decision))
+					}
+				}
+				seen = append(seen, "|")
+				return false
+			})
+			t.Fatalf("the session did not end: %v", seen)
+		}
+		if evs == nil {
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	var id uint64

@@ -156,9 +156,12 @@ func (s *Session) decided(id string, v authz.Verdict, params []recorder.Param, h
 		reason += ": " + h.Comment
 	}
 	reason = fmt.Sprintf("%s (hold %s)", reason, id)
-	ids, denied := s.appendStatements(v, params, now, false, func(authz.Decision) (string, string, string) {
+	ids, denied, err := s.appendStatements(v, params, now, false, func(authz.Decision) (string, string, string) {
 		return decision, rule, reason
 	})
+	if err != nil {
+		return nil, err
+	}
 	// The decision is recorded before the statement runs or the client
 	// hears of it, even when the session's context has ended (a revoked
 	// grant cancels the wait): it has a publish timeout of its own.

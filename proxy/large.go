@@ -64,6 +64,11 @@ func (s *Session) RefuseTooLarge(what string, d *Digest) *Refusal {
 	sum := d.h.Sum(nil)
 	now := s.srv.now()
 	s.mu.Lock()
+	if s.ended {
+		// Nothing follows the session's end on record (see errEnded).
+		s.mu.Unlock()
+		return &Refusal{Kind: "too-large", Msg: "airlock: " + reason}
+	}
 	s.nextStmt++
 	s.statements++
 	s.denied++

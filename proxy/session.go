@@ -197,7 +197,7 @@ func (s *Session) admit(gaveUp context.Context, v authz.Verdict, params []record
 		v = authz.ApplyHolds(g, v)
 	}
 	now := s.srv.now()
-	ids, denied := s.appendStatements(v, params, now, true, func(d authz.Decision) (string, string, string) {
+	ids, denied, ended := s.appendStatements(v, params, now, true, func(d authz.Decision) (string, string, string) {
 		switch {
 		case !d.Allow:
 			return "deny", d.Rule, d.Reason
@@ -206,6 +206,9 @@ func (s *Session) admit(gaveUp context.Context, v authz.Verdict, params []record
 		}
 		return "allow", d.Rule, d.Reason
 	})
+	if ended != nil {
+		return nil, ended
+	}
 	if !g.Holds.IsZero() {
 		s.mu.Lock()
 		for _, d := range v.Statements {
@@ -259,10 +262,15 @@ func (s *Session) admit(gaveUp context.Context, v authz.Verdict, params []record
 // denied), and returns their ids and the denied ones. count says whether
 // they are new statements of the session; a held message's decision
 // records the same statements again, and they are not counted twice.
-func (s *Session) appendStatements(v authz.Verdict, params []recorder.Param, now time.Time, count bool, decide func(authz.Decision) (decision, rule, reason string)) (ids []uint64, denied []*recorder.Statement) {
+//
+// After the session's end nothing is appended: it returns errEnded.
+func (s *Session) appendStatements(v authz.Verdict, params []recorder.Param, now time.Time, count bool, decide func(authz.Decision) (decision, rule, reason string)) (ids []uint64, denied []*recorder.Statement, err error) {
 	ids = make([]uint64, len(v.Statements))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.ended {
+		return nil, nil, errEnded
+	}
 	for i, d := range v.Statements {
 		s.nextStmt++
 		ids[i] = s.nextStmt
@@ -280,8 +288,13 @@ func (s *Session) appendStatements(v authz.Verdict, params []recorder.Param, now
 		}
 		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
 	}
-	return ids, denied
+	return ids, denied, nil
 }
+
+// errEnded refuses a message that arrives after its session ended (a
+// cancel request racing the end): its record would follow the
+// session.end, which verification rightly reports as tampering.
+var errEnded = errors.New("airlock: the session has ended; statement not executed")
 
 // announceDenied tells the server's Denials of recorded denied
 // statements.
@@ -395,11 +408,14 @@ func (s *Session) End(reason string) {
 		ExitStatus: s.exitStatus, ExitSignal: s.exitSignal,
 		Stop: s.stop,
 	}
+	// Appended under the lock appendStatements takes, so that no
+	// statement (a cancel request from another connection, say) lands
+	// after the end.
+	s.events.Append(recorder.Event{Type: recorder.TypeSessionEnd, End: end})
 	s.mu.Unlock()
 	s.srv.untrack(s)
 	s.srv.Observer.SessionEnded(s.conn.Proto)
 	s.cancel(errors.New("session ended: " + reason))
-	s.events.Append(recorder.Event{Type: recorder.TypeSessionEnd, End: end})
 	// The session's own context is done; the end event still gets its
 	// full publish timeout.
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.publishTimeout())
