@@ -1,7 +1,6 @@
 package recorder
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -382,22 +381,6 @@ func isBatch(subject string) bool {
 // peekType reads the type of an event stored as the gateway writes it
 // ({"v":N,"type":"T",...}); "" for any other body.
 func peekType(b []byte) string {
-	const vPrefix = `{"v":`
-	if !bytes.HasPrefix(b, []byte(vPrefix)) {
-		return ""
-	}
-	i := len(vPrefix)
-	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-		i++
-	}
-	const key = `,"type":"`
-	if !bytes.HasPrefix(b[i:], []byte(key)) {
-		return ""
-	}
-	i += len(key)
-	j := bytes.IndexByte(b[i:], '"')
-	if j < 0 || bytes.IndexByte(b[i:i+j], '\\') >= 0 {
-		return ""
-	}
-	return string(b[i : i+j])
+	typ, _, _ := canonicalHead(b)
+	return string(typ)
 }

@@ -243,7 +243,6 @@ func TestVerifyTamperedBatchedStream(t *testing.T) {
 	h := newHarness(t, harnessOptions{GroupCommit: true})
 	raws := recordSession(t, h, "s-chain")
 	other := recordSession(t, h, "s-other")
-	inst := h.rec.instance
 	var filler []json.RawMessage
 	for _, raw := range other {
 		if batchable(peekType(raw)) {
@@ -251,71 +250,72 @@ func TestVerifyTamperedBatchedStream(t *testing.T) {
 		}
 	}
 	forger := testSigner(t)
-	ctx := context.Background()
 	for i, tc := range tamperCases(forger) {
 		if tc.fileOnly {
 			continue
 		}
 		t.Run(tc.name, func(t *testing.T) {
 			stream, prefix := fmt.Sprintf("BATCHED_%d", i), fmt.Sprintf("batched%d.events", i)
-			if _, err := h.js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{prefix + ".>"}}); err != nil {
-				t.Fatal(err)
-			}
-			var pending [][]byte
-			fi, ended := 0, false
-			flush := func() {
-				if len(pending) == 0 {
-					return
-				}
-				body := append(append([]byte{'['}, bytes.Join(pending, []byte{','})...), ']')
-				if _, err := h.js.Publish(ctx, prefix+"."+inst+"."+KindBatch, body); err != nil {
-					t.Fatal(err)
-				}
-				pending = nil
-			}
-			for _, raw := range tc.tamper(t, raws, other) {
-				ev := rawEvent(t, raw)
-				if !batchable(ev.Type) || ev.Session != "s-chain" || ended {
-					// Alone on the session's subject: what a gateway
-					// writes alone, and what an attacker must put there
-					// for a reader of s-chain to take it (readers look
-					// for a session's batched events between its start
-					// and its end only: a gateway writes none elsewhere).
-					ended = ended || ev.Type == TypeSessionEnd
-					flush()
-					if _, err := h.js.Publish(ctx, prefix+".s-chain."+Kind(ev.Type), raw); err != nil {
-						t.Fatal(err)
-					}
-					continue
-				}
-				pending = append(pending, raw)
-				if fi < len(filler) {
-					pending = append(pending, filler[fi])
-					fi++
-				}
-				if len(pending) >= 4 {
-					flush()
-				}
-			}
-			flush()
-			rd := NewReader(h.js, stream, prefix)
-			evs, err := rd.Events(ctx, "s-chain")
-			if err != nil {
-				t.Fatal(err)
-			}
+			writeBatched(t, h, stream, prefix, tc.tamper(t, raws, other), filler)
+			evs, got := readCopy(t, h, stream, prefix)
 			checkReport(t, Verify("s-chain", evs, h.keys), tc)
-			got, err := rd.RawEvents(ctx, "s-chain")
-			if err != nil {
-				t.Fatal(err)
-			}
 			checkReport(t, VerifyRaw("s-chain", got, h.keys), tc)
 		})
 	}
-	// The untouched session, written batched the same way, verifies, and
-	// so does the other session whose events filled the batches.
-	if r := VerifyRaw("s-chain", raws, h.keys); !r.OK() {
-		t.Fatalf("untouched: %+v", r)
+	// The untouched session, written batched the same way, reads back
+	// whole and verifies.
+	writeBatched(t, h, "BATCHED_OK", "batchedok.events", raws, filler)
+	evs, got := readCopy(t, h, "BATCHED_OK", "batchedok.events")
+	if r := Verify("s-chain", evs, h.keys); !r.OK() || len(got) != len(raws) {
+		t.Fatalf("untouched, batched: %d of %d events, %+v", len(got), len(raws), r)
 	}
+}
+
+// writeBatched stores raws, events of s-chain, in a new stream as a
+// gateway with group commit would (start and end alone on the session's
+// subjects, the rest in batches shared with filler events of another
+// session), or as an attacker must to make a reader of s-chain take them:
+// an event of another session, or one after the end, alone on s-chain's
+// subjects (readers look for a session's batched events between its start
+// and its end only: a gateway writes none elsewhere).
+func writeBatched(t *testing.T, h *harness, stream, prefix string, raws, filler []json.RawMessage) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := h.js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{prefix + ".>"}}); err != nil {
+		t.Fatal(err)
+	}
+	var pending [][]byte
+	fi, ended := 0, false
+	flush := func() {
+		if len(pending) == 0 {
+			return
+		}
+		body := append(append([]byte{'['}, bytes.Join(pending, []byte{','})...), ']')
+		if _, err := h.js.Publish(ctx, prefix+"."+h.rec.instance+"."+KindBatch, body); err != nil {
+			t.Fatal(err)
+		}
+		pending = nil
+	}
+	for _, raw := range raws {
+		ev := rawEvent(t, raw)
+		if !batchable(ev.Type) || ev.Session != "s-chain" || ended {
+			ended = ended || ev.Type == TypeSessionEnd
+			flush()
+			if _, err := h.js.Publish(ctx, prefix+".s-chain."+Kind(ev.Type), raw); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		pending = append(pending, raw)
+		if fi < len(filler) {
+			pending = append(pending, filler[fi])
+			fi++
+		}
+		if len(pending) >= 4 {
+			flush()
+		}
+	}
+	flush()
 }
 
 // TestBatchUnreadable: a batch message whose body is not a batch of events

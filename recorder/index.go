@@ -583,7 +583,7 @@ func (x *Index) applyBatch(subject string, data []byte, streamSeq uint64) {
 		return
 	}
 	for _, raw := range raws {
-		if t := peekType(raw); t != "" && t != TypeStatement {
+		if t, _, ok := canonicalHead(raw); ok && string(t) != TypeStatement {
 			continue
 		}
 		if p, ok := peekStmt(raw); ok {

@@ -697,32 +697,48 @@ func peekSession(b []byte) string {
 	return ""
 }
 
+// canonicalHead reads {"v":N,"type":"T" at the start of a body as the
+// gateway writes it: T, and where the body goes on after it.
+func canonicalHead(b []byte) (typ []byte, next int, ok bool) {
+	const vPrefix = `{"v":`
+	if !bytes.HasPrefix(b, []byte(vPrefix)) {
+		return nil, 0, false
+	}
+	i := len(vPrefix)
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return canonicalString(b, i, `,"type":"`)
+}
+
+// canonicalString reads member key (with its opening quote) at b[i:], a
+// string without quotes or escapes inside.
+func canonicalString(b []byte, i int, key string) ([]byte, int, bool) {
+	if !bytes.HasPrefix(b[i:], []byte(key)) {
+		return nil, 0, false
+	}
+	i += len(key)
+	j := bytes.IndexByte(b[i:], '"')
+	if j < 0 || bytes.IndexByte(b[i:i+j], '\\') >= 0 {
+		return nil, 0, false
+	}
+	return b[i : i+j], i + j + 1, true
+}
+
 // peekSeq reads the seq of an event stored as the gateway writes it:
 // {"v":N,"type":"T","session":"S","seq":N,... with no spaces (the
 // canonical encoding, docs/events.md). Anything else is not ok, and is
 // decoded in full. Only where a body's seq puts it among the session's
 // events depends on this; verification decodes every body.
 func peekSeq(b []byte) (uint64, bool) {
-	const vPrefix = `{"v":`
-	if !bytes.HasPrefix(b, []byte(vPrefix)) {
-		return 0, false
-	}
 	// Members before seq: v (a number), type and session (strings the
 	// gateway writes without quotes or escapes inside).
-	i := len(vPrefix)
-	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-		i++
+	_, i, ok := canonicalHead(b)
+	if !ok {
+		return 0, false
 	}
-	for _, key := range []string{`,"type":"`, `,"session":"`} {
-		if !bytes.HasPrefix(b[i:], []byte(key)) {
-			return 0, false
-		}
-		i += len(key)
-		j := bytes.IndexByte(b[i:], '"')
-		if j < 0 || bytes.IndexByte(b[i:i+j], '\\') >= 0 {
-			return 0, false
-		}
-		i += j + 1
+	if _, i, ok = canonicalString(b, i, `,"session":"`); !ok {
+		return 0, false
 	}
 	if !bytes.HasPrefix(b[i:], []byte(`,"seq":`)) {
 		return 0, false

@@ -367,16 +367,8 @@ func TestVerifyTamperedStreamCopy(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			rd := NewReader(h.js, stream, prefix)
-			evs, err := rd.Events(ctx, "s-chain")
-			if err != nil {
-				t.Fatal(err)
-			}
+			evs, got := readCopy(t, h, stream, prefix)
 			checkReport(t, Verify("s-chain", evs, h.keys), tc)
-			got, err := rd.RawEvents(ctx, "s-chain")
-			if err != nil {
-				t.Fatal(err)
-			}
 			checkReport(t, VerifyRaw("s-chain", got, h.keys), tc)
 		})
 	}
@@ -384,6 +376,23 @@ func TestVerifyTamperedStreamCopy(t *testing.T) {
 	if r := VerifyRaw("s-chain", raws, h.keys); !r.OK() {
 		t.Fatalf("untouched: %+v", r)
 	}
+}
+
+// readCopy reads s-chain back from a copied stream, decoded and as
+// stored.
+func readCopy(t *testing.T, h *harness, stream, prefix string) ([]Event, []json.RawMessage) {
+	t.Helper()
+	ctx := context.Background()
+	rd := NewReader(h.js, stream, prefix)
+	evs, err := rd.Events(ctx, "s-chain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := rd.RawEvents(ctx, "s-chain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs, got
 }
 
 func checkReport(t *testing.T, r Report, tc tamperCase) {
