@@ -187,6 +187,7 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 			lat := map[string][]float64{}
 			cpu := map[string][]float64{}   // gateway CPU per statement, µs
 			batch := map[string][]float64{} // events per recorder message
+			calls := map[string][]float64{} // gateway read and write system calls per statement
 			for round := range rounds {
 				for i := range contenders {
 					c := contenders[(i+round)%len(contenders)]
@@ -205,8 +206,9 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 						r.profile(filepath.Join(e.profiles, name), fmt.Sprintf("pgbench -S, %d clients, %s protocol, %s", clients, mode, c.name))
 					}
 					var cpu0, msgs0, evs0 float64
+					var io0 map[string]int64
 					if pid != 0 {
-						cpu0 = cpuSeconds(b, pid)
+						cpu0, io0 = cpuSeconds(b, pid), procIO(b, pid)
 					}
 					if g != nil {
 						msgs0, evs0 = groupCommitCounts(b, g)
@@ -220,6 +222,8 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 					if pid != 0 && t > 0 {
 						// pgbench -S runs one statement per transaction.
 						cpu[c.name] = append(cpu[c.name], (cpuSeconds(b, pid)-cpu0)/(t*float64(secs))*1e6)
+						io := procIO(b, pid)
+						calls[c.name] = append(calls[c.name], float64(io["syscr"]-io0["syscr"]+io["syscw"]-io0["syscw"])/(t*float64(secs)))
 					}
 					if profile != nil {
 						<-profile
@@ -255,6 +259,13 @@ func benchPgbench(b *testing.B, e *env, r *report, rounds, secs int) {
 			r.add(row{section: "Postgres", metric: name + ": gateway CPU per statement", unit: "µs",
 				ratioBase: median(cpu[e.bouncer.name]), others: cpuOthers, target: cpuTarget,
 				note: "user and system time of the process between client and server over the run, per statement, and its ratio to PgBouncer's; R1's includes its embedded JetStream server"})
+			var callOthers []value
+			for _, c := range contenders[1:] {
+				callOthers = append(callOthers, value{c.name, median(calls[c.name])})
+			}
+			r.add(row{section: "Postgres", metric: name + ": gateway read and write system calls per statement", unit: "calls",
+				ratioBase: median(calls[e.bouncer.name]), others: callOthers,
+				note: "syscr + syscw of /proc/PID/io over the run, per statement; R1's embedded JetStream server is reached in process"})
 			var batchOthers []value
 			for _, c := range contenders[1:] {
 				if len(batch[c.name]) > 0 {
@@ -444,6 +455,7 @@ func benchLargeResult(b *testing.B, e *env, r *report) {
 				b.Fatal(err)
 			}
 			start := time.Now()
+			busy0, io0 := machineBusy(b), procIO(b, e.gw.PID())
 			var n int64
 			res := c.Exec(ctx, q)
 			for res.NextResult() {
@@ -459,6 +471,9 @@ func benchLargeResult(b *testing.B, e *env, r *report) {
 				b.Fatal(err)
 			}
 			el := time.Since(start)
+			busy, io := machineBusy(b)-busy0, procIO(b, e.gw.PID())
+			b.Logf("1 GiB result, %s: %.0f MB/s, machine busy %.2f cores, gateway read/write syscalls %d/%d", t.name,
+				float64(n)/el.Seconds()/1e6, busy/el.Seconds(), io["syscr"]-io0["syscr"], io["syscw"]-io0["syscw"])
 			c.Close(ctx)
 			if n != rows*width {
 				b.Fatalf("%s: read %d bytes", t.name, n)
@@ -635,6 +650,42 @@ func cpuSeconds(b testing.TB, pid int) float64 {
 		b.Fatalf("/proc/%d/stat: %q", pid, s)
 	}
 	return (utime + stime) / 100
+}
+
+// machineBusy is the CPU time, in seconds, all CPUs of the machine have
+// spent not idle since boot (/proc/stat).
+func machineBusy(b testing.TB) float64 {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal
+	var busy float64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 || i > 7 {
+			continue // idle, iowait, guest (counted in user)
+		}
+		x, _ := strconv.ParseFloat(v, 64)
+		busy += x
+	}
+	return busy / 100
+}
+
+// procIO is /proc/PID/io: the process's read and write system calls
+// (syscr, syscw) and bytes.
+func procIO(b testing.TB, pid int) map[string]int64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			out[k], _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return out
 }
 
 func raiseFileLimit(b *testing.B) {

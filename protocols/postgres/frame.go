@@ -32,16 +32,23 @@ type frameError struct{ msg string }
 func (e *frameError) Error() string { return "postgres: " + e.msg }
 
 // readHeader reads a typed frame's header: type byte and body length.
+// It reads through Peek, so that nothing escapes to the heap: a header
+// costs no allocation.
 func readHeader(r *bufio.Reader) (byte, int, error) {
-	var h [5]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
+	h, err := r.Peek(5)
+	if err != nil {
+		if len(h) > 0 && err == io.EOF {
+			err = io.ErrUnexpectedEOF // as io.ReadFull says it
+		}
 		return 0, 0, err
 	}
+	typ := h[0]
 	n := int(binary.BigEndian.Uint32(h[1:])) - 4
+	_, _ = r.Discard(5)
 	if n < 0 || n > maxMessage {
-		return 0, 0, &frameError{fmt.Sprintf("message %q claims length %d, outside 4..%d", h[0], n+4, maxMessage+4)}
+		return 0, 0, &frameError{fmt.Sprintf("message %q claims length %d, outside 4..%d", typ, n+4, maxMessage+4)}
 	}
-	return h[0], n, nil
+	return typ, n, nil
 }
 
 // readBody reads n bytes into buf (grown as bytes arrive, so a false length
@@ -58,11 +65,15 @@ func readBody(r *bufio.Reader, buf []byte, n int, what byte) ([]byte, error) {
 }
 
 // writeHeader writes a typed frame's header for a body of n bytes.
+// It writes into the writer's own buffer (no allocation).
 func writeHeader(w *bufio.Writer, typ byte, n int) error {
-	var h [5]byte
-	h[0] = typ
-	binary.BigEndian.PutUint32(h[1:], uint32(n+4))
-	_, err := w.Write(h[:])
+	if w.Available() < 5 {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	h := binary.BigEndian.AppendUint32(append(w.AvailableBuffer(), typ), uint32(n+4))
+	_, err := w.Write(h)
 	return err
 }
 

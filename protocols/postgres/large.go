@@ -75,7 +75,7 @@ func (s *session) oversized(typ byte, n int) error {
 		stmt, _, _ := cutZero(rest)
 		s.portals[portal] = &bound{v: deny}
 		s.refusedBeforeSync = true // the Execute that follows is answered by this refusal
-		s.push(&pending{kind: 'B', refusal: ref, name: portal, stmt: stmt})
+		s.push(pending{kind: 'B', refusal: ref, name: portal, stmt: stmt})
 		return send(s.uw, &pgproto3.Bind{DestinationPortal: portal, PreparedStatement: refusedSQL})
 	}
 	return s.refuse('Q', ref, &pgproto3.Query{String: refusedSQL})

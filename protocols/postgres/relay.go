@@ -70,6 +70,12 @@ type session struct {
 
 	qmu   sync.Mutex
 	queue []*pending
+	// qhead is where the queue begins in queue; free are records to
+	// reuse; popped are those pop took since the upstream goroutine's
+	// last recycle (that goroutine's only).
+	qhead  int
+	free   []*pending
+	popped []*pending
 	// paramTypes are the parameter type OIDs of prepared statements, as
 	// the client's Parse or the server's ParameterDescription gave them,
 	// so binary parameters are recorded as text (guarded by qmu: the
@@ -95,6 +101,9 @@ type session struct {
 	// the client's last Sync: the stand-in's error makes the server skip
 	// every message up to that Sync.
 	refusedBeforeSync bool
+	// tags are the completion tags seen, each kept once (upstream
+	// goroutine only; see tag).
+	tags map[string]string
 	// upstreamFatal is the FATAL (or PANIC) error the server sent before
 	// closing the connection, for the session's end reason (upstream
 	// goroutine only).
@@ -183,31 +192,69 @@ func (s *session) unanswered(reason string) {
 	}
 }
 
-func (s *session) push(p *pending) {
+// push queues what the upstream owes an answer to. Its record comes from
+// the session's free list: a statement's round trip allocates no pending.
+func (s *session) push(p pending) {
 	s.qmu.Lock()
-	s.queue = append(s.queue, p)
+	var it *pending
+	if n := len(s.free); n > 0 {
+		it, s.free = s.free[n-1], s.free[:n-1]
+	} else {
+		it = new(pending)
+	}
+	*it = p
+	if s.qhead > 0 && len(s.queue) == cap(s.queue) {
+		// Full, with room at the front (a pipeline that never drains):
+		// move down rather than grow.
+		n := copy(s.queue, s.queue[s.qhead:])
+		clear(s.queue[n:])
+		s.queue, s.qhead = s.queue[:n], 0
+	}
+	s.queue = append(s.queue, it)
 	s.qmu.Unlock()
 }
 
 func (s *session) head() *pending {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if len(s.queue) == 0 {
+	if s.qhead == len(s.queue) {
 		return nil
 	}
-	return s.queue[0]
+	return s.queue[s.qhead]
 }
 
+// pop takes the head off the queue. The upstream goroutine may use it
+// until it calls recycle.
 func (s *session) pop() *pending {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if len(s.queue) == 0 {
+	if s.qhead == len(s.queue) {
 		return nil
 	}
-	p := s.queue[0]
-	s.queue[0] = nil
-	s.queue = s.queue[1:]
+	p := s.queue[s.qhead]
+	s.queue[s.qhead] = nil
+	if s.qhead++; s.qhead == len(s.queue) {
+		// Empty: start again at the front of the same array.
+		s.queue, s.qhead = s.queue[:0], 0
+	}
+	s.popped = append(s.popped, p)
 	return p
+}
+
+// recycle returns what pop took, now that the upstream goroutine is done
+// with it, to the free list.
+func (s *session) recycle() {
+	if len(s.popped) == 0 {
+		return
+	}
+	s.qmu.Lock()
+	for i, p := range s.popped {
+		*p = pending{} // drops its statement and refusal
+		s.free = append(s.free, p)
+		s.popped[i] = nil
+	}
+	s.qmu.Unlock()
+	s.popped = s.popped[:0]
 }
 
 // clientToUpstream reads client messages, authorizes and records what needs
@@ -327,7 +374,7 @@ func (s *session) query(n int) error {
 	}
 	v := s.az.Query(s.sess.Grant(), proxy.TextOf(body[:i]))
 	return s.sess.Forward(v, nil, func(adm *proxy.Admitted) error {
-		s.push(&pending{kind: 'Q', adm: adm})
+		s.push(pending{kind: 'Q', adm: adm})
 		return writeFrame(s.uw, 'Q', body)
 	}, func(ref *proxy.Refusal) error {
 		return s.refuse('Q', ref, &pgproto3.Query{String: refusedSQL})
@@ -362,7 +409,7 @@ func (s *session) parse(n int) error {
 	}
 	s.stmts[p.Name] = &v
 	s.setParamTypes(p.Name, p.ParameterOIDs, true)
-	s.push(&pending{kind: 'P', name: p.Name})
+	s.push(pending{kind: 'P', name: p.Name})
 	return writeFrame(s.uw, 'P', body)
 }
 
@@ -376,7 +423,7 @@ func (s *session) describe(n int) error {
 		return &frameError{"malformed Describe"}
 	}
 	name, _, _ := cstring(body[1:])
-	s.push(&pending{kind: 'D', name: name, describesStatement: body[0] == 'S'})
+	s.push(pending{kind: 'D', name: name, describesStatement: body[0] == 'S'})
 	return writeFrame(s.uw, 'D', body)
 }
 
@@ -464,7 +511,7 @@ func (s *session) bind(n int) error {
 		}
 	}
 	s.portals[b.DestinationPortal] = &bound{v: v, params: params}
-	s.push(&pending{kind: 'B', name: b.DestinationPortal, stmt: b.PreparedStatement})
+	s.push(pending{kind: 'B', name: b.DestinationPortal, stmt: b.PreparedStatement})
 	return writeFrame(s.uw, 'B', body)
 }
 
@@ -491,7 +538,7 @@ func (s *session) execute(n int) error {
 		// to the Sync. Recording this Execute too would count one refused
 		// statement twice. A stand-in all the same, so that nothing the
 		// client named is ever forwarded.
-		s.push(&pending{kind: 'E', name: portal})
+		s.push(pending{kind: 'E', name: portal})
 		return send(s.uw, &pgproto3.Execute{Portal: refusedSQL})
 	}
 	if v == nil {
@@ -506,7 +553,7 @@ func (s *session) execute(n int) error {
 		return s.refuse('E', s.sess.Refuse(*v), &pgproto3.Execute{Portal: refusedSQL})
 	}
 	return s.sess.Forward(*v, params, func(adm *proxy.Admitted) error {
-		s.push(&pending{kind: 'E', adm: adm, name: portal})
+		s.push(pending{kind: 'E', adm: adm, name: portal})
 		return writeFrame(s.uw, 'E', body)
 	}, func(ref *proxy.Refusal) error {
 		return s.refuse('E', ref, &pgproto3.Execute{Portal: refusedSQL})
@@ -529,7 +576,7 @@ func (s *session) close(n int) error {
 	} else {
 		delete(s.portals, name)
 	}
-	s.push(&pending{kind: 'C'})
+	s.push(pending{kind: 'C'})
 	return writeFrame(s.uw, 'C', body)
 }
 
@@ -554,12 +601,12 @@ func (s *session) refuse(kind byte, ref *proxy.Refusal, standIn encoder) error {
 	if kind == 'P' || kind == 'E' {
 		s.refusedBeforeSync = true
 	}
-	s.push(&pending{kind: kind, refusal: ref})
+	s.push(pending{kind: kind, refusal: ref})
 	return send(s.uw, standIn)
 }
 
 func (s *session) forwardExpecting(kind byte, n int) error {
-	s.push(&pending{kind: kind})
+	s.push(pending{kind: kind})
 	return s.forward(kind, n)
 }
 
@@ -577,6 +624,7 @@ func (s *session) upstreamToClient() string {
 	var buf []byte
 	defer s.shrinkClientWriter()
 	for {
+		s.recycle()
 		if s.ur.Buffered() == 0 {
 			s.cwMu.Lock()
 			err := s.cl.w.Flush()
@@ -704,7 +752,7 @@ func (s *session) observe(typ byte, body []byte) encoder {
 	h := s.head()
 	switch typ {
 	case 'C': // CommandComplete
-		tag, _, _ := cstring(body)
+		tag := s.tag(body)
 		res := recorder.Result{Executed: true, Tag: tag, Rows: rowsOf(tag)}
 		if h == nil {
 			return nil
@@ -847,7 +895,8 @@ func cstring(b []byte) (string, []byte, bool) {
 }
 
 // rowsOf reads the row count from a completion tag such as "SELECT 3" or
-// "INSERT 0 5".
+// "INSERT 0 5". Counts below len(smallCounts) point into it, so the
+// common ones cost no allocation; nothing writes through a Result's Rows.
 func rowsOf(tag string) *int64 {
 	i := strings.LastIndexByte(tag, ' ')
 	if i < 0 {
@@ -857,5 +906,41 @@ func rowsOf(tag string) *int64 {
 	if err != nil {
 		return nil
 	}
-	return &n
+	if n >= 0 && n < int64(len(smallCounts)) {
+		return &smallCounts[n]
+	}
+	big := n // only this one escapes
+	return &big
 }
+
+// smallCounts holds i at i.
+var smallCounts = func() (c [1024]int64) {
+	for i := range c {
+		c[i] = int64(i)
+	}
+	return c
+}()
+
+// tag is the completion tag of a CommandComplete body. A session's tags
+// repeat ("SELECT 1"), so each is kept once: up to maxTags of them, after
+// which new ones are allocated as they come.
+func (s *session) tag(body []byte) string {
+	i := bytes.IndexByte(body, 0)
+	if i < 0 {
+		i = len(body)
+	}
+	b := body[:i]
+	if t, ok := s.tags[string(b)]; ok {
+		return t
+	}
+	t := string(b)
+	if len(s.tags) < maxTags {
+		if s.tags == nil {
+			s.tags = map[string]string{}
+		}
+		s.tags[t] = t
+	}
+	return t
+}
+
+const maxTags = 64
