@@ -134,7 +134,11 @@ func setup(b *testing.B) *env {
 		return g.grant(b, control.GrantSpec{Resource: res, Access: "read"})
 	}
 	e.airlock = target{"airlock R1", e.gw.PostgresAddr, "agent-1", read(e.gw, "bench-pg"), "bench-pg"}
-	e.idle = target{"airlock R1", e.gw.PostgresAddr, "agent-1", read(e.gw, "pooled-pg"), "pooled-pg"}
+	// A write grant: a read grant starts its sessions with
+	// default_transaction_read_only, a startup parameter PgBouncer's
+	// transaction pool refuses; idle sessions run nothing either way.
+	idleTok := e.gw.grant(b, control.GrantSpec{Resource: "pooled-pg", Access: "write"})
+	e.idle = target{"airlock R1", e.gw.PostgresAddr, "agent-1", idleTok, "pooled-pg"}
 	e.my = newMySQLEnv(my, e.gw, read(e.gw, myRes.Name))
 	e.ssh = newSSHEnv(b, sshd, e.gw, sshRes.Name)
 

@@ -241,6 +241,10 @@ func (s *session) pop() *pending {
 	return p
 }
 
+// maxFree bounds the free list: a session that once pipelined thousands
+// of messages does not keep their records for its whole life.
+const maxFree = 16
+
 // recycle returns what pop took, now that the upstream goroutine is done
 // with it, to the free list.
 func (s *session) recycle() {
@@ -250,7 +254,9 @@ func (s *session) recycle() {
 	s.qmu.Lock()
 	for i, p := range s.popped {
 		*p = pending{} // drops its statement and refusal
-		s.free = append(s.free, p)
+		if len(s.free) < maxFree {
+			s.free = append(s.free, p)
+		}
 		s.popped[i] = nil
 	}
 	s.qmu.Unlock()
