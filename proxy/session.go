@@ -265,12 +265,12 @@ func (s *Session) admit(gaveUp context.Context, v authz.Verdict, params []record
 //
 // After the session's end nothing is appended: it returns errEnded.
 func (s *Session) appendStatements(v authz.Verdict, params []recorder.Param, now time.Time, count bool, decide func(authz.Decision) (decision, rule, reason string)) (ids []uint64, denied []*recorder.Statement, err error) {
-	ids = make([]uint64, len(v.Statements))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
 		return nil, nil, errEnded
 	}
+	ids = make([]uint64, len(v.Statements))
 	for i, d := range v.Statements {
 		s.nextStmt++
 		ids[i] = s.nextStmt

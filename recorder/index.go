@@ -511,11 +511,11 @@ type stmtPeek struct {
 // body is decoded. false: the body holds no statement (it is kept in
 // chunks, or unreadable).
 func peekStmt(data []byte) (stmt indexStmt, ok bool) {
-	if seq, ok := peekSeq(data); ok {
+	if session, seq, ok := peekSessionSeq(data); ok {
 		if !bytes.Contains(data, []byte(`"statement":{`)) {
 			return stmt, false
 		}
-		return indexStmt{session: peekSession(data), seq: seq, denied: bytes.Contains(data, []byte(`"decision":"deny"`))}, true
+		return indexStmt{session: string(session), seq: seq, denied: bytes.Contains(data, []byte(`"decision":"deny"`))}, true
 	}
 	var p stmtPeek
 	if json.Unmarshal(data, &p) != nil || p.Statement == nil {

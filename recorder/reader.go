@@ -554,8 +554,8 @@ func (r *Reader) decode(data []byte) (Event, error) {
 		err := json.Unmarshal(data, &ev)
 		return ev, err
 	}
-	if seq, ok := peekSeq(data); ok {
-		ev.Seq, ev.Session = seq, peekSession(data)
+	if session, seq, ok := peekSessionSeq(data); ok {
+		ev.Seq, ev.Session = seq, string(session)
 		return ev, nil
 	}
 	var p struct {
@@ -683,20 +683,6 @@ func (r *Reader) startOf(ctx context.Context, session string) (inst string, stre
 	return inst, streamSeq, err
 }
 
-// peekSession reads the session of a body peekSeq accepted.
-func peekSession(b []byte) string {
-	const key = `,"session":"`
-	i := bytes.Index(b, []byte(key))
-	if i < 0 {
-		return ""
-	}
-	b = b[i+len(key):]
-	if j := bytes.IndexByte(b, '"'); j >= 0 {
-		return string(b[:j])
-	}
-	return ""
-}
-
 // canonicalHead reads {"v":N,"type":"T" at the start of a body as the
 // gateway writes it: T, and where the body goes on after it.
 func canonicalHead(b []byte) (typ []byte, next int, ok bool) {
@@ -731,17 +717,24 @@ func canonicalString(b []byte, i int, key string) ([]byte, int, bool) {
 // decoded in full. Only where a body's seq puts it among the session's
 // events depends on this; verification decodes every body.
 func peekSeq(b []byte) (uint64, bool) {
+	_, seq, ok := peekSessionSeq(b)
+	return seq, ok
+}
+
+// peekSessionSeq is peekSeq that also returns the session, read in the
+// same pass.
+func peekSessionSeq(b []byte) (session []byte, seq uint64, ok bool) {
 	// Members before seq: v (a number), type and session (strings the
 	// gateway writes without quotes or escapes inside).
 	_, i, ok := canonicalHead(b)
 	if !ok {
-		return 0, false
+		return nil, 0, false
 	}
-	if _, i, ok = canonicalString(b, i, `,"session":"`); !ok {
-		return 0, false
+	if session, i, ok = canonicalString(b, i, `,"session":"`); !ok {
+		return nil, 0, false
 	}
 	if !bytes.HasPrefix(b[i:], []byte(`,"seq":`)) {
-		return 0, false
+		return nil, 0, false
 	}
 	i += len(`,"seq":`)
 	start := i
@@ -751,7 +744,7 @@ func peekSeq(b []byte) (uint64, bool) {
 		i++
 	}
 	if i == start || i >= len(b) || (b[i] != ',' && b[i] != '}') {
-		return 0, false
+		return nil, 0, false
 	}
-	return n, true
+	return session, n, true
 }

@@ -248,7 +248,7 @@ func BenchmarkRelay(b *testing.B) {
 			// Sorted by part in a pass of their own: sampling every
 			// allocation slows what it samples.
 			const n = 200
-			counts := countAllocs(func() {
+			counts, _ := countAllocs(func() {
 				for range n {
 					r.roundTrip(b, msg)
 				}
@@ -289,17 +289,17 @@ func TestRelayAllocations(t *testing.T) {
 				r.roundTrip(t, msg)
 			}
 			const n = 300
-			counts := countAllocs(func() {
+			counts, sites := countAllocs(func() {
 				for range n {
 					r.roundTrip(t, msg)
 				}
 			})
 			t.Logf("%s: per statement: %s", mode, formatCounts(counts, n))
 			if part := os.Getenv("RELAY_ALLOC_SITES"); part != "" {
-				t.Logf("allocation sites of the relay and of %s:\n%s", part, sitesOf(counts))
+				t.Logf("allocation sites of the relay and of %s:\n%s", part, sites)
 			}
 			if got, most := float64(counts["relay"])/n, allocCeiling(mode); got > most+0.1 {
-				t.Errorf("%s: the relay path allocates %.2f times per statement, more than %.0f:\n%s", mode, got, most, sitesOf(counts))
+				t.Errorf("%s: the relay path allocates %.2f times per statement, more than %.0f:\n%s", mode, got, most, sites)
 			}
 		})
 	}
@@ -310,8 +310,9 @@ func TestRelayAllocations(t *testing.T) {
 var allocParts = []string{"relay", "authz", "recorder", "tls", "other"}
 
 // countAllocs runs f with every allocation sampled and counts those made
-// during it by part; the "sites" key maps nothing, see sitesOf.
-func countAllocs(f func()) map[string]int64 {
+// during it by part; sites lists the relay's allocation sites (and those
+// of the part RELAY_ALLOC_SITES names), with their counts.
+func countAllocs(f func()) (counts map[string]int64, sites string) {
 	old := runtime.MemProfileRate
 	runtime.MemProfileRate = 1
 	defer func() { runtime.MemProfileRate = old }()
@@ -320,8 +321,8 @@ func countAllocs(f func()) map[string]int64 {
 	runtime.GC() // the profile is published at the end of a GC cycle
 	runtime.GC()
 	after := memRecords()
-	counts := map[string]int64{}
-	lastSites = lastSites[:0]
+	counts = map[string]int64{}
+	var lines []string
 	for key, rec := range after {
 		n := rec.AllocObjects - before[key].AllocObjects
 		if n <= 0 {
@@ -330,16 +331,11 @@ func countAllocs(f func()) map[string]int64 {
 		part, site := partOf(rec.Stack())
 		counts[part] += n
 		if part == "relay" || os.Getenv("RELAY_ALLOC_SITES") == part {
-			lastSites = append(lastSites, fmt.Sprintf("%6d  %s", n, site))
+			lines = append(lines, fmt.Sprintf("%6d  %s", n, site))
 		}
 	}
-	return counts
+	return counts, strings.Join(lines, "\n")
 }
-
-// lastSites are the relay's allocation sites of the last countAllocs.
-var lastSites []string
-
-func sitesOf(map[string]int64) string { return strings.Join(lastSites, "\n") }
 
 func formatCounts(counts map[string]int64, n int) string {
 	var parts []string
