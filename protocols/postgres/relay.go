@@ -57,8 +57,12 @@ type session struct {
 	// clientPID is the backend process id the client was given
 	// (BackendKeyData), in place of the upstream's.
 	clientPID uint32
-	ur        *bufio.Reader
-	uw        *bufio.Writer
+	// ur and uw read from and write to the server, cl.r and cl.w the
+	// client; each is nil while its direction is idle (idle.go), and
+	// fromClient and fromUpstream wait for the next message meanwhile.
+	ur                       *bufio.Reader
+	uw                       *bufio.Writer
+	fromClient, fromUpstream primer
 	// toUp and toClient stream the bodies the gateway does not read, one
 	// per relaying goroutine.
 	toUp, toClient proxy.Copier
@@ -66,7 +70,7 @@ type session struct {
 	// az is the session's authorizer: it remembers what was prepared.
 	az *pgauthz.Session
 
-	cwMu sync.Mutex // guards cl.w: the upstream reader and the ender write to it
+	cwMu sync.Mutex // guards cl.w (nil while the server is quiet, see clientWriter): the upstream reader and the ender write to it
 
 	qmu   sync.Mutex
 	queue []*pending
@@ -119,14 +123,16 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream, clientPID
 	s := &session{
 		p: p, sess: sess, cl: cl, up: up, clientPID: clientPID,
 		az: pgauthz.NewSession(pgauthz.Options{Cache: p.decisions()}),
-		// Small, so that an idle session holds little: frames larger
-		// than a buffer are streamed past it (bufio reads and writes
-		// directly once its buffer is empty), so they cost no copy.
-		ur:    bufio.NewReaderSize(up.conn, 2<<10),
-		uw:    bufio.NewWriterSize(up.conn, 2<<10),
+		// Small, and held only while their direction is busy
+		// (idle.go): frames larger than a buffer are streamed past it
+		// (bufio reads and writes directly once its buffer is empty),
+		// so they cost no copy.
+		ur:    bufio.NewReaderSize(up.conn, readerSize),
+		uw:    upstreamWriter(up.conn),
 		stmts: map[string]*authz.Verdict{}, portals: map[string]*bound{},
 		maxStatement: sess.MaxStatementBytes(),
 	}
+	s.fromClient.src, s.fromUpstream.src = cl.conn, up.conn
 	reason := sess.Relay(s)
 	if s.upstreamFatal != "" && !strings.HasPrefix(reason, "upstream closed") && sess.Context().Err() == nil {
 		// The server ended the connection, and the client hung up on
@@ -167,8 +173,9 @@ func (s *session) Close() {
 // fatal writes a FATAL error to the client.
 func (s *session) fatal(code, msg string) {
 	s.cwMu.Lock()
-	_ = send(s.cl.w, errorResponse("FATAL", code, msg))
-	_ = s.cl.w.Flush()
+	w := s.clientWriter()
+	_ = send(w, errorResponse("FATAL", code, msg))
+	_ = w.Flush()
 	s.cwMu.Unlock()
 }
 
@@ -266,20 +273,26 @@ func (s *session) recycle() {
 // clientToUpstream reads client messages, authorizes and records what needs
 // it, and forwards. It returns why the session should end.
 func (s *session) clientToUpstream() string {
-	r := s.cl.r
 	c := s.sess.Conn()
 	for {
-		if r.Buffered() == 0 {
+		if s.cl.r.Buffered() == 0 {
 			if err := s.uw.Flush(); err != nil {
 				return "upstream write failed: " + err.Error()
 			}
-			// Idle until the next message begins: no time limit.
-			if _, err := r.Peek(1); err != nil {
+			// Idle until the next message begins: no time limit, and
+			// no buffers held meanwhile (idle.go; this goroutine is
+			// their only user).
+			putUpstreamWriter(s.uw)
+			putReader(s.cl.r)
+			s.uw, s.cl.r = nil, nil
+			r, err := s.fromClient.wait()
+			if err != nil {
 				return s.clientReadEnded(err)
 			}
+			s.cl.r, s.uw = r, upstreamWriter(s.up.conn)
 		}
 		c.MessageStarted()
-		typ, n, err := readHeader(r)
+		typ, n, err := readHeader(s.cl.r)
 		if err != nil {
 			return s.clientReadEnded(err)
 		}
@@ -632,25 +645,25 @@ func (s *session) upstreamToClient() string {
 	for {
 		s.recycle()
 		if s.ur.Buffered() == 0 {
-			s.cwMu.Lock()
-			err := s.cl.w.Flush()
-			s.cwMu.Unlock()
-			if err != nil {
-				return "client write failed: " + err.Error()
-			}
+			// Everything read is relayed: send it, and hold no buffers
+			// while the server is quiet (idle.go).
 			if s.small != nil && s.streamed == 0 {
 				s.shrinkClientWriter()
 			}
+			if err := s.releaseClientWriter(); err != nil {
+				return "client write failed: " + err.Error()
+			}
+			putReader(s.ur)
+			s.ur = nil
+			r, err := s.fromUpstream.wait()
+			if err != nil {
+				return s.upstreamReadEnded(err)
+			}
+			s.ur = r
 		}
 		typ, n, err := readHeader(s.ur)
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-				if s.upstreamFatal != "" {
-					return "upstream closed the connection: " + s.upstreamFatal
-				}
-				return "upstream closed the connection"
-			}
-			return "upstream read failed: " + err.Error()
+			return s.upstreamReadEnded(err)
 		}
 		switch typ {
 		case 'D', 'd':
@@ -677,9 +690,9 @@ func (s *session) upstreamToClient() string {
 			}
 			s.cwMu.Lock()
 			if out != nil {
-				err = send(s.cl.w, out)
+				err = send(s.clientWriter(), out)
 			} else {
-				err = writeFrame(s.cl.w, typ, buf)
+				err = writeFrame(s.clientWriter(), typ, buf)
 			}
 			s.cwMu.Unlock()
 			if err != nil {
@@ -688,9 +701,10 @@ func (s *session) upstreamToClient() string {
 			continue
 		}
 		s.cwMu.Lock()
-		err = writeHeader(s.cl.w, typ, n)
+		w := s.clientWriter()
+		err = writeHeader(w, typ, n)
 		if err == nil {
-			err = s.toClient.Copy(s.cl.w, s.ur, n)
+			err = s.toClient.Copy(w, s.ur, n)
 		}
 		s.cwMu.Unlock()
 		if err != nil {
@@ -699,10 +713,22 @@ func (s *session) upstreamToClient() string {
 	}
 }
 
+// upstreamReadEnded is why the session ends when reading the server
+// failed with err.
+func (s *session) upstreamReadEnded(err error) string {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		if s.upstreamFatal != "" {
+			return "upstream closed the connection: " + s.upstreamFatal
+		}
+		return "upstream closed the connection"
+	}
+	return "upstream read failed: " + err.Error()
+}
+
 // streamThreshold is how many bytes of rows (or COPY data) one result
 // relays before the session's client writer grows to bigWriterSize:
-// fewer, larger TLS records and writes for a large result, while an idle
-// session keeps its small buffer (docs/benchmarks.md: idle memory).
+// fewer, larger TLS records and writes for a large result, while other
+// sessions use small ones, and idle sessions none (idle.go).
 const (
 	streamThreshold = 256 << 10
 	bigWriterSize   = 64 << 10
@@ -717,7 +743,7 @@ var bigWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, big
 func (s *session) growClientWriter() {
 	s.cwMu.Lock()
 	defer s.cwMu.Unlock()
-	if s.small != nil || s.cl.w.Flush() != nil {
+	if s.small != nil || s.clientWriter().Flush() != nil {
 		return // a failed flush stays on the small writer and fails again there
 	}
 	big := bigWriters.Get().(*bufio.Writer)
@@ -732,7 +758,7 @@ func (s *session) shrinkClientWriter() {
 	s.cwMu.Lock()
 	defer s.cwMu.Unlock()
 	if s.small == nil || s.cl.w.Buffered() > 0 {
-		return
+		return // s.cl.w is the large writer: not nil
 	}
 	big := s.cl.w
 	big.Reset(nil)
