@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -30,13 +31,36 @@ type canonical struct {
 // fail verification, never pass; TestEncoderMatchesJSON and
 // FuzzEncoderMatchesJSON hold the two to the same bytes.
 func canonicalFast(ev *Event) (canonical, error) {
-	if y := ev.Time.Year(); y < 0 || y > 9999 {
-		return canonical{}, fmt.Errorf("recorder: event time %s: the year is outside 0..9999, which JSON cannot hold", ev.Time)
+	if err := encodable(ev); err != nil {
+		return canonical{}, err
 	}
-	e := encoder{b: make([]byte, 0, 1024)}
-	e.event(ev)
-	return canonical{b: e.b, hashAt: e.hashAt, sigAt: e.sigAt, replaced: e.replaced}, nil
+	return canonicalAppend(make([]byte, 0, 1024), ev), nil
 }
+
+// encodable refuses an event whose time JSON cannot hold.
+func encodable(ev *Event) error {
+	if y := ev.Time.Year(); y < 0 || y > 9999 {
+		return fmt.Errorf("recorder: event time %s: the year is outside 0..9999, which JSON cannot hold", ev.Time)
+	}
+	return nil
+}
+
+// canonicalAppend is canonicalFast writing into buf (from its length
+// on), for an event encodable accepts.
+func canonicalAppend(buf []byte, ev *Event) canonical {
+	e := encoder{b: buf}
+	e.event(ev)
+	return canonical{b: e.b, hashAt: e.hashAt, sigAt: e.sigAt, replaced: e.replaced}
+}
+
+// encodeBufs are the buffers the writer encodes events in before sealing
+// them: the sealed message is a copy (canonical.sealed), so one buffer
+// serves event after event instead of a new one each (a fresh kilobyte to
+// zero and to bring into the cache). Buffers that grew past
+// maxPooledEncode are left to the collector.
+var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2<<10); return &b }}
+
+const maxPooledEncode = 64 << 10
 
 // sealed is the stored message: the canonical bytes with hash (hex) and
 // sig (base64), which need no escaping, put in their places: what

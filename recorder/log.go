@@ -165,9 +165,14 @@ func (l *Log) appendLocked(ev Event) uint64 {
 		ev.Start = &Start{Instance: l.r.instance}
 	}
 	if len(l.results) > 0 {
-		ev.Results = append(ev.Results, l.results...)
-		clear(l.results)
-		l.results = l.results[:0]
+		// The outcomes are encoded from where they wait (sealLocked
+		// copies nothing of ev), then dropped.
+		if len(ev.Results) == 0 {
+			ev.Results = l.results
+		} else {
+			ev.Results = append(ev.Results, l.results...)
+		}
+		defer l.dropResults()
 	}
 	if ev.Type == TypeSessionEnd || ev.Type == TypeAuthFailed {
 		l.ended = true
@@ -236,6 +241,12 @@ func (l *Log) appendLocked(ev Event) uint64 {
 	l.unacked++
 	l.pumpLocked(appendStall)
 	return seq
+}
+
+// dropResults forgets the outcomes an event carried, keeping their room.
+func (l *Log) dropResults() {
+	clear(l.results)
+	l.results = l.results[:0]
 }
 
 // Result records the outcome of one of the session's statements. It
@@ -317,10 +328,18 @@ func (l *Log) sealLocked(ev *Event) ([]byte, *blob, error) {
 	if signed {
 		ev.Key = l.r.signer.Fingerprint()
 	}
-	canon, err := canonicalFast(ev)
-	if err != nil {
+	if err := encodable(ev); err != nil {
 		return nil, nil, err
 	}
+	bp := encodeBufs.Get().(*[]byte)
+	canon := canonicalAppend((*bp)[:0], ev)
+	defer func() {
+		if cap(canon.b) <= maxPooledEncode {
+			*bp = canon.b[:0]
+		}
+		encodeBufs.Put(bp)
+	}()
+	var err error
 	if canon.replaced {
 		// A string held invalid UTF-8, which encoding/json writes as the
 		// escape \ufffd but decodes to U+FFFD, which it writes as is: the
@@ -567,8 +586,12 @@ func (l *Log) Commit(ctx context.Context) error {
 	l.mu.Unlock()
 
 	deadline := time.Now().Add(l.r.timeout)
-	timer := time.NewTimer(l.r.timeout)
-	defer timer.Stop()
+	timer := commitTimers.Get().(*time.Timer)
+	timer.Reset(l.r.timeout)
+	defer func() {
+		timer.Stop() // no stale tick is received after (Go 1.23)
+		commitTimers.Put(timer)
+	}()
 	var (
 		buf     [4]waitItem
 		retried map[*entry]int
@@ -637,6 +660,14 @@ func (l *Log) Commit(ctx context.Context) error {
 		}
 	}
 }
+
+// commitTimers are the stopped timers of Commits not running: a Commit
+// per statement would otherwise make one each.
+var commitTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // retrySpacing is the least time between two publishes of one event
 // after failures the server answered at once (no stream leader), so a
