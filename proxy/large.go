@@ -69,17 +69,14 @@ func (s *Session) RefuseTooLarge(what string, d *Digest) *Refusal {
 		s.mu.Unlock()
 		return &Refusal{Kind: "too-large", Msg: "airlock: " + reason}
 	}
-	s.nextStmt++
-	s.statements++
-	s.denied++
 	st := &recorder.Statement{
-		ID: s.nextStmt, Count: 1,
+		Count:    1,
 		Text:     recorder.PrefixOf(string(d.prefix), PrefixBytes),
 		TextRef:  &recorder.Ref{Size: d.Len(), SHA256: hex.EncodeToString(sum), Omitted: true},
 		Decision: "deny", Rule: "too-large", Reason: reason,
 		Class: authz.Classification{Kind: "TOO LARGE", Required: authz.AccessAdmin},
 	}
-	s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
+	s.appendStatementLocked(st, now, true)
 	s.mu.Unlock()
 	s.srv.Observer.Statements(s.conn.Proto, 0, 1)
 	if err := s.events.Commit(s.ctx); err != nil {

@@ -272,23 +272,33 @@ func (s *Session) appendStatements(v authz.Verdict, params []recorder.Param, now
 	}
 	ids = make([]uint64, len(v.Statements))
 	for i, d := range v.Statements {
-		s.nextStmt++
-		ids[i] = s.nextStmt
-		if count {
-			s.statements++
-		}
-		st := &recorder.Statement{ID: ids[i], Index: i, Count: len(v.Statements), Text: d.Text, Class: d.Class}
+		st := &recorder.Statement{Index: i, Count: len(v.Statements), Text: d.Text, Class: d.Class}
 		st.Decision, st.Rule, st.Reason = decide(d)
 		if len(v.Statements) == 1 {
 			st.Params = params
 		}
 		if st.Decision == "deny" {
-			s.denied++
 			denied = append(denied, st)
 		}
-		s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
+		s.appendStatementLocked(st, now, count)
+		ids[i] = st.ID
 	}
 	return ids, denied, nil
+}
+
+// appendStatementLocked gives st the session's next statement id, counts
+// it (as new when count says so, as denied by its decision) and appends
+// its event. s.mu is held and the session has not ended.
+func (s *Session) appendStatementLocked(st *recorder.Statement, now time.Time, count bool) {
+	s.nextStmt++
+	st.ID = s.nextStmt
+	if count {
+		s.statements++
+	}
+	if st.Decision == "deny" {
+		s.denied++
+	}
+	s.events.Append(recorder.Event{Type: recorder.TypeStatement, Time: now, Statement: st})
 }
 
 // errEnded refuses a message that arrives after its session ended (a
