@@ -165,8 +165,8 @@ func (l *Log) appendLocked(ev Event) uint64 {
 		ev.Start = &Start{Instance: l.r.instance}
 	}
 	if len(l.results) > 0 {
-		// The outcomes are encoded from where they wait (sealLocked
-		// copies nothing of ev), then dropped.
+		// The outcomes are encoded from where they wait, then dropped:
+		// nothing keeps ev once it is sealed.
 		if len(ev.Results) == 0 {
 			ev.Results = l.results
 		} else {
