@@ -29,7 +29,8 @@ type mysqlEnv struct {
 // the shape of pgbench_accounts) and returns it with its gateway resource.
 func startMariaDB(b testing.TB) (*testenv.MariaDB, testenv.GatewayResource) {
 	b.Helper()
-	my := testenv.StartMariaDB(b, testenv.MariaDBOptions{Database: "app"})
+	// Connections enough for the idle-session count (benchIdleMySQL).
+	my := testenv.StartMariaDB(b, testenv.MariaDBOptions{Database: "app", Args: []string{fmt.Sprintf("--max-connections=%d", idleMySQLSessions+100)}})
 	// max_allowed_packet: MariaDB takes the large statements of
 	// benchLargeStatements (testenv starts it with 64M).
 	my.Exec(b, fmt.Sprintf(`set global max_allowed_packet = 1073741824;

@@ -1,11 +1,75 @@
 package mysql
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
+
+	"github.com/airlockhq/airlock/proxy"
 )
+
+// A session relays through bufSize buffers each way (large, for results
+// streamed at full speed) but holds them only while it is busy: waiting
+// for the client's next command it gives all four back (a client reader
+// already holding a pipelined command aside) and waits for the command's
+// first byte in a proxy.Primer. The idle watcher waits for the upstream
+// the same way and takes a reader only if it speaks; the relay takes the
+// rest when the command comes, the client writer when something is
+// written to the client (by the relay, the watcher or the ender).
+const bufSize = 64 << 10
+
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
+)
+
+// releaseBuffers gives back the buffers of a session about to wait for
+// its client's next command: those that hold nothing. The relay goroutine
+// calls it before setIdle, so no watcher runs yet.
+func (s *session) releaseBuffers() {
+	if s.cr.Buffered() == 0 {
+		proxy.PutReader(&readers, s.cr, bufSize)
+		s.cr = nil
+	}
+	if s.ur.Buffered() == 0 {
+		proxy.PutReader(&readers, s.ur, bufSize)
+		s.ur = nil
+	}
+	if s.uw.Buffered() == 0 {
+		proxy.PutWriter(&writers, s.uw, bufSize)
+		s.uw = nil
+	}
+	s.cwMu.Lock()
+	if s.cw != nil && s.cw.Buffered() == 0 {
+		proxy.PutWriter(&writers, s.cw, bufSize)
+		s.cw = nil
+	}
+	s.cwMu.Unlock()
+}
+
+// takeBuffers takes the upstream's buffers back when a command comes
+// (the watcher may have taken the reader already); the client reader is
+// the primer's.
+func (s *session) takeBuffers() {
+	if s.ur == nil {
+		s.ur = proxy.TakeReader(&readers, s.up)
+	}
+	if s.uw == nil {
+		s.uw = proxy.TakeWriter(&writers, s.up)
+	}
+}
+
+// clientWriter is the client writer, taken from the pool when the session
+// holds none. cwMu is held.
+func (s *session) clientWriter() *bufio.Writer {
+	if s.cw == nil {
+		s.cw = proxy.TakeWriter(&writers, s.cl)
+	}
+	return s.cw
+}
 
 // While the client is idle the relay blocks reading it, not the upstream;
 // a server that closes its side then (wait_timeout, KILL, a restart; MySQL
@@ -67,7 +131,17 @@ func (s *session) watchUpstream() {
 	s.cwMu.Unlock()
 	defer close(done)
 
-	_, err := s.ur.Peek(1)
+	// The relay, idle, touches the upstream reader only after done. A
+	// watch holds no buffer until the upstream speaks.
+	var err error
+	if s.ur != nil {
+		_, err = s.ur.Peek(1)
+	} else {
+		var r *bufio.Reader
+		if r, err = s.fromUpstream.Wait(&readers); err == nil {
+			s.ur = r
+		}
+	}
 
 	s.cwMu.Lock()
 	s.watchDone = nil
@@ -104,7 +178,7 @@ func (s *session) upstreamSpoke(err error) string {
 	// The server's own packet, as it sent it: the client reads it as the
 	// answer to its next command, as it would directly.
 	_ = s.cl.SetWriteDeadline(time.Now().Add(time.Second))
-	if _, err := writePacket(s.cw, h.seq, p); err == nil {
+	if _, err := writePacket(s.clientWriter(), h.seq, p); err == nil {
 		_ = s.cw.Flush()
 	}
 	e := parseErr(p)

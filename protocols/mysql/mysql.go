@@ -95,8 +95,10 @@ type client struct {
 	tls  bool
 }
 
+// newClient takes the connection's buffers from the session pools
+// (idle.go): the relay goes on with them and gives them back.
 func newClient(nc net.Conn) *client {
-	return &client{conn: nc, r: bufio.NewReaderSize(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10)}
+	return &client{conn: nc, r: proxy.TakeReader(&readers, nc), w: proxy.TakeWriter(&writers, nc)}
 }
 
 // read reads one logical packet of the connection phase.
@@ -202,14 +204,24 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 	sess.End(reason)
 }
 
-// bufferedConn reads through a bufio.Reader that may hold bytes already
-// read from Conn.
+// bufferedConn reads first the bytes a bufio.Reader already read from
+// Conn, then from Conn itself: the reader (the connection phase's) goes
+// back to the pool once it is drained, not kept for the session's life.
 type bufferedConn struct {
 	net.Conn
 	r *bufio.Reader
 }
 
-func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func (c *bufferedConn) Read(b []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(b)
+		}
+		proxy.PutReader(&readers, c.r, bufSize)
+		c.r = nil
+	}
+	return c.Conn.Read(b)
+}
 
 // handshakeState is what the connection phase learned, for the record of
 // a refusal.
@@ -274,6 +286,9 @@ func (p *Protocol) handshake(ctx context.Context, cl *client) (*handshakeState, 
 			return hs, fmt.Errorf("TLS handshake: %w", err)
 		}
 		seq := cl.seq
+		if cl.w.Buffered() == 0 {
+			proxy.PutWriter(&writers, cl.w, bufSize)
+		}
 		*cl = *newClient(tc)
 		cl.seq, cl.tls = seq, true
 		if pkt, err = cl.read(maxHandshake, "handshake response"); err != nil {

@@ -58,10 +58,14 @@ type session struct {
 	// fileLoads is whether the upstream leg has the local-files capability.
 	fileLoads bool
 
-	cl net.Conn
-	cr *bufio.Reader
-	cw *bufio.Writer
-	up net.Conn
+	// cr, cw, ur and uw are nil while the session waits for a command
+	// (idle.go); fromClient waits for it meanwhile, fromUpstream for
+	// the idle watcher.
+	cl                       net.Conn
+	cr                       *bufio.Reader
+	cw                       *bufio.Writer
+	fromClient, fromUpstream proxy.Primer
+	up                       net.Conn
 	// thread is the upstream's connection id, which a KILL names.
 	thread uint32
 	ur     *bufio.Reader
@@ -103,7 +107,7 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 		p: p, sess: sess, log: sess.Logger(), res: res,
 		fileLoads: up.caps&capLocalFiles != 0,
 		cl:        cl.conn, cr: cl.r, cw: cl.w,
-		up: up.conn, thread: up.thread, ur: bufio.NewReaderSize(up.conn, 64<<10), uw: bufio.NewWriterSize(up.conn, 64<<10),
+		up: up.conn, thread: up.thread, ur: proxy.TakeReader(&readers, up.conn), uw: proxy.TakeWriter(&writers, up.conn),
 		stmts: map[uint32]*stmt{}, maxStatement: sess.MaxStatementBytes(),
 	}
 	s.az = p.newAuthorizer(myauthz.Options{
@@ -114,6 +118,10 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 		Routines: s,
 	})
 	s.stop = sess.Stop
+	s.fromClient, s.fromUpstream = proxy.NewPrimer(cl.conn), proxy.NewPrimer(up.conn)
+	// The session owns the connection phase's buffers now, and gives
+	// them back to the pools when idle: cl must not keep them.
+	cl.r, cl.w = nil, nil
 	reason := sess.Relay(s)
 	s.cwMu.Lock()
 	if s.idleTimer != nil {
@@ -141,7 +149,7 @@ func (s *session) Terminate(msg string) {
 		// The answer to the client's next command comes with 1.
 		seq = 1
 	}
-	_, _ = writePacket(s.cw, seq, errPacket(erConnectionKilled, "70100", "airlock: terminating connection: "+msg))
+	_, _ = writePacket(s.clientWriter(), seq, errPacket(erConnectionKilled, "70100", "airlock: terminating connection: "+msg))
 	_ = s.cw.Flush()
 	s.cwMu.Unlock()
 }
@@ -161,15 +169,23 @@ func (s *session) run() string {
 		if err := s.flushClient(); err != nil {
 			return "client write failed: " + err.Error()
 		}
+		s.releaseBuffers()
 		s.setIdle()
-		// Idle until the next command begins: no time limit.
-		_, err := s.cr.Peek(1)
+		// Idle until the next command begins: no time limit, and no
+		// buffers held (idle.go) unless a command is already read.
+		var err error
+		if s.cr != nil {
+			_, err = s.cr.Peek(1)
+		} else {
+			s.cr, err = s.fromClient.Wait(&readers)
+		}
 		if gone := s.endIdle(); gone != "" {
 			return gone
 		}
 		if err != nil {
 			return s.clientReadEnded(err)
 		}
+		s.takeBuffers()
 		c.MessageStarted()
 		h, err := readHeader(s.cr)
 		if err != nil {
@@ -734,6 +750,9 @@ func (s *session) setIdle() {
 func (s *session) flushClient() error {
 	s.cwMu.Lock()
 	defer s.cwMu.Unlock()
+	if s.cw == nil {
+		return nil
+	}
 	return s.cw.Flush()
 }
 
@@ -741,7 +760,7 @@ func (s *session) flushClient() error {
 func (s *session) writeClient(seq byte, p []byte) error {
 	s.cwMu.Lock()
 	defer s.cwMu.Unlock()
-	next, err := writePacket(s.cw, seq, p)
+	next, err := writePacket(s.clientWriter(), seq, p)
 	s.clientSeq = next
 	return err
 }

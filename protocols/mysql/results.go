@@ -151,11 +151,12 @@ func (s *session) relayLogical(h header) error {
 func (s *session) relayPhysical(h header) error {
 	s.cwMu.Lock()
 	defer s.cwMu.Unlock()
-	if err := writeHeader(s.cw, h); err != nil {
+	w := s.clientWriter()
+	if err := writeHeader(w, h); err != nil {
 		return err
 	}
 	s.clientSeq = h.seq + 1
-	if err := s.toClient.Copy(s.cw, s.ur, h.n); err != nil {
+	if err := s.toClient.Copy(w, s.ur, h.n); err != nil {
 		return &upstreamError{err}
 	}
 	return nil

@@ -66,6 +66,10 @@ func (p *Protocol) dialUpstream(ctx context.Context, sess *proxy.Session, resp *
 	connect := func(ctx context.Context, tlsCfg *tls.Config, password string) (*gomysql.Conn, error) {
 		return gomysql.ConnectWithDialer(ctx, "tcp", res.Address, res.User, password, res.Database, p.dialer().DialContext,
 			func(c *gomysql.Conn) error {
+				// Its buffer serves the connection phase and the
+				// gateway's own queries; the relay reads the connection
+				// itself (idle.go).
+				c.BufferSize = 4 << 10
 				// go-mysql asks for these by default; they change the
 				// packet format, and the client leg has neither.
 				c.UnsetCapability(capDeprecateEOF)

@@ -2,19 +2,20 @@ package postgres
 
 import (
 	"bufio"
-	"io"
 	"net"
 	"sync"
+
+	"github.com/airlockhq/airlock/proxy"
 )
 
 // What an idle session holds. A session waiting for its client's next
 // message, or for its server's next answer, holds no buffer for that
-// direction: its goroutine waits for the first byte in the session's
-// one-byte primer, then takes a reader (and the writer toward the other
-// side) from a pool, and gives them back once everything read is relayed
-// and flushed. Thousands of idle agent sessions so cost their TLS state
-// and goroutines, not 10 KiB of buffers each (docs/benchmarks.md, "idle
-// session memory").
+// direction: its goroutine waits for the first byte in a proxy.Primer,
+// then takes a reader (and the writer toward the other side) from a pool,
+// and gives them back once everything read is relayed and flushed.
+// Thousands of idle agent sessions so cost their TLS state and
+// goroutines, not 10 KiB of buffers each (docs/architecture.md, "Memory
+// and garbage collection").
 const (
 	readerSize         = 2 << 10
 	clientWriterSize   = 4 << 10
@@ -27,72 +28,21 @@ var (
 	upstreamWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, upstreamWriterSize) }}
 )
 
-// primer waits for the first byte of a message while no buffer is held,
-// and gives it first to the reader taken for the message.
-type primer struct {
-	src io.Reader
-	b   [1]byte
-	has bool
-}
-
-// Read implements io.Reader: the primed byte, then what src reads.
-func (p *primer) Read(q []byte) (int, error) {
-	if !p.has {
-		return p.src.Read(q)
-	}
-	if len(q) == 0 {
-		return 0, nil
-	}
-	q[0], p.has = p.b[0], false
-	return 1, nil
-}
-
-// wait blocks until src has a byte and returns a pooled reader that reads
-// it first, then src.
-func (p *primer) wait() (*bufio.Reader, error) {
-	for {
-		n, err := p.src.Read(p.b[:])
-		if n == 1 {
-			p.has = true
-			r := readers.Get().(*bufio.Reader)
-			r.Reset(p)
-			return r, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-}
-
 // putReader gives back a reader that holds nothing; one of another size
 // (a plaintext client's startup reader) is left to the collector.
-func putReader(r *bufio.Reader) {
-	if r.Size() == readerSize {
-		r.Reset(nil)
-		readers.Put(r)
-	}
-}
+func putReader(r *bufio.Reader) { proxy.PutReader(&readers, r, readerSize) }
 
 // upstreamWriter takes an upstream writer from the pool, writing to conn.
-func upstreamWriter(conn net.Conn) *bufio.Writer {
-	w := upstreamWriters.Get().(*bufio.Writer)
-	w.Reset(conn)
-	return w
-}
+func upstreamWriter(conn net.Conn) *bufio.Writer { return proxy.TakeWriter(&upstreamWriters, conn) }
 
 // putUpstreamWriter gives back a flushed upstream writer.
-func putUpstreamWriter(w *bufio.Writer) {
-	w.Reset(nil)
-	upstreamWriters.Put(w)
-}
+func putUpstreamWriter(w *bufio.Writer) { proxy.PutWriter(&upstreamWriters, w, upstreamWriterSize) }
 
 // clientWriter is the client writer, taken from the pool when the session
 // holds none. s.cwMu is held.
 func (s *session) clientWriter() *bufio.Writer {
 	if s.cl.w == nil {
-		w := clientWriters.Get().(*bufio.Writer)
-		w.Reset(s.cl.conn)
-		s.cl.w = w
+		s.cl.w = proxy.TakeWriter(&clientWriters, s.cl.conn)
 	}
 	return s.cl.w
 }
@@ -111,9 +61,8 @@ func (s *session) releaseClientWriter() error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	if s.small == nil && w.Size() == clientWriterSize {
-		w.Reset(nil)
-		clientWriters.Put(w)
+	if s.small == nil {
+		proxy.PutWriter(&clientWriters, w, clientWriterSize)
 		s.cl.w = nil
 	}
 	return nil

@@ -283,13 +283,22 @@ func (p *Protocol) startTLS(cl *client, direct bool) error {
 	return nil
 }
 
-// peekedConn reads first what a bufio.Reader already took off the wire.
+// peekedConn reads first what a bufio.Reader already took off the wire,
+// then from Conn itself: the reader is let go once it is drained.
 type peekedConn struct {
 	net.Conn
 	r *bufio.Reader
 }
 
-func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func (c *peekedConn) Read(b []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(b)
+		}
+		c.r = nil
+	}
+	return c.Conn.Read(b)
+}
 
 // readStartupPacket reads an untyped startup packet: length, then body.
 func readStartupPacket(r *bufio.Reader) ([]byte, error) {

@@ -62,7 +62,7 @@ type session struct {
 	// fromClient and fromUpstream wait for the next message meanwhile.
 	ur                       *bufio.Reader
 	uw                       *bufio.Writer
-	fromClient, fromUpstream primer
+	fromClient, fromUpstream proxy.Primer
 	// toUp and toClient stream the bodies the gateway does not read, one
 	// per relaying goroutine.
 	toUp, toClient proxy.Copier
@@ -132,7 +132,7 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream, clientPID
 		stmts: map[string]*authz.Verdict{}, portals: map[string]*bound{},
 		maxStatement: sess.MaxStatementBytes(),
 	}
-	s.fromClient.src, s.fromUpstream.src = cl.conn, up.conn
+	s.fromClient, s.fromUpstream = proxy.NewPrimer(cl.conn), proxy.NewPrimer(up.conn)
 	reason := sess.Relay(s)
 	if s.upstreamFatal != "" && !strings.HasPrefix(reason, "upstream closed") && sess.Context().Err() == nil {
 		// The server ended the connection, and the client hung up on
@@ -285,7 +285,7 @@ func (s *session) clientToUpstream() string {
 			putUpstreamWriter(s.uw)
 			putReader(s.cl.r)
 			s.uw, s.cl.r = nil, nil
-			r, err := s.fromClient.wait()
+			r, err := s.fromClient.Wait(&readers)
 			if err != nil {
 				return s.clientReadEnded(err)
 			}
@@ -655,7 +655,7 @@ func (s *session) upstreamToClient() string {
 			}
 			putReader(s.ur)
 			s.ur = nil
-			r, err := s.fromUpstream.wait()
+			r, err := s.fromUpstream.Wait(&readers)
 			if err != nil {
 				return s.upstreamReadEnded(err)
 			}
