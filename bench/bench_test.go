@@ -93,7 +93,7 @@ func BenchmarkSuite(b *testing.B) {
 		{"ssh", func() { benchSSHBulk(b, e, r) }},
 		{"ssh-exec", func() { benchSSHExec(b, e, r) }},
 		// Last: the sessions they open leave the gateway's heap grown
-		// (the 5000 Postgres sessions after the 150 MySQL ones).
+		// (the Postgres sessions after the MySQL ones).
 		{"idle-mysql", func() { benchIdleMySQL(b, e, r, idleMySQLSessions) }},
 		{"idle", func() { benchIdle(b, e, r, envInt("AIRLOCK_BENCH_IDLE", 5000)) }},
 	}
