@@ -48,21 +48,24 @@ func (s *session) clientWriter() *bufio.Writer {
 }
 
 // releaseClientWriter flushes the client writer and gives it back to the
-// pool, unless it is the large one of a result still streaming (see
-// growClientWriter). Only the upstream goroutine calls it; whoever writes
+// pool: the large one of a result that has ended first (see
+// growClientWriter), then the small one; the large one of a result still
+// streaming stays. Only the upstream goroutine calls it; whoever writes
 // next takes a writer again.
 func (s *session) releaseClientWriter() error {
 	s.cwMu.Lock()
 	defer s.cwMu.Unlock()
-	w := s.cl.w
-	if w == nil {
+	if s.cl.w == nil {
 		return nil
 	}
-	if err := w.Flush(); err != nil {
+	if err := s.cl.w.Flush(); err != nil {
 		return err
 	}
+	if s.small != nil && s.streamed == 0 {
+		s.shrinkClientWriterLocked()
+	}
 	if s.small == nil {
-		proxy.PutWriter(&clientWriters, w, clientWriterSize)
+		proxy.PutWriter(&clientWriters, s.cl.w, clientWriterSize)
 		s.cl.w = nil
 	}
 	return nil

@@ -647,9 +647,6 @@ func (s *session) upstreamToClient() string {
 		if s.ur.Buffered() == 0 {
 			// Everything read is relayed: send it, and hold no buffers
 			// while the server is quiet (idle.go).
-			if s.small != nil && s.streamed == 0 {
-				s.shrinkClientWriter()
-			}
 			if err := s.releaseClientWriter(); err != nil {
 				return "client write failed: " + err.Error()
 			}
@@ -757,6 +754,11 @@ func (s *session) growClientWriter() {
 func (s *session) shrinkClientWriter() {
 	s.cwMu.Lock()
 	defer s.cwMu.Unlock()
+	s.shrinkClientWriterLocked()
+}
+
+// shrinkClientWriterLocked is shrinkClientWriter; s.cwMu is held.
+func (s *session) shrinkClientWriterLocked() {
 	if s.small == nil || s.cl.w.Buffered() > 0 {
 		return // s.cl.w is the large writer: not nil
 	}
