@@ -3,8 +3,68 @@ package proxy
 import (
 	"bufio"
 	"io"
+	"net"
 	"sync"
 )
+
+// ReaderPool keeps bufio.Readers of one size for relays to take while a
+// message is on its way and give back when it is read.
+type ReaderPool struct {
+	size int
+	p    sync.Pool
+}
+
+// NewReaderPool is a pool of readers of size bytes.
+func NewReaderPool(size int) *ReaderPool {
+	rp := &ReaderPool{size: size}
+	rp.p.New = func() any { return bufio.NewReaderSize(nil, size) }
+	return rp
+}
+
+// Take is a reader from the pool, reading src.
+func (rp *ReaderPool) Take(src io.Reader) *bufio.Reader {
+	r := rp.p.Get().(*bufio.Reader)
+	r.Reset(src)
+	return r
+}
+
+// Put gives back r, which holds nothing; one of another size (one a
+// connection phase made) is left to the collector.
+func (rp *ReaderPool) Put(r *bufio.Reader) {
+	if r.Size() == rp.size {
+		r.Reset(nil)
+		rp.p.Put(r)
+	}
+}
+
+// WriterPool keeps bufio.Writers of one size.
+type WriterPool struct {
+	size int
+	p    sync.Pool
+}
+
+// NewWriterPool is a pool of writers of size bytes.
+func NewWriterPool(size int) *WriterPool {
+	wp := &WriterPool{size: size}
+	wp.p.New = func() any { return bufio.NewWriterSize(nil, size) }
+	return wp
+}
+
+// Take is a writer from the pool, writing to dst.
+func (wp *WriterPool) Take(dst io.Writer) *bufio.Writer {
+	w := wp.p.Get().(*bufio.Writer)
+	w.Reset(dst)
+	return w
+}
+
+// Put gives back w, which is flushed; one of another size is left to the
+// collector.
+func (wp *WriterPool) Put(w *bufio.Writer) {
+	if w.Size() == wp.size {
+		w.Reset(nil)
+		wp.p.Put(w)
+	}
+}
 
 // Primer lets a relay wait for a connection's next message without
 // holding a buffer: it reads the first byte alone, then hands out a
@@ -32,16 +92,14 @@ func (p *Primer) Read(q []byte) (int, error) {
 	return 1, nil
 }
 
-// Wait blocks until src has a byte and returns a reader from pool (of
-// *bufio.Reader) that reads it first, then src.
-func (p *Primer) Wait(pool *sync.Pool) (*bufio.Reader, error) {
+// Wait blocks until src has a byte and returns a reader from pool that
+// reads it first, then src.
+func (p *Primer) Wait(pool *ReaderPool) (*bufio.Reader, error) {
 	for {
 		n, err := p.src.Read(p.b[:])
 		if n == 1 {
 			p.has = true
-			r := pool.Get().(*bufio.Reader)
-			r.Reset(p)
-			return r, nil
+			return pool.Take(p), nil
 		}
 		if err != nil {
 			return nil, err
@@ -49,35 +107,27 @@ func (p *Primer) Wait(pool *sync.Pool) (*bufio.Reader, error) {
 	}
 }
 
-// PutReader gives r back to pool once it holds nothing; a reader of
-// another size than size (one a connection phase made) is left to the
-// collector.
-func PutReader(pool *sync.Pool, r *bufio.Reader, size int) {
-	if r.Size() == size {
-		r.Reset(nil)
-		pool.Put(r)
+// PrereadConn is a connection whose first bytes a bufio.Reader already
+// read (a TLS ClientHello that came right behind the plaintext request to
+// start TLS): it reads them from R, then from Conn itself. R is let go
+// once drained, given back to Pool when Pool is not nil, not kept for the
+// connection's life.
+type PrereadConn struct {
+	net.Conn
+	R    *bufio.Reader
+	Pool *ReaderPool
+}
+
+// Read implements net.Conn.
+func (c *PrereadConn) Read(b []byte) (int, error) {
+	if c.R != nil {
+		if c.R.Buffered() > 0 {
+			return c.R.Read(b)
+		}
+		if c.Pool != nil {
+			c.Pool.Put(c.R)
+		}
+		c.R = nil
 	}
-}
-
-// PutWriter gives w back to pool once it is flushed; one of another size
-// than size is left to the collector.
-func PutWriter(pool *sync.Pool, w *bufio.Writer, size int) {
-	if w.Size() == size {
-		w.Reset(nil)
-		pool.Put(w)
-	}
-}
-
-// TakeWriter is a writer from pool (of *bufio.Writer) writing to dst.
-func TakeWriter(pool *sync.Pool, dst io.Writer) *bufio.Writer {
-	w := pool.Get().(*bufio.Writer)
-	w.Reset(dst)
-	return w
-}
-
-// TakeReader is a reader from pool (of *bufio.Reader) reading src.
-func TakeReader(pool *sync.Pool, src io.Reader) *bufio.Reader {
-	r := pool.Get().(*bufio.Reader)
-	r.Reset(src)
-	return r
+	return c.Conn.Read(b)
 }

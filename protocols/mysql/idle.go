@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/airlockhq/airlock/proxy"
 )
 
-// A session relays through bufSize buffers each way (large, for results
+// A session relays through 64 KiB buffers each way (large, for results
 // streamed at full speed) but holds them only while it is busy: waiting
 // for the client's next command it gives all four back (a client reader
 // already holding a pipelined command aside) and waits for the command's
@@ -19,11 +18,9 @@ import (
 // the same way and takes a reader only if it speaks; the relay takes the
 // rest when the command comes, the client writer when something is
 // written to the client (by the relay, the watcher or the ender).
-const bufSize = 64 << 10
-
 var (
-	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
-	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
+	readers = proxy.NewReaderPool(64 << 10)
+	writers = proxy.NewWriterPool(64 << 10)
 )
 
 // releaseBuffers gives back the buffers of a session about to wait for
@@ -31,20 +28,20 @@ var (
 // calls it before setIdle, so no watcher runs yet.
 func (s *session) releaseBuffers() {
 	if s.cr.Buffered() == 0 {
-		proxy.PutReader(&readers, s.cr, bufSize)
+		readers.Put(s.cr)
 		s.cr = nil
 	}
 	if s.ur.Buffered() == 0 {
-		proxy.PutReader(&readers, s.ur, bufSize)
+		readers.Put(s.ur)
 		s.ur = nil
 	}
 	if s.uw.Buffered() == 0 {
-		proxy.PutWriter(&writers, s.uw, bufSize)
+		writers.Put(s.uw)
 		s.uw = nil
 	}
 	s.cwMu.Lock()
 	if s.cw != nil && s.cw.Buffered() == 0 {
-		proxy.PutWriter(&writers, s.cw, bufSize)
+		writers.Put(s.cw)
 		s.cw = nil
 	}
 	s.cwMu.Unlock()
@@ -55,10 +52,10 @@ func (s *session) releaseBuffers() {
 // the primer's.
 func (s *session) takeBuffers() {
 	if s.ur == nil {
-		s.ur = proxy.TakeReader(&readers, s.up)
+		s.ur = readers.Take(s.up)
 	}
 	if s.uw == nil {
-		s.uw = proxy.TakeWriter(&writers, s.up)
+		s.uw = writers.Take(s.up)
 	}
 }
 
@@ -66,7 +63,7 @@ func (s *session) takeBuffers() {
 // holds none. cwMu is held.
 func (s *session) clientWriter() *bufio.Writer {
 	if s.cw == nil {
-		s.cw = proxy.TakeWriter(&writers, s.cl)
+		s.cw = writers.Take(s.cl)
 	}
 	return s.cw
 }
@@ -138,7 +135,7 @@ func (s *session) watchUpstream() {
 		_, err = s.ur.Peek(1)
 	} else {
 		var r *bufio.Reader
-		if r, err = s.fromUpstream.Wait(&readers); err == nil {
+		if r, err = s.fromUpstream.Wait(readers); err == nil {
 			s.ur = r
 		}
 	}

@@ -98,7 +98,7 @@ type client struct {
 // newClient takes the connection's buffers from the session pools
 // (idle.go): the relay goes on with them and gives them back.
 func newClient(nc net.Conn) *client {
-	return &client{conn: nc, r: proxy.TakeReader(&readers, nc), w: proxy.TakeWriter(&writers, nc)}
+	return &client{conn: nc, r: readers.Take(nc), w: writers.Take(nc)}
 }
 
 // read reads one logical packet of the connection phase.
@@ -204,25 +204,6 @@ func (p *Protocol) Serve(ctx context.Context, c *proxy.Conn) {
 	sess.End(reason)
 }
 
-// bufferedConn reads first the bytes a bufio.Reader already read from
-// Conn, then from Conn itself: the reader (the connection phase's) goes
-// back to the pool once it is drained, not kept for the session's life.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(b []byte) (int, error) {
-	if c.r != nil {
-		if c.r.Buffered() > 0 {
-			return c.r.Read(b)
-		}
-		proxy.PutReader(&readers, c.r, bufSize)
-		c.r = nil
-	}
-	return c.Conn.Read(b)
-}
-
 // handshakeState is what the connection phase learned, for the record of
 // a refusal.
 type handshakeState struct {
@@ -281,13 +262,13 @@ func (p *Protocol) handshake(ctx context.Context, cl *client) (*handshakeState, 
 		// A MySQL client sends its ClientHello right behind the SSL
 		// request without waiting for an answer, so the reader may
 		// already hold its first bytes: the TLS layer reads through it.
-		tc := tls.Server(&bufferedConn{Conn: cl.conn, r: cl.r}, p.TLS)
+		tc := tls.Server(&proxy.PrereadConn{Conn: cl.conn, R: cl.r, Pool: readers}, p.TLS)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return hs, fmt.Errorf("TLS handshake: %w", err)
 		}
 		seq := cl.seq
 		if cl.w.Buffered() == 0 {
-			proxy.PutWriter(&writers, cl.w, bufSize)
+			writers.Put(cl.w)
 		}
 		*cl = *newClient(tc)
 		cl.seq, cl.tls = seq, true

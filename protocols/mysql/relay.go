@@ -107,7 +107,7 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream) string {
 		p: p, sess: sess, log: sess.Logger(), res: res,
 		fileLoads: up.caps&capLocalFiles != 0,
 		cl:        cl.conn, cr: cl.r, cw: cl.w,
-		up: up.conn, thread: up.thread, ur: proxy.TakeReader(&readers, up.conn), uw: proxy.TakeWriter(&writers, up.conn),
+		up: up.conn, thread: up.thread, ur: readers.Take(up.conn), uw: writers.Take(up.conn),
 		stmts: map[uint32]*stmt{}, maxStatement: sess.MaxStatementBytes(),
 	}
 	s.az = p.newAuthorizer(myauthz.Options{
@@ -177,7 +177,7 @@ func (s *session) run() string {
 		if s.cr != nil {
 			_, err = s.cr.Peek(1)
 		} else {
-			s.cr, err = s.fromClient.Wait(&readers)
+			s.cr, err = s.fromClient.Wait(readers)
 		}
 		if gone := s.endIdle(); gone != "" {
 			return gone

@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"bufio"
-	"net"
-	"sync"
 
 	"github.com/airlockhq/airlock/proxy"
 )
@@ -16,33 +14,18 @@ import (
 // Thousands of idle agent sessions so cost their TLS state and
 // goroutines, not 10 KiB of buffers each (docs/architecture.md, "Memory
 // and garbage collection").
-const (
-	readerSize         = 2 << 10
-	clientWriterSize   = 4 << 10
-	upstreamWriterSize = 2 << 10
-)
-
 var (
-	readers         = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readerSize) }}
-	clientWriters   = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, clientWriterSize) }}
-	upstreamWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, upstreamWriterSize) }}
+	// readers, each way; clientWriters and upstreamWriters.
+	readers         = proxy.NewReaderPool(2 << 10)
+	clientWriters   = proxy.NewWriterPool(4 << 10)
+	upstreamWriters = proxy.NewWriterPool(2 << 10)
 )
-
-// putReader gives back a reader that holds nothing; one of another size
-// (a plaintext client's startup reader) is left to the collector.
-func putReader(r *bufio.Reader) { proxy.PutReader(&readers, r, readerSize) }
-
-// upstreamWriter takes an upstream writer from the pool, writing to conn.
-func upstreamWriter(conn net.Conn) *bufio.Writer { return proxy.TakeWriter(&upstreamWriters, conn) }
-
-// putUpstreamWriter gives back a flushed upstream writer.
-func putUpstreamWriter(w *bufio.Writer) { proxy.PutWriter(&upstreamWriters, w, upstreamWriterSize) }
 
 // clientWriter is the client writer, taken from the pool when the session
 // holds none. s.cwMu is held.
 func (s *session) clientWriter() *bufio.Writer {
 	if s.cl.w == nil {
-		s.cl.w = proxy.TakeWriter(&clientWriters, s.cl.conn)
+		s.cl.w = clientWriters.Take(s.cl.conn)
 	}
 	return s.cl.w
 }
@@ -65,7 +48,7 @@ func (s *session) releaseClientWriter() error {
 		s.shrinkClientWriterLocked()
 	}
 	if s.small == nil {
-		proxy.PutWriter(&clientWriters, s.cl.w, clientWriterSize)
+		clientWriters.Put(s.cl.w)
 		s.cl.w = nil
 	}
 	return nil

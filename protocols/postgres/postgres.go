@@ -268,7 +268,7 @@ func (p *Protocol) startTLS(cl *client, direct bool) error {
 	var raw net.Conn = cl.conn
 	if direct {
 		// The ClientHello's first bytes were peeked into the reader.
-		raw = &peekedConn{Conn: cl.conn, r: cl.r}
+		raw = &proxy.PrereadConn{Conn: cl.conn, R: cl.r}
 	}
 	tc := tls.Server(raw, cfg)
 	if err := tc.Handshake(); err != nil {
@@ -281,23 +281,6 @@ func (p *Protocol) startTLS(cl *client, direct bool) error {
 	cl.r = bufio.NewReaderSize(tc, 2<<10)
 	cl.w = bufio.NewWriterSize(tc, 4<<10)
 	return nil
-}
-
-// peekedConn reads first what a bufio.Reader already took off the wire,
-// then from Conn itself: the reader is let go once it is drained.
-type peekedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *peekedConn) Read(b []byte) (int, error) {
-	if c.r != nil {
-		if c.r.Buffered() > 0 {
-			return c.r.Read(b)
-		}
-		c.r = nil
-	}
-	return c.Conn.Read(b)
 }
 
 // readStartupPacket reads an untyped startup packet: length, then body.

@@ -127,8 +127,8 @@ func relay(p *Protocol, sess *proxy.Session, cl *client, up *upstream, clientPID
 		// (idle.go): frames larger than a buffer are streamed past it
 		// (bufio reads and writes directly once its buffer is empty),
 		// so they cost no copy.
-		ur:    bufio.NewReaderSize(up.conn, readerSize),
-		uw:    upstreamWriter(up.conn),
+		ur:    readers.Take(up.conn),
+		uw:    upstreamWriters.Take(up.conn),
 		stmts: map[string]*authz.Verdict{}, portals: map[string]*bound{},
 		maxStatement: sess.MaxStatementBytes(),
 	}
@@ -282,14 +282,14 @@ func (s *session) clientToUpstream() string {
 			// Idle until the next message begins: no time limit, and
 			// no buffers held meanwhile (idle.go; this goroutine is
 			// their only user).
-			putUpstreamWriter(s.uw)
-			putReader(s.cl.r)
+			upstreamWriters.Put(s.uw)
+			readers.Put(s.cl.r)
 			s.uw, s.cl.r = nil, nil
-			r, err := s.fromClient.Wait(&readers)
+			r, err := s.fromClient.Wait(readers)
 			if err != nil {
 				return s.clientReadEnded(err)
 			}
-			s.cl.r, s.uw = r, upstreamWriter(s.up.conn)
+			s.cl.r, s.uw = r, upstreamWriters.Take(s.up.conn)
 		}
 		c.MessageStarted()
 		typ, n, err := readHeader(s.cl.r)
@@ -650,9 +650,9 @@ func (s *session) upstreamToClient() string {
 			if err := s.releaseClientWriter(); err != nil {
 				return "client write failed: " + err.Error()
 			}
-			putReader(s.ur)
+			readers.Put(s.ur)
 			s.ur = nil
-			r, err := s.fromUpstream.Wait(&readers)
+			r, err := s.fromUpstream.Wait(readers)
 			if err != nil {
 				return s.upstreamReadEnded(err)
 			}
@@ -733,7 +733,7 @@ const (
 
 // bigWriters are the large client writers of sessions streaming a
 // result, shared so that they cost memory only while in use.
-var bigWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bigWriterSize) }}
+var bigWriters = proxy.NewWriterPool(bigWriterSize)
 
 // growClientWriter swaps the client writer for a large one. What the
 // small one holds is flushed first, so the order of bytes is kept.
@@ -743,9 +743,7 @@ func (s *session) growClientWriter() {
 	if s.small != nil || s.clientWriter().Flush() != nil {
 		return // a failed flush stays on the small writer and fails again there
 	}
-	big := bigWriters.Get().(*bufio.Writer)
-	big.Reset(s.cl.conn)
-	s.small, s.cl.w = s.cl.w, big
+	s.small, s.cl.w = s.cl.w, bigWriters.Take(s.cl.conn)
 }
 
 // shrinkClientWriter returns to the small writer once the large one is
@@ -762,9 +760,7 @@ func (s *session) shrinkClientWriterLocked() {
 	if s.small == nil || s.cl.w.Buffered() > 0 {
 		return // s.cl.w is the large writer: not nil
 	}
-	big := s.cl.w
-	big.Reset(nil)
-	bigWriters.Put(big)
+	bigWriters.Put(s.cl.w)
 	s.cl.w, s.small = s.small, nil
 }
 
