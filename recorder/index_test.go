@@ -323,7 +323,7 @@ func TestIndexApply(t *testing.T) {
 	}
 }
 
-func TestPeekSeq(t *testing.T) {
+func TestPeekSessionSeq(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want uint64
@@ -336,15 +336,15 @@ func TestPeekSeq(t *testing.T) {
 		{`{"v":4,"type":"statement","session":"ses_a","seq":1x}`, 0, false},
 		{`{"type":"statement","v":4,"session":"ses_a","seq":17}`, 0, false},
 	} {
-		got, ok := peekSeq([]byte(tc.in))
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("%s: %d %v, want %d %v", tc.in, got, ok, tc.want, tc.ok)
+		session, got, ok := peekSessionSeq([]byte(tc.in))
+		if got != tc.want || ok != tc.ok || ok && string(session) != "ses_a" {
+			t.Errorf("%s: %q %d %v, want ses_a %d %v", tc.in, session, got, ok, tc.want, tc.ok)
 		}
 	}
 	// It agrees with the full decoding on what the gateway writes.
 	b, _ := json.Marshal(&Event{V: Version, Type: TypeStatement, Session: "ses_abc", Seq: 123456, Statement: &Statement{Text: `"seq":9`}})
-	if n, ok := peekSeq(b); !ok || n != 123456 {
-		t.Errorf("%s: %d %v", b, n, ok)
+	if session, n, ok := peekSessionSeq(b); !ok || n != 123456 || string(session) != "ses_abc" {
+		t.Errorf("%s: %q %d %v", b, session, n, ok)
 	}
 }
 

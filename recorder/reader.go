@@ -711,18 +711,11 @@ func canonicalString(b []byte, i int, key string) ([]byte, int, bool) {
 	return b[i : i+j], i + j + 1, true
 }
 
-// peekSeq reads the seq of an event stored as the gateway writes it:
-// {"v":N,"type":"T","session":"S","seq":N,... with no spaces (the
-// canonical encoding, docs/events.md). Anything else is not ok, and is
-// decoded in full. Only where a body's seq puts it among the session's
-// events depends on this; verification decodes every body.
-func peekSeq(b []byte) (uint64, bool) {
-	_, seq, ok := peekSessionSeq(b)
-	return seq, ok
-}
-
-// peekSessionSeq is peekSeq that also returns the session, read in the
-// same pass.
+// peekSessionSeq reads the session and seq of an event stored as the
+// gateway writes it: {"v":N,"type":"T","session":"S","seq":N,... with no
+// spaces (the canonical encoding, docs/events.md). Anything else is not
+// ok, and is decoded in full. Only where a body's seq puts it among the
+// session's events depends on this; verification decodes every body.
 func peekSessionSeq(b []byte) (session []byte, seq uint64, ok bool) {
 	// Members before seq: v (a number), type and session (strings the
 	// gateway writes without quotes or escapes inside).
