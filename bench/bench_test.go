@@ -400,6 +400,31 @@ func (g *gateway) metric(b *testing.B, name string) float64 {
 	return 0
 }
 
+// waitNoSessions waits, up to 30 s, until gateway g holds no live session
+// (airlock_sessions, summed over its labels).
+func (g *gateway) waitNoSessions(b *testing.B) {
+	live := -1.0
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get("http://" + g.MetricsAddr + "/metrics")
+		if err != nil {
+			b.Fatalf("metrics: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		live = 0
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "airlock_sessions{") {
+				f, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+				live += f
+			}
+		}
+		if live == 0 {
+			return
+		}
+	}
+	b.Fatalf("the gateway still holds %.0f sessions 30 s after their clients closed", live)
+}
+
 // commitWait reads the gateway's airlock_recorder_commit_seconds sum and
 // count from its metrics endpoint.
 func (g *gateway) commitWait(b *testing.B) (sum, count float64) {
@@ -534,11 +559,11 @@ func benchConnect(b *testing.B, e *env, r *report) {
 
 // benchIdle opens n idle sessions through airlock (in front of a
 // transaction-pooling PgBouncer, so the database is not the limit) and
-// reports the gateway's resident memory per session.
+// reports the gateway's memory per session.
 func benchIdle(b *testing.B, e *env, r *report, n int) {
 	ctx := context.Background()
 	conns := make([]*pgconn.PgConn, n)
-	perKiB, note := idleMemory(b, e, n, "idle-sessions-heap.pprof", func(i int) error {
+	idleMemory(b, e, r, "Postgres", e.idle.name, n, "idle-sessions-heap.pprof", func(i int) error {
 		c, err := pgconn.Connect(ctx, e.idle.dsn())
 		conns[i] = c
 		return err
@@ -546,10 +571,6 @@ func benchIdle(b *testing.B, e *env, r *report, n int) {
 	for _, c := range conns {
 		c.Close(ctx)
 	}
-	r.profile(filepath.Join(e.profiles, "idle-sessions-heap.pprof"), fmt.Sprintf("heap of the gateway holding %d idle sessions (go tool pprof -sample_index=inuse_space)", n))
-	r.add(row{section: "Postgres", metric: fmt.Sprintf("idle session memory (%d sessions)", n), unit: "KiB/session", baseline: 0,
-		others: []value{{e.idle.name, perKiB}}, target: "<= 48 KiB", met: metPtr(true, perKiB <= 48), // issue 20
-		note: note})
 }
 
 // idleMySQLSessions is how many idle MySQL sessions benchIdleMySQL
@@ -562,7 +583,7 @@ func benchIdleMySQL(b *testing.B, e *env, r *report, n int) {
 	db := mysqlDB(b, e.my.airlock, n)
 	defer db.Close()
 	conns := make([]*sql.Conn, n)
-	perKiB, note := idleMemory(b, e, n, "idle-mysql-sessions-heap.pprof", func(i int) error {
+	idleMemory(b, e, r, "MySQL", judged, n, "idle-mysql-sessions-heap.pprof", func(i int) error {
 		c, err := db.Conn(ctx)
 		if err == nil {
 			err = c.PingContext(ctx)
@@ -573,18 +594,17 @@ func benchIdleMySQL(b *testing.B, e *env, r *report, n int) {
 	for _, c := range conns {
 		c.Close()
 	}
-	r.profile(filepath.Join(e.profiles, "idle-mysql-sessions-heap.pprof"), fmt.Sprintf("heap of the gateway holding %d idle MySQL sessions (go tool pprof -sample_index=inuse_space)", n))
-	r.add(row{section: "MySQL", metric: fmt.Sprintf("idle session memory (%d sessions)", n), unit: "KiB/session", baseline: 0,
-		others: []value{{judged, perKiB}}, target: "<= 48 KiB", met: metPtr(true, perKiB <= 48), // issue 20
-		note: note})
 }
 
-// idleMemory opens n sessions through the judged gateway with open(i),
-// 32 at a time, and returns the memory each holds once they are idle:
-// the larger of the gateway's resident growth and its Go heap in use plus
-// goroutine stacks, per session, with a note saying both. It saves the
-// gateway's heap profile as profile.
-func idleMemory(b *testing.B, e *env, n int, profile string, open func(i int) error) (float64, string) {
+// idleMemory opens n sessions of section's protocol through the judged
+// gateway (named who in the report) with open(i), 32 at a time, and
+// reports the memory each holds once they are idle: the larger of the
+// gateway's resident growth and its Go heap in use plus goroutine
+// stacks, per session. It saves the gateway's heap profile as profile.
+func idleMemory(b *testing.B, e *env, r *report, section, who string, n int, profile string, open func(i int) error) {
+	// Sessions an earlier part closed end in the gateway a little later:
+	// what they free must not count against these.
+	e.gw.waitNoSessions(b)
 	e.gw.collect(b)
 	before := procKB(b, e.gw.PID(), "VmRSS")
 	heap0, stack0 := e.gw.metric(b, "go_memstats_heap_inuse_bytes"), e.gw.metric(b, "go_memstats_stack_inuse_bytes")
@@ -612,13 +632,17 @@ func idleMemory(b *testing.B, e *env, n int, profile string, open func(i int) er
 	after := procKB(b, e.gw.PID(), "VmRSS")
 	heap1, stack1 := e.gw.metric(b, "go_memstats_heap_inuse_bytes"), e.gw.metric(b, "go_memstats_stack_inuse_bytes")
 	e.heapProfile(b, e.gw, profile)
+	r.profile(filepath.Join(e.profiles, profile), fmt.Sprintf("heap of the gateway holding %d idle %s sessions (go tool pprof -sample_index=inuse_space)", n, section))
 	// Resident growth undercounts when the sessions reuse memory the
 	// gateway had freed but kept (the GC headroom, earlier benchmarks'
 	// peaks); the Go heap and stacks they hold do not depend on that. The
 	// judged figure is the larger of the two.
 	rss := float64(after-before) / float64(n)
 	heap, stack := (heap1-heap0)/1024/float64(n), (stack1-stack0)/1024/float64(n)
-	return max(rss, heap+stack), fmt.Sprintf("the larger of resident growth, %.1f KiB, and Go heap in use plus goroutine stacks, %.1f + %.1f KiB", rss, heap, stack)
+	perKiB := max(rss, heap+stack)
+	r.add(row{section: section, metric: fmt.Sprintf("idle session memory (%d sessions)", n), unit: "KiB/session", baseline: 0,
+		others: []value{{who, perKiB}}, target: "<= 48 KiB", met: metPtr(true, perKiB <= 48), // issue 20
+		note: fmt.Sprintf("the larger of resident growth, %.1f KiB, and Go heap in use plus goroutine stacks, %.1f + %.1f KiB", rss, heap, stack)})
 }
 
 // collect has gateway g run two garbage collections (the heap profile
