@@ -632,8 +632,12 @@ func idleMemory(b *testing.B, e *env, r *report, section, who string, n int, pro
 	// what they free must not count against these.
 	e.gw.waitNoSessions(b)
 	e.gw.collect(b)
+	base := strings.TrimSuffix(profile, ".pprof") + "-base.pprof"
+	e.heapProfile(b, e.gw, base)
 	before := procKB(b, e.gw.PID(), "VmRSS")
 	heap0, stack0 := e.gw.metric(b, "go_memstats_heap_inuse_bytes"), e.gw.metric(b, "go_memstats_stack_inuse_bytes")
+	kept0 := e.gw.metric(b, "go_memstats_heap_idle_bytes") - e.gw.metric(b, "go_memstats_heap_released_bytes")
+	other0 := e.gw.metric(b, "go_memstats_other_sys_bytes")
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 32)
@@ -657,8 +661,15 @@ func idleMemory(b *testing.B, e *env, r *report, section, who string, n int, pro
 	e.gw.collect(b)
 	after := procKB(b, e.gw.PID(), "VmRSS")
 	heap1, stack1 := e.gw.metric(b, "go_memstats_heap_inuse_bytes"), e.gw.metric(b, "go_memstats_stack_inuse_bytes")
+	// Where resident memory beyond the heap in use sits: freed heap the
+	// runtime has not yet returned to the system, and the rest of what
+	// it took from the system (span and GC metadata, buffers).
+	kept1 := e.gw.metric(b, "go_memstats_heap_idle_bytes") - e.gw.metric(b, "go_memstats_heap_released_bytes")
+	b.Logf("%s idle sessions: resident %d -> %d KiB; heap in use %.0f -> %.0f KiB; stacks %.0f -> %.0f KiB; freed heap not yet returned %.0f -> %.0f KiB; runtime's other memory %.0f -> %.0f KiB",
+		section, before, procKB(b, e.gw.PID(), "VmRSS"), heap0/1024, heap1/1024, stack0/1024, stack1/1024, kept0/1024, kept1/1024, other0/1024, e.gw.metric(b, "go_memstats_other_sys_bytes")/1024)
 	e.heapProfile(b, e.gw, profile)
-	r.profile(filepath.Join(e.profiles, profile), fmt.Sprintf("heap of the gateway holding %d idle %s sessions (go tool pprof -sample_index=inuse_space)", n, section))
+	r.heapProfile(filepath.Join(e.profiles, profile), filepath.Join(e.profiles, base),
+		fmt.Sprintf("What %d idle %s sessions hold in the gateway's heap: `go tool pprof -sample_index=inuse_space -diff_base docs/profiles/%s docs/profiles/%s`", n, section, base, profile))
 	// Resident growth undercounts when the sessions reuse memory the
 	// gateway had freed but kept (the GC headroom, earlier benchmarks'
 	// peaks); the Go heap and stacks they hold do not depend on that. The

@@ -55,9 +55,11 @@ type report struct {
 	profiles []profile
 }
 
-// profile is a CPU profile of a gateway and what it ran meanwhile.
+// profile is a CPU or heap profile of a gateway and what it ran
+// meanwhile; base, if set, is an earlier heap profile the report shows
+// it against (what was added between the two).
 type profile struct {
-	path, what string
+	path, what, base string
 }
 
 func (r *report) add(x row) {
@@ -79,7 +81,14 @@ func (r *report) add(x row) {
 	r.rows = append(r.rows, x)
 }
 
-func (r *report) profile(path, what string) { r.profiles = append(r.profiles, profile{path, what}) }
+func (r *report) profile(path, what string) {
+	r.profiles = append(r.profiles, profile{path: path, what: what})
+}
+
+// heapProfile adds a heap profile read against base.
+func (r *report) heapProfile(path, base, what string) {
+	r.profiles = append(r.profiles, profile{path: path, what: what, base: base})
+}
 
 // machine notes what the figures were measured on; natsServer is the
 // cluster's nats-server binary, built from the module airlock R1 embeds.
@@ -221,7 +230,11 @@ func (r *report) write(mdPath, pngPath string) error {
 	sb.WriteString("## Where the gateway's time goes\n\n")
 	sb.WriteString("CPU profiles of the gateway process (airlock R1 runs its embedded JetStream server in the same process; airlock R3's cluster runs in three other processes) are in [profiles/](profiles/); read them with `go tool pprof -top docs/profiles/FILE`. The heaviest functions, cumulative:\n\n")
 	for _, prof := range r.profiles {
-		out, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount", "25", prof.path).Output()
+		args := []string{"tool", "pprof", "-top", "-cum", "-nodecount", "25"}
+		if prof.base != "" {
+			args = append(args, "-sample_index=inuse_space", "-diff_base", prof.base)
+		}
+		out, err := exec.Command("go", append(args, prof.path)...).Output()
 		if err != nil {
 			continue
 		}
