@@ -20,19 +20,25 @@ import (
 // takes its full size.
 //
 // more says that more bytes will be appended after these (a MySQL command
-// split into 16 MiB packets): the capacity then grows fourfold past this
-// read's end rather than stopping at it, so a message of many packets is
-// not copied once per packet.
+// split into 16 MiB packets). The first such read aims a sixteenth past
+// its end, so that the short packet that commonly closes the message (a
+// statement a little over 16 MiB) is read without copying the first one;
+// later reads grow fourfold past their end rather than stopping at it, so
+// a message of many packets is not copied once per packet. A closing
+// packet that does not fit costs one copy, which keeps the buffer's peak
+// under twice the message.
 func AppendRead(r io.Reader, buf []byte, n int, more bool) ([]byte, error) {
 	end := len(buf) + n
+	aim := end // the capacity that, reached, is not grown past
+	if more {
+		aim = end + end/16
+	}
+	later := more && len(buf) > 0
 	for len(buf) < end {
 		if len(buf) == cap(buf) {
 			c := max(4*cap(buf), 64<<10)
-			switch {
-			case more:
-				c = max(c, end)
-			case 4*c > end:
-				c = end
+			if !later && 4*c > aim {
+				c = aim
 			}
 			nb := make([]byte, len(buf), c)
 			copy(nb, buf)

@@ -46,9 +46,20 @@ func TestAppendRead(t *testing.T) {
 	if err != io.ErrUnexpectedEOF || string(got) != "xabc" {
 		t.Fatalf("short read: %q, %v", got, err)
 	}
+	// A packet that more follow leaves room for a short closing one: the
+	// message is not copied to append it.
+	buf, err := AppendRead(bytes.NewReader(make([]byte, 1<<20)), nil, 1<<20, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := &buf[0]
+	buf, err = AppendRead(bytes.NewReader(make([]byte, 25)), buf, 25, false)
+	if err != nil || len(buf) != 1<<20+25 || &buf[0] != first {
+		t.Fatalf("1 MiB and 25 bytes: %d bytes, %v, copied: %v", len(buf), err, &buf[0] != first)
+	}
 	// Many packets: each appended read doubles the capacity rather than
 	// copying the whole buffer again.
-	var buf []byte
+	buf = nil
 	copies := 0
 	for range 12 {
 		before := cap(buf)
