@@ -157,6 +157,19 @@ func (s *SSHD) AuthorizeKey(t testing.TB, pub string) {
 	}
 }
 
+// PID is the id of the listening sshd process (it runs in the
+// foreground, -D), which forks a process tree per connection and reaps
+// it: the benchmarks read the CPU time of that tree from its
+// cumulative child times. It is 0 once sshd has been stopped.
+func (s *SSHD) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Log is what sshd logged so far.
 func (s *SSHD) Log() string { return tailFile(s.logPath, 20000) }
 
