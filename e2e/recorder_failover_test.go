@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/airlockhq/airlock/control"
+	"github.com/airlockhq/airlock/natsconn"
 	"github.com/airlockhq/airlock/recorder"
 	"github.com/airlockhq/airlock/testenv"
 )
@@ -625,7 +627,8 @@ func TestRecorderFailoverOldPermissions(t *testing.T) {
 	}
 	var old []string
 	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.Contains(line, "_STANDBY") && !strings.Contains(line, "_standby") && !strings.Contains(line, "airlock.revocations") {
+		if !strings.Contains(line, "_STANDBY") && !strings.Contains(line, "_standby") && !strings.Contains(line, "airlock.revocations") &&
+			strings.TrimSpace(line) != `"$JS.API.STREAM.MSG.GET.AIRLOCK_EVENTS"` {
 			old = append(old, line)
 		}
 	}
@@ -657,5 +660,66 @@ func TestRecorderFailoverOldPermissions(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the revoked grant's session is still open")
+	}
+
+	// The session index without the permission to read single messages
+	// of the stream: a sync that must ask the stream (the last message,
+	// a session's data, is not one the index follows) gives up asking
+	// within a moment, says why, and lists still answer.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	nc, err := natsconn.Connect(ctx, natsconn.Options{URL: c.URL, CredentialsFile: u.SeedFiles["gateway"], Name: "old-permissions-index"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	logs := &lockedBuffer{}
+	x := recorder.NewIndex(nc.JS, recorder.IndexOptions{Stream: "AIRLOCK_EVENTS", Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	xctx, xstop := context.WithCancel(ctx)
+	xdone := make(chan struct{})
+	go func() {
+		defer close(xdone)
+		_ = x.Run(xctx)
+	}()
+	defer func() {
+		xstop()
+		<-xdone
+	}()
+	if err := x.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := recorder.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := recorder.New(ctx, nc.JS, recorder.Options{Stream: "AIRLOCK_EVENTS", Replicas: 3, Signer: signer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	l := rec.Open("ses_old_perm", recorder.Meta{Agent: "agent-1", Resource: "demo-ssh", Protocol: "ssh", Client: "c"})
+	l.Append(recorder.Event{Type: recorder.TypeSessionStart})
+	l.Append(recorder.Event{Type: recorder.TypeData, Data: &recorder.Data{ID: 1, Stream: "stdout", Text: "ok"}})
+	if err := l.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+	err = x.Sync(sctx)
+	scancel()
+	if took := time.Since(began); err != nil || took > 2*time.Second {
+		t.Fatalf("index sync without the permission: %v after %v", err, took)
+	}
+	if !strings.Contains(logs.String(), "cannot read single messages") {
+		t.Errorf("the index did not say why it stopped asking the stream; its log:\n%s", logs)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		p, err := x.Query(recorder.Query{Limit: 1})
+		if err == nil && len(p.Sessions) == 1 && p.Sessions[0].Session == "ses_old_perm" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the index does not list ses_old_perm first: %+v (%v)", p.Sessions, err)
+		}
 	}
 }

@@ -107,6 +107,39 @@ func TestRecorderNATSPermissions(t *testing.T) {
 	if _, err := recorder.NewReader(gw.JS, "AIRLOCK_EVENTS", "").Sessions(ctx, recorder.ListOptions{}); err != nil {
 		t.Fatalf("list as the gateway user: %v", err)
 	}
+	// The session index, as the gateway keeps it. A session starts after
+	// the index loaded and its data, which the index does not follow, is
+	// the stream's last message: the index's sync asks the stream itself
+	// whether a followed message is left (STREAM.MSG.GET).
+	x := recorder.NewIndex(gw.JS, recorder.IndexOptions{Stream: "AIRLOCK_EVENTS"})
+	xctx, xstop := context.WithCancel(ctx)
+	xdone := make(chan struct{})
+	go func() {
+		defer close(xdone)
+		_ = x.Run(xctx)
+	}()
+	defer func() {
+		xstop()
+		<-xdone
+	}()
+	if err := x.Wait(ctx); err != nil {
+		t.Fatalf("session index as the gateway user: %v", err)
+	}
+	sl := rec.Open("ses_perm_ssh", recorder.Meta{Agent: "a", Resource: "r", Protocol: "ssh", Client: "c"})
+	sl.Append(recorder.Event{Type: recorder.TypeSessionStart})
+	sl.Append(recorder.Event{Type: recorder.TypeData, Data: &recorder.Data{ID: 1, Stream: "stdout", Text: "ok"}})
+	if err := sl.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	err = x.Sync(sctx)
+	scancel()
+	if err != nil {
+		t.Fatalf("session index synced as the gateway user: %v", err)
+	}
+	if p, err := x.Query(recorder.Query{Limit: 1}); err != nil || len(p.Sessions) != 1 || p.Sessions[0].Session != "ses_perm_ssh" {
+		t.Fatalf("session index as the gateway user lists %+v (%v), want ses_perm_ssh first", p.Sessions, err)
+	}
 	store, err := control.OpenStore(ctx, gw.NC, gw.JS, control.StoreOptions{Bucket: "airlock_grants", Replicas: 3, Standby: true})
 	if err != nil {
 		t.Fatalf("grant store as the gateway user: %v", err)
@@ -365,13 +398,22 @@ func TestRecorderNATSPermissions(t *testing.T) {
 	}
 
 	// After all of it the stream still holds exactly the sessions' events
-	// (ses_perm's two, ses_gone's start and its note).
+	// (ses_perm's two, ses_gone's start and its note, and ses_perm_ssh's
+	// start, data and the checkpoint that signs them once it is due).
+	ssh, err := st.Info(ctx, jetstream.WithSubjectFilter("airlock.events.ses_perm_ssh.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sshMsgs uint64
+	for _, n := range ssh.State.Subjects {
+		sshMsgs += n
+	}
 	info, err := st.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.State.Msgs != 4 || info.Config.MaxAge != 0 || !info.Config.DenyDelete || !info.Config.DenyPurge {
-		t.Fatalf("stream after the attempts: %d messages, config %+v", info.State.Msgs, info.Config)
+	if sshMsgs < 2 || info.State.Msgs != 4+sshMsgs || info.Config.MaxAge != 0 || !info.Config.DenyDelete || !info.Config.DenyPurge {
+		t.Fatalf("stream after the attempts: %d messages (%d of ses_perm_ssh), config %+v", info.State.Msgs, sshMsgs, info.Config)
 	}
 }
 

@@ -66,6 +66,9 @@ type Index struct {
 	// messages, so that follow returns and Run makes a new one.
 	cons       jetstream.Consumer
 	stopFollow func()
+	// askAgain is when Sync asks the stream again after unapplied
+	// failed (stopAsking).
+	askAgain time.Time
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -153,12 +156,21 @@ func (x *Index) Wait(ctx context.Context) error {
 // Sync waits until the index has applied every event of its subjects
 // that the stream held when Sync was called, so a list made right after a
 // session ended shows it ended (read your writes). It asks the server how
-// far the live consumer has got; on ctx's end it returns ctx's error and
-// the index answers with what it has.
+// far the live consumer has got and, once the consumer has nothing
+// pending, whether the stream holds a message of the index's subjects the
+// index has not applied (see unapplied); on ctx's end it returns ctx's
+// error and the index answers with what it has.
 func (x *Index) Sync(ctx context.Context) error {
 	if err := x.Wait(ctx); err != nil {
 		return err
 	}
+	// What the stream holds now is what Sync waits for: messages stored
+	// later do not hold it up on a busy gateway.
+	st, err := x.js.Stream(ctx, x.stream)
+	if err != nil {
+		return fmt.Errorf("recorder: index sync: %w", err)
+	}
+	upTo := st.CachedInfo().State.LastSeq
 	for {
 		x.mu.RLock()
 		cons, last := x.cons, x.last
@@ -186,11 +198,96 @@ func (x *Index) Sync(ctx context.Context) error {
 			return fmt.Errorf("recorder: index sync: %w", err)
 		}
 		if info.NumPending == 0 && last >= info.Delivered.Stream {
-			return nil
+			if !x.asksStream() {
+				return nil
+			}
+			behind, err := x.unapplied(ctx, st, last, upTo)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return context.Cause(ctx)
+			case err != nil:
+				x.stopAsking(err)
+				return nil
+			case !behind:
+				return nil
+			}
 		}
 		if !sleepCtx(ctx, 5*time.Millisecond) {
 			return context.Cause(ctx)
 		}
+	}
+}
+
+// unapplied reports whether st holds a message of the index's subjects
+// after last, the sequence applied, and no later than upTo. The live
+// consumer's count of pending messages cannot tell: the server adds a
+// stored message to it only when the stream's signal reaches the
+// consumer, which happens after the store is acknowledged, so for a moment
+// a consumer with nothing delivered unapplied reports nothing pending
+// (a list right after a session ended missed it, TestIndexPaging).
+//
+// The server answers within milliseconds; one that does not answer within
+// unappliedWait is taken for a NATS user without the permission to read
+// single messages (a refused request gets no answer), see stopAsking.
+func (x *Index) unapplied(ctx context.Context, st jetstream.Stream, last, upTo uint64) (bool, error) {
+	if last >= upTo {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, unappliedWait)
+	defer cancel()
+	for _, subj := range x.subjects() {
+		m, err := st.GetMsg(ctx, last+1, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if m.Sequence <= upTo {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// unappliedWait bounds unapplied's reads.
+const unappliedWait = 250 * time.Millisecond
+
+// unappliedOff is how long Sync trusts the consumer's count alone after
+// unapplied failed.
+const unappliedOff = time.Minute
+
+// asksStream reports whether Sync asks the stream (unapplied), which it
+// does unless that failed within the last unappliedOff.
+func (x *Index) asksStream() bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return time.Now().After(x.askAgain)
+}
+
+// stopAsking makes Sync trust the consumer's count alone for
+// unappliedOff after err: a gateway whose NATS user predates the
+// permission (deploy/nats/accounts.conf) or a stream between leaders
+// still lists, at worst without a session that ended a moment ago.
+func (x *Index) stopAsking(err error) {
+	x.mu.Lock()
+	x.askAgain = time.Now().Add(unappliedOff)
+	x.mu.Unlock()
+	x.log.Warn("session index: cannot read single messages of the events stream; for a minute a list may miss a session that ended a moment ago (does the gateway's NATS user have $JS.API.STREAM.MSG.GET on the stream? docs/recorder.md, \"NATS users\")",
+		"stream", x.stream, "err", err)
+}
+
+// subjects are the subjects the index follows: the sessions' starts,
+// refused logins, ends and interruption notes, their statements and the
+// batches that carry statements.
+func (x *Index) subjects() []string {
+	return []string{
+		x.prefix + ".*." + KindStart,
+		x.prefix + ".*." + KindAuth,
+		x.prefix + ".*." + KindEnd,
+		x.prefix + ".*." + KindInterrupted,
+		x.prefix + ".*." + KindStmt,
+		x.prefix + ".*." + KindBatch,
 	}
 }
 
@@ -388,16 +485,9 @@ func (x *Index) follow(ctx context.Context) error {
 	x.mu.RUnlock()
 	cctx, cancel := context.WithTimeout(ctx, followCreateWait)
 	cons, err := x.js.CreateConsumer(cctx, x.stream, jetstream.ConsumerConfig{
-		FilterSubjects: []string{
-			x.prefix + ".*." + KindStart,
-			x.prefix + ".*." + KindAuth,
-			x.prefix + ".*." + KindEnd,
-			x.prefix + ".*." + KindInterrupted,
-			x.prefix + ".*." + KindStmt,
-			x.prefix + ".*." + KindBatch,
-		},
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   from,
+		FilterSubjects: x.subjects(),
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
 		// As an ordered consumer is: nothing to acknowledge, one
 		// replica in memory, since a lost one is made again from x.last.
 		AckPolicy:         jetstream.AckNonePolicy,

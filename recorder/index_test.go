@@ -284,6 +284,68 @@ func TestIndexPaging(t *testing.T) {
 	}
 }
 
+// TestIndexUnapplied checks what Sync asks the stream once the live
+// consumer reports nothing pending (a count the server updates only after
+// the store is acknowledged): whether a message of the index's subjects
+// lies after the last applied and no later than what the stream held
+// when Sync began; messages of other subjects (an SSH session's data)
+// and later ones do not count.
+func TestIndexUnapplied(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	ctx := context.Background()
+	x := NewIndex(h.js, IndexOptions{Stream: testStream})
+	st, err := h.js.Stream(ctx, testStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(id string, evs ...Event) {
+		t.Helper()
+		l := h.rec.Open(id, testMeta("agent-1", "web-1"))
+		for _, ev := range evs {
+			l.Append(ev)
+		}
+		if err := l.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lastSeq := func() uint64 {
+		t.Helper()
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.LastSeq
+	}
+	// A session's start, then its data: the data is the stream's last
+	// message, not the index's.
+	publish("s-1", Event{Type: TypeSessionStart}, Event{Type: TypeData, Data: &Data{ID: 1, Stream: "stdout", Text: "hi"}})
+	data := lastSeq()
+	start := data - 1
+	// A second session's start, after.
+	publish("s-2", Event{Type: TypeSessionStart})
+	second := lastSeq()
+	for _, tc := range []struct {
+		name       string
+		last, upTo uint64
+		wantBehind bool
+	}{
+		{"the start not applied", start - 1, data, true},
+		{"only data after the last applied", start, data, false},
+		{"a start after what Sync waits for", start, data, false},
+		{"that start within it", data, second, true},
+		{"everything applied", second, second, false},
+		{"applied past what Sync waits for", second, data, false},
+	} {
+		got, err := x.unapplied(ctx, st, tc.last, tc.upTo)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got != tc.wantBehind {
+			t.Errorf("%s (last %d, up to %d): behind %v, want %v", tc.name, tc.last, tc.upTo, got, tc.wantBehind)
+		}
+	}
+}
+
 // TestIndexApply covers what arrives out of the ordinary: a session whose
 // refused login comes before its start, a republished statement, a
 // message replayed from before the last applied.
