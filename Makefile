@@ -49,7 +49,8 @@ clean:
 # runs only those parts and writes nothing under docs/ (names in
 # bench/bench_test.go); AIRLOCK_BENCH_ROUNDS and AIRLOCK_BENCH_SECONDS
 # shorten the pgbench runs; AIRLOCK_BENCH_STATEMENT_MIB=16,200 sets the
-# sizes of the large-statement part.
+# sizes of the large-statement part; AIRLOCK_BENCH_TRACE=file saves a
+# runtime trace of the R1 gateway during the 1-client latency part.
 bench: deps
 	$(GO) test -run '^$$' -bench Suite -benchtime 1x -timeout 60m -v ./bench
 

@@ -330,11 +330,13 @@ func (e *env) gatewayOf(t target) *gateway {
 	return nil
 }
 
-// benchLatency measures per-statement latency at one client, direct and
-// through airlock with each recorder, interleaved in blocks.
+// benchLatency measures per-statement latency at one client, direct,
+// through PgBouncer and through airlock with each recorder, interleaved in
+// blocks. PgBouncer's added latency is what one more relaying process
+// (a TLS leg each way, two more loopback hops) costs on this machine.
 func benchLatency(b *testing.B, e *env, r *report) {
 	ctx := context.Background()
-	contenders := []target{e.direct, e.airlock, e.airlockR3}
+	contenders := []target{e.direct, e.bouncer, e.airlock, e.airlockR3}
 	conns := map[string]*pgx.Conn{}
 	for _, t := range contenders {
 		cfg, err := pgx.ParseConfig(t.dsn())
@@ -350,6 +352,12 @@ func benchLatency(b *testing.B, e *env, r *report) {
 		conns[t.name] = c
 	}
 	samples := map[string][]time.Duration{}
+	if path := os.Getenv("AIRLOCK_BENCH_TRACE"); path != "" {
+		// The first blocks' runtime trace, for `go tool trace` (its
+		// -pprof=sched shows where goroutines waited to run).
+		traced := e.gw.trace(b, path, 3)
+		defer func() { <-traced }()
+	}
 	waitSum, waitN := e.gw.commitWait(b)
 	const blocks, per = 10, 500
 	for blk := range blocks {
@@ -370,9 +378,10 @@ func benchLatency(b *testing.B, e *env, r *report) {
 	sum, n := e.gw.commitWait(b)
 	for _, p := range []float64{50, 99} {
 		x := latencyRow("Postgres", fmt.Sprintf("point select at 1 client, p%.0f latency", p), "µs", samples, p,
-			[]string{e.direct.name, e.airlock.name, e.airlockR3.name})
+			[]string{e.direct.name, e.bouncer.name, e.airlock.name, e.airlockR3.name})
 		if p == 50 {
 			x.target, x.met = "<= 150 µs added", metPtr(true, x.added(judged) <= 150)
+			x.note += fmt.Sprintf("; R1 adds %+.0f µs to PgBouncer's", x.added(judged)-x.added(e.bouncer.name))
 			if n > waitN {
 				x.note += fmt.Sprintf("; R1 waited %.0f µs on average for the recorder's acknowledgement", (sum-waitSum)/(n-waitN)*1e6)
 			}
@@ -736,6 +745,31 @@ func (e *env) cpuProfile(b *testing.B, g *gateway, name string, secs int) chan s
 		_, _ = io.Copy(f, resp.Body)
 	}()
 	time.Sleep(200 * time.Millisecond)
+	return done
+}
+
+// trace fetches a runtime trace of gateway g for secs seconds into path;
+// the channel closes when it is written.
+func (g *gateway) trace(b *testing.B, path string, secs int) chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%d", g.MetricsAddr, secs))
+		if err != nil {
+			b.Logf("trace: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			b.Logf("trace: %v", err)
+			return
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			b.Logf("trace: %v", err)
+		}
+	}()
 	return done
 }
 
