@@ -222,9 +222,10 @@ func (x *Index) Sync(ctx context.Context) error {
 // after last, the sequence applied, and no later than upTo. The live
 // consumer's count of pending messages cannot tell: the server adds a
 // stored message to it only when the stream's signal reaches the
-// consumer, which happens after the store is acknowledged, so for a moment
-// a consumer with nothing delivered unapplied reports nothing pending
-// (a list right after a session ended missed it, TestIndexPaging).
+// consumer, which happens after the store is acknowledged, so for a
+// moment after a store the consumer reports nothing pending while the
+// stream holds a message it has not delivered (a list right after a
+// session ended missed it: TestIndexPaging, rarely).
 //
 // The server answers within milliseconds; one that does not answer within
 // unappliedWait is taken for a NATS user without the permission to read
