@@ -274,7 +274,7 @@ func (x *Index) stopAsking(err error) {
 	x.mu.Lock()
 	x.askAgain = time.Now().Add(unappliedOff)
 	x.mu.Unlock()
-	x.log.Warn("session index: cannot read single messages of the events stream; for a minute a list may miss a session that ended a moment ago (does the gateway's NATS user have $JS.API.STREAM.MSG.GET on the stream? docs/recorder.md, \"NATS users\")",
+	x.log.Warn("session index: cannot read single messages of the events stream; for a minute lists go by the consumer's count and may miss a session that ended a moment ago (the stream may be electing a leader, or the gateway's NATS user lacks $JS.API.STREAM.MSG.GET on it, whose requests get no answer: docs/recorder.md, \"NATS users\")",
 		"stream", x.stream, "err", err)
 }
 
