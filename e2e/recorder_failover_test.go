@@ -618,8 +618,9 @@ func (p *freezeProxy) pipe(dst, src net.Conn) {
 
 // TestRecorderFailoverOldPermissions: a gateway upgraded on a cluster
 // whose NATS users predate failover (no permission for the standbys or
-// the revocation notices) still starts and works, without failover, and
-// says why in its log.
+// the revocation notices) and the session index's sync (none to read
+// single messages of the events stream) still starts and works, without
+// failover, and says why in its log; its session index still lists.
 func TestRecorderFailoverOldPermissions(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join("..", "deploy", "nats", "accounts.conf"))
 	if err != nil {
