@@ -674,21 +674,6 @@ func TestRecorderFailoverOldPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	logs := &lockedBuffer{}
-	x := recorder.NewIndex(nc.JS, recorder.IndexOptions{Stream: "AIRLOCK_EVENTS", Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	xctx, xstop := context.WithCancel(ctx)
-	xdone := make(chan struct{})
-	go func() {
-		defer close(xdone)
-		_ = x.Run(xctx)
-	}()
-	defer func() {
-		xstop()
-		<-xdone
-	}()
-	if err := x.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
 	signer, err := recorder.GenerateSigner()
 	if err != nil {
 		t.Fatal(err)
@@ -698,17 +683,9 @@ func TestRecorderFailoverOldPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rec.Close()
-	l := rec.Open("ses_old_perm", recorder.Meta{Agent: "agent-1", Resource: "demo-ssh", Protocol: "ssh", Client: "c"})
-	l.Append(recorder.Event{Type: recorder.TypeSessionStart})
-	l.Append(recorder.Event{Type: recorder.TypeData, Data: &recorder.Data{ID: 1, Stream: "stdout", Text: "ok"}})
-	if err := l.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	began := time.Now()
-	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
-	err = x.Sync(sctx)
-	scancel()
-	if took := time.Since(began); err != nil || took > 2*time.Second {
+	logs := &lockedBuffer{}
+	x, took, err := indexAfterData(ctx, t, nc.JS, rec, "ses_old_perm", slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil || took > 2*time.Second {
 		t.Fatalf("index sync without the permission: %v after %v", err, took)
 	}
 	if !strings.Contains(logs.String(), "cannot read single messages") {

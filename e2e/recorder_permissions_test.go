@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -107,35 +108,16 @@ func TestRecorderNATSPermissions(t *testing.T) {
 	if _, err := recorder.NewReader(gw.JS, "AIRLOCK_EVENTS", "").Sessions(ctx, recorder.ListOptions{}); err != nil {
 		t.Fatalf("list as the gateway user: %v", err)
 	}
-	// The session index, as the gateway keeps it. A session starts after
-	// the index loaded and its data, which the index does not follow, is
-	// the stream's last message: the index's sync asks the stream itself
-	// whether a followed message is left (STREAM.MSG.GET).
-	x := recorder.NewIndex(gw.JS, recorder.IndexOptions{Stream: "AIRLOCK_EVENTS"})
-	xctx, xstop := context.WithCancel(ctx)
-	xdone := make(chan struct{})
-	go func() {
-		defer close(xdone)
-		_ = x.Run(xctx)
-	}()
-	defer func() {
-		xstop()
-		<-xdone
-	}()
-	if err := x.Wait(ctx); err != nil {
-		t.Fatalf("session index as the gateway user: %v", err)
-	}
-	sl := rec.Open("ses_perm_ssh", recorder.Meta{Agent: "a", Resource: "r", Protocol: "ssh", Client: "c"})
-	sl.Append(recorder.Event{Type: recorder.TypeSessionStart})
-	sl.Append(recorder.Event{Type: recorder.TypeData, Data: &recorder.Data{ID: 1, Stream: "stdout", Text: "ok"}})
-	if err := sl.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
-	err = x.Sync(sctx)
-	scancel()
+	// The session index, as the gateway keeps it, syncs by asking the
+	// stream itself (STREAM.MSG.GET), without falling back to the
+	// consumer's count alone as it does when refused.
+	indexLog := &lockedBuffer{}
+	x, _, err := indexAfterData(ctx, t, gw.JS, rec, "ses_perm_ssh", slog.New(slog.NewTextHandler(indexLog, nil)))
 	if err != nil {
 		t.Fatalf("session index synced as the gateway user: %v", err)
+	}
+	if strings.Contains(indexLog.String(), "cannot read single messages") {
+		t.Fatalf("the session index could not read the events stream as the gateway user:\n%s", indexLog)
 	}
 	if p, err := x.Query(recorder.Query{Limit: 1}); err != nil || len(p.Sessions) != 1 || p.Sessions[0].Session != "ses_perm_ssh" {
 		t.Fatalf("session index as the gateway user lists %+v (%v), want ses_perm_ssh first", p.Sessions, err)
@@ -445,4 +427,39 @@ func jsRaw(ctx context.Context, js jetstream.JetStream, subject string) error {
 		return errors.New(string(msg.Data))
 	}
 	return nil
+}
+
+// indexAfterData runs a session index on js as the gateway keeps one
+// (stopped when the test ends), then records through rec session id's
+// start and a chunk of its data: the data, which the index does not
+// follow, is the stream's last message, so the index's Sync must ask the
+// stream whether a followed message is left (STREAM.MSG.GET). It returns
+// the index, how long its Sync took and what it returned.
+func indexAfterData(ctx context.Context, t *testing.T, js jetstream.JetStream, rec *recorder.Recorder, id string, log *slog.Logger) (*recorder.Index, time.Duration, error) {
+	t.Helper()
+	x := recorder.NewIndex(js, recorder.IndexOptions{Stream: "AIRLOCK_EVENTS", Logger: log})
+	xctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = x.Run(xctx)
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	if err := x.Wait(ctx); err != nil {
+		t.Fatalf("session index: %v", err)
+	}
+	l := rec.Open(id, recorder.Meta{Agent: "agent-1", Resource: "demo-ssh", Protocol: "ssh", Client: "c"})
+	l.Append(recorder.Event{Type: recorder.TypeSessionStart})
+	l.Append(recorder.Event{Type: recorder.TypeData, Data: &recorder.Data{ID: 1, Stream: "stdout", Text: "ok"}})
+	if err := l.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := x.Sync(sctx)
+	return x, time.Since(began), err
 }
