@@ -164,13 +164,11 @@ func (x *Index) Sync(ctx context.Context) error {
 	if err := x.Wait(ctx); err != nil {
 		return err
 	}
-	// What the stream holds now is what Sync waits for: messages stored
-	// later do not hold it up on a busy gateway.
-	st, err := x.js.Stream(ctx, x.stream)
-	if err != nil {
-		return fmt.Errorf("recorder: index sync: %w", err)
-	}
-	upTo := st.CachedInfo().State.LastSeq
+	// The stream and its last message when the consumer first reported
+	// nothing pending: Sync waits for no later message, so messages
+	// stored meanwhile do not hold it up on a busy gateway.
+	var st jetstream.Stream
+	var upTo uint64
 	for {
 		x.mu.RLock()
 		cons, last := x.cons, x.last
@@ -200,6 +198,12 @@ func (x *Index) Sync(ctx context.Context) error {
 		if info.NumPending == 0 && last >= info.Delivered.Stream {
 			if !x.asksStream() {
 				return nil
+			}
+			if st == nil {
+				if st, err = x.js.Stream(ctx, x.stream); err != nil {
+					return fmt.Errorf("recorder: index sync: %w", err)
+				}
+				upTo = st.CachedInfo().State.LastSeq
 			}
 			behind, err := x.unapplied(ctx, st, last, upTo)
 			switch {
