@@ -393,20 +393,48 @@ func benchLatency(b *testing.B, e *env, r *report) {
 // metric reads one unlabelled gauge or counter from the gateway's
 // metrics endpoint.
 func (g *gateway) metric(b *testing.B, name string) float64 {
+	return g.metrics(b, name)[0]
+}
+
+// metrics reads unlabelled gauges or counters from one answer of the
+// gateway's metrics endpoint, in the order named.
+func (g *gateway) metrics(b *testing.B, names ...string) []float64 {
 	resp, err := http.Get("http://" + g.MetricsAddr + "/metrics")
 	if err != nil {
 		b.Fatalf("metrics: %v", err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	vals := make([]float64, len(names))
+	found := 0
 	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+		name, v, ok := strings.Cut(line, " ")
+		if i := slices.Index(names, name); ok && i >= 0 {
+			vals[i], _ = strconv.ParseFloat(v, 64)
+			found++
 		}
 	}
-	b.Fatalf("metrics: no %s", name)
-	return 0
+	if found != len(names) {
+		b.Fatalf("metrics: not all of %v", names)
+	}
+	return vals
+}
+
+// gatewayMemory is where a gateway's memory sits: resident (KiB), and in
+// bytes the Go heap in use, goroutine stacks, freed heap the runtime has
+// not yet returned to the system, and the rest of what it took from the
+// system (span and GC metadata, buffers).
+type gatewayMemory struct {
+	residentKiB                int64
+	heap, stacks, kept, others float64
+}
+
+// memory reads gateway g's memory, after whatever collection the caller
+// made.
+func (g *gateway) memory(b *testing.B) gatewayMemory {
+	m := g.metrics(b, "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes",
+		"go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_other_sys_bytes")
+	return gatewayMemory{residentKiB: procKB(b, g.PID(), "VmRSS"), heap: m[0], stacks: m[1], kept: m[2] - m[3], others: m[4]}
 }
 
 // waitNoSessions waits, up to 30 s, until gateway g holds no live session
@@ -437,7 +465,8 @@ func (g *gateway) waitNoSessions(b *testing.B) {
 // commitWait reads the gateway's airlock_recorder_commit_seconds sum and
 // count from its metrics endpoint.
 func (g *gateway) commitWait(b *testing.B) (sum, count float64) {
-	return g.metric(b, "airlock_recorder_commit_seconds_sum"), g.metric(b, "airlock_recorder_commit_seconds_count")
+	m := g.metrics(b, "airlock_recorder_commit_seconds_sum", "airlock_recorder_commit_seconds_count")
+	return m[0], m[1]
 }
 
 // latencyRow is the p-th percentile of each contender's samples in unit
@@ -643,10 +672,7 @@ func idleMemory(b *testing.B, e *env, r *report, section, who string, n int, pro
 	e.gw.collect(b)
 	base := strings.TrimSuffix(profile, ".pprof") + "-base.pprof"
 	e.heapProfile(b, e.gw, base)
-	before := procKB(b, e.gw.PID(), "VmRSS")
-	heap0, stack0 := e.gw.metric(b, "go_memstats_heap_inuse_bytes"), e.gw.metric(b, "go_memstats_stack_inuse_bytes")
-	kept0 := e.gw.metric(b, "go_memstats_heap_idle_bytes") - e.gw.metric(b, "go_memstats_heap_released_bytes")
-	other0 := e.gw.metric(b, "go_memstats_other_sys_bytes")
+	m0 := e.gw.memory(b)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 32)
@@ -668,14 +694,9 @@ func idleMemory(b *testing.B, e *env, r *report, section, who string, n int, pro
 	}
 	// What the sessions hold, not the garbage their handshakes left.
 	e.gw.collect(b)
-	after := procKB(b, e.gw.PID(), "VmRSS")
-	heap1, stack1 := e.gw.metric(b, "go_memstats_heap_inuse_bytes"), e.gw.metric(b, "go_memstats_stack_inuse_bytes")
-	// Where resident memory beyond the heap in use sits: freed heap the
-	// runtime has not yet returned to the system, and the rest of what
-	// it took from the system (span and GC metadata, buffers).
-	kept1 := e.gw.metric(b, "go_memstats_heap_idle_bytes") - e.gw.metric(b, "go_memstats_heap_released_bytes")
+	m1 := e.gw.memory(b)
 	b.Logf("%s idle sessions: resident %d -> %d KiB; heap in use %.0f -> %.0f KiB; stacks %.0f -> %.0f KiB; freed heap not yet returned %.0f -> %.0f KiB; runtime's other memory %.0f -> %.0f KiB",
-		section, before, procKB(b, e.gw.PID(), "VmRSS"), heap0/1024, heap1/1024, stack0/1024, stack1/1024, kept0/1024, kept1/1024, other0/1024, e.gw.metric(b, "go_memstats_other_sys_bytes")/1024)
+		section, m0.residentKiB, m1.residentKiB, m0.heap/1024, m1.heap/1024, m0.stacks/1024, m1.stacks/1024, m0.kept/1024, m1.kept/1024, m0.others/1024, m1.others/1024)
 	e.heapProfile(b, e.gw, profile)
 	r.heapProfile(filepath.Join(e.profiles, profile), filepath.Join(e.profiles, base),
 		fmt.Sprintf("What %d idle %s sessions hold in the gateway's heap: `go tool pprof -sample_index=inuse_space -diff_base docs/profiles/%s docs/profiles/%s`", n, section, base, profile))
@@ -683,8 +704,8 @@ func idleMemory(b *testing.B, e *env, r *report, section, who string, n int, pro
 	// gateway had freed but kept (the GC headroom, earlier benchmarks'
 	// peaks); the Go heap and stacks they hold do not depend on that. The
 	// judged figure is the larger of the two.
-	rss := float64(after-before) / float64(n)
-	heap, stack := (heap1-heap0)/1024/float64(n), (stack1-stack0)/1024/float64(n)
+	rss := float64(m1.residentKiB-m0.residentKiB) / float64(n)
+	heap, stack := (m1.heap-m0.heap)/1024/float64(n), (m1.stacks-m0.stacks)/1024/float64(n)
 	perKiB := max(rss, heap+stack)
 	r.add(row{section: section, metric: fmt.Sprintf("idle session memory (%d sessions)", n), unit: "KiB/session", baseline: 0,
 		others: []value{{who, perKiB}}, target: "<= 48 KiB", met: metPtr(true, perKiB <= 48), // issue 20
@@ -711,39 +732,15 @@ func (g *gateway) collect(b *testing.B) {
 // heapProfile saves gateway g's heap profile as name, beside the CPU
 // profiles.
 func (e *env) heapProfile(b *testing.B, g *gateway, name string) {
-	resp, err := http.Get("http://" + g.MetricsAddr + "/debug/pprof/heap")
-	if err != nil {
+	if err := g.savePprof("heap", filepath.Join(e.profiles, name)); err != nil {
 		b.Fatalf("heap profile: %v", err)
 	}
-	defer resp.Body.Close()
-	f, err := os.Create(filepath.Join(e.profiles, name))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	_, _ = io.Copy(f, resp.Body)
 }
 
 // cpuProfile fetches a CPU profile of gateway g for secs seconds into
 // docs/profiles/name; the channel closes when it is written.
 func (e *env) cpuProfile(b *testing.B, g *gateway, name string, secs int) chan struct{} {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", g.MetricsAddr, max(secs, 1)))
-		if err != nil {
-			b.Logf("profile %s: %v", name, err)
-			return
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(filepath.Join(e.profiles, name))
-		if err != nil {
-			b.Logf("profile %s: %v", name, err)
-			return
-		}
-		defer f.Close()
-		_, _ = io.Copy(f, resp.Body)
-	}()
+	done := g.savePprofAsync(b, fmt.Sprintf("profile?seconds=%d", max(secs, 1)), filepath.Join(e.profiles, name))
 	time.Sleep(200 * time.Millisecond)
 	return done
 }
@@ -751,23 +748,39 @@ func (e *env) cpuProfile(b *testing.B, g *gateway, name string, secs int) chan s
 // trace fetches a runtime trace of gateway g for secs seconds into path;
 // the channel closes when it is written.
 func (g *gateway) trace(b *testing.B, path string, secs int) chan struct{} {
+	return g.savePprofAsync(b, fmt.Sprintf("trace?seconds=%d", secs), path)
+}
+
+// savePprof writes what gateway g's /debug/pprof/<query> answers to path.
+func (g *gateway) savePprof(query, path string) error {
+	resp, err := http.Get("http://" + g.MetricsAddr + "/debug/pprof/" + query)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/debug/pprof/%s: %s", query, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// savePprofAsync is savePprof in the background, for a profile that
+// covers what runs meanwhile; a failure is logged, and the channel closes
+// when it is done.
+func (g *gateway) savePprofAsync(b *testing.B, query, path string) chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%d", g.MetricsAddr, secs))
-		if err != nil {
-			b.Logf("trace: %v", err)
-			return
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(path)
-		if err != nil {
-			b.Logf("trace: %v", err)
-			return
-		}
-		defer f.Close()
-		if _, err := io.Copy(f, resp.Body); err != nil {
-			b.Logf("trace: %v", err)
+		if err := g.savePprof(query, path); err != nil {
+			b.Logf("%s: %v", filepath.Base(path), err)
 		}
 	}()
 	return done
