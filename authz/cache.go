@@ -2,6 +2,7 @@ package authz
 
 import (
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -143,8 +144,11 @@ func grantID(g *Grant) string {
 	return g.ID
 }
 
-// Get returns a copy of the verdict cached for k's exact text under g.
-func (c *DecisionCache) Get(k CacheKey, g *Grant) (Verdict, bool) {
+// Get returns a copy of the verdict cached for k's exact text under g,
+// its statements appended to dst[:0] (nil for a slice of their own). k's
+// texts may be views of the caller's buffers: a lookup keeps none of
+// them.
+func (c *DecisionCache) Get(k CacheKey, g *Grant, dst []Decision) (Verdict, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.lookup(exactKey(k, g), g)
@@ -154,7 +158,7 @@ func (c *DecisionCache) Get(k CacheKey, g *Grant) (Verdict, bool) {
 	}
 	c.hits++
 	c.moveFront(e)
-	return e.copy(), true
+	return e.copy(dst), true
 }
 
 // GetMasked returns a copy of the verdict cached for k.Masked under g,
@@ -162,8 +166,8 @@ func (c *DecisionCache) Get(k CacheKey, g *Grant) (Verdict, bool) {
 // text. For one cached under the masked key, its statements have no Text
 // and at says where to cut each from the message: k.Masked[at[i].Start:
 // at[i].End] with the message's own constants in place of the
-// placeholders. The caller must not change at.
-func (c *DecisionCache) GetMasked(k CacheKey, g *Grant) (v Verdict, at []TextSpan, ok bool) {
+// placeholders. The caller must not change at. dst is as for Get.
+func (c *DecisionCache) GetMasked(k CacheKey, g *Grant, dst []Decision) (v Verdict, at []TextSpan, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.lookup(maskedKey(k, g), g)
@@ -176,16 +180,20 @@ func (c *DecisionCache) GetMasked(k CacheKey, g *Grant) (v Verdict, at []TextSpa
 	}
 	c.hits++
 	c.moveFront(e)
-	return e.copy(), e.at, true
+	return e.copy(dst), e.at, true
 }
 
 // Put keeps v as the verdict for k's exact text under g, unless the
-// message is too long to be worth keeping.
+// message is too long to be worth keeping. It keeps copies of k's and
+// v's texts, which may be views of the caller's buffers.
 func (c *DecisionCache) Put(k CacheKey, g *Grant, v Verdict) {
 	if len(k.Text) > MaxCachedText {
 		return
 	}
 	v.Statements = slices.Clone(v.Statements)
+	for i := range v.Statements {
+		v.Statements[i].Text = strings.Clone(v.Statements[i].Text)
+	}
 	c.put(exactKey(k, g), g, v, nil)
 }
 
@@ -213,13 +221,19 @@ func (c *DecisionCache) lookup(key cacheKey, g *Grant) *cacheEntry {
 	return e
 }
 
-// copy is the entry's verdict, for a caller that may change it; the
-// cached one stays as made.
-func (e *cacheEntry) copy() Verdict {
-	return Verdict{Allow: e.v.Allow, Statements: slices.Clone(e.v.Statements)}
+// copy is the entry's verdict, its statements appended to dst[:0], for a
+// caller that may change them; the cached one stays as made.
+func (e *cacheEntry) copy(dst []Decision) Verdict {
+	if dst == nil || len(e.v.Statements) == 0 {
+		return Verdict{Allow: e.v.Allow, Statements: slices.Clone(e.v.Statements)}
+	}
+	return Verdict{Allow: e.v.Allow, Statements: append(dst[:0], e.v.Statements...)}
 }
 
+// put keeps v under key, with a copy of key's text (a view of the
+// caller's buffer, perhaps).
 func (c *DecisionCache) put(key cacheKey, g *Grant, v Verdict, at []TextSpan) {
+	key.text = strings.Clone(key.text)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.m[key]; e != nil {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/airlockhq/airlock/control"
 	"github.com/airlockhq/airlock/recorder"
@@ -223,6 +225,141 @@ func TestPostgresBoundParameters(t *testing.T) {
 	}
 	if p := params[3]; p.Format != "base64" && p.Value != "7" {
 		t.Errorf("int parameter: %+v", p)
+	}
+}
+
+// TestPostgresRecordsEachMessageAsSent: the gateway decides and records
+// a repeated statement from its read buffer, without copying its text, and
+// binds the same portal into the same memory each time (bind.go,
+// proxy.ViewOf). Through a pipeline of executions with parameters of
+// every length, in text and binary format, and simple queries with
+// different constants, allowed and denied, in turn: every statement is
+// recorded with its own text, parameters and decision, and a denied one
+// stays denied while its allowed twin (the same masked key) stays allowed.
+func TestPostgresRecordsEachMessageAsSent(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	_, tok := grantFor(t, g, "read")
+	conn := connectPgx(t, g, "agent-1", tok)
+	ctx := context.Background()
+	pc := conn.PgConn()
+	const byID, echo = "select count(*) from orders where id = $1", "select $1::int4, $2::text"
+	if _, err := pc.Prepare(ctx, "byid", byID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.Prepare(ctx, "echo", echo, []uint32{23, 25}); err != nil {
+		t.Fatal(err)
+	}
+	type stmt struct {
+		text, decision string
+		params         []string // Type:Format:Value
+	}
+	var want []stmt
+	p := pc.StartPipeline(ctx)
+	for i := 1; i <= 40; i++ {
+		long := strings.Repeat("é", i*7)
+		switch i % 3 {
+		case 0:
+			p.SendQueryPrepared("byid", [][]byte{[]byte(strconv.Itoa(i))}, nil, nil)
+			want = append(want, stmt{byID, "allow", []string{":text:" + strconv.Itoa(i)}})
+		case 1:
+			bin := binary.BigEndian.AppendUint32(nil, uint32(i*1000))
+			p.SendQueryPrepared("echo", [][]byte{bin, []byte(long)}, []int16{1, 0}, nil)
+			want = append(want, stmt{echo, "allow", []string{"int4:text:" + strconv.Itoa(i*1000), ":text:" + long}})
+		default:
+			// Unnamed, so Parse, Bind and Execute each time.
+			sql := fmt.Sprintf("select count(*) from orders where $1::text <> '' and id > %d", i)
+			p.SendQueryParams(sql, [][]byte{[]byte(long)}, []uint32{25}, nil, nil)
+			want = append(want, stmt{sql, "allow", []string{":text:" + long}})
+		}
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for done := false; !done; {
+		r, err := p.GetResults()
+		if err != nil {
+			t.Fatalf("pipeline: %v", err)
+		}
+		switch r := r.(type) {
+		case *pgconn.ResultReader:
+			if res := r.Read(); res.Err != nil {
+				t.Fatalf("pipeline: %v", res.Err)
+			}
+		case *pgconn.PipelineSync:
+			done = true
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 12; i++ {
+		sel := fmt.Sprintf("select count(*) from orders where id = %d", i*11)
+		del := fmt.Sprintf("delete from orders where id = %d", i*11)
+		if _, err := pc.Exec(ctx, sel).ReadAll(); err != nil {
+			t.Fatalf("%s: %v", sel, err)
+		}
+		var pe *pgconn.PgError
+		if _, err := pc.Exec(ctx, del).ReadAll(); !errors.As(err, &pe) || pe.Code != "42501" {
+			t.Fatalf("%s: %v, want a refusal (42501)", del, err)
+		}
+		want = append(want, stmt{sel, "allow", nil}, stmt{del, "deny", nil})
+	}
+
+	// A portal executed twice, with another message between whose body
+	// takes the read buffer: the second execution is recorded with the
+	// portal's parameters too.
+	rc := conn.PgConn().Conn()
+	fe := pgproto3.NewFrontend(rc, rc)
+	const twice = "select $1::text, generate_series(1, 3)"
+	fe.SendParse(&pgproto3.Parse{Query: twice})
+	fe.SendBind(&pgproto3.Bind{DestinationPortal: "c1", Parameters: [][]byte{[]byte("portal-value")}})
+	fe.SendExecute(&pgproto3.Execute{Portal: "c1", MaxRows: 1})
+	fe.SendParse(&pgproto3.Parse{Name: "other", Query: "select 1 /* " + strings.Repeat("x", 4000) + " */"})
+	fe.SendExecute(&pgproto3.Execute{Portal: "c1"})
+	fe.SendSync(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = rc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			t.Fatalf("portal executed twice: %s %s", e.Code, e.Message)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	want = append(want, stmt{twice, "allow", []string{":text:portal-value"}}, stmt{twice, "allow", []string{":text:portal-value"}})
+	conn.Close(ctx)
+
+	recorded := func(evs []recorder.Event) []stmt {
+		var got []stmt
+		for _, e := range evs {
+			st := e.Statement
+			if st == nil || !strings.Contains(st.Text, "orders") && !strings.Contains(st.Text, "$1::") {
+				continue
+			}
+			s := stmt{text: st.Text, decision: st.Decision}
+			for _, p := range st.Params {
+				s.params = append(s.params, p.Type+":"+p.Format+":"+p.Value)
+			}
+			got = append(got, s)
+		}
+		return got
+	}
+	evs := sessionEvents(t, g, func(evs []recorder.Event) bool { return len(recorded(evs)) >= len(want) })
+	got := recorded(evs)
+	if len(got) != len(want) {
+		t.Fatalf("%d statements recorded, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].text != want[i].text || got[i].decision != want[i].decision || !slices.Equal(got[i].params, want[i].params) {
+			t.Errorf("statement %d recorded as %+v, want %+v", i+1, got[i], want[i])
+		}
 	}
 }
 

@@ -28,13 +28,14 @@ import (
 // its approver.
 const keepRecent = 5
 
-// remember keeps text among the session's recent statements. s.mu is held.
+// remember keeps text among the session's recent statements, in a copy of
+// its own (text may be the client's message buffer). s.mu is held.
 func (s *Session) remember(text string) {
 	if len(s.recent) == keepRecent {
 		copy(s.recent, s.recent[1:])
 		s.recent = s.recent[:keepRecent-1]
 	}
-	s.recent = append(s.recent, clipText(text, 4096))
+	s.recent = append(s.recent, strings.Clone(clipText(text, 4096)))
 }
 
 // clipText is s cut to at most n bytes, on a character boundary.
@@ -78,14 +79,15 @@ func (s *Session) Holding() bool {
 // hold waits for a person to decide v, whose statements are recorded as
 // held, and records the decision; approved, it returns the statements to
 // forward. gaveUp, if not nil, ends the wait as cancelled.
-func (s *Session) hold(gaveUp context.Context, g *authz.Grant, v authz.Verdict, params []recorder.Param) (*Admitted, error) {
+func (s *Session) hold(gaveUp context.Context, g *authz.Grant, v authz.Verdict, params []recorder.Param) (Admitted, error) {
 	now := s.srv.now()
 	h := &authz.Hold{
 		ID: newHoldID(), Session: s.ID, Grant: g.ID, Agent: g.Agent, Resource: g.Resource, Task: g.Task,
 		CreatedAt: now, ExpiresAt: now.Add(g.Holds.Wait()), State: authz.HoldPending,
 	}
 	for _, d := range v.Statements {
-		hs := authz.HeldStatement{Text: d.Text, Kind: d.Class.Kind, Hold: d.Hold}
+		// Copies: the hold outlives the client's message buffer.
+		hs := authz.HeldStatement{Text: strings.Clone(d.Text), Kind: d.Class.Kind, Hold: d.Hold}
 		if d.Hold {
 			hs.Rule, hs.Reason = d.Rule, d.Reason
 		}
@@ -137,7 +139,7 @@ func (s *Session) hold(gaveUp context.Context, g *authz.Grant, v authz.Verdict, 
 
 // decided records how a held message was decided and returns what Admit
 // returns for it.
-func (s *Session) decided(id string, v authz.Verdict, params []recorder.Param, h *authz.Hold) (*Admitted, error) {
+func (s *Session) decided(id string, v authz.Verdict, params []recorder.Param, h *authz.Hold) (Admitted, error) {
 	now := s.srv.now()
 	// rule and reason go on the events; told is what the client reads
 	// before the reason when the message is refused.
@@ -156,11 +158,11 @@ func (s *Session) decided(id string, v authz.Verdict, params []recorder.Param, h
 		reason += ": " + h.Comment
 	}
 	reason = fmt.Sprintf("%s (hold %s)", reason, id)
-	ids, denied, err := s.appendStatements(v, params, now, false, func(authz.Decision) (string, string, string) {
+	first, denied, err := s.appendStatements(v, params, now, false, func(authz.Decision) (string, string, string) {
 		return decision, rule, reason
 	})
 	if err != nil {
-		return nil, err
+		return Admitted{}, err
 	}
 	// The decision is recorded before the statement runs or the client
 	// hears of it, even when the session's context has ended (a revoked
@@ -170,13 +172,13 @@ func (s *Session) decided(id string, v authz.Verdict, params []recorder.Param, h
 	if err := s.events.Commit(ctx); err != nil {
 		s.log.Error("hold decision not recorded; refused", "err", err)
 		defer s.endIfBroken()
-		return nil, errUnrecorded
+		return Admitted{}, errUnrecorded
 	}
 	s.announceDenied(now, denied)
 	if decision == "deny" {
-		return nil, &Refusal{Kind: kind, Rule: rule, Msg: "airlock: " + told + ": " + reason}
+		return Admitted{}, &Refusal{Kind: kind, Rule: rule, Msg: "airlock: " + told + ": " + reason}
 	}
-	return s.newAdmitted(v, ids), nil
+	return s.newAdmitted(v, first), nil
 }
 
 func paramText(p recorder.Param) string {
@@ -186,7 +188,7 @@ func paramText(p recorder.Param) string {
 	case p.Redacted:
 		return "(redacted)"
 	}
-	return clipText(p.Value, 256)
+	return strings.Clone(clipText(p.Value, 256))
 }
 
 func newHoldID() string {

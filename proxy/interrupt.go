@@ -40,21 +40,34 @@ const (
 // whole text is on its statement event.
 const runningText = 200
 
-// newAdmitted is what Admit returns for the allowed statements ids of v:
-// they count as running until their outcome is reported (Done) or the
-// protocol says there will be none (Settled).
-func (s *Session) newAdmitted(v authz.Verdict, ids []uint64) *Admitted {
+// maxSpare is how many buffers of finished statements' texts a session
+// keeps for the next; maxSpareText is their size, a clipped text with its
+// ellipsis.
+const (
+	maxSpare     = 16
+	maxSpareText = runningText + 8
+)
+
+// newAdmitted is what Admit returns for the allowed statements of v, whose
+// ids begin at first: they count as running until their outcome is
+// reported (Done) or the protocol says there will be none (Settled).
+// Their texts are copied, into buffers that finished statements hand on.
+func (s *Session) newAdmitted(v authz.Verdict, first uint64) Admitted {
 	s.mu.Lock()
 	if s.running == nil {
-		s.running = map[uint64]string{}
+		s.running = map[uint64][]byte{}
 	}
-	for i, id := range ids {
-		if i < len(v.Statements) {
-			s.running[id] = clipText(v.Statements[i].Text, runningText)
+	for i, d := range v.Statements {
+		var b []byte
+		if n := len(s.spareText); n > 0 {
+			b, s.spareText = s.spareText[n-1], s.spareText[:n-1]
+		} else {
+			b = make([]byte, 0, maxSpareText)
 		}
+		s.running[first+uint64(i)] = append(b, clipText(d.Text, runningText)...)
 	}
 	s.mu.Unlock()
-	return &Admitted{s: s, ids: ids, start: s.srv.now()}
+	return Admitted{s: s, first: first, n: len(v.Statements), start: s.srv.now()}
 }
 
 // Settled tells the session that the admitted statements will have no
@@ -62,8 +75,8 @@ func (s *Session) newAdmitted(v authz.Verdict, ids []uint64) *Admitted {
 // not running.
 func (a *Admitted) Settled() {
 	a.s.mu.Lock()
-	for _, id := range a.ids {
-		a.s.ranOut(id)
+	for i := range a.n {
+		a.s.ranOut(a.first + uint64(i))
 	}
 	a.s.mu.Unlock()
 }
@@ -77,8 +90,12 @@ func (s *Session) finished(r *recorder.Result) {
 	s.ranOut(r.ID)
 }
 
-// ranOut removes id from the running statements. s.mu is held.
+// ranOut removes id from the running statements, keeping its text's
+// buffer for the next. s.mu is held.
 func (s *Session) ranOut(id uint64) {
+	if b, ok := s.running[id]; ok && cap(b) <= maxSpareText && len(s.spareText) < maxSpare {
+		s.spareText = append(s.spareText, b[:0])
+	}
 	delete(s.running, id)
 	if len(s.running) == 0 && s.idle != nil {
 		close(s.idle)
@@ -96,7 +113,7 @@ func (s *Session) runningNow() ([]recorder.Running, chan struct{}) {
 	}
 	out := make([]recorder.Running, 0, len(s.running))
 	for id, text := range s.running {
-		out = append(out, recorder.Running{ID: id, Text: text})
+		out = append(out, recorder.Running{ID: id, Text: string(text)})
 	}
 	slices.SortFunc(out, func(a, b recorder.Running) int { return cmp.Compare(a.ID, b.ID) })
 	if s.idle == nil {

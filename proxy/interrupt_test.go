@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/config"
@@ -42,7 +43,7 @@ func TestStopRunning(t *testing.T) {
 			srv := &Server{Config: &config.Config{Grants: config.Grants{StopGrace: 50 * time.Millisecond}}}
 			s := &Session{ctx: ctx, cancel: cancel, srv: srv, log: slog.New(slog.DiscardHandler)}
 			if !tc.idle {
-				s.newAdmitted(authz.SingleVerdict(authz.Decision{Text: "select pg_sleep(60)", Allow: true}), []uint64{7})
+				s.newAdmitted(authz.SingleVerdict(authz.Decision{Text: "select pg_sleep(60)", Allow: true}), 7)
 			}
 			var done recorder.Result
 			f := &fakeRelay{closed: make(chan struct{}), s: s}
@@ -102,9 +103,41 @@ func TestStopRunning(t *testing.T) {
 // running.
 func TestSettledIsNotRunning(t *testing.T) {
 	s := &Session{srv: &Server{}}
-	adm := s.newAdmitted(authz.SingleVerdict(authz.Decision{Text: "LANG=C", Allow: true}), []uint64{1})
+	adm := s.newAdmitted(authz.SingleVerdict(authz.Decision{Text: "LANG=C", Allow: true}), 1)
 	adm.Settled()
 	if r, _ := s.runningNow(); r != nil {
 		t.Errorf("running %+v", r)
+	}
+}
+
+// TestBorrowedTextsAreCopied: a statement's text and parameters may be
+// views of the client's read buffer (ViewOf, Server.AppendParam), which
+// the next message overwrites. What the session keeps past the message
+// are copies: the running statements' texts (for a stop's record), the
+// recent texts a hold shows, a hold's parameters and a denial notice's.
+func TestBorrowedTextsAreCopied(t *testing.T) {
+	s := &Session{srv: &Server{}}
+	buf := []byte("select pg_sleep(60)")
+	view := unsafe.String(unsafe.SliceData(buf), len(buf))
+	s.newAdmitted(authz.SingleVerdict(authz.Decision{Text: view, Allow: true}), 1)
+	s.mu.Lock()
+	s.remember(view)
+	s.mu.Unlock()
+	held := paramText(recorder.Param{Value: view, Format: "text"})
+	denied := cloneParams([]recorder.Param{{Value: view, Format: "text", Type: view[:6]}})
+	copy(buf, "delete from orders!")
+
+	const was = "select pg_sleep(60)"
+	if running, _ := s.runningNow(); len(running) != 1 || running[0].Text != was {
+		t.Errorf("running %+v, want %q", running, was)
+	}
+	if len(s.recent) != 1 || s.recent[0] != was {
+		t.Errorf("recent %q, want %q", s.recent, was)
+	}
+	if held != was {
+		t.Errorf("a hold's parameter %q, want %q", held, was)
+	}
+	if denied[0].Value != was || denied[0].Type != "select" {
+		t.Errorf("a denial's parameter %+v, want %q", denied[0], was)
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/airlockhq/airlock/authz"
+	"github.com/airlockhq/airlock/recorder"
 )
 
 // AppendRead appends exactly n bytes read from r to buf and returns it.
@@ -102,6 +105,28 @@ func ReleaseLarge(n int) {
 	if n >= LargeMessage {
 		ReleaseMemory()
 	}
+}
+
+// BorrowedText is the longest statement text a protocol may decide and
+// admit as a view of its read buffer (ViewOf) rather than a copy: no
+// longer than what the decision cache keys (authorization copies what it
+// keeps) and than what the recorder always encodes inside the event
+// (recorder.InlineText).
+const BorrowedText = min(authz.MaxCachedText, recorder.InlineText)
+
+// ViewOf is b as a string that shares b's memory, for a statement of at
+// most BorrowedText bytes in a buffer the session reuses for its next
+// message, so that a repeated statement is decided and recorded without a
+// copy of its text. Nothing keeps it past the message: authorization
+// copies what it caches; Admit copies what outlives the call (the running
+// statements' texts, holds, the recent texts a hold shows, denial
+// notices); the recorder encodes it during Append. It must not outlive
+// the message in the protocol either. A longer text is TextOf's.
+func ViewOf(b []byte) string {
+	if len(b) > BorrowedText {
+		return TextOf(b)
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // TextOf is b as a string. A message larger than KeepBuf is read into a

@@ -116,19 +116,19 @@ func EndMessage(cause error) string {
 // with the *Refusal that says why. It returns forward's or refuse's error.
 // params, if any, are the bound parameters of a single-statement
 // execution (see Server.Param).
-func (s *Session) Forward(v authz.Verdict, params []recorder.Param, forward func(*Admitted) error, refuse func(*Refusal) error) error {
+func (s *Session) Forward(v authz.Verdict, params []recorder.Param, forward func(Admitted) error, refuse func(*Refusal) error) error {
 	return s.forward(nil, v, params, forward, refuse)
 }
 
 // ForwardContext is Forward for a client that can give up on the unit
 // while it is held: when ctx ends, the wait ends as cancelled (see
 // AdmitContext).
-func (s *Session) ForwardContext(ctx context.Context, v authz.Verdict, params []recorder.Param, forward func(*Admitted) error, refuse func(*Refusal) error) error {
+func (s *Session) ForwardContext(ctx context.Context, v authz.Verdict, params []recorder.Param, forward func(Admitted) error, refuse func(*Refusal) error) error {
 	return s.forward(ctx, v, params, forward, refuse)
 }
 
 // forward is Forward; gaveUp, if not nil, ends a hold's wait.
-func (s *Session) forward(gaveUp context.Context, v authz.Verdict, params []recorder.Param, forward func(*Admitted) error, refuse func(*Refusal) error) error {
+func (s *Session) forward(gaveUp context.Context, v authz.Verdict, params []recorder.Param, forward func(Admitted) error, refuse func(*Refusal) error) error {
 	adm, err := s.admit(gaveUp, v, params, true)
 	if err != nil {
 		return refuse(asRefusal(err))

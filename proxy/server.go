@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/config"
@@ -264,13 +265,23 @@ func NewSessionID() string {
 // recorder.param_max_bytes, binary values base64-encoded, and values left
 // out when recorder.redact_params is set. null marks an SQL NULL.
 func (s *Server) Param(v []byte, binary, null bool) recorder.Param {
+	p, _ := s.AppendParam(nil, v, binary, null)
+	return p
+}
+
+// AppendParam is Param with the recorded value appended to buf, and the
+// Param's Value a view of what it appended: for a protocol that keeps
+// bound parameters in a buffer of its own, reused when it binds again
+// (whatever keeps a Param past that must copy it). It returns the grown
+// buffer.
+func (s *Server) AppendParam(buf, v []byte, binary, null bool) (recorder.Param, []byte) {
 	if null {
-		return recorder.Param{Null: true}
+		return recorder.Param{Null: true}, buf
 	}
 	p := recorder.Param{Size: len(v), Format: "text"}
 	if s.Config.Recorder.RedactParams {
 		p.Format, p.Redacted = "", true
-		return p
+		return p, buf
 	}
 	if max := s.Config.Recorder.ParamMaxBytes; max > 0 && len(v) > max {
 		v, p.Truncated = v[:max], true
@@ -279,10 +290,15 @@ func (s *Server) Param(v []byte, binary, null bool) recorder.Param {
 			v = v[:len(v)-1]
 		}
 	}
+	start := len(buf)
 	if binary || !utf8.Valid(v) {
-		p.Format, p.Value = "base64", base64.StdEncoding.EncodeToString(v)
+		p.Format = "base64"
+		buf = base64.StdEncoding.AppendEncode(buf, v)
 	} else {
-		p.Value = string(v)
+		buf = append(buf, v...)
 	}
-	return p
+	if added := buf[start:]; len(added) > 0 {
+		p.Value = unsafe.String(&added[0], len(added))
+	}
+	return p, buf
 }

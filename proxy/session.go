@@ -54,10 +54,14 @@ type Session struct {
 	// interrupt.go). stopMethods are the ways the running statements
 	// were asked to stop since the grant ended, stop the outcome, for the
 	// session's end.
-	running     map[uint64]string
+	running     map[uint64][]byte
+	spareText   [][]byte
 	idle        chan struct{}
 	stopMethods []string
 	stop        *recorder.Stop
+	// stmt is the statement event being appended (see appendStatements):
+	// the recorder keeps nothing of it once appended.
+	stmt recorder.Statement
 }
 
 // Context is cancelled, with the reason as its cause, when the session must
@@ -83,6 +87,11 @@ func (s *Session) Logger() *slog.Logger { return s.log }
 // Param is Server.Param: a bound parameter as the recorder keeps it.
 func (s *Session) Param(v []byte, binary, null bool) recorder.Param {
 	return s.srv.Param(v, binary, null)
+}
+
+// AppendParam is Server.AppendParam.
+func (s *Session) AppendParam(buf, v []byte, binary, null bool) (recorder.Param, []byte) {
+	return s.srv.AppendParam(buf, v, binary, null)
 }
 
 // ErrGrantEnded is the cause of a session ended because its grant was
@@ -154,15 +163,24 @@ var errNATSLost = &Refusal{Kind: "recorder", Msg: "airlock: recording unavailabl
 var errUnrecorded = &Refusal{Kind: "recorder", Msg: "airlock: recording unavailable; statement not executed (airlock runs nothing it cannot record)"}
 
 // Admitted is a client message that was authorized, recorded and may be
-// forwarded. Report each statement's outcome with Done.
+// forwarded. Report each statement's outcome with Done. It is a value, so
+// that admitting a statement allocates nothing; the zero Admitted admits
+// nothing (Valid is false).
 type Admitted struct {
-	s     *Session
-	ids   []uint64
+	s *Session
+	// first is the recorded id of statement 0; a message's statements
+	// get consecutive ids.
+	first uint64
+	n     int
 	start time.Time
 }
 
 // Len is the number of statements admitted.
-func (a *Admitted) Len() int { return len(a.ids) }
+func (a *Admitted) Len() int { return a.n }
+
+// Valid reports whether a was returned by an admission, rather than
+// being the zero Admitted.
+func (a *Admitted) Valid() bool { return a.s != nil }
 
 // Admit records the statements of one client message with their decisions
 // and, when all are allowed, waits for the recorder to acknowledge them. It
@@ -172,20 +190,27 @@ func (a *Admitted) Len() int { return len(a.ids) }
 // params, if any, are the bound parameters of a single-statement execution
 // (see Server.Param).
 func (s *Session) Admit(v authz.Verdict, params ...recorder.Param) (*Admitted, error) {
-	return s.admit(nil, v, params, true)
+	return pointer(s.admit(nil, v, params, true))
 }
 
 // AdmitContext is Admit for a client that can give up on its message
 // while it is held: when ctx ends, the wait ends as cancelled (see
 // CancelHold). Nothing else about the message depends on ctx.
 func (s *Session) AdmitContext(ctx context.Context, v authz.Verdict, params ...recorder.Param) (*Admitted, error) {
-	return s.admit(ctx, v, params, true)
+	return pointer(s.admit(ctx, v, params, true))
+}
+
+func pointer(a Admitted, err error) (*Admitted, error) {
+	if err != nil {
+		return nil, err
+	}
+	return &a, nil
 }
 
 // admit is Admit; holds says whether the grant's holds apply (not to a
 // message refused whatever it holds, see Refuse); gaveUp, if not nil,
 // ends a hold's wait as cancelled.
-func (s *Session) admit(gaveUp context.Context, v authz.Verdict, params []recorder.Param, holds bool) (*Admitted, error) {
+func (s *Session) admit(gaveUp context.Context, v authz.Verdict, params []recorder.Param, holds bool) (Admitted, error) {
 	unconfirmed := false
 	g := s.Grant()
 	if err := s.srv.Grants.Ready(); err != nil {
@@ -197,7 +222,7 @@ func (s *Session) admit(gaveUp context.Context, v authz.Verdict, params []record
 		v = authz.ApplyHolds(g, v)
 	}
 	now := s.srv.now()
-	ids, denied, ended := s.appendStatements(v, params, now, true, func(d authz.Decision) (string, string, string) {
+	first, denied, ended := s.appendStatements(v, params, now, true, func(d authz.Decision) (string, string, string) {
 		switch {
 		case !d.Allow:
 			return "deny", d.Rule, d.Reason
@@ -207,7 +232,7 @@ func (s *Session) admit(gaveUp context.Context, v authz.Verdict, params []record
 		return "allow", d.Rule, d.Reason
 	})
 	if ended != nil {
-		return nil, ended
+		return Admitted{}, ended
 	}
 	if !g.Holds.IsZero() {
 		s.mu.Lock()
@@ -237,53 +262,78 @@ func (s *Session) admit(gaveUp context.Context, v authz.Verdict, params []record
 			if unconfirmed {
 				// Losing NATS takes both the grant store and the
 				// recorder.
-				return nil, errNATSLost
+				return Admitted{}, errNATSLost
 			}
 		}
-		return nil, refusalFor(v)
+		return Admitted{}, refusalFor(v)
 	}
 	if err != nil {
 		s.log.Error("statement not recorded; refused", "err", err)
 		defer s.endIfBroken()
-		a := &Admitted{s: s, ids: ids, start: now}
-		for i := range ids {
+		a := Admitted{s: s, first: first, n: len(v.Statements), start: now}
+		for i := range a.n {
 			a.Done(i, recorder.Result{Executed: false, Error: "recording unavailable; statement not executed"})
 		}
-		return nil, errUnrecorded
+		return Admitted{}, errUnrecorded
 	}
 	if v.Held() {
 		return s.hold(gaveUp, g, v, params)
 	}
-	return s.newAdmitted(v, ids), nil
+	return s.newAdmitted(v, first), nil
 }
 
 // appendStatements appends a statement event for each statement of v with
 // the decision, rule and reason decide gives it (decision "deny" counts as
-// denied), and returns their ids and the denied ones. count says whether
-// they are new statements of the session; a held message's decision
-// records the same statements again, and they are not counted twice.
+// denied), and returns the first one's id (the others' follow it) and the
+// denied ones. count says whether they are new statements of the session;
+// a held message's decision records the same statements again, and they
+// are not counted twice.
+//
+// An allowed statement's event is built in the session's own
+// recorder.Statement, which the recorder does not keep; a denied one's is
+// its own, with its own copy of the text and parameters, since the
+// server's Denials get it after this returns (v's texts and params may
+// be the client's message buffer, reused for its next message).
 //
 // After the session's end nothing is appended: it returns errEnded.
-func (s *Session) appendStatements(v authz.Verdict, params []recorder.Param, now time.Time, count bool, decide func(authz.Decision) (decision, rule, reason string)) (ids []uint64, denied []*recorder.Statement, err error) {
+func (s *Session) appendStatements(v authz.Verdict, params []recorder.Param, now time.Time, count bool, decide func(authz.Decision) (decision, rule, reason string)) (first uint64, denied []*recorder.Statement, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
-		return nil, nil, errEnded
+		return 0, nil, errEnded
 	}
-	ids = make([]uint64, len(v.Statements))
+	first = s.nextStmt + 1
 	for i, d := range v.Statements {
-		st := &recorder.Statement{Index: i, Count: len(v.Statements), Text: d.Text, Class: d.Class}
+		st := &s.stmt
+		*st = recorder.Statement{Index: i, Count: len(v.Statements), Text: d.Text, Class: d.Class}
 		st.Decision, st.Rule, st.Reason = decide(d)
 		if len(v.Statements) == 1 {
 			st.Params = params
 		}
 		if st.Decision == "deny" {
+			st = &recorder.Statement{}
+			*st = s.stmt
+			st.Text = strings.Clone(st.Text)
+			st.Params = cloneParams(st.Params)
 			denied = append(denied, st)
 		}
 		s.appendStatementLocked(st, now, count)
-		ids[i] = st.ID
 	}
-	return ids, denied, nil
+	s.stmt = recorder.Statement{}
+	return first, denied, nil
+}
+
+// cloneParams is a copy of ps whose values share no memory with them.
+func cloneParams(ps []recorder.Param) []recorder.Param {
+	if ps == nil {
+		return nil
+	}
+	out := make([]recorder.Param, len(ps))
+	for i, p := range ps {
+		p.Type, p.Value, p.Format = strings.Clone(p.Type), strings.Clone(p.Value), strings.Clone(p.Format)
+		out[i] = p
+	}
+	return out
 }
 
 // appendStatementLocked gives st the session's next statement id, counts
@@ -373,10 +423,10 @@ func refusalFor(v authz.Verdict) *Refusal {
 // for the recorder: the outcome rides on the session's next event, which
 // the next Admit waits for.
 func (a *Admitted) Done(i int, r recorder.Result) {
-	if i < 0 || i >= len(a.ids) {
+	if i < 0 || i >= a.n {
 		return
 	}
-	r.ID = a.ids[i]
+	r.ID = a.first + uint64(i)
 	if r.DurationUS == 0 && r.Executed {
 		r.DurationUS = a.s.srv.now().Sub(a.start).Microseconds()
 	}

@@ -24,11 +24,11 @@ func TestNothingAfterEnd(t *testing.T) {
 		}
 	}()
 	v := authz.SingleVerdict(authz.Decision{Text: "select 1", Allow: true})
-	ids, denied, err := s.appendStatements(v, nil, srv.now(), true, func(authz.Decision) (string, string, string) {
+	first, denied, err := s.appendStatements(v, nil, srv.now(), true, func(authz.Decision) (string, string, string) {
 		return "allow", "", ""
 	})
-	if !errors.Is(err, errEnded) || ids != nil || denied != nil {
-		t.Errorf("appendStatements after the end: ids %v, denied %v, err %v; want errEnded", ids, denied, err)
+	if !errors.Is(err, errEnded) || first != 0 || denied != nil {
+		t.Errorf("appendStatements after the end: first id %d, denied %v, err %v; want errEnded", first, denied, err)
 	}
 	d := NewDigest()
 	if _, err := d.Write(bytes.Repeat([]byte("x"), 1000)); err != nil {

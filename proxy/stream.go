@@ -14,10 +14,10 @@ import (
 // ID is the recorded id of statement i of the message; the events about
 // it (result, data) carry it.
 func (a *Admitted) ID(i int) uint64 {
-	if i < 0 || i >= len(a.ids) {
+	if i < 0 || i >= a.n {
 		return 0
 	}
-	return a.ids[i]
+	return a.first + uint64(i)
 }
 
 // Record appends ev to the session's events without waiting for the

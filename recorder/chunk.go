@@ -55,6 +55,13 @@ const (
 	// kept inside an event: longer ones go to chunks, so that an event
 	// stays small whatever the server's limit.
 	maxInline = 64 << 10
+	// InlineText is the longest statement text that stays inside its
+	// event whatever the server's limit: the event is encoded from it
+	// during Append, and the recorder keeps no reference to it after.
+	// A caller may hand Append such a text as a view of a buffer it
+	// reuses once Append returns; a longer one may go to chunks, which
+	// refer to it until they are published.
+	InlineText = (minPayload - headerReserve) / 8
 	// textPrefix is how much of an externalized text the event keeps in
 	// Statement.Text, so that a reader without the chunks (the nats CLI)
 	// sees how the statement begins.

@@ -447,7 +447,7 @@ func (s *Session) message(g *authz.Grant, sql string, prepare bool) authz.Verdic
 	var key authz.CacheKey
 	if s.o.Cache != nil {
 		key = s.cacheKey(sql, prepare)
-		if v, ok := s.o.Cache.Get(key, g); ok {
+		if v, ok := s.o.Cache.Get(key, g, nil); ok {
 			return v
 		}
 	}

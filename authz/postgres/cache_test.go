@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/airlockhq/airlock/authz"
 	"github.com/airlockhq/airlock/authz/internal/authztest"
@@ -214,5 +215,60 @@ func TestDecisionCacheMaskedAllocs(t *testing.T) {
 	}
 	if s.parsed != 1 {
 		t.Fatalf("parsed %d", s.parsed)
+	}
+}
+
+// TestQueryOfABorrowedText: the gateway hands Query a view of its read
+// buffer, which its next message overwrites (see Session.Query). What the
+// session and the cache keep of it are copies: once the buffer is
+// overwritten, the same texts are decided from the cache, and an EXECUTE
+// from the prepared statement, as a session without a cache decides them.
+func TestQueryOfABorrowedText(t *testing.T) {
+	c := authz.NewDecisionCache(64)
+	s := NewSession(Options{Cache: c})
+	rd := authztest.NewGrant(authz.AccessRead)
+	buf := make([]byte, 0, 256)
+	view := func(q string) string {
+		buf = append(buf[:0], q...)
+		return unsafe.String(unsafe.SliceData(buf), len(buf))
+	}
+	scribble := func() {
+		all := buf[:cap(buf)]
+		for i := range all {
+			all[i] = 'x'
+		}
+	}
+	texts := []string{
+		"select * from orders where id = 1",                    // kept under its masked key
+		"select set_config('application_name', 'x', false)",    // under its text: the decision reads a constant
+		"select * from orders where id = 2; select 'two', 2.5", // two statements
+		"delete from orders where id = 3",                      // denied
+		"select * from orders where id = 'unterminated",        // unparseable
+	}
+	for _, q := range texts {
+		s.Query(rd, view(q))
+		scribble()
+	}
+	const prep = "prepare p as select * from customers where id = 1"
+	s.Query(rd, view(prep))
+	scribble()
+
+	fresh := NewSession(Options{})
+	fresh.Query(rd, prep)
+	before, _ := c.Stats()
+	for _, q := range append(texts, "execute p") {
+		got, want := s.Query(rd, q), fresh.Query(rd, q)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%q after its buffer was overwritten:\n got %+v\nwant %+v", q, got, want)
+		}
+	}
+	// A Bind of the statement SQL PREPARE made is decided with its text.
+	got, _ := s.Prepared(rd, "p")
+	want, _ := fresh.Prepared(rd, "p")
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("a Bind of p after its PREPARE's buffer was overwritten:\n got %+v\nwant %+v", got, want)
+	}
+	if after, _ := c.Stats(); after-before < 4 {
+		t.Errorf("%d cache hits for the texts decided before, want at least 4", after-before)
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/airlockhq/airlock/authz"
 )
@@ -47,6 +49,9 @@ type Session struct {
 	// and its constants (mask.go), buffers kept from message to message.
 	keyBuf []byte
 	consts []maskConst
+	// decisions holds the statements of the verdict Query last returned
+	// from the cache, kept for the next.
+	decisions []authz.Decision
 	// parsed counts the messages this session parsed, and maskedHits
 	// those it found under their masked key, for tests.
 	parsed, maskedHits int
@@ -76,6 +81,13 @@ func NewSession(o Options) *Session { return &Session{o: o} }
 // the session: EXECUTE of a statement this session prepared is decided as
 // that statement (with the grant in force now), EXECUTE of any other name
 // is refused.
+//
+// So that a repeated message is decided without allocating, sql may be a
+// view of the caller's buffer when it is no longer than
+// authz.MaxCachedText: the session keeps copies of what it keeps. The
+// verdict's texts are views of sql, and its Statements may be the
+// session's own slice, which its next Query reuses: use the verdict
+// before then, or copy it.
 func (s *Session) Query(g *authz.Grant, sql string) authz.Verdict {
 	return s.message(g, "", sql, false)
 }
@@ -137,9 +149,25 @@ func (s *Session) message(g *authz.Grant, name, sql string, parse bool) authz.Ve
 			s.settings = "postgres|" + opts.DefaultSchema
 		}
 		key = authz.CacheKey{Settings: s.settings, Text: sql, Prepare: parse}
-		if v, ok := s.cached(cache, &key, g, sql); ok {
+		var dst []authz.Decision
+		if !parse {
+			// A Parse's verdict is kept with its statement; a Query's
+			// is used before the next.
+			dst = s.decisions
+		}
+		if v, ok := s.cached(cache, &key, g, sql, dst); ok {
+			if !parse && v.Statements != nil {
+				s.decisions = v.Statements[:0]
+			}
 			return v
 		}
+	}
+	if len(sql) <= authz.MaxCachedText {
+		// Perhaps a view of the caller's buffer (see Query), and what
+		// follows keeps parts of it: the decisions' texts, prepared
+		// statements, the cache's entry.
+		sql = strings.Clone(sql)
+		key.Text = sql
 	}
 	s.parsed++
 	stmts, err := classifyPG(sql)
@@ -229,16 +257,23 @@ func (s *Session) message(g *authz.Grant, name, sql string, parse bool) authz.Ve
 // cached looks a message up in the cache: under its masked key, when the
 // scanner gives it one (set in key), and under its exact text. A verdict
 // kept under the masked key gets this message's own statement texts.
-func (s *Session) cached(cache *authz.DecisionCache, key *authz.CacheKey, g *authz.Grant, sql string) (authz.Verdict, bool) {
+//
+// The lookup keys are views of sql and of the session's key buffer; on a
+// miss, key.Masked is a string of its own, for keep. The verdict's
+// statements are appended to dst (see DecisionCache.Get).
+func (s *Session) cached(cache *authz.DecisionCache, key *authz.CacheKey, g *authz.Grant, sql string, dst []authz.Decision) (authz.Verdict, bool) {
 	masked := false
 	if len(sql) <= authz.MaxCachedText {
 		s.keyBuf, s.consts, masked = maskPG(sql, s.keyBuf[:0], s.consts[:0])
 	}
 	if !masked {
-		return cache.Get(*key, g)
+		return cache.Get(*key, g, dst)
 	}
-	key.Masked = string(s.keyBuf)
-	v, at, ok := cache.GetMasked(*key, g)
+	key.Masked = unsafe.String(unsafe.SliceData(s.keyBuf), len(s.keyBuf))
+	v, at, ok := cache.GetMasked(*key, g, dst)
+	if !ok {
+		key.Masked = string(s.keyBuf)
+	}
 	if !ok || at == nil {
 		return v, ok
 	}

@@ -437,7 +437,7 @@ func (s *session) deny(h header, text, rule, kind, reason string) error {
 // proxy.Session.Forward): then forwards it and relays the answer once v is
 // recorded; a refused command is answered with refuse.
 func (s *session) admit(h header, v authz.Verdict, params []recorder.Param, then func(*proxy.Admitted) error) error {
-	return s.sess.Forward(v, params, then, func(ref *proxy.Refusal) error { return s.refuse(h, v, ref) })
+	return s.sess.Forward(v, params, func(adm proxy.Admitted) error { return then(&adm) }, func(ref *proxy.Refusal) error { return s.refuse(h, v, ref) })
 }
 
 // refuse answers the command of header h, decided as v, with the refusal
@@ -469,7 +469,8 @@ func (s *session) query(h header, body []byte, v authz.Verdict, binary bool) err
 // t's for an approver ends (see kill.go); a refused one gets the server's
 // answer for an unknown id, with why.
 func (s *session) kill(h header, v authz.Verdict, k killStmt, t *killTarget) error {
-	return s.sess.Forward(v, nil, func(adm *proxy.Admitted) error {
+	return s.sess.Forward(v, nil, func(a proxy.Admitted) error {
+		adm := &a
 		if t.sess.CancelHold() && k.query {
 			// Nothing of t's runs upstream: the KILL QUERY is answered
 			// with the upstream's OK to a ping, whose status flags

@@ -39,9 +39,15 @@ func TestBinaryText(t *testing.T) {
 		{oidTimestamp, be(8, uint64(math.MaxInt64)), "infinity", true},
 		{1700, []byte{0, 1}, "", false}, // numeric is not read
 	} {
-		got, _, ok := binaryText(c.oid, c.v)
+		got, _, ok := binaryText(nil, c.oid, c.v)
 		if ok != c.ok || string(got) != c.want {
 			t.Errorf("binaryText(%d, %x) = %q, %v; want %q, %v", c.oid, c.v, got, ok, c.want, c.ok)
+		}
+		// It appends to what the buffer holds, and leaves it be when
+		// it cannot read the value.
+		got, _, _ = binaryText([]byte("v1|"), c.oid, c.v)
+		if string(got) != "v1|"+c.want {
+			t.Errorf("binaryText after %q (%d, %x) = %q; want %q", "v1|", c.oid, c.v, got, "v1|"+c.want)
 		}
 	}
 }

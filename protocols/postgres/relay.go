@@ -30,8 +30,8 @@ const refusedSQL = "airlock_refused_statement"
 
 // pending is a client message whose answer the upstream still owes.
 type pending struct {
-	kind    byte // the client message type: Q, F, P, B, D, E, C, S
-	adm     *proxy.Admitted
+	kind    byte           // the client message type: Q, F, P, B, D, E, C, S
+	adm     proxy.Admitted // Valid for an admitted Query or Execute
 	refusal *proxy.Refusal
 	// next is, for a simple query, the index of the statement whose
 	// completion comes next.
@@ -92,6 +92,10 @@ type session struct {
 	stmts   map[string]*authz.Verdict
 	portals map[string]*bound
 	buf     []byte
+	// bindMsg is the Bind being read, paramText a binary parameter's
+	// text form (bind.go), kept from message to message.
+	bindMsg   bindMsg
+	paramText []byte
 	// dataRows counts the DataRows since the last message that ended a
 	// result: a PortalSuspended's tag carries no row count (upstream
 	// goroutine only).
@@ -187,7 +191,7 @@ func (s *session) fatal(code, msg string) {
 // have returned, so the queue is this goroutine's.
 func (s *session) unanswered(reason string) {
 	for h := s.pop(); h != nil; h = s.pop() {
-		if h.adm == nil || h.failed {
+		if !h.adm.Valid() || h.failed {
 			// Not a statement, or a refused one: nothing ran. Or a
 			// query whose error (a FATAL: the server ended the
 			// connection) recorded every outcome already.
@@ -391,8 +395,9 @@ func (s *session) query(n int) error {
 	if i < 0 {
 		return &frameError{"Query message without its terminating zero byte"}
 	}
-	v := s.az.Query(s.sess.Grant(), proxy.TextOf(body[:i]))
-	return s.sess.Forward(v, nil, func(adm *proxy.Admitted) error {
+	// A view of the reused buffer: see proxy.ViewOf for who copies what.
+	v := s.az.Query(s.sess.Grant(), proxy.ViewOf(body[:i]))
+	return s.sess.Forward(v, nil, func(adm proxy.Admitted) error {
 		s.push(pending{kind: 'Q', adm: adm})
 		return writeFrame(s.uw, 'Q', body)
 	}, func(ref *proxy.Refusal) error {
@@ -478,62 +483,6 @@ func (s *session) paramTypesOf(name string) []uint32 {
 	return s.paramTypes[name]
 }
 
-// bound is a portal: the statement it runs and the parameters it was
-// bound with.
-type bound struct {
-	v      *authz.Verdict
-	params []recorder.Param
-}
-
-func (s *session) bind(n int) error {
-	body, err := s.body(n, 'B')
-	if err != nil {
-		return err
-	}
-	var b pgproto3.Bind
-	if err := b.Decode(body); err != nil {
-		return &frameError{"malformed Bind: " + err.Error()}
-	}
-	params := make([]recorder.Param, len(b.Parameters))
-	var types []uint32
-	for i, v := range b.Parameters {
-		binary := false
-		switch len(b.ParameterFormatCodes) {
-		case 0:
-		case 1:
-			binary = b.ParameterFormatCodes[0] == 1
-		default:
-			binary = i < len(b.ParameterFormatCodes) && b.ParameterFormatCodes[i] == 1
-		}
-		if binary && v != nil {
-			if types == nil {
-				types = s.paramTypesOf(b.PreparedStatement)
-			}
-			// A binary value of a known type is kept as its text
-			// form (as the MySQL binary protocol's are), so people
-			// read 42 rather than AAAAKg==.
-			if i < len(types) {
-				if text, name, ok := binaryText(types[i], v); ok {
-					params[i] = s.sess.Param(text, false, false)
-					params[i].Type, params[i].Size = name, len(v)
-					continue
-				}
-			}
-		}
-		params[i] = s.sess.Param(v, binary, v == nil)
-	}
-	v := s.stmts[b.PreparedStatement]
-	if v == nil {
-		// A statement made with SQL PREPARE: decided as its EXECUTE.
-		if pv, ok := s.az.Prepared(s.sess.Grant(), b.PreparedStatement); ok {
-			v = &pv
-		}
-	}
-	s.portals[b.DestinationPortal] = &bound{v: v, params: params}
-	s.push(pending{kind: 'B', name: b.DestinationPortal, stmt: b.PreparedStatement})
-	return writeFrame(s.uw, 'B', body)
-}
-
 // execute re-uses the decision made at Parse for the portal's statement,
 // and records the execution before forwarding it.
 func (s *session) execute(n int) error {
@@ -541,14 +490,17 @@ func (s *session) execute(n int) error {
 	if err != nil {
 		return err
 	}
-	portal, _, ok := cstring(body)
+	name, _, ok := cutCString(body)
 	if !ok {
 		return &frameError{"malformed Execute"}
 	}
 	var v *authz.Verdict
 	var params []recorder.Param
-	if b := s.portals[portal]; b != nil {
-		v, params = b.v, b.params
+	var portal string
+	if b := s.portals[string(name)]; b != nil {
+		v, params, portal = b.v, b.params, b.name
+	} else {
+		portal = string(name)
 	}
 	if v != nil && !v.Allow && s.refusedBeforeSync {
 		// Its statement was refused at Parse in this same pipeline (as
@@ -571,7 +523,7 @@ func (s *session) execute(n int) error {
 		// unknown: refused again, never held.
 		return s.refuse('E', s.sess.Refuse(*v), &pgproto3.Execute{Portal: refusedSQL})
 	}
-	return s.sess.Forward(*v, params, func(adm *proxy.Admitted) error {
+	return s.sess.Forward(*v, params, func(adm proxy.Admitted) error {
 		s.push(pending{kind: 'E', adm: adm, name: portal})
 		return writeFrame(s.uw, 'E', body)
 	}, func(ref *proxy.Refusal) error {
@@ -789,14 +741,14 @@ func (s *session) observe(typ byte, body []byte) encoder {
 		}
 		switch h.kind {
 		case 'Q':
-			if h.adm != nil {
+			if h.adm.Valid() {
 				h.adm.Done(h.next, res)
 				h.adm.Restart()
 			}
 			h.next++
 		case 'E':
 			s.pop()
-			if h.adm != nil {
+			if h.adm.Valid() {
 				h.adm.Done(0, res)
 			}
 		}
@@ -807,7 +759,7 @@ func (s *session) observe(typ byte, body []byte) encoder {
 	case 's': // PortalSuspended
 		if h != nil && h.kind == 'E' {
 			s.pop()
-			if h.adm != nil {
+			if h.adm.Valid() {
 				// An Execute with a row limit (JDBC's fetch size):
 				// record the rows it returned.
 				rows := s.dataRows
@@ -872,7 +824,7 @@ func (s *session) observeError(h *pending, body []byte) encoder {
 	}
 	switch h.kind {
 	case 'Q', 'F':
-		if h.adm != nil && !h.failed {
+		if h.adm.Valid() && !h.failed {
 			h.adm.Done(h.next, res)
 			for i := h.next + 1; i < h.adm.Len(); i++ {
 				h.adm.Done(i, recorder.Result{Error: "not executed: an earlier statement of the message failed"})
@@ -881,7 +833,7 @@ func (s *session) observeError(h *pending, body []byte) encoder {
 		h.failed = true
 	default:
 		s.pop()
-		if h.kind == 'E' && h.adm != nil {
+		if h.kind == 'E' && h.adm.Valid() {
 			h.adm.Done(0, res)
 		}
 		s.skipToSync(h, res)
@@ -906,10 +858,10 @@ func (s *session) skipToSync(failed *pending, res recorder.Result) {
 		switch {
 		case h.kind == 'B' && failed != nil && failed.kind == 'P' && h.stmt == failed.name:
 			own[h.name] = true
-		case h.kind == 'E' && h.adm != nil && own[h.name]:
+		case h.kind == 'E' && h.adm.Valid() && own[h.name]:
 			delete(own, h.name) // a second Execute of it is only skipped
 			h.adm.Done(0, res)
-		case h.kind == 'E' && h.adm != nil:
+		case h.kind == 'E' && h.adm.Valid():
 			h.adm.Done(0, recorder.Result{Error: "not executed: an earlier message of the pipeline failed"})
 		}
 	}

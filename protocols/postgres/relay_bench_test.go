@@ -214,14 +214,33 @@ func encode(tb testing.TB, msgs ...pgproto3.FrontendMessage) []byte {
 	return b
 }
 
-// relayMessages are the steady-state statements the benchmark relays:
-// a point select as pgbench -S sends it, over the simple protocol and
-// over the extended one with a prepared statement.
-func relayMessages(tb testing.TB, r *relayRig) map[string][]byte {
-	r.roundTrip(tb, encode(tb, &pgproto3.Parse{Name: "p", Query: "select v from t where id = $1"}, &pgproto3.Sync{}))
-	return map[string][]byte{
-		"simple":   encode(tb, &pgproto3.Query{String: "select v from t where id = 42"}),
-		"prepared": encode(tb, &pgproto3.Bind{PreparedStatement: "p", Parameters: [][]byte{[]byte("42")}}, &pgproto3.Execute{}, &pgproto3.Sync{}),
+// relayModes are the ways the benchmark sends its point select.
+var relayModes = []string{"simple", "prepared", "prepared-binary"}
+
+// relayMessages are the steady-state statements the benchmark relays, a
+// point select as pgbench -S sends it with ids 1 to 100 in turn: over the
+// simple protocol, and over the extended one with a prepared statement,
+// its parameter in text (as pgbench and libpq send it) or binary format
+// (as pgx sends integers).
+func relayMessages(tb testing.TB, r *relayRig) map[string][][]byte {
+	r.roundTrip(tb, encode(tb, &pgproto3.Parse{Name: "p", Query: "select v from t where id = $1"},
+		&pgproto3.Parse{Name: "pb", Query: "select v from t where id = $1", ParameterOIDs: []uint32{23}}, &pgproto3.Sync{}))
+	out := map[string][][]byte{}
+	for id := 1; id <= 100; id++ {
+		text := []byte(fmt.Sprint(id))
+		bin := []byte{0, 0, 0, byte(id)}
+		out["simple"] = append(out["simple"], encode(tb, &pgproto3.Query{String: fmt.Sprintf("select v from t where id = %d", id)}))
+		out["prepared"] = append(out["prepared"], encode(tb, &pgproto3.Bind{PreparedStatement: "p", Parameters: [][]byte{text}}, &pgproto3.Execute{}, &pgproto3.Sync{}))
+		out["prepared-binary"] = append(out["prepared-binary"], encode(tb, &pgproto3.Bind{PreparedStatement: "pb", ParameterFormatCodes: []int16{1}, Parameters: [][]byte{bin}},
+			&pgproto3.Execute{}, &pgproto3.Sync{}))
+	}
+	return out
+}
+
+// run relays n of msgs, in turn from the first.
+func (r *relayRig) run(tb testing.TB, msgs [][]byte, n int) {
+	for i := range n {
+		r.roundTrip(tb, msgs[i%len(msgs)])
 	}
 }
 
@@ -232,27 +251,19 @@ func relayMessages(tb testing.TB, r *relayRig) map[string][]byte {
 // authz-allocs/op authorization's, recorder-allocs/op the recorder's and
 // its NATS client's.
 func BenchmarkRelay(b *testing.B) {
-	for _, mode := range []string{"simple", "prepared"} {
+	for _, mode := range relayModes {
 		b.Run(mode, func(b *testing.B) {
 			r := dialRelay(b)
-			msg := relayMessages(b, r)[mode]
-			for range 100 { // warm: the decision cache, the buffers
-				r.roundTrip(b, msg)
-			}
+			msgs := relayMessages(b, r)[mode]
+			r.run(b, msgs, 100) // warm: the decision cache, the buffers
 			b.ReportAllocs()
 			b.ResetTimer()
-			for range b.N {
-				r.roundTrip(b, msg)
-			}
+			r.run(b, msgs, b.N)
 			b.StopTimer()
 			// Sorted by part in a pass of their own: sampling every
 			// allocation slows what it samples.
 			const n = 200
-			counts, _ := countAllocs(func() {
-				for range n {
-					r.roundTrip(b, msg)
-				}
-			})
+			counts, _ := countAllocs(func() { r.run(b, msgs, n) })
 			for _, part := range allocParts {
 				b.ReportMetric(float64(counts[part])/n, part+"-allocs/op")
 			}
@@ -261,19 +272,14 @@ func BenchmarkRelay(b *testing.B) {
 }
 
 // relayAllocCeiling is what the relay path (protocols/postgres and proxy)
-// may allocate per statement. Issue 20's target is zero; what is left:
-// simple: the statement's text (proxy.TextOf), its statement ids and
-// Admitted, its recorder.Statement; prepared: those but the text, and
-// Bind's decode, bound parameters and portal. TestRelayAllocations keeps
-// it from growing back. Under the race detector, which makes a few more
-// values escape (make test runs it so), each is one higher.
-var relayAllocCeiling = map[string]float64{"simple": 4, "prepared": 6}
-
-func allocCeiling(mode string) float64 {
+// may allocate per statement: nothing (issue 20's target). Under the race
+// detector, which makes a few more values escape (make test runs it so),
+// one.
+func relayAllocCeiling() float64 {
 	if raceEnabled {
-		return relayAllocCeiling[mode] + 1
+		return 1
 	}
-	return relayAllocCeiling[mode]
+	return 0
 }
 
 // TestRelayAllocations counts the heap allocations of one relayed
@@ -281,24 +287,18 @@ func allocCeiling(mode string) float64 {
 // path's exceed relayAllocCeiling (RELAY_ALLOC_SITES=recorder, or authz,
 // also lists that part's sites).
 func TestRelayAllocations(t *testing.T) {
-	for _, mode := range []string{"simple", "prepared"} {
+	for _, mode := range relayModes {
 		t.Run(mode, func(t *testing.T) {
 			r := dialRelay(t)
-			msg := relayMessages(t, r)[mode]
-			for range 100 {
-				r.roundTrip(t, msg)
-			}
+			msgs := relayMessages(t, r)[mode]
+			r.run(t, msgs, 100)
 			const n = 300
-			counts, sites := countAllocs(func() {
-				for range n {
-					r.roundTrip(t, msg)
-				}
-			})
+			counts, sites := countAllocs(func() { r.run(t, msgs, n) })
 			t.Logf("%s: per statement: %s", mode, formatCounts(counts, n))
 			if part := os.Getenv("RELAY_ALLOC_SITES"); part != "" {
 				t.Logf("allocation sites of the relay and of %s:\n%s", part, sites)
 			}
-			if got, most := float64(counts["relay"])/n, allocCeiling(mode); got > most+0.1 {
+			if got, most := float64(counts["relay"])/n, relayAllocCeiling(); got > most+0.1 {
 				t.Errorf("%s: the relay path allocates %.2f times per statement, more than %.0f:\n%s", mode, got, most, sites)
 			}
 			// A pool that gives back what is put in refills only at

@@ -373,8 +373,8 @@ func (s *sessionChan) start(req *ssh.Request, g *authz.Grant) {
 	}
 	s.started = true
 	s.admitStart(func(gaveUp context.Context) {
-		_ = s.c.sess.ForwardContext(gaveUp, authz.SingleVerdict(d), nil, func(adm *proxy.Admitted) error {
-			s.run(req, upPayload, adm)
+		_ = s.c.sess.ForwardContext(gaveUp, authz.SingleVerdict(d), nil, func(adm proxy.Admitted) error {
+			s.run(req, upPayload, &adm)
 			return nil
 		}, func(ref *proxy.Refusal) error {
 			// Refused by policy, by the grant's state or because it could

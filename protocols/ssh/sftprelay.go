@@ -163,9 +163,9 @@ func (r *sftpRelay) admit(q sftpRequest) bool {
 		op.Detail = openFlags(q.Pflags)
 	}
 	forwarded := false
-	_ = s.c.sess.Forward(authz.SingleVerdict(sshauthz.AuthorizeSFTP(g, op)), nil, func(adm *proxy.Admitted) error {
+	_ = s.c.sess.Forward(authz.SingleVerdict(sshauthz.AuthorizeSFTP(g, op)), nil, func(adm proxy.Admitted) error {
 		r.mu.Lock()
-		r.pending[q.ID] = &sftpPending{q: q, adm: adm}
+		r.pending[q.ID] = &sftpPending{q: q, adm: &adm}
 		r.mu.Unlock()
 		forwarded = true
 		return nil
