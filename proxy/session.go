@@ -50,7 +50,8 @@ type Session struct {
 	stopReason  string
 	relayClosed bool
 	// running are the texts of the admitted statements whose outcome is
-	// still to come, by id; idle is closed when none is left (see
+	// still to come, by id, copied into buffers that finished statements
+	// leave in spareText; idle is closed when none is left (see
 	// interrupt.go). stopMethods are the ways the running statements
 	// were asked to stop since the grant ended, stop the outcome, for the
 	// session's end.
@@ -200,6 +201,7 @@ func (s *Session) AdmitContext(ctx context.Context, v authz.Verdict, params ...r
 	return pointer(s.admit(ctx, v, params, true))
 }
 
+// pointer is admit's result as Admit returns it.
 func pointer(a Admitted, err error) (*Admitted, error) {
 	if err != nil {
 		return nil, err
