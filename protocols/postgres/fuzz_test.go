@@ -68,6 +68,8 @@ func FuzzClientFrames(f *testing.F) {
 	f.Add(append(append(q, pa...), bi...))
 	f.Add([]byte{'Q', 0x7f, 0xff, 0xff, 0xff})
 	f.Add([]byte{'B', 0, 0, 0, 6, 0, 0})
+	nul, _ := (&pgproto3.Bind{DestinationPortal: "c1", PreparedStatement: "s", ParameterFormatCodes: []int16{0, 1}, Parameters: [][]byte{nil, []byte("x"), {}}, ResultFormatCodes: []int16{1}}).Encode(nil)
+	f.Add(nul)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bufio.NewReader(bytes.NewReader(in))
 		var buf []byte
@@ -93,12 +95,44 @@ func FuzzClientFrames(f *testing.F) {
 			case 'P':
 				_ = (&pgproto3.Parse{}).Decode(buf)
 			case 'B':
-				_ = (&pgproto3.Bind{}).Decode(buf)
+				checkBindDecode(t, buf)
 			case 'E':
 				_, _, _ = cstring(buf)
 			}
 		}
 	})
+}
+
+// checkBindDecode decodes body as a Bind with the gateway's in-place
+// decoder and with pgproto3's: both refuse it or both read the same
+// names, parameters (NULL as NULL) and formats.
+func checkBindDecode(t *testing.T, body []byte) {
+	var want pgproto3.Bind
+	werr := want.Decode(body)
+	var got bindMsg
+	gerr := got.decode(body)
+	if (werr == nil) != (gerr == nil) {
+		t.Fatalf("Bind %x: pgproto3 says %v, the gateway %v", body, werr, gerr)
+	}
+	if werr != nil {
+		return
+	}
+	if string(got.portal) != want.DestinationPortal || string(got.stmt) != want.PreparedStatement || len(got.params) != len(want.Parameters) {
+		t.Fatalf("Bind %x: read %q %q with %d parameters, want %q %q with %d", body, got.portal, got.stmt, len(got.params), want.DestinationPortal, want.PreparedStatement, len(want.Parameters))
+	}
+	for i, p := range want.Parameters {
+		binary := false
+		switch len(want.ParameterFormatCodes) {
+		case 0:
+		case 1:
+			binary = want.ParameterFormatCodes[0] == 1
+		default:
+			binary = i < len(want.ParameterFormatCodes) && want.ParameterFormatCodes[i] == 1
+		}
+		if (p == nil) != (got.params[i] == nil) || !bytes.Equal(p, got.params[i]) || got.binary(i) != binary {
+			t.Fatalf("Bind %x: parameter %d read as %x (binary %v), want %x (binary %v)", body, i, got.params[i], got.binary(i), p, binary)
+		}
+	}
 }
 
 // FuzzSCRAM: the SCRAM parser never panics on client messages.
