@@ -16,6 +16,16 @@ import (
 // portal's own buffer, and binding costs no allocation in the steady
 // state.
 
+// keepValues and keepParams bound what a portal keeps for its next Bind,
+// and keepParams what the session keeps of a Bind's parameter list: the
+// memory of a larger one (a parameter of megabytes under a high
+// recorder.param_max_bytes, 65,535 parameters) goes at the next Bind, as
+// it did before portals kept theirs.
+const (
+	keepValues = 64 << 10
+	keepParams = 256
+)
+
 // bound is a portal: the statement it runs and the parameters it was
 // bound with.
 type bound struct {
@@ -38,6 +48,23 @@ type bindMsg struct {
 	formats []byte
 	// params are the parameters' values, nil for NULL.
 	params [][]byte
+}
+
+// release lets go of the message the fields are views of (a Bind of
+// megabytes has a buffer of its own), keeping the parameter list's memory
+// for the next Bind unless it is large.
+func (m *bindMsg) release() {
+	clear(m.params)
+	m.params = reuse(m.params, keepParams)
+	m.portal, m.stmt, m.formats = nil, nil, nil
+}
+
+// reuse is s emptied for reuse, or nil when its capacity passes most.
+func reuse[E any](s []E, most int) []E {
+	if cap(s) > most {
+		return nil
+	}
+	return s[:0]
 }
 
 // binary reports whether parameter i is in binary format.
@@ -117,6 +144,7 @@ func (s *session) bind(n int) error {
 		return err
 	}
 	m := &s.bindMsg
+	defer m.release()
 	if err := m.decode(body); err != nil {
 		return err
 	}
@@ -128,7 +156,7 @@ func (s *session) bind(n int) error {
 	if b.stmt != string(m.stmt) {
 		b.stmt = string(m.stmt)
 	}
-	b.params, b.values = b.params[:0], b.values[:0]
+	b.params, b.values = reuse(b.params, keepParams), reuse(b.values, keepValues)
 	var types []uint32
 	for i, v := range m.params {
 		var p recorder.Param
@@ -143,7 +171,8 @@ func (s *session) bind(n int) error {
 			if i < len(types) {
 				var name string
 				var ok bool
-				if s.paramText, name, ok = binaryText(s.paramText[:0], types[i], v); ok {
+				s.paramText, name, ok = binaryText(reuse(s.paramText, keepValues), types[i], v)
+				if ok {
 					p, b.values = s.sess.AppendParam(b.values, s.paramText, false, false)
 					p.Type, p.Size = name, len(v)
 					b.params = append(b.params, p)

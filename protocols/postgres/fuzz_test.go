@@ -73,6 +73,7 @@ func FuzzClientFrames(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bufio.NewReader(bytes.NewReader(in))
 		var buf []byte
+		var bind bindMsg // reused from Bind to Bind, as a session does
 		for {
 			typ, n, err := readHeader(r)
 			if err != nil {
@@ -95,7 +96,8 @@ func FuzzClientFrames(f *testing.F) {
 			case 'P':
 				_ = (&pgproto3.Parse{}).Decode(buf)
 			case 'B':
-				checkBindDecode(t, buf)
+				checkBindDecode(t, &bind, buf)
+				bind.release()
 			case 'E':
 				_, _, _ = cstring(buf)
 			}
@@ -104,12 +106,12 @@ func FuzzClientFrames(f *testing.F) {
 }
 
 // checkBindDecode decodes body as a Bind with the gateway's in-place
-// decoder and with pgproto3's: both refuse it or both read the same
-// names, parameters (NULL as NULL) and formats.
-func checkBindDecode(t *testing.T, body []byte) {
+// decoder, into got (which may hold an earlier Bind), and with pgproto3's:
+// both refuse it or both read the same names, parameters (NULL as NULL)
+// and formats.
+func checkBindDecode(t *testing.T, got *bindMsg, body []byte) {
 	var want pgproto3.Bind
 	werr := want.Decode(body)
-	var got bindMsg
 	gerr := got.decode(body)
 	if (werr == nil) != (gerr == nil) {
 		t.Fatalf("Bind %x: pgproto3 says %v, the gateway %v", body, werr, gerr)
