@@ -21,7 +21,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/airlockhq/airlock/control"
-	"github.com/airlockhq/airlock/natsconn"
 	"github.com/airlockhq/airlock/recorder"
 	"github.com/airlockhq/airlock/testenv"
 )
@@ -669,20 +668,7 @@ func TestRecorderFailoverOldPermissions(t *testing.T) {
 	// within a moment, says why, and lists still answer.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	nc, err := natsconn.Connect(ctx, natsconn.Options{URL: c.URL, CredentialsFile: u.SeedFiles["gateway"], Name: "old-permissions-index"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	signer, err := recorder.GenerateSigner()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := recorder.New(ctx, nc.JS, recorder.Options{Stream: "AIRLOCK_EVENTS", Replicas: 3, Signer: signer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rec.Close()
+	nc, rec := gatewayRecorder(ctx, t, c.URL, u.SeedFiles["gateway"], "old-permissions-index", recorder.Options{})
 	logs := &lockedBuffer{}
 	x, took, err := indexAfterData(ctx, t, nc.JS, rec, "ses_old_perm", slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil || took > 2*time.Second {

@@ -82,20 +82,7 @@ func TestRecorderNATSPermissions(t *testing.T) {
 
 	// The gateway, connected the way the gateway connects (natsconn with
 	// an nkey seed as recorder.credentials_file), does its whole job.
-	gw, err := natsconn.Connect(ctx, natsconn.Options{URL: c.URL, CredentialsFile: u.SeedFiles["gateway"], Name: "perm-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gw.Close)
-	signer, err := recorder.GenerateSigner()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := recorder.New(ctx, gw.JS, recorder.Options{Stream: "AIRLOCK_EVENTS", Replicas: 3, Signer: signer, Failover: true})
-	if err != nil {
-		t.Fatalf("recorder as the gateway user: %v", err)
-	}
-	defer rec.Close()
+	gw, rec := gatewayRecorder(ctx, t, c.URL, u.SeedFiles["gateway"], "perm-test", recorder.Options{Failover: true})
 	l := rec.Open("ses_perm", recorder.Meta{Agent: "a", Resource: "r", Protocol: "postgres", Client: "c"})
 	l.Append(recorder.Event{Type: recorder.TypeSessionStart})
 	l.Append(recorder.Event{Type: recorder.TypeSessionEnd, End: &recorder.End{Reason: "done"}})
@@ -204,7 +191,7 @@ func TestRecorderNATSPermissions(t *testing.T) {
 	// process that ran before this one on its data directory left
 	// ses_gone open.
 	prev := recorder.NewInstanceID()
-	writer, err := recorder.New(ctx, gw.JS, recorder.Options{Stream: "AIRLOCK_EVENTS", Replicas: 3, Signer: signer, Instance: prev})
+	writer, err := recorder.New(ctx, gw.JS, recorder.Options{Stream: "AIRLOCK_EVENTS", Replicas: 3, Signer: rec.Signer(), Instance: prev})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,6 +414,29 @@ func jsRaw(ctx context.Context, js jetstream.JetStream, subject string) error {
 		return errors.New(string(msg.Data))
 	}
 	return nil
+}
+
+// gatewayRecorder connects to url as name with the nkey seed in creds,
+// as the gateway connects (natsconn, the seed as
+// recorder.credentials_file), and starts a recorder on the events stream with 3 replicas and opts' other
+// settings and a fresh signer; both end with the test.
+func gatewayRecorder(ctx context.Context, t *testing.T, url, creds, name string, opts recorder.Options) (*natsconn.Conn, *recorder.Recorder) {
+	t.Helper()
+	nc, err := natsconn.Connect(ctx, natsconn.Options{URL: url, CredentialsFile: creds, Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if opts.Signer, err = recorder.GenerateSigner(); err != nil {
+		t.Fatal(err)
+	}
+	opts.Stream, opts.Replicas = "AIRLOCK_EVENTS", 3
+	rec, err := recorder.New(ctx, nc.JS, opts)
+	if err != nil {
+		t.Fatalf("recorder as %s: %v", name, err)
+	}
+	t.Cleanup(rec.Close)
+	return nc, rec
 }
 
 // indexAfterData runs a session index on js as the gateway keeps one
