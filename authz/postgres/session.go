@@ -163,11 +163,10 @@ func (s *Session) message(g *authz.Grant, name, sql string, parse bool) authz.Ve
 		}
 	}
 	if len(sql) <= authz.MaxCachedText {
-		// Perhaps a view of the caller's buffer (see Query), and what
-		// follows keeps parts of it: the decisions' texts, prepared
-		// statements, the cache's entry.
+		// Perhaps a view of the caller's buffer (see Query), and the
+		// session keeps parts of it: prepared statements' texts. (The
+		// cache copies what it keeps itself.)
 		sql = strings.Clone(sql)
-		key.Text = sql
 	}
 	s.parsed++
 	stmts, err := classifyPG(sql)
@@ -258,9 +257,10 @@ func (s *Session) message(g *authz.Grant, name, sql string, parse bool) authz.Ve
 // scanner gives it one (set in key), and under its exact text. A verdict
 // kept under the masked key gets this message's own statement texts.
 //
-// The lookup keys are views of sql and of the session's key buffer; on a
-// miss, key.Masked is a string of its own, for keep. The verdict's
-// statements are appended to dst (see DecisionCache.Get).
+// The lookup keys are views of sql and of the session's key buffer, which
+// keep uses as they are (with s.consts) on a miss: the cache copies the
+// key it keeps. The verdict's statements are appended to dst (see
+// DecisionCache.Get).
 func (s *Session) cached(cache *authz.DecisionCache, key *authz.CacheKey, g *authz.Grant, sql string, dst []authz.Decision) (authz.Verdict, bool) {
 	masked := false
 	if len(sql) <= authz.MaxCachedText {
@@ -271,9 +271,6 @@ func (s *Session) cached(cache *authz.DecisionCache, key *authz.CacheKey, g *aut
 	}
 	key.Masked = unsafe.String(unsafe.SliceData(s.keyBuf), len(s.keyBuf))
 	v, at, ok := cache.GetMasked(*key, g, dst)
-	if !ok {
-		key.Masked = string(s.keyBuf)
-	}
 	if !ok || at == nil {
 		return v, ok
 	}
