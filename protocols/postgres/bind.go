@@ -120,16 +120,6 @@ func (m *bindMsg) decode(body []byte) error {
 	return nil
 }
 
-// cutCString cuts a zero-terminated string from the front of b.
-func cutCString(b []byte) (s, rest []byte, ok bool) {
-	for i, c := range b {
-		if c == 0 {
-			return b[:i], b[i+1:], true
-		}
-	}
-	return nil, nil, false
-}
-
 // cutCount cuts a 16-bit count from the front of b.
 func cutCount(b []byte) (n int, rest []byte, ok bool) {
 	if len(b) < 2 {

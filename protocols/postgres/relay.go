@@ -869,11 +869,18 @@ func (s *session) skipToSync(failed *pending, res recorder.Result) {
 
 // cstring splits a zero-terminated string off b.
 func cstring(b []byte) (string, []byte, bool) {
+	s, rest, ok := cutCString(b)
+	return string(s), rest, ok
+}
+
+// cutCString cuts a zero-terminated string from the front of b, as a view
+// of b.
+func cutCString(b []byte) (s, rest []byte, ok bool) {
 	i := bytes.IndexByte(b, 0)
 	if i < 0 {
-		return "", nil, false
+		return nil, nil, false
 	}
-	return string(b[:i]), b[i+1:], true
+	return b[:i], b[i+1:], true
 }
 
 // rowsOf reads the row count from a completion tag such as "SELECT 3" or
