@@ -262,7 +262,7 @@ func (p *Protocol) handshake(ctx context.Context, cl *client) (*handshakeState, 
 		// A MySQL client sends its ClientHello right behind the SSL
 		// request without waiting for an answer, so the reader may
 		// already hold its first bytes: the TLS layer reads through it.
-		tc := tls.Server(&proxy.PrereadConn{Conn: cl.conn, R: cl.r, Pool: readers}, p.TLS)
+		tc := proxy.ServerTLS(&proxy.PrereadConn{Conn: cl.conn, R: cl.r, Pool: readers}, p.TLS)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return hs, fmt.Errorf("TLS handshake: %w", err)
 		}

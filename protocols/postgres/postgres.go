@@ -270,7 +270,7 @@ func (p *Protocol) startTLS(cl *client, direct bool) error {
 		// The ClientHello's first bytes were peeked into the reader.
 		raw = &proxy.PrereadConn{Conn: cl.conn, R: cl.r}
 	}
-	tc := tls.Server(raw, cfg)
+	tc := proxy.ServerTLS(raw, cfg)
 	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)
 	}

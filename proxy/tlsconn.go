@@ -1,0 +1,138 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// TLSConn is the server side of a client's TLS connection that sends
+// what one Write encrypts in one system call. crypto/tls writes each
+// record (at most 16 KiB) to the connection as it seals it, so a relay
+// flushing 64 KiB of rows made four write system calls, and the client
+// read four smaller segments. BenchmarkTLSWrite measures both ends'
+// CPU per MB (docs/architecture.md, "Bulk transfers"). A Write of at
+// most oneRecord bytes, such as a statement's answer, is one record and
+// goes straight to crypto/tls.
+//
+// The records of a Write are gathered in a buffer taken from a pool for
+// the Write and given back after it, so an idle connection holds none.
+type TLSConn struct {
+	*tls.Conn
+	raw *gatherConn
+	// writing counts the Writes under way, gathering or sending: Close
+	// then closes the connection under them, as crypto/tls does during
+	// its own Write, instead of sending close_notify behind a write that
+	// may be blocked.
+	writing atomic.Int32
+}
+
+// ServerTLS is tls.Server over raw, gathering each Write's records.
+func ServerTLS(raw net.Conn, cfg *tls.Config) *TLSConn {
+	g := &gatherConn{Conn: raw}
+	return &TLSConn{Conn: tls.Server(g, cfg), raw: g}
+}
+
+// Write encrypts p and sends its records together.
+func (c *TLSConn) Write(p []byte) (int, error) {
+	if len(p) <= oneRecord {
+		return c.Conn.Write(p)
+	}
+	// A handshake not done yet is done first, not gathered: it waits
+	// for the client's answer to what it sends.
+	if err := c.Conn.Handshake(); err != nil {
+		return 0, err
+	}
+	c.writing.Add(1)
+	defer c.writing.Add(-1)
+	c.raw.gather(true)
+	n, err := c.Conn.Write(p)
+	if ferr := c.raw.gather(false); err == nil && ferr != nil {
+		err = ferr
+	}
+	return n, err
+}
+
+// Close closes the connection; during a Write, only the connection under
+// the TLS layer, which ends the Write (as tls.Conn.Close does during its
+// own Write).
+func (c *TLSConn) Close() error {
+	if c.writing.Load() > 0 {
+		return c.raw.Conn.Close()
+	}
+	return c.Conn.Close()
+}
+
+// oneRecord is the most a Write may carry to be sure crypto/tls seals
+// it as one record, and so writes it in one system call, without help:
+// its smallest records, early in a connection, carry about 1,200 bytes.
+const oneRecord = 1024
+
+// gatherBuffer is the most a Write gathers before it sends: a relay's
+// 64 KiB flush, sealed, fits.
+const gatherBuffer = 128 << 10
+
+var gatherBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, gatherBuffer)
+	return &b
+}}
+
+// gatherConn is the connection under a TLSConn: while a Write is
+// gathering, its writes go to a buffer, sent when the last gathering
+// Write ends or the buffer is full.
+type gatherConn struct {
+	net.Conn
+	mu        sync.Mutex
+	gathering int
+	buf       *[]byte // while gathering and holding something
+}
+
+func (g *gatherConn) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gathering == 0 {
+		return g.Conn.Write(p)
+	}
+	if g.buf != nil && len(*g.buf)+len(p) > gatherBuffer {
+		if err := g.sendLocked(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) > gatherBuffer {
+		return g.Conn.Write(p)
+	}
+	if g.buf == nil {
+		g.buf = gatherBuffers.Get().(*[]byte)
+	}
+	*g.buf = append(*g.buf, p...)
+	return len(p), nil
+}
+
+// gather starts (on) or ends a Write's gathering; the last to end sends
+// what was gathered.
+func (g *gatherConn) gather(on bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if on {
+		g.gathering++
+		return nil
+	}
+	if g.gathering--; g.gathering > 0 {
+		return nil
+	}
+	return g.sendLocked()
+}
+
+// sendLocked writes what is gathered and gives the buffer back.
+func (g *gatherConn) sendLocked() error {
+	if g.buf == nil {
+		return nil
+	}
+	b := g.buf
+	g.buf = nil
+	_, err := g.Conn.Write(*b)
+	*b = (*b)[:0]
+	gatherBuffers.Put(b)
+	return err
+}
