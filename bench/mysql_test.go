@@ -188,9 +188,10 @@ func benchMySQLLargeResult(b *testing.B, e *env, r *report) {
 	q := fmt.Sprintf("SELECT REPEAT('x', %d) FROM bench_accounts a JOIN bench_accounts b WHERE a.aid <= %d AND b.aid <= %d", width, side, side)
 	ctx := context.Background()
 	mbps := map[string][]float64{}
+	var cpu []float64 // relay CPU per MB, ms
 	var growth float64
 	contenders := []target{e.my.direct, e.my.airlock}
-	for round := range 2 {
+	for round := range 3 {
 		for i := range contenders {
 			t := contenders[(i+round)%len(contenders)]
 			db := mysqlDB(b, t, 1)
@@ -199,10 +200,24 @@ func benchMySQLLargeResult(b *testing.B, e *env, r *report) {
 				b.Fatalf("mysql %s: %v", t.name, err)
 			}
 			var peak func() float64
-			if t.name == judged && round == 0 {
-				peak = e.gw.watchPeak(b)
+			var profile chan struct{}
+			if t.name == judged {
+				switch round {
+				case 0:
+					peak = e.gw.watchPeak(b)
+				case 1:
+					const name = "mysql-1gib-result-R1.pprof"
+					profile = e.cpuProfile(b, e.gw, name, 3)
+					r.profile(filepath.Join(e.profiles, name), "1 GiB MySQL result read through airlock R1 (its first 3 seconds)")
+				}
 			}
 			start := time.Now()
+			busy0 := machineBusy(b)
+			var cpu0 float64
+			var io0 map[string]int64
+			if t.name == judged {
+				cpu0, io0 = cpuSeconds(b, e.gw.PID()), procIO(b, e.gw.PID())
+			}
 			rows, err := conn.QueryContext(ctx, q)
 			if err != nil {
 				b.Fatalf("mysql %s: %v", t.name, err)
@@ -220,6 +235,14 @@ func benchMySQLLargeResult(b *testing.B, e *env, r *report) {
 			}
 			rows.Close()
 			el := time.Since(start)
+			line := fmt.Sprintf("1 GiB MySQL result, %s: %.0f MB/s, machine busy %.2f cores", t.name, float64(n)/el.Seconds()/1e6, (machineBusy(b)-busy0)/el.Seconds())
+			if t.name == judged {
+				ms := (cpuSeconds(b, e.gw.PID()) - cpu0) / (float64(n) / 1e6) * 1e3
+				cpu = append(cpu, ms)
+				io := procIO(b, e.gw.PID())
+				line += fmt.Sprintf(", relay CPU %.3f ms/MB, read/write syscalls %d/%d", ms, io["syscr"]-io0["syscr"], io["syscw"]-io0["syscw"])
+			}
+			b.Log(line)
 			conn.Close()
 			db.Close()
 			if n != side*side*width {
@@ -229,10 +252,16 @@ func benchMySQLLargeResult(b *testing.B, e *env, r *report) {
 			if peak != nil {
 				growth = peak()
 			}
+			if profile != nil {
+				<-profile
+			}
 		}
 	}
 	r.add(row{section: "MySQL", metric: "1 GiB result, throughput", unit: "MB/s", baseline: median(mbps["direct"]),
 		others: []value{{judged, median(mbps[judged])}}, target: ">= 0.9", higherBetter: true, label: "MySQL 1 GiB result"})
+	r.add(row{section: "MySQL", metric: "1 GiB result, relay CPU per MB", unit: "ms", baseline: 0,
+		others: []value{{judged, median(cpu)}},
+		note:   "user and system time of the gateway over the read, per MB of result"})
 	r.add(row{section: "MySQL", metric: "1 GiB result, gateway peak memory growth", unit: "MB", baseline: 0,
 		others: []value{{judged, growth}}, target: "< 50 MB", met: metPtr(true, growth < 50)})
 }
