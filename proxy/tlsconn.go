@@ -12,12 +12,13 @@ import (
 // record (at most 16 KiB) to the connection as it seals it, so a relay
 // flushing 64 KiB of rows made four write system calls, and the client
 // read four smaller segments. BenchmarkTLSWrite measures both ends'
-// CPU per MB (docs/architecture.md, "Bulk transfers"). A Write of at
-// most oneRecord bytes, such as a statement's answer, is one record and
-// goes straight to crypto/tls.
+// CPU per MB (docs/architecture.md, "Bulk transfers").
 //
-// The records of a Write are gathered in a buffer taken from a pool for
-// the Write and given back after it, so an idle connection holds none.
+// Only Writes of gatherMin bytes or more are gathered: a statement's
+// answer, a login's messages, go straight to crypto/tls. The records of
+// a gathered Write go to a buffer taken from a pool for the Write and
+// given back after it, so an idle connection holds none, and only
+// sessions moving bulk data use one.
 type TLSConn struct {
 	*tls.Conn
 	raw *gatherConn
@@ -36,7 +37,7 @@ func ServerTLS(raw net.Conn, cfg *tls.Config) *TLSConn {
 
 // Write encrypts p and sends its records together.
 func (c *TLSConn) Write(p []byte) (int, error) {
-	if len(p) <= oneRecord {
+	if len(p) < gatherMin {
 		return c.Conn.Write(p)
 	}
 	// A handshake not done yet is done first, not gathered: it waits
@@ -64,14 +65,15 @@ func (c *TLSConn) Close() error {
 	return c.Conn.Close()
 }
 
-// oneRecord is the most a Write may carry to be sure crypto/tls seals
-// it as one record, and so writes it in one system call, without help:
-// its smallest records, early in a connection, carry about 1,200 bytes.
-const oneRecord = 1024
+// gatherMin is the smallest Write gathered: one full record. Smaller
+// Writes are one record once a connection has sent its first 128 KiB
+// (crypto/tls seals records of about 1,200 bytes until then).
+const gatherMin = 16 << 10
 
 // gatherBuffer is the most a Write gathers before it sends: a relay's
-// 64 KiB flush, sealed, fits.
-const gatherBuffer = 128 << 10
+// 64 KiB flush fits, sealed, also in the small records of a
+// connection's start.
+const gatherBuffer = 72 << 10
 
 var gatherBuffers = sync.Pool{New: func() any {
 	b := make([]byte, 0, gatherBuffer)

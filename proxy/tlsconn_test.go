@@ -107,9 +107,14 @@ func TestTLSConnSendsAWriteInOneSystemCall(t *testing.T) {
 		maxCalls int64
 	}{
 		{"a statement's answer", 100, 1},
+		// The first 128 KiB a connection sends are in records of
+		// about 1,200 bytes: 56 of them.
+		{"a relay's 64 KiB flush at the start", 64 << 10, 1},
+		{"the next 64 KiB", 64 << 10, 1},
 		{"a relay's 64 KiB flush (four records)", 64 << 10, 1},
-		// More than the gather buffer: sent each time it fills.
-		{"1 MiB in one Write (64 records)", 1 << 20, 9},
+		// More than the gather buffer: sent each time it fills (four
+		// records).
+		{"1 MiB in one Write (64 records)", 1 << 20, 16},
 	} {
 		want := pattern(tc.n)
 		got := readAll(cl, tc.n)
@@ -147,7 +152,7 @@ func TestTLSConnSendsAWriteInOneSystemCall(t *testing.T) {
 // gathering its messages (the client could not answer them).
 func TestTLSConnHandshakesBeforeGathering(t *testing.T) {
 	srv, _, cl := tlsPair(t, false)
-	msg := bytes.Repeat([]byte("hello"), 1000) // more than oneRecord: gathered
+	msg := bytes.Repeat([]byte("hello"), gatherMin/5+1) // gathered
 	got := readAll(cl, len(msg))
 	done := make(chan error, 1)
 	go func() {
@@ -208,7 +213,7 @@ func TestTLSConnCloseEndsABlockedWrite(t *testing.T) {
 // Writes from two goroutines each arrive whole and in one piece.
 func TestTLSConnConcurrentWrites(t *testing.T) {
 	srv, _, cl := tlsPair(t, false)
-	const writers, each, size = 2, 200, 3000
+	const writers, each, size = 2, 50, gatherMin + 4000 // gathered
 	got := readAll(cl, writers*each*size)
 	var wg sync.WaitGroup
 	var failed atomic.Value
