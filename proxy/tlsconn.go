@@ -67,11 +67,12 @@ func (c *TLSConn) Close() error {
 
 // gatherMin is the smallest Write gathered: one full record. Smaller
 // Writes are one record once a connection has sent its first 128 KiB
-// (crypto/tls seals records of about 1,200 bytes until then).
+// (until then crypto/tls seals records from about 1,200 bytes up,
+// growing by as much each record).
 const gatherMin = 16 << 10
 
 // gatherBuffer is the most a Write gathers before it sends: a relay's
-// 64 KiB flush fits, sealed, also in the small records of a
+// 64 KiB flush fits, sealed, also in the smaller records of a
 // connection's start.
 const gatherBuffer = 72 << 10
 
