@@ -534,13 +534,7 @@ func benchLargeResult(b *testing.B, e *env, r *report) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			start := time.Now()
-			busy0 := machineBusy(b)
-			var cpu0 float64
-			var io0 map[string]int64
-			if pid != 0 {
-				cpu0, io0 = cpuSeconds(b, pid), procIO(b, pid)
-			}
+			meter := startBulk(b, pid)
 			var n int64
 			res := c.Exec(ctx, q)
 			for res.NextResult() {
@@ -555,21 +549,15 @@ func benchLargeResult(b *testing.B, e *env, r *report) {
 			if err := res.Close(); err != nil {
 				b.Fatal(err)
 			}
-			el := time.Since(start)
-			busy := machineBusy(b) - busy0
-			line := fmt.Sprintf("1 GiB result, %s: %.0f MB/s, machine busy %.2f cores", t.name, float64(n)/el.Seconds()/1e6, busy/el.Seconds())
+			rate, ms := meter.done("1 GiB result, "+t.name, n)
 			if pid != 0 {
-				ms := (cpuSeconds(b, pid) - cpu0) / (float64(n) / 1e6) * 1e3
 				cpu[t.name] = append(cpu[t.name], ms)
-				io := procIO(b, pid)
-				line += fmt.Sprintf(", relay CPU %.3f ms/MB, read/write syscalls %d/%d", ms, io["syscr"]-io0["syscr"], io["syscw"]-io0["syscw"])
 			}
-			b.Log(line)
 			c.Close(ctx)
 			if n != rows*width {
 				b.Fatalf("%s: read %d bytes", t.name, n)
 			}
-			mbps[t.name] = append(mbps[t.name], float64(n)/el.Seconds()/1e6)
+			mbps[t.name] = append(mbps[t.name], rate)
 			if peak != nil {
 				growth = peak()
 			}
@@ -587,6 +575,42 @@ func benchLargeResult(b *testing.B, e *env, r *report) {
 		note:      "user and system time of the process between client and server over the read, per MB of result, and its ratio to PgBouncer's"})
 	r.add(row{section: "Postgres", metric: "1 GiB result, gateway peak memory growth", unit: "MB", baseline: 0,
 		others: []value{{e.airlock.name, growth}}, target: "< 50 MB", met: metPtr(true, growth < 50)})
+}
+
+// bulkMeter measures one bulk read: its throughput, how busy the machine
+// was and, given the pid of the process relaying it, that process's CPU
+// per MB and its read and write system calls.
+type bulkMeter struct {
+	b           testing.TB
+	pid         int
+	start       time.Time
+	busy0, cpu0 float64
+	io0         map[string]int64
+}
+
+// startBulk starts measuring a read relayed by pid (0: none).
+func startBulk(b testing.TB, pid int) *bulkMeter {
+	m := &bulkMeter{b: b, pid: pid, start: time.Now(), busy0: machineBusy(b)}
+	if pid != 0 {
+		m.cpu0, m.io0 = cpuSeconds(b, pid), procIO(b, pid)
+	}
+	return m
+}
+
+// done ends the read of n bytes, logs what was measured under what, and
+// returns the throughput in MB/s and the relay's CPU per MB in ms (0
+// without a relay).
+func (m *bulkMeter) done(what string, n int64) (mbps, cpuMS float64) {
+	el := time.Since(m.start)
+	mbps = float64(n) / el.Seconds() / 1e6
+	line := fmt.Sprintf("%s: %.0f MB/s, machine busy %.2f cores", what, mbps, (machineBusy(m.b)-m.busy0)/el.Seconds())
+	if m.pid != 0 {
+		cpuMS = (cpuSeconds(m.b, m.pid) - m.cpu0) / (float64(n) / 1e6) * 1e3
+		io := procIO(m.b, m.pid)
+		line += fmt.Sprintf(", relay CPU %.3f ms/MB, read/write syscalls %d/%d", cpuMS, io["syscr"]-m.io0["syscr"], io["syscw"]-m.io0["syscw"])
+	}
+	m.b.Log(line)
+	return mbps, cpuMS
 }
 
 // watchPeak resets the gateway's peak resident memory (VmHWM) to what it

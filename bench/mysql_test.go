@@ -211,13 +211,11 @@ func benchMySQLLargeResult(b *testing.B, e *env, r *report) {
 					r.profile(filepath.Join(e.profiles, name), "1 GiB MySQL result read through airlock R1 (its first 3 seconds)")
 				}
 			}
-			start := time.Now()
-			busy0 := machineBusy(b)
-			var cpu0 float64
-			var io0 map[string]int64
+			pid := 0
 			if t.name == judged {
-				cpu0, io0 = cpuSeconds(b, e.gw.PID()), procIO(b, e.gw.PID())
+				pid = e.gw.PID()
 			}
+			meter := startBulk(b, pid)
 			rows, err := conn.QueryContext(ctx, q)
 			if err != nil {
 				b.Fatalf("mysql %s: %v", t.name, err)
@@ -234,21 +232,16 @@ func benchMySQLLargeResult(b *testing.B, e *env, r *report) {
 				b.Fatalf("mysql %s: %v", t.name, err)
 			}
 			rows.Close()
-			el := time.Since(start)
-			line := fmt.Sprintf("1 GiB MySQL result, %s: %.0f MB/s, machine busy %.2f cores", t.name, float64(n)/el.Seconds()/1e6, (machineBusy(b)-busy0)/el.Seconds())
-			if t.name == judged {
-				ms := (cpuSeconds(b, e.gw.PID()) - cpu0) / (float64(n) / 1e6) * 1e3
+			rate, ms := meter.done("1 GiB MySQL result, "+t.name, n)
+			if pid != 0 {
 				cpu = append(cpu, ms)
-				io := procIO(b, e.gw.PID())
-				line += fmt.Sprintf(", relay CPU %.3f ms/MB, read/write syscalls %d/%d", ms, io["syscr"]-io0["syscr"], io["syscw"]-io0["syscw"])
 			}
-			b.Log(line)
 			conn.Close()
 			db.Close()
 			if n != side*side*width {
 				b.Fatalf("mysql %s: read %d bytes, want %d", t.name, n, side*side*width)
 			}
-			mbps[t.name] = append(mbps[t.name], float64(n)/el.Seconds()/1e6)
+			mbps[t.name] = append(mbps[t.name], rate)
 			if peak != nil {
 				growth = peak()
 			}

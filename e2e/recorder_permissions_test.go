@@ -418,8 +418,9 @@ func jsRaw(ctx context.Context, js jetstream.JetStream, subject string) error {
 
 // gatewayRecorder connects to url as name with the nkey seed in creds,
 // as the gateway connects (natsconn, the seed as
-// recorder.credentials_file), and starts a recorder on the events stream with 3 replicas and opts' other
-// settings and a fresh signer; both end with the test.
+// recorder.credentials_file), and starts a recorder on the events stream
+// with 3 replicas, a fresh signer and opts' other settings; both end
+// with the test.
 func gatewayRecorder(ctx context.Context, t *testing.T, url, creds, name string, opts recorder.Options) (*natsconn.Conn, *recorder.Recorder) {
 	t.Helper()
 	nc, err := natsconn.Connect(ctx, natsconn.Options{URL: url, CredentialsFile: creds, Name: name})

@@ -22,11 +22,6 @@ import (
 type TLSConn struct {
 	*tls.Conn
 	raw *gatherConn
-	// writing counts the Writes under way, gathering or sending: Close
-	// then closes the connection under them, as crypto/tls does during
-	// its own Write, instead of sending close_notify behind a write that
-	// may be blocked.
-	writing atomic.Int32
 }
 
 // ServerTLS is tls.Server over raw, gathering each Write's records.
@@ -45,21 +40,20 @@ func (c *TLSConn) Write(p []byte) (int, error) {
 	if err := c.Conn.Handshake(); err != nil {
 		return 0, err
 	}
-	c.writing.Add(1)
-	defer c.writing.Add(-1)
-	c.raw.gather(true)
+	c.raw.start()
 	n, err := c.Conn.Write(p)
-	if ferr := c.raw.gather(false); err == nil && ferr != nil {
+	if ferr := c.raw.end(); err == nil && ferr != nil {
 		err = ferr
 	}
 	return n, err
 }
 
-// Close closes the connection; during a Write, only the connection under
-// the TLS layer, which ends the Write (as tls.Conn.Close does during its
-// own Write).
+// Close closes the connection; during a gathered Write, gathering or
+// sending, only the connection under the TLS layer, which ends the Write
+// (as tls.Conn.Close does during its own Write) instead of sending
+// close_notify behind a write that may be blocked.
 func (c *TLSConn) Close() error {
-	if c.writing.Load() > 0 {
+	if c.raw.gathering.Load() > 0 {
 		return c.raw.Conn.Close()
 	}
 	return c.Conn.Close()
@@ -86,15 +80,18 @@ var gatherBuffers = sync.Pool{New: func() any {
 // Write ends or the buffer is full.
 type gatherConn struct {
 	net.Conn
-	mu        sync.Mutex
-	gathering int
+	mu sync.Mutex
+	// gathering counts the Writes gathering or sending what they
+	// gathered. It changes under mu; Close reads it without, since a
+	// blocked send holds mu.
+	gathering atomic.Int32
 	buf       *[]byte // while gathering and holding something
 }
 
 func (g *gatherConn) Write(p []byte) (int, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.gathering == 0 {
+	if g.gathering.Load() == 0 {
 		return g.Conn.Write(p)
 	}
 	if g.buf != nil && len(*g.buf)+len(p) > gatherBuffer {
@@ -112,16 +109,20 @@ func (g *gatherConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// gather starts (on) or ends a Write's gathering; the last to end sends
-// what was gathered.
-func (g *gatherConn) gather(on bool) error {
+// start begins a Write's gathering.
+func (g *gatherConn) start() {
+	g.mu.Lock()
+	g.gathering.Add(1)
+	g.mu.Unlock()
+}
+
+// end ends a Write's gathering; the last to end sends what was gathered,
+// and counts as gathering until it is sent.
+func (g *gatherConn) end() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if on {
-		g.gathering++
-		return nil
-	}
-	if g.gathering--; g.gathering > 0 {
+	defer g.gathering.Add(-1)
+	if g.gathering.Load() > 1 {
 		return nil
 	}
 	return g.sendLocked()

@@ -130,7 +130,7 @@ func TestTLSConnSendsAWriteInOneSystemCall(t *testing.T) {
 		if calls < 1 || calls > tc.maxCalls {
 			t.Errorf("%s: %d writes to the socket, want 1 to %d", tc.name, calls, tc.maxCalls)
 		}
-		if g := srv.(*TLSConn).raw; g.buf != nil || g.gathering != 0 {
+		if g := srv.(*TLSConn).raw; g.buf != nil || g.gathering.Load() != 0 {
 			t.Errorf("%s: after the Write the connection still holds a gather buffer", tc.name)
 		}
 	}
