@@ -291,7 +291,11 @@ func TestNotifyOutageAndRestart(t *testing.T) {
 	mu.Lock()
 	failing = false
 	mu.Unlock()
-	if !hook.WaitFor(20*time.Second, func([]*testenv.Delivery) bool { return len(hook.Delivered()) >= len(ids) }) {
+	// A kill that lands between an attempt and its negative
+	// acknowledgement reaching NATS leaves that message unacknowledged: it
+	// comes back after AckWait, the target's timeout (1s) + 30s, as
+	// docs/notifications.md says. Wait past that.
+	if !hook.WaitFor(45*time.Second, func([]*testenv.Delivery) bool { return len(hook.Delivered()) >= len(ids) }) {
 		t.Fatalf("delivered %d of %d", len(hook.Delivered()), len(ids))
 	}
 	time.Sleep(time.Second) // room for a duplicate
