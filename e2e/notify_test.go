@@ -311,6 +311,62 @@ func TestNotifyOutageAndRestart(t *testing.T) {
 	t.Logf("%d notifications, %d attempts", len(ids), len(hook.Received()))
 }
 
+// TestNotifyKilledMidAttempt: the gateway is killed while the receiver
+// holds an attempt unanswered. Its message stays unacknowledged, and the
+// restarted gateway delivers it once AckWait (the target's timeout 1s +
+// 30s, docs/notifications.md) has passed: at least once, not lost, and not
+// sooner than the documented wait.
+func TestNotifyKilledMidAttempt(t *testing.T) {
+	hook := testenv.StartWebhook(t, testenv.WebhookOptions{})
+	held := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	hook.Respond(func(*testenv.Delivery) (int, http.Header) {
+		first := false
+		once.Do(func() { first = true })
+		if !first {
+			return 204, nil
+		}
+		close(held)
+		<-release
+		return 503, nil // to a caller that is gone
+	})
+	g := startGateway(t, gatewayOptions{
+		Config: notifyConfig([]*testenv.Webhook{hook}, "format: standard, secret_env: HOOK_SECRET, events: [request.created]"),
+		Env:    []string{"HOOK_SECRET=" + hook.Secret},
+	})
+	var iss control.Issued
+	g.CLIJSON(&iss, "agent-1", "request", "--resource", "demo-pg", "--task", "killed mid-attempt")
+	select {
+	case <-held:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no attempt reached the receiver:\n%s", g.Log())
+	}
+	attempted := time.Now()
+	g.Kill()
+	close(release)
+	g.Restart()
+	id := "msg_request_created_" + iss.Grant.ID
+	if !hook.WaitFor(60*time.Second, func([]*testenv.Delivery) bool { return len(hook.Delivered()) > 0 }) {
+		t.Fatalf("not delivered within 60s of the restart:\n%s", g.Log())
+	}
+	d := hook.Delivered()[0]
+	if d.ID != id {
+		t.Fatalf("delivered %s, want %s", d.ID, id)
+	}
+	// AckWait runs from the first attempt's delivery, a moment before the
+	// receiver saw it.
+	if wait := d.At.Sub(attempted); wait < 29*time.Second {
+		t.Errorf("delivered again %s after the killed attempt; AckWait is 31s", wait.Round(time.Millisecond))
+	} else {
+		t.Logf("delivered again %s after the killed attempt", wait.Round(time.Millisecond))
+	}
+	time.Sleep(time.Second) // room for a duplicate
+	if got := onceEach(t, hook); got[id] != 1 || len(got) != 1 {
+		t.Errorf("delivered: %v", got)
+	}
+}
+
 // TestNotifyTwoReplicas: two gateway replicas on one NATS share each
 // target's consumer: every notification is delivered once. When one
 // replica is killed during a session, the other marks it interrupted and
