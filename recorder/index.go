@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,6 +67,12 @@ type Index struct {
 	// messages, so that follow returns and Run makes a new one.
 	cons       jetstream.Consumer
 	stopFollow func()
+	// nudge cuts follow's pace short, for a Sync waiting on it.
+	nudge chan struct{}
+	// pace is followPace (tests set another before Run); takes counts
+	// follow's requests that brought messages.
+	pace  time.Duration
+	takes atomic.Uint64
 	// askAgain is when Sync asks the stream again after unapplied
 	// failed (stopAsking).
 	askAgain time.Time
@@ -136,6 +143,8 @@ func NewIndex(js jetstream.JetStream, o IndexOptions) *Index {
 		metas: make(map[Meta]*indexMeta),
 		strs:  make(map[string]string),
 		ready: make(chan struct{}),
+		nudge: make(chan struct{}, 1),
+		pace:  followPace,
 	}
 }
 
@@ -215,6 +224,10 @@ func (x *Index) Sync(ctx context.Context) error {
 			case !behind:
 				return nil
 			}
+		}
+		select {
+		case x.nudge <- struct{}{}: // follow takes what is pending now
+		default:
 		}
 		if !sleepCtx(ctx, 5*time.Millisecond) {
 			return context.Cause(ctx)
@@ -466,17 +479,30 @@ func (x *Index) load(ctx context.Context, rd *Reader) error {
 }
 
 // Bounds of follow's consumer: the pause before a new one when one
-// ended, how long making it may take, and the heartbeat the server sends
-// while there is nothing to deliver (two missed, and follow starts over
-// with a new consumer).
+// ended, how long making it may take, the heartbeat the server sends
+// while a wait for the next message finds nothing to deliver (two
+// missed, and follow starts over with a new consumer), and how long one
+// such wait lasts.
 const (
 	followRetry      = 250 * time.Millisecond
 	followCreateWait = 5 * time.Second
 	followHeartbeat  = 5 * time.Second
+	followWait       = 30 * time.Second
 )
 
-// follow applies the messages after x.last as they arrive, until ctx ends
-// or its consumer fails; Run then makes a new one after x.last.
+// followPace is how long follow lets messages gather, once one has
+// arrived, before it takes all of them in one request. Messages taken as
+// they are stored were delivered, parsed and applied one by one right
+// after each statement's acknowledgement, on the cores the statement's
+// database and client needed next (docs/architecture.md, "The session
+// index's pace"). Sync does not wait for the pace: it cuts it short.
+const followPace = 50 * time.Millisecond
+
+// follow applies the messages after x.last until ctx ends or its consumer
+// fails; Run then makes a new one after x.last. It waits for the next
+// message with a long pull request of one; once one has arrived, it
+// takes what gathered meanwhile every followPace, without waiting, until
+// a request finds nothing, and waits again.
 //
 // Its consumer is made here, with a new name each time, rather than by
 // the library's ordered consumer: that one, when its server is lost, makes
@@ -505,8 +531,10 @@ func (x *Index) follow(ctx context.Context) error {
 		return fmt.Errorf("recorder: session index consumer: %w", err)
 	}
 	defer x.deleteConsumer(cons)
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
 	x.mu.Lock()
-	x.cons = cons
+	x.cons, x.stopFollow = cons, stop
 	x.mu.Unlock()
 	defer func() {
 		// Sync waits for the next consumer rather than asking this one.
@@ -516,41 +544,70 @@ func (x *Index) follow(ctx context.Context) error {
 		}
 		x.mu.Unlock()
 	}()
-	it, err := cons.Messages(jetstream.PullMaxMessages(readBatch), jetstream.PullHeartbeat(followHeartbeat))
-	if err != nil {
-		return fmt.Errorf("recorder: session index consumer: %w", err)
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	defer it.Stop()
-	x.mu.Lock()
-	lost := x.cons != cons // Sync found it gone already
-	if !lost {
-		x.stopFollow = it.Stop
-	}
-	x.mu.Unlock()
-	if lost {
-		return errors.New("recorder: session index consumer lost")
-	}
 	// delivered is the consumer's count of messages sent: with nothing
 	// acknowledged, a message lost on the way is not sent again, so a
 	// jump in it means one is missing, and follow starts over after the
 	// last applied.
 	var delivered uint64
+	apply := func(b jetstream.MessageBatch) (int, error) {
+		n := 0
+		for msg := range b.Messages() {
+			md, err := msg.Metadata()
+			if err != nil {
+				return n, err
+			}
+			if md.Sequence.Consumer != delivered+1 {
+				return n, fmt.Errorf("message %d after %d", md.Sequence.Consumer, delivered)
+			}
+			delivered = md.Sequence.Consumer
+			x.Apply(msg.Subject(), msg.Data(), md.Sequence.Stream)
+			n++
+		}
+		if n > 0 {
+			x.takes.Add(1)
+		}
+		return n, b.Error()
+	}
+	wait := true
 	for {
-		msg, err := it.Next()
-		if err != nil {
-			return fmt.Errorf("recorder: session index consumer: %w", err)
+		var n int
+		if wait {
+			wctx, cancel := context.WithTimeout(fctx, followWait)
+			b, err := cons.Fetch(1, jetstream.FetchContext(wctx), jetstream.FetchHeartbeat(followHeartbeat))
+			if err == nil {
+				n, err = apply(b)
+			}
+			cancel()
+			if err != nil {
+				return fmt.Errorf("recorder: session index consumer: %w", err)
+			}
+			wait = n == 0
+		} else {
+			b, err := cons.FetchNoWait(readBatch)
+			if err == nil {
+				n, err = apply(b)
+			}
+			if err != nil {
+				return fmt.Errorf("recorder: session index consumer: %w", err)
+			}
+			if n == readBatch {
+				continue // more were waiting
+			}
+			wait = n == 0
 		}
-		md, err := msg.Metadata()
-		if err != nil {
-			return fmt.Errorf("recorder: session index consumer: %w", err)
+		if fctx.Err() != nil {
+			return fmt.Errorf("recorder: session index consumer: %w", context.Cause(fctx))
 		}
-		if md.Sequence.Consumer != delivered+1 {
-			return fmt.Errorf("recorder: session index consumer: message %d after %d", md.Sequence.Consumer, delivered)
+		if wait {
+			continue
 		}
-		delivered = md.Sequence.Consumer
-		x.Apply(msg.Subject(), msg.Data(), md.Sequence.Stream)
+		t := time.NewTimer(x.pace)
+		select {
+		case <-t.C:
+		case <-x.nudge:
+		case <-fctx.Done():
+		}
+		t.Stop()
 	}
 }
 

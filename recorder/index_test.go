@@ -12,10 +12,14 @@ import (
 )
 
 // startIndex runs an index over the harness's stream until the test ends
-// and waits for it to have read the history.
-func startIndex(tb testing.TB, h *harness) *Index {
+// and waits for it to have read the history; set changes it before it
+// runs.
+func startIndex(tb testing.TB, h *harness, set ...func(*Index)) *Index {
 	tb.Helper()
 	x := NewIndex(h.js, IndexOptions{Stream: testStream})
+	for _, f := range set {
+		f(x)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -290,6 +294,40 @@ func TestIndexPaging(t *testing.T) {
 // lies after the last applied and no later than what the stream held
 // when Sync began; messages of other subjects (an SSH session's data)
 // and later ones do not count.
+// TestIndexFollowPaced: once a message has arrived, the index takes what
+// gathers after it in one request a pace later, not message by message as
+// they are stored; a Sync cuts the pace short. With a pace of an hour,
+// 300 statements stored after a session's start are applied by the Sync
+// that waits for them, in at most three requests that brought messages.
+func TestIndexFollowPaced(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	x := startIndex(t, h, func(x *Index) { x.pace = time.Hour })
+	ctx := context.Background()
+	l := h.rec.Open("s-paced", testMeta("agent-1", "web-1"))
+	l.Append(Event{Type: TypeSessionStart})
+	const n = 300
+	for i := range n {
+		l.Append(stmtEvent(uint64(i+1), "SELECT 1"))
+		if err := l.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := x.Sync(sctx); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	s, ok := x.Get("s-paced")
+	if !ok || s.Statements != n {
+		t.Fatalf("after sync: %+v (found %v), want %d statements", s, ok, n)
+	}
+	if takes := x.takes.Load(); takes > 3 {
+		t.Errorf("%d requests brought messages, want at most 3", takes)
+	}
+	t.Logf("sync took %s; %d requests brought messages", time.Since(start).Round(time.Millisecond), x.takes.Load())
+}
+
 func TestIndexUnapplied(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	ctx := context.Background()
