@@ -570,6 +570,9 @@ func (x *Index) follow(ctx context.Context) error {
 	}
 	wait := true
 	for {
+		if fctx.Err() != nil {
+			return fmt.Errorf("recorder: session index consumer: %w", context.Cause(fctx))
+		}
 		var n int
 		if wait {
 			wctx, cancel := context.WithTimeout(fctx, followWait)
@@ -594,9 +597,6 @@ func (x *Index) follow(ctx context.Context) error {
 				continue // more were waiting
 			}
 			wait = n == 0
-		}
-		if fctx.Err() != nil {
-			return fmt.Errorf("recorder: session index consumer: %w", context.Cause(fctx))
 		}
 		if wait {
 			continue
