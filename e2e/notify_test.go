@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -320,11 +321,9 @@ func TestNotifyKilledMidAttempt(t *testing.T) {
 	hook := testenv.StartWebhook(t, testenv.WebhookOptions{})
 	held := make(chan struct{})
 	release := make(chan struct{})
-	var once sync.Once
+	var answered atomic.Bool
 	hook.Respond(func(*testenv.Delivery) (int, http.Header) {
-		first := false
-		once.Do(func() { first = true })
-		if !first {
+		if !answered.CompareAndSwap(false, true) {
 			return 204, nil
 		}
 		close(held)

@@ -549,7 +549,21 @@ func (x *Index) follow(ctx context.Context) error {
 	// jump in it means one is missing, and follow starts over after the
 	// last applied.
 	var delivered uint64
-	apply := func(b jetstream.MessageBatch) (int, error) {
+	// take makes one request, a long wait for one message or a take of
+	// what is there now, and applies what it brings.
+	take := func(wait bool) (int, error) {
+		var b jetstream.MessageBatch
+		var err error
+		if wait {
+			wctx, cancel := context.WithTimeout(fctx, followWait)
+			defer cancel()
+			b, err = cons.Fetch(1, jetstream.FetchContext(wctx), jetstream.FetchHeartbeat(followHeartbeat))
+		} else {
+			b, err = cons.FetchNoWait(readBatch)
+		}
+		if err != nil {
+			return 0, err
+		}
 		n := 0
 		for msg := range b.Messages() {
 			md, err := msg.Metadata()
@@ -573,32 +587,12 @@ func (x *Index) follow(ctx context.Context) error {
 		if fctx.Err() != nil {
 			return fmt.Errorf("recorder: session index consumer: %w", context.Cause(fctx))
 		}
-		var n int
-		if wait {
-			wctx, cancel := context.WithTimeout(fctx, followWait)
-			b, err := cons.Fetch(1, jetstream.FetchContext(wctx), jetstream.FetchHeartbeat(followHeartbeat))
-			if err == nil {
-				n, err = apply(b)
-			}
-			cancel()
-			if err != nil {
-				return fmt.Errorf("recorder: session index consumer: %w", err)
-			}
-			wait = n == 0
-		} else {
-			b, err := cons.FetchNoWait(readBatch)
-			if err == nil {
-				n, err = apply(b)
-			}
-			if err != nil {
-				return fmt.Errorf("recorder: session index consumer: %w", err)
-			}
-			if n == readBatch {
-				continue // more were waiting
-			}
-			wait = n == 0
+		n, err := take(wait)
+		if err != nil {
+			return fmt.Errorf("recorder: session index consumer: %w", err)
 		}
-		if wait {
+		// Nothing came: wait for the next. A full take: more are waiting.
+		if wait = n == 0; wait || n == readBatch {
 			continue
 		}
 		t := time.NewTimer(x.pace)
