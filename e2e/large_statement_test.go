@@ -324,7 +324,9 @@ func TestStatementCapMySQL(t *testing.T) {
 // leader of a 3-node R3 cluster is killed goes out in chunks while the
 // stream elects, so its chunks and event take the standby stream (issue 16
 // items 4 and 13 together). It runs once, is recorded whole, and the
-// session verifies, its chunks read back from both streams.
+// session verifies, its chunks read back from both streams; a list shows
+// the session without waiting for the events stream to source the
+// standby.
 func TestLargeStatementFailover(t *testing.T) {
 	u := testenv.NewNATSUsers(t)
 	c := testenv.StartDeployNATSCluster(t, u)
@@ -346,40 +348,54 @@ func TestLargeStatementFailover(t *testing.T) {
 	if err != nil || !strings.Contains(out, "INSERT 0 1") || !strings.Contains(out, "after big") {
 		t.Fatalf("psql, a 4 MB INSERT while the stream elects: %v\n%.2000s", err, out)
 	}
+	ended := time.Now()
 	if got := g.pg.QueryInt(t, "select count(*) from customers where email = 'big-failover@example.com'"); got != 1 {
 		t.Fatalf("upstream holds %d copies of the row, want 1", got)
 	}
-	// The sessions are taken from the gateway's log, not from a list: the
-	// session index follows the events stream only, and nats-server may
-	// take up to minutes to source the standby after a node is lost
-	// (docs/recorder.md, "Losing a node"; CI saw more than 30 s). Reading
-	// one session reads both streams, so it is whole at once.
+	// The session is taken from the gateway's log (the last to start):
+	// nats-server may take minutes to source the standby after a node is
+	// lost (docs/recorder.md, "Losing a node"), and reading one session
+	// reads both streams, so it is whole at once. The list must show it
+	// too: the session index follows the standby as well.
+	ids := startedSessions(g.Log(), "postgres")
+	if len(ids) != 2 {
+		t.Fatalf("the gateway's log shows %d Postgres sessions started, want 2: %v", len(ids), ids)
+	}
+	id := ids[1]
 	var evs []recorder.Event
-	var seen []string // what the last round saw, for a failure's message
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		seen = seen[:0]
-		for _, id := range startedSessions(g.Log(), "postgres") {
+	var read, listed time.Duration
+	var showErr string
+	for deadline := ended.Add(30 * time.Second); (read == 0 || listed == 0) && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if listed == 0 {
+			var list []recorder.Summary
+			g.CLIJSON(&list, "rita", "sessions", "list", "--agent", "agent-1")
+			for _, s := range list {
+				if s.Session == id {
+					listed = time.Since(ended)
+				}
+			}
+		}
+		if read == 0 {
 			var d struct{ Events []recorder.Event }
 			if _, errs, code := g.CLIRun("rita", "sessions", "show", id); code != 0 {
-				seen = append(seen, fmt.Sprintf("%s: show exited %d: %s", id, code, strings.TrimSpace(errs)))
+				showErr = fmt.Sprintf("show exited %d: %s", code, strings.TrimSpace(errs))
 				continue
 			}
 			g.CLIJSON(&d, "rita", "sessions", "show", id)
-			seen = append(seen, fmt.Sprintf("%s: %d events", id, len(d.Events)))
+			showErr = fmt.Sprintf("show read %d events", len(d.Events))
 			if statementWith(d.Events, "select 'after big'") != nil {
-				evs = d.Events
+				evs, read = d.Events, time.Since(ended)
 			}
 		}
-		if evs != nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 	st := statementWith(evs, "insert into customers (name, email) values ('0000000")
 	if st == nil || st.TextRef == nil || st.Text != "insert into customers (name, email) values ('"+big+"', 'big-failover@example.com')" {
-		t.Fatalf("the 4 MB INSERT is not recorded whole (found %v); the sessions read last:\n%s", st != nil, strings.Join(seen, "\n"))
+		t.Fatalf("the 4 MB INSERT of session %s is not recorded whole (found %v; %s)", id, st != nil, showErr)
 	}
+	if listed == 0 {
+		t.Fatalf("session %s is not listed 30 s after it ended", id)
+	}
+	t.Logf("after the session ended: listed in %.1fs, read whole in %.1fs", listed.Seconds(), read.Seconds())
 	verifyAll(t, g, evs[0].Session)
 	if !strings.Contains(g.Log(), "recorder failing over") {
 		t.Logf("note: the recorder did not switch to the standby in this run (the election may have been quick)")

@@ -109,6 +109,25 @@ func TestRecorderNATSPermissions(t *testing.T) {
 	if p, err := x.Query(recorder.Query{Limit: 1}); err != nil || len(p.Sessions) != 1 || p.Sessions[0].Session != "ses_perm_ssh" {
 		t.Fatalf("session index as the gateway user lists %+v (%v), want ses_perm_ssh first", p.Sessions, err)
 	}
+	// It follows the standby too, and syncs on it the same way: a
+	// session start published there (as a failover would) is read back
+	// as a single message.
+	if rec.Standby() != "AIRLOCK_EVENTS_STANDBY" {
+		t.Fatalf("the recorder's standby is %q", rec.Standby())
+	}
+	if _, err := gw.JS.Publish(ctx, "airlock.events_standby.ses_perm_sb.start", []byte(`{"type":"session.start","session":"ses_perm_sb","seq":1}`)); err != nil {
+		t.Fatalf("publish to the standby as the gateway user: %v", err)
+	}
+	sb, err := gw.JS.Stream(ctx, "AIRLOCK_EVENTS_STANDBY")
+	if err != nil {
+		t.Fatalf("standby stream info as the gateway user: %v", err)
+	}
+	gctx, gcancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = sb.GetMsg(gctx, 1, jetstream.WithGetMsgSubject("airlock.events_standby.*.start"))
+	gcancel()
+	if err != nil {
+		t.Fatalf("single message of the standby as the gateway user (the session index's sync): %v", err)
+	}
 	store, err := control.OpenStore(ctx, gw.NC, gw.JS, control.StoreOptions{Bucket: "airlock_grants", Replicas: 3, Standby: true})
 	if err != nil {
 		t.Fatalf("grant store as the gateway user: %v", err)
@@ -367,22 +386,28 @@ func TestRecorderNATSPermissions(t *testing.T) {
 	}
 
 	// After all of it the stream still holds exactly the sessions' events
-	// (ses_perm's two, ses_gone's start and its note, and ses_perm_ssh's
-	// start, data and the checkpoint that signs them once it is due).
-	ssh, err := st.Info(ctx, jetstream.WithSubjectFilter("airlock.events.ses_perm_ssh.>"))
-	if err != nil {
-		t.Fatal(err)
+	// (ses_perm's two, ses_gone's start and its note, ses_perm_ssh's
+	// start, data and the checkpoint that signs them once it is due, and
+	// ses_perm_sb's start once the stream has sourced it from the standby).
+	count := func(session string) uint64 {
+		t.Helper()
+		in, err := st.Info(ctx, jetstream.WithSubjectFilter("airlock.events."+session+".>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for _, m := range in.State.Subjects {
+			n += m
+		}
+		return n
 	}
-	var sshMsgs uint64
-	for _, n := range ssh.State.Subjects {
-		sshMsgs += n
-	}
+	sshMsgs, sbMsgs := count("ses_perm_ssh"), count("ses_perm_sb")
 	info, err := st.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sshMsgs < 2 || info.State.Msgs != 4+sshMsgs || info.Config.MaxAge != 0 || !info.Config.DenyDelete || !info.Config.DenyPurge {
-		t.Fatalf("stream after the attempts: %d messages (%d of ses_perm_ssh), config %+v", info.State.Msgs, sshMsgs, info.Config)
+	if sshMsgs < 2 || sbMsgs > 1 || info.State.Msgs != 4+sshMsgs+sbMsgs || info.Config.MaxAge != 0 || !info.Config.DenyDelete || !info.Config.DenyPurge {
+		t.Fatalf("stream after the attempts: %d messages (%d of ses_perm_ssh, %d of ses_perm_sb), config %+v", info.State.Msgs, sshMsgs, sbMsgs, info.Config)
 	}
 }
 
@@ -448,7 +473,7 @@ func gatewayRecorder(ctx context.Context, t *testing.T, url, creds, name string,
 // the index, how long its Sync took and what it returned.
 func indexAfterData(ctx context.Context, t *testing.T, js jetstream.JetStream, rec *recorder.Recorder, id string, log *slog.Logger) (*recorder.Index, time.Duration, error) {
 	t.Helper()
-	x := recorder.NewIndex(js, recorder.IndexOptions{Stream: "AIRLOCK_EVENTS", Logger: log})
+	x := recorder.NewIndex(js, recorder.IndexOptions{Stream: "AIRLOCK_EVENTS", Standby: rec.Standby(), Logger: log})
 	xctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -43,7 +43,9 @@ var ErrIndexLoading = errors.New("the session index is still reading the event s
 // session.end carries totals. From there one consumer (see follow) follows
 // the five subjects live, and the batches that carry statements
 // (batch.go): a statement adds to its session's counts until the
-// session's end replaces them with the end's totals.
+// session's end replaces them with the end's totals. With a standby
+// (IndexOptions.Standby) it follows that too, from its first message (see
+// feed).
 //
 // Memory: one indexEntry per session (about 130 bytes, see
 // BenchmarkIndexBuild for the measured total with the id, the client
@@ -61,24 +63,58 @@ type Index struct {
 	order []*indexEntry // listed sessions, by (start, id) ascending
 	metas map[Meta]*indexMeta
 	strs  map[string]string
+	// feeds are the streams followed: the events stream, then its
+	// standby when IndexOptions.Standby names one.
+	feeds []*feed
+	// pace is followPace (tests set another before Run); takes counts
+	// follow's requests that brought messages.
+	pace  time.Duration
+	takes atomic.Uint64
+
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// feed is one stream the index follows. On a cluster the standby is one
+// too: what a failover sent there reaches the events stream only when
+// nats-server has sourced it, seconds and at times minutes later (see
+// docs/recorder.md, "Losing a node"), and a list meanwhile would lack the
+// sessions that started there. An event read from both streams is applied
+// twice, which changes nothing: a start, an auth failure and a statement
+// count once per session and seq, and an end sets its totals.
+type feed struct {
+	stream, prefix string
+	// The fields below are guarded by Index.mu.
+	//
 	// last is the stream sequence of the last message applied.
 	last uint64
 	// cons is the live consumer, for Sync; stopFollow stops its
 	// messages, so that follow returns and Run makes a new one.
 	cons       jetstream.Consumer
 	stopFollow func()
-	// nudge cuts follow's pace short, for a Sync waiting on it.
-	nudge chan struct{}
-	// pace is followPace (tests set another before Run); takes counts
-	// follow's requests that brought messages.
-	pace  time.Duration
-	takes atomic.Uint64
 	// askAgain is when Sync asks the stream again after unapplied
 	// failed (stopAsking).
 	askAgain time.Time
+	// nudge cuts follow's pace short, for a Sync waiting on it.
+	nudge chan struct{}
+}
 
-	ready     chan struct{}
-	readyOnce sync.Once
+func newFeed(stream, prefix string) *feed {
+	return &feed{stream: stream, prefix: prefix, nudge: make(chan struct{}, 1)}
+}
+
+// subjects are the subjects the index follows on f: the sessions'
+// starts, refused logins, ends and interruption notes, their statements
+// and the batches that carry statements.
+func (f *feed) subjects() []string {
+	return []string{
+		f.prefix + ".*." + KindStart,
+		f.prefix + ".*." + KindAuth,
+		f.prefix + ".*." + KindEnd,
+		f.prefix + ".*." + KindInterrupted,
+		f.prefix + ".*." + KindStmt,
+		f.prefix + ".*." + KindBatch,
+	}
 }
 
 // indexEntry is one session. Times are Unix nanoseconds; 0 is none.
@@ -126,7 +162,10 @@ type IndexOptions struct {
 	Stream string
 	// SubjectPrefix of event subjects; empty means DefaultSubjectPrefix.
 	SubjectPrefix string
-	Logger        *slog.Logger
+	// Standby is the events stream's standby (StandbyStream), followed
+	// as well; empty when the recorder has none (Recorder.Standby).
+	Standby string
+	Logger  *slog.Logger
 }
 
 // NewIndex makes an empty index of the stream; Run fills it.
@@ -137,15 +176,19 @@ func NewIndex(js jetstream.JetStream, o IndexOptions) *Index {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Index{
+	x := &Index{
 		js: js, stream: o.Stream, prefix: o.SubjectPrefix, log: o.Logger,
 		byID:  make(map[string]*indexEntry),
 		metas: make(map[Meta]*indexMeta),
 		strs:  make(map[string]string),
 		ready: make(chan struct{}),
-		nudge: make(chan struct{}, 1),
+		feeds: []*feed{newFeed(o.Stream, o.SubjectPrefix)},
 		pace:  followPace,
 	}
+	if o.Standby != "" {
+		x.feeds = append(x.feeds, newFeed(o.Standby, StandbySubjects(o.SubjectPrefix)))
+	}
+	return x
 }
 
 // Ready is closed once the index has read the stream's history; from
@@ -163,16 +206,32 @@ func (x *Index) Wait(ctx context.Context) error {
 }
 
 // Sync waits until the index has applied every event of its subjects
-// that the stream held when Sync was called, so a list made right after a
-// session ended shows it ended (read your writes). It asks the server how
-// far the live consumer has got and, once the consumer has nothing
-// pending, whether the stream holds a message of the index's subjects the
-// index has not applied (see unapplied); on ctx's end it returns ctx's
-// error and the index answers with what it has.
+// that its streams held when Sync was called, so a list made right after
+// a session ended shows it ended (read your writes). For each stream it
+// asks the server how far the live consumer has got and, once the
+// consumer has nothing pending, whether the stream holds a message of the
+// index's subjects the index has not applied (see unapplied); on ctx's
+// end it returns ctx's error and the index answers with what it has.
 func (x *Index) Sync(ctx context.Context) error {
 	if err := x.Wait(ctx); err != nil {
 		return err
 	}
+	if len(x.feeds) == 1 {
+		return x.syncFeed(ctx, x.feeds[0])
+	}
+	// At once on both: while the events stream elects a leader, its wait
+	// takes all of ctx, and the standby is where the news is.
+	errs := make([]error, len(x.feeds))
+	var wg sync.WaitGroup
+	for i, f := range x.feeds {
+		wg.Go(func() { errs[i] = x.syncFeed(ctx, f) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// syncFeed is Sync on one stream.
+func (x *Index) syncFeed(ctx context.Context, f *feed) error {
 	// The stream and its last message when the consumer first reported
 	// nothing pending: Sync waits for no later message, so messages
 	// stored meanwhile do not hold it up on a busy gateway.
@@ -180,7 +239,7 @@ func (x *Index) Sync(ctx context.Context) error {
 	var upTo uint64
 	for {
 		x.mu.RLock()
-		cons, last := x.cons, x.last
+		cons, last := f.cons, f.last
 		x.mu.RUnlock()
 		if cons == nil {
 			// The live consumer is being made, just after the history.
@@ -195,7 +254,7 @@ func (x *Index) Sync(ctx context.Context) error {
 			// restart): follow may not notice before its heartbeat is
 			// missed, so it is told to start over now, and this waits
 			// for the new consumer to catch up.
-			x.restartFollow(cons)
+			x.restartFollow(f, cons)
 			if !sleepCtx(ctx, 5*time.Millisecond) {
 				return fmt.Errorf("recorder: index sync: %w", err)
 			}
@@ -205,28 +264,28 @@ func (x *Index) Sync(ctx context.Context) error {
 			return fmt.Errorf("recorder: index sync: %w", err)
 		}
 		if info.NumPending == 0 && last >= info.Delivered.Stream {
-			if !x.asksStream() {
+			if !x.asksStream(f) {
 				return nil
 			}
 			if st == nil {
-				if st, err = x.js.Stream(ctx, x.stream); err != nil {
+				if st, err = x.js.Stream(ctx, f.stream); err != nil {
 					return fmt.Errorf("recorder: index sync: %w", err)
 				}
 				upTo = st.CachedInfo().State.LastSeq
 			}
-			behind, err := x.unapplied(ctx, st, last, upTo)
+			behind, err := x.unapplied(ctx, f, st, last, upTo)
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return context.Cause(ctx)
 			case err != nil:
-				x.stopAsking(err)
+				x.stopAsking(f, err)
 				return nil
 			case !behind:
 				return nil
 			}
 		}
 		select {
-		case x.nudge <- struct{}{}: // follow takes what is pending now
+		case f.nudge <- struct{}{}: // follow takes what is pending now
 		default:
 		}
 		if !sleepCtx(ctx, 5*time.Millisecond) {
@@ -235,25 +294,25 @@ func (x *Index) Sync(ctx context.Context) error {
 	}
 }
 
-// unapplied reports whether st holds a message of the index's subjects
-// after last, the sequence applied, and no later than upTo. The live
-// consumer's count of pending messages cannot tell: the server adds a
-// stored message to it only when the stream's signal reaches the
-// consumer, which happens after the store is acknowledged, so for a
-// moment after a store the consumer reports nothing pending while the
-// stream holds a message it has not delivered (a list right after a
+// unapplied reports whether st, f's stream, holds a message of the
+// index's subjects after last, the sequence applied, and no later than
+// upTo. The live consumer's count of pending messages cannot tell: the
+// server adds a stored message to it only when the stream's signal
+// reaches the consumer, which happens after the store is acknowledged, so
+// for a moment after a store the consumer reports nothing pending while
+// the stream holds a message it has not delivered (a list right after a
 // session ended missed it: TestIndexPaging, rarely).
 //
 // The server answers within milliseconds; one that does not answer within
 // unappliedWait is taken for a NATS user without the permission to read
 // single messages (a refused request gets no answer), see stopAsking.
-func (x *Index) unapplied(ctx context.Context, st jetstream.Stream, last, upTo uint64) (bool, error) {
+func (x *Index) unapplied(ctx context.Context, f *feed, st jetstream.Stream, last, upTo uint64) (bool, error) {
 	if last >= upTo {
 		return false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, unappliedWait)
 	defer cancel()
-	for _, subj := range x.subjects() {
+	for _, subj := range f.subjects() {
 		m, err := st.GetMsg(ctx, last+1, jetstream.WithGetMsgSubject(subj))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
@@ -275,38 +334,24 @@ const unappliedWait = 250 * time.Millisecond
 // unapplied failed.
 const unappliedOff = time.Minute
 
-// asksStream reports whether Sync asks the stream (unapplied), which it
+// asksStream reports whether Sync asks f's stream (unapplied), which it
 // does unless that failed within the last unappliedOff.
-func (x *Index) asksStream() bool {
+func (x *Index) asksStream(f *feed) bool {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return time.Now().After(x.askAgain)
+	return time.Now().After(f.askAgain)
 }
 
 // stopAsking makes Sync trust the consumer's count alone for
 // unappliedOff after err: a gateway whose NATS user predates the
 // permission (deploy/nats/accounts.conf) or a stream between leaders
 // still lists, at worst without a session that ended a moment ago.
-func (x *Index) stopAsking(err error) {
+func (x *Index) stopAsking(f *feed, err error) {
 	x.mu.Lock()
-	x.askAgain = time.Now().Add(unappliedOff)
+	f.askAgain = time.Now().Add(unappliedOff)
 	x.mu.Unlock()
-	x.log.Warn("session index: cannot read single messages of the events stream; for a minute lists go by the consumer's count and may miss a session that ended a moment ago (the stream may be electing a leader, or the gateway's NATS user lacks $JS.API.STREAM.MSG.GET on it, whose requests get no answer: docs/recorder.md, \"NATS users\")",
-		"stream", x.stream, "err", err)
-}
-
-// subjects are the subjects the index follows: the sessions' starts,
-// refused logins, ends and interruption notes, their statements and the
-// batches that carry statements.
-func (x *Index) subjects() []string {
-	return []string{
-		x.prefix + ".*." + KindStart,
-		x.prefix + ".*." + KindAuth,
-		x.prefix + ".*." + KindEnd,
-		x.prefix + ".*." + KindInterrupted,
-		x.prefix + ".*." + KindStmt,
-		x.prefix + ".*." + KindBatch,
-	}
+	x.log.Warn("session index: cannot read single messages of the stream; for a minute lists go by the consumer's count and may miss a session that ended a moment ago (the stream may be electing a leader, or the gateway's NATS user lacks $JS.API.STREAM.MSG.GET on it, whose requests get no answer: docs/recorder.md, \"NATS users\")",
+		"stream", f.stream, "err", err)
 }
 
 // Waits of List: for the stream's history to be read (a starting
@@ -353,15 +398,29 @@ func (x *Index) Run(ctx context.Context) error {
 		}
 	}
 	x.readyOnce.Do(func() { close(x.ready) })
+	// The standby has no history step: it holds only what failovers sent
+	// there, and its follow starts from its first message.
+	var wg sync.WaitGroup
+	for _, f := range x.feeds[1:] {
+		wg.Go(func() { x.keepFollowing(ctx, f) })
+	}
+	x.keepFollowing(ctx, x.feeds[0])
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
+// keepFollowing follows f until ctx ends, with a new consumer each time
+// one fails.
+func (x *Index) keepFollowing(ctx context.Context, f *feed) {
 	for {
-		err := x.follow(ctx)
+		err := x.follow(ctx, f)
 		if ctx.Err() != nil {
-			return context.Cause(ctx)
+			return
 		}
-		x.log.Warn("session index: following the stream stopped; following again", "stream", x.stream, "err", err)
+		x.log.Warn("session index: following the stream stopped; following again", "stream", f.stream, "err", err)
 		// Short: a list may be waiting (Sync) for the new consumer.
 		if !sleepCtx(ctx, followRetry) {
-			return context.Cause(ctx)
+			return
 		}
 	}
 }
@@ -473,7 +532,7 @@ func (x *Index) load(ctx context.Context, rd *Reader) error {
 		}
 	}
 	x.mu.Lock()
-	x.last = last
+	x.feeds[0].last = last
 	x.mu.Unlock()
 	return nil
 }
@@ -498,8 +557,8 @@ const (
 // index's pace"). Sync does not wait for the pace: it cuts it short.
 const followPace = 50 * time.Millisecond
 
-// follow applies the messages after x.last until ctx ends or its consumer
-// fails; Run then makes a new one after x.last. It waits for the next
+// follow applies the messages of f after f.last until ctx ends or its
+// consumer fails; Run then makes a new one after f.last. It waits for the next
 // message with a long pull request of one; once one has arrived, it
 // takes what gathered meanwhile every followPace, without waiting, until
 // a request finds nothing, and waits again.
@@ -510,17 +569,17 @@ const followPace = 50 * time.Millisecond
 // lock its Info takes, so Sync, and the List waiting on it, blocked for as
 // long as the retries went on, and for good once that name had been
 // placed on the lost server (TestIndexListWhileLeaderLost).
-func (x *Index) follow(ctx context.Context) error {
+func (x *Index) follow(ctx context.Context, f *feed) error {
 	x.mu.RLock()
-	from := x.last + 1
+	from := f.last + 1
 	x.mu.RUnlock()
 	cctx, cancel := context.WithTimeout(ctx, followCreateWait)
-	cons, err := x.js.CreateConsumer(cctx, x.stream, jetstream.ConsumerConfig{
-		FilterSubjects: x.subjects(),
+	cons, err := x.js.CreateConsumer(cctx, f.stream, jetstream.ConsumerConfig{
+		FilterSubjects: f.subjects(),
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from,
 		// As an ordered consumer is: nothing to acknowledge, one
-		// replica in memory, since a lost one is made again from x.last.
+		// replica in memory, since a lost one is made again from f.last.
 		AckPolicy:         jetstream.AckNonePolicy,
 		MemoryStorage:     true,
 		Replicas:          1,
@@ -530,17 +589,17 @@ func (x *Index) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("recorder: session index consumer: %w", err)
 	}
-	defer x.deleteConsumer(cons)
+	defer x.deleteConsumer(f, cons)
 	fctx, stop := context.WithCancel(ctx)
 	defer stop()
 	x.mu.Lock()
-	x.cons, x.stopFollow = cons, stop
+	f.cons, f.stopFollow = cons, stop
 	x.mu.Unlock()
 	defer func() {
 		// Sync waits for the next consumer rather than asking this one.
 		x.mu.Lock()
-		if x.cons == cons {
-			x.cons, x.stopFollow = nil, nil
+		if f.cons == cons {
+			f.cons, f.stopFollow = nil, nil
 		}
 		x.mu.Unlock()
 	}()
@@ -574,7 +633,7 @@ func (x *Index) follow(ctx context.Context) error {
 				return n, fmt.Errorf("message %d after %d", md.Sequence.Consumer, delivered)
 			}
 			delivered = md.Sequence.Consumer
-			x.Apply(msg.Subject(), msg.Data(), md.Sequence.Stream)
+			x.apply(f, msg.Subject(), msg.Data(), md.Sequence.Stream)
 			n++
 		}
 		if n > 0 {
@@ -598,32 +657,32 @@ func (x *Index) follow(ctx context.Context) error {
 		t := time.NewTimer(x.pace)
 		select {
 		case <-t.C:
-		case <-x.nudge:
+		case <-f.nudge:
 		case <-fctx.Done():
 		}
 		t.Stop()
 	}
 }
 
-// restartFollow makes follow give up cons, which its server no longer
-// has, unless it has moved on already.
-func (x *Index) restartFollow(cons jetstream.Consumer) {
+// restartFollow makes follow give up cons, f's consumer, which its
+// server no longer has, unless it has moved on already.
+func (x *Index) restartFollow(f *feed, cons jetstream.Consumer) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.cons != cons {
+	if f.cons != cons {
 		return
 	}
-	x.cons = nil
-	if x.stopFollow != nil {
-		x.stopFollow()
-		x.stopFollow = nil
+	f.cons = nil
+	if f.stopFollow != nil {
+		f.stopFollow()
+		f.stopFollow = nil
 	}
 }
 
 // deleteConsumer removes a consumer follow is done with, in the
 // background (its server may be the one lost, and Run goes on at once);
 // consumerIdle removes it if this does not.
-func (x *Index) deleteConsumer(cons jetstream.Consumer) {
+func (x *Index) deleteConsumer(f *feed, cons jetstream.Consumer) {
 	info := cons.CachedInfo()
 	if info == nil {
 		return
@@ -631,7 +690,7 @@ func (x *Index) deleteConsumer(cons jetstream.Consumer) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = x.js.DeleteConsumer(ctx, x.stream, info.Name)
+		_ = x.js.DeleteConsumer(ctx, f.stream, info.Name)
 	}()
 }
 
@@ -677,13 +736,19 @@ type indexStmt struct {
 	denied  bool
 }
 
-// Apply applies one stream message to the index: its subject, body and
-// stream sequence. Messages at or before the last one applied are
-// ignored, so a consumer restarted from an earlier point does no harm.
+// Apply applies one message of the events stream to the index: its
+// subject, body and stream sequence. Messages at or before the last one
+// applied are ignored, so a consumer restarted from an earlier point does
+// no harm.
 func (x *Index) Apply(subject string, data []byte, streamSeq uint64) {
+	x.apply(x.feeds[0], subject, data, streamSeq)
+}
+
+// apply is Apply for a message of f's stream.
+func (x *Index) apply(f *feed, subject string, data []byte, streamSeq uint64) {
 	kind := subject[strings.LastIndexByte(subject, '.')+1:]
 	if kind == KindBatch {
-		x.applyBatch(subject, data, streamSeq)
+		x.applyBatch(f, subject, data, streamSeq)
 		return
 	}
 	if kind == KindStmt {
@@ -693,39 +758,39 @@ func (x *Index) Apply(subject string, data []byte, streamSeq uint64) {
 		p, ok := peekStmt(data)
 		x.mu.Lock()
 		defer x.mu.Unlock()
-		if ok && (streamSeq == 0 || streamSeq > x.last) {
+		if ok && (streamSeq == 0 || streamSeq > f.last) {
 			x.applyStmt(p)
 		}
-		x.last = max(x.last, streamSeq)
+		f.last = max(f.last, streamSeq)
 		return
 	}
 	var ev Event
 	if err := json.Unmarshal(data, &ev); err != nil {
-		x.log.Warn("session index: unreadable event skipped", "stream", x.stream, "seq", streamSeq, "subject", subject, "err", err)
-		x.skip(streamSeq)
+		x.log.Warn("session index: unreadable event skipped", "stream", f.stream, "seq", streamSeq, "subject", subject, "err", err)
+		x.skip(f, streamSeq)
 		return
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if streamSeq != 0 && streamSeq <= x.last {
+	if streamSeq != 0 && streamSeq <= f.last {
 		return
 	}
 	x.applyEvent(&ev)
-	x.last = max(x.last, streamSeq)
+	f.last = max(f.last, streamSeq)
 }
 
 // applyBatch counts the statements a batch carries (batch.go); the
 // batch's other events are not what the index follows.
-func (x *Index) applyBatch(subject string, data []byte, streamSeq uint64) {
+func (x *Index) applyBatch(f *feed, subject string, data []byte, streamSeq uint64) {
 	raws, err := splitBatch(data)
 	if err != nil {
-		x.log.Warn("session index: unreadable batch skipped", "stream", x.stream, "seq", streamSeq, "subject", subject, "err", err)
-		x.skip(streamSeq)
+		x.log.Warn("session index: unreadable batch skipped", "stream", f.stream, "seq", streamSeq, "subject", subject, "err", err)
+		x.skip(f, streamSeq)
 		return
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if streamSeq != 0 && streamSeq <= x.last {
+	if streamSeq != 0 && streamSeq <= f.last {
 		return
 	}
 	for _, raw := range raws {
@@ -736,12 +801,12 @@ func (x *Index) applyBatch(subject string, data []byte, streamSeq uint64) {
 			x.applyStmt(p)
 		}
 	}
-	x.last = max(x.last, streamSeq)
+	f.last = max(f.last, streamSeq)
 }
 
-func (x *Index) skip(streamSeq uint64) {
+func (x *Index) skip(f *feed, streamSeq uint64) {
 	x.mu.Lock()
-	x.last = max(x.last, streamSeq)
+	f.last = max(f.last, streamSeq)
 	x.mu.Unlock()
 }
 

@@ -374,7 +374,7 @@ func TestIndexUnapplied(t *testing.T) {
 		{"everything applied", second, second, false},
 		{"applied past what Sync waits for", second, data, false},
 	} {
-		got, err := x.unapplied(ctx, st, tc.last, tc.upTo)
+		got, err := x.unapplied(ctx, x.feeds[0], st, tc.last, tc.upTo)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}

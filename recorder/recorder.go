@@ -462,6 +462,15 @@ func (r *Recorder) Stream() string { return r.stream }
 // SubjectPrefix is the prefix of every event subject.
 func (r *Recorder) SubjectPrefix() string { return r.prefix }
 
+// Standby is the standby stream events go to while the events stream has
+// no leader, or "" when failover is off.
+func (r *Recorder) Standby() string {
+	if len(r.lanes) < 2 {
+		return ""
+	}
+	return r.lanes[1].stream
+}
+
 // Open starts the ordered event log of one session. meta is copied into
 // every event, with Gateway set from Options.Gateway. A session id that is
 // not a valid subject token gives a Log whose Commit always fails, so a

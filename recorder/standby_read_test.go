@@ -25,37 +25,9 @@ func TestReadTakesStandbyNotYetSourced(t *testing.T) {
 		t.Fatalf("recorded %d events, %d chunks", len(recorded.Events), len(recorded.Chunks))
 	}
 
-	// Two streams shaped like a failover's pair, but the events stream
-	// without the source: what a stalled source looks like to a reader.
-	o := Options{Stream: "SPLIT", Subjects: "split"}
-	main := standbyConfig(o)
-	main.Name, main.Subjects = o.Stream, []string{o.Subjects + ".>"}
-	for _, cfg := range []jetstream.StreamConfig{main, standbyConfig(o)} {
-		if _, err := h.js.CreateStream(ctx, cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	o := newSplitPair(t, h)
 	// Copy the session over, every other message to the standby.
-	cons, err := h.js.OrderedConsumer(ctx, testStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{DefaultSubjectPrefix + ".s-split.>"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, toStandby := 0, 0
-	for {
-		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			break
-		}
-		prefix := o.Subjects
-		if n%2 == 1 {
-			prefix, toStandby = StandbySubjects(o.Subjects), toStandby+1
-		}
-		out := &nats.Msg{Subject: prefix + strings.TrimPrefix(msg.Subject(), DefaultSubjectPrefix), Data: msg.Data(), Header: msg.Headers()}
-		if _, err := h.js.PublishMsg(ctx, out); err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
+	n, toStandby := copyToPair(t, h, o, "s-split", func(i int) bool { return i%2 == 1 })
 	if toStandby == 0 {
 		t.Fatalf("copied %d messages, none to the standby", n)
 	}
@@ -81,5 +53,51 @@ func TestReadTakesStandbyNotYetSourced(t *testing.T) {
 	ss, err := rd.Sessions(ctx, ListOptions{})
 	if err != nil || len(ss) != 1 || ss[0].Status != StatusEnded {
 		t.Fatalf("sessions: %+v, %v", ss, err)
+	}
+}
+
+// newSplitPair makes two streams shaped like a failover's pair, but the
+// events stream without its source: what a stalled source looks like to
+// a reader.
+func newSplitPair(t *testing.T, h *harness) Options {
+	t.Helper()
+	o := Options{Stream: "SPLIT", Subjects: "split"}
+	main := standbyConfig(o)
+	main.Name, main.Subjects = o.Stream, []string{o.Subjects + ".>"}
+	for _, cfg := range []jetstream.StreamConfig{main, standbyConfig(o)} {
+		if _, err := h.js.CreateStream(context.Background(), cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return o
+}
+
+// copyToPair copies the messages of session id from the harness's stream
+// into o's pair, under each stream's subjects as the recorder would have
+// published them: to the standby those toStandby says (by their place in
+// the session), the others to the events stream. It returns how many went
+// to each.
+func copyToPair(t *testing.T, h *harness, o Options, id string, toStandby func(i int) bool) (events, standby int) {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := h.js.OrderedConsumer(ctx, testStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{DefaultSubjectPrefix + "." + id + ".>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return events, standby
+		}
+		prefix := o.Subjects
+		if toStandby(i) {
+			prefix, standby = StandbySubjects(o.Subjects), standby+1
+		} else {
+			events++
+		}
+		out := &nats.Msg{Subject: prefix + strings.TrimPrefix(msg.Subject(), DefaultSubjectPrefix), Data: msg.Data(), Header: msg.Headers()}
+		if _, err := h.js.PublishMsg(ctx, out); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

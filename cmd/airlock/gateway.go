@@ -156,7 +156,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger) (err 
 	}
 	// The session index reads the stream's history in the background;
 	// session lists wait for it (briefly) until then.
-	index := recorder.NewIndex(nc.JS, recorder.IndexOptions{Stream: rec.Stream(), SubjectPrefix: rec.SubjectPrefix(), Logger: log.With("component", "session-index")})
+	index := recorder.NewIndex(nc.JS, recorder.IndexOptions{Stream: rec.Stream(), SubjectPrefix: rec.SubjectPrefix(), Standby: rec.Standby(), Logger: log.With("component", "session-index")})
 	ictx, icancel := context.WithCancel(ctx)
 	defer icancel()
 	go func() { _ = index.Run(ictx) }()
