@@ -130,10 +130,12 @@ type indexEntry struct {
 	note       *indexNote
 	statements int32
 	denied     int32
-	// lastStmt is the seq of the last statement event counted, so a
-	// statement stored twice (a republish) counts once.
+	// lastStmt is the highest seq of a statement counted, and bit i of
+	// seen is set when statement lastStmt-i has been counted (see
+	// countStmt).
 	lastStmt uint32
 	flags    uint8
+	seen     uint64
 }
 
 const (
@@ -872,17 +874,45 @@ func (x *Index) applyStmt(st indexStmt) {
 }
 
 // countStmt adds a statement to an open session's counts, once per seq;
-// an ended session's counts are its end's totals.
+// an ended session's counts are its end's totals. A statement stored
+// twice (a republish; the standby's copy, sourced into the events stream)
+// counts once. One read after a later one of its session counts too, if
+// it is within stmtWindow of the latest counted: with a standby the
+// index reads two streams at once, and when the recorder goes back to the
+// events stream after a failover, the events stream's next statements may
+// be read before the standby's last ones (its follow takes every
+// followPace). One further back is taken for a copy already counted.
 func (x *Index) countStmt(e *indexEntry, st indexStmt) {
-	if e.flags&flagEnded != 0 || uint32(st.seq) <= e.lastStmt {
+	if e.flags&flagEnded != 0 {
 		return
 	}
-	e.lastStmt = uint32(st.seq)
+	seq := uint32(st.seq)
+	switch back := e.lastStmt - seq; {
+	case seq > e.lastStmt:
+		if d := seq - e.lastStmt; d < stmtWindow {
+			e.seen = e.seen<<d | 1
+		} else {
+			e.seen = 1
+		}
+		e.lastStmt = seq
+	case back < stmtWindow && e.seen&(1<<back) == 0:
+		e.seen |= 1 << back
+	default:
+		return
+	}
 	e.statements++
 	if st.denied {
 		e.denied++
 	}
 }
+
+// stmtWindow is how many statement seqs up to a session's latest the
+// index tells apart (indexEntry.seen): a session's statements are
+// consecutive seqs but for a checkpoint now and then, and strict mode
+// records one statement at a time, so 64 covers a followPace of
+// statements at 0.8 ms or more each (a failover needs a cluster, whose
+// acknowledgements alone take most of that).
+const stmtWindow = 64
 
 // setMeta sets who, where and when from the session's first event.
 func (x *Index) setMeta(e *indexEntry, ev *Event) {

@@ -100,6 +100,31 @@ func TestIndexFollowsStandby(t *testing.T) {
 		t.Fatalf("listed after a session on the standby:\n%s\nwant:\n%s", got, want)
 	}
 
+	// Back from a failover: the index reads a statement the events
+	// stream took before the two the standby took just earlier (the
+	// standby's follow takes every followPace), and counts all three.
+	l := h.rec.Open("back", testMeta("agent-1", "orders-db"))
+	for _, ev := range []Event{{Type: TypeSessionStart}, stmtEvent(1, "SELECT 1"), denyEvent(2, "DELETE FROM orders"), stmtEvent(3, "SELECT 3")} {
+		l.Append(ev)
+		if err := l.Commit(ctx); err != nil { // a message each
+			t.Fatal(err)
+		}
+	}
+	if m, s := copySomeToPair(t, h, o, "back", func(i int) (bool, bool) { return i == 0 || i == 3, false }); m != 2 || s != 0 {
+		t.Fatalf("copied %d to the events stream, %d to the standby", m, s)
+	}
+	want = "back open 1/0\n" + want
+	if got := list(); got != want {
+		t.Fatalf("listed with the events stream's statement:\n%s\nwant:\n%s", got, want)
+	}
+	if m, s := copySomeToPair(t, h, o, "back", func(i int) (bool, bool) { return i == 1 || i == 2, true }); m != 0 || s != 2 {
+		t.Fatalf("copied %d to the events stream, %d to the standby", m, s)
+	}
+	want = strings.Replace(want, "back open 1/0", "back open 3/1", 1)
+	if got := list(); got != want {
+		t.Fatalf("listed after the standby's earlier statements:\n%s\nwant:\n%s", got, want)
+	}
+
 	// The source runs: every standby message arrives a second time, now
 	// on the events stream, and the counts stay.
 	source()

@@ -415,6 +415,17 @@ func TestIndexApply(t *testing.T) {
 	if !ok || s.Statements != 1 || s.Denied != 1 || s.Status != StatusOpen {
 		t.Fatalf("%+v %v", s, ok)
 	}
+	// Statements read out of order count once each, within stmtWindow
+	// of the latest: 70 and 8 count, 6 is taken for a copy already
+	// counted (64 behind), and 8 again is one.
+	for _, seq := range []uint64{70, 8, 6, 8} {
+		st := stmtEvent(seq, "SELECT 1")
+		st.Seq = seq
+		apply(st)
+	}
+	if s, _ := x.Get("s1"); s.Statements != 3 || s.Denied != 1 {
+		t.Fatalf("after statements out of order: %+v", s)
+	}
 	// An old stream sequence again: ignored.
 	b, _ := json.Marshal(&Event{V: Version, Type: TypeSessionEnd, Session: "s1", Seq: 3, Time: t0, End: &End{Reason: "x"}})
 	x.Apply(DefaultSubjectPrefix+".s1.end", b, 1)

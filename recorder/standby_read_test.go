@@ -79,6 +79,13 @@ func newSplitPair(t *testing.T, h *harness) Options {
 // to each.
 func copyToPair(t *testing.T, h *harness, o Options, id string, toStandby func(i int) bool) (events, standby int) {
 	t.Helper()
+	return copySomeToPair(t, h, o, id, func(i int) (bool, bool) { return true, toStandby(i) })
+}
+
+// copySomeToPair is copyToPair of the messages pick says to copy, to the
+// standby or not as it says.
+func copySomeToPair(t *testing.T, h *harness, o Options, id string, pick func(i int) (copy, toStandby bool)) (events, standby int) {
+	t.Helper()
 	ctx := context.Background()
 	cons, err := h.js.OrderedConsumer(ctx, testStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{DefaultSubjectPrefix + "." + id + ".>"}})
 	if err != nil {
@@ -89,8 +96,12 @@ func copyToPair(t *testing.T, h *harness, o Options, id string, toStandby func(i
 		if err != nil {
 			return events, standby
 		}
+		copy, toStandby := pick(i)
+		if !copy {
+			continue
+		}
 		prefix := o.Subjects
-		if toStandby(i) {
+		if toStandby {
 			prefix, standby = StandbySubjects(o.Subjects), standby+1
 		} else {
 			events++
