@@ -886,18 +886,13 @@ func (x *Index) countStmt(e *indexEntry, st indexStmt) {
 	if e.flags&flagEnded != 0 {
 		return
 	}
-	seq := uint32(st.seq)
-	switch back := e.lastStmt - seq; {
-	case seq > e.lastStmt:
-		if d := seq - e.lastStmt; d < stmtWindow {
-			e.seen = e.seen<<d | 1
-		} else {
-			e.seen = 1
-		}
+	if seq := uint32(st.seq); seq > e.lastStmt {
+		// A shift of stmtWindow or more leaves only the new bit.
+		e.seen = e.seen<<(seq-e.lastStmt) | 1
 		e.lastStmt = seq
-	case back < stmtWindow && e.seen&(1<<back) == 0:
+	} else if back := e.lastStmt - seq; back < stmtWindow && e.seen&(1<<back) == 0 {
 		e.seen |= 1 << back
-	default:
+	} else {
 		return
 	}
 	e.statements++
@@ -911,7 +906,7 @@ func (x *Index) countStmt(e *indexEntry, st indexStmt) {
 // consecutive seqs but for a checkpoint now and then, and strict mode
 // records one statement at a time, so 64 covers a followPace of
 // statements at 0.8 ms or more each (a failover needs a cluster, whose
-// acknowledgements alone take most of that).
+// acknowledgements alone take most of that). It is the width of seen.
 const stmtWindow = 64
 
 // setMeta sets who, where and when from the session's first event.

@@ -84,7 +84,7 @@ func copyToPair(t *testing.T, h *harness, o Options, id string, toStandby func(i
 
 // copySomeToPair is copyToPair of the messages pick says to copy, to the
 // standby or not as it says.
-func copySomeToPair(t *testing.T, h *harness, o Options, id string, pick func(i int) (copy, toStandby bool)) (events, standby int) {
+func copySomeToPair(t *testing.T, h *harness, o Options, id string, pick func(i int) (take, toStandby bool)) (events, standby int) {
 	t.Helper()
 	ctx := context.Background()
 	cons, err := h.js.OrderedConsumer(ctx, testStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{DefaultSubjectPrefix + "." + id + ".>"}})
@@ -96,8 +96,8 @@ func copySomeToPair(t *testing.T, h *harness, o Options, id string, pick func(i 
 		if err != nil {
 			return events, standby
 		}
-		copy, toStandby := pick(i)
-		if !copy {
+		take, toStandby := pick(i)
+		if !take {
 			continue
 		}
 		prefix := o.Subjects
